@@ -1,0 +1,83 @@
+"""The shape of a partner adapter.
+
+An adapter turns one outbound package into whatever the partner's API takes, and (if
+the partner cannot push) fetches status events. It holds its own connections, opened
+lazily and released in :meth:`aclose`. It translates foreign errors into
+``gateway.errors`` (``PartnerUnavailable``, ``PartnerTimeout``, ``PartnerRejected``) and
+never retries by itself: retries, rate limits and the circuit breaker live in the core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.partner import PartnerProfile
+
+
+class AdapterConfig(BaseModel):
+    """Base for each adapter's ``Config``: unknown keys in a profile are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class OutboundPackage:
+    package_id: str
+    case_ref: str
+    purpose: str
+    sealing: str
+    sealed: str
+    """The compact JWE (sealing ``jwe``) or signed JWS (``tls-only``) to send."""
+    claims: dict[str, Any]
+    """The minimized claims, for adapters that must render them (SMS, email)."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    partner_ref: str | None = None
+    status: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PollResult:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    cursor: str | None = None
+
+
+class Adapter:
+    #: The name profiles use in ``adapter = "..."``.
+    name: ClassVar[str]
+    #: The partner kinds this adapter can serve.
+    kinds: ClassVar[frozenset[str]]
+    Config: ClassVar[type[AdapterConfig]] = AdapterConfig
+
+    def __init__(self, profile: PartnerProfile, config: AdapterConfig) -> None:
+        self.profile = profile
+        self.config = config
+
+    @classmethod
+    def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
+        """Validate the profile's ``[adapter_config]`` and anything else this adapter
+        needs of the profile; raise ValueError naming the field."""
+        return cls.Config.model_validate(profile.adapter_config)
+
+    async def deliver(self, package: OutboundPackage) -> Receipt:
+        raise NotImplementedError
+
+    supports_poll: ClassVar[bool] = False
+
+    async def poll(self, since: str | None) -> PollResult:
+        raise NotImplementedError(f"adapter {self.name} cannot poll")
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    async def __aenter__(self) -> Adapter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

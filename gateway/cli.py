@@ -1,0 +1,361 @@
+"""The ``gateway`` command line.
+
+Every failure prints one line (what went wrong, where, how to fix it) and exits with
+status 1; usage errors exit with 2. Nothing is half-written: each command's changes are
+one database transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from gateway import placement, registry
+from gateway.config import CONFIG_NAME, ENV_VAR, Settings, first_error, load_settings, render_config
+from gateway.core import Gateway
+from gateway.db import open_database
+from gateway.errors import ConfigError, GatewayError, InvalidInput
+from gateway.keys import KeyStore
+from gateway.plugins import describe, get_plugin_manager
+from schemas import export as schema_export
+from schemas.case import Case
+
+T = TypeVar("T")
+
+
+def actor() -> str:
+    return os.environ.get("GATEWAY_ACTOR") or f"cli:{getpass.getuser()}"
+
+
+def run(coro: Awaitable[T]) -> T:
+    """Run a coroutine, turning gateway errors into one clean CLI line."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def with_gateway(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Open the workspace named by --config for the command, and close it after."""
+
+    @click.pass_obj
+    @functools.wraps(fn)
+    def wrapper(obj: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        async def main() -> Any:
+            settings = load_settings(obj["config"])
+            async with await Gateway.open(settings) as gw:
+                return await fn(gw, *args, **kwargs)
+
+        return run(main())
+
+    return wrapper
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+@click.group()
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Workspace config file or directory [default: ${ENV_VAR} or ./{CONFIG_NAME}]",
+)
+@click.version_option(package_name="agency-gateway")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """Agency Gateway: minimized, encrypted case packages to collection partners."""
+    ctx.obj = {"config": config}
+
+
+# -- workspace -------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=".")
+@click.option("--bank-id", default="example-bank", show_default=True, help="Issuer of packages (JWT iss).")
+@click.option("--bank-name", default="Example Bank", show_default=True)
+@click.option("--signing-alg", type=click.Choice(["ES256", "EdDSA"]), default="ES256", show_default=True)
+def init(directory: Path, bank_id: str, bank_name: str, signing_alg: str) -> None:
+    """Create a workspace in DIRECTORY: config, bank keys, database.
+
+    Safe to run again: an existing config and existing keys are kept.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / CONFIG_NAME
+    if config_path.exists():
+        click.echo(f"kept existing {config_path}")
+    else:
+        try:
+            Settings(bank_id=bank_id, bank_name=bank_name, signing_alg=signing_alg)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise click.BadParameter(first_error(exc)) from None
+        config_path.write_text(render_config(bank_id, bank_name, signing_alg), encoding="utf-8")
+        click.echo(f"wrote {config_path}")
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    made = KeyStore(settings.keys_dir).generate(settings.signing_alg)
+    click.echo(f"keys in {settings.keys_dir}: " + (", ".join(made) + " generated" if made else "all present, kept"))
+    settings.partners_dir.mkdir(parents=True, exist_ok=True)
+
+    async def create_db() -> None:
+        db = await open_database(settings.database_url)
+        await db.close()
+
+    run(create_db())
+    click.echo(f"database ready: {settings.database_url}")
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """The bank's keys: generate, rotate, publish."""
+
+
+@keys.command("generate")
+@click.pass_obj
+def keys_generate(obj: dict[str, Any]) -> None:
+    """Create any missing bank key (signing, pseudonymization, audit log); keep existing ones."""
+    settings = _settings(obj)
+    made = KeyStore(settings.keys_dir).generate(settings.signing_alg)
+    click.echo(", ".join(made) + " generated" if made else "all keys present; nothing changed")
+
+
+@keys.command("rotate")
+@click.option("--alg", type=click.Choice(["ES256", "EdDSA"]), default=None, help="Algorithm of the new key [default: same as now].")
+@with_gateway
+async def keys_rotate(gw: Gateway, alg: str | None) -> None:
+    """Replace the signing key; the old public key stays in the published JWKS."""
+    from gateway.audit import log as audit_log
+    from gateway.core import isotime
+    from schemas.audit import KeyRotated
+
+    old = gw.keys.signing_key().kid
+    async with gw.db.transaction() as tx:
+        new = gw.keys.rotate(alg)
+        await audit_log.append(
+            tx, [KeyRotated(at=isotime(gw.now()), actor=actor(), key="bank-signing", old_kid=str(old), new_kid=str(new.kid))]
+        )
+    click.echo(f"signing key rotated: {old} -> {new.kid} ({new.alg}); old public key kept in jwks.json")
+
+
+@keys.command("jwks")
+@click.pass_obj
+def keys_jwks(obj: dict[str, Any]) -> None:
+    """Print the bank's public key set (what /.well-known/jwks.json serves)."""
+    try:
+        echo_json(KeyStore(_settings(obj).keys_dir).public_jwks())
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _settings(obj: dict[str, Any]) -> Settings:
+    try:
+        return load_settings(obj["config"])
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# -- schemas and plugins ---------------------------------------------------------------
+
+
+@cli.group()
+def schemas() -> None:
+    """JSON Schema files generated from the models, for partners."""
+
+
+@schemas.command("export")
+@click.option("--check", is_flag=True, help="Only report files that differ; exit 1 if any.")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=schema_export.JSON_DIR, show_default=True)
+def schemas_export(check: bool, directory: Path) -> None:
+    """Write schemas/json/*.json from the pydantic models."""
+    if check:
+        stale = schema_export.stale(directory)
+        if stale:
+            raise click.ClickException(f"out of date: {', '.join(stale)}; run `gateway schemas export`")
+        click.echo("schemas up to date")
+        return
+    for path in schema_export.write(directory):
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+def plugins() -> None:
+    """List loaded plugins and the adapters they provide, as JSON."""
+    echo_json(describe(get_plugin_manager()))
+
+
+# -- partners --------------------------------------------------------------------------
+
+
+@cli.group()
+def partners() -> None:
+    """Onboard partners from profile files, list them, suspend and reinstate them."""
+
+
+@partners.command("add")
+@click.argument("profile", type=click.Path(path_type=Path))
+@click.option("--update", is_flag=True, help="Replace the profile of an existing partner.")
+@with_gateway
+async def partners_add(gw: Gateway, profile: Path, update: bool) -> None:
+    """Validate PROFILE (TOML) and onboard the partner it describes."""
+    record, what = await registry.add(gw, profile, actor=actor(), update=update)
+    click.echo(f"{record.id}: {what} ({record.profile.kind}, adapter {record.profile.adapter}, {record.profile_digest[:19]}...)")
+
+
+@partners.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@with_gateway
+async def partners_list(gw: Gateway, as_json: bool) -> None:
+    """All partners with their status and contract."""
+    records = await registry.list_all(gw)
+    rows = [
+        {
+            "id": r.id,
+            "kind": r.profile.kind,
+            "status": r.status,
+            "adapter": r.profile.adapter,
+            "contract": r.profile.contract.number,
+            "valid_to": str(r.profile.contract.valid_to),
+            "purposes": ",".join(r.profile.policy),
+        }
+        for r in records
+    ]
+    if as_json:
+        echo_json(rows)
+    elif not rows:
+        click.echo("no partners yet; onboard one with `gateway partners add PROFILE.toml`")
+    else:
+        click.echo(table(rows))
+
+
+@partners.command("show")
+@click.argument("partner_id")
+@with_gateway
+async def partners_show(gw: Gateway, partner_id: str) -> None:
+    """The stored profile and status of one partner, as JSON."""
+    r = await registry.get(gw, partner_id)
+    echo_json(
+        {
+            "status": r.status,
+            "status_reason": r.status_reason,
+            "profile_digest": r.profile_digest,
+            "source": r.source,
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
+            "profile": r.profile.model_dump(mode="json"),
+        }
+    )
+
+
+@partners.command("suspend")
+@click.argument("partner_id")
+@click.option("--reason", required=True, help="Why; recorded in the audit log (no personal data).")
+@with_gateway
+async def partners_suspend(gw: Gateway, partner_id: str, reason: str) -> None:
+    """Stop all placements to a partner until it is reinstated."""
+    await registry.set_status(gw, partner_id, "suspended", reason=reason, actor=actor())
+    click.echo(f"{partner_id}: suspended")
+
+
+@partners.command("reinstate")
+@click.argument("partner_id")
+@click.option("--reason", default="", help="Why; recorded in the audit log.")
+@with_gateway
+async def partners_reinstate(gw: Gateway, partner_id: str, reason: str) -> None:
+    """Allow placements to a suspended partner again."""
+    await registry.set_status(gw, partner_id, "active", reason=reason, actor=actor())
+    click.echo(f"{partner_id}: active")
+
+
+# -- placement -------------------------------------------------------------------------
+
+
+def read_case(path: Path) -> Case:
+    try:
+        return Case.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise InvalidInput(f"{path}: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        raise InvalidInput(f"{path}: {first_error(exc)}") from None
+
+
+@cli.command()
+@click.argument("case_file", metavar="CASE.json", type=click.Path(path_type=Path))
+@click.option("--partner", "partner_id", required=True, help="Partner id (see `gateway partners list`).")
+@click.option("--purpose", required=True, help="Purpose the contract covers, e.g. collection.")
+@with_gateway
+async def place(gw: Gateway, case_file: Path, partner_id: str, purpose: str) -> None:
+    """Check policy, minimize, seal and queue a case package; print its id."""
+    result = await placement.place(gw, read_case(case_file), partner_id, purpose, actor=actor())
+    click.echo(result.package_id)
+
+
+@cli.group()
+def package() -> None:
+    """Inspect packages in the outbox."""
+
+
+@package.command("show")
+@click.argument("package_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@with_gateway
+async def package_show(gw: Gateway, package_id: str, as_json: bool) -> None:
+    """Exactly what the partner will receive, in clear text, from the signed package."""
+    info = await placement.show(gw, package_id)
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"package {info['package_id']} -> {info['partner']} ({info['purpose']}), {info['state']}, sealed {info['sealing']}")
+    click.echo(f"case {info['case_id']} appears to the partner as {info['claims']['case_ref']}")
+    for path, value in flatten(info["claims"]["data"]):
+        click.echo(f"  {path:<40} {value}")
+
+
+@package.command("list")
+@click.option("--partner", "partner_id", default=None)
+@click.option("--limit", default=50, show_default=True)
+@with_gateway
+async def package_list(gw: Gateway, partner_id: str | None, limit: int) -> None:
+    """Newest packages first."""
+    rows = await placement.list_packages(gw, partner_id, limit)
+    click.echo(table(rows) if rows else "no packages")
+
+
+def flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(data, dict):
+        return [item for k, v in data.items() for item in flatten(v, f"{prefix}.{k}" if prefix else k)]
+    if isinstance(data, list):
+        return [item for i, v in enumerate(data) for item in flatten(v, f"{prefix}[{i}]")]
+    return [(prefix, data)]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    headers = list(rows[0])
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in headers]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def main() -> None:
+    try:
+        cli(prog_name="gateway")
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,95 @@
+"""``gateway.toml``: the settings of one gateway workspace.
+
+Relative paths in the file are relative to the file's own directory, so a workspace can
+be moved or copied as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.errors import ConfigError
+
+CONFIG_NAME = "gateway.toml"
+ENV_VAR = "GATEWAY_CONFIG"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bank_id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,62}$", description="JWT issuer")
+    bank_name: str = ""
+    database_url: str = "sqlite:///gateway.db"
+    keys_dir: Path = Path("keys")
+    partners_dir: Path = Path("partners")
+    rule_pack: str = "cn"
+    signing_alg: Literal["ES256", "EdDSA"] = "ES256"
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def resolved(self, base: Path) -> Settings:
+        """Return a copy whose paths are absolute, relative ones taken from ``base``."""
+        url = self.database_url
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            url = "sqlite:///" + str(base / url.removeprefix("sqlite:///"))
+        return self.model_copy(
+            update={
+                "base_dir": base,
+                "database_url": url,
+                "keys_dir": base / self.keys_dir,
+                "partners_dir": base / self.partners_dir,
+            }
+        )
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(ENV_VAR, CONFIG_NAME))
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    path = path or default_config_path()
+    if path.is_dir():
+        path = path / CONFIG_NAME
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: not found; run `gateway init` to create a workspace, "
+            f"or point --config / {ENV_VAR} at its gateway.toml"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {first_error(exc)}") from None
+    return settings.resolved(path.resolve().parent)
+
+
+def first_error(exc: ValidationError) -> str:
+    """One line for the first problem pydantic found: ``field.path: message``."""
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    return f"{where}: {err['msg']}"
+
+
+def render_config(bank_id: str, bank_name: str, signing_alg: str = "ES256") -> str:
+    return f"""\
+# Agency Gateway workspace. Relative paths are relative to this file.
+bank_id = "{bank_id}"
+bank_name = "{bank_name}"
+# SQLite file by default; several instances on one PostgreSQL come later.
+database_url = "sqlite:///gateway.db"
+# The bank's private keys (0600) and partners' public key sets (JWKS).
+keys_dir = "keys"
+# Partner profile files (TOML) live here by convention; add them with `gateway partners add`.
+partners_dir = "partners"
+# Contact rules checked before sending and after partners report: "cn" or "us-reg-f".
+rule_pack = "cn"
+# Package signature: ES256 (every JOSE library verifies it) or EdDSA (Ed25519).
+signing_alg = "{signing_alg}"
+"""

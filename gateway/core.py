@@ -1,0 +1,62 @@
+"""The gateway's working set: settings, keys, database and plugins, opened together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pluggy
+
+from gateway.adapters import Adapter
+from gateway.config import Settings
+from gateway.db import Database, open_database
+from gateway.keys import KeyStore
+from gateway.plugins import adapters, get_plugin_manager
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def isotime(moment: datetime) -> str:
+    """The one timestamp format stored and logged: UTC, RFC 3339, microseconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        pm: pluggy.PluginManager,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.pm = pm
+        self.keys = KeyStore(settings.keys_dir)
+        self.adapters: dict[str, type[Adapter]] = adapters(pm)
+        self.clock = clock
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        pm: pluggy.PluginManager | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> Gateway:
+        db = await open_database(settings.database_url)
+        return cls(settings, db, pm or get_plugin_manager(), clock)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def __aenter__(self) -> Gateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,93 @@
+"""Versioned schema migrations, applied in order when a database is opened.
+
+Each version is a list of portable statements; a backend may swap a type name through
+``TYPES`` (e.g. ``BLOB`` becomes ``BYTEA`` on PostgreSQL). Never edit a released version:
+add a new one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.db import Database
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE partners (
+            id TEXT PRIMARY KEY,
+            profile TEXT NOT NULL,
+            profile_digest TEXT NOT NULL,
+            source TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'offboarded')),
+            status_reason TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE packages (
+            id TEXT PRIMARY KEY,
+            partner_id TEXT NOT NULL REFERENCES partners(id),
+            case_id TEXT NOT NULL,
+            case_ref TEXT NOT NULL,
+            subject_token TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            sealing TEXT NOT NULL,
+            sealed TEXT NOT NULL,
+            signed TEXT NOT NULL,
+            payload_digest TEXT NOT NULL,
+            fields TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN
+                ('queued', 'sending', 'retry_wait', 'delivered', 'dead', 'recalled')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            lease_owner TEXT,
+            lease_until TEXT,
+            partner_ref TEXT,
+            last_error TEXT
+        )""",
+        "CREATE INDEX packages_due ON packages (state, next_attempt_at)",
+        "CREATE INDEX packages_case ON packages (case_id, partner_id)",
+        "CREATE UNIQUE INDEX packages_case_ref ON packages (partner_id, case_ref, id)",
+        """CREATE TABLE attempts (
+            package_id TEXT NOT NULL REFERENCES packages(id),
+            number INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            latency_ms REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            status TEXT,
+            error_class TEXT,
+            detail TEXT,
+            PRIMARY KEY (package_id, number)
+        )""",
+        """CREATE TABLE audit_entries (
+            idx INTEGER PRIMARY KEY,
+            leaf TEXT NOT NULL,
+            leaf_hash BLOB NOT NULL,
+            kind TEXT NOT NULL,
+            partner_id TEXT,
+            case_token TEXT,
+            at TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_by_partner ON audit_entries (partner_id, idx)",
+        "CREATE INDEX audit_by_case ON audit_entries (case_token, idx)",
+        """CREATE TABLE audit_checkpoints (
+            size INTEGER PRIMARY KEY,
+            note TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+    ],
+]
+
+
+async def migrate(db: Database) -> int:
+    """Bring ``db`` to the newest version; return that version."""
+    async with db.transaction() as tx:
+        await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        current = await tx.fetchval("SELECT MAX(version) FROM schema_version") or 0
+        for version, statements in enumerate(MIGRATIONS[current:], start=current + 1):
+            for sql in statements:
+                await tx.execute(sql)
+            await tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    return len(MIGRATIONS)

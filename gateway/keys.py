@@ -1,0 +1,201 @@
+"""The key store on disk (see keys/README.md for the layout).
+
+::
+
+    KEYS_DIR/bank/signing.jwk      the bank's current signing key (private, 0600)
+    KEYS_DIR/bank/jwks.json        the bank's published key set: current and retired keys
+    KEYS_DIR/bank/pseudonym.key    master key of the keyed pseudonyms (private, 0600)
+    KEYS_DIR/bank/audit-log.pem    Ed25519 key that signs audit checkpoints (private, 0600)
+    KEYS_DIR/partners/ID.jwks.json partners' public encryption keys
+
+Private material is only ever read here and handed to the code that uses it; no
+function returns it as text for printing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from joserfc.jwk import ECKey, KeySet, OKPKey
+
+from gateway.errors import KeyStoreError
+
+JWK = ECKey | OKPKey
+SIGNING_CURVES = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
+#: Key types a partner may publish for ECDH-ES key agreement.
+ENCRYPTION_CURVES = {("EC", "P-256"), ("EC", "P-384"), ("EC", "P-521"), ("OKP", "X25519")}
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret atomically, readable by the owner only (0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def generate_signing_key(alg: str) -> JWK:
+    kty, crv = SIGNING_CURVES[alg]
+    key: JWK = (
+        ECKey.generate_key(crv, private=True)
+        if kty == "EC"
+        else OKPKey.generate_key(crv, private=True)
+    )
+    key.ensure_kid()
+    return import_jwk({**key.as_dict(private=True), "alg": alg, "use": "sig"})
+
+
+def generate_encryption_key(crv: str = "P-256") -> JWK:
+    """A partner-side key pair (used by the demo and tests, never by the bank)."""
+    key: JWK = (
+        OKPKey.generate_key(crv, private=True)
+        if crv == "X25519"
+        else ECKey.generate_key(crv, private=True)
+    )
+    key.ensure_kid()
+    return import_jwk({**key.as_dict(private=True), "use": "enc", "alg": "ECDH-ES+A256KW"})
+
+
+def import_jwk(data: dict[str, Any]) -> JWK:
+    kty = data.get("kty")
+    if kty == "EC":
+        return ECKey.import_key(data)
+    if kty == "OKP":
+        return OKPKey.import_key(data)
+    raise KeyStoreError(f"unsupported key type {kty!r} (expected EC or OKP)")
+
+
+class KeyStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.bank = self.root / "bank"
+        self.partners = self.root / "partners"
+
+    # -- the bank's signing keys -------------------------------------------------------
+
+    @property
+    def signing_path(self) -> Path:
+        return self.bank / "signing.jwk"
+
+    @property
+    def jwks_path(self) -> Path:
+        return self.bank / "jwks.json"
+
+    def generate(self, alg: str = "ES256") -> list[str]:
+        """Create whatever bank key is missing; never overwrite one. Return what was made."""
+        made = []
+        if not self.signing_path.exists():
+            self._install_signing_key(generate_signing_key(alg), retired=[])
+            made.append("signing key")
+        if not (self.bank / "pseudonym.key").exists():
+            write_private(self.bank / "pseudonym.key", os.urandom(32).hex().encode())
+            made.append("pseudonymization key")
+        if not (self.bank / "audit-log.pem").exists():
+            pem = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            write_private(self.bank / "audit-log.pem", pem)
+            made.append("audit log key")
+        self.partners.mkdir(parents=True, exist_ok=True)
+        return made
+
+    def rotate(self, alg: str | None = None) -> JWK:
+        """Replace the signing key; the old public key stays published for verification."""
+        old = self.signing_key()
+        new = generate_signing_key(alg or str(old.alg))
+        self._install_signing_key(new, retired=self.public_jwks()["keys"])
+        return new
+
+    def _install_signing_key(self, key: JWK, retired: list[dict[str, Any]]) -> None:
+        public = [key.as_dict(private=False)] + [k for k in retired if k.get("kid") != key.kid]
+        # Publish the new public key before using it, so nothing is ever signed by a key
+        # that verifiers cannot find.
+        write_public(self.jwks_path, json.dumps({"keys": public}, indent=2).encode())
+        write_private(self.signing_path, json.dumps(key.as_dict(private=True)).encode())
+
+    def signing_key(self) -> JWK:
+        return import_jwk(self._read_json(self.signing_path, "bank signing key"))
+
+    def public_jwks(self) -> dict[str, Any]:
+        return self._read_json(self.jwks_path, "bank public key set")
+
+    # -- pseudonyms ---------------------------------------------------------------------
+
+    def _pseudonym_master(self) -> bytes:
+        path = self.bank / "pseudonym.key"
+        try:
+            return bytes.fromhex(path.read_text().strip())
+        except FileNotFoundError:
+            raise KeyStoreError(f"{path} is missing: run `gateway keys generate`") from None
+        except ValueError:
+            raise KeyStoreError(f"{path} is not a hex key; restore it from backup") from None
+
+    def pseudonymizer(self, scope: str) -> Pseudonymizer:
+        """Tokens for one scope (``partner:ID`` or ``audit``); scopes cannot be joined."""
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=f"gateway-token-v1 {scope}".encode()
+        ).derive(self._pseudonym_master())
+        return Pseudonymizer(key)
+
+    # -- audit log key ------------------------------------------------------------------
+
+    def audit_log_key(self) -> Ed25519PrivateKey:
+        path = self.bank / "audit-log.pem"
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except FileNotFoundError:
+            raise KeyStoreError(f"{path} is missing: run `gateway keys generate`") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyStoreError(f"{path} is not an Ed25519 private key")
+        return key
+
+    # -- partners' public keys ----------------------------------------------------------
+
+    def partner_keyset(self, relative: str) -> KeySet:
+        path = self.root / relative
+        data = self._read_json(path, "partner key set")
+        try:
+            return KeySet.import_key_set(data)
+        except Exception as exc:  # joserfc raises several unrelated types for bad input
+            raise KeyStoreError(f"{path}: not a usable JWKS: {exc}") from None
+
+    def _read_json(self, path: Path, what: str) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise KeyStoreError(f"{what} {path} is missing: run `gateway keys generate`") from None
+        except json.JSONDecodeError as exc:
+            raise KeyStoreError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+class Pseudonymizer:
+    """Keyed HMAC-SHA256 pseudonyms: stable per subject and scope, not reversible
+    without the key (a plain hash of an 11-digit phone number is)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def token(self, value: str, prefix: str = "tok_") -> str:
+        digest = hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+        return prefix + digest[:32]

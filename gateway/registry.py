@@ -1,0 +1,206 @@
+"""The partner registry: onboarding from profile files, status changes, lookups.
+
+Every check on a profile lives in :func:`check_profile`; adding, updating and the
+placement policy all rely on it having passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.audit import log as audit_log
+from gateway.core import Gateway, isotime
+from gateway.db import Transaction
+from gateway.errors import Conflict, GatewayError, NotFound, ProfileError
+from gateway.minimize import check_rule
+from gateway.seal import usable_for_encryption
+from schemas.audit import PartnerChange
+from schemas.partner import PartnerProfile
+
+
+@dataclass(frozen=True)
+class PartnerRecord:
+    profile: PartnerProfile
+    status: str
+    status_reason: str
+    profile_digest: str
+    source: str
+    created_at: str
+    updated_at: str
+
+    @property
+    def id(self) -> str:
+        return self.profile.id
+
+
+def read_profile(path: Path) -> tuple[PartnerProfile, str]:
+    """Parse and shape-check a profile file; return it and its digest."""
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(source, "(file)", exc.strerror or str(exc)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(source, "(syntax)", f"not valid TOML: {exc}") from None
+    try:
+        profile = PartnerProfile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        raise ProfileError(source, where, err["msg"]) from None
+    return profile, digest_profile(profile)
+
+
+def digest_profile(profile: PartnerProfile) -> str:
+    canonical = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date) -> None:
+    """Everything a profile must satisfy before any package may go to the partner."""
+
+    def fail(field: str, problem: str) -> ProfileError:
+        return ProfileError(source, field, problem)
+
+    adapter = gw.adapters.get(profile.adapter)
+    if adapter is None:
+        known = ", ".join(sorted(gw.adapters)) or "none"
+        raise fail("adapter", f"unknown adapter {profile.adapter!r} (installed: {known}; see `gateway plugins`)")
+    if profile.kind not in adapter.kinds:
+        raise fail("kind", f"adapter {adapter.name!r} serves {', '.join(sorted(adapter.kinds))}, not {profile.kind!r}")
+    try:
+        adapter.check_profile(profile)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        raise fail(f"adapter_config.{where}", err["msg"]) from None
+    except ValueError as exc:
+        raise fail("adapter_config", str(exc)) from None
+
+    if profile.sealing == "tls-only" and profile.kind not in ("sms", "email"):
+        raise fail("sealing", f"tls-only is only for sms and email providers; a {profile.kind} gets 'jwe'")
+    if profile.sealing == "jwe":
+        if not profile.jwks:
+            raise fail("jwks", "sealing 'jwe' needs the partner's public key set (jwks = \"partners/ID.jwks.json\")")
+        try:
+            keys = gw.keys.partner_keyset(profile.jwks).as_dict()["keys"]
+        except GatewayError as exc:
+            raise fail("jwks", str(exc)) from None
+        problems = [usable_for_encryption(k) for k in keys]
+        if all(problems):
+            detail = "; ".join(f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True))
+            raise fail("jwks", f"no usable encryption key ({detail or 'the set is empty'})")
+
+    if profile.contract.valid_to < today:
+        raise fail("contract.valid_to", f"contract {profile.contract.number} expired on {profile.contract.valid_to}")
+    for purpose, policy in profile.policy.items():
+        if purpose not in profile.contract.purposes:
+            covered = ", ".join(profile.contract.purposes)
+            raise fail(f"policy.{purpose}", f"contract {profile.contract.number} does not cover {purpose!r} (it covers: {covered})")
+        for path, rule in policy.fields.items():
+            try:
+                check_rule(path, rule)
+            except ValueError as exc:
+                raise fail(f"policy.{purpose}.fields", str(exc)) from None
+
+
+async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> tuple[PartnerRecord, str]:
+    """Onboard (or with ``update``, re-onboard) a partner; return it and what happened."""
+    profile, digest = read_profile(path)
+    check_profile(gw, profile, str(path), gw.now().date())
+    now = isotime(gw.now())
+    async with gw.db.transaction() as tx:
+        existing = await _fetch(tx, profile.id)
+        if existing and existing.profile_digest == digest:
+            return existing, "unchanged"
+        if existing and not update:
+            raise Conflict(
+                f"partner {profile.id!r} exists with a different profile; "
+                f"use `gateway partners add --update {path}` to replace it"
+            )
+        profile_json = profile.model_dump_json()
+        if existing:
+            await tx.execute(
+                "UPDATE partners SET profile = ?, profile_digest = ?, source = ?, updated_at = ? WHERE id = ?",
+                (profile_json, digest, str(path), now, profile.id),
+            )
+            kind = "partner_updated"
+        else:
+            await tx.execute(
+                "INSERT INTO partners (id, profile, profile_digest, source, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, 'active', ?, ?)",
+                (profile.id, profile_json, digest, str(path), now, now),
+            )
+            kind = "partner_onboarded"
+        await audit_log.append(
+            tx, [PartnerChange(kind=kind, at=now, actor=actor, partner=profile.id, profile_digest=digest)]
+        )
+        record = await _fetch(tx, profile.id)
+    assert record is not None
+    return record, "updated" if existing else "added"
+
+
+async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, actor: str) -> PartnerRecord:
+    kind = {"suspended": "partner_suspended", "active": "partner_reinstated"}[status]
+    now = isotime(gw.now())
+    async with gw.db.transaction() as tx:
+        record = await _fetch(tx, partner_id)
+        if record is None:
+            raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
+        if record.status == status:
+            raise Conflict(f"partner {partner_id!r} is already {status}")
+        if record.status == "offboarded":
+            raise Conflict(f"partner {partner_id!r} is offboarded; onboard it again with a new profile")
+        await tx.execute(
+            "UPDATE partners SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
+            (status, reason, now, partner_id),
+        )
+        await audit_log.append(
+            tx,
+            [PartnerChange(kind=kind, at=now, actor=actor, partner=partner_id,
+                           profile_digest=record.profile_digest, reason=reason)],
+        )
+        updated = await _fetch(tx, partner_id)
+    assert updated is not None
+    return updated
+
+
+async def get(gw: Gateway, partner_id: str) -> PartnerRecord:
+    async with gw.db.transaction() as tx:
+        record = await _fetch(tx, partner_id)
+    if record is None:
+        raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
+    return record
+
+
+async def list_all(gw: Gateway) -> list[PartnerRecord]:
+    async with gw.db.transaction() as tx:
+        rows = await tx.fetchall("SELECT * FROM partners ORDER BY id")
+    return [_record(row) for row in rows]
+
+
+async def _fetch(tx: Transaction, partner_id: str) -> PartnerRecord | None:
+    row = await tx.fetchone("SELECT * FROM partners WHERE id = ?", (partner_id,))
+    return None if row is None else _record(row)
+
+
+def _record(row: dict[str, Any]) -> PartnerRecord:
+    return PartnerRecord(
+        profile=PartnerProfile.model_validate_json(row["profile"]),
+        status=row["status"],
+        status_reason=row["status_reason"],
+        profile_digest=row["profile_digest"],
+        source=row["source"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
