@@ -359,3 +359,13 @@ def main() -> None:
         cli(prog_name="gateway")
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _register_subcommands() -> None:
+    # Later command groups live in their own modules to keep this one readable.
+    from gateway import cli_delivery
+
+    cli_delivery.register(cli)
+
+
+_register_subcommands()
