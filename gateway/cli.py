@@ -85,9 +85,13 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path), default=".")
-@click.option("--bank-id", default="example-bank", show_default=True, help="Issuer of packages (JWT iss).")
+@click.option(
+    "--bank-id", default="example-bank", show_default=True, help="Issuer of packages (JWT iss)."
+)
 @click.option("--bank-name", default="Example Bank", show_default=True)
-@click.option("--signing-alg", type=click.Choice(["ES256", "EdDSA"]), default="ES256", show_default=True)
+@click.option(
+    "--signing-alg", type=click.Choice(["ES256", "EdDSA"]), default="ES256", show_default=True
+)
 def init(directory: Path, bank_id: str, bank_name: str, signing_alg: str) -> None:
     """Create a workspace in DIRECTORY: config, bank keys, database.
 
@@ -109,7 +113,10 @@ def init(directory: Path, bank_id: str, bank_name: str, signing_alg: str) -> Non
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     made = KeyStore(settings.keys_dir).generate(settings.signing_alg)
-    click.echo(f"keys in {settings.keys_dir}: " + (", ".join(made) + " generated" if made else "all present, kept"))
+    click.echo(
+        f"keys in {settings.keys_dir}: "
+        + (", ".join(made) + " generated" if made else "all present, kept")
+    )
     settings.partners_dir.mkdir(parents=True, exist_ok=True)
 
     async def create_db() -> None:
@@ -138,7 +145,12 @@ def keys_generate(obj: dict[str, Any]) -> None:
 
 
 @keys.command("rotate")
-@click.option("--alg", type=click.Choice(["ES256", "EdDSA"]), default=None, help="Algorithm of the new key [default: same as now].")
+@click.option(
+    "--alg",
+    type=click.Choice(["ES256", "EdDSA"]),
+    default=None,
+    help="Algorithm of the new key [default: same as now].",
+)
 @with_gateway
 async def keys_rotate(gw: Gateway, alg: str | None) -> None:
     """Replace the signing key; the old public key stays in the published JWKS."""
@@ -150,9 +162,20 @@ async def keys_rotate(gw: Gateway, alg: str | None) -> None:
     async with gw.db.transaction() as tx:
         new = gw.keys.rotate(alg)
         await audit_log.append(
-            tx, [KeyRotated(at=isotime(gw.now()), actor=actor(), key="bank-signing", old_kid=str(old), new_kid=str(new.kid))]
+            tx,
+            [
+                KeyRotated(
+                    at=isotime(gw.now()),
+                    actor=actor(),
+                    key="bank-signing",
+                    old_kid=str(old),
+                    new_kid=str(new.kid),
+                )
+            ],
         )
-    click.echo(f"signing key rotated: {old} -> {new.kid} ({new.alg}); old public key kept in jwks.json")
+    click.echo(
+        f"signing key rotated: {old} -> {new.kid} ({new.alg}); old public key kept in jwks.json"
+    )
 
 
 @keys.command("jwks")
@@ -182,13 +205,21 @@ def schemas() -> None:
 
 @schemas.command("export")
 @click.option("--check", is_flag=True, help="Only report files that differ; exit 1 if any.")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=schema_export.JSON_DIR, show_default=True)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=schema_export.JSON_DIR,
+    show_default=True,
+)
 def schemas_export(check: bool, directory: Path) -> None:
     """Write schemas/json/*.json from the pydantic models."""
     if check:
         stale = schema_export.stale(directory)
         if stale:
-            raise click.ClickException(f"out of date: {', '.join(stale)}; run `gateway schemas export`")
+            raise click.ClickException(
+                f"out of date: {', '.join(stale)}; run `gateway schemas export`"
+            )
         click.echo("schemas up to date")
         return
     for path in schema_export.write(directory):
@@ -216,7 +247,10 @@ def partners() -> None:
 async def partners_add(gw: Gateway, profile: Path, update: bool) -> None:
     """Validate PROFILE (TOML) and onboard the partner it describes."""
     record, what = await registry.add(gw, profile, actor=actor(), update=update)
-    click.echo(f"{record.id}: {what} ({record.profile.kind}, adapter {record.profile.adapter}, {record.profile_digest[:19]}...)")
+    click.echo(
+        f"{record.id}: {what} ({record.profile.kind}, adapter {record.profile.adapter}, "
+        f"profile {record.profile_digest[:19]}...)"
+    )
 
 
 @partners.command("list")
@@ -298,7 +332,9 @@ def read_case(path: Path) -> Case:
 
 @cli.command()
 @click.argument("case_file", metavar="CASE.json", type=click.Path(path_type=Path))
-@click.option("--partner", "partner_id", required=True, help="Partner id (see `gateway partners list`).")
+@click.option(
+    "--partner", "partner_id", required=True, help="Partner id (see `gateway partners list`)."
+)
 @click.option("--purpose", required=True, help="Purpose the contract covers, e.g. collection.")
 @with_gateway
 async def place(gw: Gateway, case_file: Path, partner_id: str, purpose: str) -> None:
@@ -322,7 +358,10 @@ async def package_show(gw: Gateway, package_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(info)
         return
-    click.echo(f"package {info['package_id']} -> {info['partner']} ({info['purpose']}), {info['state']}, sealed {info['sealing']}")
+    click.echo(
+        f"package {info['package_id']} -> {info['partner']} ({info['purpose']}), "
+        f"{info['state']}, sealed {info['sealing']}"
+    )
     click.echo(f"case {info['case_id']} appears to the partner as {info['claims']['case_ref']}")
     for path, value in flatten(info["claims"]["data"]):
         click.echo(f"  {path:<40} {value}")
@@ -340,7 +379,9 @@ async def package_list(gw: Gateway, partner_id: str | None, limit: int) -> None:
 
 def flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(data, dict):
-        return [item for k, v in data.items() for item in flatten(v, f"{prefix}.{k}" if prefix else k)]
+        return [
+            item for k, v in data.items() for item in flatten(v, f"{prefix}.{k}" if prefix else k)
+        ]
     if isinstance(data, list):
         return [item for i, v in enumerate(data) for item in flatten(v, f"{prefix}[{i}]")]
     return [(prefix, data)]
@@ -350,7 +391,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     headers = list(rows[0])
     widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in headers]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)) for r in rows]
+    lines += [
+        "  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)) for r in rows
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -74,7 +74,7 @@ def first_error(exc: ValidationError) -> str:
     """One line for the first problem pydantic found: ``field.path: message``."""
     err = exc.errors()[0]
     where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-    return f"{where}: {err['msg']}"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
 
 
 def render_config(bank_id: str, bank_name: str, signing_alg: str = "ES256") -> str:

@@ -11,6 +11,7 @@
     ├── PolicyViolation           a placement or contact the rules forbid
     ├── InvalidInput              input from outside that fails validation
     ├── SealingError              a package could not be signed or encrypted
+    ├── StorageError              the database refused or failed a statement
     └── DeliveryError             talking to a partner failed
         ├── Retryable             worth another try later
         │   ├── PartnerUnavailable    5xx, 408/425/429, refused or reset connection
@@ -64,6 +65,10 @@ class InvalidInput(GatewayError):
 
 
 class SealingError(GatewayError):
+    pass
+
+
+class StorageError(GatewayError):
     pass
 
 

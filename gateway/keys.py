@@ -154,7 +154,10 @@ class KeyStore:
     def pseudonymizer(self, scope: str) -> Pseudonymizer:
         """Tokens for one scope (``partner:ID`` or ``audit``); scopes cannot be joined."""
         key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=f"gateway-token-v1 {scope}".encode()
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=None,
+            info=f"gateway-token-v1 {scope}".encode(),
         ).derive(self._pseudonym_master())
         return Pseudonymizer(key)
 

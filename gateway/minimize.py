@@ -87,11 +87,26 @@ def leaf_kind(path: str, model: type[BaseModel] = Case) -> str:
     return "text"
 
 
+def leaf_paths(model: type[BaseModel] = Case, prefix: str = "") -> list[str]:
+    """Every field path a policy may list, in model order."""
+    paths = []
+    for name, field in model.model_fields.items():
+        inner, is_list = _unwrap(field.annotation)
+        path = f"{prefix}{name}{'[]' if is_list else ''}"
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            paths += leaf_paths(inner, path + ".")
+        else:
+            paths.append(path)
+    return paths
+
+
 def check_rule(path: str, rule: FieldRule) -> None:
     kind = leaf_kind(path)
     if rule.transform not in TRANSFORMS_FOR[kind]:
         allowed = ", ".join(sorted(TRANSFORMS_FOR[kind]))
-        raise ValueError(f"{path!r}: transform {rule.transform!r} does not fit a {kind} field ({allowed})")
+        raise ValueError(
+            f"{path!r}: transform {rule.transform!r} does not fit a {kind} field ({allowed})"
+        )
 
 
 def apply_transform(value: Any, rule: FieldRule, tokens: Pseudonymizer) -> Any:

@@ -94,7 +94,9 @@ async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor
     else:
         sealed = signed
     fields = disclosed_fields(policy)
-    payload_digest = "sha256:" + hashlib.sha256(json.dumps(claims["data"], sort_keys=True).encode()).hexdigest()
+    payload_digest = (
+        "sha256:" + hashlib.sha256(json.dumps(claims["data"], sort_keys=True).encode()).hexdigest()
+    )
     at = isotime(now)
     entry = Disclosure(
         at=at,
@@ -115,9 +117,20 @@ async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor
             " sealed, signed, payload_digest, fields, created_at, expires_at, state, next_attempt_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
             (
-                package_id, partner_id, case.case_id, case_ref, entry.subject, purpose,
-                profile.sealing, sealed, signed, payload_digest, json.dumps(fields), at,
-                isotime(now + timedelta(days=profile.package_ttl_days)), at,
+                package_id,
+                partner_id,
+                case.case_id,
+                case_ref,
+                entry.subject,
+                purpose,
+                profile.sealing,
+                sealed,
+                signed,
+                payload_digest,
+                json.dumps(fields),
+                at,
+                isotime(now + timedelta(days=profile.package_ttl_days)),
+                at,
             ),
         )
         await audit_log.append(tx, [entry])
@@ -144,7 +157,9 @@ async def show(gw: Gateway, package_id: str) -> dict[str, Any]:
     }
 
 
-async def list_packages(gw: Gateway, partner_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+async def list_packages(
+    gw: Gateway, partner_id: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
     sql = "SELECT id, partner_id, case_id, purpose, state, attempts, created_at FROM packages"
     params: tuple[Any, ...] = ()
     if partner_id:

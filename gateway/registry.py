@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.audit import log as audit_log
+from gateway.config import first_error
 from gateway.core import Gateway, isotime
 from gateway.db import Transaction
 from gateway.errors import Conflict, GatewayError, NotFound, ProfileError
@@ -55,9 +56,8 @@ def read_profile(path: Path) -> tuple[PartnerProfile, str]:
     try:
         profile = PartnerProfile.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        raise ProfileError(source, where, err["msg"]) from None
+        where, _, problem = first_error(exc).partition(": ")
+        raise ProfileError(source, where, problem) from None
     return profile, digest_profile(profile)
 
 
@@ -75,38 +75,56 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
     adapter = gw.adapters.get(profile.adapter)
     if adapter is None:
         known = ", ".join(sorted(gw.adapters)) or "none"
-        raise fail("adapter", f"unknown adapter {profile.adapter!r} (installed: {known}; see `gateway plugins`)")
+        raise fail(
+            "adapter",
+            f"unknown adapter {profile.adapter!r} (installed: {known}; see `gateway plugins`)",
+        )
     if profile.kind not in adapter.kinds:
-        raise fail("kind", f"adapter {adapter.name!r} serves {', '.join(sorted(adapter.kinds))}, not {profile.kind!r}")
+        raise fail(
+            "kind",
+            f"adapter {adapter.name!r} serves {', '.join(sorted(adapter.kinds))}, not {profile.kind!r}",
+        )
     try:
         adapter.check_profile(profile)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(part) for part in err["loc"])
-        raise fail(f"adapter_config.{where}", err["msg"]) from None
+        where, _, problem = first_error(exc).partition(": ")
+        raise fail(f"adapter_config.{where}", problem) from None
     except ValueError as exc:
         raise fail("adapter_config", str(exc)) from None
 
     if profile.sealing == "tls-only" and profile.kind not in ("sms", "email"):
-        raise fail("sealing", f"tls-only is only for sms and email providers; a {profile.kind} gets 'jwe'")
+        raise fail(
+            "sealing", f"tls-only is only for sms and email providers; a {profile.kind} gets 'jwe'"
+        )
     if profile.sealing == "jwe":
         if not profile.jwks:
-            raise fail("jwks", "sealing 'jwe' needs the partner's public key set (jwks = \"partners/ID.jwks.json\")")
+            raise fail(
+                "jwks",
+                "sealing 'jwe' needs the partner's public key set (jwks = \"partners/ID.jwks.json\")",
+            )
         try:
             keys = gw.keys.partner_keyset(profile.jwks).as_dict()["keys"]
         except GatewayError as exc:
             raise fail("jwks", str(exc)) from None
         problems = [usable_for_encryption(k) for k in keys]
         if all(problems):
-            detail = "; ".join(f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True))
+            detail = "; ".join(
+                f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True)
+            )
             raise fail("jwks", f"no usable encryption key ({detail or 'the set is empty'})")
 
     if profile.contract.valid_to < today:
-        raise fail("contract.valid_to", f"contract {profile.contract.number} expired on {profile.contract.valid_to}")
+        raise fail(
+            "contract.valid_to",
+            f"contract {profile.contract.number} expired on {profile.contract.valid_to}",
+        )
     for purpose, policy in profile.policy.items():
         if purpose not in profile.contract.purposes:
             covered = ", ".join(profile.contract.purposes)
-            raise fail(f"policy.{purpose}", f"contract {profile.contract.number} does not cover {purpose!r} (it covers: {covered})")
+            raise fail(
+                f"policy.{purpose}",
+                f"contract {profile.contract.number} does not cover {purpose!r} (it covers: {covered})",
+            )
         for path, rule in policy.fields.items():
             try:
                 check_rule(path, rule)
@@ -114,7 +132,9 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
                 raise fail(f"policy.{purpose}.fields", str(exc)) from None
 
 
-async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> tuple[PartnerRecord, str]:
+async def add(
+    gw: Gateway, path: Path, *, actor: str, update: bool = False
+) -> tuple[PartnerRecord, str]:
     """Onboard (or with ``update``, re-onboard) a partner; return it and what happened."""
     profile, digest = read_profile(path)
     check_profile(gw, profile, str(path), gw.now().date())
@@ -131,7 +151,8 @@ async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> t
         profile_json = profile.model_dump_json()
         if existing:
             await tx.execute(
-                "UPDATE partners SET profile = ?, profile_digest = ?, source = ?, updated_at = ? WHERE id = ?",
+                "UPDATE partners SET profile = ?, profile_digest = ?, source = ?, updated_at = ?"
+                " WHERE id = ?",
                 (profile_json, digest, str(path), now, profile.id),
             )
             kind = "partner_updated"
@@ -143,14 +164,21 @@ async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> t
             )
             kind = "partner_onboarded"
         await audit_log.append(
-            tx, [PartnerChange(kind=kind, at=now, actor=actor, partner=profile.id, profile_digest=digest)]
+            tx,
+            [
+                PartnerChange(
+                    kind=kind, at=now, actor=actor, partner=profile.id, profile_digest=digest
+                )
+            ],
         )
         record = await _fetch(tx, profile.id)
     assert record is not None
     return record, "updated" if existing else "added"
 
 
-async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, actor: str) -> PartnerRecord:
+async def set_status(
+    gw: Gateway, partner_id: str, status: str, *, reason: str, actor: str
+) -> PartnerRecord:
     kind = {"suspended": "partner_suspended", "active": "partner_reinstated"}[status]
     now = isotime(gw.now())
     async with gw.db.transaction() as tx:
@@ -160,15 +188,25 @@ async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, 
         if record.status == status:
             raise Conflict(f"partner {partner_id!r} is already {status}")
         if record.status == "offboarded":
-            raise Conflict(f"partner {partner_id!r} is offboarded; onboard it again with a new profile")
+            raise Conflict(
+                f"partner {partner_id!r} is offboarded; onboard it again with a new profile"
+            )
         await tx.execute(
             "UPDATE partners SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
             (status, reason, now, partner_id),
         )
         await audit_log.append(
             tx,
-            [PartnerChange(kind=kind, at=now, actor=actor, partner=partner_id,
-                           profile_digest=record.profile_digest, reason=reason)],
+            [
+                PartnerChange(
+                    kind=kind,
+                    at=now,
+                    actor=actor,
+                    partner=partner_id,
+                    profile_digest=record.profile_digest,
+                    reason=reason,
+                )
+            ],
         )
         updated = await _fetch(tx, partner_id)
     assert updated is not None

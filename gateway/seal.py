@@ -6,16 +6,20 @@ opens with the partner's private key and verifies with the bank's published JWKS
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from joserfc import jwe, jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
 
 from gateway.errors import SealingError
 from gateway.keys import ENCRYPTION_CURVES, JWK, import_jwk
 
 KEY_ALG = "ECDH-ES+A256KW"
+SIGNING_ALGS = ["ES256", "EdDSA"]
 CONTENT_ENC = "A256GCM"
 # Preference when a partner offers several key types: X25519 first (smaller, faster,
 # no invalid-curve pitfalls), P-256 as the baseline every JOSE library supports.
@@ -38,7 +42,9 @@ def choose_encryption_key(keyset: KeySet | dict[str, Any]) -> JWK:
 def usable_for_encryption(data: dict[str, Any]) -> str | None:
     """None if ``data`` (a public JWK) can receive packages, else why not."""
     if (data.get("kty"), data.get("crv")) not in ENCRYPTION_CURVES:
-        return f"key type {data.get('kty')}/{data.get('crv')} cannot do ECDH-ES (use P-256 or X25519)"
+        return (
+            f"key type {data.get('kty')}/{data.get('crv')} cannot do ECDH-ES (use P-256 or X25519)"
+        )
     if data.get("use", "enc") != "enc":
         return f"use is {data.get('use')!r}, not 'enc'"
     if data.get("alg", KEY_ALG) != KEY_ALG:
@@ -50,10 +56,20 @@ def usable_for_encryption(data: dict[str, Any]) -> str | None:
     return None
 
 
+@contextmanager
+def _quiet_eddsa() -> Iterator[None]:
+    """RFC 9864 renames EdDSA to Ed25519, but verifiers deployed today know only EdDSA;
+    keeping the old name is deliberate, so its warning is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
+        yield
+
+
 def sign(claims: dict[str, Any], signing_key: JWK) -> str:
     header = {"alg": str(signing_key.alg), "kid": signing_key.kid, "typ": "JWT"}
     try:
-        return jwt.encode(header, claims, signing_key)
+        with _quiet_eddsa():
+            return jwt.encode(header, claims, signing_key, algorithms=SIGNING_ALGS)
     except JoseError as exc:
         raise SealingError(f"cannot sign package: {exc}") from None
 
@@ -69,7 +85,10 @@ def encrypt(signed: str, recipient: JWK) -> str:
 def verify_signed(token: str, public_jwks: dict[str, Any]) -> dict[str, Any]:
     """Check the bank's signature on an inner package token; return its claims."""
     try:
-        decoded = jwt.decode(token, KeySet.import_key_set(public_jwks))
+        with _quiet_eddsa():
+            decoded = jwt.decode(token, KeySet.import_key_set(public_jwks), algorithms=SIGNING_ALGS)
     except (JoseError, ValueError) as exc:
-        raise SealingError(f"package signature does not verify with the bank's JWKS: {exc}") from None
+        raise SealingError(
+            f"package signature does not verify with the bank's JWKS: {exc}"
+        ) from None
     return dict(decoded.claims)

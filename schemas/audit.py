@@ -44,9 +44,7 @@ class Disclosure(_Entry):
 
 
 class PartnerChange(_Entry):
-    kind: Literal[
-        "partner_onboarded", "partner_updated", "partner_suspended", "partner_reinstated"
-    ]
+    kind: Literal["partner_onboarded", "partner_updated", "partner_suspended", "partner_reinstated"]
     partner: str
     profile_digest: Digest
     reason: str = ""
@@ -59,4 +57,5 @@ class KeyRotated(_Entry):
     new_kid: str
 
 
-AuditEntry = Annotated[Disclosure | PartnerChange | KeyRotated, Field(discriminator="kind")]
+Entry = Disclosure | PartnerChange | KeyRotated
+AuditEntry = Annotated[Entry, Field(discriminator="kind")]

@@ -42,10 +42,14 @@ class FieldRule(_Model):
     @model_validator(mode="after")
     def _parameters(self) -> FieldRule:
         if self.transform == "mask" and self.first + self.last == 0:
-            raise ValueError("mask needs first and/or last, e.g. {transform='mask', first=3, last=4}")
+            raise ValueError(
+                "mask needs first and/or last, e.g. {transform='mask', first=3, last=4}"
+            )
         if self.transform == "bucket":
             if not self.edges:
-                raise ValueError("bucket needs edges, e.g. {transform='bucket', edges=[1000, 10000]}")
+                raise ValueError(
+                    "bucket needs edges, e.g. {transform='bucket', edges=[1000, 10000]}"
+                )
             if sorted(set(self.edges)) != self.edges:
                 raise ValueError("bucket edges must be strictly increasing")
         return self

@@ -6,14 +6,15 @@ passes the transaction that performs the action.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import rfc8785
 from pydantic import BaseModel
 
+from gateway.audit.merkle import leaf_hash
 from gateway.db import Transaction
+from schemas.audit import Entry
 
 
 def canonical(entry: BaseModel) -> bytes:
@@ -22,11 +23,7 @@ def canonical(entry: BaseModel) -> bytes:
     return rfc8785.dumps(data)
 
 
-def leaf_hash(leaf: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + leaf).digest()
-
-
-async def append(tx: Transaction, entries: Sequence[BaseModel]) -> list[int]:
+async def append(tx: Transaction, entries: Sequence[Entry]) -> list[int]:
     """Add entries at the end of the log; return their indices."""
     if tx.dialect == "postgresql":
         # One sequencer at a time, so indices never interleave between instances.
@@ -40,10 +37,10 @@ async def append(tx: Transaction, entries: Sequence[BaseModel]) -> list[int]:
                 start + offset,
                 leaf.decode("utf-8"),
                 leaf_hash(leaf),
-                getattr(entry, "kind"),
+                entry.kind,
                 getattr(entry, "partner", None),
                 getattr(entry, "case", None),
-                getattr(entry, "at"),
+                entry.at,
             )
         )
     await tx.executemany(

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-
 
 import aiosqlite
 
 from gateway.db import Database, Params, Row, Transaction
 from gateway.db.migrations import migrate
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StorageError
 
 
 class SQLiteTransaction(Transaction):
@@ -23,16 +22,29 @@ class SQLiteTransaction(Transaction):
         self._conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        cursor = await self._conn.execute(sql, params)
+        with _translated():
+            cursor = await self._conn.execute(sql, params)
         return cursor.rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        await self._conn.executemany(sql, rows)
+        with _translated():
+            await self._conn.executemany(sql, rows)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        cursor = await self._conn.execute(sql, params)
-        rows = await cursor.fetchall()
+        with _translated():
+            cursor = await self._conn.execute(sql, params)
+            rows = await cursor.fetchall()
         return [dict(row) for row in rows]
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise StorageError(f"database refused the change: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StorageError(f"database error: {exc}") from exc
 
 
 class SQLiteDatabase(Database):
@@ -47,13 +59,20 @@ class SQLiteDatabase(Database):
     async def open(cls, path: str) -> SQLiteDatabase:
         file = Path(path)
         if not file.parent.is_dir():
-            raise ConfigError(f"database directory {file.parent} does not exist (run `gateway init`)")
+            raise ConfigError(
+                f"database directory {file.parent} does not exist (run `gateway init`)"
+            )
         try:
             conn = await aiosqlite.connect(file, isolation_level=None)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open database {file}: {exc}") from None
         conn.row_factory = sqlite3.Row
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=10000"):
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "foreign_keys=ON",
+            "busy_timeout=10000",
+        ):
             await conn.execute(f"PRAGMA {pragma}")
         db = cls(conn)
         await migrate(db)
@@ -75,5 +94,3 @@ class SQLiteDatabase(Database):
 
     async def close(self) -> None:
         await self._conn.close()
-
-

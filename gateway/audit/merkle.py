@@ -1,0 +1,396 @@
+"""RFC 9162 (RFC 6962) Merkle tree hashing, proofs and their verification.
+
+The audit log is a Merkle tree over its entries, so a signed checkpoint (size, root)
+commits to every entry before it: an inclusion proof shows that one entry is in the
+tree, a consistency proof that a later tree only appended to an earlier one.
+
+Everything here is pure Python on hashlib, and the hot paths (whole-tree roots,
+appends, per-level builds) keep the work per node down to the SHA-256 call itself,
+because the auditor re-hashes the whole log and its cost is bound by the hashing.
+
+- `root_from_leaf_hashes`: the root of a list of leaf hashes, level by level.
+- `CompactRange`: O(log n) state to append leaves and read the root at every size
+  (the writer's state, and the auditor's while it checks checkpoints in a stream).
+- `MerkleTree`: every level kept in memory, so roots and proofs at any earlier
+  size cost O(log n) hashes.
+- `inclusion_proof` / `consistency_proof`: the RFC 9162 PROOF and SUBPROOF
+  algorithms over a plain list; the `_from` variants take any source of subtree
+  hashes, which is how `MerkleTree` serves them fast.
+- `verify_inclusion` / `verify_consistency`: RFC 9162 sections 2.1.3.2 and 2.1.4.2,
+  with the edge cases of the transparency-dev/merkle verifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+_sha256 = hashlib.sha256
+
+# Hash of the leaves [start, end) of the tree, for the range of one RFC 9162 tree node:
+# start is a multiple of a power of two that is at least end - start.
+SubtreeHash = Callable[[int, int], bytes]
+
+
+class ProofError(ValueError):
+    """A Merkle proof failed to verify or is malformed."""
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return _sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
+    """The root of the tree whose leaf hashes are `hashes`.
+
+    Pairing each level and carrying an odd last node up unchanged gives the same root
+    as the RFC's split at the largest power of two, without recursion.
+    """
+    if not hashes:
+        return EMPTY_ROOT
+    level = list(hashes)
+    sha = _sha256
+    while len(level) > 1:
+        carry = level[-1] if len(level) & 1 else None
+        # zip over one iterator pairs neighbours; an odd last node is left out (carried).
+        pairs = iter(level)
+        level = [
+            sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)
+        ]
+        if carry is not None:
+            level.append(carry)
+    return level[0]
+
+
+class CompactRange:
+    """The roots of the perfect subtrees that make up a tree of `size` leaves.
+
+    This is all the state needed to append and to compute the root: one hash per set
+    bit of the size, highest subtree first. Persist `size` and `nodes`, and rebuild
+    with `CompactRange(size, nodes)`.
+    """
+
+    __slots__ = ("_nodes", "_size")
+
+    def __init__(self, size: int = 0, nodes: Iterable[bytes] = ()) -> None:
+        node_list = list(nodes)
+        if size < 0 or len(node_list) != size.bit_count():
+            raise ValueError(
+                f"a compact range of size {size} holds {max(size, 0).bit_count()} hashes, "
+                f"got {len(node_list)}"
+            )
+        if any(len(node) != HASH_SIZE for node in node_list):
+            raise ValueError(f"compact range hashes must be {HASH_SIZE} bytes")
+        self._size = size
+        self._nodes = node_list
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def nodes(self) -> tuple[bytes, ...]:
+        return tuple(self._nodes)
+
+    def append(self, leaf_hash: bytes) -> None:
+        self.extend((leaf_hash,))
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        nodes = self._nodes
+        size = self._size
+        sha = _sha256
+        try:
+            for node in leaf_hashes:
+                if len(node) != HASH_SIZE:
+                    raise ValueError(f"leaf hash is {len(node)} bytes, want {HASH_SIZE}")
+                # Each trailing one bit of the size is a perfect subtree of the same
+                # height as the one being carried: merge them.
+                carry = size
+                while carry & 1:
+                    node = sha(b"\x01" + nodes[-1] + node).digest()
+                    nodes.pop()
+                    carry >>= 1
+                nodes.append(node)
+                size += 1
+        finally:
+            self._size = size
+
+    def root(self) -> bytes:
+        nodes = self._nodes
+        if not nodes:
+            return EMPTY_ROOT
+        root = nodes[-1]
+        for i in range(len(nodes) - 2, -1, -1):
+            root = _sha256(b"\x01" + nodes[i] + root).digest()
+        return root
+
+
+class MerkleTree:
+    """A tree with every level in memory: roots and proofs at any size up to `len`.
+
+    Level h holds the hashes of the perfect subtrees of 2**h leaves. Nodes straddling
+    the right edge of a smaller tree are not stored; they are folded from the perfect
+    subtrees that cover them, O(log n) hashes, and a proof needs at most one of them.
+    """
+
+    def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
+        self._levels: list[list[bytes]] = [[]]
+        self.extend(leaf_hashes)
+
+    def __len__(self) -> int:
+        return len(self._levels[0])
+
+    def append(self, leaf_hash: bytes) -> None:
+        self.extend((leaf_hash,))
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        new = list(leaf_hashes)
+        if any(len(node) != HASH_SIZE for node in new):
+            raise ValueError(f"leaf hashes must be {HASH_SIZE} bytes")
+        levels = self._levels
+        levels[0].extend(new)
+        sha = _sha256
+        height = 0
+        while len(levels[height]) >= 2:
+            if height + 1 == len(levels):
+                levels.append([])
+            below, above = levels[height], levels[height + 1]
+            pairs = iter(below[2 * len(above) :])
+            above.extend(
+                [
+                    sha(b"\x01" + left + right).digest()
+                    for left, right in zip(pairs, pairs, strict=False)
+                ]
+            )
+            height += 1
+
+    def leaf_hash(self, index: int) -> bytes:
+        return self._levels[0][index]
+
+    def root(self, size: int | None = None) -> bytes:
+        size = self._check_size(size)
+        return self.subtree_hash(0, size) if size else EMPTY_ROOT
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        return inclusion_proof_from(self.subtree_hash, index, self._check_size(size))
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        return consistency_proof_from(self.subtree_hash, old_size, self._check_size(new_size))
+
+    def subtree_hash(self, start: int, end: int) -> bytes:
+        """The hash of a tree node's leaves [start, end), a `SubtreeHash`."""
+        levels = self._levels
+        covering: list[bytes] = []
+        count = end - start
+        for height in range(count.bit_length() - 1, -1, -1):
+            if count >> height & 1:
+                covering.append(levels[height][start >> height])
+                start += 1 << height
+        result = covering.pop()
+        while covering:
+            result = _sha256(b"\x01" + covering.pop() + result).digest()
+        return result
+
+    def _check_size(self, size: int | None) -> int:
+        if size is None:
+            return len(self)
+        if not 0 <= size <= len(self):
+            raise ValueError(f"tree size {size} outside 0..{len(self)}")
+        return size
+
+
+def _split(count: int) -> int:
+    """The largest power of two smaller than `count` (count >= 2): RFC 9162's k."""
+    return 1 << ((count - 1).bit_length() - 1)
+
+
+def inclusion_proof_from(subtree_hash: SubtreeHash, index: int, size: int) -> list[bytes]:
+    """RFC 9162 PATH(index, D[0:size]), with subtree hashes from `subtree_hash`."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf index {index} outside a tree of size {size}")
+    path: list[bytes] = []
+    start, end = 0, size
+    while end - start > 1:
+        middle = start + _split(end - start)
+        if index < middle:
+            path.append(subtree_hash(middle, end))
+            end = middle
+        else:
+            path.append(subtree_hash(start, middle))
+            start = middle
+    path.reverse()
+    return path
+
+
+def consistency_proof_from(subtree_hash: SubtreeHash, old_size: int, new_size: int) -> list[bytes]:
+    """RFC 9162 PROOF(old_size, D[0:new_size]), with subtree hashes from `subtree_hash`."""
+    if not 0 < old_size <= new_size:
+        raise ValueError(f"no consistency proof from size {old_size} to {new_size}")
+    proof: list[bytes] = []
+    start, end = 0, new_size
+    old_is_subtree = True  # SUBPROOF's b: the old tree is the node being descended into
+    while old_size != end:
+        middle = start + _split(end - start)
+        if old_size <= middle:
+            proof.append(subtree_hash(middle, end))
+            end = middle
+        else:
+            proof.append(subtree_hash(start, middle))
+            start = middle
+            old_is_subtree = False
+    if not old_is_subtree:
+        proof.append(subtree_hash(start, end))
+    proof.reverse()
+    return proof
+
+
+def _subtree_hash_of(leaf_hashes: Sequence[bytes], size: int) -> SubtreeHash:
+    if not 0 <= size <= len(leaf_hashes):
+        raise ValueError(f"tree size {size} outside 0..{len(leaf_hashes)}")
+    return lambda start, end: root_from_leaf_hashes(leaf_hashes[start:end])
+
+
+def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
+    """Inclusion proof of leaf `index` in the tree of the first `size` leaf hashes.
+
+    O(size) hashes: for repeated proofs over a large log use `MerkleTree`.
+    """
+    return inclusion_proof_from(_subtree_hash_of(leaf_hashes, size), index, size)
+
+
+def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int, new_size: int) -> list[bytes]:
+    """Consistency proof between the trees of the first `old_size` and `new_size` leaves.
+
+    O(new_size) hashes: for repeated proofs over a large log use `MerkleTree`.
+    """
+    return consistency_proof_from(_subtree_hash_of(leaf_hashes, new_size), old_size, new_size)
+
+
+def _check_hash(what: str, value: bytes) -> None:
+    if len(value) != HASH_SIZE:
+        raise ProofError(f"{what} is {len(value)} bytes, want {HASH_SIZE}")
+
+
+def _check_proof_hashes(proof: Sequence[bytes]) -> None:
+    for i, node in enumerate(proof):
+        _check_hash(f"proof hash {i}", node)
+
+
+def _check_root(what: str, computed: bytes, expected: bytes) -> None:
+    if computed != expected:
+        raise ProofError(
+            f"{what} mismatch: proof gives {computed.hex()}, expected {expected.hex()}"
+        )
+
+
+def _decompose(index: int, size: int) -> tuple[int, int]:
+    """Split the inclusion proof of `index` in a tree of `size` leaves.
+
+    Returns the number of hashes below the level where the paths to `index` and to
+    the last leaf part (inner), and the number above it (border, all left siblings).
+    """
+    inner = (index ^ (size - 1)).bit_length()
+    return inner, (index >> inner).bit_count()
+
+
+def _chain_inner(seed: bytes, proof: Sequence[bytes], index: int) -> bytes:
+    for i, node in enumerate(proof):
+        seed = node_hash(seed, node) if (index >> i) & 1 == 0 else node_hash(node, seed)
+    return seed
+
+
+def _chain_inner_right(seed: bytes, proof: Sequence[bytes], index: int) -> bytes:
+    # Only the left siblings: this rebuilds the earlier (smaller) version of the subtree.
+    for i, node in enumerate(proof):
+        if (index >> i) & 1:
+            seed = node_hash(node, seed)
+    return seed
+
+
+def _chain_border_right(seed: bytes, proof: Sequence[bytes]) -> bytes:
+    for node in proof:
+        seed = node_hash(node, seed)
+    return seed
+
+
+def verify_inclusion(
+    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> None:
+    """Check that `leaf_hash` is leaf `index` of the tree of `size` leaves with `root`.
+
+    Raises ProofError on any failure.
+    """
+    if index < 0:
+        raise ProofError(f"negative leaf index {index}")
+    if index >= size:
+        raise ProofError(f"leaf index {index} outside a tree of size {size}")
+    _check_hash("leaf hash", leaf_hash)
+    _check_hash("root", root)
+    _check_proof_hashes(proof)
+    inner, border = _decompose(index, size)
+    if len(proof) != inner + border:
+        raise ProofError(
+            f"inclusion proof has {len(proof)} hashes, want {inner + border} "
+            f"for leaf {index} of {size}"
+        )
+    computed = _chain_inner(leaf_hash, proof[:inner], index)
+    computed = _chain_border_right(computed, proof[inner:])
+    _check_root(f"root of size {size}", computed, root)
+
+
+def verify_consistency(
+    old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes
+) -> None:
+    """Check that the tree of `new_size` leaves with `new_root` extends the one of
+    `old_size` leaves with `old_root`.
+
+    Raises ProofError on any failure. As in transparency-dev/merkle, a proof from
+    size 0 is refused (every tree trivially extends the empty one, so such a call is
+    a caller bug), and equal sizes need an empty proof and equal roots.
+    """
+    if old_size > new_size:
+        raise ProofError(f"old size {old_size} is larger than new size {new_size}")
+    if old_size <= 0:
+        raise ProofError(f"no consistency proof from tree size {old_size}")
+    if old_size == new_size:
+        if proof:
+            raise ProofError(f"sizes are equal ({old_size}) but the proof is not empty")
+        _check_root(f"root of size {old_size}", new_root, old_root)
+        return
+    if not proof:
+        raise ProofError(f"empty consistency proof from size {old_size} to {new_size}")
+    _check_hash("old root", old_root)
+    _check_hash("new root", new_root)
+    _check_proof_hashes(proof)
+
+    # The proof is an inclusion proof, in the new tree, of the largest perfect subtree
+    # ending at old_size, starting with that subtree's hash unless it is the whole old
+    # tree (old_size a power of two), whose hash the verifier already has.
+    inner, border = _decompose(old_size - 1, new_size)
+    shift = (old_size & -old_size).bit_length() - 1
+    inner -= shift
+    if old_size == 1 << shift:
+        seed, path = old_root, proof
+        expected = inner + border
+    else:
+        seed, path = proof[0], proof[1:]
+        expected = 1 + inner + border
+    if len(proof) != expected:
+        raise ProofError(
+            f"consistency proof has {len(proof)} hashes, want {expected} "
+            f"from size {old_size} to {new_size}"
+        )
+    index = (old_size - 1) >> shift
+    computed_old = _chain_inner_right(seed, path[:inner], index)
+    computed_old = _chain_border_right(computed_old, path[inner:])
+    _check_root(f"root of size {old_size}", computed_old, old_root)
+    computed_new = _chain_inner(seed, path[:inner], index)
+    computed_new = _chain_border_right(computed_new, path[inner:])
+    _check_root(f"root of size {new_size}", computed_new, new_root)

@@ -1,0 +1,44 @@
+"""Helpers for tests: drive the real CLI, play a partner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from gateway.cli import cli
+from gateway.keys import generate_encryption_key
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+SAMPLE_KEY_CURVES = {"acme-collect": "P-256", "sz-arbitration": "X25519"}
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def write_partner_keys(keys_dir: Path, partner_id: str, crv: str) -> dict:
+    """Play the partner: make its key pair, publish the public half, return the private JWK."""
+    key = generate_encryption_key(crv)
+    (keys_dir / "partners").mkdir(parents=True, exist_ok=True)
+    (keys_dir / "partners" / f"{partner_id}.jwks.json").write_text(
+        json.dumps({"keys": [key.as_dict(private=False)]})
+    )
+    return key.as_dict(private=True)
+
+
+def copy_profile(name: str, dest: Path, replace: dict[str, str] | None = None) -> Path:
+    """A sample profile, edited by plain text replacement, for refusal tests."""
+    text = (EXAMPLES / "partners" / name).read_text()
+    for old, new in (replace or {}).items():
+        assert old in text, f"{old!r} not in {name}"
+        text = text.replace(old, new)
+    out = dest / name
+    out.write_text(text)
+    return out
+
+
+def sample_case(name: str = "case-1001.json") -> Path:
+    return EXAMPLES / "cases" / name

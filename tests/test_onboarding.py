@@ -1,0 +1,171 @@
+"""Onboarding partners: every refusal is one line naming the file and field, nothing stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import EXAMPLES, copy_profile, invoke, write_partner_keys
+
+
+def partners(ws: Path) -> list[dict]:
+    return json.loads(invoke("-c", ws, "partners", "list", "--json").output)
+
+
+def audit_count(ws: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(ws / "gateway.db") as conn:
+        return conn.execute("SELECT COUNT(*) FROM audit_entries").fetchone()[0]
+
+
+def test_sample_partners_onboard_and_list(onboarded: Path) -> None:
+    rows = partners(onboarded)
+    assert [(r["id"], r["kind"], r["status"]) for r in rows] == [
+        ("acme-collect", "agency", "active"),
+        ("notify-mail", "email", "active"),
+        ("notify-sms", "sms", "active"),
+        ("sz-arbitration", "arbitration", "active"),
+    ]
+    shown = json.loads(invoke("-c", onboarded, "partners", "show", "acme-collect").output)
+    assert shown["profile"]["contract"]["number"] == "AC-2026-017"
+    assert audit_count(onboarded) == 4
+
+
+def test_adding_the_same_profile_again_changes_nothing(onboarded: Path) -> None:
+    before = audit_count(onboarded)
+    result = invoke("-c", onboarded, "partners", "add", EXAMPLES / "partners" / "acme-collect.toml")
+    assert result.exit_code == 0 and "unchanged" in result.output
+    assert audit_count(onboarded) == before
+
+
+def test_changed_profile_needs_update_flag(onboarded: Path, tmp_path: Path) -> None:
+    changed = copy_profile("acme-collect.toml", tmp_path, {"concurrency = 4": "concurrency = 2"})
+    refused = invoke("-c", onboarded, "partners", "add", changed)
+    assert refused.exit_code == 1 and "--update" in refused.output
+    accepted = invoke("-c", onboarded, "partners", "add", "--update", changed)
+    assert accepted.exit_code == 0 and "updated" in accepted.output
+    shown = json.loads(invoke("-c", onboarded, "partners", "show", "acme-collect").output)
+    assert shown["profile"]["limits"]["concurrency"] == 2
+
+
+BAD_PROFILES = {
+    "unknown adapter": (
+        {'adapter = "agency_http"': 'adapter = "telex"'},
+        "adapter",
+        "unknown adapter 'telex'",
+    ),
+    "expired contract": (
+        {
+            "valid_from = 2026-01-01\nvalid_to = 2030-12-31": "valid_from = 2024-01-01\nvalid_to = 2025-12-31"
+        },
+        "contract.valid_to",
+        "expired",
+    ),
+    "field not in Case": (
+        {'"debtor.name" = "keep"': '"debtor.nickname" = "keep"'},
+        "policy.collection.fields",
+        "no field 'nickname'",
+    ),
+    "whole object": (
+        {'"debtor.name" = "keep"': '"emergency_contacts[].phone" = "keep"\n"debtor" = "keep"'},
+        "policy.collection.fields",
+        "whole object",
+    ),
+    "purpose outside contract": (
+        {'purposes = ["collection"]': 'purposes = ["reminder"]'},
+        "policy.collection",
+        "does not cover 'collection'",
+    ),
+    "transform misfit": (
+        {'"loan.outstanding" = "keep"': '"loan.outstanding" = "year"'},
+        "policy.collection.fields",
+        "'year' does not fit a number field",
+    ),
+    "unknown key": (
+        {"package_ttl_days = 30": "package_ttl_days = 30\ncolour = 1"},
+        "colour",
+        "Extra inputs",
+    ),
+    "tls-only agency": (
+        {'sealing = "jwe"': 'sealing = "tls-only"'},
+        "sealing",
+        "only for sms and email",
+    ),
+    "plain http": (
+        {'endpoint = "https://': 'endpoint = "http://'},
+        "adapter_config",
+        "must be https://",
+    ),
+    "bad TOML": ({"[contract]": "[contract"}, "(syntax)", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PROFILES, ids=list(BAD_PROFILES))
+def test_bad_profile_is_refused_with_file_and_field(
+    case: str, workspace: Path, partner_keys: dict, tmp_path: Path
+) -> None:
+    replace, field, message = BAD_PROFILES[case]
+    profile = copy_profile("acme-collect.toml", tmp_path, replace)
+    result = invoke("-c", workspace, "partners", "add", profile)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1, result.output
+    assert f"{profile}: {field}:" in result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert partners(workspace) == []
+    assert audit_count(workspace) == 0
+
+
+@pytest.mark.parametrize(
+    ("crv", "extra", "problem"),
+    [
+        ("P-256", {"use": "sig"}, "use is 'sig'"),
+        ("P-256", {"alg": "RSA-OAEP"}, "alg is 'RSA-OAEP'"),
+        ("Ed25519", {}, "cannot do ECDH-ES"),
+    ],
+)
+def test_unusable_partner_key_is_refused(
+    crv: str, extra: dict, problem: str, workspace: Path, tmp_path: Path
+) -> None:
+    if crv == "Ed25519":
+        from joserfc.jwk import OKPKey
+
+        key = OKPKey.generate_key("Ed25519").as_dict(private=False) | {"kid": "k1"}
+    else:
+        write_partner_keys(workspace / "keys", "acme-collect", crv)
+        key = json.loads((workspace / "keys/partners/acme-collect.jwks.json").read_text())["keys"][
+            0
+        ]
+    (workspace / "keys/partners/acme-collect.jwks.json").write_text(
+        json.dumps({"keys": [key | extra]})
+    )
+    profile = copy_profile("acme-collect.toml", tmp_path)
+    result = invoke("-c", workspace, "partners", "add", profile)
+    assert result.exit_code == 1
+    assert f"{profile}: jwks:" in result.output and problem in result.output
+    assert partners(workspace) == []
+
+
+def test_missing_jwks_file_is_refused(workspace: Path, tmp_path: Path) -> None:
+    profile = copy_profile("acme-collect.toml", tmp_path)
+    result = invoke("-c", workspace, "partners", "add", profile)
+    assert result.exit_code == 1 and "jwks:" in result.output and "missing" in result.output
+
+
+def test_suspend_and_reinstate(onboarded: Path) -> None:
+    assert (
+        invoke(
+            "-c", onboarded, "partners", "suspend", "acme-collect", "--reason", "audit finding"
+        ).exit_code
+        == 0
+    )
+    shown = json.loads(invoke("-c", onboarded, "partners", "show", "acme-collect").output)
+    assert (shown["status"], shown["status_reason"]) == ("suspended", "audit finding")
+    again = invoke("-c", onboarded, "partners", "suspend", "acme-collect", "--reason", "x")
+    assert again.exit_code == 1 and "already suspended" in again.output
+    assert invoke("-c", onboarded, "partners", "reinstate", "acme-collect").exit_code == 0
+    unknown = invoke("-c", onboarded, "partners", "suspend", "nobody", "--reason", "x")
+    assert unknown.exit_code == 1 and "no partner 'nobody'" in unknown.output

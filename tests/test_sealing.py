@@ -1,0 +1,197 @@
+"""Packages open with an independent JOSE library (jwcrypto), using only what a partner
+has: its own private key and the bank's published JWKS."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from jwcrypto import jwe as jw_jwe
+from jwcrypto import jwk as jw_jwk
+from jwcrypto import jwt as jw_jwt
+
+from gateway import placement, registry
+from gateway.core import Gateway
+from gateway.errors import PolicyViolation, StorageError
+from schemas.case import Case
+from tests.helpers import invoke, sample_case, write_partner_keys
+
+CASE = Case.model_validate_json(sample_case().read_text())
+
+
+def open_package(sealed: str, partner_private: dict, bank_jwks: dict) -> tuple[dict, dict, dict]:
+    """What a partner's engineer writes: decrypt, then verify the bank's signature."""
+    envelope = jw_jwe.JWE()
+    envelope.deserialize(sealed, key=jw_jwk.JWK(**partner_private))
+    inner = envelope.payload.decode()
+    token = jw_jwt.JWT(
+        jwt=inner, key=jw_jwk.JWKSet.from_json(json.dumps(bank_jwks)), expected_type="JWS"
+    )
+    return (
+        json.loads(envelope.objects["protected"]),
+        json.loads(token.token.objects["protected"]),
+        json.loads(token.claims),
+    )
+
+
+async def sealed_of(gw: Gateway, package_id: str) -> str:
+    async with gw.db.transaction() as tx:
+        return await tx.fetchval("SELECT sealed FROM packages WHERE id = ?", (package_id,))
+
+
+@pytest.mark.parametrize(
+    ("partner", "purpose", "crv"),
+    [("acme-collect", "collection", "P-256"), ("sz-arbitration", "arbitration", "X25519")],
+)
+async def test_partner_opens_package_with_jwcrypto(
+    gw: Gateway, partner_keys: dict, partner: str, purpose: str, crv: str
+) -> None:
+    placed = await placement.place(gw, CASE, partner, purpose, actor="test")
+    outer, inner, claims = open_package(
+        await sealed_of(gw, placed.package_id), partner_keys[partner], gw.keys.public_jwks()
+    )
+    assert outer["alg"] == "ECDH-ES+A256KW" and outer["enc"] == "A256GCM" and outer["cty"] == "JWT"
+    assert outer["kid"] == partner_keys[partner]["kid"] and outer["epk"]["crv"] == crv
+    assert inner["alg"] == "ES256" and inner["kid"] == gw.keys.signing_key().kid
+    assert (
+        claims["iss"] == "example-bank"
+        and claims["aud"] == partner
+        and claims["jti"] == placed.package_id
+    )
+    assert claims["purpose"] == purpose and claims["schema"] == "case-package/1"
+    assert claims["exp"] > claims["iat"]
+    assert claims["data"] == placed.claims["data"]
+    listed = (await registry.get(gw, partner)).profile.policy[purpose].fields
+    assert {f"loan.{name}" for name in claims["data"]["loan"]} == {
+        p for p in listed if p.startswith("loan.")
+    }
+
+
+async def test_package_still_verifies_after_bank_key_rotation(
+    gw: Gateway, partner_keys: dict, onboarded: Path
+) -> None:
+    placed = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    gw.keys.rotate("EdDSA")
+    jwks = json.loads((onboarded / "keys/bank/jwks.json").read_text())
+    assert len(jwks["keys"]) == 2
+    _, inner, claims = open_package(
+        await sealed_of(gw, placed.package_id), partner_keys["acme-collect"], jwks
+    )
+    assert claims["jti"] == placed.package_id
+    after = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    _, inner2, _ = open_package(
+        await sealed_of(gw, after.package_id), partner_keys["acme-collect"], jwks
+    )
+    assert inner2["alg"] == "EdDSA" and inner2["kid"] != inner["kid"]
+
+
+async def test_partner_key_rotation_uses_first_listed_key(gw: Gateway, onboarded: Path) -> None:
+    old = json.loads((onboarded / "keys/partners/acme-collect.jwks.json").read_text())["keys"]
+    new_private = write_partner_keys(onboarded / "keys", "acme-collect", "P-256")
+    path = onboarded / "keys/partners/acme-collect.jwks.json"
+    path.write_text(json.dumps({"keys": json.loads(path.read_text())["keys"] + old}))
+    placed = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    outer, _, _ = open_package(
+        await sealed_of(gw, placed.package_id), new_private, gw.keys.public_jwks()
+    )
+    assert outer["kid"] == new_private["kid"]
+
+
+async def test_tls_only_package_is_signed_not_encrypted(gw: Gateway) -> None:
+    placed = await placement.place(gw, CASE, "notify-sms", "reminder", actor="test")
+    token = jw_jwt.JWT(
+        jwt=await sealed_of(gw, placed.package_id),
+        key=jw_jwk.JWKSet.from_json(json.dumps(gw.keys.public_jwks())),
+    )
+    assert json.loads(token.claims)["data"] == {
+        "debtor": {
+            "phones": [{"number": "13812341999"}, {"number": "01065551234"}],
+            "timezone": "Asia/Shanghai",
+        },
+        "loan": {
+            "outstanding": "52310.45",
+            "currency": "CNY",
+            "account_number": "************2233",
+        },
+    }
+
+
+async def test_refusals_store_nothing(gw: Gateway, onboarded: Path) -> None:
+    with pytest.raises(PolicyViolation, match="does not cover 'reminder'"):
+        await placement.place(gw, CASE, "acme-collect", "reminder", actor="test")
+    await registry.set_status(gw, "acme-collect", "suspended", reason="review", actor="test")
+    with pytest.raises(PolicyViolation, match="suspended"):
+        await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    assert await placement.list_packages(gw) == []
+
+
+async def test_package_and_audit_entry_are_one_transaction(gw: Gateway, onboarded: Path) -> None:
+    with sqlite3.connect(onboarded / "gateway.db") as conn:
+        conn.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    with pytest.raises(StorageError, match="disk full"):
+        await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    assert await placement.list_packages(gw) == []
+
+
+async def test_disclosure_audit_entry_holds_no_personal_data(gw: Gateway) -> None:
+    placed = await placement.place(gw, CASE, "sz-arbitration", "arbitration", actor="test")
+    async with gw.db.transaction() as tx:
+        leaf = await tx.fetchval("SELECT leaf FROM audit_entries WHERE kind = 'disclosure'")
+    entry = json.loads(leaf)
+    assert entry["package_id"] == placed.package_id and entry["purpose"] == "arbitration"
+    assert {"path": "debtor.id_number", "transform": "keep"} in entry["fields"]
+    for value in (
+        "张伟",
+        "110101199003071234",
+        "13812341999",
+        "6222020200112233",
+        "C-2026-1001",
+        "建国路",
+    ):
+        assert value not in leaf
+
+
+def test_cli_place_and_show(onboarded: Path) -> None:
+    result = invoke(
+        "-c",
+        onboarded,
+        "place",
+        sample_case(),
+        "--partner",
+        "acme-collect",
+        "--purpose",
+        "collection",
+    )
+    assert result.exit_code == 0
+    package_id = result.output.strip()
+    shown = invoke("-c", onboarded, "package", "show", package_id)
+    assert "debtor.name" in shown.output and "张伟" in shown.output
+    assert "138****" not in shown.output and "13812341999" in shown.output
+    assert "李娜" not in shown.output and "emergency" not in shown.output
+    as_json = json.loads(invoke("-c", onboarded, "package", "show", package_id, "--json").output)
+    assert as_json["claims"]["jti"] == package_id
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "Invalid JSON"),
+        ('{"case_id": "x"}', "debtor: Field required"),
+        (None, "No such file"),
+    ],
+)
+def test_cli_bad_case_file_is_one_line(
+    onboarded: Path, tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "case.json"
+    if content is not None:
+        path.write_text(content)
+    result = invoke(
+        "-c", onboarded, "place", path, "--partner", "acme-collect", "--purpose", "collection"
+    )
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert str(path) in result.output and message in result.output

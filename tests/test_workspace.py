@@ -1,0 +1,121 @@
+"""Set-up as an operator does it: init, keys, schemas, plugins, help."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import cli
+from gateway.config import load_settings
+from gateway.keys import KeyStore
+from schemas import export
+from tests.helpers import invoke
+
+PRIVATE_FILES = ("bank/signing.jwk", "bank/pseudonym.key", "bank/audit-log.pem")
+
+
+def test_init_creates_a_working_workspace_with_private_keys_0600(workspace: Path) -> None:
+    settings = load_settings(workspace)
+    assert settings.database_url == f"sqlite:///{workspace / 'gateway.db'}"
+    assert (workspace / "gateway.db").exists()
+    for name in PRIVATE_FILES:
+        mode = stat.S_IMODE((workspace / "keys" / name).stat().st_mode)
+        assert mode == 0o600, f"{name} is {oct(mode)}"
+
+
+def test_init_twice_keeps_config_and_keys(workspace: Path) -> None:
+    before = {name: (workspace / "keys" / name).read_bytes() for name in PRIVATE_FILES}
+    (workspace / "gateway.toml").write_text(
+        (workspace / "gateway.toml").read_text().replace("example-bank", "other-bank")
+    )
+    result = invoke("init", workspace)
+    assert result.exit_code == 0
+    assert "kept" in result.output
+    assert {name: (workspace / "keys" / name).read_bytes() for name in PRIVATE_FILES} == before
+    assert load_settings(workspace).bank_id == "other-bank"
+
+
+def test_private_keys_are_never_printed(workspace: Path) -> None:
+    secrets = [json.loads((workspace / "keys/bank/signing.jwk").read_text())["d"]]
+    secrets.append((workspace / "keys/bank/pseudonym.key").read_text().strip())
+    outputs = [
+        invoke("init", workspace).output,
+        invoke("-c", workspace, "keys", "generate").output,
+        invoke("-c", workspace, "keys", "jwks").output,
+        invoke("-c", workspace, "keys", "rotate").output,
+    ]
+    for out in outputs:
+        for secret in secrets:
+            assert secret not in out
+    published = json.loads(invoke("-c", workspace, "keys", "jwks").output)
+    assert all("d" not in key for key in published["keys"])
+
+
+def test_rotation_keeps_old_public_key_published(workspace: Path) -> None:
+    store = KeyStore(workspace / "keys")
+    old = store.signing_key().kid
+    result = invoke("-c", workspace, "keys", "rotate", "--alg", "EdDSA")
+    assert result.exit_code == 0, result.output
+    new = store.signing_key()
+    assert new.kid != old and new.alg == "EdDSA"
+    kids = [k["kid"] for k in store.public_jwks()["keys"]]
+    assert kids == [new.kid, old]
+
+
+def test_pseudonyms_differ_between_partners_and_are_stable(workspace: Path) -> None:
+    store = KeyStore(workspace / "keys")
+    a, b = store.pseudonymizer("partner:a"), store.pseudonymizer("partner:b")
+    assert a.token("13812341999") == store.pseudonymizer("partner:a").token("13812341999")
+    assert a.token("13812341999") != b.token("13812341999")
+
+
+def test_missing_config_is_one_clear_line(tmp_path: Path) -> None:
+    result = invoke("-c", tmp_path / "nowhere", "partners", "list")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "gateway init" in result.output and "Traceback" not in result.output
+
+
+def test_invalid_config_names_the_field(workspace: Path) -> None:
+    (workspace / "gateway.toml").write_text('bank_id = "bank-x"\ncolour = "blue"\n')
+    result = invoke("-c", workspace, "partners", "list")
+    assert result.exit_code == 1
+    assert "gateway.toml" in result.output and "colour" in result.output
+
+
+def test_checked_in_json_schemas_match_the_models() -> None:
+    assert export.stale() == [], "run `gateway schemas export` and commit schemas/json/"
+
+
+def test_schemas_export_check_reports_drift(tmp_path: Path) -> None:
+    result = invoke("schemas", "export", "--dir", tmp_path)
+    assert result.exit_code == 0
+    (tmp_path / "case.schema.json").write_text("{}\n")
+    result = invoke("schemas", "export", "--check", "--dir", tmp_path)
+    assert result.exit_code == 1 and "case.schema.json" in result.output
+
+
+def test_plugins_lists_builtin_adapters_as_json() -> None:
+    result = invoke("plugins")
+    plugins = json.loads(result.output)
+    adapters = sorted(a for p in plugins for a in p["adapters"])
+    assert adapters == ["agency_http", "arbitration_http", "email_smtp", "sms_http"]
+    assert all(p["builtin"] and p["hooks"] == ["gateway_register_adapters"] for p in plugins)
+
+
+def _commands(group, prefix=()):
+    for name, command in group.commands.items():
+        yield (*prefix, name), command
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _commands(cli)], ids=" ".join)
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = invoke(*path, "--help")
+    assert result.exit_code == 0
+    command = dict(_commands(cli))[path]
+    assert command.help, f"`gateway {' '.join(path)}` has no help text"
