@@ -56,9 +56,7 @@ def write_public(path: Path, data: bytes) -> None:
 def generate_signing_key(alg: str) -> JWK:
     kty, crv = SIGNING_CURVES[alg]
     key: JWK = (
-        ECKey.generate_key(crv, private=True)
-        if kty == "EC"
-        else OKPKey.generate_key(crv, private=True)
+        ECKey.generate_key(crv, private=True) if kty == "EC" else OKPKey.generate_key(crv, private=True)  # type: ignore[arg-type]
     )
     key.ensure_kid()
     return import_jwk({**key.as_dict(private=True), "alg": alg, "use": "sig"})
@@ -67,7 +65,7 @@ def generate_signing_key(alg: str) -> JWK:
 def generate_encryption_key(crv: str = "P-256") -> JWK:
     """A partner-side key pair (used by the demo and tests, never by the bank)."""
     key: JWK = (
-        OKPKey.generate_key(crv, private=True)
+        OKPKey.generate_key("X25519", private=True)
         if crv == "X25519"
         else ECKey.generate_key(crv, private=True)
     )

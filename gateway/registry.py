@@ -23,7 +23,7 @@ from gateway.db import Transaction
 from gateway.errors import Conflict, GatewayError, NotFound, ProfileError
 from gateway.minimize import check_rule
 from gateway.seal import usable_for_encryption
-from schemas.audit import PartnerChange
+from schemas.audit import ChangeKind, PartnerChange
 from schemas.partner import PartnerProfile
 
 
@@ -93,9 +93,7 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
         raise fail("adapter_config", str(exc)) from None
 
     if profile.sealing == "tls-only" and profile.kind not in ("sms", "email"):
-        raise fail(
-            "sealing", f"tls-only is only for sms and email providers; a {profile.kind} gets 'jwe'"
-        )
+        raise fail("sealing", f"tls-only is only for sms and email providers; a {profile.kind} gets 'jwe'")
     if profile.sealing == "jwe":
         if not profile.jwks:
             raise fail(
@@ -108,9 +106,7 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
             raise fail("jwks", str(exc)) from None
         problems = [usable_for_encryption(k) for k in keys]
         if all(problems):
-            detail = "; ".join(
-                f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True)
-            )
+            detail = "; ".join(f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True))
             raise fail("jwks", f"no usable encryption key ({detail or 'the set is empty'})")
 
     if profile.contract.valid_to < today:
@@ -132,9 +128,7 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
                 raise fail(f"policy.{purpose}.fields", str(exc)) from None
 
 
-async def add(
-    gw: Gateway, path: Path, *, actor: str, update: bool = False
-) -> tuple[PartnerRecord, str]:
+async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> tuple[PartnerRecord, str]:
     """Onboard (or with ``update``, re-onboard) a partner; return it and what happened."""
     profile, digest = read_profile(path)
     check_profile(gw, profile, str(path), gw.now().date())
@@ -155,7 +149,7 @@ async def add(
                 " WHERE id = ?",
                 (profile_json, digest, str(path), now, profile.id),
             )
-            kind = "partner_updated"
+            kind: ChangeKind = "partner_updated"
         else:
             await tx.execute(
                 "INSERT INTO partners (id, profile, profile_digest, source, status, created_at, updated_at)"
@@ -165,21 +159,15 @@ async def add(
             kind = "partner_onboarded"
         await audit_log.append(
             tx,
-            [
-                PartnerChange(
-                    kind=kind, at=now, actor=actor, partner=profile.id, profile_digest=digest
-                )
-            ],
+            [PartnerChange(kind=kind, at=now, actor=actor, partner=profile.id, profile_digest=digest)],
         )
         record = await _fetch(tx, profile.id)
     assert record is not None
     return record, "updated" if existing else "added"
 
 
-async def set_status(
-    gw: Gateway, partner_id: str, status: str, *, reason: str, actor: str
-) -> PartnerRecord:
-    kind = {"suspended": "partner_suspended", "active": "partner_reinstated"}[status]
+async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, actor: str) -> PartnerRecord:
+    kind: ChangeKind = "partner_suspended" if status == "suspended" else "partner_reinstated"
     now = isotime(gw.now())
     async with gw.db.transaction() as tx:
         record = await _fetch(tx, partner_id)
@@ -188,9 +176,7 @@ async def set_status(
         if record.status == status:
             raise Conflict(f"partner {partner_id!r} is already {status}")
         if record.status == "offboarded":
-            raise Conflict(
-                f"partner {partner_id!r} is offboarded; onboard it again with a new profile"
-            )
+            raise Conflict(f"partner {partner_id!r} is offboarded; onboard it again with a new profile")
         await tx.execute(
             "UPDATE partners SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
             (status, reason, now, partner_id),

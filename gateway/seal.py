@@ -42,9 +42,7 @@ def choose_encryption_key(keyset: KeySet | dict[str, Any]) -> JWK:
 def usable_for_encryption(data: dict[str, Any]) -> str | None:
     """None if ``data`` (a public JWK) can receive packages, else why not."""
     if (data.get("kty"), data.get("crv")) not in ENCRYPTION_CURVES:
-        return (
-            f"key type {data.get('kty')}/{data.get('crv')} cannot do ECDH-ES (use P-256 or X25519)"
-        )
+        return f"key type {data.get('kty')}/{data.get('crv')} cannot do ECDH-ES (use P-256 or X25519)"
     if data.get("use", "enc") != "enc":
         return f"use is {data.get('use')!r}, not 'enc'"
     if data.get("alg", KEY_ALG) != KEY_ALG:
@@ -86,9 +84,8 @@ def verify_signed(token: str, public_jwks: dict[str, Any]) -> dict[str, Any]:
     """Check the bank's signature on an inner package token; return its claims."""
     try:
         with _quiet_eddsa():
-            decoded = jwt.decode(token, KeySet.import_key_set(public_jwks), algorithms=SIGNING_ALGS)
+            keys = KeySet.import_key_set(public_jwks)  # type: ignore[arg-type]
+            decoded = jwt.decode(token, keys, algorithms=SIGNING_ALGS)
     except (JoseError, ValueError) as exc:
-        raise SealingError(
-            f"package signature does not verify with the bank's JWKS: {exc}"
-        ) from None
+        raise SealingError(f"package signature does not verify with the bank's JWKS: {exc}") from None
     return dict(decoded.claims)

@@ -43,8 +43,11 @@ class Disclosure(_Entry):
     sealing: str
 
 
+ChangeKind = Literal["partner_onboarded", "partner_updated", "partner_suspended", "partner_reinstated"]
+
+
 class PartnerChange(_Entry):
-    kind: Literal["partner_onboarded", "partner_updated", "partner_suspended", "partner_reinstated"]
+    kind: ChangeKind
     partner: str
     profile_digest: Digest
     reason: str = ""
