@@ -1,13 +1,38 @@
-"""What the HTTP adapters share: TLS settings and the client session."""
+"""What the HTTP adapters share: TLS settings, the client session, and reading answers.
+
+Foreign errors become ``gateway.errors`` here, at the boundary::
+
+    connection refused / reset, server gone, TLS failure   -> PartnerUnavailable
+    no answer within limits.timeout                        -> PartnerTimeout
+    408, 425, 429, 5xx  (Retry-After parsed)               -> PartnerUnavailable
+    any other status outside 2xx                           -> PartnerRejected
+
+A 2xx whose body we cannot read (not JSON, wrong shape, over 1 MiB) still counts as
+delivered: the partner said it accepted the package, and the idempotency key makes a
+resend pointless. The receipt's detail records the unreadable acknowledgement and no
+partner reference is stored, so an operator can follow it up.
+"""
 
 from __future__ import annotations
 
+import json
 import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+from multidict import CIMultiDictProxy
 from pydantic import Field
 
-from gateway.adapters import AdapterConfig
+from gateway.adapters import Adapter, AdapterConfig, PollResult
+from gateway.errors import PartnerRejected, PartnerTimeout, PartnerUnavailable
+
+#: Largest answer body read; a bigger one is cut off and reported, never held in memory.
+MAX_BODY = 1 << 20
+RETRY_STATUSES = frozenset({408, 425, 429})
 
 
 class HttpConfig(AdapterConfig):
@@ -38,3 +63,122 @@ def check_endpoint(endpoint: str, config: HttpConfig, sealing: str) -> None:
         f"endpoint {endpoint!r} must be https:// (plain http:// only with "
         "adapter_config.allow_insecure_http = true and sealing = 'jwe')"
     )
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    too_large: bool
+    headers: CIMultiDictProxy[str]
+
+    def snippet(self, limit: int = 300) -> str:
+        text = self.body[:limit].decode("utf-8", "replace")
+        return text + (" (body over 1 MiB, cut)" if self.too_large else "")
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def check_status(answer: Answer, what: str) -> None:
+    """Raise the gateway error an answer outside 2xx means."""
+    if 200 <= answer.status < 300:
+        return
+    message = f"{what}: HTTP {answer.status}: {answer.snippet()}"
+    if answer.status in RETRY_STATUSES or answer.status >= 500:
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        raise PartnerUnavailable(message, status=answer.status, retry_after=retry_after)
+    raise PartnerRejected(message, status=answer.status)
+
+
+def json_field(answer: Answer, key: str) -> tuple[str | None, str]:
+    """(value of ``key`` in a JSON object ack, detail); a bad ack gives (None, why)."""
+    if answer.too_large:
+        return None, f"accepted; acknowledgement over 1 MiB ignored, no {key} stored"
+    try:
+        data = json.loads(answer.body)
+    except ValueError:
+        return None, f"accepted; acknowledgement is not JSON, no {key} stored: {answer.snippet(120)}"
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
+        return None, f"accepted; acknowledgement has no {key!r}: {answer.snippet(120)}"
+    return str(value), "accepted"
+
+
+def status_feed(answer: Answer, what: str) -> PollResult:
+    """A status feed page ``{"events": [{...}], "cursor": "..."}``."""
+    try:
+        data: Any = json.loads(answer.body) if not answer.too_large else None
+    except ValueError:
+        data = None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("events"), list)
+        or not all(isinstance(e, dict) for e in data["events"])
+        or not isinstance(data.get("cursor"), str | None)
+    ):
+        raise PartnerUnavailable(
+            f"{what}: status feed is not {{'events': [...], 'cursor': ...}}: {answer.snippet(120)}"
+        )
+    return PollResult(events=data["events"], cursor=data.get("cursor"))
+
+
+class HttpAdapter(Adapter):
+    """An adapter speaking HTTPS: one lazily opened session, closed by :meth:`aclose`."""
+
+    config: HttpConfig
+    _session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                ssl=self.config.ssl_context(), limit=self.profile.limits.concurrency
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.profile.limits.timeout),
+            )
+        return self._session
+
+    async def request(
+        self, method: str, path: str, *, what: str, **kwargs: Any
+    ) -> Answer:
+        """Send one request; return a 2xx answer or raise the matching gateway error."""
+        url = self.profile.endpoint.rstrip("/") + path
+        where = f"{what} {url}"
+        try:
+            async with self.session().request(method, url, **kwargs) as resp:
+                body = await resp.content.read(MAX_BODY + 1)
+                answer = Answer(resp.status, body[:MAX_BODY], len(body) > MAX_BODY, resp.headers)
+        except TimeoutError:
+            raise PartnerTimeout(
+                f"{where}: no answer within {self.profile.limits.timeout:g} s"
+            ) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise PartnerUnavailable(
+                f"{where}: TLS certificate not trusted ({exc.certificate_error}); "
+                "if the partner uses a private CA, set adapter_config.ca_file"
+            ) from None
+        except aiohttp.ClientError as exc:
+            # Refused, reset, disconnected, TLS or protocol errors: maybe better later.
+            raise PartnerUnavailable(f"{where}: {type(exc).__name__}: {exc}") from None
+        check_status(answer, where)
+        return answer
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

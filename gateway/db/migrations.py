@@ -78,6 +78,22 @@ MIGRATIONS: list[list[str]] = [
             created_at TEXT NOT NULL
         )""",
     ],
+    [
+        # Delivery: when each failed attempt scheduled the next one, and the circuit
+        # breaker per partner, shared by every dispatcher process through the database.
+        "ALTER TABLE attempts ADD COLUMN retry_at TEXT",
+        """CREATE TABLE partner_state (
+            partner_id TEXT PRIMARY KEY REFERENCES partners(id),
+            breaker TEXT NOT NULL DEFAULT 'closed'
+                CHECK (breaker IN ('closed', 'open', 'half_open')),
+            failures INTEGER NOT NULL DEFAULT 0,
+            opened_until TEXT,
+            probe_until TEXT,
+            paused_until TEXT,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX packages_partner_due ON packages (partner_id, state, next_attempt_at)",
+    ],
 ]
 
 

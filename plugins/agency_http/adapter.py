@@ -1,4 +1,10 @@
-"""Adapter for agencies: the compact JWE goes as ``application/jose``."""
+"""Adapter for agencies: the compact JWE goes as ``application/jose``.
+
+``POST {endpoint}{packages_path}`` with ``Idempotency-Key: <package id>``; the agency
+answers 2xx with ``{"reference": "..."}``, its own id for the case, stored as
+``packages.partner_ref``. A resend after a crash carries the same key, so the agency
+acts on the package once.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from gateway.adapters import Adapter, AdapterConfig
-from plugins._http import HttpConfig, check_endpoint
+from gateway.adapters import AdapterConfig, OutboundPackage, PollResult, Receipt
+from gateway.errors import DeliveryError
+from plugins._http import HttpAdapter, HttpConfig, check_endpoint, json_field, status_feed
 from schemas.partner import PartnerProfile
 
 
@@ -19,13 +26,38 @@ class Config(HttpConfig):
     poll_interval: float = Field(default=300.0, gt=0, description="seconds between polls")
 
 
-class AgencyHttpAdapter(Adapter):
+class AgencyHttpAdapter(HttpAdapter):
     name = "agency_http"
     kinds: ClassVar[frozenset[str]] = frozenset({"agency"})
     Config = Config
+    config: Config
+    # The class can poll; an instance without status_feed_path says so when asked.
+    supports_poll: ClassVar[bool] = True
 
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
         config = Config.model_validate(profile.adapter_config)
         check_endpoint(profile.endpoint, config, profile.sealing)
         return config
+
+    async def deliver(self, package: OutboundPackage) -> Receipt:
+        answer = await self.request(
+            "POST",
+            self.config.packages_path,
+            what=f"package {package.package_id}",
+            data=package.sealed.encode("ascii"),
+            headers={"Content-Type": "application/jose", "Idempotency-Key": package.package_id},
+        )
+        reference, detail = json_field(answer, "reference")
+        return Receipt(partner_ref=reference, status=str(answer.status), detail=detail)
+
+    async def poll(self, since: str | None) -> PollResult:
+        if not self.config.status_feed_path:
+            raise DeliveryError(
+                f"partner {self.profile.id!r} has no adapter_config.status_feed_path to poll"
+            )
+        answer = await self.request(
+            "GET", self.config.status_feed_path, what="status feed",
+            params={"since": since} if since else None,
+        )
+        return status_feed(answer, f"partner {self.profile.id!r}")

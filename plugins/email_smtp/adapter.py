@@ -1,12 +1,24 @@
-"""Adapter for email over SMTP (aiosmtplib): short templated reminders, TLS required."""
+"""Adapter for email over SMTP (aiosmtplib): short templated reminders, TLS required.
+
+One connection per message (reminders are few and rate-limited). The ``Message-ID`` is
+derived from the package id, so a resend after a crash is recognisably the same message
+to the relay and to the recipient's mail client. SMTP replies map onto the error tree:
+4xx is temporary (``PartnerUnavailable``), 5xx permanent (``PartnerRejected``).
+"""
 
 from __future__ import annotations
 
+import ssl
+from email.message import EmailMessage
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
+import aiosmtplib
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.adapters import Adapter, AdapterConfig
+from gateway.adapters import Adapter, AdapterConfig, OutboundPackage, Receipt
+from gateway.errors import DeliveryError, PartnerRejected, PartnerTimeout, PartnerUnavailable
+from plugins._templates import check_profile_messages, first, render
 from schemas.partner import PartnerProfile
 
 
@@ -28,19 +40,66 @@ class Config(AdapterConfig):
     templates: dict[str, Template] = Field(min_length=1, description="by purpose")
 
 
+def smtp_error(code: int, message: str, where: str) -> DeliveryError:
+    text = f"{where}: SMTP {code} {message}"
+    if 400 <= code < 500:
+        return PartnerUnavailable(text, status=code)
+    return PartnerRejected(text, status=code)
+
+
 class EmailSmtpAdapter(Adapter):
     name = "email_smtp"
     kinds: ClassVar[frozenset[str]] = frozenset({"email"})
     Config = Config
+    config: Config
 
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
         config = Config.model_validate(profile.adapter_config)
-        if not profile.endpoint.startswith("smtp://"):
+        if not profile.endpoint.startswith("smtp://") or not urlsplit(profile.endpoint).port:
             raise ValueError(f"endpoint {profile.endpoint!r} must be smtp://HOST:PORT")
         if config.tls == "none" and not config.insecure_no_tls:
             raise ValueError("adapter_config.tls = 'none' needs insecure_no_tls = true (development only)")
-        for purpose in profile.policy:
-            if purpose not in config.templates:
-                raise ValueError(f"adapter_config.templates has no template for purpose {purpose!r}")
+        texts = {p: [t.subject, t.text] for p, t in config.templates.items()}
+        check_profile_messages(profile, texts, config.recipient_field)
         return config
+
+    def message(self, package: OutboundPackage) -> EmailMessage:
+        data = package.claims["data"]
+        template = self.config.templates[package.purpose]
+        msg = EmailMessage()
+        msg["From"] = self.config.sender
+        msg["To"] = first(data, self.config.recipient_field, "recipient_field")
+        msg["Subject"] = render(template.subject, data)
+        msg["Message-ID"] = f"<{package.package_id}@{self.config.sender.rsplit('@', 1)[1]}>"
+        msg.set_content(render(template.text, data))
+        return msg
+
+    async def deliver(self, package: OutboundPackage) -> Receipt:
+        msg = self.message(package)
+        url = urlsplit(self.profile.endpoint)
+        where = f"mail for package {package.package_id} via {url.hostname}:{url.port}"
+        tls = self.config.tls
+        context = ssl.create_default_context(cafile=self.config.ca_file) if tls != "none" else None
+        try:
+            _, reply = await aiosmtplib.send(
+                msg,
+                hostname=url.hostname,
+                port=url.port,
+                use_tls=tls == "implicit",
+                start_tls=tls == "starttls",
+                tls_context=context,
+                timeout=self.profile.limits.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0]
+            raise smtp_error(refused.code, refused.message, where) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise smtp_error(exc.code, exc.message, where) from None
+        except (aiosmtplib.SMTPTimeoutError, TimeoutError):
+            raise PartnerTimeout(f"{where}: no answer within {self.profile.limits.timeout:g} s") from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            # Refused connection, no STARTTLS offered, certificate not trusted: the
+            # message is never sent in clear, and a later try may find things fixed.
+            raise PartnerUnavailable(f"{where}: {type(exc).__name__}: {exc}") from None
+        return Receipt(partner_ref=msg["Message-ID"], status=reply[:3], detail=reply)
