@@ -94,6 +94,96 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX packages_partner_due ON packages (partner_id, state, next_attempt_at)",
     ],
+    # 3: inbound status and supervision.
+    [
+        """CREATE TABLE assignments (
+            partner_id TEXT NOT NULL REFERENCES partners(id),
+            case_ref TEXT NOT NULL,
+            case_id TEXT NOT NULL,
+            case_token TEXT NOT NULL,
+            subject_token TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            amount_placed TEXT NOT NULL,
+            last_due_date TEXT NOT NULL,
+            last_reset TEXT,
+            state TEXT NOT NULL,
+            placed_at TEXT NOT NULL,
+            accepted_at TEXT,
+            recalled_at TEXT,
+            recall_reason TEXT,
+            deletion_due TEXT,
+            attested_at TEXT,
+            PRIMARY KEY (partner_id, case_ref)
+        )""",
+        "CREATE INDEX assignments_case ON assignments (case_id)",
+        "CREATE INDEX assignments_subject ON assignments (subject_token)",
+        """CREATE TABLE callbacks (
+            partner_id TEXT NOT NULL,
+            webhook_id TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (partner_id, webhook_id)
+        )""",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            partner_id TEXT NOT NULL,
+            case_ref TEXT NOT NULL,
+            case_id TEXT NOT NULL,
+            subject_token TEXT NOT NULL,
+            type TEXT NOT NULL,
+            occurred_at TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            source TEXT NOT NULL,
+            webhook_id TEXT,
+            body TEXT NOT NULL
+        )""",
+        "CREATE INDEX events_case ON events (case_id, occurred_at)",
+        "CREATE INDEX events_subject ON events (subject_token, occurred_at)",
+        "CREATE INDEX events_partner ON events (partner_id, type)",
+        """CREATE TABLE violations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            partner_id TEXT NOT NULL,
+            case_id TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            source TEXT NOT NULL,
+            message TEXT NOT NULL,
+            evidence TEXT NOT NULL,
+            event_id INTEGER,
+            at TEXT NOT NULL
+        )""",
+        "CREATE INDEX violations_partner ON violations (partner_id, at)",
+        """CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('operator', 'auditor', 'admin')),
+            secret_hash TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )""",
+        """CREATE TABLE poll_cursors (
+            partner_id TEXT PRIMARY KEY,
+            cursor TEXT,
+            polled_at TEXT NOT NULL
+        )""",
+    ],
+    [
+        # Audit: the writer's compact range (size and the perfect-subtree hashes,
+        # concatenated), so an append hashes O(log n) nodes instead of re-reading the
+        # log; and the hashes of perfect subtrees of 64 leaves and up, so an inclusion
+        # or consistency proof reads a few rows instead of every leaf hash.
+        """CREATE TABLE audit_tree (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            size INTEGER NOT NULL,
+            nodes BLOB NOT NULL
+        )""",
+        """CREATE TABLE audit_nodes (
+            height INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            hash BLOB NOT NULL,
+            PRIMARY KEY (height, idx)
+        )""",
+    ],
 ]
 
 
