@@ -60,5 +60,54 @@ class KeyRotated(_Entry):
     new_kid: str
 
 
-Entry = Disclosure | PartnerChange | KeyRotated
+class CallbackReceived(_Entry):
+    """A status event taken in from a partner (callback or poll)."""
+
+    kind: Literal["callback"] = "callback"
+    partner: str
+    case: Token
+    event_type: str
+    channel: Literal["callback", "poll"]
+    body_digest: Digest
+
+
+class ViolationFound(_Entry):
+    kind: Literal["violation"] = "violation"
+    partner: str
+    case: Token
+    rule: str
+    violation_id: int
+
+
+class Recall(_Entry):
+    kind: Literal["recall"] = "recall"
+    partner: str
+    case: Token
+    reason: str
+    deletion_due: str
+
+
+class DeletionAttested(_Entry):
+    kind: Literal["deletion_attested"] = "deletion_attested"
+    partner: str
+    case: Token
+    body_digest: Digest
+
+
+class TokenCreated(_Entry):
+    kind: Literal["token_created"] = "token_created"
+    token_id: str
+    role: str
+
+
+Entry = (
+    Disclosure
+    | PartnerChange
+    | KeyRotated
+    | CallbackReceived
+    | ViolationFound
+    | Recall
+    | DeletionAttested
+    | TokenCreated
+)
 AuditEntry = Annotated[Entry, Field(discriminator="kind")]

@@ -87,6 +87,16 @@ class Limits(_Model):
     timeout: float = Field(default=30.0, gt=0, description="seconds per attempt")
 
 
+class Supervision(_Model):
+    violation_threshold: int = Field(
+        default=5, ge=1, description="violations (rolling 30 days) that suspend the partner automatically"
+    )
+    ack_sla_hours: float = Field(default=24.0, gt=0, description="time to acknowledge a placement")
+    deletion_deadline_days: int = Field(
+        default=15, ge=1, description="days to attest deletion after a recall (PIPL art. 21)"
+    )
+
+
 class PartnerProfile(_Model):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
     name: str = Field(min_length=1)
@@ -101,6 +111,7 @@ class PartnerProfile(_Model):
     contract: Contract
     policy: dict[Purpose, PurposePolicy] = Field(min_length=1)
     limits: Limits = Field(default_factory=Limits)
+    supervision: Supervision = Field(default_factory=Supervision)
     adapter_config: dict[str, Any] = Field(
         default_factory=dict, description="the [adapter_config] table, checked by the adapter"
     )
