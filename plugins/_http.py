@@ -161,8 +161,12 @@ class HttpAdapter(Adapter):
         where = f"{what} {url}"
         try:
             async with self.session().request(method, url, **kwargs) as resp:
-                body = await resp.content.read(MAX_BODY + 1)
-                answer = Answer(resp.status, body[:MAX_BODY], len(body) > MAX_BODY, resp.headers)
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        break
+                answer = Answer(resp.status, bytes(body[:MAX_BODY]), len(body) > MAX_BODY, resp.headers)
         except TimeoutError:
             raise PartnerTimeout(
                 f"{where}: no answer within {self.profile.limits.timeout:g} s"
