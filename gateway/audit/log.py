@@ -1,51 +1,185 @@
-"""Appending to the audit log, inside the caller's transaction.
+"""Appending to the audit log, inside the caller's transaction, and signing checkpoints.
 
 An entry is in the log if and only if the action it records committed: the caller
-passes the transaction that performs the action.
+passes the transaction that performs the action, and the tree state (`audit_tree`),
+the stored subtree hashes (`audit_nodes`) and any checkpoint that falls due are
+written in that same transaction. A crash therefore never leaves the tree state and
+the entries apart.
+
+The tree state is a `CompactRange`: one hash per set bit of the size, so an append
+hashes O(log n) nodes and reads one row, however long the log. Perfect subtrees of
+2**NODE_HEIGHT leaves and up are stored as they complete; proofs read them instead
+of every leaf hash (see `gateway.audit.query`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
-import rfc8785
 from pydantic import BaseModel
 
-from gateway.audit.merkle import leaf_hash
+from gateway.audit.canonical import canonical_json
+from gateway.audit.errors import AuditError
+from gateway.audit.merkle import HASH_SIZE, CompactRange, leaf_hash, node_hash
+from gateway.audit.signer import LogSigner, signer_for
+from gateway.core import Gateway, isotime, utcnow
 from gateway.db import Transaction
 from schemas.audit import Entry
+
+#: Subtrees of 64 leaves and up are stored: about n/32 rows, and a proof then hashes
+#: at most two blocks of 64 leaf hashes.
+NODE_HEIGHT = 6
+_REBUILD_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    size: int
+    note: str
+    created_at: str
 
 
 def canonical(entry: BaseModel) -> bytes:
     """RFC 8785 canonical JSON of an entry: the exact bytes that are hashed."""
-    data: Any = entry.model_dump(mode="json", exclude_none=True)
-    return rfc8785.dumps(data)
+    return canonical_json(entry.model_dump(mode="json", exclude_none=True))
 
 
-async def append(tx: Transaction, entries: Sequence[Entry]) -> list[int]:
-    """Add entries at the end of the log; return their indices."""
+async def append(
+    tx: Transaction, entries: Sequence[Entry], *, signer: LogSigner | None = None
+) -> list[int]:
+    """Add entries at the end of the log; return their indices.
+
+    With a `signer`, a checkpoint is signed when the size crosses a multiple of
+    `signer.every`; without one, it is left for the next `checkpoint_now`.
+    """
     if tx.dialect == "postgresql":
         # One sequencer at a time, so indices never interleave between instances.
         await tx.execute("SELECT pg_advisory_xact_lock(6962)")
-    start = await tx.fetchval("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries")
+    tree = await load_tree(tx)
+    start = tree.size
     rows = []
+    hashes = []
     for offset, entry in enumerate(entries):
         leaf = canonical(entry)
+        digest = leaf_hash(leaf)
+        hashes.append(digest)
         rows.append(
             (
                 start + offset,
                 leaf.decode("utf-8"),
-                leaf_hash(leaf),
+                digest,
                 entry.kind,
                 getattr(entry, "partner", None),
                 getattr(entry, "case", None),
                 entry.at,
             )
         )
+    if not rows:
+        return []
     await tx.executemany(
         "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, partner_id, case_token, at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
+    tree = await _extend(tx, tree, hashes)
+    if signer is not None and tree.size // signer.every > start // signer.every:
+        await write_checkpoint(tx, signer, tree)
     return [row[0] for row in rows]
+
+
+async def load_tree(tx: Transaction) -> CompactRange:
+    """The writer's tree state, rebuilt from the entries if it was never stored.
+
+    Refuses to go on when the state and the entries disagree: appending to a log
+    that was changed behind the gateway's back would bury the change.
+    """
+    row = await tx.fetchone("SELECT size, nodes FROM audit_tree WHERE id = 1")
+    count = await tx.fetchval("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries")
+    if row is None:
+        return await _rebuild(tx)
+    blob = bytes(row["nodes"])
+    tree = CompactRange(
+        row["size"], [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
+    )
+    if tree.size != count:
+        raise AuditError(
+            f"audit log tree state records {tree.size} entries but the table holds {count}: "
+            "the log was changed outside the gateway; run `gateway audit verify`"
+        )
+    return tree
+
+
+async def _rebuild(tx: Transaction) -> CompactRange:
+    tree = CompactRange()
+    await tx.execute("INSERT INTO audit_tree (id, size, nodes) VALUES (1, 0, ?)", (b"",))
+    while True:
+        rows = await tx.fetchall(
+            "SELECT idx, leaf_hash FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?",
+            (tree.size, _REBUILD_BATCH),
+        )
+        if not rows:
+            return tree
+        if rows[0]["idx"] != tree.size or rows[-1]["idx"] != tree.size + len(rows) - 1:
+            raise AuditError(
+                f"audit log has a gap after entry {tree.size - 1}; run `gateway audit verify`"
+            )
+        tree = await _extend(tx, tree, [bytes(r["leaf_hash"]) for r in rows])
+
+
+async def _extend(tx: Transaction, tree: CompactRange, hashes: Sequence[bytes]) -> CompactRange:
+    """Append leaf hashes to `tree`, storing completed subtrees and the new state.
+
+    The carry loop is CompactRange's own, run here on its nodes so that each merged
+    subtree can be stored with its height and position.
+    """
+    nodes = list(tree.nodes)
+    size = tree.size
+    completed = []
+    for digest in hashes:
+        node = digest
+        height = 0
+        while size >> height & 1:
+            node = node_hash(nodes.pop(), node)
+            height += 1
+            if height >= NODE_HEIGHT:
+                completed.append((height, ((size + 1) >> height) - 1, node))
+        nodes.append(node)
+        size += 1
+    if completed:
+        await tx.executemany(
+            "INSERT INTO audit_nodes (height, idx, hash) VALUES (?, ?, ?)", completed
+        )
+    await tx.execute(
+        "UPDATE audit_tree SET size = ?, nodes = ? WHERE id = 1", (size, b"".join(nodes))
+    )
+    return CompactRange(size, nodes)
+
+
+async def write_checkpoint(tx: Transaction, signer: LogSigner, tree: CompactRange) -> CheckpointRecord:
+    clock = signer.clock or utcnow
+    record = CheckpointRecord(tree.size, signer.sign(tree.size, tree.root()), isotime(clock()))
+    await tx.execute(
+        "INSERT INTO audit_checkpoints (size, note, created_at) VALUES (?, ?, ?)",
+        (record.size, record.note, record.created_at),
+    )
+    return record
+
+
+async def latest_checkpoint(tx: Transaction) -> CheckpointRecord | None:
+    row = await tx.fetchone(
+        "SELECT size, note, created_at FROM audit_checkpoints ORDER BY size DESC LIMIT 1"
+    )
+    return None if row is None else CheckpointRecord(row["size"], row["note"], row["created_at"])
+
+
+async def checkpoint_now(gw: Gateway) -> CheckpointRecord:
+    """Sign a checkpoint of the log as it is now, unless the latest one already covers
+    every entry (then return that one): safe to call on a timer."""
+    signer = signer_for(gw)
+    async with gw.db.transaction() as tx:
+        tree = await load_tree(tx)
+        latest = await latest_checkpoint(tx)
+        if latest is not None and latest.size == tree.size:
+            return latest
+        return await write_checkpoint(tx, signer, tree)

@@ -1,0 +1,97 @@
+"""Who signs the audit log's checkpoints, under which name, and where the key is published.
+
+The origin (first line of every checkpoint) and the signed-note key name are the same
+string, ``<bank_id>/gateway-audit``: C2SP tlog-checkpoint asks for a schema-less URL-like
+origin unique to the log, and using it as the key name lets an auditor check that a note
+signed by the key is about this log and no other. The verifier key is published next to
+the private key as ``keys/bank/audit-log.vkey`` (golang.org/x/mod/sumdb/note format), so
+operators can hand it to auditors out of band.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.audit.checkpoint import Checkpoint, format_vkey, key_id, parse_vkey, sign_checkpoint
+from gateway.audit.errors import AuditError
+from gateway.keys import KeyStore, write_public
+
+if TYPE_CHECKING:
+    from gateway.core import Gateway
+
+#: A checkpoint is signed whenever an append makes the size cross a multiple of this.
+DEFAULT_CHECKPOINT_EVERY = 1000
+VKEY_NAME = "audit-log.vkey"
+
+
+def origin_for(bank_id: str) -> str:
+    return f"{bank_id}/gateway-audit"
+
+
+def vkey_path(keys: KeyStore) -> Path:
+    return keys.bank / VKEY_NAME
+
+
+def publish_vkey(keys: KeyStore, origin: str) -> str:
+    """The verifier key of the audit log key; written to ``keys/bank/audit-log.vkey`` if
+    missing. A published key that no longer matches the private key is refused rather
+    than silently replaced, because auditors may have pinned it."""
+    vkey = format_vkey(origin, keys.audit_log_key().public_key())
+    path = vkey_path(keys)
+    if path.exists():
+        published = path.read_text(encoding="utf-8").strip()
+        if published != vkey:
+            raise AuditError(
+                f"{path} does not match {keys.bank / 'audit-log.pem'} (or bank_id changed): "
+                "restore the key that signed the log, or move the stale .vkey away"
+            )
+        return vkey
+    write_public(path, (vkey + "\n").encode())
+    return vkey
+
+
+def fingerprint(vkey: str) -> str:
+    """``<name>+<key id>``: short enough to read over the phone when pinning a key."""
+    name, public_key = parse_vkey(vkey)
+    return f"{name}+{key_id(name, public_key).hex()}"
+
+
+@dataclass(frozen=True)
+class LogSigner:
+    """Signs checkpoints of one log; handed to `log.append` so that crossing a multiple
+    of `every` entries signs a checkpoint in the same transaction as the entries."""
+
+    origin: str
+    private_key: Ed25519PrivateKey = field(repr=False)
+    every: int = DEFAULT_CHECKPOINT_EVERY
+    clock: Callable[[], datetime] | None = None
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise AuditError(f"audit checkpoint interval must be at least 1, got {self.every}")
+
+    @property
+    def vkey(self) -> str:
+        return format_vkey(self.origin, self.private_key.public_key())
+
+    def sign(self, size: int, root: bytes) -> str:
+        return sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, self.private_key)
+
+
+def checkpoint_every(gw: Gateway) -> int:
+    """The ``audit_checkpoint_every`` setting when the workspace has one, else 1000."""
+    value = getattr(gw.settings, "audit_checkpoint_every", None)
+    return DEFAULT_CHECKPOINT_EVERY if value is None else int(value)
+
+
+def signer_for(gw: Gateway) -> LogSigner:
+    """The workspace's checkpoint signer; publishes the verifier key on first use."""
+    origin = origin_for(gw.settings.bank_id)
+    publish_vkey(gw.keys, origin)
+    return LogSigner(origin, gw.keys.audit_log_key(), checkpoint_every(gw), gw.now)
