@@ -406,9 +406,10 @@ def main() -> None:
 
 def _register_subcommands() -> None:
     # Later command groups live in their own modules to keep this one readable.
-    from gateway import cli_delivery
+    from gateway import cli_delivery, cli_supervision
 
     cli_delivery.register(cli)
+    cli_supervision.register(cli)
 
 
 _register_subcommands()

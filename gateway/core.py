@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -12,6 +14,9 @@ from gateway.config import Settings
 from gateway.db import Database, open_database
 from gateway.keys import KeyStore
 from gateway.plugins import adapters, get_plugin_manager
+
+if TYPE_CHECKING:
+    from gateway.rules import RulePack
 
 
 def utcnow() -> datetime:
@@ -48,6 +53,13 @@ class Gateway:
     ) -> Gateway:
         db = await open_database(settings.database_url)
         return cls(settings, db, pm or get_plugin_manager(), clock)
+
+    @functools.cached_property
+    def rules(self) -> RulePack:
+        """The rule pack named in gateway.toml, loaded once."""
+        from gateway.rules import load_rule_pack
+
+        return load_rule_pack(self.settings.rule_pack)
 
     def now(self) -> datetime:
         return self.clock()

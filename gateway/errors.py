@@ -10,6 +10,8 @@
     ├── Conflict                  the action contradicts the current state
     ├── PolicyViolation           a placement or contact the rules forbid
     ├── InvalidInput              input from outside that fails validation
+    ├── Unauthorized              missing or wrong credentials or signature
+    ├── Forbidden                 authenticated, but not allowed to do this
     ├── SealingError              a package could not be signed or encrypted
     ├── StorageError              the database refused or failed a statement
     └── DeliveryError             talking to a partner failed
@@ -17,6 +19,9 @@
         │   ├── PartnerUnavailable    5xx, 408/425/429, refused or reset connection
         │   └── PartnerTimeout        no answer in time
         └── PartnerRejected       permanent: the partner refused the package (other 4xx)
+
+Each class carries the HTTP status the API answers it with (an RFC 9457 problem
+document); the CLI prints the message and exits 1.
 
 Adapters translate foreign exceptions (aiohttp, SMTP) into these at their boundary;
 retries live in the core, never inside an adapter. Messages say what went wrong and how
@@ -28,6 +33,8 @@ from __future__ import annotations
 
 class GatewayError(Exception):
     """Base class; ``str(error)`` is a complete sentence fit for the operator."""
+
+    http_status = 500
 
 
 class ConfigError(GatewayError):
@@ -47,21 +54,35 @@ class ProfileError(GatewayError):
 
 
 class NotFound(GatewayError):
-    pass
+    http_status = 404
 
 
 class Conflict(GatewayError):
-    pass
+    http_status = 409
 
 
 class PolicyViolation(GatewayError):
+    http_status = 422
+
     def __init__(self, rule: str, message: str) -> None:
         self.rule = rule
         super().__init__(f"refused by rule {rule}: {message}")
 
 
 class InvalidInput(GatewayError):
-    pass
+    http_status = 400
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        self.http_status = status
+        super().__init__(message)
+
+
+class Unauthorized(GatewayError):
+    http_status = 401
+
+
+class Forbidden(GatewayError):
+    http_status = 403
 
 
 class SealingError(GatewayError):

@@ -6,7 +6,8 @@
     KEYS_DIR/bank/jwks.json        the bank's published key set: current and retired keys
     KEYS_DIR/bank/pseudonym.key    master key of the keyed pseudonyms (private, 0600)
     KEYS_DIR/bank/audit-log.pem    Ed25519 key that signs audit checkpoints (private, 0600)
-    KEYS_DIR/partners/ID.jwks.json partners' public encryption keys
+    KEYS_DIR/partners/ID.jwks.json partners' public keys (encryption; Ed25519 for v1a callbacks)
+    KEYS_DIR/partners/ID.whsec     shared secrets for v1 callbacks, newest last (0600)
 
 Private material is only ever read here and handed to the code that uses it; no
 function returns it as text for printing.
@@ -14,6 +15,7 @@ function returns it as text for printing.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.jwk import ECKey, KeySet, OKPKey
 
@@ -180,6 +182,41 @@ class KeyStore:
             return KeySet.import_key_set(data)
         except Exception as exc:  # joserfc raises several unrelated types for bad input
             raise KeyStoreError(f"{path}: not a usable JWKS: {exc}") from None
+
+    # -- callback verification ----------------------------------------------------------
+
+    def webhook_secret_path(self, partner_id: str) -> Path:
+        return self.partners / f"{partner_id}.whsec"
+
+    def add_webhook_secret(self, partner_id: str) -> Path:
+        """Add a new ``whsec_`` secret; older ones stay valid until removed (rotation)."""
+        path = self.webhook_secret_path(partner_id)
+        existing = path.read_text() if path.exists() else ""
+        secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        write_private(path, (existing + secret + "\n").encode())
+        return path
+
+    def webhook_secrets(self, partner_id: str) -> list[bytes]:
+        path = self.webhook_secret_path(partner_id)
+        if not path.exists():
+            return []
+        secrets = []
+        for line in path.read_text().split():
+            try:
+                secrets.append(base64.b64decode(line.removeprefix("whsec_"), validate=True))
+            except ValueError:
+                raise KeyStoreError(f"{path}: a line is not a whsec_ secret") from None
+        return secrets
+
+    def partner_signature_keys(self, relative: str | None) -> list[Ed25519PublicKey]:
+        """The partner's Ed25519 keys for ``v1a`` callback signatures (``use: sig``)."""
+        if not relative:
+            return []
+        keys = []
+        for data in self.partner_keyset(relative).as_dict()["keys"]:
+            if data.get("kty") == "OKP" and data.get("crv") == "Ed25519" and data.get("use", "sig") == "sig":
+                keys.append(Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(data["x"] + "==")))
+        return keys
 
     def _read_json(self, path: Path, what: str) -> Any:
         try:

@@ -10,18 +10,20 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway import registry
 from gateway.audit import log as audit_log
 from gateway.core import Gateway, isotime
+from gateway.db import Transaction
 from gateway.errors import NotFound, PolicyViolation
 from gateway.minimize import disclosed_fields, minimize
 from gateway.seal import choose_encryption_key, encrypt, sign, verify_signed
 from schemas.audit import DisclosedField, Disclosure
 from schemas.case import Case
 from schemas.package import PACKAGE_SCHEMA, PackageClaims
+from schemas.partner import LEGAL_PURPOSES, PartnerProfile
 
 
 @dataclass(frozen=True)
@@ -67,25 +69,31 @@ def check_policy(record: registry.PartnerRecord, purpose: str, gw: Gateway) -> N
         )
 
 
-async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor: str) -> Placement:
-    record = await registry.get(gw, partner_id)
-    check_policy(record, purpose, gw)
-    profile = record.profile
-    policy = profile.policy[purpose]  # type: ignore[index]
-    tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
+@dataclass(frozen=True)
+class Sealed:
+    package_id: str
+    claims: dict[str, Any]
+    signed: str
+    sealed: str
+    payload_digest: str
+
+
+def seal_package(
+    gw: Gateway, profile: PartnerProfile, purpose: str, case_ref: str, data: dict[str, Any]
+) -> Sealed:
+    """Sign as the bank and, for ``jwe`` partners, encrypt to the partner's key."""
     now = gw.now()
     package_id = "pkg_" + uuid.uuid4().hex
-    case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
     claims = PackageClaims(
         iss=gw.settings.bank_id,
-        aud=partner_id,
+        aud=profile.id,
         iat=int(now.timestamp()),
         exp=int((now + timedelta(days=profile.package_ttl_days)).timestamp()),
         jti=package_id,
         purpose=purpose,
         schema=PACKAGE_SCHEMA,
         case_ref=case_ref,
-        data=minimize(case, policy, tokens),
+        data=data,
     ).model_dump(mode="json", by_alias=True)
     signed = sign(claims, gw.keys.signing_key())
     if profile.sealing == "jwe":
@@ -93,48 +101,120 @@ async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor
         sealed = encrypt(signed, choose_encryption_key(gw.keys.partner_keyset(profile.jwks)))
     else:
         sealed = signed
-    fields = disclosed_fields(policy)
-    payload_digest = (
-        "sha256:" + hashlib.sha256(json.dumps(claims["data"], sort_keys=True).encode()).hexdigest()
+    digest = "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return Sealed(package_id, claims, signed, sealed, digest)
+
+
+async def enqueue(
+    tx: Transaction,
+    package: Sealed,
+    profile: PartnerProfile,
+    *,
+    case_id: str,
+    subject: str,
+    fields: list[dict[str, str]],
+    at: str,
+) -> None:
+    """Put a sealed package in the outbox, due now."""
+    await tx.execute(
+        "INSERT INTO packages (id, partner_id, case_id, case_ref, subject_token, purpose, sealing,"
+        " sealed, signed, payload_digest, fields, created_at, expires_at, state, next_attempt_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+        (
+            package.package_id,
+            profile.id,
+            case_id,
+            package.claims["case_ref"],
+            subject,
+            package.claims["purpose"],
+            profile.sealing,
+            package.sealed,
+            package.signed,
+            package.payload_digest,
+            json.dumps(fields),
+            at,
+            isotime(datetime.fromtimestamp(package.claims["exp"], UTC)),
+            at,
+        ),
     )
-    at = isotime(now)
+
+
+def check_limitation(gw: Gateway, case: Case, purpose: str) -> None:
+    """A time-barred claim is not taken to arbitration or court (Civil Code art. 188)."""
+    if purpose not in LEGAL_PURPOSES:
+        return
+    resets = [case.loan.last_acknowledged] if case.loan.last_acknowledged else []
+    expires = gw.rules.limitation_expires(case.loan.last_due_date, resets)
+    if expires < gw.now().date():
+        raise PolicyViolation(
+            "limitation-period",
+            f"the limitation period of case {case.case_id} ended on {expires} (last due "
+            f"{case.loan.last_due_date}, last reset {resets[0] if resets else 'none'}); "
+            f"it cannot be placed for {purpose}",
+        )
+
+
+async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor: str) -> Placement:
+    record = await registry.get(gw, partner_id)
+    check_policy(record, purpose, gw)
+    check_limitation(gw, case, purpose)
+    profile = record.profile
+    policy = profile.policy[purpose]  # type: ignore[index]
+    tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
+    case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
+    package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens))
+    fields = disclosed_fields(policy)
+    at = isotime(gw.now())
     entry = Disclosure(
         at=at,
         actor=actor,
-        package_id=package_id,
+        package_id=package.package_id,
         partner=partner_id,
         purpose=purpose,
         legal_basis=policy.legal_basis,
         subject=subject_token(gw, case),
         case=case_token(gw, case.case_id),
         fields=[DisclosedField(**f) for f in fields],
-        payload_digest=payload_digest,
+        payload_digest=package.payload_digest,
         sealing=profile.sealing,
     )
     async with gw.db.transaction() as tx:
-        await tx.execute(
-            "INSERT INTO packages (id, partner_id, case_id, case_ref, subject_token, purpose, sealing,"
-            " sealed, signed, payload_digest, fields, created_at, expires_at, state, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
-            (
-                package_id,
-                partner_id,
-                case.case_id,
-                case_ref,
-                entry.subject,
-                purpose,
-                profile.sealing,
-                sealed,
-                signed,
-                payload_digest,
-                json.dumps(fields),
-                at,
-                isotime(now + timedelta(days=profile.package_ttl_days)),
-                at,
-            ),
-        )
+        await enqueue(tx, package, profile, case_id=case.case_id, subject=entry.subject, fields=fields, at=at)
+        await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
         await audit_log.append(tx, [entry])
-    return Placement(package_id, partner_id, purpose, case_ref, claims)
+    return Placement(package.package_id, partner_id, purpose, case_ref, package.claims)
+
+
+async def _assign(
+    tx: Transaction, case: Case, partner_id: str, case_ref: str, entry: Disclosure, purpose: str, at: str
+) -> None:
+    """Record what supervision needs to know of the case at this partner (no personal
+    data beyond the debtor's time zone, which the contact-hours rules need)."""
+    loan = case.loan
+    reset = str(loan.last_acknowledged) if loan.last_acknowledged else None
+    await tx.execute(
+        "INSERT INTO assignments (partner_id, case_ref, case_id, case_token, subject_token, purpose,"
+        " timezone,"
+        " currency, amount_placed, last_due_date, last_reset, state, placed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'placed', ?)"
+        " ON CONFLICT (partner_id, case_ref) DO UPDATE SET timezone = excluded.timezone,"
+        " amount_placed = excluded.amount_placed, last_due_date = excluded.last_due_date,"
+        " last_reset = excluded.last_reset",
+        (
+            partner_id,
+            case_ref,
+            case.case_id,
+            entry.case,
+            entry.subject,
+            purpose,
+            case.debtor.timezone,
+            loan.currency,
+            str(loan.outstanding),
+            str(loan.last_due_date),
+            reset,
+            at,
+        ),
+    )
 
 
 async def show(gw: Gateway, package_id: str) -> dict[str, Any]:
@@ -157,9 +237,7 @@ async def show(gw: Gateway, package_id: str) -> dict[str, Any]:
     }
 
 
-async def list_packages(
-    gw: Gateway, partner_id: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
+async def list_packages(gw: Gateway, partner_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     sql = "SELECT id, partner_id, case_id, purpose, state, attempts, created_at FROM packages"
     params: tuple[Any, ...] = ()
     if partner_id:

@@ -1,0 +1,108 @@
+"""``create_app(settings)``: the aiohttp application of ``gateway serve``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from importlib import metadata
+
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.core import Gateway
+from gateway.http import operator
+from gateway.http.appkeys import GATEWAY, SETTINGS
+from gateway.http.callbacks import MAX_BODY, receive
+from gateway.http.openapi import document
+from gateway.http.problems import problems
+from gateway.http.routes import Route
+from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return web.json_response(request.app[GATEWAY].keys.public_jwks())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    async with gw.db.transaction() as tx:
+        await tx.fetchval("SELECT 1")
+    return web.json_response({"status": "ok"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document(ROUTES, metadata.version("agency-gateway")))
+
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/v1/partners/{partner_id}/callbacks",
+        receive,
+        "A partner reports a status event (Standard Webhooks signature)",
+        response=CallbackResponse,
+        status=202,
+        tags=("partners",),
+    ),
+    Route(
+        "POST",
+        "/v1/placements",
+        operator.create_placement,
+        "Place a case with a partner",
+        ("operator",),
+        PlacementRequest,
+        PlacementResponse,
+        201,
+    ),
+    Route(
+        "POST",
+        "/v1/recalls",
+        operator.create_recall,
+        "Recall a case and demand a deletion attestation",
+        ("operator",),
+        RecallRequest,
+        RecallResponse,
+        201,
+    ),
+    Route(
+        "GET",
+        "/v1/packages/{package_id}",
+        operator.get_package,
+        "A package as the partner reads it",
+        ("operator",),
+    ),
+    Route("GET", "/v1/cases/{case_id}", operator.get_case, "A case's timeline and violations", ("operator",)),
+    Route(
+        "GET", "/v1/partners", operator.list_partners, "Partners and their status", ("operator", "auditor")
+    ),
+    Route(
+        "GET",
+        "/v1/partners/{partner_id}/scorecard",
+        operator.get_scorecard,
+        "A partner's scorecard",
+        ("operator", "auditor"),
+    ),
+    Route("GET", "/.well-known/jwks.json", jwks, "The bank's public signing keys", tags=("public",)),
+    Route("GET", "/healthz", healthz, "Liveness and database check", tags=("public",)),
+    Route("GET", "/openapi.json", openapi, "This document", tags=("public",)),
+]
+
+
+def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.Application:
+    """Build the app; the gateway (database, keys, plugins) opens on startup and closes
+    on cleanup, unless an open one is passed in (tests, embedding)."""
+    app = web.Application(middlewares=[problems], client_max_size=MAX_BODY + 1024)
+    app[SETTINGS] = settings
+
+    async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+        if gateway is not None:
+            app[GATEWAY] = gateway
+            yield
+            return
+        async with await Gateway.open(settings) as gw:
+            app[GATEWAY] = gw
+            yield
+
+    app.cleanup_ctx.append(gateway_ctx)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    return app

@@ -1,0 +1,40 @@
+"""``POST /v1/partners/{partner_id}/callbacks``: signed status reports from partners."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import inbound, registry, webhooks
+from gateway.errors import InvalidInput
+from gateway.http.appkeys import GATEWAY
+
+MAX_BODY = 1024 * 1024
+
+
+async def receive(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    partner_id = request.match_info["partner_id"]
+    if request.content_type != "application/json":
+        raise InvalidInput(f"content type must be application/json, not {request.content_type!r}", status=415)
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise InvalidInput(f"body larger than {MAX_BODY} bytes", status=413)
+    body = await request.content.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise InvalidInput(f"body larger than {MAX_BODY} bytes", status=413)
+    record = await registry.get(gw, partner_id)
+    webhook_id = webhooks.verify(
+        request.headers,
+        body,
+        secrets=gw.keys.webhook_secrets(partner_id),
+        public_keys=gw.keys.partner_signature_keys(record.profile.jwks),
+        now=gw.now().timestamp(),
+    )
+    result = await inbound.ingest(gw, partner_id, body, channel="callback", webhook_id=webhook_id)
+    return web.json_response(
+        {
+            "event_id": result.event_id,
+            "state": result.state,
+            "violations": [b.rule for b in result.violations],
+        },
+        status=202,
+    )

@@ -1,0 +1,132 @@
+"""The operator API: place and recall cases, read packages, timelines and scorecards."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from gateway import placement, recall, registry, supervision
+from gateway.config import first_error
+from gateway.errors import InvalidInput, NotFound
+from gateway.http.appkeys import GATEWAY
+from gateway.tokens import Principal, authenticate
+from schemas.api import PlacementRequest, RecallRequest
+
+M = TypeVar("M", bound=BaseModel)
+PRINCIPAL = "principal"
+
+
+async def principal(request: web.Request, *roles: str) -> Principal:
+    who = await authenticate(request.app[GATEWAY], request.headers.get("Authorization"))
+    who.require(*roles)
+    return who
+
+
+async def body_of(request: web.Request, model: type[M]) -> M:
+    if request.content_type != "application/json":
+        raise InvalidInput("content type must be application/json", status=415)
+    try:
+        return model.model_validate_json(await request.read())
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid request body: {first_error(exc)}", status=422) from None
+
+
+async def create_placement(request: web.Request) -> web.Response:
+    who = await principal(request, "operator")
+    req = await body_of(request, PlacementRequest)
+    placed = await placement.place(
+        request.app[GATEWAY], req.case, req.partner, req.purpose, actor=f"token:{who.token_id}"
+    )
+    return web.json_response(
+        {
+            "package_id": placed.package_id,
+            "partner": placed.partner_id,
+            "purpose": placed.purpose,
+            "case_ref": placed.case_ref,
+        },
+        status=201,
+    )
+
+
+async def create_recall(request: web.Request) -> web.Response:
+    who = await principal(request, "operator")
+    req = await body_of(request, RecallRequest)
+    done = await recall.recall(
+        request.app[GATEWAY], req.case_id, req.partner, req.reason, actor=f"token:{who.token_id}"
+    )
+    return web.json_response(
+        {
+            "case_id": done.case_id,
+            "partner": done.partner,
+            "deletion_due": done.deletion_due,
+            "notice_package_id": done.notice_package_id,
+        },
+        status=201,
+    )
+
+
+async def get_package(request: web.Request) -> web.Response:
+    await principal(request, "operator")
+    return web.json_response(await placement.show(request.app[GATEWAY], request.match_info["package_id"]))
+
+
+async def get_case(request: web.Request) -> web.Response:
+    await principal(request, "operator")
+    case_id = request.match_info["case_id"]
+    gw = request.app[GATEWAY]
+    async with gw.db.transaction() as tx:
+        assignments = await tx.fetchall(
+            "SELECT partner_id, purpose, state, placed_at, accepted_at, recalled_at, deletion_due,"
+            " attested_at"
+            " FROM assignments WHERE case_id = ? ORDER BY placed_at",
+            (case_id,),
+        )
+        events = await tx.fetchall(
+            "SELECT id, partner_id, type, occurred_at, received_at, source, body FROM events"
+            " WHERE case_id = ? ORDER BY occurred_at, id",
+            (case_id,),
+        )
+        violations = await tx.fetchall(
+            "SELECT id, partner_id, rule, source, message, evidence, event_id, at FROM violations"
+            " WHERE case_id = ? ORDER BY id",
+            (case_id,),
+        )
+    if not assignments:
+        raise NotFound(f"no case {case_id!r} has been placed")
+    timeline: list[dict[str, Any]] = [{**e, "body": json.loads(e["body"])} for e in events]
+    return web.json_response(
+        {
+            "case_id": case_id,
+            "assignments": assignments,
+            "timeline": timeline,
+            "violations": [{**v, "evidence": json.loads(v["evidence"])} for v in violations],
+        }
+    )
+
+
+async def list_partners(request: web.Request) -> web.Response:
+    await principal(request, "operator", "auditor")
+    records = await registry.list_all(request.app[GATEWAY])
+    return web.json_response(
+        [
+            {
+                "id": r.id,
+                "name": r.profile.name,
+                "kind": r.profile.kind,
+                "status": r.status,
+                "status_reason": r.status_reason,
+                "contract": r.profile.contract.model_dump(mode="json"),
+                "profile_digest": r.profile_digest,
+            }
+            for r in records
+        ]
+    )
+
+
+async def get_scorecard(request: web.Request) -> web.Response:
+    await principal(request, "operator", "auditor")
+    card = await supervision.scorecard(request.app[GATEWAY], request.match_info["partner_id"])
+    return web.json_response(card.as_dict())

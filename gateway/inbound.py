@@ -1,0 +1,301 @@
+"""Taking in a partner's status report: one pipeline for callbacks and polling.
+
+validate -> the case was placed with this partner -> the report fits the case's state
+-> store (idempotent by webhook id) -> compliance check -> violations -> automatic
+suspension. The event, its violations, the state change and the audit entries are one
+transaction: a report is either fully taken in or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from gateway import lifecycle, registry
+from gateway.audit import log as audit_log
+from gateway.core import Gateway, isotime
+from gateway.db import Transaction
+from gateway.errors import Conflict, Forbidden, InvalidInput
+from gateway.rules import Breach, Contact
+from schemas.audit import CallbackReceived, DeletionAttested, PartnerChange, ViolationFound
+from schemas.events import StatusEvent
+
+EVENT = TypeAdapter(StatusEvent)
+#: How far back contacts are read for frequency rules (7-in-7 needs a week plus a day).
+HISTORY = timedelta(days=8)
+#: Violations counted for automatic suspension.
+SUSPENSION_WINDOW = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Ingested:
+    event_id: int
+    case_id: str
+    state: str
+    violations: list[Breach]
+    suspended: bool
+
+
+def parse_event(body: bytes) -> Any:
+    try:
+        return EVENT.validate_json(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(body)"
+        raise InvalidInput(f"invalid status event: {where}: {err['msg']}", status=422) from None
+
+
+def digest(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+async def ingest(
+    gw: Gateway,
+    partner_id: str,
+    body: bytes,
+    *,
+    channel: Literal["callback", "poll"],
+    webhook_id: str,
+) -> Ingested:
+    event = parse_event(body)
+    record = await registry.get(gw, partner_id)
+    async with gw.db.transaction() as tx:
+        if await tx.fetchone(
+            "SELECT 1 FROM callbacks WHERE partner_id = ? AND webhook_id = ?", (partner_id, webhook_id)
+        ):
+            raise Conflict(f"webhook-id {webhook_id!r} was already received; it is not applied twice")
+        assignment = await tx.fetchone(
+            "SELECT * FROM assignments WHERE partner_id = ? AND case_ref = ?", (partner_id, event.case_ref)
+        )
+        if assignment is None:
+            raise Forbidden(f"no case with case_ref {event.case_ref!r} was placed with {partner_id!r}")
+        state = lifecycle.next_state(assignment["state"], event.type)
+        if state is not None:
+            result = await _take_in(gw, tx, record, assignment, event, state, body, channel, webhook_id)
+    if state is None:
+        await _flag_transition(gw, partner_id, assignment, event.type)
+        raise Conflict(
+            f"a {event.type!r} report is impossible for a case in state {assignment['state']!r}; "
+            "it was refused and flagged for review"
+        )
+    return result
+
+
+async def _take_in(
+    gw: Gateway,
+    tx: Transaction,
+    record: registry.PartnerRecord,
+    assignment: dict[str, Any],
+    event: Any,
+    state: str,
+    body: bytes,
+    channel: str,
+    webhook_id: str,
+) -> Ingested:
+    partner_id = record.id
+    now = gw.now()
+    await tx.execute(
+        "INSERT INTO callbacks (partner_id, webhook_id, received_at) VALUES (?, ?, ?)",
+        (partner_id, webhook_id, isotime(now)),
+    )
+    event_id = await _store_event(tx, partner_id, assignment, event, body, channel, webhook_id, now)
+    await _move(tx, assignment, event, state, now)
+    actor = f"partner:{partner_id}"
+    entries: list[Any] = [
+        CallbackReceived(
+            at=isotime(now),
+            actor=actor,
+            partner=partner_id,
+            case=assignment["case_token"],
+            event_type=event.type,
+            channel=channel,
+            body_digest=digest(body),
+        )
+    ]
+    if event.type == "deletion_attested":
+        entries.append(
+            DeletionAttested(
+                at=isotime(now),
+                actor=actor,
+                partner=partner_id,
+                case=assignment["case_token"],
+                body_digest=digest(body),
+            )
+        )
+    breaches = await _check(gw, tx, partner_id, assignment, event, event_id)
+    for breach in breaches:
+        violation_id = await _store_violation(tx, partner_id, assignment["case_id"], breach, event_id, now)
+        entries.append(
+            ViolationFound(
+                at=isotime(now),
+                actor="system",
+                partner=partner_id,
+                case=assignment["case_token"],
+                rule=breach.rule,
+                violation_id=violation_id,
+            )
+        )
+    suspended = bool(breaches) and await _maybe_suspend(tx, record, now, entries)
+    await audit_log.append(tx, entries)
+    return Ingested(event_id, assignment["case_id"], state, breaches, suspended)
+
+
+async def _store_event(
+    tx: Transaction,
+    partner_id: str,
+    assignment: dict[str, Any],
+    event: Any,
+    body: bytes,
+    channel: str,
+    webhook_id: str,
+    now: datetime,
+) -> int:
+    await tx.execute(
+        "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at, received_at,"
+        " source, webhook_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            partner_id,
+            assignment["case_ref"],
+            assignment["case_id"],
+            assignment["subject_token"],
+            event.type,
+            isotime(event.occurred_at),
+            isotime(now),
+            channel,
+            webhook_id,
+            event.model_dump_json(),
+        ),
+    )
+    return int(await tx.fetchval("SELECT MAX(id) FROM events"))
+
+
+async def _move(tx: Transaction, assignment: dict[str, Any], event: Any, state: str, now: datetime) -> None:
+    extra = ""
+    params: list[Any] = [state]
+    if event.type == "accepted" and assignment["accepted_at"] is None:
+        extra, params = ", accepted_at = ?", [state, isotime(event.occurred_at)]
+    elif event.type == "deletion_attested":
+        extra, params = ", attested_at = ?", [state, isotime(now)]
+    await tx.execute(
+        f"UPDATE assignments SET state = ?{extra} WHERE partner_id = ? AND case_ref = ?",
+        (*params, assignment["partner_id"], assignment["case_ref"]),
+    )
+
+
+async def _check(
+    gw: Gateway,
+    tx: Transaction,
+    partner_id: str,
+    assignment: dict[str, Any],
+    event: Any,
+    event_id: int,
+) -> list[Breach]:
+    """Compliance of a reported contact against the rule pack, with every partner's
+    recent contacts with the same person as history."""
+    if event.type != "contact_attempt":
+        return []
+    since = isotime(event.occurred_at - HISTORY)
+    rows = await tx.fetchall(
+        "SELECT partner_id, case_id, body FROM events WHERE subject_token = ? AND type = 'contact_attempt'"
+        " AND occurred_at >= ? AND occurred_at <= ? AND id != ? ORDER BY occurred_at",
+        (assignment["subject_token"], since, isotime(event.occurred_at), event_id),
+    )
+    history = [_contact(r["partner_id"], r["case_id"], json.loads(r["body"]), assignment) for r in rows]
+    current = _contact(partner_id, assignment["case_id"], event.model_dump(mode="json"), assignment)
+    return gw.rules.check_contact(current, history, assignment["timezone"])
+
+
+def _contact(partner_id: str, case_id: str, body: dict[str, Any], assignment: dict[str, Any]) -> Contact:
+    return Contact(
+        at=datetime.fromisoformat(body["occurred_at"]),
+        channel=body["channel"],
+        target=body["target"],
+        outcome=body["outcome"],
+        partner=partner_id,
+        debt=case_id,
+        debtor=assignment["subject_token"],
+        number=body.get("number_token"),
+        staff_count=body.get("staff_count"),
+        text=body.get("text"),
+    )
+
+
+async def _store_violation(
+    tx: Transaction, partner_id: str, case_id: str, breach: Breach, event_id: int | None, now: datetime
+) -> int:
+    await tx.execute(
+        "INSERT INTO violations (partner_id, case_id, rule, source, message, evidence, event_id, at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            partner_id,
+            case_id,
+            breach.rule,
+            breach.source,
+            breach.message,
+            json.dumps(breach.evidence, sort_keys=True, default=str),
+            event_id,
+            isotime(now),
+        ),
+    )
+    return int(await tx.fetchval("SELECT MAX(id) FROM violations"))
+
+
+async def _maybe_suspend(
+    tx: Transaction, record: registry.PartnerRecord, now: datetime, entries: list[Any]
+) -> bool:
+    """Suspend a partner whose recent violations reach its profile's threshold."""
+    if record.status != "active":
+        return False
+    count = await tx.fetchval(
+        "SELECT COUNT(*) FROM violations WHERE partner_id = ? AND at >= ?",
+        (record.id, isotime(now - SUSPENSION_WINDOW)),
+    )
+    threshold = record.profile.supervision.violation_threshold
+    if count < threshold:
+        return False
+    reason = f"automatic: {count} violations in 30 days (threshold {threshold})"
+    await tx.execute(
+        "UPDATE partners SET status = 'suspended', status_reason = ?, updated_at = ? WHERE id = ?",
+        (reason, isotime(now), record.id),
+    )
+    entries.append(
+        PartnerChange(
+            kind="partner_suspended",
+            at=isotime(now),
+            actor="system",
+            partner=record.id,
+            profile_digest=record.profile_digest,
+            reason=reason,
+        )
+    )
+    return True
+
+
+async def _flag_transition(gw: Gateway, partner_id: str, assignment: dict[str, Any], event_type: str) -> None:
+    breach = Breach(
+        rule="protocol.impossible-transition",
+        source="gateway case lifecycle (gateway/lifecycle.py)",
+        message=f"partner reported {event_type!r} on a case in state {assignment['state']!r}",
+        evidence={"state": assignment["state"], "event_type": event_type},
+    )
+    now = gw.now()
+    async with gw.db.transaction() as tx:
+        violation_id = await _store_violation(tx, partner_id, assignment["case_id"], breach, None, now)
+        await audit_log.append(
+            tx,
+            [
+                ViolationFound(
+                    at=isotime(now),
+                    actor="system",
+                    partner=partner_id,
+                    case=assignment["case_token"],
+                    rule=breach.rule,
+                    violation_id=violation_id,
+                )
+            ],
+        )

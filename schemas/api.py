@@ -1,0 +1,55 @@
+"""Bodies of the operator HTTP API, and the RFC 9457 problem document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.case import Case
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlacementRequest(_Model):
+    case: Case
+    partner: str
+    purpose: str
+
+
+class PlacementResponse(_Model):
+    package_id: str
+    partner: str
+    purpose: str
+    case_ref: str
+
+
+class RecallRequest(_Model):
+    case_id: str
+    partner: str
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RecallResponse(_Model):
+    case_id: str
+    partner: str
+    deletion_due: str
+    notice_package_id: str | None
+
+
+class CallbackResponse(_Model):
+    event_id: int
+    state: str
+    violations: list[str]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+    extra: dict[str, Any] | None = None
