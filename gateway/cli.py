@@ -410,6 +410,7 @@ def _register_subcommands() -> None:
 
     cli_delivery.register(cli)
     cli_supervision.register(cli)
+    __import__("gateway.cli_audit").cli_audit.register(cli)
 
 
 _register_subcommands()

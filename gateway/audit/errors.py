@@ -19,11 +19,23 @@ class AuditError(GatewayError):
 class VerificationFailed(AuditError):
     """The first problem found, in log order, so an auditor knows where to look."""
 
-    def __init__(self, problem: str, *, index: int | None = None, size: int | None = None) -> None:
+    def __init__(
+        self,
+        problem: str,
+        *,
+        index: int | None = None,
+        last: int | None = None,
+        size: int | None = None,
+    ) -> None:
+        # A signed root only says that some entry of a range is wrong, not which one:
+        # then `index` is the first of the range and `last` its end, both named.
         self.index = index
+        self.last = last
         self.size = size
         self.problem = problem
-        if index is not None:
+        if index is not None and last is not None and last > index:
+            where = f"entries {index}..{last}: "
+        elif index is not None:
             where = f"entry {index}: "
         elif size is not None:
             where = f"checkpoint at size {size}: "

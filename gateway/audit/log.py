@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -23,9 +24,11 @@ from gateway.audit.canonical import canonical_json
 from gateway.audit.errors import AuditError
 from gateway.audit.merkle import HASH_SIZE, CompactRange, leaf_hash, node_hash
 from gateway.audit.signer import LogSigner, signer_for
-from gateway.core import Gateway, isotime, utcnow
 from gateway.db import Transaction
 from schemas.audit import Entry
+
+if TYPE_CHECKING:
+    from gateway.core import Gateway
 
 #: Subtrees of 64 leaves and up are stored: about n/32 rows, and a proof then hashes
 #: at most two blocks of 64 leaf hashes.
@@ -98,16 +101,19 @@ async def load_tree(tx: Transaction) -> CompactRange:
     count = await tx.fetchval("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries")
     if row is None:
         return await _rebuild(tx)
-    blob = bytes(row["nodes"])
-    tree = CompactRange(
-        row["size"], [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
-    )
+    tree = tree_from_row(row)
     if tree.size != count:
         raise AuditError(
             f"audit log tree state records {tree.size} entries but the table holds {count}: "
             "the log was changed outside the gateway; run `gateway audit verify`"
         )
     return tree
+
+
+def tree_from_row(row: dict[str, Any]) -> CompactRange:
+    """The compact range stored in an `audit_tree` row (nodes concatenated)."""
+    blob = bytes(row["nodes"])
+    return CompactRange(row["size"], [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)])
 
 
 async def _rebuild(tx: Transaction) -> CompactRange:
@@ -157,6 +163,9 @@ async def _extend(tx: Transaction, tree: CompactRange, hashes: Sequence[bytes]) 
 
 
 async def write_checkpoint(tx: Transaction, signer: LogSigner, tree: CompactRange) -> CheckpointRecord:
+    # Imported here: the log is appended to from modules that gateway.core imports.
+    from gateway.core import isotime, utcnow
+
     clock = signer.clock or utcnow
     record = CheckpointRecord(tree.size, signer.sign(tree.size, tree.root()), isotime(clock()))
     await tx.execute(

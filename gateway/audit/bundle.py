@@ -1,0 +1,176 @@
+"""The auditor's bundle: the whole log in plain files, verifiable with no gateway.
+
+::
+
+    entries.jsonl        one line per entry: {"idx": N, "leaf": "<canonical JSON>"};
+                         the leaf string's UTF-8 bytes are exactly what was hashed
+    checkpoints/*.note   every signed checkpoint, named by its size (zero-padded)
+    audit-log.vkey       the verifier key of the checkpoints (signed-note format)
+    jwks.json            the bank's public key set (package signatures)
+    README.txt           how to verify
+
+Exporting signs a checkpoint first, so every exported entry is covered by a signature
+and a bundle with entries beyond its last checkpoint is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.audit.checkpoint import CheckpointError, parse_vkey
+from gateway.audit.errors import AuditError, VerificationFailed
+from gateway.audit.log import checkpoint_now
+from gateway.audit.query import checkpoints, stream_entries
+from gateway.audit.signer import fingerprint, origin_for, publish_vkey
+from gateway.audit.verify import LogVerifier, Progress, Row, Summary, read_checkpoints
+
+if TYPE_CHECKING:
+    from gateway.core import Gateway
+
+ENTRIES = "entries.jsonl"
+CHECKPOINTS = "checkpoints"
+VKEY = "audit-log.vkey"
+JWKS = "jwks.json"
+README = "README.txt"
+_BATCH = 10_000
+
+_README = """\
+Audit log bundle of {origin}
+Exported {created_at}: {size} entries, {count} signed checkpoints.
+Checkpoint verifier key: {fingerprint} (full key in {vkey}; compare it with the key
+the bank gave you out of band before trusting anything here).
+
+Files
+  {entries}  one JSON object per line: {{"idx": N, "leaf": "..."}}; the UTF-8 bytes
+                 of "leaf" are the canonical JSON (RFC 8785) of the entry
+  {checkpoints}/     C2SP tlog-checkpoint signed notes (Ed25519), one per file
+  {vkey}  the checkpoints' verifier key (golang.org/x/mod/sumdb/note format)
+  {jwks}      the bank's public JWKS, to check package signatures
+
+To verify
+  gateway audit verify-bundle DIR --vkey '<key you got out of band>'
+or, without the gateway, the stand-alone script in AUDITING.md (Python, hashlib and
+cryptography only). Both recompute the RFC 9162 Merkle root from the leaves and check
+it against every checkpoint, whose Ed25519 signature they check with the key.
+Leaf hash: SHA-256(0x00 || leaf); node hash: SHA-256(0x01 || left || right).
+"""
+
+
+@dataclass(frozen=True)
+class Export:
+    directory: Path
+    size: int
+    checkpoints: int
+    vkey: str
+
+
+def _refuse_non_empty(directory: Path) -> None:
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise AuditError(f"{directory} exists and is not empty: export into a new directory")
+
+
+async def export_bundle(gw: Gateway, directory: Path) -> Export:
+    """Sign a checkpoint of the log as it is now and write the bundle into `directory`."""
+    _refuse_non_empty(directory)
+    latest = await checkpoint_now(gw)
+    vkey = publish_vkey(gw.keys, origin_for(gw.settings.bank_id))
+    signed = [cp for cp in await checkpoints(gw.db) if cp.size <= latest.size]
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ENTRIES).open("w", encoding="utf-8", newline="\n") as out:
+        async for rows in stream_entries(gw.db):
+            for row in rows:
+                if row["idx"] >= latest.size:
+                    break
+                out.write(json.dumps({"idx": row["idx"], "leaf": row["leaf"]}, ensure_ascii=False) + "\n")
+            if rows[-1]["idx"] >= latest.size:
+                break
+    (directory / CHECKPOINTS).mkdir()
+    for cp in signed:
+        (directory / CHECKPOINTS / f"{cp.size:012d}.note").write_text(cp.note, encoding="utf-8", newline="\n")
+    (directory / VKEY).write_text(vkey + "\n", encoding="utf-8")
+    (directory / JWKS).write_text(json.dumps(gw.keys.public_jwks(), indent=2) + "\n", encoding="utf-8")
+    (directory / README).write_text(
+        _README.format(
+            origin=origin_for(gw.settings.bank_id),
+            created_at=latest.created_at,
+            size=latest.size,
+            count=len(signed),
+            fingerprint=fingerprint(vkey),
+            entries=ENTRIES,
+            checkpoints=CHECKPOINTS,
+            vkey=VKEY,
+            jwks=JWKS,
+        ),
+        encoding="utf-8",
+    )
+    return Export(directory, latest.size, len(signed), vkey)
+
+
+def bundle_vkey(directory: Path) -> str:
+    path = directory / VKEY
+    try:
+        vkey = path.read_text(encoding="utf-8").strip()
+        parse_vkey(vkey)
+    except FileNotFoundError:
+        raise AuditError(f"{path} is missing: is {directory} an audit bundle?") from None
+    except CheckpointError as exc:
+        raise AuditError(f"{path}: {exc}") from None
+    return vkey
+
+
+def _notes(directory: Path) -> Iterator[tuple[int | None, str]]:
+    folder = directory / CHECKPOINTS
+    if not folder.is_dir():
+        raise AuditError(f"{folder} is missing: is {directory} an audit bundle?")
+    for path in sorted(folder.iterdir()):
+        if path.suffix != ".note" or not path.stem.isdigit():
+            raise VerificationFailed(f"unexpected file {path.name} among the checkpoints")
+        yield int(path.stem), path.read_text(encoding="utf-8")
+
+
+def _rows(path: Path) -> Iterator[list[Row]]:
+    batch: list[Row] = []
+    try:
+        lines = path.open(encoding="utf-8", newline="\n")
+    except FileNotFoundError:
+        raise AuditError(f"{path} is missing: is {path.parent} an audit bundle?") from None
+    with lines:
+        for number, line in enumerate(lines):
+            try:
+                record = json.loads(line)
+                index, leaf = record["idx"], record["leaf"]
+                if type(index) is not int or type(leaf) is not str or len(record) != 2:
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                raise VerificationFailed(
+                    f"line {number + 1} of {ENTRIES} is not {{\"idx\": N, \"leaf\": \"...\"}}",
+                    index=number,
+                ) from None
+            batch.append((index, leaf.encode("utf-8"), None))
+            if len(batch) == _BATCH:
+                yield batch
+                batch = []
+    yield batch
+
+
+def verify_bundle(directory: Path, vkey: str | None = None, progress: Progress | None = None) -> Summary:
+    """`gateway audit verify-bundle`: no database, settings or secrets needed.
+
+    Trusts `vkey` when given (pinned out of band), else the bundle's own key, whose
+    fingerprint the summary names so the auditor can compare it.
+    """
+    if vkey is None:
+        vkey = bundle_vkey(directory)
+    else:
+        try:
+            parse_vkey(vkey)
+        except CheckpointError as exc:
+            raise AuditError(f"--vkey: {exc}") from None
+    verifier = LogVerifier(vkey, read_checkpoints(_notes(directory), vkey), progress=progress)
+    for batch in _rows(directory / ENTRIES):
+        verifier.feed(batch)
+    return verifier.finish(require_signed=True)

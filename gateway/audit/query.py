@@ -1,0 +1,151 @@
+"""What an auditor asks of the log, as plain async functions over a `Database`.
+
+The CLI calls these, and so can an HTTP handler of the auditor API:
+
+- `checkpoints(db)`, `latest_checkpoint(db)`: the signed notes;
+- `entries(db, EntryFilter(...))`: entries by index range and filter;
+- `subject_disclosures(db, subject)`: every disclosure about one person;
+- `verify_database(db, vkey)`: the full check of `gateway audit verify`;
+- `gateway.audit.proofs.inclusion_proof` / `consistency_proof`: proofs by index and size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.audit import log
+from gateway.audit.log import CheckpointRecord
+from gateway.audit.verify import LogVerifier, Progress, Summary, read_checkpoints
+from gateway.db import Database
+
+BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """Which entries: index range [start, end), and optional column filters.
+
+    `since` and `until` compare with the entries' RFC 3339 UTC times as text, so a
+    date like 2025-01-31 works as a prefix; `until` is exclusive.
+    """
+
+    start: int = 0
+    end: int | None = None
+    partner: str | None = None
+    case_token: str | None = None
+    kind: str | None = None
+    since: str | None = None
+    until: str | None = None
+    limit: int | None = None
+
+
+async def checkpoints(db: Database, since_size: int = 0) -> list[CheckpointRecord]:
+    async with db.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT size, note, created_at FROM audit_checkpoints WHERE size >= ? ORDER BY size",
+            (since_size,),
+        )
+    return [CheckpointRecord(r["size"], r["note"], r["created_at"]) for r in rows]
+
+
+async def latest_checkpoint(db: Database) -> CheckpointRecord | None:
+    async with db.transaction() as tx:
+        return await log.latest_checkpoint(tx)
+
+
+async def entries(db: Database, where: EntryFilter | None = None) -> list[dict[str, Any]]:
+    """Matching entries in log order: ``{"idx", "entry"}`` with the parsed leaf."""
+    where = where or EntryFilter()
+    clauses, params = ["idx >= ?"], [where.start]
+    for column, value, op in (
+        ("idx", where.end, "<"),
+        ("partner_id", where.partner, "="),
+        ("case_token", where.case_token, "="),
+        ("kind", where.kind, "="),
+        ("at", where.since, ">="),
+        ("at", where.until, "<"),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    sql = f"SELECT idx, leaf FROM audit_entries WHERE {' AND '.join(clauses)} ORDER BY idx"
+    if where.limit is not None:
+        sql += f" LIMIT {int(where.limit)}"
+    async with db.transaction() as tx:
+        rows = await tx.fetchall(sql, params)
+    return [{"idx": row["idx"], "entry": json.loads(row["leaf"])} for row in rows]
+
+
+async def subject_disclosures(db: Database, subject: str) -> list[dict[str, Any]]:
+    """Every disclosure about the person whose audit token is `subject` (PIPL art. 45).
+
+    Leaves are canonical JSON, so the token appears in exactly one spelling and a
+    text match finds every disclosure; each match is parsed and checked again.
+    """
+    pattern = f'%"subject":{json.dumps(subject)}%'
+    async with db.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT idx, leaf FROM audit_entries WHERE kind = 'disclosure' AND leaf LIKE ?"
+            " ORDER BY idx",
+            (pattern,),
+        )
+    report = []
+    for row in rows:
+        entry = json.loads(row["leaf"])
+        if entry.get("subject") != subject:
+            continue
+        report.append(
+            {
+                "idx": row["idx"],
+                "at": entry["at"],
+                "partner": entry["partner"],
+                "purpose": entry["purpose"],
+                "legal_basis": entry["legal_basis"],
+                "fields": [f"{f['path']} ({f['transform']})" for f in entry["fields"]],
+                "package_id": entry["package_id"],
+                "actor": entry["actor"],
+            }
+        )
+    return report
+
+
+async def stream_entries(db: Database, start: int = 0) -> AsyncIterator[list[dict[str, Any]]]:
+    """Entries in index order, in batches, each batch its own short transaction so that
+    appends go on meanwhile. Keyset paging: OFFSET would re-read the log per batch."""
+    after = start - 1
+    while True:
+        async with db.transaction() as tx:
+            rows = await tx.fetchall(
+                "SELECT idx, leaf, leaf_hash FROM audit_entries WHERE idx > ? ORDER BY idx LIMIT ?",
+                (after, BATCH),
+            )
+        if not rows:
+            return
+        yield rows
+        after = rows[-1]["idx"]
+
+
+async def verify_database(db: Database, vkey: str, progress: Progress | None = None) -> Summary:
+    """`gateway audit verify`: every entry and checkpoint in the database, plus the
+    writer's tree state for entries not yet signed. Raises VerificationFailed."""
+    async with db.transaction() as tx:
+        notes = await tx.fetchall("SELECT size, note FROM audit_checkpoints ORDER BY size")
+    signed = read_checkpoints(((r["size"], r["note"]) for r in notes), vkey)
+    verifier = LogVerifier(vkey, signed, progress=progress)
+    async for rows in stream_entries(db):
+        verifier.feed((r["idx"], r["leaf"].encode("utf-8"), bytes(r["leaf_hash"])) for r in rows)
+    # Read the state after the last entry: entries appended during the scan are
+    # checked against a state at least as new, and found missing otherwise.
+    async with db.transaction() as tx:
+        state = await tx.fetchone("SELECT size, nodes FROM audit_tree WHERE id = 1")
+        rest = await tx.fetchall(
+            "SELECT idx, leaf, leaf_hash FROM audit_entries WHERE idx >= ? ORDER BY idx", (verifier.size,)
+        )
+    verifier.feed((r["idx"], r["leaf"].encode("utf-8"), bytes(r["leaf_hash"])) for r in rest)
+    if state is None:
+        return verifier.finish(require_signed=False)
+    tree = log.tree_from_row(state)
+    return verifier.finish(require_signed=False, state=(tree.size, tree.root()))

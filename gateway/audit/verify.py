@@ -1,0 +1,221 @@
+"""Verifying the audit log from its entries and signed checkpoints, trusting nothing else.
+
+`LogVerifier` is fed entries in index order, from the database or from a bundle, and:
+
+- checks that indices run from 0 without gaps or repeats;
+- checks that each leaf is RFC 8785 canonical JSON and parses as an `AuditEntry`;
+- re-hashes each leaf (and compares with a stored leaf hash, where there is one);
+- rebuilds the Merkle tree and, at every checkpoint's size, compares the root with
+  the signed one; checks a consistency proof between successive checkpoints.
+
+Problems are reported in log order: the first one raises `VerificationFailed` naming
+the index. A changed entry whose stored hash was updated too shows up only as a root
+mismatch, which narrows it to the entries between the last good checkpoint and the
+first bad one: the denser the checkpoints, the sharper the finger.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import NoReturn
+
+from pydantic import TypeAdapter, ValidationError
+
+from gateway.audit import merkle
+from gateway.audit.canonical import parse_canonical
+from gateway.audit.checkpoint import Checkpoint, CheckpointError, parse_and_verify, parse_vkey
+from gateway.audit.errors import VerificationFailed
+from gateway.audit.signer import fingerprint
+from gateway.config import first_error
+from schemas.audit import AuditEntry
+
+#: (index, leaf bytes, stored leaf hash or None) in the order the log holds them.
+Row = tuple[int, bytes, bytes | None]
+Progress = Callable[[int], None]
+
+_ENTRY: TypeAdapter[AuditEntry] = TypeAdapter(AuditEntry)
+
+
+@dataclass(frozen=True)
+class Summary:
+    entries: int
+    checkpoints: int
+    origin: str
+    key: str
+    latest_size: int | None
+    latest_root: str | None
+    unsigned: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def line(self) -> str:
+        if self.latest_size is None:
+            signed = "no signed checkpoint yet"
+        else:
+            signed = f"signed up to size {self.latest_size}, root {self.latest_root}"
+        tail = f"; {self.unsigned} newer entries not yet signed" if self.unsigned else ""
+        return (
+            f"OK: {self.entries} entries, {self.checkpoints} checkpoints verified, {signed}"
+            f"{tail} (key {self.key}, {self.seconds:.2f}s)"
+        )
+
+
+def read_checkpoints(notes: Iterable[tuple[int | None, str]], vkey: str) -> list[Checkpoint]:
+    """The checkpoints, signature-checked and sorted by size.
+
+    `notes` pairs each note with the size its container claims (table row, file
+    name), which must agree with the signed size.
+    """
+    name, _ = parse_vkey(vkey)
+    by_size: dict[int, Checkpoint] = {}
+    for claimed, note in notes:
+        try:
+            cp = parse_and_verify(note, vkey)
+        except CheckpointError as exc:
+            raise VerificationFailed(str(exc), size=claimed) from None
+        if cp.origin != name:
+            raise VerificationFailed(f"origin {cp.origin!r} is not this log's {name!r}", size=cp.size)
+        if claimed is not None and claimed != cp.size:
+            raise VerificationFailed(f"stored as size {claimed} but signed for {cp.size}", size=claimed)
+        earlier = by_size.setdefault(cp.size, cp)
+        if earlier.root != cp.root:
+            raise VerificationFailed("two signed checkpoints of this size with different roots", size=cp.size)
+    return [by_size[size] for size in sorted(by_size)]
+
+
+class LogVerifier:
+    """Streams entries through every check; see the module docstring."""
+
+    def __init__(
+        self,
+        vkey: str,
+        checkpoints: Sequence[Checkpoint],
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        self.vkey = vkey
+        self.started = time.perf_counter()
+        self._checkpoints = list(checkpoints)
+        self._next_checkpoint = 0
+        self._good_size = 0  # the largest size whose signed root matched
+        self._tree = merkle.MerkleTree()
+        self._pending: list[bytes] = []
+        self._next = 0
+        self._progress = progress
+
+    @property
+    def size(self) -> int:
+        return self._next
+
+    def feed(self, rows: Iterable[Row]) -> None:
+        pending = self._pending
+        sha = hashlib.sha256
+        validate = _ENTRY.validate_python
+        for index, leaf, stored in rows:
+            expected = self._next
+            if index != expected:
+                if index > expected:
+                    self._fail(expected, f"missing (the next entry has index {index})")
+                self._fail(index, f"out of order or repeated (expected index {expected})")
+            try:
+                data = parse_canonical(leaf)
+                validate(data)
+            except ValidationError as exc:
+                self._fail(expected, f"not a valid audit entry: {first_error(exc)}")
+            except ValueError as exc:
+                self._fail(expected, str(exc))
+            digest = sha(b"\x00" + leaf).digest()
+            if stored is not None and stored != digest:
+                self._fail(expected, "the stored leaf hash does not match the leaf")
+            pending.append(digest)
+            self._next = expected + 1
+        self._flush()
+        if self._progress is not None:
+            self._progress(self._next)
+
+    def finish(self, *, require_signed: bool, state: tuple[int, bytes] | None = None) -> Summary:
+        """Final checks once every entry is fed; `state` is the writer's (size, root)."""
+        self._flush()
+        size = self._next
+        if self._next_checkpoint < len(self._checkpoints):
+            signed = self._checkpoints[self._next_checkpoint].size
+            raise VerificationFailed(
+                f"missing: a checkpoint signs {signed} entries but the log ends here", index=size
+            )
+        if require_signed and size > self._good_size:
+            raise VerificationFailed(
+                "not covered by any signed checkpoint", index=self._good_size, last=size - 1
+            )
+        if state is not None:
+            state_size, state_root = state
+            if size > state_size:
+                raise VerificationFailed(
+                    f"not in the writer's tree state (which ends at {state_size}): "
+                    "added outside the gateway",
+                    index=state_size,
+                )
+            if size < state_size:
+                raise VerificationFailed(
+                    f"missing (the writer's tree state records {state_size} entries)", index=size
+                )
+            if self._tree.root(size) != state_root:
+                raise VerificationFailed(
+                    "unsigned entries do not hash to the writer's tree state: one was changed",
+                    index=self._good_size,
+                    last=size - 1,
+                )
+        latest = self._checkpoints[-1] if self._checkpoints else None
+        return Summary(
+            entries=size,
+            checkpoints=len(self._checkpoints),
+            origin=parse_vkey(self.vkey)[0],
+            key=fingerprint(self.vkey),
+            latest_size=None if latest is None else latest.size,
+            latest_root=None if latest is None else _b64(latest.root),
+            unsigned=size - self._good_size,
+            seconds=round(time.perf_counter() - self.started, 3),
+        )
+
+    def _flush(self) -> None:
+        tree = self._tree
+        if self._pending:
+            tree.extend(self._pending)
+            self._pending.clear()
+        checkpoints = self._checkpoints
+        while self._next_checkpoint < len(checkpoints):
+            cp = checkpoints[self._next_checkpoint]
+            if cp.size > len(tree):
+                return
+            if tree.root(cp.size) != cp.root:
+                raise VerificationFailed(
+                    f"do not hash to the root signed at size {cp.size} (the one at "
+                    f"{self._good_size} matches): an entry in this range was changed, "
+                    "inserted, removed or reordered",
+                    index=self._good_size,
+                    last=cp.size - 1,
+                )
+            old = self._good_size
+            if old:
+                previous = checkpoints[self._next_checkpoint - 1]
+                try:
+                    proof = tree.consistency_proof(old, cp.size)
+                    merkle.verify_consistency(old, cp.size, proof, previous.root, cp.root)
+                except merkle.ProofError as exc:
+                    raise VerificationFailed(f"not consistent with size {old}: {exc}", size=cp.size) from None
+            self._good_size = cp.size
+            self._next_checkpoint += 1
+
+    def _fail(self, index: int, problem: str) -> NoReturn:
+        # An earlier checkpoint range that does not match is the first problem.
+        self._flush()
+        raise VerificationFailed(problem, index=index)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
