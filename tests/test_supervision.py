@@ -1,0 +1,133 @@
+"""Supervision end to end through the callback pipeline: violations, automatic
+suspension, recall and deletion attestation, limitation, scorecards."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway import inbound, placement, recall, supervision
+from gateway.core import Gateway
+from gateway.errors import Conflict, PolicyViolation
+from schemas.case import Case
+from tests.callbacks import dumps, event
+from tests.helpers import sample_case
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+CASE = Case.model_validate_json(sample_case().read_text())
+counter = iter(range(10**6))
+
+
+async def report(gw: Gateway, partner: str, body: dict[str, Any]) -> inbound.Ingested:
+    return await inbound.ingest(
+        gw, partner, dumps(body).encode(), channel="callback", webhook_id=f"msg_{next(counter)}"
+    )
+
+
+def local(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, minute, tzinfo=SHANGHAI)
+
+
+@pytest.fixture
+async def active(gw: Gateway) -> str:
+    placed = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    await report(gw, "acme-collect", event(placed.case_ref, "accepted", at=local(20, 9)))
+    return placed.case_ref
+
+
+def call(ref: str, at: datetime, outcome: str = "connected", **extra: Any) -> dict[str, Any]:
+    return event(ref, "contact_attempt", at=at, channel="voice", target="debtor", outcome=outcome, **extra)
+
+
+async def test_contact_at_night_is_a_violation_with_rule_and_evidence(gw: Gateway, active: str) -> None:
+    ok = await report(gw, "acme-collect", call(active, local(20, 21, 59)))
+    assert ok.violations == []
+    late = await report(gw, "acme-collect", call(active, local(20, 22, 30)))
+    assert [b.rule for b in late.violations] == ["cn.hours"]
+    async with gw.db.transaction() as tx:
+        row = await tx.fetchone("SELECT partner_id, rule, source, evidence FROM violations")
+        entry = await tx.fetchval("SELECT leaf FROM audit_entries WHERE kind = 'violation'")
+    assert row["partner_id"] == "acme-collect" and row["source"]
+    assert json.loads(entry)["rule"] == "cn.hours"
+
+
+async def test_frequency_is_counted_across_partners(gw: Gateway, active: str) -> None:
+    other = await placement.place(gw, CASE, "sz-arbitration", "arbitration", actor="test")
+    await report(gw, "sz-arbitration", event(other.case_ref, "accepted", at=local(20, 9)))
+    for hour, (partner, ref) in zip(
+        (9, 10, 11), [("acme-collect", active), ("sz-arbitration", other.case_ref)] * 2
+    ):
+        assert (await report(gw, partner, call(ref, local(21, hour)))).violations == []
+    fourth = await report(gw, "acme-collect", call(active, local(21, 15)))
+    assert "cn.voice-connected-daily" in [b.rule for b in fourth.violations]
+
+
+async def test_partner_reaching_threshold_is_suspended_and_gets_nothing_more(
+    gw: Gateway, active: str
+) -> None:
+    threshold = 5
+    for minute in range(threshold):
+        result = await report(gw, "acme-collect", call(active, local(20, 23, minute), outcome="no_answer"))
+    assert result.suspended
+    from gateway import registry
+
+    record = await registry.get(gw, "acme-collect")
+    assert record.status == "suspended" and "automatic" in record.status_reason
+    with pytest.raises(PolicyViolation, match="suspended"):
+        await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+
+
+async def test_recall_demands_deletion_attestation(gw: Gateway, active: str) -> None:
+    done = await recall.recall(gw, CASE.case_id, "acme-collect", "debt sold", actor="test")
+    assert done.notice_package_id
+    shown = await placement.show(gw, done.notice_package_id)
+    assert shown["claims"]["purpose"] == "recall" and shown["claims"]["case_ref"] == active
+    with pytest.raises(Conflict, match="impossible"):
+        await report(gw, "acme-collect", call(active, local(22, 10)))
+    assert await supervision.overdue_attestations(gw) == []
+    pending = await supervision.overdue_attestations(gw, overdue_only=False)
+    assert [r["case_id"] for r in pending] == [CASE.case_id]
+    gw.clock = lambda: datetime.now(UTC) + timedelta(days=16)
+    assert [r["case_id"] for r in await supervision.overdue_attestations(gw)] == [CASE.case_id]
+    await report(
+        gw,
+        "acme-collect",
+        event(active, "deletion_attested", deleted_at=datetime.now(UTC).isoformat(), statement="erased"),
+    )
+    assert await supervision.overdue_attestations(gw, overdue_only=False) == []
+
+
+async def test_expired_case_is_refused_for_arbitration_and_listed(gw: Gateway) -> None:
+    old = CASE.model_copy(
+        update={
+            "loan": CASE.loan.model_copy(
+                update={"last_due_date": date(2022, 1, 5), "last_acknowledged": None}
+            )
+        }
+    )
+    with pytest.raises(PolicyViolation, match="limitation period .* ended on 2025-01-05"):
+        await placement.place(gw, old, "sz-arbitration", "arbitration", actor="test")
+    await placement.place(gw, old, "acme-collect", "collection", actor="test")
+    rows = await supervision.expiring(gw, timedelta(days=90))
+    assert [(r["case_id"], r["expires"]) for r in rows] == [(CASE.case_id, "2025-01-05")]
+
+
+async def test_scorecard(gw: Gateway, active: str) -> None:
+    await report(gw, "acme-collect", call(active, local(21, 10), outcome="no_answer"))
+    await report(gw, "acme-collect", call(active, local(21, 11)))
+    await report(
+        gw,
+        "acme-collect",
+        event(active, "promise_to_pay", at=local(21, 11, 5), amount="1000", due="2026-11-25"),
+    )
+    await report(gw, "acme-collect", event(active, "payment_reported", at=local(24, 9), amount="1000"))
+    card = await supervision.scorecard(gw, "acme-collect")
+    assert card.cases == 1 and card.contact_attempts == 2
+    assert card.right_party_contact_rate == 0.5
+    assert card.promise_to_pay_rate == 1.0 and card.promise_kept_rate == 1.0
+    assert card.recovery_rate == round(1000 / 52310.45, 4)
+    assert card.violations == 0 and card.violation_rate == 0.0
