@@ -58,9 +58,8 @@ async def test_contact_at_night_is_a_violation_with_rule_and_evidence(gw: Gatewa
 async def test_frequency_is_counted_across_partners(gw: Gateway, active: str) -> None:
     other = await placement.place(gw, CASE, "sz-arbitration", "arbitration", actor="test")
     await report(gw, "sz-arbitration", event(other.case_ref, "accepted", at=local(20, 9)))
-    for hour, (partner, ref) in zip(
-        (9, 10, 11), [("acme-collect", active), ("sz-arbitration", other.case_ref)] * 2
-    ):
+    callers = [("acme-collect", active), ("sz-arbitration", other.case_ref), ("acme-collect", active)]
+    for hour, (partner, ref) in zip((9, 10, 11), callers, strict=True):
         assert (await report(gw, partner, call(ref, local(21, hour)))).violations == []
     fourth = await report(gw, "acme-collect", call(active, local(21, 15)))
     assert "cn.voice-connected-daily" in [b.rule for b in fourth.violations]
