@@ -1,0 +1,362 @@
+"""Tampering with the audit log is caught by `audit verify` (database) and by
+`audit verify-bundle` (exported files), naming the first bad index; and the log holds
+no raw personal data.
+
+The sample log is signed after every entry, so a changed entry whose stored hash was
+recomputed too is pinned to its exact index by the first checkpoint that disagrees.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.audit.canonical import canonical_json
+from gateway.audit.checkpoint import Checkpoint, format_vkey, sign_checkpoint
+from gateway.audit.merkle import leaf_hash
+from tests.helpers import EXAMPLES, SAMPLE_KEY_CURVES, invoke, sample_case, write_partner_keys
+
+ORIGIN = "example-bank/gateway-audit"
+
+
+def ok(*args: str | Path) -> str:
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace whose log has 8 entries (onboardings, disclosures, a suspension and
+    a reinstatement), with a checkpoint after each one."""
+    ws = tmp_path_factory.mktemp("audit") / "ws"
+    ok("init", ws)
+    for pid, crv in SAMPLE_KEY_CURVES.items():
+        write_partner_keys(ws / "keys", pid, crv)
+    for profile in sorted((EXAMPLES / "partners").glob("*.toml")):
+        ok("-c", ws, "partners", "add", profile)
+        ok("-c", ws, "audit", "checkpoint")
+    for args in (
+        ("place", sample_case("case-1001.json"), "--partner", "acme-collect", "--purpose", "collection"),
+        ("place", sample_case("case-1002.json"), "--partner", "acme-collect", "--purpose", "collection"),
+        ("partners", "suspend", "acme-collect", "--reason", "complaint under review"),
+        ("partners", "reinstate", "acme-collect", "--reason", "review closed"),
+    ):
+        ok("-c", ws, *args)
+        ok("-c", ws, "audit", "checkpoint")
+    return ws
+
+
+@pytest.fixture
+def ws(template: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "ws"
+    shutil.copytree(template, copy)
+    return copy
+
+
+def db_of(ws: Path) -> sqlite3.Connection:
+    return sqlite3.connect(ws / "gateway.db", isolation_level=None)
+
+
+def leaves(ws: Path) -> list[str]:
+    with db_of(ws) as conn:
+        return [row[0] for row in conn.execute("SELECT leaf FROM audit_entries ORDER BY idx")]
+
+
+def rewrite(leaf: str, **changes: object) -> str:
+    """The leaf with fields changed, still canonical and schema-valid."""
+    return canonical_json({**json.loads(leaf), **changes}).decode()
+
+
+def _name(value: object) -> str:
+    return getattr(value, "__name__", "")
+
+
+def refuse(result_args: tuple[str | Path, ...], *expected: str) -> str:
+    result = invoke(*result_args)
+    assert result.exit_code == 1, result.output
+    message = result.output.strip().splitlines()[-1]
+    for text in expected:
+        assert text in message, message
+    return message
+
+
+def test_the_untouched_log_and_its_bundle_verify(ws: Path, tmp_path: Path) -> None:
+    assert "OK: 8 entries, 8 checkpoints verified" in ok("-c", ws, "audit", "verify")
+    vkey = (ws / "keys" / "bank" / "audit-log.vkey").read_text().strip()
+    ok("-c", ws, "audit", "export", tmp_path / "bundle")
+    out = ok("audit", "verify-bundle", tmp_path / "bundle", "--vkey", vkey)
+    assert "OK: 8 entries" in out
+
+
+# -- the database ----------------------------------------------------------------------
+
+Tamper = Callable[[sqlite3.Connection, list[str]], None]
+
+
+def change_leaf_only(conn: sqlite3.Connection, old: list[str]) -> None:
+    conn.execute("UPDATE audit_entries SET leaf = ? WHERE idx = 5", (rewrite(old[5], purpose="legal"),))
+
+
+def change_leaf_and_hash(conn: sqlite3.Connection, old: list[str]) -> None:
+    new = rewrite(old[5], partner="sz-arbitration")
+    conn.execute(
+        "UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = 5",
+        (new, leaf_hash(new.encode())),
+    )
+
+
+def non_canonical(conn: sqlite3.Connection, old: list[str]) -> None:
+    spaced = json.dumps(json.loads(old[5]), sort_keys=True, ensure_ascii=False)
+    conn.execute(
+        "UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = 5",
+        (spaced, leaf_hash(spaced.encode())),
+    )
+
+
+def not_an_entry(conn: sqlite3.Connection, old: list[str]) -> None:
+    bad = rewrite(old[5], kind="coffee_break")
+    conn.execute(
+        "UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = 5", (bad, leaf_hash(bad.encode()))
+    )
+
+
+def delete_middle(conn: sqlite3.Connection, old: list[str]) -> None:
+    conn.execute("DELETE FROM audit_entries WHERE idx = 5")
+
+
+def delete_and_renumber(conn: sqlite3.Connection, old: list[str]) -> None:
+    conn.execute("DELETE FROM audit_entries WHERE idx = 5")
+    conn.execute("UPDATE audit_entries SET idx = idx - 1 WHERE idx > 5")
+
+
+def delete_last(conn: sqlite3.Connection, old: list[str]) -> None:
+    conn.execute("DELETE FROM audit_entries WHERE idx = 7")
+
+
+def insert_middle(conn: sqlite3.Connection, old: list[str]) -> None:
+    for idx in range(7, 4, -1):
+        conn.execute("UPDATE audit_entries SET idx = idx + 1 WHERE idx = ?", (idx,))
+    forged = rewrite(old[4], package_id="pkg_forged")
+    conn.execute(
+        "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, at) VALUES (5, ?, ?, 'disclosure', '')",
+        (forged, leaf_hash(forged.encode())),
+    )
+
+
+def insert_at_end(conn: sqlite3.Connection, old: list[str]) -> None:
+    forged = rewrite(old[4], package_id="pkg_forged")
+    conn.execute(
+        "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, at) VALUES (8, ?, ?, 'disclosure', '')",
+        (forged, leaf_hash(forged.encode())),
+    )
+
+
+def swap(conn: sqlite3.Connection, old: list[str]) -> None:
+    for idx, source in ((5, 6), (6, 5)):
+        conn.execute(
+            "UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = ?",
+            (old[source], leaf_hash(old[source].encode()), idx),
+        )
+
+
+DB_TAMPERING: list[tuple[Tamper, str, tuple[str, ...]]] = [
+    (change_leaf_only, "entry 5:", ("stored leaf hash does not match",)),
+    (change_leaf_and_hash, "entry 5:", ("root signed at size 6",)),
+    (non_canonical, "entry 5:", ("canonical",)),
+    (not_an_entry, "entry 5:", ("not a valid audit entry",)),
+    (delete_middle, "entry 5:", ("missing",)),
+    (delete_and_renumber, "entry 5:", ("root signed at size 6",)),
+    (delete_last, "entry 7:", ("missing",)),
+    (insert_middle, "entry 5:", ("root signed at size 6",)),
+    (insert_at_end, "entry 8:", ("added outside the gateway",)),
+    (swap, "entry 5:", ("root signed at size 6",)),
+]
+
+
+@pytest.mark.parametrize(("tamper", "where", "why"), DB_TAMPERING, ids=_name)
+def test_verify_names_the_first_bad_entry_in_the_database(
+    ws: Path, tamper: Tamper, where: str, why: tuple[str, ...]
+) -> None:
+    old = leaves(ws)
+    with db_of(ws) as conn:
+        tamper(conn, old)
+    refuse(("-c", ws, "audit", "verify"), where, *why)
+
+
+def foreign_note(size: int, root: bytes) -> str:
+    return sign_checkpoint(Checkpoint(ORIGIN, size, root), ORIGIN, Ed25519PrivateKey.generate())
+
+
+def root_of(note: str) -> bytes:
+    return Checkpoint.from_text(note[: note.index("\n\n") + 1]).root
+
+
+def test_a_checkpoint_signed_by_another_key_is_refused(ws: Path) -> None:
+    with db_of(ws) as conn:
+        note = conn.execute("SELECT note FROM audit_checkpoints WHERE size = 6").fetchone()[0]
+        forged = foreign_note(6, root_of(note))
+        conn.execute("UPDATE audit_checkpoints SET note = ? WHERE size = 6", (forged,))
+    refuse(("-c", ws, "audit", "verify"), "checkpoint at size 6", "no signature by " + ORIGIN)
+
+
+def test_a_pinned_key_refuses_the_workspace_key(ws: Path) -> None:
+    other = format_vkey(ORIGIN, Ed25519PrivateKey.generate().public_key())
+    refuse(("-c", ws, "audit", "verify", "--vkey", other), "checkpoint at size 1")
+
+
+def test_sparse_checkpoints_narrow_a_change_to_a_range(ws: Path) -> None:
+    old = leaves(ws)
+    with db_of(ws) as conn:
+        conn.execute("DELETE FROM audit_checkpoints WHERE size IN (5, 6, 7)")
+        change_leaf_and_hash(conn, old)
+    refuse(("-c", ws, "audit", "verify"), "entries 4..7:", "root signed at size 8", "at 4 matches")
+
+
+# -- the bundle ------------------------------------------------------------------------
+
+BundleTamper = Callable[[Path], None]
+
+
+def edit_lines(bundle: Path, edit: Callable[[list[str]], list[str]]) -> None:
+    path = bundle / "entries.jsonl"
+    path.write_text("".join(line + "\n" for line in edit(path.read_text().splitlines())))
+
+
+def line(idx: int, leaf: str) -> str:
+    return json.dumps({"idx": idx, "leaf": leaf}, ensure_ascii=False)
+
+
+def leaf_at(lines: list[str], i: int) -> str:
+    return json.loads(lines[i])["leaf"]
+
+
+def b_change(bundle: Path) -> None:
+    edit_lines(bundle, lambda ls: ls[:5] + [line(5, rewrite(leaf_at(ls, 5), purpose="legal"))] + ls[6:])
+
+
+def b_non_canonical(bundle: Path) -> None:
+    edit_lines(bundle, lambda ls: ls[:5] + [line(5, leaf_at(ls, 5).replace(",", ", ", 1))] + ls[6:])
+
+
+def b_delete(bundle: Path) -> None:
+    edit_lines(bundle, lambda ls: ls[:5] + ls[6:])
+
+
+def b_delete_renumber(bundle: Path) -> None:
+    edit_lines(bundle, lambda ls: ls[:5] + [line(i - 1, leaf_at(ls, i)) for i in range(6, len(ls))])
+
+
+def b_delete_last(bundle: Path) -> None:
+    edit_lines(bundle, lambda ls: ls[:-1])
+
+
+def b_insert(bundle: Path) -> None:
+    forged = rewrite(leaf_at(*_lines(bundle), 4), package_id="pkg_forged")
+    edit_lines(
+        bundle,
+        lambda ls: ls[:5] + [line(5, forged)] + [line(i + 1, leaf_at(ls, i)) for i in range(5, len(ls))],
+    )
+
+
+def b_append(bundle: Path) -> None:
+    forged = rewrite(leaf_at(*_lines(bundle), 4), package_id="pkg_forged")
+    edit_lines(bundle, lambda ls: [*ls, line(len(ls), forged)])
+
+
+def b_swap(bundle: Path) -> None:
+    edit_lines(
+        bundle, lambda ls: ls[:5] + [line(5, leaf_at(ls, 6)), line(6, leaf_at(ls, 5))] + ls[7:]
+    )
+
+
+def b_garbage_line(bundle: Path) -> None:
+    edit_lines(bundle, lambda ls: ls[:5] + ["not json"] + ls[6:])
+
+
+def _lines(bundle: Path) -> tuple[list[str]]:
+    return ((bundle / "entries.jsonl").read_text().splitlines(),)
+
+
+BUNDLE_TAMPERING: list[tuple[BundleTamper, str, tuple[str, ...]]] = [
+    (b_change, "entry 5:", ("root signed at size 6",)),
+    (b_non_canonical, "entry 5:", ("canonical",)),
+    (b_delete, "entry 5:", ("missing",)),
+    (b_delete_renumber, "entry 5:", ("root signed at size 6",)),
+    (b_delete_last, "entry 7:", ("missing",)),
+    (b_insert, "entry 5:", ("root signed at size 6",)),
+    (b_append, "entry 8:", ("not covered by any signed checkpoint",)),
+    (b_swap, "entry 5:", ("root signed at size 6",)),
+    (b_garbage_line, "entry 5:", ("line 6 of entries.jsonl",)),
+]
+
+
+@pytest.fixture
+def bundle(ws: Path, tmp_path: Path) -> Path:
+    ok("-c", ws, "audit", "export", tmp_path / "bundle")
+    return tmp_path / "bundle"
+
+
+@pytest.mark.parametrize(("tamper", "where", "why"), BUNDLE_TAMPERING, ids=_name)
+def test_verify_bundle_names_the_first_bad_entry(
+    bundle: Path, tamper: BundleTamper, where: str, why: tuple[str, ...]
+) -> None:
+    tamper(bundle)
+    refuse(("audit", "verify-bundle", bundle), where, *why)
+
+
+def test_verify_bundle_refuses_a_checkpoint_by_another_key(bundle: Path) -> None:
+    path = bundle / "checkpoints" / "000000000006.note"
+    path.write_text(foreign_note(6, root_of(path.read_text())))
+    refuse(("audit", "verify-bundle", bundle), "checkpoint at size 6", "no signature by")
+
+
+def test_verify_bundle_with_its_own_key_replaced_fails_against_the_pinned_key(ws: Path, bundle: Path) -> None:
+    """A forger who re-signs everything with a new key and ships that key in the bundle
+    is stopped by the key the auditor pinned."""
+    pinned = (ws / "keys" / "bank" / "audit-log.vkey").read_text().strip()
+    key = Ed25519PrivateKey.generate()
+    (bundle / "audit-log.vkey").write_text(format_vkey(ORIGIN, key.public_key()) + "\n")
+    for path in (bundle / "checkpoints").iterdir():
+        path.write_text(
+            sign_checkpoint(Checkpoint(ORIGIN, int(path.stem), root_of(path.read_text())), ORIGIN, key)
+        )
+    assert "OK" in ok("audit", "verify-bundle", bundle)  # consistent, but with the forger's key
+    refuse(("audit", "verify-bundle", bundle, "--vkey", pinned), "checkpoint at size 1", "no signature")
+
+
+# -- no personal data ------------------------------------------------------------------
+
+
+def test_the_log_holds_no_raw_personal_data(ws: Path, bundle: Path) -> None:
+    with db_of(ws) as conn:
+        stored = "\n".join(
+            [row[0] for row in conn.execute("SELECT leaf FROM audit_entries")]
+            + [row[0] for row in conn.execute("SELECT note FROM audit_checkpoints")]
+        )
+    exported = "\n".join(p.read_text() for p in bundle.rglob("*") if p.is_file())
+    for name in ("case-1001.json", "case-1002.json"):
+        case = json.loads(sample_case(name).read_text())
+        debtor = case["debtor"]
+        secrets = [
+            case["case_id"],
+            debtor["name"],
+            debtor["id_number"],
+            debtor["email"],
+            case["loan"]["account_number"],
+            *(phone["number"] for phone in debtor["phones"]),
+            *(c["name"] for c in case.get("emergency_contacts", [])),
+            *(c["phone"] for c in case.get("emergency_contacts", [])),
+        ]
+        address = debtor.get("address") or {}
+        secrets += [address[k] for k in ("line", "postcode") if address.get(k)]
+        for secret in secrets:
+            assert secret not in stored, secret
+            assert secret not in exported, secret
+    assert '"kind":"disclosure"' in stored  # the disclosures are there, pseudonymized
