@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from gateway import poller, supervision, tokens
 from gateway import recall as recalls
-from gateway import supervision, tokens
 from gateway.core import Gateway
 
 
@@ -29,9 +29,11 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.option("--host", default="127.0.0.1", show_default=True)
     @click.option("--port", default=8080, show_default=True, type=int)
+    @click.option("--no-workers", is_flag=True, help="Serve HTTP only; run dispatch and poll elsewhere.")
     @click.pass_obj
-    def serve(obj: dict[str, Any], host: str, port: int) -> None:
-        """Run the HTTP service: callbacks, operator API, JWKS, health, OpenAPI."""
+    def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool) -> None:
+        """Run the HTTP service (callbacks, operator API, JWKS, health, OpenAPI) with the
+        dispatcher and the poller in the same process."""
         from aiohttp import web
 
         from gateway.http import create_app
@@ -39,7 +41,7 @@ def register(cli: click.Group) -> None:
         settings = _settings(obj)
 
         async def main() -> None:
-            runner = web.AppRunner(create_app(settings), handle_signals=False)
+            runner = web.AppRunner(create_app(settings, workers=not no_workers), handle_signals=False)
             await runner.setup()
             await web.TCPSite(runner, host, port).start()
             click.echo(f"serving on http://{host}:{port} (Ctrl-C or SIGTERM to stop)", err=True)
@@ -51,6 +53,21 @@ def register(cli: click.Group) -> None:
             await runner.cleanup()
 
         asyncio.run(main())
+
+    @cli.command()
+    @click.option("--json", "as_json", is_flag=True)
+    @with_gateway
+    async def poll(gw: Gateway, as_json: bool) -> None:
+        """Fetch status feeds of partners that cannot push, once (for cron)."""
+        rows = poller.summary(await poller.poll_once(gw))
+        if as_json:
+            echo_json(rows)
+        else:
+            click.echo(
+                table([{k: "-" if v is None else v for k, v in r.items()} for r in rows])
+                if rows
+                else "no pollable partners"
+            )
 
     @cli.group("tokens")
     def tokens_group() -> None:

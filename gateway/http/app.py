@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from importlib import metadata
 
 from aiohttp import web
 
+from gateway import poller
 from gateway.config import Settings
 from gateway.core import Gateway
+from gateway.dispatch import Dispatcher
 from gateway.http import operator
 from gateway.http.appkeys import GATEWAY, SETTINGS
 from gateway.http.callbacks import MAX_BODY, receive
@@ -87,9 +90,12 @@ ROUTES: list[Route] = [
 ]
 
 
-def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, gateway: Gateway | None = None, workers: bool = False
+) -> web.Application:
     """Build the app; the gateway (database, keys, plugins) opens on startup and closes
-    on cleanup, unless an open one is passed in (tests, embedding)."""
+    on cleanup, unless an open one is passed in (tests, embedding). With ``workers``, the
+    dispatcher and the poller run in the same process and stop cleanly with it."""
     app = web.Application(middlewares=[problems], client_max_size=MAX_BODY + 1024)
     app[SETTINGS] = settings
 
@@ -102,7 +108,19 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
             app[GATEWAY] = gw
             yield
 
+    async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
+        gw = app[GATEWAY]
+        dispatcher = Dispatcher(gw)
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(dispatcher.run()), asyncio.create_task(poller.run(gw, stop))]
+        yield
+        dispatcher.stop()
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     app.cleanup_ctx.append(gateway_ctx)
+    if workers:
+        app.cleanup_ctx.append(workers_ctx)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     return app

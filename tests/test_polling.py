@@ -1,0 +1,77 @@
+"""Polling a partner's status feed over real HTTP: same pipeline, cursor kept, no double apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway import placement, poller, registry
+from gateway.core import Gateway
+from schemas.case import Case
+from tests.callbacks import event
+from tests.helpers import copy_profile, sample_case
+
+
+async def test_poll_feeds_the_pipeline_and_resumes_from_cursor(
+    gw: Gateway, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    placed = await placement.place(
+        gw, Case.model_validate_json(sample_case().read_text()), "acme-collect", "collection", actor="t"
+    )
+    ref = placed.case_ref
+    pages = {
+        None: {
+            "events": [
+                {"id": "e1", **event(ref, "accepted")},
+                {"id": "e2", **event(ref, "complaint", summary="rude")},
+            ],
+            "cursor": "c2",
+        },
+        "c2": {
+            "events": [
+                {"id": "e2", **event(ref, "complaint", summary="rude")},
+                {"id": "e3", **event(ref, "bogus")},
+            ],
+            "cursor": "c3",
+        },
+        "c3": {"events": [], "cursor": "c3"},
+    }
+    seen: list[str | None] = []
+
+    async def feed(request: web.Request) -> web.Response:
+        since = request.query.get("since")
+        seen.append(since)
+        return web.json_response(pages[since])
+
+    app = web.Application()
+    app.router.add_get("/status", feed)
+    server = await aiohttp_server(app)
+    profile = copy_profile(
+        "acme-collect.toml",
+        tmp_path,
+        {
+            'endpoint = "https://127.0.0.1:18441"': f'endpoint = "http://127.0.0.1:{server.port}"',
+            'packages_path = "/packages"': 'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true',
+        },
+    )
+    await registry.add(gw, profile, actor="t", update=True)
+
+    first = await poller.poll_once(gw)
+    second = await poller.poll_once(gw)
+    third = await poller.poll_once(gw)
+    acme = [s for s in first + second + third if s.partner == "acme-collect"]
+    assert [(s.accepted, s.duplicates, s.refused) for s in acme] == [
+        (2, 0, 0),
+        (0, 1, 1),
+        (0, 0, 0),
+    ]
+    assert seen == [None, "c2", "c3"]
+    unreachable = [s for s in first if s.partner == "sz-arbitration"]
+    assert unreachable[0].error and "Cannot connect" in unreachable[0].error
+    async with gw.db.transaction() as tx:
+        events = await tx.fetchall("SELECT type, source FROM events ORDER BY id")
+        state = await tx.fetchval("SELECT state FROM assignments WHERE case_ref = ?", (ref,))
+    assert events == [{"type": "accepted", "source": "poll"}, {"type": "complaint", "source": "poll"}]
+    assert state == "active"
