@@ -53,7 +53,9 @@ async def test_poll_feeds_the_pipeline_and_resumes_from_cursor(
         tmp_path,
         {
             'endpoint = "https://127.0.0.1:18441"': f'endpoint = "http://127.0.0.1:{server.port}"',
-            'packages_path = "/packages"': 'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true',
+            'packages_path = "/packages"': (
+                'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true'
+            ),
         },
     )
     await registry.add(gw, profile, actor="t", update=True)
