@@ -114,8 +114,9 @@ async def enqueue(
     subject: str,
     fields: list[dict[str, str]],
     at: str,
+    due: str | None = None,
 ) -> None:
-    """Put a sealed package in the outbox, due now."""
+    """Put a sealed package in the outbox, due at ``due`` (default now)."""
     await tx.execute(
         "INSERT INTO packages (id, partner_id, case_id, case_ref, subject_token, purpose, sealing,"
         " sealed, signed, payload_digest, fields, created_at, expires_at, state, next_attempt_at)"
@@ -134,7 +135,7 @@ async def enqueue(
             json.dumps(fields),
             at,
             isotime(datetime.fromtimestamp(package.claims["exp"], UTC)),
-            at,
+            due or at,
         ),
     )
 
@@ -178,8 +179,15 @@ async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor
         payload_digest=package.payload_digest,
         sealing=profile.sealing,
     )
+    due = at
+    if profile.kind in ("sms", "email"):
+        # The gateway itself contacts the debtor here: a reminder due outside the
+        # contact hours of the debtor's time zone waits until the window opens.
+        due = isotime(gw.rules.next_allowed(gw.now(), case.debtor.timezone))
     async with gw.db.transaction() as tx:
-        await enqueue(tx, package, profile, case_id=case.case_id, subject=entry.subject, fields=fields, at=at)
+        await enqueue(
+            tx, package, profile, case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due
+        )
         await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
         await audit_log.append(tx, [entry])
     return Placement(package.package_id, partner_id, purpose, case_ref, package.claims)

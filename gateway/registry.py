@@ -109,6 +109,11 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
             detail = "; ".join(f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True))
             raise fail("jwks", f"no usable encryption key ({detail or 'the set is empty'})")
 
+    for purpose, text in _templates(profile):
+        breaches = gw.rules.check_template(text, profile.kind)
+        if breaches:
+            raise fail(f"adapter_config.templates.{purpose}", "; ".join(b.message for b in breaches))
+
     if profile.contract.valid_to < today:
         raise fail(
             "contract.valid_to",
@@ -126,6 +131,12 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
                 check_rule(path, rule)
             except ValueError as exc:
                 raise fail(f"policy.{purpose}.fields", str(exc)) from None
+
+
+def _templates(profile: PartnerProfile) -> list[tuple[str, str]]:
+    """Message texts the gateway would send in the partner's name (SMS, email)."""
+    templates = profile.adapter_config.get("templates", {})
+    return [(purpose, t["text"]) for purpose, t in templates.items() if isinstance(t, dict) and "text" in t]
 
 
 async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> tuple[PartnerRecord, str]:

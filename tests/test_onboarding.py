@@ -58,9 +58,7 @@ BAD_PROFILES = {
         "unknown adapter 'telex'",
     ),
     "expired contract": (
-        {
-            "valid_from = 2026-01-01\nvalid_to = 2030-12-31": "valid_from = 2024-01-01\nvalid_to = 2025-12-31"
-        },
+        {"valid_from = 2026-01-01\nvalid_to = 2030-12-31": "valid_from = 2024-01-01\nvalid_to = 2025-12-31"},
         "contract.valid_to",
         "expired",
     ),
@@ -136,12 +134,8 @@ def test_unusable_partner_key_is_refused(
         key = OKPKey.generate_key("Ed25519").as_dict(private=False) | {"kid": "k1"}
     else:
         write_partner_keys(workspace / "keys", "acme-collect", crv)
-        key = json.loads((workspace / "keys/partners/acme-collect.jwks.json").read_text())["keys"][
-            0
-        ]
-    (workspace / "keys/partners/acme-collect.jwks.json").write_text(
-        json.dumps({"keys": [key | extra]})
-    )
+        key = json.loads((workspace / "keys/partners/acme-collect.jwks.json").read_text())["keys"][0]
+    (workspace / "keys/partners/acme-collect.jwks.json").write_text(json.dumps({"keys": [key | extra]}))
     profile = copy_profile("acme-collect.toml", tmp_path)
     result = invoke("-c", workspace, "partners", "add", profile)
     assert result.exit_code == 1
@@ -157,9 +151,7 @@ def test_missing_jwks_file_is_refused(workspace: Path, tmp_path: Path) -> None:
 
 def test_suspend_and_reinstate(onboarded: Path) -> None:
     assert (
-        invoke(
-            "-c", onboarded, "partners", "suspend", "acme-collect", "--reason", "audit finding"
-        ).exit_code
+        invoke("-c", onboarded, "partners", "suspend", "acme-collect", "--reason", "audit finding").exit_code
         == 0
     )
     shown = json.loads(invoke("-c", onboarded, "partners", "show", "acme-collect").output)
@@ -169,3 +161,13 @@ def test_suspend_and_reinstate(onboarded: Path) -> None:
     assert invoke("-c", onboarded, "partners", "reinstate", "acme-collect").exit_code == 0
     unknown = invoke("-c", onboarded, "partners", "suspend", "nobody", "--reason", "x")
     assert unknown.exit_code == 1 and "no partner 'nobody'" in unknown.output
+
+
+def test_sms_template_with_threats_is_refused(workspace: Path, tmp_path: Path) -> None:
+    profile = copy_profile(
+        "notify-sms.toml", tmp_path, {"Please repay or call 95588.": "Pay now or you will go to 坐 牢."}
+    )
+    result = invoke("-c", workspace, "partners", "add", profile)
+    assert result.exit_code == 1
+    assert f"{profile}: adapter_config.templates.reminder:" in result.output
+    assert partners(workspace) == []

@@ -130,3 +130,11 @@ async def test_scorecard(gw: Gateway, active: str) -> None:
     assert card.promise_to_pay_rate == 1.0 and card.promise_kept_rate == 1.0
     assert card.recovery_rate == round(1000 / 52310.45, 4)
     assert card.violations == 0 and card.violation_rate == 0.0
+
+
+async def test_reminder_due_at_night_waits_for_the_contact_window(gw: Gateway) -> None:
+    gw.clock = lambda: local(23, 23, 30)
+    placed = await placement.place(gw, CASE, "notify-sms", "reminder", actor="test")
+    async with gw.db.transaction() as tx:
+        due = await tx.fetchval("SELECT next_attempt_at FROM packages WHERE id = ?", (placed.package_id,))
+    assert datetime.fromisoformat(due).astimezone(SHANGHAI) == local(24, 8)
