@@ -61,6 +61,10 @@ def parse_canonical(leaf: bytes) -> Any:
         data = pydantic_core.from_json(leaf)
     except ValueError as exc:
         raise ValueError(f"leaf is not JSON: {exc}") from None
-    if canonical_json(data) != leaf:
+    try:
+        again = canonical_json(data)
+    except rfc8785.CanonicalizationError as exc:
+        raise ValueError(f"leaf has no RFC 8785 form: {exc}") from None
+    if again != leaf:
         raise ValueError("leaf is not in RFC 8785 canonical form")
     return data
