@@ -90,8 +90,9 @@ async def record(
     signals: Iterable[tuple[Signal, float | None]],
     now: datetime,
     policy: BreakerPolicy,
-) -> None:
-    """Apply attempt results, in the order they happened: (signal, retry_after)."""
+) -> bool:
+    """Apply attempt results, in the order they happened: (signal, retry_after).
+    Return whether the partner is now held back (breaker not closed, or paused)."""
     at = isotime(now)
     row = await _state(tx, partner_id, at)
     breaker, failures = row["breaker"], row["failures"]
@@ -113,6 +114,7 @@ async def record(
         " WHERE partner_id = ?",
         (breaker, failures, opened_until, paused_until, breaker, at, partner_id),
     )
+    return breaker != "closed" or bool(paused_until and paused_until > at)
 
 
 async def states(tx: Transaction) -> list[Row]:

@@ -14,6 +14,7 @@ write lock first stores every result waiting at that moment, one transaction for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -81,22 +82,28 @@ class Dispatcher:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = Stats()
         self.stopping = asyncio.Event()
+        self.lanes: dict[str, Lane] = {}
         self._pending: list[outbox.Outcome] = []
-        self._write_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._written = asyncio.Event()
+        self._written.set()
+        self._writer: asyncio.Task[None] | None = None
 
     async def run_once(self) -> Stats:
         """Send everything due now (and leases expired by now), then return."""
         cutoff = outbox.isotime(self.gw.now())
-        lanes = [self._lane(r) for r in await registry.list_all(self.gw) if r.status == "active"]
+        for record in await registry.list_all(self.gw):
+            if record.status == "active" and (lane := self._lane(record)):
+                self.lanes[record.id] = lane
         try:
-            await asyncio.gather(*(lane.run(cutoff) for lane in lanes if lane))
+            await asyncio.gather(*(lane.run(cutoff) for lane in self.lanes.values()))
         finally:
             await self._shutdown()
         return self.stats
 
     async def run(self) -> Stats:
         """Send until :meth:`stop`; then finish attempts in flight and give back leases."""
-        lanes: dict[str, Lane] = {}
+        lanes = self.lanes
         tasks: list[asyncio.Task[None]] = []
         try:
             while not self.stopping.is_set():
@@ -134,26 +141,59 @@ class Dispatcher:
         return Lane(self, record, adapter)
 
     async def record(self, result: outbox.Outcome) -> None:
-        """Store one attempt's result, together with every other one waiting."""
+        """Hand one attempt's result to the writer. A failure waits until it is stored,
+        so the breaker has seen it before this worker sends again; so does everyone
+        when results pile up faster than the database takes them."""
         self._pending.append(result)
-        async with self._write_lock:
-            if not self._pending:
-                return  # a writer before us stored it
-            batch, self._pending = self._pending, []
-            try:
-                await outbox.finish(self.gw, self.owner, batch, self.options.breaker)
-            except Exception:
-                # The leases expire and the packages are sent again; partners dedupe.
-                log.exception("could not store %d attempt results", len(batch))
+        self._written.clear()
+        self._wake.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop())
+        if result.signal == "failure" or len(self._pending) > 10 * self.options.batch:
+            await self.flushed()
+
+    @property
+    def all_written(self) -> bool:
+        return self._written.is_set()
+
+    async def flushed(self) -> None:
+        """Wait until every result handed over so far is stored."""
+        await self._written.wait()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    held_back = await outbox.finish(self.gw, self.owner, batch, self.options.breaker)
+                except Exception:
+                    # The leases expire and the packages are sent again; partners dedupe.
+                    log.exception("could not store %d attempt results", len(batch))
+                    continue
+                for partner_id in held_back:
+                    # Claimed ahead but not sent: back to the outbox, so the breaker or
+                    # the partner's Retry-After holds them, not this process's queue.
+                    if lane := self.lanes.get(partner_id):
+                        await lane.halt()
+            self._written.set()
 
     async def _shutdown(self) -> None:
+        await self.flushed()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         released = await outbox.release(self.gw, self.owner)
         if released:
             log.warning("gave back %d leases of unfinished attempts", released)
 
 
 class Lane:
-    """One partner's worker pool: claims, limits, sends."""
+    """One partner's worker pool: a refill loop claims packages ahead in batches (at
+    most twice ``concurrency`` held), ``concurrency`` workers send them, each send
+    first taking a token from the rate limiter."""
 
     def __init__(self, dispatcher: Dispatcher, record: registry.PartnerRecord, adapter: Adapter) -> None:
         self.d = dispatcher
@@ -162,7 +202,8 @@ class Lane:
         self.limits = record.profile.limits
         self.adapter = adapter
         self.bucket = TokenBucket(self.limits.rate_per_second)
-        self.inflight: set[asyncio.Task[None]] = set()
+        self.queue: asyncio.Queue[outbox.Claimed | None] = asyncio.Queue()
+        self.busy = 0
         self.changed = asyncio.Event()
         self._retired = False
 
@@ -175,48 +216,71 @@ class Lane:
         return self._retired or self.d.stopping.is_set()
 
     async def run(self, cutoff: str | None) -> None:
-        """Claim and send until retired; with ``cutoff``, until nothing due by then is left."""
+        """Claim and send until retired; with ``cutoff``, until nothing due by then is left.
+        On the way out, attempts in flight finish and claimed but unsent packages go back."""
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.limits.concurrency)]
         stop_watch = asyncio.create_task(self._watch_stop())
         try:
-            await self._loop(cutoff)
+            await self._refill(cutoff)
         finally:
             stop_watch.cancel()
-            await asyncio.gather(*self.inflight)
+            await self.halt()
+            for _ in workers:
+                self.queue.put_nowait(None)
+            await asyncio.gather(*workers)
             await self.adapter.aclose()
+
+    async def halt(self) -> None:
+        """Give back what is claimed but not yet sent (stopping, or the breaker opened)."""
+        unsent = []
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if item is not None:
+                unsent.append(item.package.package_id)
+        if unsent:
+            await outbox.unclaim(self.d.gw, self.d.owner, unsent)
 
     async def _watch_stop(self) -> None:
         await self.d.stopping.wait()
         self.changed.set()
 
-    async def _loop(self, cutoff: str | None) -> None:
+    async def _refill(self, cutoff: str | None) -> None:
         limit = self.limits.concurrency
         while not self.done:
             self.changed.clear()
-            if len(self.inflight) >= limit:
+            # Refill at half a round left, up to twice the concurrency held: claims come
+            # in batches, yet a crash strands little.
+            if self.queue.qsize() > limit // 2:
                 await _wait(self.changed, None)
                 continue
-            tokens = await self.bucket.wait()
-            want = min(limit - len(self.inflight), tokens, self.d.options.batch)
+            want = min(2 * limit - self.queue.qsize() - self.busy, self.d.options.batch)
             claim = await outbox.claim(
                 self.d.gw, self.partner_id, self.d.owner, want, self.d.options.lease, cutoff
             )
             self.d.stats.dead += claim.expired
+            for claimed in claim.packages:
+                self.queue.put_nowait(claimed)
             if claim.packages:
-                self.bucket.take(len(claim.packages))
-                for claimed in claim.packages:
-                    task = asyncio.create_task(self._send(claimed))
-                    self.inflight.add(task)
-                    task.add_done_callback(self._finished)
-            elif cutoff is not None:
-                if not self.inflight:
-                    return
+                continue
+            if cutoff is not None:
+                if not self.queue.qsize() and not self.busy:
+                    if self.d.all_written:
+                        return
+                    await self.d.flushed()  # results may let more through (a probe passed)
+                    continue
                 await _wait(self.changed, None)
             else:
                 await _wait(self.changed, self._sleep_for(claim.wake_at))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self.inflight.discard(task)
-        self.changed.set()
+    async def _worker(self) -> None:
+        while (claimed := await self.queue.get()) is not None:
+            self.busy += 1  # before any await, so the refill loop never sees it idle
+            try:
+                await self.bucket.acquire()
+                await self._send(claimed)
+            finally:
+                self.busy -= 1
+                self.changed.set()
 
     def _sleep_for(self, wake_at: str | None) -> float:
         idle = self.d.options.idle

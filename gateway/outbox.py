@@ -235,8 +235,9 @@ def _text(status: object) -> str | None:
 
 async def finish(
     gw: Gateway, owner: str, outcomes: list[Outcome], policy: breaker.BreakerPolicy
-) -> None:
-    """Store a batch of attempt results, and feed them to the partners' breakers."""
+) -> set[str]:
+    """Store a batch of attempt results and feed them to the partners' breakers; return
+    the partners now held back by their breaker or a ``Retry-After``."""
     now = gw.now()
     async with gw.db.transaction() as tx:
         await tx.executemany(
@@ -265,8 +266,22 @@ async def finish(
         for o in outcomes:
             if o.signal:
                 by_partner.setdefault(o.partner_id, []).append((o.signal, o.retry_after))
-        for partner_id, signals in by_partner.items():
-            await breaker.record(tx, partner_id, signals, now, policy)
+        return {
+            partner_id
+            for partner_id, signals in by_partner.items()
+            if await breaker.record(tx, partner_id, signals, now, policy)
+        }
+
+
+async def unclaim(gw: Gateway, owner: str, package_ids: list[str]) -> None:
+    """Put claimed packages that were never sent back as they were before the claim."""
+    async with gw.db.transaction() as tx:
+        await tx.executemany(
+            "UPDATE packages SET state = CASE WHEN attempts <= 1 THEN 'queued' ELSE 'retry_wait' END,"
+            " attempts = attempts - 1, lease_owner = NULL, lease_until = NULL"
+            " WHERE id = ? AND lease_owner = ? AND state = 'sending'",
+            [(package_id, owner) for package_id in package_ids],
+        )
 
 
 async def release(gw: Gateway, owner: str) -> int:

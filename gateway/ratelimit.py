@@ -37,6 +37,7 @@ class TokenBucket:
             await asyncio.sleep((1 - self._tokens) / self.rate)
         return count
 
-    def take(self, count: int) -> None:
-        self._refill()
-        self._tokens -= count
+    async def acquire(self) -> None:
+        """Wait for a token and take it."""
+        await self.wait()
+        self._tokens -= 1

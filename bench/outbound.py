@@ -1,0 +1,208 @@
+"""Outbound throughput: the whole gateway path against a raw HTTPS POST, same server.
+
+    python bench/outbound.py                 # 2000 packages, end to end vs raw
+    python bench/outbound.py --backlog 100000  # queue a backlog, drain it, watch memory
+
+End to end is: place (policy, minimize, seal, outbox row and audit entry in one
+transaction) -> dispatch (claim under lease, rate and concurrency limits) -> POST over
+TLS to a local agency -> acknowledgement stored. The raw baseline POSTs the same sealed
+bytes to the same server with the same concurrency, and stores nothing.
+
+The agency runs in its own process so its CPU does not count against either side; it
+answers like a real one (idempotency-key dedupe, JSON reference) but does not decrypt.
+The backlog mode seals a few packages through the real placement and copies their
+rows under new ids, because sealing 100k packages would measure placement, not the
+outbox; RSS is printed every 10% of the drain to show that claims go in batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import resource
+import ssl
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gateway import placement, registry  # noqa: E402
+from gateway.cli import read_case  # noqa: E402
+from gateway.config import CONFIG_NAME, load_settings, render_config  # noqa: E402
+from gateway.core import Gateway  # noqa: E402
+from gateway.demo_partners import ThrowawayCA  # noqa: E402
+from gateway.dispatch import Dispatcher, Options  # noqa: E402
+from gateway.keys import KeyStore, generate_encryption_key  # noqa: E402
+
+CONCURRENCY = 16
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def agency_process(cert: str, key: str, ready: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    seen: dict[str, str] = {}
+
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        ref = seen.setdefault(request.headers["Idempotency-Key"], f"REF-{len(seen)}")
+        return web.json_response({"reference": ref}, status=201)
+
+    async def main() -> None:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_post("/packages", accept)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(cert, key)
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+        ready.put(runner.addresses[0][1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+async def workspace(root: Path, port: int, ca: ThrowawayCA) -> Gateway:
+    ws = root / "ws"
+    ws.mkdir()
+    (ws / CONFIG_NAME).write_text(render_config("bench-bank", "Bench Bank"))
+    settings = load_settings(ws)
+    KeyStore(settings.keys_dir).generate()
+    key = generate_encryption_key("P-256")
+    (settings.keys_dir / "partners" / "bench.jwks.json").write_text(
+        json.dumps({"keys": [key.as_dict(private=False)]})
+    )
+    profile = ws / "bench.toml"
+    profile.write_text(
+        (REPO / "examples" / "partners" / "acme-collect.toml").read_text()
+        .replace('id = "acme-collect"', 'id = "bench"')
+        .replace("partners/acme-collect.jwks.json", "partners/bench.jwks.json")
+        .replace("https://127.0.0.1:18441", f"https://127.0.0.1:{port}")
+        .replace("rate_per_second = 20", "rate_per_second = 100000")
+        .replace("concurrency = 4", f"concurrency = {CONCURRENCY}")
+        .replace("[adapter_config]", f'[adapter_config]\nca_file = "{ca.ca_file}"')
+    )
+    gw = await Gateway.open(settings)
+    await registry.add(gw, profile, actor="bench")
+    return gw
+
+
+async def raw_posts(port: int, ca: ThrowawayCA, bodies: list[str]) -> float:
+    """Seconds to POST every body with CONCURRENCY requests in flight."""
+    tls = ssl.create_default_context(cafile=str(ca.ca_file))
+    connector = aiohttp.TCPConnector(ssl=tls, limit=CONCURRENCY)
+    queue = list(bodies)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                headers = {"Content-Type": "application/jose", "Idempotency-Key": uuid.uuid4().hex}
+                url = f"https://127.0.0.1:{port}/packages"
+                async with session.post(url, data=body, headers=headers) as answer:
+                    await answer.read()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return time.perf_counter() - start
+
+
+async def end_to_end(gw: Gateway, port: int, ca: ThrowawayCA, count: int) -> None:
+    case = read_case(REPO / "examples" / "cases" / "case-1001.json")
+    start = time.perf_counter()
+    for _ in range(count):
+        await placement.place(gw, case, "bench", "collection", actor="bench")
+    placed = time.perf_counter()
+    stats = await Dispatcher(gw, Options(batch=100)).run_once()
+    done = time.perf_counter()
+    assert stats.delivered == count, stats
+    async with gw.db.transaction() as tx:
+        bodies = [r["sealed"] for r in await tx.fetchall("SELECT sealed FROM packages")]
+    raw = await raw_posts(port, ca, bodies)
+    gateway_rate = count / (done - start)
+    print(f"placement (policy, minimize, seal, outbox): {count / (placed - start):8.0f} packages/s")
+    print(f"dispatch  (claim, POST, ack stored):        {count / (done - placed):8.0f} packages/s")
+    print(f"end to end:                                 {gateway_rate:8.0f} packages/s")
+    print(f"raw aiohttp POST of the same bytes:         {count / raw:8.0f} requests/s")
+    print(f"ratio end to end / raw: {gateway_rate * raw / count:.2f}; "
+          f"dispatch / raw: {count / (done - placed) * raw / count:.2f}")
+
+
+async def backlog(gw: Gateway, count: int) -> None:
+    case = read_case(REPO / "examples" / "cases" / "case-1001.json")
+    seeds = [await placement.place(gw, case, "bench", "collection", actor="bench") for _ in range(20)]
+    columns = ("partner_id, case_id, case_ref, subject_token, purpose, sealing, sealed, signed,"
+               " payload_digest, fields, created_at, expires_at, state, next_attempt_at")
+    start = time.perf_counter()
+    made = len(seeds)
+    while made < count:
+        step = min(10000, count - made)
+        async with gw.db.transaction() as tx:
+            await tx.executemany(
+                f"INSERT INTO packages (id, {columns}) SELECT ?, {columns} FROM packages WHERE id = ?",
+                [(f"pkg_{uuid.uuid4().hex}", seeds[i % len(seeds)].package_id) for i in range(step)],
+            )
+        made += step
+    print(f"queued {count} packages in {time.perf_counter() - start:.1f} s; RSS {rss_mib():.0f} MiB")
+    dispatcher = Dispatcher(gw, Options(batch=100))
+
+    async def report() -> None:
+        mark = 1
+        while True:
+            await asyncio.sleep(0.05)
+            if dispatcher.stats.delivered >= count * mark / 10:
+                print(f"  {mark * 10:3d}%  delivered {dispatcher.stats.delivered:7d}  "
+                      f"{dispatcher.stats.rate:6.0f}/s  RSS {rss_mib():.0f} MiB", flush=True)
+                mark += 1
+
+    reporter = asyncio.create_task(report())
+    stats = await dispatcher.run_once()
+    reporter.cancel()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"drained {stats.delivered} in {time.perf_counter() - stats.started:.1f} s "
+          f"({stats.rate:.0f}/s); peak RSS {peak:.0f} MiB")
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ca = ThrowawayCA(root / "ca")
+        cert, key = ca.issue("agency")
+        ready: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()  # type: ignore[type-arg]
+        server = multiprocessing.get_context("spawn").Process(
+            target=agency_process, args=(str(cert), str(key), ready), daemon=True
+        )
+        server.start()
+        try:
+            port = ready.get(timeout=30)
+            gw = await workspace(root, port, ca)
+            try:
+                if args.backlog:
+                    await backlog(gw, args.backlog)
+                else:
+                    await end_to_end(gw, port, ca, args.packages)
+            finally:
+                await gw.close()
+        finally:
+            server.terminate()
+            server.join()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--packages", type=int, default=2000, help="end-to-end run size")
+    parser.add_argument("--backlog", type=int, default=0, help="queue N packages, then drain")
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,77 @@
+"""The dispatcher as a process: killed mid-drain it loses nothing; stopped, it tidies up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway import outbox
+from tests.partners import agency_workspace, place_many, rows
+
+LIMITS = "concurrency = 8\nrate_per_second = 1000\ntimeout = 2"
+
+
+async def start_dispatcher(ws: Path, *args: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "GATEWAY_LEASE_SECONDS": "2"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "-c", str(ws), "dispatch", "--quiet", *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``condition`` with short bounded waits; the other side is another process."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_sigkill_mid_drain_loses_nothing_and_acts_once(tmp_path: Path) -> None:
+    async with agency_workspace(tmp_path, limits=LIMITS) as (gw, agency, _):
+        agency.delay = 0.01
+        ids = await place_many(gw, 300)
+        ws = Path(gw.settings.base_dir)
+        proc = await start_dispatcher(ws)
+        await until(lambda: len(agency.effects) >= 60)
+        proc.kill()
+        await proc.wait()
+        seen = len(agency.effects)
+        assert 0 < seen < 300, "the kill must land mid-drain"
+        # Leases of the killed worker expire after 2 s; then a cron-style run finishes.
+        await asyncio.sleep(2.1)  # lets the leases expire: the behaviour under test
+        rerun = await start_dispatcher(ws, "--once")
+        out, err = await rerun.communicate()
+        assert rerun.returncode == 0, err.decode()
+        counts = await outbox.counts(gw)
+        assert counts.get("delivered") == 300, (counts, out.decode(), err.decode())
+        assert set(agency.effects) == set(ids)
+        assert set(agency.effects.values()) == {1}, "a package acted on twice"
+        resent = sum(1 for n in agency.requests.values() if n > 1)
+        abandoned = await rows(gw, "SELECT COUNT(*) AS n FROM attempts WHERE outcome = 'abandoned'")
+        # Only packages the killed worker held (in flight, or claimed ahead: at most twice
+        # the concurrency of 8) are recorded as abandoned; only those can have been sent
+        # twice, and the partner's dedupe absorbed it.
+        assert resent <= abandoned[0]["n"] <= 16
+        print(f"partner saw {seen} before the kill; {resent} packages were sent twice")
+
+
+async def test_sigterm_finishes_in_flight_attempts_and_exits_0(tmp_path: Path) -> None:
+    async with agency_workspace(tmp_path, limits=LIMITS) as (gw, agency, _):
+        agency.delay = 0.3
+        await place_many(gw, 40)
+        proc = await start_dispatcher(Path(gw.settings.base_dir))
+        await until(lambda: sum(agency.requests.values()) >= 8)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 0, err.decode()
+        assert "delivered=" in out.decode()
+        states = await outbox.counts(gw)
+        assert states.get("sending", 0) == 0, "a lease was left behind"
+        # Everything the partner acted on is recorded as delivered; the rest waits.
+        assert states.get("delivered") == len(agency.effects)
+        assert states.get("queued") == 40 - len(agency.effects)
+        assert not await rows(gw, "SELECT * FROM attempts WHERE outcome != 'delivered'")
