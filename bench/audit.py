@@ -1,0 +1,131 @@
+"""Audit log speed, each figure next to the raw SHA-256 rate measured in the same run.
+
+    .venv/bin/python bench/audit.py [--entries 1000000] [--batch 1000]
+
+- appends/s: disclosures through `log.append` into SQLite (aiosqlite, WAL), one
+  transaction per batch, a checkpoint signed every 1000 entries;
+- verify: `verify_database` from scratch over the whole log (every check of
+  `gateway audit verify`), against the time of 2n raw hashes (n leaves, n - 1 nodes);
+- inclusion proof: `proofs.inclusion_proof` from the database at the full size.
+
+Goals: appends >= 50k/s; verify <= 2x the raw hashes; a proof < 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from gateway.audit import log, proofs, query  # noqa: E402
+from gateway.audit.signer import LogSigner  # noqa: E402
+from gateway.db import open_database  # noqa: E402
+from schemas.audit import DisclosedField, Disclosure  # noqa: E402
+
+FIELDS = [
+    DisclosedField(path=p, transform=t)
+    for p, t in (
+        ("debtor.name", "keep"),
+        ("debtor.phones[].number", "keep"),
+        ("debtor.id_number", "mask"),
+        ("debtor.address.city", "keep"),
+        ("loan.outstanding", "keep"),
+        ("loan.overdue_days", "keep"),
+        ("loan.account_number", "token"),
+        ("case_id", "token"),
+    )
+]
+
+
+def disclosure(n: int) -> Disclosure:
+    h = hashlib.sha256(n.to_bytes(8, "big")).hexdigest()
+    return Disclosure(
+        at=f"2026-11-{1 + n % 28:02d}T10:{n // 60 % 60:02d}:{n % 60:02d}.000000Z",
+        actor="bench",
+        package_id="pkg_" + h[:32],
+        partner=("acme-collect", "sz-arbitration", "notify-sms")[n % 3],
+        purpose="collection",
+        legal_basis="contract",
+        subject="subj_" + h[:32],
+        case="case_" + h[32:],
+        fields=FIELDS,
+        payload_digest="sha256:" + h,
+        sealing="jwe",
+    )
+
+
+def raw_hash_seconds(n: int, leaf_size: int) -> float:
+    """n hashes of a leaf-sized input and n of a node-sized one, the work verify must do."""
+    sha = hashlib.sha256
+    leaf = b"\x00" + b"x" * leaf_size
+    node = b"\x01" + b"y" * 64
+    start = time.perf_counter()
+    for _ in range(n):
+        sha(leaf).digest()
+    for _ in range(n):
+        sha(node).digest()
+    return time.perf_counter() - start
+
+
+async def main(entries: int, batch: int) -> None:
+    leaf_size = len(log.canonical(disclosure(0)))
+    raw = raw_hash_seconds(min(entries, 1_000_000), leaf_size) * entries / min(entries, 1_000_000)
+    raw_rate = 2 * entries / raw
+    print(f"raw SHA-256: {raw_rate:,.0f} hashes/s ({leaf_size}-byte leaves and 65-byte nodes)")
+    print(f"  2n = {2 * entries:,} raw hashes: {raw:.2f} s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = await open_database(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        signer = LogSigner("bench/gateway-audit", Ed25519PrivateKey.generate(), every=1000)
+        made = [disclosure(n) for n in range(min(batch * 10, entries))]
+        build = 0.0
+        start = time.perf_counter()
+        for first in range(0, entries, batch):
+            t0 = time.perf_counter()
+            chunk = [made[(first + i) % len(made)] for i in range(min(batch, entries - first))]
+            build += time.perf_counter() - t0
+            async with db.transaction() as tx:
+                await log.append(tx, chunk, signer=signer)
+        elapsed = time.perf_counter() - start - build
+        rate = entries / elapsed
+        print(f"appends: {rate:,.0f}/s ({entries:,} in {elapsed:.1f} s, {batch} per transaction)")
+        print(f"  raw hashes per append time: {raw_rate / rate:.0f}x; goal >= 50,000/s: "
+              f"{'met' if rate >= 50_000 else 'NOT met'}")
+
+        start = time.perf_counter()
+        summary = await query.verify_database(db, signer.vkey)
+        seconds = time.perf_counter() - start
+        assert summary.entries == entries
+        print(f"verify {entries:,} from scratch: {seconds:.2f} s "
+              f"({summary.checkpoints} checkpoints); ratio to 2n raw hashes: {seconds / raw:.1f}x "
+              f"(goal <= 2x: {'met' if seconds <= 2 * raw else 'NOT met'})")
+
+        size = (await query.latest_checkpoint(db)).size  # type: ignore[union-attr]
+        rng = random.Random(6962)
+        await proofs.inclusion_proof(db, 0, size)  # warm the page cache
+        count = 1000
+        start = time.perf_counter()
+        for _ in range(count):
+            await proofs.inclusion_proof(db, rng.randrange(size), size)
+        per_proof = (time.perf_counter() - start) / count
+        print(f"inclusion proof at size {size:,}: {per_proof * 1e3:.3f} ms "
+              f"(= {per_proof * raw_rate:.0f} raw hashes; goal < 1 ms: "
+              f"{'met' if per_proof < 1e-3 else 'NOT met'})")
+        await db.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+    asyncio.run(main(args.entries, args.batch))
