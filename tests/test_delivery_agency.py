@@ -71,7 +71,7 @@ async def test_faults_are_retried_until_delivered(tmp_path: Path) -> None:
             assert 0 <= gap <= min(8.0, 2 ** (number - 1)) + 1  # full jitter, plus the attempt
 
 
-async def test_retry_after_is_honoured_in_seconds_and_as_http_date(tmp_path: Path) -> None:
+async def test_retry_after_pauses_the_partner_past_the_backoff_cap(tmp_path: Path) -> None:
     clock = Clock()
     async with agency_workspace(tmp_path, limits=FAST, clock=clock) as (gw, agency, _):
         [pid] = await place_many(gw, 1)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gateway import outbox
 from tests.partners import agency_workspace, place_many, rows
@@ -75,3 +77,38 @@ async def test_sigterm_finishes_in_flight_attempts_and_exits_0(tmp_path: Path) -
         assert states.get("delivered") == len(agency.effects)
         assert states.get("queued") == 40 - len(agency.effects)
         assert not await rows(gw, "SELECT * FROM attempts WHERE outcome != 'delivered'")
+
+
+async def test_two_dispatchers_share_the_outbox_without_sending_twice(tmp_path: Path) -> None:
+    async with agency_workspace(tmp_path, limits=LIMITS) as (gw, agency, _):
+        agency.delay = 0.002
+        ids = await place_many(gw, 200)
+        ws = Path(gw.settings.base_dir)
+        procs = [await start_dispatcher(ws, "--once") for _ in range(2)]
+        results = [await p.communicate() for p in procs]
+        assert all(p.returncode == 0 for p in procs), results
+        assert set(agency.effects) == set(ids)
+        assert set(agency.requests.values()) == {1}, "a claimed package went out twice"
+        delivered = [int(out.decode().split("delivered=")[1].split()[0]) for out, _ in results]
+        assert sum(delivered) == 200
+
+
+async def test_cli_lists_deliveries_and_attempts(tmp_path: Path) -> None:
+    async with agency_workspace(tmp_path, limits=LIMITS) as (gw, agency, _):
+        agency.script.append("500")
+        [pid] = await place_many(gw, 1)
+        ws = Path(gw.settings.base_dir)
+        await (await start_dispatcher(ws, "--once")).communicate()
+
+        async def gateway(*args: str) -> Any:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway", "-c", str(ws), *args, stdout=asyncio.subprocess.PIPE
+            )
+            out, _ = await proc.communicate()
+            assert proc.returncode == 0
+            return json.loads(out)
+
+        [row] = await gateway("deliveries", "--state", "retry_wait", "--json")
+        assert row["id"] == pid and row["attempts"] == 1 and "HTTP 500" in row["last_error"]
+        [attempt] = await gateway("package", "attempts", pid, "--json")
+        assert attempt["status"] == "500" and attempt["retry_at"] == row["next_attempt_at"]
