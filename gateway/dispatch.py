@@ -93,7 +93,8 @@ class Dispatcher:
         """Send everything due now (and leases expired by now), then return."""
         cutoff = outbox.isotime(self.gw.now())
         for record in await registry.list_all(self.gw):
-            if record.status == "active" and (lane := self._lane(record)):
+            # Every partner gets a lane: an inactive one is sent only recall notices.
+            if lane := self._lane(record):
                 self.lanes[record.id] = lane
         try:
             await asyncio.gather(*(lane.run(cutoff) for lane in self.lanes.values()))
@@ -109,9 +110,7 @@ class Dispatcher:
             while not self.stopping.is_set():
                 for record in await registry.list_all(self.gw):
                     current = lanes.get(record.id)
-                    if record.status == "offboarded" or (
-                        current and current.digest == record.profile_digest
-                    ):
+                    if current and current.digest == record.profile_digest:
                         continue
                     if current:  # the profile changed: a new adapter takes over
                         current.retire()

@@ -30,6 +30,7 @@ from gateway.adapters import OutboundPackage, Receipt
 from gateway.core import Gateway, isotime
 from gateway.db import Row, Transaction
 from gateway.errors import PartnerRejected, Retryable
+from schemas.package import RECALL_PURPOSE
 from schemas.partner import Limits
 
 #: Longest ``Retry-After`` honoured; a partner asking for more is retried after a day.
@@ -107,30 +108,33 @@ async def claim(
     """Take up to ``limit`` due packages of one partner for ``lease`` seconds.
 
     Due means queued or retry_wait with ``next_attempt_at`` at or before ``cutoff``
-    (default now), or sending under a lease that expired. Packages of a partner that is
-    not active stay where they are; so do packages the circuit breaker holds back.
+    (default now), or sending under a lease that expired. Of a partner that is not
+    active only recall notices go out (a suspended or offboarded partner must still be
+    told to delete); its other packages stay where they are, and so do packages the
+    circuit breaker holds back.
     """
     now = gw.now()
     at = isotime(now)
     due = cutoff or at
     async with gw.db.transaction() as tx:
         status = await tx.fetchval("SELECT status FROM partners WHERE id = ?", (partner_id,))
-        if status != "active":
-            return Claim([], reason=f"partner is {status}")
+        only = "" if status == "active" else f" AND purpose = '{RECALL_PURPOSE}'"
         rows = await tx.fetchall(
             f"SELECT {_COLUMNS}, lease_owner, lease_until FROM packages WHERE partner_id = ?"
-            f" AND state = 'sending' AND lease_until <= ? LIMIT ?{_lock(tx)}",
+            f" AND state = 'sending' AND lease_until <= ?{only} LIMIT ?{_lock(tx)}",
             (partner_id, due, limit),
         )
         for state in ("retry_wait", "queued"):
             if len(rows) < limit:
                 rows += await tx.fetchall(
                     f"SELECT {_COLUMNS}, NULL AS lease_owner, NULL AS lease_until FROM packages"
-                    f" WHERE partner_id = ? AND state = ? AND next_attempt_at <= ?"
+                    f" WHERE partner_id = ? AND state = ? AND next_attempt_at <= ?{only}"
                     f" ORDER BY next_attempt_at LIMIT ?{_lock(tx)}",
                     (partner_id, state, due, limit - len(rows)),
                 )
         if not rows:
+            if status != "active":
+                return Claim([], reason=f"partner is {status}")
             return Claim([], wake_at=await _next_due(tx, partner_id))
         expired = [r for r in rows if r["expires_at"] <= at]
         await _abandon(tx, [r for r in rows if r["lease_owner"]], at)

@@ -19,9 +19,8 @@ from gateway.db import Transaction
 from gateway.errors import Conflict, NotFound
 from gateway.placement import enqueue, seal_package
 from schemas.audit import PartnerChange, Recall
+from schemas.package import RECALL_PURPOSE
 
-#: Purpose of the notice package; partners' engineers see it in the ``purpose`` claim.
-RECALL_PURPOSE = "recall"
 OPEN_STATES = ("placed", "active", "ended")
 
 

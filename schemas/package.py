@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 #: Version of the package claims; bumped when a partner's parser would need to change.
 PACKAGE_SCHEMA = "case-package/1"
+#: Purpose claim of a recall notice: no case data, only the recall and its deadline.
+RECALL_PURPOSE = "recall"
 
 
 class PackageClaims(BaseModel):

@@ -138,3 +138,17 @@ async def test_reminder_due_at_night_waits_for_the_contact_window(gw: Gateway) -
     async with gw.db.transaction() as tx:
         due = await tx.fetchval("SELECT next_attempt_at FROM packages WHERE id = ?", (placed.package_id,))
     assert datetime.fromisoformat(due).astimezone(SHANGHAI) == local(24, 8)
+
+
+async def test_suspended_partner_receives_recall_notices_only(gw: Gateway, active: str) -> None:
+    from gateway import outbox, registry
+
+    other = CASE.model_copy(update={"case_id": "C-2026-2002"})
+    waiting = await placement.place(gw, other, "acme-collect", "collection", actor="test")
+    done = await recall.recall(gw, CASE.case_id, "acme-collect", "complaint review", actor="test")
+    await registry.set_status(gw, "acme-collect", "suspended", reason="review", actor="test")
+    claimed = (await outbox.claim(gw, "acme-collect", "test-owner", 10, 30.0)).packages
+    assert [c.package.package_id for c in claimed] == [done.notice_package_id]
+    async with gw.db.transaction() as tx:
+        state = await tx.fetchval("SELECT state FROM packages WHERE id = ?", (waiting.package_id,))
+    assert state == "queued"
