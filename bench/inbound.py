@@ -1,0 +1,327 @@
+"""Inbound throughput: signed partner callbacks taken in, against a raw aiohttp handler.
+
+    .venv/bin/python bench/inbound.py [--requests 4000] [--concurrency 16] [--cases 400]
+    .venv/bin/python bench/inbound.py --profile /tmp/inbound.pstats   # cProfile the gateway
+
+Gateway: ``POST /v1/partners/acme-collect/callbacks`` of ``create_app``: Standard
+Webhooks verification (v1, HMAC-SHA256), schema validation, dedupe by webhook-id,
+event stored, case lifecycle, compliance check of every contact attempt against the
+rule pack with the debtor's contacts of the last 8 days as history, audit log append.
+
+Raw: an aiohttp handler that reads the body and answers 202 with a small JSON body.
+
+Both servers run the same way: alone in a child process of their own (aiohttp
+``AppRunner`` + ``TCPSite`` on 127.0.0.1, port 0, no access log), one after the other.
+The client is this process, with one ``aiohttp.ClientSession`` configuration, the same
+concurrency and the same pre-signed bodies and headers for both; the raw server ignores
+the signatures. So the client's CPU is charged to neither server, and on a 2-core
+machine each server competes with the same client for the same cores.
+
+The workload is realistic rather than best-case: ``--cases`` cases (two per debtor, so
+the compliance history spans cases) are placed through the real placement; every case
+first reports ``accepted``, then a mix of contact attempts inside the debtor's contact
+hours over the last week (about 3 in 4) and promises to pay or payments. All requests
+must come back 202; the script fails otherwise. Goal: ratio gateway / raw >= 0.6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from click.testing import CliRunner  # noqa: E402
+from standardwebhooks.webhooks import Webhook  # noqa: E402
+
+from gateway import placement, registry  # noqa: E402
+from gateway.cli import cli, read_case  # noqa: E402
+from gateway.config import load_settings  # noqa: E402
+from gateway.core import Gateway  # noqa: E402
+from gateway.keys import generate_encryption_key  # noqa: E402
+
+PARTNER = "acme-collect"
+PATH = f"/v1/partners/{PARTNER}/callbacks"
+WARMUP = 100
+NOTES = [
+    "客户表示本月底前会联系家人筹款，约定下周再次联系确认还款安排。",
+    "Debtor asked for the account statement to be sent again; agreed to call back on Friday.",
+    "您好，这里是Acme客服，关于您的信用卡账户，请方便时回电 400-000-0000，谢谢。",
+    None,
+    None,
+]
+
+
+# -- the workspace -------------------------------------------------------------------------
+
+
+def build_workspace(root: Path) -> Path:
+    ws = root / "ws"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["init", str(ws)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    key = generate_encryption_key("P-256")
+    (ws / "keys" / "partners").mkdir(parents=True, exist_ok=True)
+    (ws / "keys" / "partners" / f"{PARTNER}.jwks.json").write_text(
+        json.dumps({"keys": [key.as_dict(private=False)]})
+    )
+    return ws
+
+
+async def place_cases(ws: Path, cases: int) -> tuple[list[str], str]:
+    """Onboard the agency, place ``cases`` cases (two per debtor), issue a v1 secret."""
+    base = read_case(REPO / "examples" / "cases" / "case-1001.json")
+    async with await Gateway.open(load_settings(ws)) as gw:
+        await registry.add(gw, REPO / "examples" / "partners" / f"{PARTNER}.toml", actor="bench")
+        refs = []
+        for i in range(cases):
+            debtor = base.debtor.model_copy(
+                update={"id_number": f"1101011990{i // 2:08d}", "name": f"债务人{i // 2}"}
+            )
+            case = base.model_copy(update={"case_id": f"C-BENCH-{i:06d}", "debtor": debtor})
+            refs.append((await placement.place(gw, case, PARTNER, "collection", actor="bench")).case_ref)
+        secret = gw.keys.add_webhook_secret(PARTNER).read_text().split()[-1]
+    return refs, secret
+
+
+# -- the requests ----------------------------------------------------------------------------
+
+
+def contact_time(rng: random.Random, now: datetime, zone: ZoneInfo) -> datetime:
+    """A moment in the last 7 days, 09:00-20:59 on the debtor's wall clock."""
+    local_now = now.astimezone(zone)
+    while True:
+        day = (local_now - timedelta(days=rng.randint(0, 6))).date()
+        at = datetime(day.year, day.month, day.day, rng.randint(9, 20), rng.randint(0, 59),
+                      rng.randint(0, 59), tzinfo=zone)
+        if at < local_now:
+            return at.astimezone(UTC)
+
+
+def work_event(rng: random.Random, ref: str, now: datetime, zone: ZoneInfo) -> dict[str, Any]:
+    at = contact_time(rng, now, zone)
+    roll = rng.random()
+    if roll < 0.75:
+        channel = rng.choice(["voice", "voice", "ai_voice", "sms", "letter"])
+        event: dict[str, Any] = {
+            "type": "contact_attempt",
+            "case_ref": ref,
+            "occurred_at": at.isoformat(),
+            "channel": channel,
+            "target": "debtor",
+            "outcome": rng.choice(["no_answer", "connected", "left_message", "no_answer"]),
+            "number_token": "tok_" + uuid.UUID(int=rng.getrandbits(128)).hex,
+        }
+        if channel in ("sms", "voice") and (note := rng.choice(NOTES)):
+            event["text"] = note
+        return event
+    if roll < 0.9:
+        return {
+            "type": "promise_to_pay",
+            "case_ref": ref,
+            "occurred_at": at.isoformat(),
+            "amount": f"{rng.randint(5, 200) * 100}.00",
+            "due": (at + timedelta(days=rng.randint(3, 30))).date().isoformat(),
+        }
+    return {
+        "type": "payment_reported",
+        "case_ref": ref,
+        "occurred_at": at.isoformat(),
+        "amount": f"{rng.randint(5, 50) * 100}.00",
+    }
+
+
+def bodies(refs: list[str], requests: int, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """Warm-up bodies (accepted reports of the first cases) and the timed ones: every
+    other case's acceptance first, then work reports spread over all cases. The queue is
+    served in order and there are far more cases than requests in flight, so a case is
+    always accepted before its first work report arrives."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    zone = ZoneInfo("Asia/Shanghai")
+    accepted_at = (now - timedelta(days=8)).isoformat()
+
+    def accepted(ref: str) -> bytes:
+        event = {"type": "accepted", "case_ref": ref, "occurred_at": accepted_at,
+                 "partner_reference": "ACME-" + ref[-10:]}
+        return json.dumps(event, ensure_ascii=False).encode()
+
+    warm = [accepted(ref) for ref in refs[:WARMUP]]
+    timed = [accepted(ref) for ref in refs[WARMUP:]]
+    while len(timed) < requests:
+        ref = refs[rng.randrange(len(refs))]
+        timed.append(json.dumps(work_event(rng, ref, now, zone), ensure_ascii=False).encode())
+    return warm, timed[:requests]
+
+
+def sign(secret: str, body: bytes) -> dict[str, str]:
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    at = datetime.now(UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, at, body.decode()),
+        "content-type": "application/json",
+    }
+
+
+# -- the servers -----------------------------------------------------------------------------
+
+
+def serve(kind: str, ws: str, profile: str | None, conn: Any) -> None:
+    """Child process: run one server until the parent says stop."""
+
+    async def raw(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"ok": True}, status=202)
+
+    async def main() -> None:
+        gw = None
+        if kind == "gateway":
+            from gateway.http import create_app
+
+            gw = await Gateway.open(load_settings(Path(ws)))
+            app = create_app(gw.settings, gateway=gw)
+        else:
+            app = web.Application(client_max_size=1024 * 1024 + 1024)
+            app.router.add_post(PATH, raw)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        conn.send(runner.addresses[0][1])
+        loop = asyncio.get_running_loop()
+        profiler = None
+        if profile and await loop.run_in_executor(None, conn.recv) == "profile":
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        await loop.run_in_executor(None, conn.recv)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        await runner.cleanup()
+        if gw is not None:
+            await gw.close()
+        conn.send("stopped")
+
+    asyncio.run(main())
+
+
+class Server:
+    def __init__(self, kind: str, ws: Path, profile: str | None = None) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.profile = profile
+        self.proc = ctx.Process(target=serve, args=(kind, str(ws), profile, child), daemon=True)
+
+    def __enter__(self) -> Server:
+        self.proc.start()
+        self.port = self.conn.recv()
+        return self
+
+    def timed(self) -> None:
+        """Called after warm-up, before the timed run."""
+        if self.profile:
+            self.conn.send("profile")
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.send("stop")
+        self.conn.recv()
+        self.proc.join(30)
+
+
+# -- the client --------------------------------------------------------------------------------
+
+
+async def post_all(port: int, requests: list[tuple[bytes, dict[str, str]]], concurrency: int
+                   ) -> tuple[float, Counter[int], int]:
+    """Seconds to POST every request with ``concurrency`` in flight; statuses; violations."""
+    url = f"http://127.0.0.1:{port}{PATH}"
+    statuses: Counter[int] = Counter()
+    violations = 0
+    it = iter(requests)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal violations
+            for body, headers in it:
+                async with session.post(url, data=body, headers=headers) as answer:
+                    reply = await answer.read()
+                statuses[answer.status] += 1
+                if answer.status == 202 and b'"violations": [' in reply and b'"violations": []' not in reply:
+                    violations += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start, statuses, violations
+
+
+def run(kind: str, ws: Path, warm: list[Any], timed: list[Any], concurrency: int,
+        profile: str | None = None) -> tuple[float, Counter[int], int]:
+    with Server(kind, ws, profile) as server:
+        asyncio.run(post_all(server.port, warm, concurrency))
+        server.timed()
+        return asyncio.run(post_all(server.port, timed, concurrency))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=4000, help="timed callbacks (default 4000)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    parser.add_argument("--cases", type=int, default=400, help="cases placed (default 400)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", metavar="FILE", help="write cProfile stats of the gateway server")
+    args = parser.parse_args()
+    if args.cases <= WARMUP + 4 * args.concurrency:
+        parser.error(f"--cases must exceed {WARMUP + 4 * args.concurrency}")
+    if args.requests < args.cases - WARMUP:
+        parser.error(f"--requests must be at least --cases - {WARMUP} (one acceptance per case)")
+
+    with tempfile.TemporaryDirectory(prefix="bench-inbound-") as tmp:
+        start = time.perf_counter()
+        ws = build_workspace(Path(tmp))
+        refs, secret = asyncio.run(place_cases(ws, args.cases))
+        warm_bodies, timed_bodies = bodies(refs, args.requests, args.seed)
+        warm = [(b, sign(secret, b)) for b in warm_bodies]
+        timed = [(b, sign(secret, b)) for b in timed_bodies]
+        setup = time.perf_counter() - start
+        kinds = Counter(json.loads(b)["type"] for b in timed_bodies)
+        sizes = sorted(len(b) for b in timed_bodies)
+
+        raw_s, raw_status, _ = run("raw", ws, warm, timed, args.concurrency)
+        gw_s, gw_status, violations = run("gateway", ws, warm, timed, args.concurrency, args.profile)
+
+    n = len(timed)
+    print(f"requests {n} (+{len(warm)} warm-up), concurrency {args.concurrency}, cases {args.cases} "
+          f"({args.cases // 2} debtors), setup {setup:.1f} s")
+    print("mix: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common())
+          + f"; body bytes min {sizes[0]} median {sizes[n // 2]} max {sizes[-1]}")
+    print(f"raw aiohttp (read body, 202):  {n / raw_s:8.0f} requests/s  ({raw_s:.2f} s) {dict(raw_status)}")
+    print(f"gateway callbacks accepted:    {n / gw_s:8.0f} requests/s  ({gw_s:.2f} s) {dict(gw_status)}"
+          f", {violations} with violations")
+    ratio = raw_s / gw_s
+    print(f"ratio gateway / raw: {ratio:.2f} (goal >= 0.6)")
+    if gw_status != Counter({202: n}) or raw_status != Counter({202: n}):
+        sys.exit("not every request was answered 202")
+
+
+if __name__ == "__main__":
+    main()
