@@ -85,13 +85,9 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path), default=".")
-@click.option(
-    "--bank-id", default="example-bank", show_default=True, help="Issuer of packages (JWT iss)."
-)
+@click.option("--bank-id", default="example-bank", show_default=True, help="Issuer of packages (JWT iss).")
 @click.option("--bank-name", default="Example Bank", show_default=True)
-@click.option(
-    "--signing-alg", type=click.Choice(["ES256", "EdDSA"]), default="ES256", show_default=True
-)
+@click.option("--signing-alg", type=click.Choice(["ES256", "EdDSA"]), default="ES256", show_default=True)
 def init(directory: Path, bank_id: str, bank_name: str, signing_alg: str) -> None:
     """Create a workspace in DIRECTORY: config, bank keys, database.
 
@@ -114,8 +110,7 @@ def init(directory: Path, bank_id: str, bank_name: str, signing_alg: str) -> Non
         raise click.ClickException(str(exc)) from None
     made = KeyStore(settings.keys_dir).generate(settings.signing_alg)
     click.echo(
-        f"keys in {settings.keys_dir}: "
-        + (", ".join(made) + " generated" if made else "all present, kept")
+        f"keys in {settings.keys_dir}: " + (", ".join(made) + " generated" if made else "all present, kept")
     )
     settings.partners_dir.mkdir(parents=True, exist_ok=True)
 
@@ -172,10 +167,9 @@ async def keys_rotate(gw: Gateway, alg: str | None) -> None:
                     new_kid=str(new.kid),
                 )
             ],
+            signer=gw.audit_signer,
         )
-    click.echo(
-        f"signing key rotated: {old} -> {new.kid} ({new.alg}); old public key kept in jwks.json"
-    )
+    click.echo(f"signing key rotated: {old} -> {new.kid} ({new.alg}); old public key kept in jwks.json")
 
 
 @keys.command("jwks")
@@ -217,9 +211,7 @@ def schemas_export(check: bool, directory: Path) -> None:
     if check:
         stale = schema_export.stale(directory)
         if stale:
-            raise click.ClickException(
-                f"out of date: {', '.join(stale)}; run `gateway schemas export`"
-            )
+            raise click.ClickException(f"out of date: {', '.join(stale)}; run `gateway schemas export`")
         click.echo("schemas up to date")
         return
     for path in schema_export.write(directory):
@@ -332,9 +324,7 @@ def read_case(path: Path) -> Case:
 
 @cli.command()
 @click.argument("case_file", metavar="CASE.json", type=click.Path(path_type=Path))
-@click.option(
-    "--partner", "partner_id", required=True, help="Partner id (see `gateway partners list`)."
-)
+@click.option("--partner", "partner_id", required=True, help="Partner id (see `gateway partners list`).")
 @click.option("--purpose", required=True, help="Purpose the contract covers, e.g. collection.")
 @with_gateway
 async def place(gw: Gateway, case_file: Path, partner_id: str, purpose: str) -> None:
@@ -379,9 +369,7 @@ async def package_list(gw: Gateway, partner_id: str | None, limit: int) -> None:
 
 def flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(data, dict):
-        return [
-            item for k, v in data.items() for item in flatten(v, f"{prefix}.{k}" if prefix else k)
-        ]
+        return [item for k, v in data.items() for item in flatten(v, f"{prefix}.{k}" if prefix else k)]
     if isinstance(data, list):
         return [item for i, v in enumerate(data) for item in flatten(v, f"{prefix}[{i}]")]
     return [(prefix, data)]
@@ -391,9 +379,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     headers = list(rows[0])
     widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in headers]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += [
-        "  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)) for r in rows
-    ]
+    lines += ["  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)) for r in rows]
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -29,6 +29,7 @@ class Settings(BaseModel):
     partners_dir: Path = Path("partners")
     rule_pack: str = "cn"
     signing_alg: Literal["ES256", "EdDSA"] = "ES256"
+    audit_checkpoint_every: int = Field(default=1000, ge=1, description="sign a checkpoint every N entries")
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def resolved(self, base: Path) -> Settings:
@@ -92,4 +93,7 @@ partners_dir = "partners"
 rule_pack = "cn"
 # Package signature: ES256 (every JOSE library verifies it) or EdDSA (Ed25519).
 signing_alg = "{signing_alg}"
+# The audit log signs a checkpoint (C2SP signed note) every N entries; `gateway audit
+# checkpoint` signs one at any time.
+audit_checkpoint_every = 1000
 """

@@ -16,6 +16,7 @@ from gateway.keys import KeyStore
 from gateway.plugins import adapters, get_plugin_manager
 
 if TYPE_CHECKING:
+    from gateway.audit.signer import LogSigner
     from gateway.rules import RulePack
 
 
@@ -60,6 +61,13 @@ class Gateway:
         from gateway.rules import load_rule_pack
 
         return load_rule_pack(self.settings.rule_pack)
+
+    @functools.cached_property
+    def audit_signer(self) -> LogSigner:
+        """Signs audit checkpoints inside the appending transaction; made once."""
+        from gateway.audit.signer import signer_for
+
+        return signer_for(self)
 
     def now(self) -> datetime:
         return self.clock()

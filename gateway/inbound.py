@@ -141,7 +141,7 @@ async def _take_in(
             )
         )
     suspended = bool(breaches) and await _maybe_suspend(tx, record, now, entries)
-    await audit_log.append(tx, entries)
+    await audit_log.append(tx, entries, signer=gw.audit_signer)
     return Ingested(event_id, assignment["case_id"], state, breaches, suspended)
 
 
@@ -298,4 +298,5 @@ async def _flag_transition(gw: Gateway, partner_id: str, assignment: dict[str, A
                     violation_id=violation_id,
                 )
             ],
+            signer=gw.audit_signer,
         )

@@ -189,7 +189,7 @@ async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor
             tx, package, profile, case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due
         )
         await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
-        await audit_log.append(tx, [entry])
+        await audit_log.append(tx, [entry], signer=gw.audit_signer)
     return Placement(package.package_id, partner_id, purpose, case_ref, package.claims)
 
 

@@ -73,6 +73,7 @@ async def offboard(gw: Gateway, partner_id: str, reason: str, *, actor: str) -> 
                     reason=f"offboarded: {reason}",
                 )
             ],
+            signer=gw.audit_signer,
         )
     return done
 
@@ -124,5 +125,6 @@ async def _recall(
                 deletion_due=due,
             )
         ],
+        signer=gw.audit_signer,
     )
     return Recalled(row["case_id"], profile.id, due, notice_id)

@@ -171,6 +171,7 @@ async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> t
         await audit_log.append(
             tx,
             [PartnerChange(kind=kind, at=now, actor=actor, partner=profile.id, profile_digest=digest)],
+            signer=gw.audit_signer,
         )
         record = await _fetch(tx, profile.id)
     assert record is not None
@@ -204,6 +205,7 @@ async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, 
                     reason=reason,
                 )
             ],
+            signer=gw.audit_signer,
         )
         updated = await _fetch(tx, partner_id)
     assert updated is not None

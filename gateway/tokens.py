@@ -41,7 +41,9 @@ async def create(gw: Gateway, role: str, label: str, *, actor: str) -> str:
             "INSERT INTO api_tokens (id, role, secret_hash, label, created_at) VALUES (?, ?, ?, ?, ?)",
             (token_id, role, _hash(secret), label, now),
         )
-        await audit_log.append(tx, [TokenCreated(at=now, actor=actor, token_id=token_id, role=role)])
+        await audit_log.append(
+            tx, [TokenCreated(at=now, actor=actor, token_id=token_id, role=role)], signer=gw.audit_signer
+        )
     return f"gwt_{token_id}_{secret}"
 
 

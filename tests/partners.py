@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from jwcrypto import jwe, jwk, jwt
@@ -34,10 +35,17 @@ PARTNER = "acme-test"
 
 
 class Clock:
-    """The gateway's clock, moved by the test instead of by sleeping."""
+    """The gateway's clock, moved by the test instead of by sleeping.
+
+    It starts at 10:00 in Shanghai (the sample debtor's time zone), the latest such moment
+    not after now, so reminders are inside the contact hours whenever the tests run.
+    """
 
     def __init__(self) -> None:
-        self.now = datetime.now(UTC)
+        real = datetime.now(UTC)
+        local = real.astimezone(ZoneInfo("Asia/Shanghai"))
+        start = local.replace(hour=10, minute=0, second=0, microsecond=0)
+        self.now = (start if start <= local else start - timedelta(days=1)).astimezone(UTC)
 
     def __call__(self) -> datetime:
         return self.now

@@ -86,8 +86,7 @@ class LogSigner:
 
 def checkpoint_every(gw: Gateway) -> int:
     """The ``audit_checkpoint_every`` setting when the workspace has one, else 1000."""
-    value = getattr(gw.settings, "audit_checkpoint_every", None)
-    return DEFAULT_CHECKPOINT_EVERY if value is None else int(value)
+    return gw.settings.audit_checkpoint_every
 
 
 def signer_for(gw: Gateway) -> LogSigner:
