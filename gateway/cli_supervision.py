@@ -141,6 +141,19 @@ def register(cli: click.Group) -> None:
             else "no partners"
         )
 
+    @cli.command("violations")
+    @click.option("--partner", "partner_id", default=None)
+    @click.option("--limit", default=100, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    @with_gateway
+    async def violations_cmd(gw: Gateway, partner_id: str | None, limit: int, as_json: bool) -> None:
+        """Rule breaches found in partners' reports, newest first, with the rule and why."""
+        rows = await supervision.violations(gw, partner_id, limit)
+        if as_json:
+            echo_json(rows)
+        else:
+            click.echo(table(rows) if rows else "none")
+
     @cli.command()
     @click.option("--overdue", is_flag=True, help="Only those past their deadline.")
     @click.option("--json", "as_json", is_flag=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -20,10 +21,11 @@ from gateway import lifecycle, registry
 from gateway.audit import log as audit_log
 from gateway.core import Gateway, isotime
 from gateway.db import Transaction
-from gateway.errors import Conflict, Forbidden, InvalidInput
+from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gateway.rules import Breach, Contact
 from schemas.audit import CallbackReceived, DeletionAttested, PartnerChange, ViolationFound
 from schemas.events import StatusEvent
+from schemas.partner import PartnerProfile
 
 EVENT = TypeAdapter(StatusEvent)
 #: How far back contacts are read for frequency rules (7-in-7 needs a week plus a day).
@@ -62,28 +64,91 @@ async def ingest(
     channel: Literal["callback", "poll"],
     webhook_id: str,
 ) -> Ingested:
+    """Take in a report whose origin is already established (polling)."""
     event = parse_event(body)
-    record = await registry.get(gw, partner_id)
-    async with gw.db.transaction() as tx:
-        if await tx.fetchone(
-            "SELECT 1 FROM callbacks WHERE partner_id = ? AND webhook_id = ?", (partner_id, webhook_id)
-        ):
-            raise Conflict(f"webhook-id {webhook_id!r} was already received; it is not applied twice")
-        assignment = await tx.fetchone(
-            "SELECT * FROM assignments WHERE partner_id = ? AND case_ref = ?", (partner_id, event.case_ref)
-        )
-        if assignment is None:
-            raise Forbidden(f"no case with case_ref {event.case_ref!r} was placed with {partner_id!r}")
-        state = lifecycle.next_state(assignment["state"], event.type)
-        if state is not None:
-            result = await _take_in(gw, tx, record, assignment, event, state, body, channel, webhook_id)
-    if state is None:
-        await _flag_transition(gw, partner_id, assignment, event.type)
-        raise Conflict(
-            f"a {event.type!r} report is impossible for a case in state {assignment['state']!r}; "
-            "it was refused and flagged for review"
-        )
-    return result
+    return await admit(gw, partner_id, body, channel=channel, check=lambda record: (webhook_id, event))
+
+
+#: Given the partner, authenticate and parse a report: return its webhook id and event.
+Check = Callable[[registry.PartnerRecord], tuple[str, Any]]
+
+
+class _Impossible(Exception):
+    """Raised inside the transaction so that it rolls back; flagged after it."""
+
+    def __init__(self, assignment: dict[str, Any], event_type: str) -> None:
+        self.assignment = assignment
+        self.event_type = event_type
+
+
+async def admit(
+    gw: Gateway,
+    partner_id: str,
+    body: bytes,
+    *,
+    channel: Literal["callback", "poll"],
+    check: Check,
+) -> Ingested:
+    """The whole pipeline in one transaction: the partner (404) -> ``check`` (signature,
+    body: 4xx) -> dedupe by webhook id (409) -> the case was placed with this partner
+    (403) -> the report fits the case's state (409, flagged) -> take it in.
+
+    Any refusal rolls the transaction back, so nothing of a refused report is stored
+    (the impossible-transition flag is written afterwards, on its own)."""
+    try:
+        async with gw.db.transaction() as tx:
+            record = await _partner(tx, partner_id)
+            webhook_id, event = check(record)
+            now = gw.now()
+            # The primary key dedupes: one statement instead of a look-up and an insert.
+            if not await tx.execute(
+                "INSERT INTO callbacks (partner_id, webhook_id, received_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (partner_id, webhook_id) DO NOTHING",
+                (partner_id, webhook_id, isotime(now)),
+            ):
+                raise Conflict(f"webhook-id {webhook_id!r} was already received; it is not applied twice")
+            assignment = await tx.fetchone(
+                "SELECT * FROM assignments WHERE partner_id = ? AND case_ref = ?",
+                (partner_id, event.case_ref),
+            )
+            if assignment is None:
+                raise Forbidden(f"no case with case_ref {event.case_ref!r} was placed with {partner_id!r}")
+            state = lifecycle.next_state(assignment["state"], event.type)
+            if state is None:
+                raise _Impossible(assignment, event.type)
+            return await _take_in(gw, tx, record, assignment, event, state, body, channel, webhook_id, now)
+    except _Impossible as exc:
+        assignment, event_type = exc.assignment, exc.event_type
+    await _flag_transition(gw, partner_id, assignment, event_type)
+    raise Conflict(
+        f"a {event_type!r} report is impossible for a case in state {assignment['state']!r}; "
+        "it was refused and flagged for review"
+    )
+
+
+#: Parsed profiles by their stored JSON: a partner row is read in every transaction (its
+#: status and profile may change at any time), but parsed only when its profile changed.
+_PROFILES: dict[str, PartnerProfile] = {}
+
+
+async def _partner(tx: Transaction, partner_id: str) -> registry.PartnerRecord:
+    row = await tx.fetchone("SELECT * FROM partners WHERE id = ?", (partner_id,))
+    if row is None:
+        raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
+    profile = _PROFILES.get(row["profile"])
+    if profile is None:
+        if len(_PROFILES) >= 256:
+            _PROFILES.clear()
+        profile = _PROFILES[row["profile"]] = PartnerProfile.model_validate_json(row["profile"])
+    return registry.PartnerRecord(
+        profile=profile,
+        status=row["status"],
+        status_reason=row["status_reason"],
+        profile_digest=row["profile_digest"],
+        source=row["source"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 async def _take_in(
@@ -96,13 +161,9 @@ async def _take_in(
     body: bytes,
     channel: str,
     webhook_id: str,
+    now: datetime,
 ) -> Ingested:
     partner_id = record.id
-    now = gw.now()
-    await tx.execute(
-        "INSERT INTO callbacks (partner_id, webhook_id, received_at) VALUES (?, ?, ?)",
-        (partner_id, webhook_id, isotime(now)),
-    )
     event_id = await _store_event(tx, partner_id, assignment, event, body, channel, webhook_id, now)
     await _move(tx, assignment, event, state, now)
     actor = f"partner:{partner_id}"
@@ -155,9 +216,9 @@ async def _store_event(
     webhook_id: str,
     now: datetime,
 ) -> int:
-    await tx.execute(
+    event_id = await tx.fetchval(
         "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at, received_at,"
-        " source, webhook_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " source, webhook_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             partner_id,
             assignment["case_ref"],
@@ -171,14 +232,15 @@ async def _store_event(
             event.model_dump_json(),
         ),
     )
-    return int(await tx.fetchval("SELECT MAX(id) FROM events"))
+    return int(event_id)
 
 
 async def _move(tx: Transaction, assignment: dict[str, Any], event: Any, state: str, now: datetime) -> None:
     extra = ""
     params: list[Any] = [state]
     if event.type == "accepted" and assignment["accepted_at"] is None:
-        extra, params = ", accepted_at = ?", [state, isotime(event.occurred_at)]
+        # Acknowledgement latency is measured on the gateway's clock, not the partner's.
+        extra, params = ", accepted_at = ?", [state, isotime(now)]
     elif event.type == "deletion_attested":
         extra, params = ", attested_at = ?", [state, isotime(now)]
     await tx.execute(
@@ -228,9 +290,9 @@ def _contact(partner_id: str, case_id: str, body: dict[str, Any], assignment: di
 async def _store_violation(
     tx: Transaction, partner_id: str, case_id: str, breach: Breach, event_id: int | None, now: datetime
 ) -> int:
-    await tx.execute(
+    violation_id = await tx.fetchval(
         "INSERT INTO violations (partner_id, case_id, rule, source, message, evidence, event_id, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             partner_id,
             case_id,
@@ -242,7 +304,7 @@ async def _store_violation(
             isotime(now),
         ),
     )
-    return int(await tx.fetchval("SELECT MAX(id) FROM violations"))
+    return int(violation_id)
 
 
 async def _maybe_suspend(

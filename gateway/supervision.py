@@ -68,7 +68,10 @@ async def scorecard(gw: Gateway, partner_id: str) -> Scorecard:
     right_party = [c for c in contacts if c["target"] == "debtor" and c["outcome"] == "connected"]
     promises = [b for b in bodies if b["type"] == "promise_to_pay"]
     payments = [b for b in bodies if b["type"] == "payment_reported"]
-    kept = sum(1 for p in promises if _kept(p, payments))
+    # A promise counts once it is kept or its due date has passed; one still running is
+    # neither kept nor broken yet.
+    settled = [p for p in promises if _kept(p, payments) or date.fromisoformat(p["due"]) < now.date()]
+    kept = sum(1 for p in settled if _kept(p, payments))
     placed_total = sum(Decimal(c["amount_placed"]) for c in cases)
     paid_total = sum((Decimal(p["amount"]) for p in payments), Decimal(0))
     return Scorecard(
@@ -80,7 +83,7 @@ async def scorecard(gw: Gateway, partner_id: str) -> Scorecard:
         contact_attempts=len(contacts),
         right_party_contact_rate=_rate(len(right_party), len(contacts)),
         promise_to_pay_rate=_rate(len({p["case_ref"] for p in promises}), len(cases)),
-        promise_kept_rate=_rate(kept, len(promises)),
+        promise_kept_rate=_rate(kept, len(settled)),
         recovery_rate=_rate(float(paid_total), float(placed_total)),
         complaint_rate=_rate(sum(1 for b in bodies if b["type"] == "complaint"), len(cases)),
         violations=violations,
@@ -105,6 +108,16 @@ def _kept(promise: dict[str, Any], payments: list[dict[str, Any]]) -> bool:
 
 async def scorecards(gw: Gateway) -> list[Scorecard]:
     return [await scorecard(gw, r.id) for r in await registry.list_all(gw)]
+
+
+async def violations(gw: Gateway, partner_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    sql = "SELECT id, at, partner_id, case_id, rule, message FROM violations"
+    params: tuple[Any, ...] = ()
+    if partner_id:
+        sql += " WHERE partner_id = ?"
+        params = (partner_id,)
+    async with gw.db.transaction() as tx:
+        return await tx.fetchall(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
 
 
 async def overdue_attestations(gw: Gateway, *, overdue_only: bool = True) -> list[dict[str, Any]]:
