@@ -243,6 +243,8 @@ async def _move(tx: Transaction, assignment: dict[str, Any], event: Any, state: 
         extra, params = ", accepted_at = ?", [state, isotime(now)]
     elif event.type == "deletion_attested":
         extra, params = ", attested_at = ?", [state, isotime(now)]
+    if not extra and state == assignment["state"]:
+        return  # work on an active case: nothing to write
     await tx.execute(
         f"UPDATE assignments SET state = ?{extra} WHERE partner_id = ? AND case_ref = ?",
         (*params, assignment["partner_id"], assignment["case_ref"]),

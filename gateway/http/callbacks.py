@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from gateway import inbound, registry, webhooks
@@ -21,15 +23,20 @@ async def receive(request: web.Request) -> web.Response:
     body = await request.content.read(MAX_BODY + 1)
     if len(body) > MAX_BODY:
         raise InvalidInput(f"body larger than {MAX_BODY} bytes", status=413)
-    record = await registry.get(gw, partner_id)
-    webhook_id = webhooks.verify(
-        request.headers,
-        body,
-        secrets=gw.keys.webhook_secrets(partner_id),
-        public_keys=gw.keys.partner_signature_keys(record.profile.jwks),
-        now=gw.now().timestamp(),
-    )
-    result = await inbound.ingest(gw, partner_id, body, channel="callback", webhook_id=webhook_id)
+
+    def check(record: registry.PartnerRecord) -> tuple[str, Any]:
+        """Signature first (401), then the body (422); run inside the pipeline's
+        transaction, after the partner was found (404)."""
+        webhook_id = webhooks.verify(
+            request.headers,
+            body,
+            secrets=webhooks.secrets_for(gw.keys, partner_id),
+            public_keys=webhooks.public_keys_for(gw.keys, record.profile.jwks),
+            now=gw.now().timestamp(),
+        )
+        return webhook_id, inbound.parse_event(body)
+
+    result = await inbound.admit(gw, partner_id, body, channel="callback", check=check)
     return web.json_response(
         {
             "event_id": result.event_id,
