@@ -16,10 +16,12 @@ function returns it as text for printing.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,22 @@ class KeyStore:
         self.root = Path(root)
         self.bank = self.root / "bank"
         self.partners = self.root / "partners"
+        self._cache: dict[tuple[str, Path], tuple[tuple[int, int], Any]] = {}
+
+    def _load(self, what: str, path: Path, loader: Callable[[Path], Any]) -> Any:
+        """``loader(path)``, remembered until the file changes: every package reads
+        several key files, and a rotation or a partner's new JWKS must show at once."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return loader(path)  # the loader says which command creates it
+        stamp = (st.st_mtime_ns, st.st_size)
+        hit = self._cache.get((what, path))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        value = loader(path)
+        self._cache[(what, path)] = (stamp, value)
+        return value
 
     # -- the bank's signing keys -------------------------------------------------------
 
@@ -135,10 +153,14 @@ class KeyStore:
         write_private(self.signing_path, json.dumps(key.as_dict(private=True)).encode())
 
     def signing_key(self) -> JWK:
-        return import_jwk(self._read_json(self.signing_path, "bank signing key"))
+        return self._load(
+            "signing", self.signing_path, lambda p: import_jwk(self._read_json(p, "bank signing key"))
+        )
 
     def public_jwks(self) -> dict[str, Any]:
-        return self._read_json(self.jwks_path, "bank public key set")
+        return copy.deepcopy(
+            self._load("jwks", self.jwks_path, lambda p: self._read_json(p, "bank public key set"))
+        )
 
     # -- pseudonyms ---------------------------------------------------------------------
 
@@ -176,12 +198,14 @@ class KeyStore:
     # -- partners' public keys ----------------------------------------------------------
 
     def partner_keyset(self, relative: str) -> KeySet:
-        path = self.root / relative
-        data = self._read_json(path, "partner key set")
-        try:
-            return KeySet.import_key_set(data)
-        except Exception as exc:  # joserfc raises several unrelated types for bad input
-            raise KeyStoreError(f"{path}: not a usable JWKS: {exc}") from None
+        def load(path: Path) -> KeySet:
+            data = self._read_json(path, "partner key set")
+            try:
+                return KeySet.import_key_set(data)
+            except Exception as exc:  # joserfc raises several unrelated types for bad input
+                raise KeyStoreError(f"{path}: not a usable JWKS: {exc}") from None
+
+        return self._load("partner keyset", self.root / relative, load)
 
     # -- callback verification ----------------------------------------------------------
 
