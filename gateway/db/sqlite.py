@@ -32,8 +32,8 @@ class SQLiteTransaction(Transaction):
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         with _translated():
-            cursor = await self._conn.execute(sql, params)
-            rows = await cursor.fetchall()
+            # One trip to the database thread, not two (execute, then fetch).
+            rows = await self._conn.execute_fetchall(sql, params)
         return [dict(row) for row in rows]
 
 
