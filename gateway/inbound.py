@@ -21,11 +21,10 @@ from gateway import lifecycle, registry
 from gateway.audit import log as audit_log
 from gateway.core import Gateway, isotime
 from gateway.db import Transaction
-from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gateway.errors import Conflict, Forbidden, InvalidInput
 from gateway.rules import Breach, Contact
 from schemas.audit import CallbackReceived, DeletionAttested, PartnerChange, ViolationFound
 from schemas.events import StatusEvent
-from schemas.partner import PartnerProfile
 
 EVENT = TypeAdapter(StatusEvent)
 #: How far back contacts are read for frequency rules (7-in-7 needs a week plus a day).
@@ -126,29 +125,8 @@ async def admit(
     )
 
 
-#: Parsed profiles by their stored JSON: a partner row is read in every transaction (its
-#: status and profile may change at any time), but parsed only when its profile changed.
-_PROFILES: dict[str, PartnerProfile] = {}
-
-
 async def _partner(tx: Transaction, partner_id: str) -> registry.PartnerRecord:
-    row = await tx.fetchone("SELECT * FROM partners WHERE id = ?", (partner_id,))
-    if row is None:
-        raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
-    profile = _PROFILES.get(row["profile"])
-    if profile is None:
-        if len(_PROFILES) >= 256:
-            _PROFILES.clear()
-        profile = _PROFILES[row["profile"]] = PartnerProfile.model_validate_json(row["profile"])
-    return registry.PartnerRecord(
-        profile=profile,
-        status=row["status"],
-        status_reason=row["status_reason"],
-        profile_digest=row["profile_digest"],
-        source=row["source"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return await registry.fetch(tx, partner_id)
 
 
 async def _take_in(
@@ -190,17 +168,7 @@ async def _take_in(
         )
     breaches = await _check(gw, tx, partner_id, assignment, event, event_id)
     for breach in breaches:
-        violation_id = await _store_violation(tx, partner_id, assignment["case_id"], breach, event_id, now)
-        entries.append(
-            ViolationFound(
-                at=isotime(now),
-                actor="system",
-                partner=partner_id,
-                case=assignment["case_token"],
-                rule=breach.rule,
-                violation_id=violation_id,
-            )
-        )
+        entries.append(await _store_violation(tx, partner_id, assignment, breach, event_id, now))
     suspended = bool(breaches) and await _maybe_suspend(tx, record, now, entries)
     await audit_log.append(tx, entries, signer=gw.audit_signer)
     return Ingested(event_id, assignment["case_id"], state, breaches, suspended)
@@ -290,14 +258,20 @@ def _contact(partner_id: str, case_id: str, body: dict[str, Any], assignment: di
 
 
 async def _store_violation(
-    tx: Transaction, partner_id: str, case_id: str, breach: Breach, event_id: int | None, now: datetime
-) -> int:
+    tx: Transaction,
+    partner_id: str,
+    assignment: dict[str, Any],
+    breach: Breach,
+    event_id: int | None,
+    now: datetime,
+) -> ViolationFound:
+    """Store a violation; return its audit entry for the caller to append."""
     violation_id = await tx.fetchval(
         "INSERT INTO violations (partner_id, case_id, rule, source, message, evidence, event_id, at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             partner_id,
-            case_id,
+            assignment["case_id"],
             breach.rule,
             breach.source,
             breach.message,
@@ -306,7 +280,14 @@ async def _store_violation(
             isotime(now),
         ),
     )
-    return int(violation_id)
+    return ViolationFound(
+        at=isotime(now),
+        actor="system",
+        partner=partner_id,
+        case=assignment["case_token"],
+        rule=breach.rule,
+        violation_id=int(violation_id),
+    )
 
 
 async def _maybe_suspend(
@@ -349,18 +330,5 @@ async def _flag_transition(gw: Gateway, partner_id: str, assignment: dict[str, A
     )
     now = gw.now()
     async with gw.db.transaction() as tx:
-        violation_id = await _store_violation(tx, partner_id, assignment["case_id"], breach, None, now)
-        await audit_log.append(
-            tx,
-            [
-                ViolationFound(
-                    at=isotime(now),
-                    actor="system",
-                    partner=partner_id,
-                    case=assignment["case_token"],
-                    rule=breach.rule,
-                    violation_id=violation_id,
-                )
-            ],
-            signer=gw.audit_signer,
-        )
+        entry = await _store_violation(tx, partner_id, assignment, breach, None, now)
+        await audit_log.append(tx, [entry], signer=gw.audit_signer)

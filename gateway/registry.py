@@ -214,10 +214,7 @@ async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, 
 
 async def get(gw: Gateway, partner_id: str) -> PartnerRecord:
     async with gw.db.transaction() as tx:
-        record = await _fetch(tx, partner_id)
-    if record is None:
-        raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
-    return record
+        return await fetch(tx, partner_id)
 
 
 async def list_all(gw: Gateway) -> list[PartnerRecord]:
@@ -231,9 +228,31 @@ async def _fetch(tx: Transaction, partner_id: str) -> PartnerRecord | None:
     return None if row is None else _record(row)
 
 
+#: Parsed profiles by their stored JSON: the partner row is read in every transaction
+#: (status and profile may change at any time) but parsed only when the profile changed.
+_PROFILES: dict[str, PartnerProfile] = {}
+
+
+def _profile(text: str) -> PartnerProfile:
+    profile = _PROFILES.get(text)
+    if profile is None:
+        if len(_PROFILES) >= 256:
+            _PROFILES.clear()
+        profile = _PROFILES[text] = PartnerProfile.model_validate_json(text)
+    return profile
+
+
+async def fetch(tx: Transaction, partner_id: str) -> PartnerRecord:
+    """The partner as it stands in this transaction."""
+    record = await _fetch(tx, partner_id)
+    if record is None:
+        raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
+    return record
+
+
 def _record(row: dict[str, Any]) -> PartnerRecord:
     return PartnerRecord(
-        profile=PartnerProfile.model_validate_json(row["profile"]),
+        profile=_profile(row["profile"]),
         status=row["status"],
         status_reason=row["status_reason"],
         profile_digest=row["profile_digest"],
