@@ -27,6 +27,7 @@ from schemas.audit import CallbackReceived, DeletionAttested, PartnerChange, Vio
 from schemas.events import StatusEvent
 
 EVENT = TypeAdapter(StatusEvent)
+Channel = Literal["callback", "poll"]
 #: How far back contacts are read for frequency rules (7-in-7 needs a week plus a day).
 HISTORY = timedelta(days=8)
 #: Violations counted for automatic suspension.
@@ -137,7 +138,7 @@ async def _take_in(
     event: Any,
     state: str,
     body: bytes,
-    channel: str,
+    channel: Channel,
     webhook_id: str,
     now: datetime,
 ) -> Ingested:
@@ -180,7 +181,7 @@ async def _store_event(
     assignment: dict[str, Any],
     event: Any,
     body: bytes,
-    channel: str,
+    channel: Channel,
     webhook_id: str,
     now: datetime,
 ) -> int:

@@ -239,7 +239,8 @@ class KeyStore:
         keys = []
         for data in self.partner_keyset(relative).as_dict()["keys"]:
             if data.get("kty") == "OKP" and data.get("crv") == "Ed25519" and data.get("use", "sig") == "sig":
-                keys.append(Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(data["x"] + "==")))
+                x = str(data["x"])
+                keys.append(Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(x + "==")))
         return keys
 
     def _read_json(self, path: Path, what: str) -> Any:
