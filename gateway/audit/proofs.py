@@ -17,7 +17,7 @@ from gateway.audit import log, merkle
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.errors import AuditError
 from gateway.audit.log import NODE_HEIGHT
-from gateway.db import Database, Transaction
+from gateway.db import Database, Row, Transaction
 
 
 def _b64(data: bytes) -> str:
@@ -82,7 +82,9 @@ class _Subtrees:
         self.wanted.add((start, end))
         return b"\x00" * merkle.HASH_SIZE
 
-    async def fetch(self, tx: Transaction) -> None:
+    async def fetch(self, tx: Transaction, leaf_index: int | None = None) -> Row | None:
+        """Read every wanted hash in one query (a round trip costs more than the rows);
+        with `leaf_index`, that entry's leaf and leaf hash too, returned as a row."""
         node_keys = set()
         blocks = set()
         for start, end in self.wanted:
@@ -91,23 +93,39 @@ class _Subtrees:
                     node_keys.add((height, index))
                 else:
                     blocks.add((index << height) >> NODE_HEIGHT)
+        parts: list[str] = []
+        params: list[Any] = []
         for block in sorted(blocks):
             first = block << NODE_HEIGHT
-            rows = await tx.fetchall(
-                "SELECT idx, leaf_hash FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                (first, min(first + (1 << NODE_HEIGHT), self.size)),
+            parts.append(
+                "SELECT 0 AS kind, 0 AS height, idx, leaf_hash AS hash, NULL AS leaf"
+                " FROM audit_entries WHERE idx >= ? AND idx < ?"
             )
-            self.leaves.update((row["idx"], bytes(row["leaf_hash"])) for row in rows)
-        if node_keys:
-            keys = sorted(node_keys)
+            params += (first, min(first + (1 << NODE_HEIGHT), self.size))
+        keys = sorted(node_keys)
+        if keys:
             where = " OR ".join(["(height = ? AND idx = ?)"] * len(keys))
-            rows = await tx.fetchall(
-                f"SELECT height, idx, hash FROM audit_nodes WHERE {where}",
-                [value for key in keys for value in key],
-            )
-            self.nodes.update(((row["height"], row["idx"]), bytes(row["hash"])) for row in rows)
-            if len(self.nodes) != len(keys):
-                raise AuditError("stored subtree hashes are missing; run `gateway audit verify`")
+            parts.append("SELECT 1 AS kind, height, idx, hash, NULL AS leaf"
+                f" FROM audit_nodes WHERE {where}")
+            params += [value for key in keys for value in key]
+        if leaf_index is not None:
+            parts.append("SELECT 2 AS kind, 0 AS height, idx, leaf_hash AS hash, leaf"
+                " FROM audit_entries WHERE idx = ?")
+            params.append(leaf_index)
+        found = None
+        if parts:
+            leaves, nodes = self.leaves, self.nodes
+            for row in await tx.fetchall(" UNION ALL ".join(parts), params):
+                kind = row["kind"]
+                if kind == 0:
+                    leaves[row["idx"]] = bytes(row["hash"])
+                elif kind == 1:
+                    nodes[(row["height"], row["idx"])] = bytes(row["hash"])
+                else:
+                    found = row
+        if len(self.nodes) != len(keys):
+            raise AuditError("stored subtree hashes are missing; run `gateway audit verify`")
+        return found
 
     def hash(self, start: int, end: int) -> bytes:
         """A `merkle.SubtreeHash` over the fetched rows."""
@@ -140,16 +158,21 @@ def _perfect(start: int, end: int) -> list[tuple[int, int]]:
 
 
 async def _size_and_note(tx: Transaction, size: int | None) -> tuple[int, str | None]:
-    current = await tx.fetchval("SELECT size FROM audit_tree WHERE id = 1") or 0
     if size is None:
         latest = await log.latest_checkpoint(tx)
         if latest is None:
             raise AuditError("no signed checkpoint yet: run `gateway audit checkpoint`")
         return latest.size, latest.note
+    # One round trip for both.
+    row = await tx.fetchone(
+        "SELECT (SELECT size FROM audit_tree WHERE id = 1) AS current,"
+        " (SELECT note FROM audit_checkpoints WHERE size = ?) AS note",
+        (size,),
+    )
+    current = (row or {}).get("current") or 0
     if not 0 <= size <= current:
         raise AuditError(f"tree size {size} outside 0..{current}")
-    note = await tx.fetchval("SELECT note FROM audit_checkpoints WHERE size = ?", (size,))
-    return size, note
+    return size, (row or {}).get("note")
 
 
 def _signed_root(note: str | None) -> bytes | None:
@@ -168,13 +191,12 @@ async def inclusion_proof(db: Database, index: int, size: int | None = None) -> 
         subtrees = _Subtrees(size)
         merkle.inclusion_proof_from(subtrees.record, index, size)
         subtrees.record(0, size)
-        await subtrees.fetch(tx)
-        row = await tx.fetchone("SELECT leaf, leaf_hash FROM audit_entries WHERE idx = ?", (index,))
+        row = await subtrees.fetch(tx, index)
     assert row is not None  # indices below the tree size always exist (load_tree checks)
     proof = merkle.inclusion_proof_from(subtrees.hash, index, size)
     root = subtrees.hash(0, size)
     _check_root(root, note, size)
-    return InclusionProof(index, size, row["leaf"], bytes(row["leaf_hash"]), proof, root, note)
+    return InclusionProof(index, size, row["leaf"], bytes(row["hash"]), proof, root, note)
 
 
 async def consistency_proof(db: Database, old_size: int, new_size: int | None = None) -> ConsistencyProof:

@@ -3,7 +3,9 @@
 `LogVerifier` is fed entries in index order, from the database or from a bundle, and:
 
 - checks that indices run from 0 without gaps or repeats;
-- checks that each leaf is RFC 8785 canonical JSON and parses as an `AuditEntry`;
+- checks that each leaf is RFC 8785 canonical JSON and parses as an `AuditEntry`
+  (`deep=True`, the default; `deep=False` leaves out this lint, about 30 us a leaf,
+  and keeps every cryptographic check below);
 - re-hashes each leaf (and compares with a stored leaf hash, where there is one);
 - rebuilds the Merkle tree and, at every checkpoint's size, compares the root with
   the signed one; checks a consistency proof between successive checkpoints.
@@ -98,8 +100,10 @@ class LogVerifier:
         checkpoints: Sequence[Checkpoint],
         *,
         progress: Progress | None = None,
+        deep: bool = True,
     ) -> None:
         self.vkey = vkey
+        self.deep = deep
         self.started = time.perf_counter()
         self._checkpoints = list(checkpoints)
         self._next_checkpoint = 0
@@ -114,6 +118,9 @@ class LogVerifier:
         return self._next
 
     def feed(self, rows: Iterable[Row]) -> None:
+        if not self.deep:
+            self._feed_hashes(rows)
+            return
         pending = self._pending
         sha = hashlib.sha256
         validate = _ENTRY.validate_python
@@ -135,6 +142,29 @@ class LogVerifier:
                 self._fail(expected, "the stored leaf hash does not match the leaf")
             pending.append(digest)
             self._next = expected + 1
+        self._flush()
+        if self._progress is not None:
+            self._progress(self._next)
+
+    def _feed_hashes(self, rows: Iterable[Row]) -> None:
+        """The cryptographic checks alone: order, leaf hashes, tree and checkpoints."""
+        pending = self._pending
+        append = pending.append
+        sha = hashlib.sha256
+        expected = self._next
+        try:
+            for index, leaf, stored in rows:
+                if index != expected:
+                    if index > expected:
+                        self._fail(expected, f"missing (the next entry has index {index})")
+                    self._fail(index, f"out of order or repeated (expected index {expected})")
+                digest = sha(b"\x00" + leaf).digest()
+                if stored is not None and stored != digest:
+                    self._fail(expected, "the stored leaf hash does not match the leaf")
+                append(digest)
+                expected += 1
+        finally:
+            self._next = expected
         self._flush()
         if self._progress is not None:
             self._progress(self._next)
