@@ -12,7 +12,7 @@ from gateway import poller
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.dispatch import Dispatcher
-from gateway.http import operator
+from gateway.http import auditor, operator
 from gateway.http.appkeys import GATEWAY, SETTINGS
 from gateway.http.callbacks import MAX_BODY, receive
 from gateway.http.openapi import document
@@ -83,6 +83,38 @@ ROUTES: list[Route] = [
         operator.get_scorecard,
         "A partner's scorecard",
         ("operator", "auditor"),
+    ),
+    Route(
+        "GET",
+        "/v1/audit/checkpoint",
+        auditor.latest_checkpoint,
+        "Latest signed checkpoint",
+        ("auditor",),
+        tags=("audit",),
+    ),
+    Route(
+        "GET",
+        "/v1/audit/entries",
+        auditor.list_entries,
+        "Log entries by range and filter",
+        ("auditor",),
+        tags=("audit",),
+    ),
+    Route(
+        "GET",
+        "/v1/audit/proofs/inclusion/{index}",
+        auditor.inclusion,
+        "Inclusion proof of one entry (query: size)",
+        ("auditor",),
+        tags=("audit",),
+    ),
+    Route(
+        "GET",
+        "/v1/audit/proofs/consistency",
+        auditor.consistency,
+        "Consistency proof between two sizes (query: old, new)",
+        ("auditor",),
+        tags=("audit",),
     ),
     Route("GET", "/.well-known/jwks.json", jwks, "The bank's public signing keys", tags=("public",)),
     Route("GET", "/healthz", healthz, "Liveness and database check", tags=("public",)),
