@@ -23,23 +23,49 @@ class _NeedsFullCanonicalizer(Exception):
     pass
 
 
+#: Sorted key order by a dict's key sequence: entries of one kind repeat the same keys,
+#: so each key set is checked and sorted once. Bounded, as keys may come from input.
+_ORDERS: dict[tuple[Any, ...], tuple[str, ...]] = {}
+_ORDERS_MAX = 4096
+
+
+def _order(keys: tuple[Any, ...]) -> tuple[str, ...]:
+    for key in keys:
+        # RFC 8785 sorts by UTF-16 code units; for BMP-only keys that is the same
+        # order as Python's code point order.
+        if type(key) is not str or not (key.isascii() or max(key, default="") < "\U00010000"):
+            raise _NeedsFullCanonicalizer
+    order = tuple(sorted(keys))
+    if len(_ORDERS) < _ORDERS_MAX:
+        _ORDERS[keys] = order
+    return order
+
+
 def _sorted(value: Any) -> Any:
     kind = type(value)
+    if kind is dict:
+        keys = tuple(value)
+        order = _ORDERS.get(keys)
+        if order is None:
+            order = _order(keys)
+        out = {}
+        for key in order:
+            item = value[key]
+            # Inlined for the common scalars: a call per string would double the cost.
+            item_kind = type(item)
+            if item_kind is str or item_kind is bool or item is None:
+                out[key] = item
+            else:
+                out[key] = _sorted(item)
+        return out
     if kind is str or kind is bool or value is None:
         return value
     if kind is int:
         if -_MAX_SAFE < value < _MAX_SAFE:
             return value
         raise _NeedsFullCanonicalizer
-    if kind is dict:
-        for key in value:
-            # RFC 8785 sorts by UTF-16 code units; for BMP-only keys that is the same
-            # order as Python's code point order.
-            if type(key) is not str or not (key.isascii() or max(key) < "\U00010000"):
-                raise _NeedsFullCanonicalizer
-        return {key: _sorted(value[key]) for key in sorted(value)}
     if kind is list:
-        return [_sorted(item) for item in value]
+        return [item if type(item) is str else _sorted(item) for item in value]
     raise _NeedsFullCanonicalizer
 
 

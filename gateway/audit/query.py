@@ -165,7 +165,7 @@ def _verify_sqlite_file(path: str, vkey: str, progress: Progress | None, deep: b
         verifier = LogVerifier(vkey, signed, progress=progress, deep=deep)
         cursor = conn.execute("SELECT idx, leaf, leaf_hash FROM audit_entries ORDER BY idx")
         while rows := cursor.fetchmany(BULK):
-            verifier.feed(rows)
+            verifier.feed_ordered(rows)
         state = conn.execute("SELECT size, nodes FROM audit_tree WHERE id = 1").fetchone()
         conn.execute("COMMIT")
     finally:
