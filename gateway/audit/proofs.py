@@ -77,14 +77,20 @@ class _Subtrees:
         self.wanted: set[tuple[int, int]] = set()
         self.nodes: dict[tuple[int, int], bytes] = {}
         self.leaves: dict[int, bytes] = {}
+        self.note: str | None = None
+        self._blocks: dict[int, merkle.MerkleTree] = {}
 
     def record(self, start: int, end: int) -> bytes:
         self.wanted.add((start, end))
         return b"\x00" * merkle.HASH_SIZE
 
-    async def fetch(self, tx: Transaction, leaf_index: int | None = None) -> Row | None:
+    async def fetch(
+        self, tx: Transaction, leaf_index: int | None = None, *, check_size: bool = False
+    ) -> Row | None:
         """Read every wanted hash in one query (a round trip costs more than the rows);
-        with `leaf_index`, that entry's leaf and leaf hash too, returned as a row."""
+        with `leaf_index`, that entry's leaf and leaf hash too, returned as a row; with
+        `check_size`, the writer's size (refusing a larger `size`) and the note signed
+        at `size`, if any, into `self.note`."""
         node_keys = set()
         blocks = set()
         for start, end in self.wanted:
@@ -112,7 +118,14 @@ class _Subtrees:
             parts.append("SELECT 2 AS kind, 0 AS height, idx, leaf_hash AS hash, leaf"
                 " FROM audit_entries WHERE idx = ?")
             params.append(leaf_index)
+        if check_size:
+            parts.append(
+                "SELECT 3 AS kind, 0 AS height, (SELECT size FROM audit_tree WHERE id = 1) AS idx,"
+                " NULL AS hash, (SELECT note FROM audit_checkpoints WHERE size = ?) AS leaf"
+            )
+            params.append(self.size)
         found = None
+        state = None
         if parts:
             leaves, nodes = self.leaves, self.nodes
             for row in await tx.fetchall(" UNION ALL ".join(parts), params):
@@ -121,8 +134,15 @@ class _Subtrees:
                     leaves[row["idx"]] = bytes(row["hash"])
                 elif kind == 1:
                     nodes[(row["height"], row["idx"])] = bytes(row["hash"])
-                else:
+                elif kind == 2:
                     found = row
+                else:
+                    state = row
+        if state is not None:
+            current = state["idx"] or 0
+            if self.size > current:
+                raise AuditError(f"tree size {self.size} outside 0..{current}")
+            self.note = state["leaf"]
         if len(self.nodes) != len(keys):
             raise AuditError("stored subtree hashes are missing; run `gateway audit verify`")
         return found
@@ -135,15 +155,26 @@ class _Subtrees:
                 covering.append(self.nodes[(height, index)])
             else:
                 first = index << height
-                try:
-                    leaves = [self.leaves[i] for i in range(first, first + (1 << height))]
-                except KeyError as exc:
-                    raise AuditError(f"leaf hash {exc} is missing; run `gateway audit verify`") from None
-                covering.append(merkle.root_from_leaf_hashes(leaves))
+                offset = first & ((1 << NODE_HEIGHT) - 1)
+                block = self._block(first >> NODE_HEIGHT)
+                covering.append(block.subtree_hash(offset, offset + (1 << height)))
         result = covering.pop()
         while covering:
             result = merkle.node_hash(covering.pop(), result)
         return result
+
+
+    def _block(self, block: int) -> merkle.MerkleTree:
+        """Every level of one block of leaves, hashed once for all the ranges in it."""
+        tree = self._blocks.get(block)
+        if tree is None:
+            first = block << NODE_HEIGHT
+            try:
+                leaves = [self.leaves[i] for i in range(first, min(first + (1 << NODE_HEIGHT), self.size))]
+            except KeyError as exc:
+                raise AuditError(f"leaf hash {exc} is missing; run `gateway audit verify`") from None
+            tree = self._blocks[block] = merkle.MerkleTree(leaves)
+        return tree
 
 
 def _perfect(start: int, end: int) -> list[tuple[int, int]]:
@@ -185,13 +216,19 @@ async def inclusion_proof(db: Database, index: int, size: int | None = None) -> 
     """Proof that entry `index` is in the tree of `size` entries (default: the latest
     checkpoint), with the leaf, the root and that size's checkpoint note if any."""
     async with db.transaction() as tx:
-        size, note = await _size_and_note(tx, size)
+        # With a plausible size, its check rides on the one query for the hashes.
+        checked = size is None or not 0 <= index < size
+        if checked:
+            size, note = await _size_and_note(tx, size)
+        assert size is not None
         if not 0 <= index < size:
             raise AuditError(f"entry {index} is not in the log at size {size} (0..{size - 1})")
         subtrees = _Subtrees(size)
         merkle.inclusion_proof_from(subtrees.record, index, size)
         subtrees.record(0, size)
-        row = await subtrees.fetch(tx, index)
+        row = await subtrees.fetch(tx, index, check_size=not checked)
+        if not checked:
+            note = subtrees.note
     assert row is not None  # indices below the tree size always exist (load_tree checks)
     proof = merkle.inclusion_proof_from(subtrees.hash, index, size)
     root = subtrees.hash(0, size)

@@ -65,7 +65,8 @@ async def latest_checkpoint(db: Database) -> CheckpointRecord | None:
 async def entries(db: Database, where: EntryFilter | None = None) -> list[dict[str, Any]]:
     """Matching entries in log order: ``{"idx", "entry"}`` with the parsed leaf."""
     where = where or EntryFilter()
-    clauses, params = ["idx >= ?"], [where.start]
+    clauses: list[str] = ["idx >= ?"]
+    params: list[object] = [where.start]
     for column, value, op in (
         ("idx", where.end, "<"),
         ("partner_id", where.partner, "="),
