@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from joserfc.jwk import ECKey, KeySet, OKPKey
 from gateway.errors import KeyStoreError
 
 JWK = ECKey | OKPKey
+#: Key files changed more recently than this are not cached (see KeyStore._load).
+SETTLE_SECONDS = 2.0
 SIGNING_CURVES = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
 #: Key types a partner may publish for ECDH-ES key agreement.
 ENCRYPTION_CURVES = {("EC", "P-256"), ("EC", "P-384"), ("EC", "P-521"), ("OKP", "X25519")}
@@ -91,21 +94,27 @@ class KeyStore:
         self.root = Path(root)
         self.bank = self.root / "bank"
         self.partners = self.root / "partners"
-        self._cache: dict[tuple[str, Path], tuple[tuple[int, int], Any]] = {}
+        self._cache: dict[tuple[str, Path], tuple[tuple[int, int, int, int], Any]] = {}
 
     def _load(self, what: str, path: Path, loader: Callable[[Path], Any]) -> Any:
-        """``loader(path)``, remembered until the file changes: every package reads
-        several key files, and a rotation or a partner's new JWKS must show at once."""
+        """``loader(path)``, remembered until the file changes: every package and every
+        callback reads key files, and a rotation or a partner's new JWKS must show at once.
+
+        The file is known by inode, size, mtime and ctime (writes here replace a file by
+        renaming a new one over it). A file changed less than SETTLE_SECONDS ago is read
+        every time, because file times are only as fine as the kernel's clock tick.
+        """
         try:
             st = path.stat()
         except FileNotFoundError:
             return loader(path)  # the loader says which command creates it
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         hit = self._cache.get((what, path))
         if hit is not None and hit[0] == stamp:
             return hit[1]
         value = loader(path)
-        self._cache[(what, path)] = (stamp, value)
+        if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > SETTLE_SECONDS:
+            self._cache[(what, path)] = (stamp, value)
         return value
 
     # -- the bank's signing keys -------------------------------------------------------
@@ -220,28 +229,35 @@ class KeyStore:
         write_private(path, (existing + secret + "\n").encode())
         return path
 
-    def webhook_secrets(self, partner_id: str) -> list[bytes]:
-        path = self.webhook_secret_path(partner_id)
-        if not path.exists():
-            return []
-        secrets = []
-        for line in path.read_text().split():
-            try:
-                secrets.append(base64.b64decode(line.removeprefix("whsec_"), validate=True))
-            except ValueError:
-                raise KeyStoreError(f"{path}: a line is not a whsec_ secret") from None
-        return secrets
+    def webhook_secrets(self, partner_id: str) -> tuple[bytes, ...]:
+        def load(path: Path) -> tuple[bytes, ...]:
+            if not path.exists():
+                return ()
+            secrets = []
+            for line in path.read_text().split():
+                try:
+                    secrets.append(base64.b64decode(line.removeprefix("whsec_"), validate=True))
+                except ValueError:
+                    raise KeyStoreError(f"{path}: a line is not a whsec_ secret") from None
+            return tuple(secrets)
 
-    def partner_signature_keys(self, relative: str | None) -> list[Ed25519PublicKey]:
+        return self._load("webhook secrets", self.webhook_secret_path(partner_id), load)
+
+    def partner_signature_keys(self, relative: str | None) -> tuple[Ed25519PublicKey, ...]:
         """The partner's Ed25519 keys for ``v1a`` callback signatures (``use: sig``)."""
         if not relative:
-            return []
-        keys = []
-        for data in self.partner_keyset(relative).as_dict()["keys"]:
-            if data.get("kty") == "OKP" and data.get("crv") == "Ed25519" and data.get("use", "sig") == "sig":
-                x = str(data["x"])
-                keys.append(Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(x + "==")))
-        return keys
+            return ()
+
+        def load(_: Path) -> tuple[Ed25519PublicKey, ...]:
+            keys = []
+            for data in self.partner_keyset(relative).as_dict()["keys"]:
+                ed25519 = data.get("kty") == "OKP" and data.get("crv") == "Ed25519"
+                if ed25519 and data.get("use", "sig") == "sig":
+                    x = str(data["x"])
+                    keys.append(Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(x + "==")))
+            return tuple(keys)
+
+        return self._load("signature keys", self.root / relative, load)
 
     def _read_json(self, path: Path, what: str) -> Any:
         try:

@@ -11,61 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
-import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.errors import InvalidInput, Unauthorized
 
-if TYPE_CHECKING:
-    from gateway.keys import KeyStore
-
 TOLERANCE_SECONDS = 5 * 60
-#: A key file changed less than this long ago is read again on every use: file times
-#: are only as fine as the kernel's clock tick, so a change within the same tick as
-#: the cached read would otherwise go unseen.
-SETTLE_SECONDS = 2.0
-
-T = TypeVar("T")
-_cache: dict[Path, tuple[tuple[int, int, int, int], object]] = {}
-
-
-def secrets_for(keys: KeyStore, partner_id: str) -> Sequence[bytes]:
-    """``keys.webhook_secrets(partner_id)``, read again only when the file changes."""
-    return _cached(keys.webhook_secret_path(partner_id), lambda: tuple(keys.webhook_secrets(partner_id)))
-
-
-def public_keys_for(keys: KeyStore, relative: str | None) -> Sequence[Ed25519PublicKey]:
-    """``keys.partner_signature_keys(relative)``, read again only when the file changes."""
-    if not relative:
-        return ()
-    return _cached(keys.root / relative, lambda: tuple(keys.partner_signature_keys(relative)))
-
-
-def _cached(path: Path, load: Callable[[], T]) -> T:
-    """``load()`` of the file at ``path``, kept while the file's inode, size, mtime and
-    ctime stay the same (rotation writes a new file and renames it over the old one).
-    A missing file, an unreadable one and one changed in the last SETTLE_SECONDS are
-    not cached; errors are raised as ``load`` raises them."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return load()
-    stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    hit = _cache.get(path)
-    if hit is not None and hit[0] == stamp:
-        return hit[1]  # type: ignore[return-value]
-    value = load()
-    if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > SETTLE_SECONDS:
-        if len(_cache) >= 1024:
-            _cache.clear()
-        _cache[path] = (stamp, value)
-    return value
 
 
 def verify(

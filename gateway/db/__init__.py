@@ -15,7 +15,7 @@ and are applied when the database is opened.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -62,22 +62,6 @@ class Database(ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    def iterate(self, sql: str, params: Params = (), batch: int = 1000) -> AsyncIterator[Row]:
-        """Stream a large result in batches without holding it all in memory."""
-        return _iterate(self, sql, params, batch)
-
-
-async def _iterate(db: Database, sql: str, params: Params, batch: int) -> AsyncIterator[Row]:
-    offset = 0
-    while True:
-        async with db.transaction() as tx:
-            rows = await tx.fetchall(f"{sql} LIMIT {batch} OFFSET {offset}", params)
-        for row in rows:
-            yield row
-        if len(rows) < batch:
-            return
-        offset += batch
 
 
 async def open_database(url: str) -> Database:

@@ -30,8 +30,8 @@ async def receive(request: web.Request) -> web.Response:
         webhook_id = webhooks.verify(
             request.headers,
             body,
-            secrets=webhooks.secrets_for(gw.keys, partner_id),
-            public_keys=webhooks.public_keys_for(gw.keys, record.profile.jwks),
+            secrets=gw.keys.webhook_secrets(partner_id),
+            public_keys=gw.keys.partner_signature_keys(record.profile.jwks),
             now=gw.now().timestamp(),
         )
         return webhook_id, inbound.parse_event(body)
