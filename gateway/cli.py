@@ -25,7 +25,7 @@ from gateway.config import CONFIG_NAME, ENV_VAR, Settings, first_error, load_set
 from gateway.core import Gateway
 from gateway.db import open_database
 from gateway.errors import ConfigError, GatewayError, InvalidInput
-from gateway.keys import KeyStore
+from gateway.keys import KeyStore, generate_signing_key
 from gateway.plugins import describe, get_plugin_manager
 from schemas import export as schema_export
 from schemas.case import Case
@@ -153,9 +153,12 @@ async def keys_rotate(gw: Gateway, alg: str | None) -> None:
     from gateway.core import isotime
     from schemas.audit import KeyRotated
 
-    old = gw.keys.signing_key().kid
+    current = gw.keys.signing_key()
+    old = current.kid
+    new = generate_signing_key(alg or str(current.alg))
     async with gw.db.transaction() as tx:
-        new = gw.keys.rotate(alg)
+        # The entry first and the key files last: if the entry cannot be written, the
+        # key is not rotated; the rotation never goes unrecorded.
         await audit_log.append(
             tx,
             [
@@ -169,6 +172,7 @@ async def keys_rotate(gw: Gateway, alg: str | None) -> None:
             ],
             signer=gw.audit_signer,
         )
+        gw.keys.rotate(key=new)
     click.echo(f"signing key rotated: {old} -> {new.kid} ({new.alg}); old public key kept in jwks.json")
 
 

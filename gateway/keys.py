@@ -147,10 +147,11 @@ class KeyStore:
         self.partners.mkdir(parents=True, exist_ok=True)
         return made
 
-    def rotate(self, alg: str | None = None) -> JWK:
-        """Replace the signing key; the old public key stays published for verification."""
+    def rotate(self, alg: str | None = None, *, key: JWK | None = None) -> JWK:
+        """Replace the signing key (with ``key`` if given); the old public key stays
+        published for verification."""
         old = self.signing_key()
-        new = generate_signing_key(alg or str(old.alg))
+        new = key or generate_signing_key(alg or str(old.alg))
         self._install_signing_key(new, retired=self.public_jwks()["keys"])
         return new
 

@@ -119,3 +119,16 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
     assert result.exit_code == 0
     command = dict(_commands(cli))[path]
     assert command.help, f"`gateway {' '.join(path)}` has no help text"
+
+
+def test_rotation_that_cannot_be_recorded_does_not_happen(workspace: Path) -> None:
+    import sqlite3
+
+    store = KeyStore(workspace / "keys")
+    before = store.signing_key().kid
+    with sqlite3.connect(workspace / "gateway.db") as conn:
+        conn.execute("CREATE TRIGGER full BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    result = invoke("-c", workspace, "keys", "rotate")
+    assert result.exit_code == 1 and "disk full" in result.output
+    assert store.signing_key().kid == before
+    assert [k["kid"] for k in store.public_jwks()["keys"]] == [before]
