@@ -127,7 +127,9 @@ def test_rotation_that_cannot_be_recorded_does_not_happen(workspace: Path) -> No
     store = KeyStore(workspace / "keys")
     before = store.signing_key().kid
     with sqlite3.connect(workspace / "gateway.db") as conn:
-        conn.execute("CREATE TRIGGER full BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        conn.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
     result = invoke("-c", workspace, "keys", "rotate")
     assert result.exit_code == 1 and "disk full" in result.output
     assert store.signing_key().kid == before
