@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import ConfigError
 
+M = TypeVar("M", bound=BaseModel)
 CONFIG_NAME = "gateway.toml"
 ENV_VAR = "GATEWAY_CONFIG"
 
@@ -56,19 +57,25 @@ def load_settings(path: Path | None = None) -> Settings:
     if path.is_dir():
         path = path / CONFIG_NAME
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: not found; run `gateway init` to create a workspace, "
             f"or point --config / {ENV_VAR} at its gateway.toml"
         ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_toml(text, str(path), Settings).resolved(path.resolve().parent)
+
+
+def parse_toml(text: str, origin: str, model: type[M]) -> M:
+    """A TOML settings file as ``model``; ConfigError naming ``origin`` and the field."""
     try:
-        settings = Settings.model_validate(raw)
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: invalid TOML: {exc}") from None
+    try:
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {first_error(exc)}") from None
-    return settings.resolved(path.resolve().parent)
+        raise ConfigError(f"{origin}: {first_error(exc)}") from None
 
 
 def first_error(exc: ValidationError) -> str:

@@ -12,7 +12,6 @@ week, wherever the partner's servers happen to run.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -21,9 +20,9 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.config import first_error
+from gateway.config import parse_toml
 from gateway.errors import ConfigError, InvalidInput
 from gateway.rules_text import (
     BannedPhrases,
@@ -381,14 +380,7 @@ def read_rule_pack(path: Path) -> RulePack:
 
 
 def _parse(text: str, origin: str, expected_name: str) -> RulePack:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{origin}: invalid TOML: {exc}") from None
-    try:
-        pack = RulePack.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{origin}: {first_error(exc)}") from None
+    pack = parse_toml(text, origin, RulePack)
     if pack.name != expected_name:
         raise ConfigError(f"{origin}: name: {pack.name!r} must match the file name {expected_name!r}")
     return pack
