@@ -13,7 +13,7 @@ from gateway.config import first_error
 from gateway.errors import InvalidInput, NotFound
 from gateway.http.appkeys import GATEWAY
 from gateway.tokens import Principal, authenticate
-from schemas.api import PlacementRequest, RecallRequest
+from schemas.api import PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
 M = TypeVar("M", bound=BaseModel)
 PRINCIPAL = "principal"
@@ -40,15 +40,13 @@ async def create_placement(request: web.Request) -> web.Response:
     placed = await placement.place(
         request.app[GATEWAY], req.case, req.partner, req.purpose, actor=f"token:{who.token_id}"
     )
-    return web.json_response(
-        {
-            "package_id": placed.package_id,
-            "partner": placed.partner_id,
-            "purpose": placed.purpose,
-            "case_ref": placed.case_ref,
-        },
-        status=201,
+    body = PlacementResponse(
+        package_id=placed.package_id,
+        partner=placed.partner_id,
+        purpose=placed.purpose,
+        case_ref=placed.case_ref,
     )
+    return web.json_response(body.model_dump(), status=201)
 
 
 async def create_recall(request: web.Request) -> web.Response:
@@ -57,15 +55,13 @@ async def create_recall(request: web.Request) -> web.Response:
     done = await recall.recall(
         request.app[GATEWAY], req.case_id, req.partner, req.reason, actor=f"token:{who.token_id}"
     )
-    return web.json_response(
-        {
-            "case_id": done.case_id,
-            "partner": done.partner,
-            "deletion_due": done.deletion_due,
-            "notice_package_id": done.notice_package_id,
-        },
-        status=201,
+    body = RecallResponse(
+        case_id=done.case_id,
+        partner=done.partner,
+        deletion_due=done.deletion_due,
+        notice_package_id=done.notice_package_id,
     )
+    return web.json_response(body.model_dump(), status=201)
 
 
 async def get_package(request: web.Request) -> web.Response:
