@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gateway import lifecycle, registry
 from gateway.audit import log as audit_log
+from gateway.config import first_error
 from gateway.core import Gateway, isotime
 from gateway.db import Transaction
 from gateway.errors import Conflict, Forbidden, InvalidInput
@@ -30,6 +31,8 @@ EVENT = TypeAdapter(StatusEvent)
 Channel = Literal["callback", "poll"]
 #: How far back contacts are read for frequency rules (7-in-7 needs a week plus a day).
 HISTORY = timedelta(days=8)
+#: How far ahead of the gateway's clock a reported time may be (clocks drift).
+FUTURE_SKEW = timedelta(minutes=5)
 #: Violations counted for automatic suspension.
 SUSPENSION_WINDOW = timedelta(days=30)
 
@@ -47,9 +50,7 @@ def parse_event(body: bytes) -> Any:
     try:
         return EVENT.validate_json(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(body)"
-        raise InvalidInput(f"invalid status event: {where}: {err['msg']}", status=422) from None
+        raise InvalidInput(f"invalid status event: {first_error(exc)}", status=422) from None
 
 
 def digest(body: bytes) -> str:
@@ -61,7 +62,7 @@ async def ingest(
     partner_id: str,
     body: bytes,
     *,
-    channel: Literal["callback", "poll"],
+    channel: Channel,
     webhook_id: str,
 ) -> Ingested:
     """Take in a report whose origin is already established (polling)."""
@@ -86,7 +87,7 @@ async def admit(
     partner_id: str,
     body: bytes,
     *,
-    channel: Literal["callback", "poll"],
+    channel: Channel,
     check: Check,
 ) -> Ingested:
     """The whole pipeline in one transaction: the partner (404) -> ``check`` (signature,
@@ -97,9 +98,14 @@ async def admit(
     (the impossible-transition flag is written afterwards, on its own)."""
     try:
         async with gw.db.transaction() as tx:
-            record = await _partner(tx, partner_id)
+            record = await registry.fetch(tx, partner_id)
             webhook_id, event = check(record)
             now = gw.now()
+            if event.occurred_at > now + FUTURE_SKEW:
+                raise InvalidInput(
+                    f"invalid status event: occurred_at {event.occurred_at.isoformat()} is in the future",
+                    status=422,
+                )
             # The primary key dedupes: one statement instead of a look-up and an insert.
             if not await tx.execute(
                 "INSERT INTO callbacks (partner_id, webhook_id, received_at) VALUES (?, ?, ?)"
@@ -124,10 +130,6 @@ async def admit(
         f"a {event_type!r} report is impossible for a case in state {assignment['state']!r}; "
         "it was refused and flagged for review"
     )
-
-
-async def _partner(tx: Transaction, partner_id: str) -> registry.PartnerRecord:
-    return await registry.fetch(tx, partner_id)
 
 
 async def _take_in(

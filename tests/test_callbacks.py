@@ -149,6 +149,9 @@ async def test_unknown_partner_other_partners_case_invalid_and_oversize_bodies(
     invalid = dumps({"type": "accepted", "case_ref": placed["agency_ref"]})
     resp = await post(client, "acme-collect", invalid, signed_headers(secret, invalid))
     assert resp.status == 422 and "occurred_at" in (await resp.json())["detail"]
+    future = dumps(event(placed["agency_ref"], "accepted", at=datetime.now(UTC) + timedelta(hours=2)))
+    resp = await post(client, "acme-collect", future, signed_headers(secret, future))
+    assert resp.status == 422 and "in the future" in (await resp.json())["detail"]
     unknown_type = dumps(event(placed["agency_ref"], "teleported"))
     assert (
         await post(client, "acme-collect", unknown_type, signed_headers(secret, unknown_type))

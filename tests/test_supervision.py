@@ -123,7 +123,7 @@ async def test_scorecard(gw: Gateway, active: str) -> None:
         "acme-collect",
         event(active, "promise_to_pay", at=local(21, 11, 5), amount="1000", due="2026-11-25"),
     )
-    await report(gw, "acme-collect", event(active, "payment_reported", at=local(24, 9), amount="1000"))
+    await report(gw, "acme-collect", event(active, "payment_reported", at=local(22, 9), amount="1000"))
     card = await supervision.scorecard(gw, "acme-collect")
     assert card.cases == 1 and card.contact_attempts == 2
     assert card.right_party_contact_rate == 0.5
