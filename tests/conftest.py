@@ -9,6 +9,7 @@ import pytest
 
 from gateway.config import Settings, load_settings
 from gateway.core import Gateway
+from gateway.db import Database, open_database
 from tests.helpers import EXAMPLES, SAMPLE_KEY_CURVES, invoke, write_partner_keys
 
 
@@ -46,3 +47,11 @@ def settings(workspace: Path) -> Settings:
 async def gw(onboarded: Path) -> AsyncIterator[Gateway]:
     async with await Gateway.open(load_settings(onboarded)) as gateway:
         yield gateway
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """An empty, migrated SQLite database on disk (for the audit log's own tests)."""
+    database = await open_database(f"sqlite:///{tmp_path / 'audit.db'}")
+    yield database
+    await database.close()

@@ -9,6 +9,7 @@ from click.testing import CliRunner, Result
 
 from gateway.cli import cli
 from gateway.keys import generate_encryption_key
+from schemas.audit import KeyRotated
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -42,3 +43,10 @@ def copy_profile(name: str, dest: Path, replace: dict[str, str] | None = None) -
 
 def sample_case(name: str = "case-1001.json") -> Path:
     return EXAMPLES / "cases" / name
+
+
+def audit_entry(n: int) -> KeyRotated:
+    """A small, valid audit entry; ``n`` makes each one different."""
+    return KeyRotated(
+        at="2026-01-01T00:00:00.000000Z", actor="test", key="bank-signing", old_kid=f"k{n}", new_kid="x"
+    )

@@ -4,8 +4,6 @@ transaction, checkpoints every N entries, proofs served from stored subtrees."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import rfc8785
@@ -18,8 +16,8 @@ from gateway.audit.canonical import canonical_json, parse_canonical
 from gateway.audit.checkpoint import parse_and_verify
 from gateway.audit.errors import AuditError
 from gateway.audit.signer import LogSigner
-from gateway.db import Database, open_database
-from schemas.audit import KeyRotated
+from gateway.db import Database
+from tests.helpers import audit_entry as entry
 
 ORIGIN = "test-bank/gateway-audit"
 
@@ -57,19 +55,6 @@ def test_integers_beyond_the_safe_range_are_refused_as_rfc8785_does() -> None:
 def test_non_canonical_leaves_are_refused(leaf: bytes) -> None:
     with pytest.raises(ValueError):
         parse_canonical(leaf)
-
-
-def entry(n: int) -> KeyRotated:
-    return KeyRotated(
-        at="2026-01-01T00:00:00.000000Z", actor="test", key="bank-signing", old_kid=f"k{n}", new_kid="x"
-    )
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(f"sqlite:///{tmp_path / 'audit.db'}")
-    yield database
-    await database.close()
 
 
 @pytest.fixture

@@ -4,32 +4,16 @@ tampered log, and only the lint names a non-canonical leaf."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import log, merkle, query
 from gateway.audit.errors import VerificationFailed
 from gateway.audit.signer import LogSigner
-from gateway.db import Database, open_database
-from schemas.audit import KeyRotated
+from gateway.db import Database
+from tests.helpers import audit_entry as entry
 
 ORIGIN = "test-bank/gateway-audit"
-
-
-def entry(n: int) -> KeyRotated:
-    return KeyRotated(
-        at="2026-01-01T00:00:00.000000Z", actor="test", key="bank-signing", old_kid=f"k{n}", new_kid="x"
-    )
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(f"sqlite:///{tmp_path / 'audit.db'}")
-    yield database
-    await database.close()
 
 
 @pytest.fixture
