@@ -31,6 +31,11 @@ class Settings(BaseModel):
     rule_pack: str = "cn"
     signing_alg: Literal["ES256", "EdDSA"] = "ES256"
     audit_checkpoint_every: int = Field(default=1000, ge=1, description="sign a checkpoint every N entries")
+    audit_checkpoint_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="`gateway serve` also signs a checkpoint every T seconds if the log grew; 0: no timer",
+    )
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def resolved(self, base: Path) -> Settings:
@@ -103,4 +108,7 @@ signing_alg = "{signing_alg}"
 # The audit log signs a checkpoint (C2SP signed note) every N entries; `gateway audit
 # checkpoint` signs one at any time.
 audit_checkpoint_every = 1000
+# `gateway serve` also signs one every T seconds when the log has grown since the last
+# (0: no timer).
+audit_checkpoint_seconds = 300
 """

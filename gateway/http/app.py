@@ -9,6 +9,7 @@ from importlib import metadata
 from aiohttp import web
 
 from gateway import poller
+from gateway.audit import timer as checkpoint_timer
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.dispatch import Dispatcher
@@ -127,7 +128,8 @@ def create_app(
 ) -> web.Application:
     """Build the app; the gateway (database, keys, plugins) opens on startup and closes
     on cleanup, unless an open one is passed in (tests, embedding). With ``workers``, the
-    dispatcher and the poller run in the same process and stop cleanly with it."""
+    dispatcher, the poller and the audit checkpoint timer run in the same process and
+    stop cleanly with it."""
     app = web.Application(middlewares=[problems], client_max_size=MAX_BODY + 1024)
     app[SETTINGS] = settings
 
@@ -144,7 +146,11 @@ def create_app(
         gw = app[GATEWAY]
         dispatcher = Dispatcher(gw)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(dispatcher.run()), asyncio.create_task(poller.run(gw, stop))]
+        tasks = [
+            asyncio.create_task(dispatcher.run()),
+            asyncio.create_task(poller.run(gw, stop)),
+            asyncio.create_task(checkpoint_timer.run(gw, stop)),
+        ]
         yield
         dispatcher.stop()
         stop.set()
