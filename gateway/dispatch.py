@@ -256,11 +256,11 @@ class Lane:
             claim = await outbox.claim(
                 self.d.gw, self.partner_id, self.d.owner, want, self.d.options.lease, cutoff
             )
-            self.d.stats.dead += claim.expired
+            self.d.stats.dead += claim.expired + claim.refused
             for claimed in claim.packages:
                 self.queue.put_nowait(claimed)
-            if claim.packages:
-                continue
+            if claim.packages or claim.held or claim.refused:
+                continue  # held or refused ones may have hidden more that are due
             if cutoff is not None:
                 if not self.queue.qsize() and not self.busy:
                     if self.d.all_written:

@@ -234,18 +234,27 @@ async def _check(
     recent contacts with the same person as history."""
     if event.type != "contact_attempt":
         return []
-    since = isotime(event.occurred_at - HISTORY)
-    rows = await tx.fetchall(
-        "SELECT partner_id, case_id, body FROM events WHERE subject_token = ? AND type = 'contact_attempt'"
-        " AND occurred_at >= ? AND occurred_at <= ? AND id != ? ORDER BY occurred_at",
-        (assignment["subject_token"], since, isotime(event.occurred_at), event_id),
-    )
-    history = [_contact(r["partner_id"], r["case_id"], json.loads(r["body"]), assignment) for r in rows]
-    current = _contact(partner_id, assignment["case_id"], event.model_dump(mode="json"), assignment)
+    subject = assignment["subject_token"]
+    history = await contact_history(tx, subject, event.occurred_at - HISTORY, event.occurred_at, event_id)
+    current = _contact(partner_id, assignment["case_id"], event.model_dump(mode="json"), subject)
     return gw.rules.check_contact(current, history, assignment["timezone"])
 
 
-def _contact(partner_id: str, case_id: str, body: dict[str, Any], assignment: dict[str, Any]) -> Contact:
+async def contact_history(
+    tx: Transaction, subject: str, since: datetime, until: datetime, exclude: int = 0
+) -> list[Contact]:
+    """The debtor's contacts from ``since`` to ``until`` by every partner, the gateway's
+    own SMS and email included (stored as ``source = 'gateway'`` events, see
+    :mod:`gateway.presend`); ``exclude`` is the event being judged (ids start at 1)."""
+    rows = await tx.fetchall(
+        "SELECT partner_id, case_id, body FROM events WHERE subject_token = ? AND type = 'contact_attempt'"
+        " AND occurred_at >= ? AND occurred_at <= ? AND id != ? ORDER BY occurred_at",
+        (subject, isotime(since), isotime(until), exclude),
+    )
+    return [_contact(r["partner_id"], r["case_id"], json.loads(r["body"]), subject) for r in rows]
+
+
+def _contact(partner_id: str, case_id: str, body: dict[str, Any], subject: str) -> Contact:
     return Contact(
         at=datetime.fromisoformat(body["occurred_at"]),
         channel=body["channel"],
@@ -253,7 +262,7 @@ def _contact(partner_id: str, case_id: str, body: dict[str, Any], assignment: di
         outcome=body["outcome"],
         partner=partner_id,
         debt=case_id,
-        debtor=assignment["subject_token"],
+        debtor=subject,
         number=body.get("number_token"),
         staff_count=body.get("staff_count"),
         text=body.get("text"),

@@ -7,6 +7,10 @@
                         │ └──permanent, or last try> dead (last_error says why)
                         └──lease expired (worker died)──> claimed again
 
+A message to a debtor (sms and email partners) that the rule pack does not allow at
+claim time is not claimed: it waits, in its state, until the pack allows it, or is dead
+if waiting cannot help (:mod:`gateway.presend`).
+
 A claim is one write transaction: on SQLite ``BEGIN IMMEDIATE`` serialises claims of all
 processes; on PostgreSQL the ``FOR UPDATE SKIP LOCKED`` rows let instances claim side by
 side. Every attempt gets a row in ``attempts``, including one a dead worker abandoned,
@@ -25,7 +29,7 @@ from typing import Any
 
 from tenacity import RetryCallState, Retrying, wait_random_exponential
 
-from gateway import breaker
+from gateway import breaker, presend
 from gateway.adapters import OutboundPackage, Receipt
 from gateway.core import Gateway, isotime
 from gateway.db import Row, Transaction
@@ -37,7 +41,9 @@ from schemas.partner import Limits
 MAX_RETRY_AFTER = 86400.0
 DETAIL_LIMIT = 500
 PENDING_STATES = ("queued", "retry_wait", "sending")
-_COLUMNS = "id, partner_id, case_ref, purpose, sealing, sealed, signed, attempts, expires_at"
+_COLUMNS = (
+    "id, partner_id, case_id, case_ref, subject_token, purpose, sealing, sealed, signed, attempts, expires_at"
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,10 @@ class Claim:
     wake_at: str | None = None
     """When something may next be due for this partner (None: nothing pending)."""
     reason: str = ""
+    held: int = 0
+    """Due, but held back by the rule pack until it allows them (see :mod:`gateway.presend`)."""
+    refused: int = 0
+    """Due, but refused by the rule pack: now dead."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,8 @@ async def claim(
     (default now), or sending under a lease that expired. Of a partner that is not
     active only recall notices go out (a suspended or offboarded partner must still be
     told to delete); its other packages stay where they are, and so do packages the
-    circuit breaker holds back.
+    circuit breaker holds back. Messages to debtors (sms and email partners) the rule
+    pack does not allow now are held or refused instead (:func:`presend.screen`).
     """
     now = gw.now()
     at = isotime(now)
@@ -144,6 +155,9 @@ async def claim(
             [(f"expired at {r['expires_at']} before it could be delivered", r["id"]) for r in expired],
         )
         rows = [r for r in rows if r["expires_at"] > at]
+        stopped = await presend.screen(gw, tx, partner_id, rows, now) if rows else []
+        await _stop(tx, stopped)
+        rows = [r for r in rows if r["id"] not in {s.package_id for s in stopped}]
         allowed = await breaker.gate(tx, partner_id, now, lease, len(rows)) if rows else None
         if allowed is not None and allowed.allowed < len(rows):
             rows = rows[: allowed.allowed]
@@ -154,7 +168,15 @@ async def claim(
             [(owner, until, r["id"]) for r in rows],
         )
     wake = allowed.wake_at if allowed else None
-    return Claim([_claimed(r) for r in rows], len(expired), wake, allowed.reason if allowed else "")
+    held = sum(1 for s in stopped if s.until)
+    return Claim(
+        [_claimed(r) for r in rows],
+        len(expired),
+        wake,
+        allowed.reason if allowed else "",
+        held=held,
+        refused=len(stopped) - held,
+    )
 
 
 def _claimed(row: Row) -> Claimed:
@@ -167,6 +189,20 @@ def _claimed(row: Row) -> Claimed:
         claims=signed_claims(row["signed"]),
     )
     return Claimed(row["partner_id"], row["attempts"] + 1, package)
+
+
+async def _stop(tx: Transaction, stopped: list[presend.Stopped]) -> None:
+    """Held: back to waiting until the rule pack allows it, no attempt counted. Refused: dead."""
+    await tx.executemany(
+        "UPDATE packages SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry_wait' END,"
+        " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, last_error = ? WHERE id = ?",
+        [(isotime(s.until), truncate(s.reason), s.package_id) for s in stopped if s.until],
+    )
+    await tx.executemany(
+        "UPDATE packages SET state = 'dead', lease_owner = NULL, lease_until = NULL, last_error = ?"
+        " WHERE id = ?",
+        [(truncate(s.reason), s.package_id) for s in stopped if not s.until],
+    )
 
 
 async def _abandon(tx: Transaction, rows: list[Row], at: str) -> None:
@@ -266,6 +302,7 @@ async def finish(
                 for o in outcomes
             ],
         )
+        await presend.record_sent(tx, outcomes, now)
         by_partner: dict[str, list[tuple[breaker.Signal, float | None]]] = {}
         for o in outcomes:
             if o.signal:
