@@ -48,13 +48,15 @@ class Gate:
 
 
 async def _state(tx: Transaction, partner_id: str, now: str) -> Row:
-    row = await tx.fetchone("SELECT * FROM partner_state WHERE partner_id = ?", (partner_id,))
-    if row is None:
-        await tx.execute(
-            "INSERT INTO partner_state (partner_id, updated_at) VALUES (?, ?)", (partner_id, now)
-        )
-        row = await tx.fetchone("SELECT * FROM partner_state WHERE partner_id = ?", (partner_id,))
-        assert row is not None
+    """The partner's row, locked until the transaction ends (processes take turns)."""
+    await tx.execute(
+        "INSERT INTO partner_state (partner_id, updated_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (partner_id, now),
+    )
+    row = await tx.fetchone(
+        f"SELECT * FROM partner_state WHERE partner_id = ?{tx.for_update}", (partner_id,)
+    )
+    assert row is not None
     return row
 
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from gateway import placement, registry
 from gateway.config import CONFIG_NAME, ENV_VAR, Settings, first_error, load_settings, render_config
 from gateway.core import Gateway
-from gateway.db import open_database
+from gateway.db import open_database, redact
 from gateway.errors import ConfigError, GatewayError, InvalidInput
 from gateway.keys import KeyStore, generate_signing_key
 from gateway.plugins import describe, get_plugin_manager
@@ -119,7 +119,7 @@ def init(directory: Path, bank_id: str, bank_name: str, signing_alg: str) -> Non
         await db.close()
 
     run(create_db())
-    click.echo(f"database ready: {settings.database_url}")
+    click.echo(f"database ready: {redact(settings.database_url)}")
 
 
 # -- keys ------------------------------------------------------------------------------

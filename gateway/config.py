@@ -18,6 +18,8 @@ from gateway.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 CONFIG_NAME = "gateway.toml"
 ENV_VAR = "GATEWAY_CONFIG"
+# Overrides database_url, so a PostgreSQL password need not sit in gateway.toml.
+DATABASE_ENV_VAR = "GATEWAY_DATABASE_URL"
 
 
 class Settings(BaseModel):
@@ -68,7 +70,10 @@ def load_settings(path: Path | None = None) -> Settings:
             f"{path}: not found; run `gateway init` to create a workspace, "
             f"or point --config / {ENV_VAR} at its gateway.toml"
         ) from None
-    return parse_toml(text, str(path), Settings).resolved(path.resolve().parent)
+    settings = parse_toml(text, str(path), Settings)
+    if os.environ.get(DATABASE_ENV_VAR):
+        settings = settings.model_copy(update={"database_url": os.environ[DATABASE_ENV_VAR]})
+    return settings.resolved(path.resolve().parent)
 
 
 def parse_toml(text: str, origin: str, model: type[M]) -> M:
@@ -95,7 +100,8 @@ def render_config(bank_id: str, bank_name: str, signing_alg: str = "ES256") -> s
 # Agency Gateway workspace. Relative paths are relative to this file.
 bank_id = "{bank_id}"
 bank_name = "{bank_name}"
-# SQLite file by default; several instances on one PostgreSQL come later.
+# SQLite file by default; several instances share one PostgreSQL with
+# postgresql://USER@HOST:PORT/DB (the environment's GATEWAY_DATABASE_URL wins over this).
 database_url = "sqlite:///gateway.db"
 # The bank's private keys (0600) and partners' public key sets (JWKS).
 keys_dir = "keys"

@@ -113,8 +113,9 @@ async def admit(
                 (partner_id, webhook_id, isotime(now)),
             ):
                 raise Conflict(f"webhook-id {webhook_id!r} was already received; it is not applied twice")
+            # Locked: two reports on one case change its state one after the other.
             assignment = await tx.fetchone(
-                "SELECT * FROM assignments WHERE partner_id = ? AND case_ref = ?",
+                f"SELECT * FROM assignments WHERE partner_id = ? AND case_ref = ?{tx.for_update}",
                 (partner_id, event.case_ref),
             )
             if assignment is None:
@@ -308,6 +309,9 @@ async def _maybe_suspend(
     """Suspend a partner whose recent violations reach its profile's threshold."""
     if record.status != "active":
         return False
+    # Violations found at the same time by other transactions count once they commit:
+    # taking the partner's row lock first makes them take turns here.
+    await tx.execute(f"SELECT id FROM partners WHERE id = ?{tx.for_update}", (record.id,))
     count = await tx.fetchval(
         "SELECT COUNT(*) FROM violations WHERE partner_id = ? AND at >= ?",
         (record.id, isotime(now - SUSPENSION_WINDOW)),

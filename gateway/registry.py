@@ -182,7 +182,7 @@ async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, 
     kind: ChangeKind = "partner_suspended" if status == "suspended" else "partner_reinstated"
     now = isotime(gw.now())
     async with gw.db.transaction() as tx:
-        record = await _fetch(tx, partner_id)
+        record = await _fetch(tx, partner_id, lock=True)
         if record is None:
             raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
         if record.status == status:
@@ -223,8 +223,11 @@ async def list_all(gw: Gateway) -> list[PartnerRecord]:
     return [_record(row) for row in rows]
 
 
-async def _fetch(tx: Transaction, partner_id: str) -> PartnerRecord | None:
-    row = await tx.fetchone("SELECT * FROM partners WHERE id = ?", (partner_id,))
+async def _fetch(tx: Transaction, partner_id: str, *, lock: bool = False) -> PartnerRecord | None:
+    """The partner's row; ``lock`` for a status change (concurrent changes take turns)."""
+    row = await tx.fetchone(
+        f"SELECT * FROM partners WHERE id = ?{tx.for_update if lock else ''}", (partner_id,)
+    )
     return None if row is None else _record(row)
 
 

@@ -1,4 +1,4 @@
-"""Storage: one small async interface, SQLite now, PostgreSQL later.
+"""Storage: one small async interface, SQLite (embedded default) or PostgreSQL.
 
 Callers write portable SQL with ``?`` placeholders and run it inside an explicit
 transaction::
@@ -8,12 +8,15 @@ transaction::
         row = await tx.fetchone("SELECT status FROM partners WHERE id = ?", (pid,))
 
 A transaction commits when the block ends and rolls back on any exception, so a failed
-action leaves nothing half-written. Schema versions live in ``gateway.db.migrations``
+action leaves nothing half-written. SQLite runs one writer at a time; PostgreSQL runs
+transactions side by side (READ COMMITTED), so a read that a write depends on appends
+``tx.for_update`` to lock its rows (a no-op on SQLite). Schema versions live in ``gateway.db.migrations``
 and are applied when the database is opened.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -27,6 +30,8 @@ Params = Sequence[Any]
 
 class Transaction(ABC):
     dialect: str
+    for_update: str = ""
+    """Appended to a SELECT whose rows the transaction will change (row locks)."""
 
     @abstractmethod
     async def execute(self, sql: str, params: Params = ()) -> int:
@@ -57,6 +62,10 @@ class Database(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    def translate_ddl(self, sql: str) -> str:
+        """A migration statement in this backend's type names."""
+        return sql
+
     async def __aenter__(self) -> Database:
         return self
 
@@ -65,11 +74,22 @@ class Database(ABC):
 
 
 async def open_database(url: str) -> Database:
-    """Open (and migrate) the database named by ``url``: ``sqlite:///path/to/file.db``."""
+    """Open (and migrate) the database named by ``url``: ``sqlite:///path/to/file.db``
+    or ``postgresql://user@host:port/dbname``."""
     if url.startswith("sqlite:///"):
         from gateway.db.sqlite import SQLiteDatabase
 
         return await SQLiteDatabase.open(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        from gateway.db.postgres import PostgresDatabase
+
+        return await PostgresDatabase.open(url)
     raise ConfigError(
-        f"unsupported database URL {url!r}: use sqlite:///PATH (set database_url in gateway.toml)"
+        f"unsupported database URL {redact(url)!r}: use sqlite:///PATH or "
+        "postgresql://USER@HOST:PORT/DB (database_url in gateway.toml, or GATEWAY_DATABASE_URL)"
     )
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)

@@ -1,13 +1,16 @@
 """Versioned schema migrations, applied in order when a database is opened.
 
-Each version is a list of portable statements; a backend may swap a type name through
-``TYPES`` (e.g. ``BLOB`` becomes ``BYTEA`` on PostgreSQL). Never edit a released version:
-add a new one.
+Each version is a list of portable statements written with SQLite's type names; a
+backend swaps them through ``Database.translate_ddl`` (e.g. ``BLOB`` becomes ``BYTEA`` on
+PostgreSQL). Both backends apply the same versions. Never edit a released version: add
+a new one.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
     from gateway.db import Database
@@ -190,10 +193,18 @@ MIGRATIONS: list[list[str]] = [
 async def migrate(db: Database) -> int:
     """Bring ``db`` to the newest version; return that version."""
     async with db.transaction() as tx:
+        if tx.dialect == "postgresql":
+            # Instances starting together: one migrates, the others wait and find it done.
+            await tx.execute("SELECT pg_advisory_xact_lock(6961)")
         await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         current = await tx.fetchval("SELECT MAX(version) FROM schema_version") or 0
+        if current > len(MIGRATIONS):
+            raise ConfigError(
+                f"the database is at schema version {current}, newer than this gateway "
+                f"knows ({len(MIGRATIONS)}): upgrade the gateway"
+            )
         for version, statements in enumerate(MIGRATIONS[current:], start=current + 1):
             for sql in statements:
-                await tx.execute(sql)
+                await tx.execute(db.translate_ddl(sql))
             await tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
     return len(MIGRATIONS)

@@ -59,9 +59,7 @@ class SQLiteDatabase(Database):
     async def open(cls, path: str) -> SQLiteDatabase:
         file = Path(path)
         if not file.parent.is_dir():
-            raise ConfigError(
-                f"database directory {file.parent} does not exist (run `gateway init`)"
-            )
+            raise ConfigError(f"database directory {file.parent} does not exist (run `gateway init`)")
         try:
             conn = await aiosqlite.connect(file, isolation_level=None)
         except sqlite3.Error as exc:
