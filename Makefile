@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint schemas clean
+.PHONY: test test-sqlite test-postgresql demo lint schemas clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+# The whole suite against SQLite, then against PostgreSQL: a throwaway cluster
+# (Debian's postgresql package, installed when missing) started and removed by the tests.
+test: test-sqlite test-postgresql
+
+test-sqlite: $(STAMP)
+	$(BIN)/python -m pytest -q --db sqlite
+
+test-postgresql: $(STAMP)
+	$(BIN)/python -m pytest -q --db postgresql
 
 demo: $(STAMP)
 	$(BIN)/python -m gateway.demo

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner, Result
 
 from gateway.cli import cli
+from gateway.config import load_settings
+from gateway.db import Row, Transaction, open_database
 from gateway.keys import generate_encryption_key
 from schemas.audit import KeyRotated
 
@@ -49,4 +55,44 @@ def audit_entry(n: int) -> KeyRotated:
     """A small, valid audit entry; ``n`` makes each one different."""
     return KeyRotated(
         at="2026-01-01T00:00:00.000000Z", actor="test", key="bank-signing", old_kid=f"k{n}", new_kid="x"
+    )
+
+
+Sql = Callable[..., list[Row]]
+
+
+@contextmanager
+def workspace_sql(ws: Path) -> Iterator[Sql]:
+    """Play someone with direct access to the workspace's database, whichever backend:
+    ``sql(statement, params)`` runs one statement in a transaction of its own."""
+    with asyncio.Runner() as runner:
+        db = runner.run(open_database(load_settings(ws).database_url))
+
+        async def one(statement: str, params: Sequence[Any]) -> list[Row]:
+            async with db.transaction() as tx:
+                if statement.lstrip().upper().startswith("SELECT"):
+                    return await tx.fetchall(statement, params)
+                await tx.execute(statement, params)
+                return []
+
+        try:
+            yield lambda statement, params=(): runner.run(one(statement, params))
+        finally:
+            runner.run(db.close())
+
+
+async def fail_audit_inserts(tx: Transaction) -> None:
+    """A trigger that makes every insert into the audit log fail with 'disk full'."""
+    if tx.dialect == "sqlite":
+        await tx.execute(
+            "CREATE TRIGGER no_space BEFORE INSERT ON audit_entries"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        return
+    await tx.execute(
+        "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$"
+    )
+    await tx.execute(
+        "CREATE TRIGGER no_space BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION disk_full()"
     )

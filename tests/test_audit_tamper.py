@@ -9,9 +9,7 @@ recomputed too is pinned to its exact index by the first checkpoint that disagre
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.audit.canonical import canonical_json
 from gateway.audit.checkpoint import Checkpoint, format_vkey, sign_checkpoint
 from gateway.audit.merkle import leaf_hash
-from tests.helpers import EXAMPLES, SAMPLE_KEY_CURVES, invoke, sample_case, write_partner_keys
+from tests.conftest import Templates
+from tests.helpers import (
+    EXAMPLES,
+    SAMPLE_KEY_CURVES,
+    Sql,
+    invoke,
+    sample_case,
+    workspace_sql,
+    write_partner_keys,
+)
 
 ORIGIN = "example-bank/gateway-audit"
 
@@ -32,10 +39,16 @@ def ok(*args: str | Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def template(tmp_path_factory: pytest.TempPathFactory, templates: Templates) -> Iterator[Path]:
     """A workspace whose log has 8 entries (onboardings, disclosures, a suspension and
     a reinstatement), with a checkpoint after each one."""
     ws = tmp_path_factory.mktemp("audit") / "ws"
+    with templates.building(ws):
+        build(ws)
+    yield ws
+
+
+def build(ws: Path) -> None:
     ok("init", ws)
     for pid, crv in SAMPLE_KEY_CURVES.items():
         write_partner_keys(ws / "keys", pid, crv)
@@ -50,23 +63,16 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ):
         ok("-c", ws, *args)
         ok("-c", ws, "audit", "checkpoint")
-    return ws
 
 
 @pytest.fixture
-def ws(template: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "ws"
-    shutil.copytree(template, copy)
-    return copy
-
-
-def db_of(ws: Path) -> sqlite3.Connection:
-    return sqlite3.connect(ws / "gateway.db", isolation_level=None)
+def ws(template: Path, tmp_path: Path, templates: Templates) -> Path:
+    return templates.copy(template, tmp_path / "ws")
 
 
 def leaves(ws: Path) -> list[str]:
-    with db_of(ws) as conn:
-        return [row[0] for row in conn.execute("SELECT leaf FROM audit_entries ORDER BY idx")]
+    with workspace_sql(ws) as sql:
+        return [row["leaf"] for row in sql("SELECT leaf FROM audit_entries ORDER BY idx")]
 
 
 def rewrite(leaf: str, **changes: object) -> str:
@@ -97,70 +103,68 @@ def test_the_untouched_log_and_its_bundle_verify(ws: Path, tmp_path: Path) -> No
 
 # -- the database ----------------------------------------------------------------------
 
-Tamper = Callable[[sqlite3.Connection, list[str]], None]
+Tamper = Callable[[Sql, list[str]], None]
 
 
-def change_leaf_only(conn: sqlite3.Connection, old: list[str]) -> None:
-    conn.execute("UPDATE audit_entries SET leaf = ? WHERE idx = 5", (rewrite(old[5], purpose="legal"),))
+def change_leaf_only(sql: Sql, old: list[str]) -> None:
+    sql("UPDATE audit_entries SET leaf = ? WHERE idx = 5", (rewrite(old[5], purpose="legal"),))
 
 
-def change_leaf_and_hash(conn: sqlite3.Connection, old: list[str]) -> None:
+def change_leaf_and_hash(sql: Sql, old: list[str]) -> None:
     new = rewrite(old[5], partner="sz-arbitration")
-    conn.execute(
+    sql(
         "UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = 5",
         (new, leaf_hash(new.encode())),
     )
 
 
-def non_canonical(conn: sqlite3.Connection, old: list[str]) -> None:
+def non_canonical(sql: Sql, old: list[str]) -> None:
     spaced = json.dumps(json.loads(old[5]), sort_keys=True, ensure_ascii=False)
-    conn.execute(
+    sql(
         "UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = 5",
         (spaced, leaf_hash(spaced.encode())),
     )
 
 
-def not_an_entry(conn: sqlite3.Connection, old: list[str]) -> None:
+def not_an_entry(sql: Sql, old: list[str]) -> None:
     bad = rewrite(old[5], kind="coffee_break")
-    conn.execute(
-        "UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = 5", (bad, leaf_hash(bad.encode()))
-    )
+    sql("UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = 5", (bad, leaf_hash(bad.encode())))
 
 
-def delete_middle(conn: sqlite3.Connection, old: list[str]) -> None:
-    conn.execute("DELETE FROM audit_entries WHERE idx = 5")
+def delete_middle(sql: Sql, old: list[str]) -> None:
+    sql("DELETE FROM audit_entries WHERE idx = 5")
 
 
-def delete_and_renumber(conn: sqlite3.Connection, old: list[str]) -> None:
-    conn.execute("DELETE FROM audit_entries WHERE idx = 5")
-    conn.execute("UPDATE audit_entries SET idx = idx - 1 WHERE idx > 5")
+def delete_and_renumber(sql: Sql, old: list[str]) -> None:
+    sql("DELETE FROM audit_entries WHERE idx = 5")
+    sql("UPDATE audit_entries SET idx = idx - 1 WHERE idx > 5")
 
 
-def delete_last(conn: sqlite3.Connection, old: list[str]) -> None:
-    conn.execute("DELETE FROM audit_entries WHERE idx = 7")
+def delete_last(sql: Sql, old: list[str]) -> None:
+    sql("DELETE FROM audit_entries WHERE idx = 7")
 
 
-def insert_middle(conn: sqlite3.Connection, old: list[str]) -> None:
+def insert_middle(sql: Sql, old: list[str]) -> None:
     for idx in range(7, 4, -1):
-        conn.execute("UPDATE audit_entries SET idx = idx + 1 WHERE idx = ?", (idx,))
+        sql("UPDATE audit_entries SET idx = idx + 1 WHERE idx = ?", (idx,))
     forged = rewrite(old[4], package_id="pkg_forged")
-    conn.execute(
+    sql(
         "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, at) VALUES (5, ?, ?, 'disclosure', '')",
         (forged, leaf_hash(forged.encode())),
     )
 
 
-def insert_at_end(conn: sqlite3.Connection, old: list[str]) -> None:
+def insert_at_end(sql: Sql, old: list[str]) -> None:
     forged = rewrite(old[4], package_id="pkg_forged")
-    conn.execute(
+    sql(
         "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, at) VALUES (8, ?, ?, 'disclosure', '')",
         (forged, leaf_hash(forged.encode())),
     )
 
 
-def swap(conn: sqlite3.Connection, old: list[str]) -> None:
+def swap(sql: Sql, old: list[str]) -> None:
     for idx, source in ((5, 6), (6, 5)):
-        conn.execute(
+        sql(
             "UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = ?",
             (old[source], leaf_hash(old[source].encode()), idx),
         )
@@ -185,8 +189,8 @@ def test_verify_names_the_first_bad_entry_in_the_database(
     ws: Path, tamper: Tamper, where: str, why: tuple[str, ...]
 ) -> None:
     old = leaves(ws)
-    with db_of(ws) as conn:
-        tamper(conn, old)
+    with workspace_sql(ws) as sql:
+        tamper(sql, old)
     refuse(("-c", ws, "audit", "verify"), where, *why)
 
 
@@ -199,10 +203,10 @@ def root_of(note: str) -> bytes:
 
 
 def test_a_checkpoint_signed_by_another_key_is_refused(ws: Path) -> None:
-    with db_of(ws) as conn:
-        note = conn.execute("SELECT note FROM audit_checkpoints WHERE size = 6").fetchone()[0]
+    with workspace_sql(ws) as sql:
+        note = sql("SELECT note FROM audit_checkpoints WHERE size = 6")[0]["note"]
         forged = foreign_note(6, root_of(note))
-        conn.execute("UPDATE audit_checkpoints SET note = ? WHERE size = 6", (forged,))
+        sql("UPDATE audit_checkpoints SET note = ? WHERE size = 6", (forged,))
     refuse(("-c", ws, "audit", "verify"), "checkpoint at size 6", "no signature by " + ORIGIN)
 
 
@@ -213,9 +217,9 @@ def test_a_pinned_key_refuses_the_workspace_key(ws: Path) -> None:
 
 def test_sparse_checkpoints_narrow_a_change_to_a_range(ws: Path) -> None:
     old = leaves(ws)
-    with db_of(ws) as conn:
-        conn.execute("DELETE FROM audit_checkpoints WHERE size IN (5, 6, 7)")
-        change_leaf_and_hash(conn, old)
+    with workspace_sql(ws) as sql:
+        sql("DELETE FROM audit_checkpoints WHERE size IN (5, 6, 7)")
+        change_leaf_and_hash(sql, old)
     refuse(("-c", ws, "audit", "verify"), "entries 4..7:", "root signed at size 8", "at 4 matches")
 
 
@@ -271,9 +275,7 @@ def b_append(bundle: Path) -> None:
 
 
 def b_swap(bundle: Path) -> None:
-    edit_lines(
-        bundle, lambda ls: ls[:5] + [line(5, leaf_at(ls, 6)), line(6, leaf_at(ls, 5))] + ls[7:]
-    )
+    edit_lines(bundle, lambda ls: ls[:5] + [line(5, leaf_at(ls, 6)), line(6, leaf_at(ls, 5))] + ls[7:])
 
 
 def b_garbage_line(bundle: Path) -> None:
@@ -335,10 +337,10 @@ def test_verify_bundle_with_its_own_key_replaced_fails_against_the_pinned_key(ws
 
 
 def test_the_log_holds_no_raw_personal_data(ws: Path, bundle: Path) -> None:
-    with db_of(ws) as conn:
+    with workspace_sql(ws) as sql:
         stored = "\n".join(
-            [row[0] for row in conn.execute("SELECT leaf FROM audit_entries")]
-            + [row[0] for row in conn.execute("SELECT note FROM audit_checkpoints")]
+            [row["leaf"] for row in sql("SELECT leaf FROM audit_entries")]
+            + [row["note"] for row in sql("SELECT note FROM audit_checkpoints")]
         )
     exported = "\n".join(p.read_text() for p in bundle.rglob("*") if p.is_file())
     for name in ("case-1001.json", "case-1002.json"):

@@ -20,40 +20,46 @@ from gateway.core import Gateway
 from gateway.http import create_app
 from schemas.case import Case
 from tests.callbacks import dumps, event, signed_headers
+from tests.conftest import Templates
 from tests.helpers import EXAMPLES, SAMPLE_KEY_CURVES, invoke, sample_case, write_partner_keys
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def server(tmp_path_factory: pytest.TempPathFactory, templates: Templates) -> Iterator[dict[str, Any]]:
     """A real gateway HTTP server on 127.0.0.1, in its own thread and event loop."""
     ws = tmp_path_factory.mktemp("fuzz") / "ws"
-    invoke("init", ws)
-    for pid, crv in SAMPLE_KEY_CURVES.items():
-        write_partner_keys(ws / "keys", pid, crv)
-    invoke("-c", ws, "partners", "add", EXAMPLES / "partners" / "acme-collect.toml")
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    state: dict[str, Any] = {}
+    with templates.building(ws):  # set-up against a database of its own
+        invoke("init", ws)
+        for pid, crv in SAMPLE_KEY_CURVES.items():
+            write_partner_keys(ws / "keys", pid, crv)
+        invoke("-c", ws, "partners", "add", EXAMPLES / "partners" / "acme-collect.toml")
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        state: dict[str, Any] = {}
 
-    async def start() -> None:
-        gw = await Gateway.open(load_settings(ws))
-        placed = await placement.place(
-            gw, Case.model_validate_json(sample_case().read_text()), "acme-collect", "collection", actor="t"
+        async def start() -> None:
+            gw = await Gateway.open(load_settings(ws))
+            placed = await placement.place(
+                gw,
+                Case.model_validate_json(sample_case().read_text()),
+                "acme-collect",
+                "collection",
+                actor="t",
+            )
+            runner = web.AppRunner(create_app(gw.settings, gateway=gw))
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            secret = Path(gw.keys.add_webhook_secret("acme-collect")).read_text().split()[-1]
+            state.update(gw=gw, runner=runner, port=port, case_ref=placed.case_ref, secret=secret)
+            ready.set()
+
+        thread = threading.Thread(
+            target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True
         )
-        runner = web.AppRunner(create_app(gw.settings, gateway=gw))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        secret = Path(gw.keys.add_webhook_secret("acme-collect")).read_text().split()[-1]
-        state.update(gw=gw, runner=runner, port=port, case_ref=placed.case_ref, secret=secret)
-        ready.set()
-
-    thread = threading.Thread(
-        target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True
-    )
-    thread.start()
-    assert ready.wait(30)
+        thread.start()
+        assert ready.wait(30)
     yield state
 
     async def stop() -> None:

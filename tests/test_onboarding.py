@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EXAMPLES, copy_profile, invoke, write_partner_keys
+from tests.helpers import EXAMPLES, copy_profile, invoke, workspace_sql, write_partner_keys
 
 
 def partners(ws: Path) -> list[dict]:
@@ -15,10 +15,8 @@ def partners(ws: Path) -> list[dict]:
 
 
 def audit_count(ws: Path) -> int:
-    import sqlite3
-
-    with sqlite3.connect(ws / "gateway.db") as conn:
-        return conn.execute("SELECT COUNT(*) FROM audit_entries").fetchone()[0]
+    with workspace_sql(ws) as sql:
+        return sql("SELECT COUNT(*) AS n FROM audit_entries")[0]["n"]
 
 
 def test_sample_partners_onboard_and_list(onboarded: Path) -> None:

@@ -4,7 +4,6 @@ has: its own private key and the bank's published JWKS."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from gateway import placement, registry
 from gateway.core import Gateway
 from gateway.errors import PolicyViolation, StorageError
 from schemas.case import Case
-from tests.helpers import invoke, sample_case, write_partner_keys
+from tests.helpers import fail_audit_inserts, invoke, sample_case, write_partner_keys
 
 CASE = Case.model_validate_json(sample_case().read_text())
 
@@ -128,10 +127,8 @@ async def test_refusals_store_nothing(gw: Gateway, onboarded: Path) -> None:
 
 
 async def test_package_and_audit_entry_are_one_transaction(gw: Gateway, onboarded: Path) -> None:
-    with sqlite3.connect(onboarded / "gateway.db") as conn:
-        conn.execute(
-            "CREATE TRIGGER full BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
+    async with gw.db.transaction() as tx:
+        await fail_audit_inserts(tx)
     with pytest.raises(StorageError, match="disk full"):
         await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
     assert await placement.list_packages(gw) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from pathlib import Path
@@ -9,21 +10,43 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import cli
-from gateway.config import load_settings
+from gateway.config import DATABASE_ENV_VAR, load_settings
+from gateway.db import open_database
+from gateway.db.migrations import MIGRATIONS
 from gateway.keys import KeyStore
 from schemas import export
-from tests.helpers import invoke
+from tests.helpers import fail_audit_inserts, invoke, workspace_sql
 
 PRIVATE_FILES = ("bank/signing.jwk", "bank/pseudonym.key", "bank/audit-log.pem")
 
 
 def test_init_creates_a_working_workspace_with_private_keys_0600(workspace: Path) -> None:
-    settings = load_settings(workspace)
-    assert settings.database_url == f"sqlite:///{workspace / 'gateway.db'}"
-    assert (workspace / "gateway.db").exists()
+    with workspace_sql(workspace) as sql:
+        assert sql("SELECT MAX(version) AS v FROM schema_version")[0]["v"] == len(MIGRATIONS)
     for name in PRIVATE_FILES:
         mode = stat.S_IMODE((workspace / "keys" / name).stat().st_mode)
         assert mode == 0o600, f"{name} is {oct(mode)}"
+
+
+def test_sqlite_path_is_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DATABASE_ENV_VAR, raising=False)
+    ws = tmp_path / "ws"
+    assert invoke("init", ws).exit_code == 0
+    assert load_settings(ws).database_url == f"sqlite:///{ws / 'gateway.db'}"
+    assert (ws / "gateway.db").exists()
+
+
+def test_database_url_from_the_environment_wins_and_its_password_is_never_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATABASE_ENV_VAR, "postgresql://gateway:s3cret@127.0.0.1:1/gateway")
+    result = invoke("init", tmp_path / "ws")
+    assert result.exit_code == 1
+    assert "cannot open database postgresql://gateway:***@127.0.0.1:1/gateway" in result.output
+    assert "s3cret" not in result.output
+    monkeypatch.setenv(DATABASE_ENV_VAR, "mysql://gateway@127.0.0.1/gateway")
+    result = invoke("-c", tmp_path / "ws", "partners", "list")
+    assert result.exit_code == 1 and "unsupported database URL" in result.output
 
 
 def test_init_twice_keeps_config_and_keys(workspace: Path) -> None:
@@ -122,14 +145,14 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
 
 
 def test_rotation_that_cannot_be_recorded_does_not_happen(workspace: Path) -> None:
-    import sqlite3
-
     store = KeyStore(workspace / "keys")
     before = store.signing_key().kid
-    with sqlite3.connect(workspace / "gateway.db") as conn:
-        conn.execute(
-            "CREATE TRIGGER full BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
+
+    async def sabotage() -> None:
+        async with await open_database(load_settings(workspace).database_url) as db, db.transaction() as tx:
+            await fail_audit_inserts(tx)
+
+    asyncio.run(sabotage())
     result = invoke("-c", workspace, "keys", "rotate")
     assert result.exit_code == 1 and "disk full" in result.output
     assert store.signing_key().kid == before
