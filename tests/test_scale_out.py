@@ -1,0 +1,99 @@
+"""Two gateway processes on one database drain one outbox; one of them is killed.
+
+Run against whichever backend the suite runs on (``make test`` runs both): on
+PostgreSQL the claims are ``FOR UPDATE SKIP LOCKED``, on SQLite one writer at a time.
+Every package must end delivered, the partner must apply each exactly once (it
+deduplicates by ``Idempotency-Key``, as the contract asks), the killed process's leases
+must be taken over by the survivor, and the audit log must verify afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from gateway import outbox, placement
+from gateway.cli import read_case
+from gateway.core import Gateway
+from tests.partners import CASE, PARTNER, agency_workspace, rows
+
+PACKAGES = 10_000
+LIMITS = "concurrency = 16\nrate_per_second = 100000\ntimeout = 5"
+
+
+async def place(gw: Gateway, count: int) -> list[str]:
+    """Real placements (policy, minimization, sealing, outbox row and audit entry)."""
+    case = read_case(CASE)
+    return [
+        (await placement.place(gw, case, PARTNER, "collection", actor="test")).package_id
+        for _ in range(count)
+    ]
+
+
+async def gateway_process(ws: Path, *args: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "GATEWAY_LEASE_SECONDS": "3"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "-c", str(ws), *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float, every: float = 0.05) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(every)
+
+
+async def test_two_gateways_drain_10k_packages_while_one_is_killed(tmp_path: Path) -> None:
+    async with agency_workspace(tmp_path, limits=LIMITS) as (gw, agency, _):
+        agency.decrypt = False  # 10k decryptions would measure jwcrypto, not the gateway
+        ids = await place(gw, PACKAGES)
+        ws = Path(gw.settings.base_dir)
+        first, second = [await gateway_process(ws, "dispatch", "--quiet") for _ in range(2)]
+
+        async def partner_saw(n: int) -> bool:
+            return len(agency.effects) >= n
+
+        await wait_for(lambda: partner_saw(PACKAGES // 5), timeout=120)
+        first.kill()  # SIGKILL: no clean-up of its leases
+        await first.wait()
+        at_kill = len(agency.effects)
+        assert at_kill < PACKAGES, "the kill must land mid-drain"
+
+        async def all_delivered() -> bool:
+            return (await outbox.counts(gw)).get("delivered") == PACKAGES
+
+        await wait_for(all_delivered, timeout=240, every=0.5)
+        second.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(second.communicate(), 30)
+        assert second.returncode == 0, err.decode()
+
+        assert set(agency.effects) == set(ids)
+        assert set(agency.effects.values()) == {1}, "a package was acted on twice"
+        # Both processes worked: the survivor delivered only part of the outbox itself.
+        by_survivor = int(out.decode().split("delivered=")[1].split()[0])
+        assert 0 < by_survivor < PACKAGES
+        # What the killed process held under lease was abandoned and taken over; only
+        # those packages can have reached the partner twice, and its dedupe absorbed it.
+        [abandoned] = await rows(gw, "SELECT COUNT(*) AS n FROM attempts WHERE outcome = 'abandoned'")
+        resent = sum(1 for n in agency.requests.values() if n > 1)
+        assert resent <= abandoned["n"]
+        [log] = await rows(
+            gw,
+            "SELECT COUNT(*) AS n, SUM(CASE WHEN kind = 'disclosure' THEN 1 ELSE 0 END) AS disclosures"
+            " FROM audit_entries",
+        )
+        assert log["disclosures"] == PACKAGES
+
+    verify = await gateway_process(ws, "audit", "verify")
+    out, err = await verify.communicate()
+    assert verify.returncode == 0, (out + err).decode()
+    assert f"OK: {log['n']} entries" in out.decode()
+    print(
+        f"partner saw {at_kill} before the kill; survivor delivered {by_survivor}; "
+        f"{abandoned['n']} leases abandoned, {resent} packages sent twice"
+    )
