@@ -42,9 +42,10 @@ earlier in the same claim.
 the attempt; its time is the attempt's start. Later partner reports and later messages
 are judged with it. A message the provider did not take is not a contact.
 
-Limit: on PostgreSQL two dispatchers claiming for two partners (SMS and email) at the
-same instant do not see each other's uncommitted claims, so a cap may be passed by one
-message in that race; SQLite serialises claims.
+**Concurrency.** SQLite runs one claim at a time. On PostgreSQL two dispatchers may
+claim for two partners (SMS and email) at the same instant; each claim takes a
+transaction-scoped advisory lock per debtor (in sorted order, so never a deadlock)
+before reading the history, so the second waits and then sees the first's claim.
 """
 
 from __future__ import annotations
@@ -142,6 +143,9 @@ async def screen(
     if record.profile.kind not in MESSAGING:
         return []
     claimed = {row["id"] for row in rows}
+    if tx.dialect == "postgresql":
+        for subject in sorted({row["subject_token"] for row in rows}):
+            await tx.execute("SELECT pg_advisory_xact_lock(6963, hashtext(?))", (subject,))
     histories: dict[str, list[Contact]] = {}
     stopped = []
     for row in rows:
