@@ -3,6 +3,7 @@ and nothing stored otherwise."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -134,6 +135,17 @@ async def test_replayed_id_is_refused_and_applied_once(
     assert (await post(client, "acme-collect", body, headers)).status == 202
     replay = await post(client, "acme-collect", body, headers)
     assert replay.status == 409 and "already received" in (await replay.json())["detail"]
+    assert await counts(gw) == (1, 1)
+
+
+async def test_one_callback_delivered_many_times_at_once_is_applied_once(
+    client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    """A partner's retries racing each other (on PostgreSQL, in parallel transactions)."""
+    body = dumps(event(placed["agency_ref"], "accepted"))
+    headers = signed_headers(placed["secrets"]["acme-collect"], body, msg_id="msg_race")
+    answers = await asyncio.gather(*(post(client, "acme-collect", body, headers) for _ in range(8)))
+    assert sorted(a.status for a in answers) == [202] + [409] * 7
     assert await counts(gw) == (1, 1)
 
 
