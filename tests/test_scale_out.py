@@ -10,6 +10,7 @@ must be taken over by the survivor, and the audit log must verify afterwards.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -97,3 +98,23 @@ async def test_two_gateways_drain_10k_packages_while_one_is_killed(tmp_path: Pat
         f"partner saw {at_kill} before the kill; survivor delivered {by_survivor}; "
         f"{abandoned['n']} leases abandoned, {resent} packages sent twice"
     )
+
+
+async def test_concurrent_placements_keep_one_audit_sequence(tmp_path: Path) -> None:
+    """Placements in parallel transactions (PostgreSQL's pool; SQLite takes turns) append
+    to one Merkle log: one index each, no gaps, and the log verifies."""
+    async with agency_workspace(tmp_path, limits=LIMITS) as (gw, _, _):
+        case = read_case(CASE)
+        # Forty different cases: placements of one case would take turns on its assignment row.
+        cases = [case.model_copy(update={"case_id": f"{case.case_id}-{n}"}) for n in range(40)]
+        placed = await asyncio.gather(
+            *(placement.place(gw, c, PARTNER, "collection", actor="test") for c in cases)
+        )
+        entries = await rows(gw, "SELECT idx, leaf FROM audit_entries ORDER BY idx")
+        ws = Path(gw.settings.base_dir)
+    assert [e["idx"] for e in entries] == list(range(len(entries)))
+    disclosed = {json.loads(e["leaf"]).get("package_id") for e in entries}
+    assert {p.package_id for p in placed} <= disclosed
+    verify = await gateway_process(ws, "audit", "verify")
+    out, err = await verify.communicate()
+    assert verify.returncode == 0 and f"OK: {len(entries)} entries" in out.decode(), (out + err).decode()
