@@ -14,15 +14,18 @@ of every leaf hash (see `gateway.audit.query`).
 
 from __future__ import annotations
 
+import hashlib
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from gateway.audit.canonical import canonical_json
 from gateway.audit.errors import AuditError
-from gateway.audit.merkle import HASH_SIZE, CompactRange, leaf_hash, node_hash
+from gateway.audit.merkle import HASH_SIZE, CompactRange, node_hash
 from gateway.audit.signer import LogSigner, signer_for
 from gateway.db import Transaction
 from schemas.audit import Entry
@@ -45,7 +48,128 @@ class CheckpointRecord:
 
 def canonical(entry: BaseModel) -> bytes:
     """RFC 8785 canonical JSON of an entry: the exact bytes that are hashed."""
+    cls = type(entry)
+    plan = _PLANS.get(cls, _UNPLANNED)
+    if plan is _UNPLANNED:
+        plan = _plan(entry)
+    if plan is not None:
+        fast = _serialize(entry, plan)
+        if fast is not None:
+            return fast
+    return _canonical_slow(entry)
+
+
+def _canonical_slow(entry: BaseModel) -> bytes:
     return canonical_json(entry.model_dump(mode="json", exclude_none=True))
+
+
+# The fast path. pydantic-core serializes a model's fields in the order of its
+# `__dict__`, with the escapes RFC 8785 asks for (see gateway.audit.canonical), so a
+# shallow copy of the entry whose `__dict__` holds the fields in sorted order
+# serializes straight to the canonical bytes: no model_dump to a dict, no re-sort.
+# Only for models whose every field is a string, boolean, literal, small integer or a
+# list of such nested models (themselves declared in sorted order); anything else,
+# and any class whose first fast result differs from the exact path, goes the exact
+# way every time.
+
+_MAX_SAFE = 2**53
+#: Per entry class: (sorted field names, integer-valued field names), or None for
+#: classes that take the exact path.
+_Plan = tuple[tuple[str, ...], tuple[str, ...]]
+_PLANS: dict[type, _Plan | None] = {}
+_UNPLANNED: Any = object()
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _serialize(entry: BaseModel, plan: _Plan) -> bytes | None:
+    order, ints = plan
+    fields = entry.__dict__
+    for name in ints:
+        value = fields[name]
+        if value is not None and not (type(value) is int and -_MAX_SAFE < value < _MAX_SAFE):
+            return None
+    copy = _new(type(entry))
+    _set(copy, "__dict__", {name: fields[name] for name in order})
+    _set(copy, "__pydantic_fields_set__", entry.__pydantic_fields_set__)
+    _set(copy, "__pydantic_extra__", None)
+    _set(copy, "__pydantic_private__", None)
+    return entry.__pydantic_serializer__.to_json(copy, exclude_none=True)
+
+
+def _plan(entry: BaseModel) -> _Plan | None:
+    cls = type(entry)
+    ints: list[str] = []
+    plan: _Plan | None = None
+    if _plain_model(cls, ints, top=True):
+        plan = (tuple(sorted(cls.model_fields)), tuple(ints))
+        # Trust it only once it gave the exact bytes.
+        if _serialize(entry, plan) != _canonical_slow(entry):
+            plan = None
+    _PLANS[cls] = plan
+    return plan
+
+
+def _plain_model(cls: type, ints: list[str], *, top: bool = False) -> bool:
+    if not isinstance(cls, type) or not issubclass(cls, BaseModel):
+        return False
+    if (
+        cls.model_config.get("extra") == "allow"
+        or cls.model_computed_fields
+        or cls.__pydantic_decorators__.field_serializers
+        or cls.__pydantic_decorators__.model_serializers
+        or cls.__pydantic_root_model__
+    ):
+        return False
+    names = list(cls.model_fields)
+    if not top and names != sorted(names):
+        return False  # nested models are serialized as they are
+    for name, info in cls.model_fields.items():
+        if not name.isascii() or info.exclude or info.serialization_alias not in (None, name):
+            return False
+        if info.alias not in (None, name):
+            return False
+        kind = _plain_type(info.annotation)
+        if kind is None:
+            return False
+        if kind == "int":
+            if not top:
+                return False
+            ints.append(name)
+    return True
+
+
+def _plain_type(tp: Any) -> str | None:
+    """"plain", "int" (needs a range check) or None (take the exact path)."""
+    if tp is str or tp is bool:
+        return "plain"
+    if tp is int:
+        return "int"
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        if all(type(a) is str or type(a) is bool for a in args):
+            return "plain"
+        if all(type(a) is int and -_MAX_SAFE < a < _MAX_SAFE for a in args):
+            return "plain"
+        return None
+    if origin is typing.Union or origin is types.UnionType:
+        kinds = {None if a is type(None) else _plain_type(a) for a in args if a is not type(None)}
+        if None in kinds:
+            return None
+        return "int" if "int" in kinds else "plain"
+    if origin is list and len(args) == 1:
+        item = args[0]
+        if item is str or item is bool:
+            return "plain"
+        return "plain" if _plain_model(item, []) and not _has_ints(item) else None
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "plain" if _plain_model(tp, []) and not _has_ints(tp) else None
+    return None
+
+
+def _has_ints(cls: type[BaseModel]) -> bool:
+    return any(_plain_type(info.annotation) == "int" for info in cls.model_fields.values())
 
 
 async def append(
@@ -59,27 +183,29 @@ async def append(
     if tx.dialect == "postgresql":
         # One sequencer at a time, so indices never interleave between instances.
         await tx.execute("SELECT pg_advisory_xact_lock(6962)")
+    if not entries:
+        return []
     tree = await load_tree(tx)
     start = tree.size
     rows = []
     hashes = []
-    for offset, entry in enumerate(entries):
+    sha = hashlib.sha256
+    for index, entry in enumerate(entries, start):
         leaf = canonical(entry)
-        digest = leaf_hash(leaf)
+        digest = sha(b"\x00" + leaf).digest()
         hashes.append(digest)
+        fields = entry.__dict__
         rows.append(
             (
-                start + offset,
+                index,
                 leaf.decode("utf-8"),
                 digest,
-                entry.kind,
-                getattr(entry, "partner", None),
-                getattr(entry, "case", None),
-                entry.at,
+                fields["kind"],
+                fields.get("partner"),
+                fields.get("case"),
+                fields["at"],
             )
         )
-    if not rows:
-        return []
     await tx.executemany(
         "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, partner_id, case_token, at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",

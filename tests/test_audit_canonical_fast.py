@@ -1,0 +1,89 @@
+"""The writer's fast canonical path gives the exact RFC 8785 bytes for every entry kind,
+and steps aside for what it cannot serialize exactly."""
+
+from __future__ import annotations
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
+
+from gateway.audit import log
+from schemas.audit import (
+    CallbackReceived,
+    DeletionAttested,
+    DisclosedField,
+    Disclosure,
+    KeyRotated,
+    PartnerChange,
+    Recall,
+    TokenCreated,
+    ViolationFound,
+)
+
+AT = "2026-01-01T00:00:00.000000Z"
+TOKEN = "case_" + "ab" * 16
+DIGEST = "sha256:" + "cd" * 32
+
+
+def exact(entry: BaseModel) -> bytes:
+    return rfc8785.dumps(entry.model_dump(mode="json", exclude_none=True))
+
+
+def every_kind(text: str, number: int) -> list[BaseModel]:
+    return [
+        Disclosure(
+            at=AT, actor=text, package_id=text, partner=text, purpose=text, legal_basis=text,
+            subject="subj_" + "ef" * 16, case=TOKEN,
+            fields=[DisclosedField(path=text, transform="keep"), DisclosedField(path="a", transform=text)],
+            payload_digest=DIGEST, sealing=text,
+        ),
+        PartnerChange(
+            at=AT, actor=text, kind="partner_updated", partner=text, profile_digest=DIGEST, reason=text
+        ),
+        KeyRotated(at=AT, actor=text, key="bank-signing", old_kid=text, new_kid=text),
+        CallbackReceived(
+            at=AT, actor=text, partner=text, case=TOKEN, event_type=text, channel="poll", body_digest=DIGEST
+        ),
+        ViolationFound(at=AT, actor=text, partner=text, case=TOKEN, rule=text, violation_id=number),
+        Recall(at=AT, actor=text, partner=text, case=TOKEN, reason=text, deletion_due=AT),
+        DeletionAttested(at=AT, actor=text, partner=text, case=TOKEN, body_digest=DIGEST),
+        TokenCreated(at=AT, actor=text, token_id=text, role=text),
+    ]
+
+
+@settings(max_examples=200)
+@given(st.text(), st.integers(-(2**53) + 1, 2**53 - 1))
+def test_every_kind_is_serialized_exactly(text: str, number: int) -> None:
+    for entry in every_kind(text, number):
+        assert log.canonical(entry) == exact(entry)
+
+
+def test_every_kind_takes_the_fast_path() -> None:
+    for entry in every_kind("x", 1):
+        log.canonical(entry)
+        assert log._PLANS[type(entry)] is not None, type(entry).__name__
+
+
+def test_integers_beyond_the_safe_range_take_the_exact_path() -> None:
+    entry = ViolationFound(at=AT, actor="a", partner="p", case=TOKEN, rule="r", violation_id=1)
+    log.canonical(entry)
+    big = ViolationFound(at=AT, actor="a", partner="p", case=TOKEN, rule="r", violation_id=2**60)
+    with pytest.raises(rfc8785.CanonicalizationError):
+        log.canonical(big)
+
+
+class Floaty(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = "floaty"
+    at: str = AT
+    b: float
+    a: dict[str, str]
+
+
+def test_other_models_take_the_exact_path() -> None:
+    entry = Floaty(b=1e21, a={"z": "1", "y": "2"})
+    assert log.canonical(entry) == exact(entry)
+    assert log._PLANS[Floaty] is None
