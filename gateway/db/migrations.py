@@ -187,6 +187,17 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (height, idx)
         )""",
     ],
+    [
+        # Audit: the lookup by case token is indexed per block of 4096 entries. Case
+        # tokens are random, so an index led by the token takes each append at a
+        # random page of an index as large as the log, and a commit of 1000 entries
+        # writes about as many index pages (appends ran at a fifth of their speed
+        # without it). Led by the block, an append only touches the current block's
+        # few pages; a lookup seeks once per block (`gateway.audit.query.CASE_BLOCK`,
+        # whose expression must match this one for the index to be used).
+        "DROP INDEX audit_by_case",
+        "CREATE INDEX audit_by_case_block ON audit_entries ((idx / 4096), case_token)",
+    ],
 ]
 
 
