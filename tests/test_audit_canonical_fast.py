@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from gateway.audit import log
+from gateway.db import Database
 from schemas.audit import (
     CallbackReceived,
     DeletionAttested,
@@ -87,3 +88,15 @@ def test_other_models_take_the_exact_path() -> None:
     entry = Floaty(b=1e21, a={"z": "1", "y": "2"})
     assert log.canonical(entry) == exact(entry)
     assert log._PLANS[Floaty] is None
+
+
+async def test_a_bad_entry_late_in_a_large_batch_leaves_nothing(db: Database) -> None:
+    good = [KeyRotated(at=AT, actor="a", key="bank-signing", old_kid=f"k{n}", new_kid="") for n in range(700)]
+    bad = ViolationFound(at=AT, actor="a", partner="p", case=TOKEN, rule="r", violation_id=2**60)
+    with pytest.raises(rfc8785.CanonicalizationError):
+        async with db.transaction() as tx:
+            await log.append(tx, [*good, bad])  # chunks before it are already inserted
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == 0
+        assert await log.append(tx, good[:3]) == [0, 1, 2]
+        assert (await log.load_tree(tx)).size == 3

@@ -14,6 +14,7 @@ of every leaf hash (see `gateway.audit.query`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import types
 import typing
@@ -25,7 +26,7 @@ from pydantic import BaseModel
 
 from gateway.audit.canonical import canonical_json
 from gateway.audit.errors import AuditError
-from gateway.audit.merkle import HASH_SIZE, CompactRange, node_hash
+from gateway.audit.merkle import HASH_SIZE, CompactRange
 from gateway.audit.signer import LogSigner, signer_for
 from gateway.db import Transaction
 from schemas.audit import Entry
@@ -187,13 +188,53 @@ async def append(
         return []
     tree = await load_tree(tx)
     start = tree.size
+    hashes: list[bytes] = []
+    # A large batch goes in chunks: while the database inserts one (SQLite in its
+    # connection's thread, which lets go of the GIL; PostgreSQL in the server), the
+    # next is serialized and hashed here. One statement is in flight at a time, and
+    # nothing else runs on the transaction meanwhile.
+    pending: asyncio.Future[None] | None = None
+    try:
+        for first in range(0, len(entries), _CHUNK):
+            rows = _rows(entries[first : first + _CHUNK], start + first, hashes)
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(tx.executemany(_INSERT, rows))
+            await asyncio.sleep(0)  # let it start
+        grown = _grow(tree, hashes)
+        assert pending is not None  # entries is not empty
+        await pending
+    except BaseException:
+        if pending is not None and not pending.done():
+            # Let the insert in flight end before the caller rolls back.
+            await asyncio.wait([pending])
+        if pending is not None and not pending.cancelled():
+            pending.exception()  # retrieved: the error being raised is the first one
+        raise
+    tree = await _store(tx, grown)
+    if signer is not None and tree.size // signer.every > start // signer.every:
+        await write_checkpoint(tx, signer, tree)
+    return list(range(start, start + len(entries)))
+
+
+#: Entries per INSERT statement of a batch (see `append`).
+_CHUNK = 250
+_INSERT = (
+    "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, partner_id, case_token, at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_Row = tuple[int, str, bytes, str, str | None, str | None, str]
+
+
+def _rows(entries: Sequence[Entry], start: int, hashes: list[bytes]) -> list[_Row]:
+    """The audit_entries rows of `entries` from index `start`; appends their leaf hashes."""
     rows = []
-    hashes = []
     sha = hashlib.sha256
+    add_hash = hashes.append
     for index, entry in enumerate(entries, start):
         leaf = canonical(entry)
         digest = sha(b"\x00" + leaf).digest()
-        hashes.append(digest)
+        add_hash(digest)
         fields = entry.__dict__
         rows.append(
             (
@@ -206,15 +247,7 @@ async def append(
                 fields["at"],
             )
         )
-    await tx.executemany(
-        "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, partner_id, case_token, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    tree = await _extend(tx, tree, hashes)
-    if signer is not None and tree.size // signer.every > start // signer.every:
-        await write_checkpoint(tx, signer, tree)
-    return [row[0] for row in rows]
+    return rows
 
 
 async def load_tree(tx: Transaction) -> CompactRange:
@@ -260,24 +293,37 @@ async def _rebuild(tx: Transaction) -> CompactRange:
 
 
 async def _extend(tx: Transaction, tree: CompactRange, hashes: Sequence[bytes]) -> CompactRange:
-    """Append leaf hashes to `tree`, storing completed subtrees and the new state.
+    """Append leaf hashes to `tree`, storing completed subtrees and the new state."""
+    return await _store(tx, _grow(tree, hashes))
 
-    The carry loop is CompactRange's own, run here on its nodes so that each merged
-    subtree can be stored with its height and position.
-    """
+
+#: A grown tree: its size, its compact range nodes, and the completed subtrees to
+#: store as (height, index, hash).
+_Grown = tuple[int, list[bytes], list[tuple[int, int, bytes]]]
+
+
+def _grow(tree: CompactRange, hashes: Sequence[bytes]) -> _Grown:
+    """`tree` with `hashes` appended. The carry loop is CompactRange's own, run here on
+    its nodes so that each merged subtree can be stored with its height and position."""
     nodes = list(tree.nodes)
     size = tree.size
     completed = []
+    sha = hashlib.sha256
     for digest in hashes:
         node = digest
         height = 0
         while size >> height & 1:
-            node = node_hash(nodes.pop(), node)
+            node = sha(b"\x01" + nodes.pop() + node).digest()
             height += 1
             if height >= NODE_HEIGHT:
                 completed.append((height, ((size + 1) >> height) - 1, node))
         nodes.append(node)
         size += 1
+    return size, nodes, completed
+
+
+async def _store(tx: Transaction, grown: _Grown) -> CompactRange:
+    size, nodes, completed = grown
     if completed:
         await tx.executemany(
             "INSERT INTO audit_nodes (height, idx, hash) VALUES (?, ?, ?)", completed
