@@ -170,6 +170,28 @@ class LogVerifier:
         if self._progress is not None:
             self._progress(self._next)
 
+    def feed_prefixed(self, rows: Sequence[Row]) -> None:
+        """`feed_ordered` for rows whose leaf comes with the leaf-hash prefix 0x00 in
+        front (as SQL ``X'00' || leaf`` reads it), hashed then without a copy here."""
+        if (
+            self.deep
+            or not rows
+            or rows[0][0] != self._next
+            or rows[-1][0] != self._next + len(rows) - 1
+        ):
+            self.feed([(index, leaf[1:], stored) for index, leaf, stored in rows])
+            return
+        sha = hashlib.sha256
+        digests = [sha(leaf).digest() for _, leaf, _ in rows]
+        if [stored for _, _, stored in rows] != digests:
+            self.feed([(index, leaf[1:], stored) for index, leaf, stored in rows])
+            return
+        self._pending += digests
+        self._next += len(rows)
+        self._flush()
+        if self._progress is not None:
+            self._progress(self._next)
+
     def _feed_hashes(self, rows: Iterable[Row]) -> None:
         """The cryptographic checks alone: order, leaf hashes, tree and checkpoints."""
         pending = self._pending
@@ -239,7 +261,7 @@ class LogVerifier:
     def _flush(self) -> None:
         tree = self._tree
         if self._pending:
-            tree.extend(self._pending)
+            tree.extend_digests(self._pending)  # SHA-256 digests, 32 bytes each
             self._pending.clear()
         checkpoints = self._checkpoints
         while self._next_checkpoint < len(checkpoints):
