@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import resource
 import ssl
@@ -30,18 +29,17 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import agency_process, make_workspace  # noqa: E402
 from gateway import placement, registry  # noqa: E402
 from gateway.cli import read_case  # noqa: E402
-from gateway.config import CONFIG_NAME, load_settings, render_config  # noqa: E402
+from gateway.config import load_settings  # noqa: E402
 from gateway.core import Gateway  # noqa: E402
 from gateway.demo_partners import ThrowawayCA  # noqa: E402
 from gateway.dispatch import Dispatcher, Options  # noqa: E402
-from gateway.keys import KeyStore, generate_encryption_key  # noqa: E402
 
 CONCURRENCY = 16
 
@@ -53,49 +51,9 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def agency_process(cert: str, key: str, ready: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    seen: dict[str, str] = {}
-
-    async def accept(request: web.Request) -> web.Response:
-        await request.read()
-        ref = seen.setdefault(request.headers["Idempotency-Key"], f"REF-{len(seen)}")
-        return web.json_response({"reference": ref}, status=201)
-
-    async def main() -> None:
-        app = web.Application(client_max_size=1 << 20)
-        app.router.add_post("/packages", accept)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(cert, key)
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
-        ready.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
 async def workspace(root: Path, port: int, ca: ThrowawayCA) -> Gateway:
-    ws = root / "ws"
-    ws.mkdir()
-    (ws / CONFIG_NAME).write_text(render_config("bench-bank", "Bench Bank"))
-    settings = load_settings(ws)
-    KeyStore(settings.keys_dir).generate()
-    key = generate_encryption_key("P-256")
-    (settings.keys_dir / "partners" / "bench.jwks.json").write_text(
-        json.dumps({"keys": [key.as_dict(private=False)]})
-    )
-    profile = ws / "bench.toml"
-    profile.write_text(
-        (REPO / "examples" / "partners" / "acme-collect.toml").read_text()
-        .replace('id = "acme-collect"', 'id = "bench"')
-        .replace("partners/acme-collect.jwks.json", "partners/bench.jwks.json")
-        .replace("https://127.0.0.1:18441", f"https://127.0.0.1:{port}")
-        .replace("rate_per_second = 20", "rate_per_second = 100000")
-        .replace("concurrency = 4", f"concurrency = {CONCURRENCY}")
-        .replace("[adapter_config]", f'[adapter_config]\nca_file = "{ca.ca_file}"')
-    )
-    gw = await Gateway.open(settings)
+    profile = make_workspace(root / "ws", port, ca, CONCURRENCY)
+    gw = await Gateway.open(load_settings(root / "ws"))
     await registry.add(gw, profile, actor="bench")
     return gw
 

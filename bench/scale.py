@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import ssl
@@ -58,17 +57,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import agency_process, make_workspace  # noqa: E402
 from gateway import placement, registry  # noqa: E402
 from gateway.cli import read_case  # noqa: E402
-from gateway.config import CONFIG_NAME, DATABASE_ENV_VAR, ENV_VAR, load_settings, render_config  # noqa: E402
+from gateway.config import DATABASE_ENV_VAR, ENV_VAR, load_settings  # noqa: E402
 from gateway.core import Gateway  # noqa: E402
 from gateway.demo_partners import ThrowawayCA  # noqa: E402
-from gateway.keys import KeyStore, generate_encryption_key  # noqa: E402
 from tests.pgcluster import Cluster  # noqa: E402
 
 CONCURRENCY = 32
@@ -77,36 +75,6 @@ COLUMNS = (
     "partner_id, case_id, case_ref, subject_token, purpose, sealing, sealed, signed,"
     " payload_digest, fields, created_at, expires_at, state, next_attempt_at"
 )
-
-
-def agency_process(cert: str, key: str, ready: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """An agency that acts on each Idempotency-Key once and tells what it did at /stats."""
-    references: dict[str, str] = {}
-    requests = 0
-
-    async def accept(request: web.Request) -> web.Response:
-        nonlocal requests
-        await request.read()
-        requests += 1
-        ref = references.setdefault(request.headers["Idempotency-Key"], f"REF-{len(references)}")
-        return web.json_response({"reference": ref}, status=201)
-
-    async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"requests": requests, "references": references})
-
-    async def main() -> None:
-        app = web.Application(client_max_size=1 << 20)
-        app.router.add_post("/packages", accept)
-        app.router.add_get("/stats", stats)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(cert, key)
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
-        ready.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 class Agency:
@@ -131,32 +99,6 @@ class Agency:
     def stop(self) -> None:
         self.process.terminate()
         self.process.join()
-
-
-def make_workspace(ws: Path, database_url: str, port: int, ca: ThrowawayCA) -> Path:
-    ws.mkdir()
-    config = render_config("bench-bank", "Bench Bank").replace(
-        'database_url = "sqlite:///gateway.db"', f"database_url = {json.dumps(database_url)}"
-    )
-    (ws / CONFIG_NAME).write_text(config)
-    settings = load_settings(ws)
-    KeyStore(settings.keys_dir).generate()
-    key = generate_encryption_key("P-256")
-    (settings.keys_dir / "partners" / "bench.jwks.json").write_text(
-        json.dumps({"keys": [key.as_dict(private=False)]})
-    )
-    profile = ws / "bench.toml"
-    profile.write_text(
-        (REPO / "examples" / "partners" / "acme-collect.toml")
-        .read_text()
-        .replace('id = "acme-collect"', 'id = "bench"')
-        .replace("partners/acme-collect.jwks.json", "partners/bench.jwks.json")
-        .replace("https://127.0.0.1:18441", f"https://127.0.0.1:{port}")
-        .replace("rate_per_second = 20", "rate_per_second = 100000")
-        .replace("concurrency = 4", f"concurrency = {CONCURRENCY}")
-        .replace("[adapter_config]", f'[adapter_config]\nca_file = "{ca.ca_file}"')
-    )
-    return profile
 
 
 async def seed(ws: Path, profile: Path, count: int) -> float:
@@ -266,7 +208,7 @@ def scenario(
     agency = Agency(ca, cert, key)
     try:
         ws = root / name.replace(" ", "")
-        profile = make_workspace(ws, database_url, agency.port, ca)
+        profile = make_workspace(ws, agency.port, ca, CONCURRENCY, database_url)
         copy_s = asyncio.run(seed(ws, profile, count))
         print(f"{name}: queued {count} packages (copies in {copy_s:.1f} s), draining ...", flush=True)
         wall, results = dispatch(ws, processes)

@@ -1,0 +1,76 @@
+"""What the delivery benchmarks share: a local agency process and a bench workspace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.config import CONFIG_NAME, load_settings, render_config
+from gateway.demo_partners import ThrowawayCA
+from gateway.keys import KeyStore, generate_encryption_key
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def agency_process(cert: str, key: str, ready: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """An agency that acts on each Idempotency-Key once and tells what it did at /stats."""
+    references: dict[str, str] = {}
+    requests = 0
+
+    async def accept(request: web.Request) -> web.Response:
+        nonlocal requests
+        await request.read()
+        requests += 1
+        ref = references.setdefault(request.headers["Idempotency-Key"], f"REF-{len(references)}")
+        return web.json_response({"reference": ref}, status=201)
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"requests": requests, "references": references})
+
+    async def main() -> None:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_post("/packages", accept)
+        app.router.add_get("/stats", stats)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(cert, key)
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+        ready.put(runner.addresses[0][1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def make_workspace(
+    ws: Path, port: int, ca: ThrowawayCA, concurrency: int, database_url: str = "sqlite:///gateway.db"
+) -> Path:
+    """A workspace whose partner "bench" is the agency at ``port``; returns its profile."""
+    ws.mkdir()
+    config = render_config("bench-bank", "Bench Bank").replace(
+        'database_url = "sqlite:///gateway.db"', f"database_url = {json.dumps(database_url)}"
+    )
+    (ws / CONFIG_NAME).write_text(config)
+    settings = load_settings(ws)
+    KeyStore(settings.keys_dir).generate()
+    key = generate_encryption_key("P-256")
+    (settings.keys_dir / "partners" / "bench.jwks.json").write_text(
+        json.dumps({"keys": [key.as_dict(private=False)]})
+    )
+    profile = ws / "bench.toml"
+    profile.write_text(
+        (REPO / "examples" / "partners" / "acme-collect.toml")
+        .read_text()
+        .replace('id = "acme-collect"', 'id = "bench"')
+        .replace("partners/acme-collect.jwks.json", "partners/bench.jwks.json")
+        .replace("https://127.0.0.1:18441", f"https://127.0.0.1:{port}")
+        .replace("rate_per_second = 20", "rate_per_second = 100000")
+        .replace("concurrency = 4", f"concurrency = {concurrency}")
+        .replace("[adapter_config]", f'[adapter_config]\nca_file = "{ca.ca_file}"')
+    )
+    return profile
