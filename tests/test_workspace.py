@@ -49,6 +49,14 @@ def test_database_url_from_the_environment_wins_and_its_password_is_never_printe
     assert result.exit_code == 1 and "unsupported database URL" in result.output
 
 
+def test_a_database_newer_than_the_gateway_is_refused(workspace: Path) -> None:
+    with workspace_sql(workspace) as sql:
+        sql("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS) + 1,))
+    result = invoke("-c", workspace, "partners", "list")
+    assert result.exit_code == 1
+    assert f"schema version {len(MIGRATIONS) + 1}, newer than this gateway knows" in result.output
+
+
 def test_init_twice_keeps_config_and_keys(workspace: Path) -> None:
     before = {name: (workspace / "keys" / name).read_bytes() for name in PRIVATE_FILES}
     (workspace / "gateway.toml").write_text(
