@@ -189,10 +189,11 @@ async def append(
     tree = await load_tree(tx)
     start = tree.size
     hashes: list[bytes] = []
-    # A large batch goes in chunks: while the database inserts one (SQLite in its
-    # connection's thread, which lets go of the GIL; PostgreSQL in the server), the
-    # next is serialized and hashed here. One statement is in flight at a time, and
-    # nothing else runs on the transaction meanwhile.
+    # A large batch goes in chunks: where the database works apart from this thread
+    # (PostgreSQL in the server), the next chunk is serialized and hashed while it
+    # inserts one; SQLite, whose statements now run inline on the event loop, simply
+    # runs them in turn. One statement is in flight at a time, and nothing else runs
+    # on the transaction meanwhile.
     pending: asyncio.Future[None] | None = None
     try:
         for first in range(0, len(entries), _CHUNK):
