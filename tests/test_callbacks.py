@@ -109,6 +109,7 @@ REFUSALS = {
     "stale timestamp": (_stale, 401),
     "future timestamp": (_future, 401),
     "wrong content type": (lambda h: h.update({"content-type": "text/plain"}), 415),
+    "unparseable content type": (lambda h: h.update({"content-type": ";0*"}), 415),
 }
 
 

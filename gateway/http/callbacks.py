@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway import inbound, registry, webhooks
 from gateway.errors import InvalidInput
 from gateway.http.appkeys import GATEWAY
+from gateway.http.routes import require_json
 
 MAX_BODY = 1024 * 1024
 
@@ -16,8 +17,7 @@ MAX_BODY = 1024 * 1024
 async def receive(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     partner_id = request.match_info["partner_id"]
-    if request.content_type != "application/json":
-        raise InvalidInput(f"content type must be application/json, not {request.content_type!r}", status=415)
+    require_json(request)
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise InvalidInput(f"body larger than {MAX_BODY} bytes", status=413)
     body = await request.content.read(MAX_BODY + 1)

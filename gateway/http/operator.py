@@ -12,6 +12,7 @@ from gateway import placement, recall, registry, supervision
 from gateway.config import first_error
 from gateway.errors import InvalidInput, NotFound
 from gateway.http.appkeys import GATEWAY
+from gateway.http.routes import require_json
 from gateway.tokens import Principal, authenticate
 from schemas.api import PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
@@ -26,8 +27,7 @@ async def principal(request: web.Request, *roles: str) -> Principal:
 
 
 async def body_of(request: web.Request, model: type[M]) -> M:
-    if request.content_type != "application/json":
-        raise InvalidInput("content type must be application/json", status=415)
+    require_json(request)
     try:
         return model.model_validate_json(await request.read())
     except ValidationError as exc:

@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class Route:
@@ -21,3 +23,14 @@ class Route:
     response: Any = None
     status: int = 200
     tags: tuple[str, ...] = field(default=("operator",))
+
+
+def require_json(request: web.Request) -> None:
+    """415 unless the body is declared ``application/json``; a header aiohttp cannot
+    parse (it raises on some malformed parameters) is refused the same way."""
+    try:
+        media_type = request.content_type
+    except Exception:  # noqa: BLE001 - any parse failure of a client's header is a 415
+        media_type = "(unparseable)"
+    if media_type != "application/json":
+        raise InvalidInput(f"content type must be application/json, not {media_type!r}", status=415)
