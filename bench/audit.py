@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/audit.py [--entries 1000000] [--batch 1000]
 
-- appends/s: disclosures through `log.append` into SQLite (aiosqlite, WAL), one
+- appends/s: disclosures through `log.append` into SQLite (the gateway's backend, WAL), one
   transaction per batch, a checkpoint signed every 1000 entries;
 - verify: `verify_database` from scratch over the whole log against the time of 2n
   raw hashes (n leaves, n - 1 nodes), twice: `deep=False` (the cryptographic check,
