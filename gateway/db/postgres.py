@@ -137,8 +137,12 @@ class PostgresDatabase(Database):
             try:
                 yield PostgresTransaction(conn)
             except BaseException:
-                with _translated():
+                try:
                     await tx.rollback()
+                except Exception:
+                    # A connection in an unknown state (cancelled mid-statement, server
+                    # gone) is closed, not handed to the next transaction.
+                    conn.terminate()
                 raise
             else:
                 with _translated():
