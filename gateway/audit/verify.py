@@ -151,40 +151,30 @@ class LogVerifier:
         read in order does: then the first and last index alone show there is no gap,
         and the hashes are computed and compared a batch at a time. Anything off goes
         through `feed`, which names the entry."""
-        if (
-            self.deep
-            or not rows
-            or rows[0][0] != self._next
-            or rows[-1][0] != self._next + len(rows) - 1
-        ):
-            self.feed(rows)
-            return
-        sha = hashlib.sha256
-        digests = [sha(b"\x00" + leaf).digest() for _, leaf, _ in rows]
-        if [stored for _, _, stored in rows] != digests:
-            self.feed(rows)  # a changed leaf or hash, or none stored: row by row
-            return
-        self._pending += digests
-        self._next += len(rows)
-        self._flush()
-        if self._progress is not None:
-            self._progress(self._next)
+        self._feed_batch(rows, prefixed=False)
 
     def feed_prefixed(self, rows: Sequence[Row]) -> None:
         """`feed_ordered` for rows whose leaf comes with the leaf-hash prefix 0x00 in
         front (as SQL ``X'00' || leaf`` reads it), hashed then without a copy here."""
+        self._feed_batch(rows, prefixed=True)
+
+    def _feed_batch(self, rows: Sequence[Row], *, prefixed: bool) -> None:
         if (
             self.deep
             or not rows
             or rows[0][0] != self._next
             or rows[-1][0] != self._next + len(rows) - 1
         ):
-            self.feed([(index, leaf[1:], stored) for index, leaf, stored in rows])
+            self.feed(_unprefixed(rows) if prefixed else rows)
             return
         sha = hashlib.sha256
-        digests = [sha(leaf).digest() for _, leaf, _ in rows]
+        if prefixed:
+            digests = [sha(leaf).digest() for _, leaf, _ in rows]
+        else:
+            digests = [sha(b"\x00" + leaf).digest() for _, leaf, _ in rows]
         if [stored for _, _, stored in rows] != digests:
-            self.feed([(index, leaf[1:], stored) for index, leaf, stored in rows])
+            # A changed leaf or hash, or none stored: row by row, naming the entry.
+            self.feed(_unprefixed(rows) if prefixed else rows)
             return
         self._pending += digests
         self._next += len(rows)
@@ -295,3 +285,7 @@ class LogVerifier:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def _unprefixed(rows: Sequence[Row]) -> list[Row]:
+    return [(index, leaf[1:], stored) for index, leaf, stored in rows]
