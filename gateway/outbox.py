@@ -108,10 +108,6 @@ def retry_delay(limits: Limits, attempt: int, retry_after: float | None = None) 
     return delay
 
 
-def _lock(tx: Transaction) -> str:
-    return " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
-
-
 async def claim(
     gw: Gateway, partner_id: str, owner: str, limit: int, lease: float, cutoff: str | None = None
 ) -> Claim:
@@ -132,7 +128,7 @@ async def claim(
         only = "" if status == "active" else f" AND purpose = '{RECALL_PURPOSE}'"
         rows = await tx.fetchall(
             f"SELECT {_COLUMNS}, lease_owner, lease_until FROM packages WHERE partner_id = ?"
-            f" AND state = 'sending' AND lease_until <= ?{only} LIMIT ?{_lock(tx)}",
+            f" AND state = 'sending' AND lease_until <= ?{only} LIMIT ?{tx.skip_locked}",
             (partner_id, due, limit),
         )
         for state in ("retry_wait", "queued"):
@@ -140,7 +136,7 @@ async def claim(
                 rows += await tx.fetchall(
                     f"SELECT {_COLUMNS}, NULL AS lease_owner, NULL AS lease_until FROM packages"
                     f" WHERE partner_id = ? AND state = ? AND next_attempt_at <= ?{only}"
-                    f" ORDER BY next_attempt_at LIMIT ?{_lock(tx)}",
+                    f" ORDER BY next_attempt_at LIMIT ?{tx.skip_locked}",
                     (partner_id, state, due, limit - len(rows)),
                 )
         if not rows:

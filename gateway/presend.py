@@ -58,7 +58,7 @@ from zoneinfo import ZoneInfo
 
 from gateway import registry
 from gateway.core import Gateway, isotime
-from gateway.db import Row, Transaction
+from gateway.db import Lock, Row, Transaction
 from gateway.inbound import HISTORY, contact_history
 from gateway.rules import Breach, Contact, RulePack
 from gateway.rules_text import local_time
@@ -143,9 +143,8 @@ async def screen(
     if record.profile.kind not in MESSAGING:
         return []
     claimed = {row["id"] for row in rows}
-    if tx.dialect == "postgresql":
-        for subject in sorted({row["subject_token"] for row in rows}):
-            await tx.execute("SELECT pg_advisory_xact_lock(6963, hashtext(?))", (subject,))
+    for subject in sorted({row["subject_token"] for row in rows}):  # sorted: never a deadlock
+        await tx.take_turns(Lock.DEBTOR_CONTACTS, subject)
     histories: dict[str, list[Contact]] = {}
     stopped = []
     for row in rows:

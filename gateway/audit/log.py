@@ -28,7 +28,7 @@ from gateway.audit.canonical import canonical_json
 from gateway.audit.errors import AuditError
 from gateway.audit.merkle import HASH_SIZE, CompactRange
 from gateway.audit.signer import LogSigner, signer_for
-from gateway.db import Transaction
+from gateway.db import Lock, Transaction
 from schemas.audit import Entry
 
 if TYPE_CHECKING:
@@ -181,11 +181,10 @@ async def append(
     With a `signer`, a checkpoint is signed when the size crosses a multiple of
     `signer.every`; without one, it is left for the next `checkpoint_now`.
     """
-    if tx.dialect == "postgresql":
-        # One sequencer at a time, so indices never interleave between instances.
-        await tx.execute("SELECT pg_advisory_xact_lock(6962)")
     if not entries:
         return []
+    # One sequencer at a time, so indices never interleave between instances.
+    await tx.take_turns(Lock.AUDIT_LOG)
     tree = await load_tree(tx)
     start = tree.size
     hashes: list[bytes] = []

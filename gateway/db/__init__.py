@@ -20,6 +20,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from enum import IntEnum
 from typing import Any
 
 from gateway.errors import ConfigError
@@ -28,10 +29,26 @@ Row = dict[str, Any]
 Params = Sequence[Any]
 
 
+class Lock(IntEnum):
+    """What writers take turns on (:meth:`Transaction.take_turns`); the values are the
+    PostgreSQL advisory-lock keys, kept here so that no two uses share one."""
+
+    MIGRATIONS = 6961
+    AUDIT_LOG = 6962
+    DEBTOR_CONTACTS = 6963
+
+
 class Transaction(ABC):
     dialect: str
     for_update: str = ""
     """Appended to a SELECT whose rows the transaction will change (row locks)."""
+    skip_locked: str = ""
+    """Appended to a SELECT that claims rows: rows another transaction holds are skipped."""
+
+    @abstractmethod
+    async def take_turns(self, lock: Lock, item: str | None = None) -> None:
+        """Hold ``lock`` (for ``item``, e.g. one debtor) until the transaction ends,
+        waiting while another transaction holds it."""
 
     @abstractmethod
     async def execute(self, sql: str, params: Params = ()) -> int:

@@ -8,12 +8,8 @@ a new one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from gateway.db import Database, Lock
 from gateway.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gateway.db import Database
 
 MIGRATIONS: list[list[str]] = [
     [
@@ -204,9 +200,8 @@ MIGRATIONS: list[list[str]] = [
 async def migrate(db: Database) -> int:
     """Bring ``db`` to the newest version; return that version."""
     async with db.transaction() as tx:
-        if tx.dialect == "postgresql":
-            # Instances starting together: one migrates, the others wait and find it done.
-            await tx.execute("SELECT pg_advisory_xact_lock(6961)")
+        # Instances starting together: one migrates, the others wait and find it done.
+        await tx.take_turns(Lock.MIGRATIONS)
         await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         current = await tx.fetchval("SELECT MAX(version) FROM schema_version") or 0
         if current > len(MIGRATIONS):

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import asyncpg
 
-from gateway.db import Database, Params, Row, Transaction, redact
+from gateway.db import Database, Lock, Params, Row, Transaction, redact
 from gateway.db.migrations import migrate
 from gateway.errors import ConfigError, StorageError
 
@@ -83,6 +83,7 @@ def _translated() -> Iterator[None]:
 class PostgresTransaction(Transaction):
     dialect = "postgresql"
     for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -99,6 +100,12 @@ class PostgresTransaction(Transaction):
         with _translated():
             rows = await self._conn.fetch(placeholders(sql), *params)
         return [dict(row) for row in rows]
+
+    async def take_turns(self, lock: Lock, item: str | None = None) -> None:
+        if item is None:
+            await self.execute("SELECT pg_advisory_xact_lock(?)", (int(lock),))
+        else:
+            await self.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (int(lock), item))
 
 
 class PostgresDatabase(Database):

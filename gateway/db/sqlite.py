@@ -31,7 +31,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.db import Database, Params, Row, Transaction
+from gateway.db import Database, Lock, Params, Row, Transaction
 from gateway.db.migrations import migrate
 from gateway.errors import ConfigError, StorageError
 
@@ -59,6 +59,9 @@ class SQLiteTransaction(Transaction):
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         with _translated():
             self._conn.executemany(sql, rows)
+
+    async def take_turns(self, lock: Lock, item: str | None = None) -> None:
+        """Nothing to wait for: BEGIN IMMEDIATE already makes writers run one at a time."""
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         with _translated():
