@@ -6,11 +6,18 @@ the write lock already held, a statement of this code base takes microseconds, w
 handing each one to a worker thread and back (what aiosqlite does) costs ~50 µs of
 scheduling, which dominated a placement (~28 statements) and an inbound callback (~17).
 
-Only the steps that may *wait* leave the loop: ``BEGIN IMMEDIATE``, which can wait up
+Only a step that may *wait* leaves the loop: ``BEGIN IMMEDIATE``, which can wait up
 to ``busy_timeout`` for another process's write lock (it is first tried inline with no
-wait, and goes to a thread only if the lock is taken), and ``COMMIT``, which may run a
-WAL checkpoint (disk writes and an fsync). Inside the transaction the write lock is
-already ours and WAL readers never block, so no statement waits on another process.
+wait, and goes to a thread only if the lock is taken). Inside the transaction the write
+lock is already ours and WAL readers never block, so no statement waits on another
+process. ``COMMIT`` runs inline too: in WAL mode with ``synchronous=NORMAL`` it appends
+the transaction's pages to the WAL file and does not fsync. What made a COMMIT slow,
+the WAL checkpoint that SQLite runs in the committing connection once the WAL passes
+``wal_autocheckpoint`` pages (copying pages into the database file and two fsyncs,
+1-34 ms), is moved to a `Checkpointer` thread with a connection of its own, which
+copies the WAL back while the loop goes on committing (SQLite lets one checkpoint run
+beside the writer). The automatic checkpoint stays, at a much larger size, as a
+backstop should that thread fall far behind.
 
 The trade-off: a statement that is slow by itself (a large scan, a big report query)
 blocks the event loop for its whole duration, and every other task with it. Work like
@@ -18,14 +25,15 @@ that belongs on its own connection in a thread (as ``gateway audit verify`` does
 in a transaction here.
 
 A cancelled task never leaves the connection half-used: a cancellation that arrives
-while ``BEGIN``/``COMMIT`` runs in its thread waits for that thread to finish (it cannot
-be stopped), rolls back what it began, and then propagates.
+while ``BEGIN`` runs in its thread waits for that thread to finish (it cannot be
+stopped), rolls back what it began, and then propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
@@ -38,6 +46,9 @@ from gateway.errors import ConfigError, StorageError
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10000
+#: The committing connection checkpoints by itself only past this many WAL pages
+#: (64 MiB of 4 KiB pages; SQLite's default is 1000): a backstop, see `Checkpointer`.
+BACKSTOP_PAGES = 16384
 PRAGMAS = (
     "journal_mode=WAL",
     "synchronous=NORMAL",
@@ -99,7 +110,7 @@ def _open(file: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(file, isolation_level=None, check_same_thread=False)
     try:
         conn.row_factory = sqlite3.Row
-        for pragma in PRAGMAS:
+        for pragma in (*PRAGMAS, f"wal_autocheckpoint={BACKSTOP_PAGES}"):
             conn.execute(f"PRAGMA {pragma}")
     except BaseException:
         conn.close()
@@ -107,13 +118,64 @@ def _open(file: Path) -> sqlite3.Connection:
     return conn
 
 
+class Checkpointer:
+    """Copies the WAL back into the database file, in a thread with its own connection.
+
+    `committed()`, called after every COMMIT, only sets an event. The thread wakes, runs
+    ``PRAGMA wal_checkpoint(PASSIVE)``, which neither waits for nor blocks the writer
+    (it copies what no reader still needs and leaves the rest for next time), then
+    rests `interval` seconds so that one checkpoint (two fsyncs) covers the commits of
+    that time. A checkpoint that fails loses nothing: the pages stay in the WAL, and
+    the next wake-up tries again. Once the WAL has been copied back whole, the next
+    writer starts it over from the beginning, so the file does not grow.
+    """
+
+    def __init__(self, file: Path, interval: float = 0.05) -> None:
+        self.file = file
+        self.interval = interval
+        self.runs = 0  # checkpoints run, for tests and benchmarks
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpointer", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread, letting a checkpoint in progress finish."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return  # the committing connection's own checkpoints take over
+        try:
+            while True:
+                self._wake.wait()
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
+                with suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.runs += 1
+                if self._stop.wait(self.interval):
+                    return
+        finally:
+            conn.close()
+
+
 class SQLiteDatabase(Database):
     dialect = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, file: Path) -> None:
         self._conn = conn
         # One connection, so transactions of concurrent tasks must take turns.
         self._lock = asyncio.Lock()
+        self.checkpointer = Checkpointer(file)
 
     @classmethod
     async def open(cls, path: str) -> SQLiteDatabase:
@@ -125,8 +187,12 @@ class SQLiteDatabase(Database):
             conn = await asyncio.to_thread(_open, file)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open database {file}: {exc}") from None
-        db = cls(conn)
-        await migrate(db)
+        db = cls(conn, file)
+        try:
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
         return db
 
     @asynccontextmanager
@@ -138,7 +204,7 @@ class SQLiteDatabase(Database):
             except BaseException:
                 self._rollback()
                 raise
-            await self._commit()
+            self._commit()
 
     async def _begin(self) -> None:
         # IMMEDIATE takes the write lock up front, so two processes never deadlock
@@ -162,18 +228,16 @@ class SQLiteDatabase(Database):
             self._rollback()
             raise
 
-    async def _commit(self) -> None:
-        # Usually 60-80 µs, but the COMMIT that crosses wal_autocheckpoint copies the
-        # WAL into the database and fsyncs: measured 1-34 ms on ~1% of commits in the
-        # benchmarks, up to 3/4 of all COMMIT time. That must not stall the loop.
+    def _commit(self) -> None:
+        # Inline: it writes to the WAL without an fsync (see the module docstring).
         try:
             with _translated():
-                await _in_thread(lambda: self._conn.execute("COMMIT"))
+                self._conn.execute("COMMIT")
         except BaseException:
-            # A failed COMMIT can leave the transaction open; a cancelled one has
-            # finished in its thread (committed or not) before we get here.
+            # A failed COMMIT can leave the transaction open.
             self._rollback()
             raise
+        self.checkpointer.committed()
 
     def _rollback(self) -> None:
         # SQLite may have rolled back by itself (e.g. on SQLITE_FULL); the original
@@ -183,4 +247,5 @@ class SQLiteDatabase(Database):
                 self._conn.execute("ROLLBACK")
 
     async def close(self) -> None:
+        await asyncio.to_thread(self.checkpointer.close)
         self._conn.close()
