@@ -16,11 +16,14 @@ Token = Annotated[str, Field(pattern=r"^[a-z]+_[0-9a-f]{32}$")]
 
 
 class _Entry(BaseModel):
+    """Fields common to every entry. Every entry class declares its fields in sorted
+    order (`v`, the format version, last), the order of their canonical JSON: the audit
+    log then serializes an entry as it stands, without re-sorting it first."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = 1
-    at: str = Field(description="UTC time, RFC 3339")
     actor: str = Field(description="who caused it: an operator, a token id, 'system'")
+    at: str = Field(description="UTC time, RFC 3339")
 
 
 class DisclosedField(BaseModel):
@@ -31,16 +34,17 @@ class DisclosedField(BaseModel):
 
 
 class Disclosure(_Entry):
-    kind: Literal["disclosure"] = "disclosure"
-    package_id: str
-    partner: str
-    purpose: str
-    legal_basis: str
-    subject: Token
     case: Token
     fields: list[DisclosedField]
+    kind: Literal["disclosure"] = "disclosure"
+    legal_basis: str
+    package_id: str
+    partner: str
     payload_digest: Digest
+    purpose: str
     sealing: str
+    subject: Token
+    v: Literal[1] = 1
 
 
 ChangeKind = Literal["partner_onboarded", "partner_updated", "partner_suspended", "partner_reinstated"]
@@ -51,53 +55,60 @@ class PartnerChange(_Entry):
     partner: str
     profile_digest: Digest
     reason: str = ""
+    v: Literal[1] = 1
 
 
 class KeyRotated(_Entry):
-    kind: Literal["key_rotated"] = "key_rotated"
     key: Literal["bank-signing"]
-    old_kid: str
+    kind: Literal["key_rotated"] = "key_rotated"
     new_kid: str
+    old_kid: str
+    v: Literal[1] = 1
 
 
 class CallbackReceived(_Entry):
     """A status event taken in from a partner (callback or poll)."""
 
+    body_digest: Digest
+    case: Token
+    channel: Literal["callback", "poll"]
+    event_type: str
     kind: Literal["callback"] = "callback"
     partner: str
-    case: Token
-    event_type: str
-    channel: Literal["callback", "poll"]
-    body_digest: Digest
+    v: Literal[1] = 1
 
 
 class ViolationFound(_Entry):
+    case: Token
     kind: Literal["violation"] = "violation"
     partner: str
-    case: Token
     rule: str
+    v: Literal[1] = 1
     violation_id: int
 
 
 class Recall(_Entry):
+    case: Token
+    deletion_due: str
     kind: Literal["recall"] = "recall"
     partner: str
-    case: Token
     reason: str
-    deletion_due: str
+    v: Literal[1] = 1
 
 
 class DeletionAttested(_Entry):
+    body_digest: Digest
+    case: Token
     kind: Literal["deletion_attested"] = "deletion_attested"
     partner: str
-    case: Token
-    body_digest: Digest
+    v: Literal[1] = 1
 
 
 class TokenCreated(_Entry):
     kind: Literal["token_created"] = "token_created"
-    token_id: str
     role: str
+    token_id: str
+    v: Literal[1] = 1
 
 
 Entry = (

@@ -67,7 +67,8 @@ def _canonical_slow(entry: BaseModel) -> bytes:
 # The fast path. pydantic-core serializes a model's fields in the order of its
 # `__dict__`, with the escapes RFC 8785 asks for (see gateway.audit.canonical), so a
 # shallow copy of the entry whose `__dict__` holds the fields in sorted order
-# serializes straight to the canonical bytes: no model_dump to a dict, no re-sort.
+# serializes straight to the canonical bytes: no model_dump to a dict, no re-sort;
+# an entry whose fields are already in sorted order needs no copy at all.
 # Only for models whose every field is a string, boolean, literal, small integer or a
 # list of such nested models (themselves declared in sorted order); anything else,
 # and any class whose first fast result differs from the exact path, goes the exact
@@ -90,6 +91,9 @@ def _serialize(entry: BaseModel, plan: _Plan) -> bytes | None:
         value = fields[name]
         if value is not None and not (type(value) is int and -_MAX_SAFE < value < _MAX_SAFE):
             return None
+    if tuple(fields) == order:
+        # Declared in sorted order (see schemas.audit): serialized as it stands.
+        return entry.__pydantic_serializer__.to_json(entry, exclude_none=True)
     copy = _new(type(entry))
     _set(copy, "__dict__", {name: fields[name] for name in order})
     _set(copy, "__pydantic_fields_set__", entry.__pydantic_fields_set__)
