@@ -307,23 +307,39 @@ _Grown = tuple[int, list[bytes], list[tuple[int, int, bytes]]]
 
 
 def _grow(tree: CompactRange, hashes: Sequence[bytes]) -> _Grown:
-    """`tree` with `hashes` appended. The carry loop is CompactRange's own, run here on
-    its nodes so that each merged subtree can be stored with its height and position."""
-    nodes = list(tree.nodes)
+    """`tree` with `hashes` appended, a level at a time: at each height the new nodes
+    (led by the tree's own node of that height, when the first new one is a right
+    child) are hashed in pairs into the level above. An unpaired last node is the new
+    compact range's node of that height; completed subtrees of NODE_HEIGHT and up are
+    returned to be stored with their height and position."""
     size = tree.size
-    completed = []
+    # The compact range's nodes by height: one per set bit of the size, highest first.
+    old = {height: node for height, node in zip(_set_bits(size), tree.nodes, strict=True)}
+    new: dict[int, bytes] = {}
+    completed: list[tuple[int, int, bytes]] = []
     sha = hashlib.sha256
-    for digest in hashes:
-        node = digest
-        height = 0
-        while size >> height & 1:
-            node = sha(b"\x01" + nodes.pop() + node).digest()
-            height += 1
-            if height >= NODE_HEIGHT:
-                completed.append((height, ((size + 1) >> height) - 1, node))
-        nodes.append(node)
-        size += 1
+    level = list(hashes)
+    start, height = size, 0  # level[0] is node `start` of its height
+    while level:
+        if start & 1:
+            level.insert(0, old.pop(height))
+            start -= 1
+        if len(level) & 1:
+            new[height] = level[-1]
+        pairs = iter(level)
+        level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
+        start >>= 1
+        height += 1
+        if height >= NODE_HEIGHT:
+            completed += [(height, start + i, node) for i, node in enumerate(level)]
+    size += len(hashes)
+    nodes = [new[h] if h in new else old[h] for h in _set_bits(size)]
     return size, nodes, completed
+
+
+def _set_bits(size: int) -> list[int]:
+    """The heights of a compact range's nodes, highest first."""
+    return [h for h in range(size.bit_length() - 1, -1, -1) if size >> h & 1]
 
 
 async def _store(tx: Transaction, grown: _Grown) -> CompactRange:
