@@ -189,6 +189,10 @@ class SQLiteDatabase(Database):
             raise ConfigError(f"cannot open database {file}: {exc}") from None
         db = cls(conn, file)
         try:
+            # From here every statement runs in a transaction begun IMMEDIATE, which
+            # holds the write lock and so never waits; only `_begin` may, and it sets
+            # its own timeout when it must.
+            conn.execute("PRAGMA busy_timeout=0")
             await migrate(db)
         except BaseException:
             await db.close()
@@ -208,25 +212,30 @@ class SQLiteDatabase(Database):
 
     async def _begin(self) -> None:
         # IMMEDIATE takes the write lock up front, so two processes never deadlock
-        # upgrading read locks. It may wait (busy_timeout) for another process: a thread.
-        # First a try that cannot wait (busy_timeout 0), inline: uncontended, it saves
-        # the thread hop, which costs ~100 µs of loop time (measured in bench/inbound.py).
+        # upgrading read locks. The connection's busy_timeout is 0 once it is open (see
+        # `open`), so this first try cannot wait: uncontended, it runs inline and saves
+        # the thread hop (~100 µs of loop time, measured in bench/inbound.py). Only if
+        # another process holds the lock does a thread wait for it, up to BUSY_TIMEOUT_MS.
         try:
             with _translated():
-                self._conn.execute("PRAGMA busy_timeout=0")
                 try:
                     self._conn.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as exc:
                     if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                         raise
-                finally:
-                    self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                await _in_thread(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+                await _in_thread(self._begin_waiting)
         except BaseException:
             # Cancelled while the thread went on and began: undo it.
             self._rollback()
             raise
+
+    def _begin_waiting(self) -> None:
+        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        finally:
+            self._conn.execute("PRAGMA busy_timeout=0")
 
     def _commit(self) -> None:
         # Inline: it writes to the WAL without an fsync (see the module docstring).

@@ -1,4 +1,4 @@
-"""SQLite's WAL is copied back by the checkpointer thread, not by the committing loop.
+"""SQLite specifics: the checkpointer thread, and waiting for another process's lock.
 
 Run on every backend option: these tests open a SQLite file of their own.
 """
@@ -6,7 +6,9 @@ Run on every backend option: these tests open a SQLite file of their own.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from gateway.db.sqlite import BACKSTOP_PAGES, SQLiteDatabase
@@ -57,3 +59,39 @@ async def test_what_was_committed_is_there_after_close_and_reopen(tmp_path: Path
             assert await tx.fetchval("SELECT COUNT(*) FROM api_tokens") == 50
     finally:
         await again.close()
+
+
+async def test_a_transaction_waits_for_another_writer_without_stalling_the_loop(tmp_path: Path) -> None:
+    db = await SQLiteDatabase.open(str(tmp_path / "g.db"))
+    other = sqlite3.connect(tmp_path / "g.db", isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async def release_later() -> None:
+            await asyncio.sleep(0.5)
+            other.execute("COMMIT")
+
+        tick = asyncio.create_task(ticker())
+        release = asyncio.create_task(release_later())
+        started = time.perf_counter()
+        async with db.transaction() as tx:
+            await tx.execute(ROW, ("waited", "label"))
+        waited = time.perf_counter() - started
+        tick.cancel()
+        await release
+        assert waited >= 0.4  # it waited for the lock instead of failing at once
+        assert ticks >= 10  # and the loop went on meanwhile
+        async with db.transaction() as tx:
+            assert await tx.fetchval("SELECT COUNT(*) FROM api_tokens") == 1
+            # The wait's timeout does not stay on the connection.
+            assert await tx.fetchval("PRAGMA busy_timeout") == 0
+    finally:
+        other.close()
+        await db.close()
