@@ -95,6 +95,8 @@ class KeyStore:
         self.bank = self.root / "bank"
         self.partners = self.root / "partners"
         self._cache: dict[tuple[str, Path], tuple[tuple[int, int, int, int], Any]] = {}
+        # Derived per scope, and derived again if the master key file changed.
+        self._pseudonymizers: dict[str, tuple[bytes, Pseudonymizer]] = {}
 
     def _load(self, what: str, path: Path, loader: Callable[[Path], Any]) -> Any:
         """``loader(path)``, remembered until the file changes: every package and every
@@ -175,23 +177,32 @@ class KeyStore:
     # -- pseudonyms ---------------------------------------------------------------------
 
     def _pseudonym_master(self) -> bytes:
-        path = self.bank / "pseudonym.key"
-        try:
-            return bytes.fromhex(path.read_text().strip())
-        except FileNotFoundError:
-            raise KeyStoreError(f"{path} is missing: run `gateway keys generate`") from None
-        except ValueError:
-            raise KeyStoreError(f"{path} is not a hex key; restore it from backup") from None
+        def load(path: Path) -> bytes:
+            try:
+                return bytes.fromhex(path.read_text().strip())
+            except FileNotFoundError:
+                raise KeyStoreError(f"{path} is missing: run `gateway keys generate`") from None
+            except ValueError:
+                raise KeyStoreError(f"{path} is not a hex key; restore it from backup") from None
+
+        return self._load("pseudonym", self.bank / "pseudonym.key", load)
 
     def pseudonymizer(self, scope: str) -> Pseudonymizer:
         """Tokens for one scope (``partner:ID`` or ``audit``); scopes cannot be joined."""
+        master = self._pseudonym_master()
+        known = self._pseudonymizers.get(scope)
+        if known is not None and known[0] == master:
+            return known[1]
         key = HKDF(
             algorithm=hashes.SHA256(),
             length=32,
             salt=None,
             info=f"gateway-token-v1 {scope}".encode(),
-        ).derive(self._pseudonym_master())
-        return Pseudonymizer(key)
+        ).derive(master)
+        if len(self._pseudonymizers) >= 1024:
+            self._pseudonymizers.clear()
+        self._pseudonymizers[scope] = (master, Pseudonymizer(key))
+        return self._pseudonymizers[scope][1]
 
     # -- audit log key ------------------------------------------------------------------
 
