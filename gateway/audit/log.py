@@ -327,7 +327,7 @@ def _grow(tree: CompactRange, hashes: Sequence[bytes]) -> _Grown:
         if len(level) & 1:
             new[height] = level[-1]
         pairs = iter(level)
-        level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
+        level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
         start >>= 1
         height += 1
         if height >= NODE_HEIGHT:
