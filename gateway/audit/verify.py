@@ -23,23 +23,42 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import NoReturn
-
-from pydantic import TypeAdapter, ValidationError
+from functools import cache
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.audit import merkle
-from gateway.audit.canonical import parse_canonical
-from gateway.audit.checkpoint import Checkpoint, CheckpointError, parse_and_verify, parse_vkey
 from gateway.audit.errors import VerificationFailed
-from gateway.audit.signer import fingerprint
-from gateway.config import first_error
-from schemas.audit import AuditEntry
+
+if TYPE_CHECKING:
+    from gateway.audit.checkpoint import Checkpoint
+
+# The checkpoint, signature and lint modules (cryptography, pydantic) are imported
+# where used: a worker process of `gateway.audit.parallel` that only hashes starts
+# without them, and starting fast matters there.
 
 #: (index, leaf bytes, stored leaf hash or None) in the order the log holds them.
 Row = tuple[int, bytes, bytes | None]
 Progress = Callable[[int], None]
+#: The first problem found: (entry index, what is wrong), as VerificationFailed names it.
+Problem = tuple[int, str]
 
-_ENTRY: TypeAdapter[AuditEntry] = TypeAdapter(AuditEntry)
+
+@cache
+def _lint() -> tuple[Callable[[bytes], Any], type[Exception], Callable[[Any], str]]:
+    """The canonical-form and schema lint of one leaf: its check (raises ValueError),
+    the schema's error type, and how an error of that type is told."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from gateway.audit.canonical import parse_canonical
+    from gateway.config import first_error
+    from schemas.audit import AuditEntry
+
+    validate = TypeAdapter(AuditEntry).validate_python
+
+    def check(leaf: bytes) -> Any:
+        return validate(parse_canonical(leaf))
+
+    return check, ValidationError, first_error
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,8 @@ def read_checkpoints(notes: Iterable[tuple[int | None, str]], vkey: str) -> list
     `notes` pairs each note with the size its container claims (table row, file
     name), which must agree with the signed size.
     """
+    from gateway.audit.checkpoint import CheckpointError, parse_and_verify, parse_vkey
+
     name, _ = parse_vkey(vkey)
     by_size: dict[int, Checkpoint] = {}
     for claimed, note in notes:
@@ -118,95 +139,45 @@ class LogVerifier:
         return self._next
 
     def feed(self, rows: Iterable[Row]) -> None:
-        if not self.deep:
-            self._feed_hashes(rows)
-            return
-        pending = self._pending
-        sha = hashlib.sha256
-        validate = _ENTRY.validate_python
-        for index, leaf, stored in rows:
-            expected = self._next
-            if index != expected:
-                if index > expected:
-                    self._fail(expected, f"missing (the next entry has index {index})")
-                self._fail(index, f"out of order or repeated (expected index {expected})")
-            try:
-                data = parse_canonical(leaf)
-                validate(data)
-            except ValidationError as exc:
-                self._fail(expected, f"not a valid audit entry: {first_error(exc)}")
-            except ValueError as exc:
-                self._fail(expected, str(exc))
-            digest = sha(b"\x00" + leaf).digest()
-            if stored is not None and stored != digest:
-                self._fail(expected, "the stored leaf hash does not match the leaf")
-            pending.append(digest)
-            self._next = expected + 1
-        self._flush()
-        if self._progress is not None:
-            self._progress(self._next)
+        self._take(*check_rows(rows, self._next, deep=self.deep))
 
     def feed_ordered(self, rows: Sequence[Row]) -> None:
         """`feed` for rows whose indices strictly increase, as an INTEGER PRIMARY KEY
-        read in order does: then the first and last index alone show there is no gap,
-        and the hashes are computed and compared a batch at a time. Anything off goes
-        through `feed`, which names the entry."""
-        self._feed_batch(rows, prefixed=False)
+        read in order does (see `check_batch`)."""
+        self._take(*check_batch(rows, self._next, deep=self.deep))
 
     def feed_prefixed(self, rows: Sequence[Row]) -> None:
         """`feed_ordered` for rows whose leaf comes with the leaf-hash prefix 0x00 in
         front (as SQL ``X'00' || leaf`` reads it), hashed then without a copy here."""
-        self._feed_batch(rows, prefixed=True)
+        self._take(*check_batch(rows, self._next, deep=self.deep, prefixed=True))
 
-    def _feed_batch(self, rows: Sequence[Row], *, prefixed: bool) -> None:
-        if (
-            self.deep
-            or not rows
-            or rows[0][0] != self._next
-            or rows[-1][0] != self._next + len(rows) - 1
-        ):
-            self.feed(_unprefixed(rows) if prefixed else rows)
-            return
-        sha = hashlib.sha256
-        if prefixed:
-            digests = [sha(leaf).digest() for _, leaf, _ in rows]
-        else:
-            digests = [sha(b"\x00" + leaf).digest() for _, leaf, _ in rows]
-        if [stored for _, _, stored in rows] != digests:
-            # A changed leaf or hash, or none stored: row by row, naming the entry.
-            self.feed(_unprefixed(rows) if prefixed else rows)
-            return
+    def feed_digests(self, first: int, digests: bytes, problem: Problem | None = None) -> None:
+        """Leaf hashes checked elsewhere (`check_batch` in a worker process): the
+        entries from `first` on, 32 bytes each, concatenated; then `problem`, the first
+        one found after them, if any. Raises VerificationFailed as `feed` would."""
+        if first != self._next:
+            raise ValueError(f"digests from index {first} fed at size {self._next}")
+        size = merkle.HASH_SIZE
+        if len(digests) % size:
+            raise ValueError(f"digests must be {size} bytes each")
+        self._take([digests[i : i + size] for i in range(0, len(digests), size)], problem)
+
+    def _take(self, digests: list[bytes], problem: Problem | None) -> None:
+        """The checked leaf hashes into the tree, checkpoints as far as they reach; a
+        problem after them is reported once every earlier checkpoint has been checked."""
         self._pending += digests
-        self._next += len(rows)
-        self._flush()
-        if self._progress is not None:
-            self._progress(self._next)
-
-    def _feed_hashes(self, rows: Iterable[Row]) -> None:
-        """The cryptographic checks alone: order, leaf hashes, tree and checkpoints."""
-        pending = self._pending
-        append = pending.append
-        sha = hashlib.sha256
-        expected = self._next
-        try:
-            for index, leaf, stored in rows:
-                if index != expected:
-                    if index > expected:
-                        self._fail(expected, f"missing (the next entry has index {index})")
-                    self._fail(index, f"out of order or repeated (expected index {expected})")
-                digest = sha(b"\x00" + leaf).digest()
-                if stored is not None and stored != digest:
-                    self._fail(expected, "the stored leaf hash does not match the leaf")
-                append(digest)
-                expected += 1
-        finally:
-            self._next = expected
+        self._next += len(digests)
+        if problem is not None:
+            self._fail(*problem)
         self._flush()
         if self._progress is not None:
             self._progress(self._next)
 
     def finish(self, *, require_signed: bool, state: tuple[int, bytes] | None = None) -> Summary:
         """Final checks once every entry is fed; `state` is the writer's (size, root)."""
+        from gateway.audit.checkpoint import parse_vkey
+        from gateway.audit.signer import fingerprint
+
         self._flush()
         size = self._next
         if self._next_checkpoint < len(self._checkpoints):
@@ -281,6 +252,62 @@ class LogVerifier:
         # An earlier checkpoint range that does not match is the first problem.
         self._flush()
         raise VerificationFailed(problem, index=index)
+
+
+def check_rows(rows: Iterable[Row], expected: int, *, deep: bool) -> tuple[list[bytes], Problem | None]:
+    """Every per-entry check, for rows meant to start at index `expected`: the index
+    sequence, the canonical-form and schema lint (`deep`), the leaf hash and the stored
+    one. Returns the leaf hashes of the rows that passed, up to the first problem
+    (index, what is wrong), and that problem or None. `LogVerifier` runs it in-process,
+    `gateway.audit.parallel` in worker processes: one rule, one message, both ways."""
+    digests: list[bytes] = []
+    append = digests.append
+    sha = hashlib.sha256
+    if deep:
+        lint, schema_error, told = _lint()
+    for index, leaf, stored in rows:
+        if index != expected:
+            if index > expected:
+                return digests, (expected, f"missing (the next entry has index {index})")
+            return digests, (index, f"out of order or repeated (expected index {expected})")
+        if deep:
+            try:
+                lint(leaf)
+            except schema_error as exc:
+                return digests, (expected, f"not a valid audit entry: {told(exc)}")
+            except ValueError as exc:
+                return digests, (expected, str(exc))
+        digest = sha(b"\x00" + leaf).digest()
+        if stored is not None and stored != digest:
+            return digests, (expected, "the stored leaf hash does not match the leaf")
+        append(digest)
+        expected += 1
+    return digests, None
+
+
+def check_batch(
+    rows: Sequence[Row], expected: int, *, deep: bool, prefixed: bool = False
+) -> tuple[list[bytes], Problem | None]:
+    """`check_rows` for rows whose indices strictly increase (an INTEGER PRIMARY KEY
+    read in order): then the first and last index alone show there is no gap, and
+    without the lint the hashes are computed and compared a batch at a time; anything
+    off goes row by row, naming the entry. `prefixed`: each leaf comes with the
+    leaf-hash prefix 0x00 in front (SQL ``X'00' || leaf``)."""
+    if (
+        not deep
+        and rows
+        and rows[0][0] == expected
+        and rows[-1][0] == expected + len(rows) - 1
+    ):
+        sha = hashlib.sha256
+        if prefixed:
+            digests = [sha(leaf).digest() for _, leaf, _ in rows]
+        else:
+            digests = [sha(b"\x00" + leaf).digest() for _, leaf, _ in rows]
+        if [stored for _, _, stored in rows] == digests:
+            return digests, None
+        # A changed leaf or hash, or none stored: row by row, naming the entry.
+    return check_rows(_unprefixed(rows) if prefixed else rows, expected, deep=deep)
 
 
 def _b64(data: bytes) -> str:

@@ -1,0 +1,267 @@
+"""`verify_database` over a SQLite file with worker processes (`gateway.audit.parallel`)
+says exactly what the single-process read says: the same summary for a good log, and
+for a tampered one the same first bad index and the same words.
+
+Real SQLite files and real worker processes; the threshold and range size are turned
+down so that a log of a few thousand entries spans several ranges, and every problem
+sits in a range that is not the first. The parallel path is SQLite's only, so these
+tests use a SQLite file whichever backend the suite runs against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.audit import merkle, query
+from gateway.audit.errors import VerificationFailed
+from gateway.audit.signer import LogSigner
+from gateway.audit.verify import Summary
+from gateway.db import open_database
+from tests.test_audit_verify_paths import ORIGIN, fill
+
+ENTRIES = 3050  # 50 of them not signed yet: the writer's tree state is checked too
+EVERY = 100
+RANGE = 500  # ranges [0, 500), [500, 1000), ...: seven of them
+WORKERS = 2
+
+Sql = Callable[..., list[tuple[object, ...]]]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A SQLite log of ENTRIES entries signed every EVERY, and its verification key."""
+    path = tmp_path_factory.mktemp("parallel") / "audit.db"
+    signer = LogSigner(ORIGIN, Ed25519PrivateKey.generate(), every=EVERY)
+
+    async def build() -> None:
+        db = await open_database(f"sqlite:///{path}")
+        try:
+            await fill(db, signer, ENTRIES, batch=EVERY)
+        finally:
+            await db.close()
+
+    asyncio.run(build())
+    return path, signer.vkey
+
+
+@pytest.fixture
+def log_file(template: tuple[Path, str], tmp_path: Path) -> Path:
+    source = template[0]
+    for suffix in ("", "-wal"):
+        if Path(f"{source}{suffix}").exists():
+            shutil.copy(f"{source}{suffix}", tmp_path / f"audit.db{suffix}")
+    return tmp_path / "audit.db"
+
+
+@pytest.fixture
+def vkey(template: tuple[Path, str]) -> str:
+    return template[1]
+
+
+def single(path: Path, vkey: str, deep: bool, progress: list[int] | None = None) -> Summary:
+    return query._verify_sqlite_file(
+        str(path), vkey, None if progress is None else progress.append, deep, workers=1
+    )
+
+
+def parallel(path: Path, vkey: str, deep: bool, progress: list[int] | None = None) -> Summary:
+    return query._verify_sqlite_file(
+        str(path),
+        vkey,
+        None if progress is None else progress.append,
+        deep,
+        workers=WORKERS,
+        min_entries=0,
+        range_size=RANGE,
+    )
+
+
+def same(a: Summary, b: Summary) -> None:
+    assert {**a.as_dict(), "seconds": 0} == {**b.as_dict(), "seconds": 0}
+
+
+@pytest.mark.parametrize("deep", [False, True], ids=["hashes", "deep"])
+def test_a_good_log_gives_the_same_summary_both_ways(log_file: Path, vkey: str, deep: bool) -> None:
+    seen: list[int] = []
+    summary = parallel(log_file, vkey, deep, seen)
+    same(summary, single(log_file, vkey, deep))
+    assert (summary.entries, summary.checkpoints, summary.unsigned) == (ENTRIES, 30, 50)
+    # Progress as each range is verified, in order.
+    assert seen == sorted(seen) and len(seen) == -(-ENTRIES // RANGE) and seen[-1] == ENTRIES
+
+
+def test_a_small_log_stays_in_process(log_file: Path, vkey: str) -> None:
+    """Below the threshold no worker is started; the default threshold is far above this log."""
+    seen: list[int] = []
+    summary = query._verify_sqlite_file(str(log_file), vkey, seen.append, False, workers=WORKERS)
+    same(summary, single(log_file, vkey, False))
+    assert seen == [ENTRIES]  # one batch read in order, not range by range
+
+
+# -- tampering: the same verdict both ways ----------------------------------------------
+
+
+def leaf(sql: Sql, idx: int) -> bytes:
+    text = sql("SELECT leaf FROM audit_entries WHERE idx = ?", (idx,))[0][0]
+    assert isinstance(text, str)
+    return text.encode()
+
+
+def changed(data: bytes) -> bytes:
+    """A leaf with one field changed: still canonical and a valid entry."""
+    return data.replace(b'"new_kid":"x"', b'"new_kid":"y"')
+
+
+def set_leaf(sql: Sql, idx: int, data: bytes, *, rehash: bool) -> None:
+    if rehash:
+        sql(
+            "UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = ?",
+            (data.decode(), merkle.leaf_hash(data), idx),
+        )
+    else:
+        sql("UPDATE audit_entries SET leaf = ? WHERE idx = ?", (data.decode(), idx))
+
+
+def insert(sql: Sql, idx: int, data: bytes) -> None:
+    sql(
+        "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, at) VALUES (?, ?, ?, 'key_rotated', '')",
+        (idx, data.decode(), merkle.leaf_hash(data)),
+    )
+
+
+def changed_leaf(sql: Sql) -> None:
+    set_leaf(sql, 1713, changed(leaf(sql, 1713)), rehash=False)
+
+
+def changed_leaf_and_hash(sql: Sql) -> None:
+    set_leaf(sql, 1713, changed(leaf(sql, 1713)), rehash=True)
+
+
+def changed_hash(sql: Sql) -> None:
+    sql("UPDATE audit_entries SET leaf_hash = ? WHERE idx = 1713", (merkle.leaf_hash(b"other"),))
+
+
+def deleted(sql: Sql) -> None:
+    sql("DELETE FROM audit_entries WHERE idx = 1713")
+
+
+def deleted_at_a_range_end(sql: Sql) -> None:
+    """The last entries of a range: the next one is the first of the next range."""
+    sql("DELETE FROM audit_entries WHERE idx IN (1998, 1999)")
+
+
+def inserted_out_of_range(sql: Sql) -> None:
+    insert(sql, 10**12, changed(leaf(sql, 1713)))
+
+
+def inserted_at_the_end(sql: Sql) -> None:
+    insert(sql, ENTRIES, changed(leaf(sql, 1713)))
+
+
+def inserted_below_zero(sql: Sql) -> None:
+    insert(sql, -5, changed(leaf(sql, 1713)))
+
+
+def swapped(sql: Sql) -> None:
+    a, b = leaf(sql, 1713), leaf(sql, 1714)
+    set_leaf(sql, 1713, b, rehash=True)
+    set_leaf(sql, 1714, a, rehash=True)
+
+
+def non_canonical(sql: Sql) -> None:
+    set_leaf(sql, 1713, leaf(sql, 1713).replace(b",", b", ", 1), rehash=True)
+
+
+def two_in_one_range(sql: Sql) -> None:
+    """A change that only the checkpoint at 1800 shows, then one in the same range that
+    the entry itself shows: the checkpoint is the first problem, in log order."""
+    set_leaf(sql, 1713, changed(leaf(sql, 1713)), rehash=True)
+    set_leaf(sql, 1813, changed(leaf(sql, 1813)), rehash=False)
+
+
+def two_in_two_ranges(sql: Sql) -> None:
+    set_leaf(sql, 2713, changed(leaf(sql, 2713)), rehash=False)
+    sql("DELETE FROM audit_entries WHERE idx = 1713")
+
+
+TAMPERING: list[tuple[Callable[[Sql], None], str, str | None]] = [
+    (changed_leaf, "entry 1713: the stored leaf hash does not match the leaf", None),
+    (changed_leaf_and_hash, "entries 1700..1799: do not hash to the root signed at size 1800", None),
+    (changed_hash, "entry 1713: the stored leaf hash does not match the leaf", None),
+    (deleted, "entry 1713: missing (the next entry has index 1714)", None),
+    (deleted_at_a_range_end, "entry 1998: missing (the next entry has index 2000)", None),
+    (inserted_out_of_range, "entry 3050: missing (the next entry has index 1000000000000)", None),
+    (inserted_at_the_end, "entry 3050: not in the writer's tree state", None),
+    (inserted_below_zero, "entry -5: out of order or repeated (expected index 0)", None),
+    (swapped, "entries 1700..1799: do not hash to the root signed at size 1800", None),
+    (
+        non_canonical,
+        "entries 1700..1799: do not hash to the root signed at size 1800",
+        "entry 1713: leaf is not in RFC 8785 canonical form",
+    ),
+    (two_in_one_range, "entries 1700..1799: do not hash to the root signed at size 1800", None),
+    (two_in_two_ranges, "entry 1713: missing (the next entry has index 1714)", None),
+]
+
+
+def _name(value: object) -> str:
+    return getattr(value, "__name__", "")
+
+
+def tamper(path: Path, how: Callable[[Sql], None]) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        how(lambda statement, params=(): conn.execute(statement, params).fetchall())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("deep", [False, True], ids=["hashes", "deep"])
+@pytest.mark.parametrize(("how", "problem", "deep_problem"), TAMPERING, ids=_name)
+def test_tampering_gets_the_same_verdict_both_ways(
+    log_file: Path,
+    vkey: str,
+    deep: bool,
+    how: Callable[[Sql], None],
+    problem: str,
+    deep_problem: str | None,
+) -> None:
+    tamper(log_file, how)
+    with pytest.raises(VerificationFailed) as one:
+        single(log_file, vkey, deep)
+    with pytest.raises(VerificationFailed) as many:
+        parallel(log_file, vkey, deep)
+    assert (many.value.index, many.value.last, many.value.size) == (
+        one.value.index,
+        one.value.last,
+        one.value.size,
+    )
+    assert str(many.value) == str(one.value)
+    assert (deep_problem if deep and deep_problem else problem) in str(many.value)
+
+
+async def test_verify_database_uses_the_workers_and_can_be_kept_in_process(
+    tmp_path: Path, log_file: Path, vkey: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the public call, with the threshold turned down: workers by default,
+    none with ``workers=1``; both agree."""
+    from gateway.audit import parallel as module
+
+    monkeypatch.setattr(module, "MIN_ENTRIES", 0)
+    monkeypatch.setattr(module, "RANGE", RANGE)
+    db = await open_database(f"sqlite:///{log_file}")
+    try:
+        seen: list[int] = []
+        many = await query.verify_database(db, vkey, seen.append, deep=False, workers=WORKERS)
+        one = await query.verify_database(db, vkey, deep=False, workers=1)
+    finally:
+        await db.close()
+    same(many, one)
+    assert seen[-1] == ENTRIES
