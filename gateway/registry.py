@@ -161,13 +161,22 @@ async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> t
                 (profile_json, digest, str(path), now, profile.id),
             )
             kind: ChangeKind = "partner_updated"
-        else:
-            await tx.execute(
-                "INSERT INTO partners (id, profile, profile_digest, source, status, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 'active', ?, ?)",
-                (profile.id, profile_json, digest, str(path), now, now),
-            )
+        elif await tx.execute(
+            "INSERT INTO partners (id, profile, profile_digest, source, status, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, 'active', ?, ?) ON CONFLICT (id) DO NOTHING",
+            (profile.id, profile_json, digest, str(path), now, now),
+        ):
             kind = "partner_onboarded"
+        else:
+            # Another instance added this partner since our look-up (PostgreSQL: the
+            # insert waited for its commit): the same profile is unchanged, another a conflict.
+            meanwhile = await _fetch(tx, profile.id)
+            if meanwhile is not None and meanwhile.profile_digest == digest:
+                return meanwhile, "unchanged"
+            raise Conflict(
+                f"partner {profile.id!r} was added by another gateway instance at the same "
+                "moment, with a different profile; run the command again"
+            )
         await audit_log.append(
             tx,
             [PartnerChange(kind=kind, at=now, actor=actor, partner=profile.id, profile_digest=digest)],

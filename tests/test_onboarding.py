@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
+from gateway import registry
+from gateway.config import load_settings
+from gateway.core import Gateway
+from gateway.errors import Conflict
 from tests.helpers import EXAMPLES, copy_profile, invoke, workspace_sql, write_partner_keys
+from tests.partners import rows
 
 
 def partners(ws: Path) -> list[dict]:
@@ -47,6 +53,35 @@ def test_changed_profile_needs_update_flag(onboarded: Path, tmp_path: Path) -> N
     assert accepted.exit_code == 0 and "updated" in accepted.output
     shown = json.loads(invoke("-c", onboarded, "partners", "show", "acme-collect").output)
     assert shown["profile"]["limits"]["concurrency"] == 2
+
+
+async def test_one_new_partner_added_by_several_instances_at_once(
+    workspace: Path, partner_keys: dict[str, dict], tmp_path: Path
+) -> None:
+    """Several instances onboarding one new partner at the same moment (on PostgreSQL, in
+    transactions that overlap): one adds it, the same profile elsewhere is "unchanged",
+    a different one is a clean conflict, never a storage error."""
+    same = EXAMPLES / "partners" / "acme-collect.toml"
+    other = copy_profile("acme-collect.toml", tmp_path, {"concurrency = 4": "concurrency = 2"})
+    gateways = [await Gateway.open(load_settings(workspace)) for _ in range(3)]
+    try:
+        results = await asyncio.gather(
+            *(registry.add(gw, same, actor="test") for gw in gateways[:2]),
+            registry.add(gateways[2], other, actor="test"),
+            return_exceptions=True,
+        )
+        added = [p.id for p in await registry.list_all(gateways[0])]
+        entries = await rows(gateways[0], "SELECT kind FROM audit_entries")
+    finally:
+        for gw in gateways:
+            await gw.close()
+    outcomes = sorted(r[1] if isinstance(r, tuple) else type(r).__name__ for r in results)
+    # Whichever profile got in first: one "added", and the others judged against it.
+    assert outcomes in (["Conflict", "added", "unchanged"], ["Conflict", "Conflict", "added"]), results
+    for r in results:
+        assert not isinstance(r, Exception) or isinstance(r, Conflict)
+    assert added == ["acme-collect"]
+    assert [e["kind"] for e in entries] == ["partner_onboarded"]
 
 
 BAD_PROFILES = {
