@@ -156,35 +156,40 @@ def check_limitation(gw: Gateway, case: Case, purpose: str) -> None:
 
 
 async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor: str) -> Placement:
-    record = await registry.get(gw, partner_id)
-    check_policy(record, purpose, gw)
-    check_limitation(gw, case, purpose)
-    profile = record.profile
-    policy = profile.policy[purpose]  # type: ignore[index]
-    tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
-    case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
-    package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens))
-    fields = disclosed_fields(policy)
-    at = isotime(gw.now())
-    entry = Disclosure(
-        at=at,
-        actor=actor,
-        package_id=package.package_id,
-        partner=partner_id,
-        purpose=purpose,
-        legal_basis=policy.legal_basis,
-        subject=subject_token(gw, case),
-        case=case_token(gw, case.case_id),
-        fields=[DisclosedField(**f) for f in fields],
-        payload_digest=package.payload_digest,
-        sealing=profile.sealing,
-    )
-    due = at
-    if profile.kind in ("sms", "email"):
-        # The gateway itself contacts the debtor here: a reminder due outside the
-        # contact hours of the debtor's time zone waits until the window opens.
-        due = isotime(gw.rules.next_allowed(gw.now(), case.debtor.timezone))
+    """Check, minimize, seal and queue a package for the partner, and record the
+    disclosure: one transaction, so the partner's status and profile are those the
+    package is made for (a suspension committed meanwhile is seen, or waits for it).
+    Sealing is CPU work that holds the event loop anyway, so doing it inside costs
+    the other tasks of this process nothing."""
     async with gw.db.transaction() as tx:
+        record = await registry.fetch(tx, partner_id)
+        check_policy(record, purpose, gw)
+        check_limitation(gw, case, purpose)
+        profile = record.profile
+        policy = profile.policy[purpose]  # type: ignore[index]
+        tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
+        case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
+        package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens))
+        fields = disclosed_fields(policy)
+        at = isotime(gw.now())
+        entry = Disclosure(
+            at=at,
+            actor=actor,
+            package_id=package.package_id,
+            partner=partner_id,
+            purpose=purpose,
+            legal_basis=policy.legal_basis,
+            subject=subject_token(gw, case),
+            case=case_token(gw, case.case_id),
+            fields=[DisclosedField(**f) for f in fields],
+            payload_digest=package.payload_digest,
+            sealing=profile.sealing,
+        )
+        due = at
+        if profile.kind in ("sms", "email"):
+            # The gateway itself contacts the debtor here: a reminder due outside the
+            # contact hours of the debtor's time zone waits until the window opens.
+            due = isotime(gw.rules.next_allowed(gw.now(), case.debtor.timezone))
         await enqueue(
             tx, package, profile, case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due
         )
