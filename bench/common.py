@@ -6,13 +6,14 @@ import asyncio
 import json
 import multiprocessing
 import ssl
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from gateway.config import CONFIG_NAME, load_settings, render_config
 from gateway.demo_partners import ThrowawayCA
-from gateway.keys import KeyStore, generate_encryption_key
+from gateway.keys import SETTLE_SECONDS, KeyStore, generate_encryption_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +46,13 @@ def agency_process(cert: str, key: str, ready: multiprocessing.Queue) -> None:  
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+def keys_settled() -> None:
+    """Wait until key files made just now are as a deployment's are: older than
+    SETTLE_SECONDS, so read once and cached (`KeyStore._load` re-reads a file changed
+    less than that ago on every use, which a fresh workspace would otherwise measure)."""
+    time.sleep(SETTLE_SECONDS + 0.2)
 
 
 def make_workspace(

@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 from click.testing import CliRunner  # noqa: E402
 from standardwebhooks.webhooks import Webhook  # noqa: E402
 
+from bench.common import keys_settled  # noqa: E402
 from gateway import placement, registry  # noqa: E402
 from gateway.cli import cli, read_case  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
@@ -302,6 +303,7 @@ def main() -> None:
         start = time.perf_counter()
         ws = build_workspace(Path(tmp))
         refs, secret = asyncio.run(place_cases(ws, args.cases))
+        keys_settled()  # the webhook secret was just written
         warm_bodies, timed_bodies = bodies(refs, args.requests, args.seed)
         warm = [(b, sign(secret, b)) for b in warm_bodies]
         timed = [(b, sign(secret, b)) for b in timed_bodies]

@@ -33,7 +33,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import agency_process, make_workspace  # noqa: E402
+from bench.common import agency_process, keys_settled, make_workspace  # noqa: E402
 from gateway import placement, registry  # noqa: E402
 from gateway.cli import read_case  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
@@ -55,6 +55,7 @@ async def workspace(root: Path, port: int, ca: ThrowawayCA) -> Gateway:
     profile = make_workspace(root / "ws", port, ca, CONCURRENCY)
     gw = await Gateway.open(load_settings(root / "ws"))
     await registry.add(gw, profile, actor="bench")
+    keys_settled()
     return gw
 
 
