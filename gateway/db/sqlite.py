@@ -127,7 +127,9 @@ class Checkpointer:
     rests `interval` seconds so that one checkpoint (two fsyncs) covers the commits of
     that time. A checkpoint that fails loses nothing: the pages stay in the WAL, and
     the next wake-up tries again. Once the WAL has been copied back whole, the next
-    writer starts it over from the beginning, so the file does not grow.
+    writer starts it over from the beginning, so with any pause between writes the file
+    stays small; under writes without a pause it grows until BACKSTOP_PAGES, where the
+    committing connection checkpoints (little is left to copy by then) and starts over.
     """
 
     def __init__(self, file: Path, interval: float = 0.05) -> None:
