@@ -157,12 +157,12 @@ def check_limitation(gw: Gateway, case: Case, purpose: str) -> None:
 
 async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor: str) -> Placement:
     """Check, minimize, seal and queue a package for the partner, and record the
-    disclosure: one transaction, so the partner's status and profile are those the
-    package is made for (a suspension committed meanwhile is seen, or waits for it).
+    disclosure: one transaction, with the partner's row held (shared) until it commits,
+    so a suspension or a profile change is either seen here or waits for this package.
     Sealing is CPU work that holds the event loop anyway, so doing it inside costs
     the other tasks of this process nothing."""
     async with gw.db.transaction() as tx:
-        record = await registry.fetch(tx, partner_id)
+        record = await registry.fetch(tx, partner_id, share=True)
         check_policy(record, purpose, gw)
         check_limitation(gw, case, purpose)
         profile = record.profile

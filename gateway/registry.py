@@ -232,11 +232,14 @@ async def list_all(gw: Gateway) -> list[PartnerRecord]:
     return [_record(row) for row in rows]
 
 
-async def _fetch(tx: Transaction, partner_id: str, *, lock: bool = False) -> PartnerRecord | None:
-    """The partner's row; ``lock`` for a status change (concurrent changes take turns)."""
-    row = await tx.fetchone(
-        f"SELECT * FROM partners WHERE id = ?{tx.for_update if lock else ''}", (partner_id,)
-    )
+async def _fetch(
+    tx: Transaction, partner_id: str, *, lock: bool = False, share: bool = False
+) -> PartnerRecord | None:
+    """The partner's row; ``lock`` for a status change (concurrent changes take turns),
+    ``share`` for work that relies on the status and profile until it commits (a
+    change waits for it; such readers do not wait for each other)."""
+    suffix = tx.for_update if lock else tx.for_share if share else ""
+    row = await tx.fetchone(f"SELECT * FROM partners WHERE id = ?{suffix}", (partner_id,))
     return None if row is None else _record(row)
 
 
@@ -254,9 +257,9 @@ def _profile(text: str) -> PartnerProfile:
     return profile
 
 
-async def fetch(tx: Transaction, partner_id: str) -> PartnerRecord:
-    """The partner as it stands in this transaction."""
-    record = await _fetch(tx, partner_id)
+async def fetch(tx: Transaction, partner_id: str, *, share: bool = False) -> PartnerRecord:
+    """The partner as it stands in this transaction (``share``: and stays, see `_fetch`)."""
+    record = await _fetch(tx, partner_id, share=share)
     if record is None:
         raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
     return record

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway import outbox, placement
+from gateway import outbox, placement, registry
 from gateway.cli import read_case
 from gateway.core import Gateway
 from tests.partners import CASE, PARTNER, agency_workspace, rows
@@ -118,3 +118,37 @@ async def test_concurrent_placements_keep_one_audit_sequence(tmp_path: Path) -> 
     verify = await gateway_process(ws, "audit", "verify")
     out, err = await verify.communicate()
     assert verify.returncode == 0 and f"OK: {len(entries)} entries" in out.decode(), (out + err).decode()
+
+
+async def test_a_suspension_by_another_instance_waits_for_a_placement_in_progress(tmp_path: Path) -> None:
+    """A placement reads the partner row shared and holds it to its commit: a suspension
+    from another instance waits for it instead of slipping in between the status check
+    and the queued package (PostgreSQL: FOR SHARE against FOR UPDATE; SQLite: writers
+    take turns)."""
+    async with agency_workspace(tmp_path, limits=LIMITS) as (gw, _, _):
+        other = await Gateway.open(gw.settings)
+        read, release = asyncio.Event(), asyncio.Event()
+
+        async def placing() -> str:
+            async with gw.db.transaction() as tx:
+                record = await registry.fetch(tx, PARTNER, share=True)  # as `placement.place`
+                read.set()
+                await release.wait()
+                return record.status
+
+        placement_task = asyncio.create_task(placing())
+        try:
+            await read.wait()
+            suspension = asyncio.create_task(
+                registry.set_status(other, PARTNER, "suspended", reason="test", actor="test")
+            )
+            await asyncio.sleep(0.5)
+            waited = not suspension.done()
+            release.set()
+            assert await placement_task == "active"
+            assert (await suspension).status == "suspended"
+            assert waited, "the suspension did not wait for the placement"
+        finally:
+            release.set()  # a failure above must not leave the transaction open
+            await asyncio.gather(placement_task, return_exceptions=True)
+            await other.close()

@@ -42,6 +42,9 @@ class Transaction(ABC):
     dialect: str
     for_update: str = ""
     """Appended to a SELECT whose rows the transaction will change (row locks)."""
+    for_share: str = ""
+    """Appended to a SELECT of rows the transaction relies on unchanged until it ends:
+    a change to them waits for it (readers with it do not wait for each other)."""
     skip_locked: str = ""
     """Appended to a SELECT that claims rows: rows another transaction holds are skipped."""
 

@@ -83,6 +83,7 @@ def _translated() -> Iterator[None]:
 class PostgresTransaction(Transaction):
     dialect = "postgresql"
     for_update = " FOR UPDATE"
+    for_share = " FOR SHARE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, conn: asyncpg.Connection) -> None:
