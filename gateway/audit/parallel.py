@@ -50,7 +50,8 @@ MAX_WORKERS = 8
 #: Ranges handed out per worker ahead of the parent: the workers never wait for it,
 #: and memory stays flat however long the log.
 AHEAD = 2
-#: Rows per fetch (about 8 MB of leaves), as the single-process read.
+#: Rows per fetch of the bulk verify read, in a worker or in-process: large, to keep
+#: per-call overhead out of the hash loop (about 8 MB of leaves).
 BULK = 10_000
 
 

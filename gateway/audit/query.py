@@ -24,9 +24,6 @@ from gateway.audit.verify import LogVerifier, Progress, Summary, read_checkpoint
 from gateway.db import Database
 
 BATCH = 10_000
-#: Rows per fetch of the bulk verify read: large, to keep per-call overhead out of the
-#: hash loop (about 8 MB of leaves).
-BULK = 10_000
 #: Entries per block of the case index (`audit_by_case_block`, migration 5, on
 #: ``(idx / 4096, case_token)``): a lookup by case seeks once per block. The SQL text
 #: `idx / 4096` must stay as the index spells it, or SQLite will not use the index.
@@ -219,7 +216,7 @@ def _verify_sqlite_file(
             )
         else:
             cursor = conn.execute(f"{parallel.entries_sql(deep)} ORDER BY idx")
-            while rows := cursor.fetchmany(BULK):
+            while rows := cursor.fetchmany(parallel.BULK):
                 if deep:
                     verifier.feed_ordered(rows)
                 else:
