@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from gateway.audit.canonical import canonical_json
 from gateway.audit.errors import AuditError
-from gateway.audit.merkle import HASH_SIZE, CompactRange
+from gateway.audit.merkle import HASH_SIZE, CompactRange, Subtree
 from gateway.audit.signer import LogSigner, signer_for
 from gateway.db import Lock, Transaction
 from schemas.audit import Entry
@@ -303,43 +303,15 @@ async def _extend(tx: Transaction, tree: CompactRange, hashes: Sequence[bytes]) 
 
 #: A grown tree: its size, its compact range nodes, and the completed subtrees to
 #: store as (height, index, hash).
-_Grown = tuple[int, list[bytes], list[tuple[int, int, bytes]]]
+_Grown = tuple[int, list[bytes], list[Subtree]]
 
 
 def _grow(tree: CompactRange, hashes: Sequence[bytes]) -> _Grown:
-    """`tree` with `hashes` appended, a level at a time: at each height the new nodes
-    (led by the tree's own node of that height, when the first new one is a right
-    child) are hashed in pairs into the level above. An unpaired last node is the new
-    compact range's node of that height; completed subtrees of NODE_HEIGHT and up are
-    returned to be stored with their height and position."""
-    size = tree.size
-    # The compact range's nodes by height: one per set bit of the size, highest first.
-    old = {height: node for height, node in zip(_set_bits(size), tree.nodes, strict=True)}
-    new: dict[int, bytes] = {}
-    completed: list[tuple[int, int, bytes]] = []
-    sha = hashlib.sha256
-    level = list(hashes)
-    start, height = size, 0  # level[0] is node `start` of its height
-    while level:
-        if start & 1:
-            level.insert(0, old.pop(height))
-            start -= 1
-        if len(level) & 1:
-            new[height] = level[-1]
-        pairs = iter(level)
-        level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
-        start >>= 1
-        height += 1
-        if height >= NODE_HEIGHT:
-            completed += [(height, start + i, node) for i, node in enumerate(level)]
-    size += len(hashes)
-    nodes = [new[h] if h in new else old[h] for h in _set_bits(size)]
-    return size, nodes, completed
-
-
-def _set_bits(size: int) -> list[int]:
-    """The heights of a compact range's nodes, highest first."""
-    return [h for h in range(size.bit_length() - 1, -1, -1) if size >> h & 1]
+    """`tree` with `hashes` appended (`tree` itself unchanged), and the subtrees of
+    NODE_HEIGHT and up completed on the way, to be stored."""
+    grown = CompactRange(tree.size, tree.nodes)
+    completed = grown.grow(hashes, report_from=NODE_HEIGHT)
+    return grown.size, list(grown.nodes), completed
 
 
 async def _store(tx: Transaction, grown: _Grown) -> CompactRange:

@@ -69,6 +69,15 @@ def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
     return level[0]
 
 
+#: A perfect subtree: (height, index among the subtrees of that height, hash).
+Subtree = tuple[int, int, bytes]
+
+
+def _set_bits(size: int) -> list[int]:
+    """The heights of a compact range's nodes, highest first: one per set bit of the size."""
+    return [h for h in range(size.bit_length() - 1, -1, -1) if size >> h & 1]
+
+
 class CompactRange:
     """The roots of the perfect subtrees that make up a tree of `size` leaves.
 
@@ -103,24 +112,42 @@ class CompactRange:
         self.extend((leaf_hash,))
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
-        nodes = self._nodes
+        hashes = list(leaf_hashes)
+        bad = next((i for i, node in enumerate(hashes) if len(node) != HASH_SIZE), None)
+        # The leaves before a bad one are appended, and the range stays consistent.
+        self.grow(hashes if bad is None else hashes[:bad])
+        if bad is not None:
+            raise ValueError(f"leaf hash is {len(hashes[bad])} bytes, want {HASH_SIZE}")
+
+    def grow(self, leaf_hashes: Sequence[bytes], *, report_from: int | None = None) -> list[Subtree]:
+        """`extend` with SHA-256 digests just computed (not checked), a level at a
+        time: at each height the new nodes (led by the range's own node of that height
+        when the first new one is a right child) are hashed in pairs into the level
+        above, and an unpaired last node becomes the range's node of that height.
+        Returns the perfect subtrees of height `report_from` and up completed on the
+        way, as (height, index at that height, hash), for a caller that stores them."""
         size = self._size
+        old = dict(zip(_set_bits(size), self._nodes, strict=True))
+        new: dict[int, bytes] = {}
+        completed: list[Subtree] = []
         sha = _sha256
-        try:
-            for node in leaf_hashes:
-                if len(node) != HASH_SIZE:
-                    raise ValueError(f"leaf hash is {len(node)} bytes, want {HASH_SIZE}")
-                # Each trailing one bit of the size is a perfect subtree of the same
-                # height as the one being carried: merge them.
-                carry = size
-                while carry & 1:
-                    node = sha(b"\x01" + nodes[-1] + node).digest()
-                    nodes.pop()
-                    carry >>= 1
-                nodes.append(node)
-                size += 1
-        finally:
-            self._size = size
+        level = list(leaf_hashes)
+        start, height = size, 0  # level[0] is node `start` of its height
+        while level:
+            if start & 1:
+                level.insert(0, old.pop(height))
+                start -= 1
+            if len(level) & 1:
+                new[height] = level[-1]
+            pairs = iter(level)
+            level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
+            start >>= 1
+            height += 1
+            if report_from is not None and height >= report_from:
+                completed += [(height, start + i, node) for i, node in enumerate(level)]
+        self._size = size = size + len(leaf_hashes)
+        self._nodes = [new[h] if h in new else old[h] for h in _set_bits(size)]
+        return completed
 
     def root(self) -> bytes:
         nodes = self._nodes
