@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -34,6 +34,7 @@ from joserfc.jwk import ECKey, KeySet, OKPKey
 from gateway.errors import KeyStoreError
 
 JWK = ECKey | OKPKey
+T = TypeVar("T")
 #: Key files changed more recently than this are not cached (see KeyStore._load).
 SETTLE_SECONDS = 2.0
 SIGNING_CURVES = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
@@ -94,11 +95,16 @@ class KeyStore:
         self.root = Path(root)
         self.bank = self.root / "bank"
         self.partners = self.root / "partners"
-        self._cache: dict[tuple[str, Path], tuple[tuple[int, int, int, int], Any]] = {}
+        # Keyed by (what, file name as a string): a Path is slower to build and hash,
+        # and the check runs for every package and every callback.
+        self._cache: dict[tuple[str, str], tuple[tuple[int, int, int, int], Any]] = {}
+        self._signing_file = os.fspath(self.signing_path)
+        self._jwks_file = os.fspath(self.jwks_path)
+        self._pseudonym_file = os.fspath(self.bank / "pseudonym.key")
         # Derived per scope, and derived again if the master key file changed.
         self._pseudonymizers: dict[str, tuple[bytes, Pseudonymizer]] = {}
 
-    def _load(self, what: str, path: Path, loader: Callable[[Path], Any]) -> Any:
+    def _load(self, what: str, path: str | Path, loader: Callable[[Path], Any]) -> Any:
         """``loader(path)``, remembered until the file changes: every package and every
         callback reads key files, and a rotation or a partner's new JWKS must show at once.
 
@@ -106,17 +112,18 @@ class KeyStore:
         renaming a new one over it). A file changed less than SETTLE_SECONDS ago is read
         every time, because file times are only as fine as the kernel's clock tick.
         """
+        name = os.fspath(path)
         try:
-            st = path.stat()
+            st = os.stat(name)
         except FileNotFoundError:
-            return loader(path)  # the loader says which command creates it
+            return loader(Path(name))  # the loader says which command creates it
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        hit = self._cache.get((what, path))
+        hit = self._cache.get((what, name))
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        value = loader(path)
+        value = loader(Path(name))
         if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > SETTLE_SECONDS:
-            self._cache[(what, path)] = (stamp, value)
+            self._cache[(what, name)] = (stamp, value)
         return value
 
     # -- the bank's signing keys -------------------------------------------------------
@@ -166,12 +173,12 @@ class KeyStore:
 
     def signing_key(self) -> JWK:
         return self._load(
-            "signing", self.signing_path, lambda p: import_jwk(self._read_json(p, "bank signing key"))
+            "signing", self._signing_file, lambda p: import_jwk(self._read_json(p, "bank signing key"))
         )
 
     def public_jwks(self) -> dict[str, Any]:
         return copy.deepcopy(
-            self._load("jwks", self.jwks_path, lambda p: self._read_json(p, "bank public key set"))
+            self._load("jwks", self._jwks_file, lambda p: self._read_json(p, "bank public key set"))
         )
 
     # -- pseudonyms ---------------------------------------------------------------------
@@ -185,7 +192,7 @@ class KeyStore:
             except ValueError:
                 raise KeyStoreError(f"{path} is not a hex key; restore it from backup") from None
 
-        return self._load("pseudonym", self.bank / "pseudonym.key", load)
+        return self._load("pseudonym", self._pseudonym_file, load)
 
     def pseudonymizer(self, scope: str) -> Pseudonymizer:
         """Tokens for one scope (``partner:ID`` or ``audit``); scopes cannot be joined."""
@@ -226,7 +233,7 @@ class KeyStore:
             except Exception as exc:  # joserfc raises several unrelated types for bad input
                 raise KeyStoreError(f"{path}: not a usable JWKS: {exc}") from None
 
-        return self._load("partner keyset", self.root / relative, load)
+        return self._load("partner keyset", os.path.join(self.root, relative), load)
 
     # -- callback verification ----------------------------------------------------------
 
@@ -253,23 +260,31 @@ class KeyStore:
                     raise KeyStoreError(f"{path}: a line is not a whsec_ secret") from None
             return tuple(secrets)
 
-        return self._load("webhook secrets", self.webhook_secret_path(partner_id), load)
+        return self._load("webhook secrets", os.path.join(self.partners, f"{partner_id}.whsec"), load)
 
     def partner_signature_keys(self, relative: str | None) -> tuple[Ed25519PublicKey, ...]:
         """The partner's Ed25519 keys for ``v1a`` callback signatures (``use: sig``)."""
         if not relative:
             return ()
 
-        def load(_: Path) -> tuple[Ed25519PublicKey, ...]:
+        def ed25519_keys(keyset: KeySet) -> tuple[Ed25519PublicKey, ...]:
             keys = []
-            for data in self.partner_keyset(relative).as_dict()["keys"]:
+            for data in keyset.as_dict()["keys"]:
                 ed25519 = data.get("kty") == "OKP" and data.get("crv") == "Ed25519"
                 if ed25519 and data.get("use", "sig") == "sig":
                     x = str(data["x"])
                     keys.append(Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(x + "==")))
             return tuple(keys)
 
-        return self._load("signature keys", self.root / relative, load)
+        return self.from_partner_keyset(relative, "signature keys", ed25519_keys)
+
+    def from_partner_keyset(self, relative: str, what: str, derive: Callable[[KeySet], T]) -> T:
+        """``derive(keyset)`` of a partner's key set, remembered with the file like the set
+        itself (``what`` names the derived value): importing a partner's JWK for every
+        package cost more than the ECDH that uses it."""
+        return self._load(  # type: ignore[no-any-return]
+            what, os.path.join(self.root, relative), lambda _: derive(self.partner_keyset(relative))
+        )
 
     def _read_json(self, path: Path, what: str) -> Any:
         try:

@@ -98,7 +98,8 @@ def seal_package(
     signed = sign(claims, gw.keys.signing_key())
     if profile.sealing == "jwe":
         assert profile.jwks is not None  # checked at onboarding
-        sealed = encrypt(signed, choose_encryption_key(gw.keys.partner_keyset(profile.jwks)))
+        key = gw.keys.from_partner_keyset(profile.jwks, "encryption key", choose_encryption_key)
+        sealed = encrypt(signed, key)
     else:
         sealed = signed
     digest = "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -3,6 +3,7 @@ has: its own private key and the bank's published JWKS."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from jwcrypto import jwt as jw_jwt
 from gateway import placement, registry
 from gateway.core import Gateway
 from gateway.errors import PolicyViolation, StorageError
+from gateway.keys import SETTLE_SECONDS
+from gateway.seal import choose_encryption_key
 from schemas.case import Case
 from tests.helpers import fail_audit_inserts, invoke, sample_case, write_partner_keys
 
@@ -192,3 +195,32 @@ def test_cli_bad_case_file_is_one_line(
     )
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert str(path) in result.output and message in result.output
+
+
+async def test_settled_keys_are_reused_and_a_changed_key_file_is_used_at_once(
+    gw: Gateway, onboarded: Path, partner_keys: dict
+) -> None:
+    """Key files older than the settle time are read once (every package would
+    otherwise re-import the partner's JWK); replacing one takes effect on the next
+    package, whether the partner's key set is edited in place or the bank rotates."""
+    await asyncio.sleep(SETTLE_SECONDS + 0.2)
+    relative = "partners/acme-collect.jwks.json"
+    first = gw.keys.from_partner_keyset(relative, "encryption key", choose_encryption_key)
+    assert gw.keys.from_partner_keyset(relative, "encryption key", choose_encryption_key) is first
+    assert gw.keys.signing_key() is gw.keys.signing_key()
+    placed = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    outer, inner, _ = open_package(
+        await sealed_of(gw, placed.package_id), partner_keys["acme-collect"], gw.keys.public_jwks()
+    )
+    assert outer["kid"] == first.kid == partner_keys["acme-collect"]["kid"]
+
+    # The partner publishes a new key in place (same file); the bank rotates its own.
+    new_private = write_partner_keys(onboarded / "keys", "acme-collect", "P-256")
+    old_signing = inner["kid"]
+    gw.keys.rotate()
+    placed = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    outer, inner, _ = open_package(
+        await sealed_of(gw, placed.package_id), new_private, gw.keys.public_jwks()
+    )
+    assert outer["kid"] == new_private["kid"] != first.kid
+    assert inner["kid"] == gw.keys.signing_key().kid != old_signing

@@ -197,6 +197,10 @@ async def append(
     # inserts one; SQLite, whose statements now run inline on the event loop, simply
     # runs them in turn. One statement is in flight at a time, and nothing else runs
     # on the transaction meanwhile.
+    if len(entries) <= _CHUNK:
+        # One statement (every placement and callback): nothing to overlap.
+        await tx.executemany(_INSERT, _rows(entries, start, hashes))
+        return await _finish(tx, tree, _grow(tree, hashes), signer)
     pending: asyncio.Future[None] | None = None
     try:
         for first in range(0, len(entries), _CHUNK):
@@ -215,10 +219,16 @@ async def append(
         if pending is not None and not pending.cancelled():
             pending.exception()  # retrieved: the error being raised is the first one
         raise
+    return await _finish(tx, tree, grown, signer)
+
+
+async def _finish(tx: Transaction, tree: CompactRange, grown: _Grown, signer: LogSigner | None) -> list[int]:
+    """Store the grown tree, sign a checkpoint if one fell due; the new indices."""
+    start = tree.size
     tree = await _store(tx, grown)
     if signer is not None and tree.size // signer.every > start // signer.every:
         await write_checkpoint(tx, signer, tree)
-    return list(range(start, start + len(entries)))
+    return list(range(start, tree.size))
 
 
 #: Entries per INSERT statement of a batch (see `append`).
