@@ -244,7 +244,7 @@ def serve(kind: str, ws: str, profile: str | None, conn: Any) -> None:
         await loop.run_in_executor(None, conn.recv)
         if profiler is not None:
             profiler.disable()
-            profiler.dump_stats(profile)
+            profiler.dump_stats(str(profile))
         await runner.cleanup()
         if gw is not None:
             await gw.close()

@@ -20,7 +20,7 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ class Timers:
 
     def __init__(self, steps: list[Step]) -> None:
         self.steps = steps
-        self.seconds: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
         self._saved: list[tuple[Any, str, Any]] = []
 
     def __enter__(self) -> Timers:
