@@ -115,7 +115,7 @@ class Cluster:
         subprocess.run([*self._as, str(self._bindir / tool), *args], check=True, stdout=subprocess.DEVNULL)
 
     def stop(self) -> None:
-        if self._dir is None:
+        if self._dir is None or self._bindir is None:
             return
         subprocess.run(
             [
@@ -127,7 +127,7 @@ class Cluster:
                 "immediate",
                 "-w",
                 "stop",
-            ],  # type: ignore[operator]
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
