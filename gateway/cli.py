@@ -83,18 +83,44 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 # -- workspace -------------------------------------------------------------------------
 
 
+def init_config_path(directory: Path | None, config: Path | None) -> Path:
+    """The config file `init` writes: in DIRECTORY; else where --config or $GATEWAY_CONFIG
+    points (a directory, or a .toml file); else in the current directory."""
+    if directory is not None:
+        if config is not None and config != directory and config != directory / CONFIG_NAME:
+            raise click.UsageError(
+                f"DIRECTORY {directory} and --config {config} name two workspaces; give one of them"
+            )
+        return directory / CONFIG_NAME
+    named = config or (Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else None)
+    if named is None:
+        return Path(CONFIG_NAME)
+    return named if named.suffix == ".toml" else named / CONFIG_NAME
+
+
 @cli.command()
-@click.argument("directory", type=click.Path(path_type=Path), default=".")
+@click.argument("directory", type=click.Path(path_type=Path), required=False)
 @click.option("--bank-id", default="example-bank", show_default=True, help="Issuer of packages (JWT iss).")
 @click.option("--bank-name", default="Example Bank", show_default=True)
 @click.option("--signing-alg", type=click.Choice(["ES256", "EdDSA"]), default="ES256", show_default=True)
-def init(directory: Path, bank_id: str, bank_name: str, signing_alg: str) -> None:
+@click.pass_obj
+def init(obj: dict[str, Any], directory: Path | None, bank_id: str, bank_name: str, signing_alg: str) -> None:
     """Create a workspace in DIRECTORY: config, bank keys, database.
 
-    Safe to run again: an existing config and existing keys are kept.
+    Without DIRECTORY, the workspace is made where --config or $GATEWAY_CONFIG points,
+    else in the current directory. Safe to run again: an existing config and existing
+    keys are kept.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    config_path = directory / CONFIG_NAME
+    config_path = init_config_path(directory, obj["config"])
+    try:
+        _init(config_path, bank_id, bank_name, signing_alg)
+    except OSError as exc:  # a directory that cannot be made, a file that cannot be written
+        where = exc.filename or config_path.parent
+        raise click.ClickException(f"cannot create the workspace: {where}: {exc.strerror}") from None
+
+
+def _init(config_path: Path, bank_id: str, bank_name: str, signing_alg: str) -> None:
+    config_path.parent.mkdir(parents=True, exist_ok=True)
     if config_path.exists():
         click.echo(f"kept existing {config_path}")
     else:

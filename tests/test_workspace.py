@@ -36,6 +36,55 @@ def test_sqlite_path_is_relative_to_the_config_file(tmp_path: Path, monkeypatch:
     assert (ws / "gateway.db").exists()
 
 
+def test_the_sqlite_database_and_its_wal_are_readable_by_the_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database holds signed packages, whose payload is personal data."""
+    monkeypatch.delenv(DATABASE_ENV_VAR, raising=False)
+    ws = tmp_path / "ws"
+    assert invoke("init", ws).exit_code == 0
+
+    async def write_and_look() -> dict[str, int]:
+        db = await open_database(load_settings(ws).database_url)
+        try:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO schema_version (version) VALUES (0)")
+            return {p.name: stat.S_IMODE(p.stat().st_mode) for p in ws.glob("gateway.db*")}
+        finally:
+            await db.close()
+
+    modes = asyncio.run(write_and_look())
+    assert set(modes) == {"gateway.db", "gateway.db-wal", "gateway.db-shm"}
+    assert all(mode == 0o600 for mode in modes.values()), modes
+
+
+def test_init_makes_the_workspace_that_config_or_the_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(DATABASE_ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert invoke("-c", tmp_path / "by-option", "init").exit_code == 0
+    assert invoke("-c", tmp_path / "by-option", "partners", "list").exit_code == 0
+    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "by-env" / "gateway.toml"))
+    assert invoke("init").exit_code == 0
+    assert (tmp_path / "by-env" / "gateway.toml").exists() and (tmp_path / "by-env" / "keys").is_dir()
+    assert not (tmp_path / "gateway.toml").exists()  # nothing landed in the current directory
+    # An explicit DIRECTORY wins over the environment; against --config it is a usage error.
+    assert invoke("init", tmp_path / "by-arg").exit_code == 0
+    assert (tmp_path / "by-arg" / "gateway.toml").exists()
+    result = invoke("-c", tmp_path / "by-option", "init", tmp_path / "other")
+    assert result.exit_code == 2 and "name two workspaces" in result.output
+    assert not (tmp_path / "other").exists()
+
+
+def test_init_where_no_directory_can_be_made_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    target = tmp_path / "a-file" / "ws"
+    result = invoke("init", target)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: cannot create the workspace: {target}: Not a directory"
+
+
 def test_database_url_from_the_environment_wins_and_its_password_is_never_printed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

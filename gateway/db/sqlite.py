@@ -32,6 +32,7 @@ stopped), rolls back what it began, and then propagates.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -107,6 +108,11 @@ async def _in_thread(fn: Callable[[], T]) -> T:
 
 
 def _open(file: Path) -> sqlite3.Connection:
+    # The database holds the signed packages, whose payload is personal data: a new
+    # file is readable by its owner only (0600), and SQLite gives its -wal and -shm
+    # files the same mode.
+    with suppress(FileExistsError):
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     conn = sqlite3.connect(file, isolation_level=None, check_same_thread=False)
     try:
         conn.row_factory = sqlite3.Row
