@@ -90,6 +90,30 @@ def import_jwk(data: dict[str, Any]) -> JWK:
     raise KeyStoreError(f"unsupported key type {kty!r} (expected EC or OKP)")
 
 
+#: JWK members that only a private (or secret) key has (RFC 7518 section 6).
+PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
+
+def check_public_jwks(data: Any, path: Path) -> None:
+    """A partner's key set as published: ``{"keys": [...]}``, every key public and
+    named by a ``kid`` (the partner picks its private key by it when it rotates; a key
+    without one would get a thumbprint it never chose)."""
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise KeyStoreError(f'{path}: not a JWKS: expected an object {{"keys": [...]}}')
+    for number, key in enumerate(data["keys"], start=1):
+        if not isinstance(key, dict):
+            raise KeyStoreError(f"{path}: key {number} is not a JSON object")
+        name = f"key {number}" + (f" (kid {key['kid']!r})" if key.get("kid") else "")
+        private = [member for member in PRIVATE_MEMBERS if member in key]
+        if private:
+            raise KeyStoreError(
+                f"{path}: {name} holds private key material ({', '.join(private)}): the bank needs "
+                "only the public part; the partner should treat that key as exposed and make a new one"
+            )
+        if not key.get("kid"):
+            raise KeyStoreError(f"{path}: {name} has no kid; ask the partner to name each key")
+
+
 class KeyStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -227,7 +251,12 @@ class KeyStore:
 
     def partner_keyset(self, relative: str) -> KeySet:
         def load(path: Path) -> KeySet:
-            data = self._read_json(path, "partner key set")
+            data = self._read_json(
+                path,
+                "partner key set",
+                missing="ask the partner for its public key set (JWKS) and save it there",
+            )
+            check_public_jwks(data, path)
             try:
                 return KeySet.import_key_set(data)
             except Exception as exc:  # joserfc raises several unrelated types for bad input
@@ -286,11 +315,11 @@ class KeyStore:
             what, os.path.join(self.root, relative), lambda _: derive(self.partner_keyset(relative))
         )
 
-    def _read_json(self, path: Path, what: str) -> Any:
+    def _read_json(self, path: Path, what: str, missing: str = "run `gateway keys generate`") -> Any:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise KeyStoreError(f"{what} {path} is missing: run `gateway keys generate`") from None
+            raise KeyStoreError(f"{what} {path} is missing: {missing}") from None
         except json.JSONDecodeError as exc:
             raise KeyStoreError(f"{what} {path} is not valid JSON: {exc}") from None
 

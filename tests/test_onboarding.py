@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway import registry
+from gateway import placement, registry
 from gateway.config import load_settings
 from gateway.core import Gateway
-from gateway.errors import Conflict
+from gateway.errors import Conflict, KeyStoreError
+from schemas.case import Case
 from tests.helpers import EXAMPLES, copy_profile, invoke, workspace_sql, write_partner_keys
 from tests.partners import rows
 
@@ -179,7 +181,43 @@ def test_unusable_partner_key_is_refused(
 def test_missing_jwks_file_is_refused(workspace: Path, tmp_path: Path) -> None:
     profile = copy_profile("acme-collect.toml", tmp_path)
     result = invoke("-c", workspace, "partners", "add", profile)
-    assert result.exit_code == 1 and "jwks:" in result.output and "missing" in result.output
+    assert result.exit_code == 1 and "jwks:" in result.output
+    # The bank cannot make a partner's key: the hint says who can.
+    assert "acme-collect.jwks.json is missing: ask the partner for its public key set" in result.output
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda key: {"keys": [key | {"d": "c2VjcmV0"}]}, "holds private key material (d)"),
+        (lambda key: {"keys": [{k: v for k, v in key.items() if k != "kid"}]}, "has no kid"),
+        (lambda key: key, 'not a JWKS: expected an object {"keys": [...]}'),
+        (lambda key: {"keys": key}, 'not a JWKS: expected an object {"keys": [...]}'),
+        (lambda key: {"keys": ["x"]}, "key 1 is not a JSON object"),
+    ],
+)
+def test_a_partner_key_set_not_published_as_one_is_refused(
+    change: Any, problem: str, workspace: Path, tmp_path: Path
+) -> None:
+    write_partner_keys(workspace / "keys", "acme-collect", "P-256")
+    path = workspace / "keys/partners/acme-collect.jwks.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text())["keys"][0])))
+    profile = copy_profile("acme-collect.toml", tmp_path)
+    result = invoke("-c", workspace, "partners", "add", profile)
+    assert result.exit_code == 1
+    assert f"{profile}: jwks:" in result.output and problem in result.output
+    assert partners(workspace) == []
+
+
+async def test_a_private_key_put_in_an_onboarded_partners_key_set_stops_its_packages(
+    gw: Gateway, onboarded: Path
+) -> None:
+    path = onboarded / "keys/partners/acme-collect.jwks.json"
+    private = write_partner_keys(onboarded / "keys", "acme-collect", "P-256")
+    path.write_text(json.dumps({"keys": [private]}))
+    case = Case.model_validate_json((EXAMPLES / "cases" / "case-1001.json").read_text())
+    with pytest.raises(KeyStoreError, match="holds private key material"):
+        await placement.place(gw, case, "acme-collect", "collection", actor="test")
 
 
 def test_suspend_and_reinstate(onboarded: Path) -> None:
