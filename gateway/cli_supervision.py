@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 from datetime import timedelta
@@ -24,11 +25,11 @@ def parse_span(text: str) -> timedelta:
 
 
 def register(cli: click.Group) -> None:
-    from gateway.cli import _settings, actor, echo_json, table, with_gateway
+    from gateway.cli import _settings, actor, echo_json, run, table, with_gateway
 
     @cli.command()
     @click.option("--host", default="127.0.0.1", show_default=True)
-    @click.option("--port", default=8080, show_default=True, type=int)
+    @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
     @click.option("--no-workers", is_flag=True, help="Serve HTTP only; run dispatch and poll elsewhere.")
     @click.pass_obj
     def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool) -> None:
@@ -43,16 +44,22 @@ def register(cli: click.Group) -> None:
         async def main() -> None:
             runner = web.AppRunner(create_app(settings, workers=not no_workers), handle_signals=False)
             await runner.setup()
-            await web.TCPSite(runner, host, port).start()
-            click.echo(f"serving on http://{host}:{port} (Ctrl-C or SIGTERM to stop)", err=True)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
-            await runner.cleanup()
+            try:
+                try:
+                    await web.TCPSite(runner, host, port).start()
+                except OSError as exc:  # port taken, address not on this machine, ...
+                    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                    raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
+                click.echo(f"serving on http://{host}:{port} (Ctrl-C or SIGTERM to stop)", err=True)
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await stop.wait()
+            finally:
+                await runner.cleanup()
 
-        asyncio.run(main())
+        run(main())
 
     @cli.command()
     @click.option("--json", "as_json", is_flag=True)
