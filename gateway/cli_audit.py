@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gateway.audit import bundle, log, proofs, query
+from gateway.audit.checkpoint import CheckpointError, parse_vkey
 from gateway.audit.signer import fingerprint, origin_for, publish_vkey, vkey_path
 from gateway.audit.verify import Summary
 
@@ -37,10 +38,19 @@ def workspace_vkey(gw: Gateway) -> str:
 
 
 def _read_vkey(value: str) -> str:
-    """A verifier key given inline or as the path of a file holding it."""
+    """A verifier key given inline or as the path of a file holding it, checked."""
     path = Path(value)
-    if "+" not in value and path.is_file():
-        return path.read_text(encoding="utf-8").strip()
+    if "+" not in value:
+        if not path.is_file():
+            raise click.BadParameter(
+                f"{value!r} is neither a verifier key (name+id+key) nor a file holding one",
+                param_hint="--vkey",
+            )
+        value = path.read_text(encoding="utf-8")
+    try:
+        parse_vkey(value.strip())
+    except CheckpointError as exc:
+        raise click.BadParameter(str(exc), param_hint="--vkey") from None
     return value.strip()
 
 

@@ -159,3 +159,19 @@ def test_verify_bundle_needs_no_workspace(
     vkey_file.write_text(vkey_of(placed) + "\n")
     summary = json.loads(ok("audit", "verify-bundle", tmp_path / "bundle", "--vkey", vkey_file, "--json"))
     assert (summary["entries"], summary["latest_size"], summary["unsigned"]) == (7, 7, 0)
+
+
+def test_a_verifier_key_that_is_not_one_is_a_usage_error(placed: Path, tmp_path: Path) -> None:
+    ok("-c", placed, "audit", "export", tmp_path / "bundle")
+    good = vkey_of(placed)
+    for value, problem in (
+        ("nonsense", "'nonsense' is neither a verifier key (name+id+key) nor a file holding one"),
+        (str(tmp_path / "no-such.vkey"), "nor a file holding one"),
+        (good[:-2] + ("AA" if not good.endswith("AA") else "BB"), "does not match the key"),
+    ):
+        for command in (("-c", placed, "audit", "verify"), ("audit", "verify-bundle", tmp_path / "bundle")):
+            result = invoke(*command, "--vkey", value)
+            assert result.exit_code == 2, result.output
+            assert "Error: Invalid value for --vkey: " in result.output and problem in result.output
+            assert "Traceback" not in result.output
+    assert ok("-c", placed, "audit", "verify", "--vkey", good).startswith("OK: 7 entries")
