@@ -14,6 +14,7 @@ import click
 from gateway import outbox
 from gateway.breaker import BreakerPolicy
 from gateway.dispatch import LEASE_ENV, Dispatcher, Options, Stats
+from gateway.errors import NotFound
 
 if TYPE_CHECKING:
     from gateway.core import Gateway
@@ -85,11 +86,14 @@ async def deliveries(
 
 async def attempts(gw: Gateway, package_id: str) -> list[dict[str, Any]]:
     async with gw.db.transaction() as tx:
-        return await tx.fetchall(
+        rows = await tx.fetchall(
             "SELECT number, started_at, latency_ms, outcome, status, error_class, retry_at, detail"
             " FROM attempts WHERE package_id = ? ORDER BY number",
             (package_id,),
         )
+        if not rows and await tx.fetchone("SELECT 1 FROM packages WHERE id = ?", (package_id,)) is None:
+            raise NotFound(f"no package {package_id!r} (see `gateway package list`)")
+    return rows
 
 
 def register(cli: click.Group) -> None:

@@ -15,13 +15,19 @@ from gateway import poller, supervision, tokens
 from gateway import recall as recalls
 from gateway.core import Gateway
 
+MAX_SPAN_DAYS = 36500
+
 
 def parse_span(text: str) -> timedelta:
     match = re.fullmatch(r"(\d+)([dw])", text.strip())
     if not match:
-        raise click.BadParameter(f"{text!r}: write a number of days or weeks, e.g. 90d or 12w")
-    n, unit = int(match[1]), match[2]
-    return timedelta(days=n * (7 if unit == "w" else 1))
+        raise click.BadParameter(
+            f"{text!r}: write a number of days or weeks, e.g. 90d or 12w", param_hint="--within"
+        )
+    days = int(match[1]) * (7 if match[2] == "w" else 1)
+    if days > MAX_SPAN_DAYS:
+        raise click.BadParameter(f"{text!r}: at most {MAX_SPAN_DAYS}d (100 years)", param_hint="--within")
+    return timedelta(days=days)
 
 
 def register(cli: click.Group) -> None:

@@ -49,10 +49,15 @@ def case_token(gw: Gateway, case_id: str) -> str:
 def check_policy(record: registry.PartnerRecord, purpose: str, gw: Gateway) -> None:
     profile = record.profile
     if record.status != "active":
+        remedy = (
+            registry.ONBOARD_AGAIN
+            if record.status == "offboarded"
+            else f"`gateway partners reinstate {profile.id}` first"
+        )
         raise PolicyViolation(
             "partner-active",
             f"partner {profile.id!r} is {record.status} ({record.status_reason or 'no reason given'}); "
-            f"`gateway partners reinstate {profile.id}` first",
+            + remedy,
         )
     today = gw.now().date()
     if not profile.contract.covers(purpose, today):

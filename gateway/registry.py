@@ -139,6 +139,10 @@ def _templates(profile: PartnerProfile) -> list[tuple[str, str]]:
     return [(purpose, t["text"]) for purpose, t in templates.items() if isinstance(t, dict) and "text" in t]
 
 
+#: What brings an offboarded partner back (see `add`).
+ONBOARD_AGAIN = "onboard it again: `gateway partners add --update PROFILE` with its renewed profile"
+
+
 async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> tuple[PartnerRecord, str]:
     """Onboard (or with ``update``, re-onboard) a partner; return it and what happened."""
     profile, digest = read_profile(path)
@@ -146,7 +150,13 @@ async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> t
     now = isotime(gw.now())
     async with gw.db.transaction() as tx:
         existing = await _fetch(tx, profile.id)
+        returning = existing is not None and existing.status == "offboarded"
         if existing and existing.profile_digest == digest:
+            if returning:
+                raise Conflict(
+                    f"partner {profile.id!r} was offboarded under this very profile; to onboard it "
+                    "again, renew the profile (its new contract) and add it with --update"
+                )
             return existing, "unchanged"
         if existing and not update:
             raise Conflict(
@@ -155,12 +165,14 @@ async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> t
             )
         profile_json = profile.model_dump_json()
         if existing:
+            # An offboarded partner with a renewed profile is onboarded anew: active again.
             await tx.execute(
                 "UPDATE partners SET profile = ?, profile_digest = ?, source = ?, updated_at = ?"
-                " WHERE id = ?",
+                + (", status = 'active', status_reason = ''" if returning else "")
+                + " WHERE id = ?",
                 (profile_json, digest, str(path), now, profile.id),
             )
-            kind: ChangeKind = "partner_updated"
+            kind: ChangeKind = "partner_onboarded" if returning else "partner_updated"
         elif await tx.execute(
             "INSERT INTO partners (id, profile, profile_digest, source, status, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, 'active', ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -184,7 +196,7 @@ async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> t
         )
         record = await _fetch(tx, profile.id)
     assert record is not None
-    return record, "updated" if existing else "added"
+    return record, "onboarded again" if returning else "updated" if existing else "added"
 
 
 async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, actor: str) -> PartnerRecord:
@@ -197,7 +209,7 @@ async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, 
         if record.status == status:
             raise Conflict(f"partner {partner_id!r} is already {status}")
         if record.status == "offboarded":
-            raise Conflict(f"partner {partner_id!r} is offboarded; onboard it again with a new profile")
+            raise Conflict(f"partner {partner_id!r} is offboarded; {ONBOARD_AGAIN}")
         await tx.execute(
             "UPDATE partners SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
             (status, reason, now, partner_id),

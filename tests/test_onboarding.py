@@ -242,3 +242,36 @@ def test_sms_template_with_threats_is_refused(workspace: Path, tmp_path: Path) -
     assert result.exit_code == 1
     assert f"{profile}: adapter_config.templates.reminder:" in result.output
     assert partners(workspace) == []
+
+
+def test_an_offboarded_partner_comes_back_only_with_a_renewed_profile(
+    onboarded: Path, tmp_path: Path
+) -> None:
+    ws = onboarded
+
+    def place() -> Any:
+        case = EXAMPLES / "cases" / "case-1001.json"
+        return invoke("-c", ws, "place", case, "--partner", "acme-collect", "--purpose", "collection")
+
+    assert place().exit_code == 0
+    gone = invoke("-c", ws, "partners", "offboard", "acme-collect", "--reason", "contract ended")
+    assert gone.exit_code == 0, gone.output
+    hint = "onboard it again: `gateway partners add --update PROFILE` with its renewed profile"
+    refused = place()
+    assert refused.exit_code == 1 and hint in refused.output
+    reinstate = invoke("-c", ws, "partners", "reinstate", "acme-collect")
+    assert reinstate.exit_code == 1 and hint in reinstate.output
+    same = invoke("-c", ws, "partners", "add", "--update", EXAMPLES / "partners" / "acme-collect.toml")
+    assert same.exit_code == 1 and "offboarded under this very profile" in same.output
+
+    renewal = {'number = "AC-2026-017"': 'number = "AC-2027-003"'}
+    renewed = copy_profile("acme-collect.toml", tmp_path, renewal)
+    before = audit_count(ws)
+    back = invoke("-c", ws, "partners", "add", "--update", renewed)
+    assert back.exit_code == 0 and back.output.startswith("acme-collect: onboarded again"), back.output
+    [row] = [p for p in partners(ws) if p["id"] == "acme-collect"]
+    assert row["status"] == "active"
+    with workspace_sql(ws) as sql:
+        [entry] = sql("SELECT kind FROM audit_entries WHERE idx >= ?", (before,))
+    assert entry["kind"] == "partner_onboarded"
+    assert place().exit_code == 0

@@ -174,6 +174,12 @@ def test_cli_place_and_show(onboarded: Path) -> None:
     assert "李娜" not in shown.output and "emergency" not in shown.output
     as_json = json.loads(invoke("-c", onboarded, "package", "show", package_id, "--json").output)
     assert as_json["claims"]["jti"] == package_id
+    waiting = invoke("-c", onboarded, "package", "attempts", package_id)
+    assert (waiting.exit_code, waiting.output) == (0, f"no attempts for {package_id} yet\n")
+    for command in ("show", "attempts"):
+        unknown = invoke("-c", onboarded, "package", command, "pkg_nope")
+        assert unknown.exit_code == 1, command
+        assert unknown.output == "Error: no package 'pkg_nope' (see `gateway package list`)\n"
 
 
 @pytest.mark.parametrize(

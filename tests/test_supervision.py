@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,7 @@ from gateway.core import Gateway
 from gateway.errors import Conflict, PolicyViolation
 from schemas.case import Case
 from tests.callbacks import dumps, event
-from tests.helpers import sample_case
+from tests.helpers import invoke, sample_case
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CASE = Case.model_validate_json(sample_case().read_text())
@@ -113,6 +114,21 @@ async def test_expired_case_is_refused_for_arbitration_and_listed(gw: Gateway) -
     await placement.place(gw, old, "acme-collect", "collection", actor="test")
     rows = await supervision.expiring(gw, timedelta(days=90))
     assert [(r["case_id"], r["expires"]) for r in rows] == [(CASE.case_id, "2025-01-05")]
+
+
+@pytest.mark.parametrize(
+    ("within", "problem"),
+    [
+        ("90", "'90': write a number of days or weeks, e.g. 90d or 12w"),
+        ("-5d", "'-5d': write a number of days or weeks"),
+        ("100000000d", "'100000000d': at most 36500d (100 years)"),
+        ("5300w", "'5300w': at most 36500d"),
+    ],
+)
+def test_cases_expiring_window_is_checked(onboarded: Path, within: str, problem: str) -> None:
+    result = invoke("-c", onboarded, "cases", "expiring", "--within", within)
+    assert result.exit_code == 2 and f"Invalid value for --within: {problem}" in result.output
+    assert invoke("-c", onboarded, "cases", "expiring", "--within", "36500d").exit_code == 0
 
 
 async def test_scorecard(gw: Gateway, active: str) -> None:
