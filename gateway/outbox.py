@@ -34,6 +34,7 @@ from gateway.adapters import OutboundPackage, Receipt
 from gateway.core import Gateway, isotime
 from gateway.db import Row, Transaction
 from gateway.errors import PartnerRejected, Retryable
+from gateway.redact import redact, values_of
 from schemas.package import RECALL_PURPOSE
 from schemas.partner import Limits
 
@@ -240,11 +241,13 @@ def judge(
         "package_id": claimed.package.package_id, "partner_id": claimed.partner_id,
         "attempt": claimed.attempt, "started_at": isotime(started), "latency_ms": latency_ms,
     }
+    # The partner's words are kept for operators, without the package's personal data.
+    sent = list(values_of(claimed.package.claims.get("data")))
     if isinstance(result, Receipt):
         return Outcome(**base, signal="success", state="delivered", status=result.status, error_class=None,
-                       detail=truncate(result.detail), partner_ref=result.partner_ref)
+                       detail=truncate(redact(result.detail, sent)), partner_ref=result.partner_ref)
     status = getattr(result, "status", None)
-    detail = truncate(str(result) or type(result).__name__)
+    detail = truncate(redact(str(result) or type(result).__name__, sent))
     # Anything that is not a known permanent refusal (a bug, an unexpected library
     # error) is retried: a fixed deployment then delivers instead of losing the package.
     retryable = isinstance(result, Retryable) or not hasattr(result, "status")

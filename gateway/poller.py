@@ -20,6 +20,7 @@ from gateway import inbound, registry
 from gateway.adapters import Adapter
 from gateway.core import Gateway, isotime
 from gateway.errors import Conflict, GatewayError
+from gateway.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,9 @@ async def poll_once(gw: Gateway) -> list[PollStats]:
             try:
                 out.append(await poll_partner(gw, adapter))
             except GatewayError as exc:
-                log.warning("poll %s failed: %s", record.id, exc)
-                out.append(PollStats(record.id, error=str(exc)))
+                error = redact(str(exc))
+                log.warning("poll %s failed: %s", record.id, error)
+                out.append(PollStats(record.id, error=error))
     return out
 
 
@@ -108,7 +110,7 @@ async def run(gw: Gateway, stop: asyncio.Event) -> None:
                     try:
                         await poll_partner(gw, adapter)
                     except GatewayError as exc:
-                        log.warning("poll %s failed: %s", partner_id, exc)
+                        log.warning("poll %s failed: %s", partner_id, redact(str(exc)))
                     due[partner_id] = loop.time() + interval(adapter)
             wait = min(due.values(), default=now + 60.0) - loop.time()
             with contextlib.suppress(TimeoutError):

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from gateway.adapters import Adapter, AdapterConfig, PollResult
 from gateway.errors import PartnerRejected, PartnerTimeout, PartnerUnavailable
+from gateway.redact import redact
 
 #: Largest answer body read; a bigger one is cut off and reported, never held in memory.
 MAX_BODY = 1 << 20
@@ -73,7 +74,9 @@ class Answer:
     headers: CIMultiDictProxy[str]
 
     def snippet(self, limit: int = 300) -> str:
-        text = self.body[:limit].decode("utf-8", "replace")
+        """The start of the body, for errors and the delivery record, personal data
+        redacted (partners echo requests back)."""
+        text = redact(self.body[:limit].decode("utf-8", "replace"))
         return text + (" (body over 1 MiB, cut)" if self.too_large else "")
 
 
@@ -97,6 +100,14 @@ def check_status(answer: Answer, what: str) -> None:
     """Raise the gateway error an answer outside 2xx means."""
     if 200 <= answer.status < 300:
         return
+    if 300 <= answer.status < 400:
+        # Never followed (see HttpAdapter.request): retried, so that once the profile
+        # names the partner's new endpoint the package goes there.
+        raise PartnerUnavailable(
+            f"{what}: HTTP {answer.status}: a redirect, not followed; if the partner moved, "
+            "update the profile's endpoint",
+            status=answer.status,
+        )
     message = f"{what}: HTTP {answer.status}: {answer.snippet()}"
     if answer.status in RETRY_STATUSES or answer.status >= 500:
         retry_after = parse_retry_after(answer.headers.get("Retry-After"))
@@ -160,7 +171,9 @@ class HttpAdapter(Adapter):
         url = self.profile.endpoint.rstrip("/") + path
         where = f"{what} {url}"
         try:
-            async with self.session().request(method, url, **kwargs) as resp:
+            # No redirects: the endpoint was checked at onboarding (https, or http only
+            # for JWE in development); a redirect could send the body anywhere, in clear.
+            async with self.session().request(method, url, allow_redirects=False, **kwargs) as resp:
                 body = bytearray()
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     body += chunk

@@ -88,6 +88,8 @@ class Agency:
             await asyncio.sleep(self.delay)  # a slow partner, not synchronisation
         if mode == "500":
             return web.Response(status=500, text="internal error")
+        if mode.startswith("redirect:"):  # "redirect:URL": 307, which keeps method and body
+            return web.Response(status=307, headers={"Location": mode.partition(":")[2]})
         if mode.startswith("429"):
             return web.Response(status=429, headers={"Retry-After": mode.partition(":")[2]})
         if mode == "timeout":
@@ -102,6 +104,13 @@ class Agency:
             return web.json_response({"error": "want application/jose and Idempotency-Key"}, status=400)
         claims = self.open(body) if self.decrypt else {"jti": key}
         assert claims["jti"] == key
+        if mode in ("echo500", "echo422"):  # a partner quoting the case in its error
+            data = claims["data"]
+            text = (
+                f"cannot process {data['debtor']['name']} ({data['loan']['outstanding']} due); "
+                "call 138 1234 1999 or write to ops@agency.example"
+            )
+            return web.Response(status=int(mode[-3:]), text=text)
         if key not in self.claims:
             self.effects[key] += 1
             self.claims[key] = claims

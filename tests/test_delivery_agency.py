@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
+
+from aiohttp import web
 
 from gateway import outbox, registry
 from gateway.breaker import BreakerPolicy
 from gateway.core import Gateway
 from gateway.dispatch import Dispatcher, Options
-from tests.partners import PARTNER, Clock, agency_workspace, place_many, rows
+from tests.partners import CASE, PARTNER, Clock, agency_workspace, place_many, rows
 
 FAST = "timeout = 0.5\nbackoff_base = 1.0\nbackoff_cap = 8.0\nmax_attempts = 6"
 
@@ -100,6 +103,58 @@ async def test_rejection_is_dead_at_once_with_the_partners_answer(tmp_path: Path
         [pkg] = await rows(gw, "SELECT state, attempts, last_error FROM packages")
         assert pkg["state"] == "dead" and pkg["attempts"] == 1
         assert "422" in pkg["last_error"] and "already assigned elsewhere" in pkg["last_error"]
+
+
+async def test_a_redirect_is_not_followed_and_the_package_waits_for_a_fixed_endpoint(
+    tmp_path: Path,
+) -> None:
+    """A 307 to plain http would send the package anywhere, in clear: never followed."""
+    elsewhere: list[str] = []
+
+    async def plain(request: web.Request) -> web.Response:
+        elsewhere.append(await request.text())
+        return web.json_response({"reference": "PLAIN"}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/packages", plain)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        clock = Clock()
+        async with agency_workspace(tmp_path, limits=FAST, clock=clock) as (gw, agency, _):
+            [pid] = await place_many(gw, 1)
+            agency.script.append(f"redirect:http://127.0.0.1:{port}/packages")
+            stats = await Dispatcher(gw).run_once()
+            assert (stats.delivered, stats.retry_wait) == (0, 1)
+            assert elsewhere == []
+            [attempt] = await rows(gw, "SELECT status, detail FROM attempts WHERE package_id = ?", (pid,))
+            assert attempt["status"] == "307" and "a redirect, not followed" in attempt["detail"]
+            await drain(gw, clock)
+            assert agency.effects[pid] == 1 and elsewhere == []
+    finally:
+        await runner.cleanup()
+
+
+async def test_what_a_partner_says_is_kept_without_the_debtors_data(tmp_path: Path) -> None:
+    """Partners echo requests in their errors; the operators get the reason, not the person."""
+    clock = Clock()
+    async with agency_workspace(tmp_path, limits=FAST, clock=clock) as (gw, agency, _):
+        [retried, rejected] = await place_many(gw, 2)
+        agency.script.extend(["echo500", "echo422"])
+        await Dispatcher(gw).run_once()
+        case = json.loads(CASE.read_text())
+        personal = [case["debtor"]["name"], case["loan"]["outstanding"], "1234", "ops@agency"]
+        kept = await rows(gw, "SELECT package_id, detail FROM attempts ORDER BY package_id")
+        kept += await rows(gw, "SELECT id AS package_id, last_error AS detail FROM packages")
+        assert len(kept) == 4
+        for row in kept:
+            assert not any(value in row["detail"] for value in personal), row
+            said = "cannot process <redacted> (<redacted> due); call <number> or write to <email>"
+            assert said in row["detail"], row
+        states = {r["id"]: r["state"] for r in await rows(gw, "SELECT id, state FROM packages")}
+        assert {states[retried], states[rejected]} == {"retry_wait", "dead"}
 
 
 async def test_after_max_attempts_the_package_is_dead_with_the_last_reason(tmp_path: Path) -> None:

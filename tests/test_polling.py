@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from gateway import placement, poller, registry
@@ -77,3 +79,34 @@ async def test_poll_feeds_the_pipeline_and_resumes_from_cursor(
         state = await tx.fetchval("SELECT state FROM assignments WHERE case_ref = ?", (ref,))
     assert events == [{"type": "accepted", "source": "poll"}, {"type": "complaint", "source": "poll"}]
     assert state == "active"
+
+
+async def test_a_failing_feed_is_reported_and_logged_without_personal_data(
+    gw: Gateway, aiohttp_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def feed(request: web.Request) -> web.Response:
+        text = "feed unavailable; last filing: respondent ID 110101199003071234, phone 13812341999"
+        return web.Response(status=503, text=text + ", contact ops@partner.example")
+
+    app = web.Application()
+    app.router.add_get("/status", feed)
+    server = await aiohttp_server(app)
+    profile = copy_profile(
+        "acme-collect.toml",
+        tmp_path,
+        {
+            'endpoint = "https://127.0.0.1:18441"': f'endpoint = "http://127.0.0.1:{server.port}"',
+            'packages_path = "/packages"': (
+                'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true'
+            ),
+        },
+    )
+    await registry.add(gw, profile, actor="t", update=True)
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        [acme] = [s for s in await poller.poll_once(gw) if s.partner == "acme-collect"]
+    said = "HTTP 503: feed unavailable; last filing: respondent ID <number>, phone <number>, contact <email>"
+    assert acme.error and said in acme.error
+    logged = [r.getMessage() for r in caplog.records if "poll acme-collect failed" in r.getMessage()]
+    assert logged and all(said in line for line in logged)
+    for secret in ("110101199003071234", "13812341999", "ops@partner"):
+        assert secret not in acme.error and secret not in caplog.text

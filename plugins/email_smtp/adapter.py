@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.adapters import Adapter, AdapterConfig, OutboundPackage, Receipt
 from gateway.errors import DeliveryError, PartnerRejected, PartnerTimeout, PartnerUnavailable
+from gateway.redact import redact
 from plugins._templates import check_profile_messages, first, render
 from schemas.partner import PartnerProfile
 
@@ -41,7 +42,8 @@ class Config(AdapterConfig):
 
 
 def smtp_error(code: int, message: str, where: str) -> DeliveryError:
-    text = f"{where}: SMTP {code} {message}"
+    # A refusal names the recipient (550 <someone@example.org>: ...): redacted.
+    text = f"{where}: SMTP {code} {redact(message)}"
     if 400 <= code < 500:
         return PartnerUnavailable(text, status=code)
     return PartnerRejected(text, status=code)

@@ -1,0 +1,51 @@
+"""Personal data out of the text partners write back.
+
+A partner's answer (an error body, an SMTP reply, a status feed that would not parse)
+is kept for the operators (`gateway deliveries`, `attempts.detail`) and may reach the
+logs, but partners often echo the request, or say whom it was about. Everything the
+gateway keeps or prints of such text goes through `redact`:
+
+- e-mail addresses become ``<email>``;
+- runs of 7 or more digits (phone, ID and account numbers, with ``+``, spaces or
+  hyphens between the digits, an ID number's final ``X`` included) become ``<number>``;
+  a run that touches letters (a package id's hex, a token) is left as it is;
+- with ``known``, the values of the package the text is about (its minimized data:
+  names, addresses, numbers as sent) become ``<redacted>`` wherever they appear; ASCII
+  values shorter than 4 characters are left (they match too much: ``12`` in ``HTTP
+  412``), other values from 2 characters on (a Chinese name).
+
+What this cannot see is personal data the gateway never sent and that has no shape: a
+name of somebody else in a partner's prose. It keeps the part that operators need (the
+status, the partner's reason) and drops what is recognisable as about a person.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+NUMBER = re.compile(r"(?<![\w+])\+?\d(?:[ -]?\d){6,}(?:[Xx](?!\w))?(?![\w])")
+
+
+def redact(text: str, known: Iterable[str] = ()) -> str:
+    values = {v for v in known if len(v) >= (4 if v.isascii() else 2)}
+    for value in sorted(values, key=len, reverse=True):  # the longest first: a name in an address
+        text = text.replace(value, "<redacted>")
+    text = EMAIL.sub("<email>", text)
+    return NUMBER.sub("<number>", text)
+
+
+def values_of(data: Any) -> Iterator[str]:
+    """Every scalar in a nested JSON value, as text (the personal data a package carries)."""
+    if isinstance(data, dict):
+        for item in data.values():
+            yield from values_of(item)
+    elif isinstance(data, list):
+        for item in data:
+            yield from values_of(item)
+    elif isinstance(data, str):
+        yield data
+    elif isinstance(data, int | float) and not isinstance(data, bool):
+        yield str(data)
