@@ -170,7 +170,21 @@ def swap(sql: Sql, old: list[str]) -> None:
         )
 
 
+def lookup_column(column: str, value: str) -> Tamper:
+    """Change a column searches filter on, leaving the leaf (and so the tree) intact."""
+
+    def tamper(sql: Sql, old: list[str]) -> None:
+        sql(f"UPDATE audit_entries SET {column} = ? WHERE idx = 5", (value,))
+
+    tamper.__name__ = f"lookup_{column}"
+    return tamper
+
+
 DB_TAMPERING: list[tuple[Tamper, str, tuple[str, ...]]] = [
+    (lookup_column("partner_id", "notify-mail"), "entry 5:", ("the partner_id column reads 'notify-mail'",)),
+    (lookup_column("case_token", "case_other"), "entry 5:", ("the case_token column reads 'case_other'",)),
+    (lookup_column("kind", "callback_received"), "entry 5:", ("the kind column reads",)),
+    (lookup_column("at", "2020-01-01T00:00:00.000000Z"), "entry 5:", ("the at column reads",)),
     (change_leaf_only, "entry 5:", ("stored leaf hash does not match",)),
     (change_leaf_and_hash, "entry 5:", ("root signed at size 6",)),
     (non_canonical, "entry 5:", ("canonical",)),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.audit import log, parallel
+from gateway.audit.errors import VerificationFailed
 from gateway.audit.log import CheckpointRecord
 from gateway.audit.verify import LogVerifier, Progress, Summary, read_checkpoints
 from gateway.db import Database
@@ -163,6 +164,57 @@ async def verify_database(
     worker processes (`gateway.audit.parallel`), `workers` of them (by default one per
     CPU, at most 8); ``workers=1`` keeps it in this process.
     """
+    lookup = await first_lookup_mismatch(db) if deep else None
+    try:
+        summary = await _verify_log(db, vkey, progress, deep=deep, workers=workers)
+    except VerificationFailed as exc:
+        if lookup is None or (exc.index is not None and exc.index <= lookup[0]):
+            raise
+        summary = None
+    if lookup is not None:
+        raise VerificationFailed(lookup[1], index=lookup[0])
+    assert summary is not None
+    return summary
+
+
+#: The columns searches filter on (`entries`, `subject_disclosures`), and the member of
+#: the entry each one copies: a search trusts them, so verify checks them (deep).
+LOOKUP_COLUMNS = (("kind", "kind"), ("partner_id", "partner"), ("case_token", "case"), ("at", "at"))
+
+
+async def first_lookup_mismatch(db: Database) -> tuple[int, str] | None:
+    """The first entry whose lookup columns disagree with its leaf, and how; None if
+    none does. Changing a column would hide an entry from `gateway audit log --partner`
+    or from a subject's report while the leaves, and so the tree, stay intact."""
+    after = -1
+    columns = ", ".join(column for column, _ in LOOKUP_COLUMNS)
+    while True:
+        async with db.transaction() as tx:
+            rows = await tx.fetchall(
+                f"SELECT idx, leaf, {columns} FROM audit_entries WHERE idx > ? ORDER BY idx LIMIT ?",
+                (after, BATCH),
+            )
+        if not rows:
+            return None
+        for row in rows:
+            try:
+                entry = json.loads(row["leaf"])
+            except ValueError:
+                continue  # not an entry at all: the per-entry lint names it
+            if not isinstance(entry, dict):
+                continue
+            for column, member in LOOKUP_COLUMNS:
+                if row[column] != entry.get(member):
+                    return row["idx"], (
+                        f"the {column} column reads {row[column]!r} but the entry's {member} is "
+                        f"{entry.get(member)!r}: searches by {member} would miss or misplace it"
+                    )
+        after = rows[-1]["idx"]
+
+
+async def _verify_log(
+    db: Database, vkey: str, progress: Progress | None, *, deep: bool, workers: int | None
+) -> Summary:
     if db.dialect == "sqlite":
         async with db.transaction() as tx:
             files = await tx.fetchall("PRAGMA database_list")
