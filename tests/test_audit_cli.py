@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -175,3 +176,16 @@ def test_a_verifier_key_that_is_not_one_is_a_usage_error(placed: Path, tmp_path:
             assert "Error: Invalid value for --vkey: " in result.output and problem in result.output
             assert "Traceback" not in result.output
     assert ok("-c", placed, "audit", "verify", "--vkey", good).startswith("OK: 7 entries")
+
+
+def test_log_times_are_instants_in_any_offset(placed: Path) -> None:
+    every = json.loads(ok("-c", placed, "audit", "log", "--json"))
+    at = datetime.fromisoformat(every[5]["entry"]["at"].replace("Z", "+00:00"))
+    seconds = at.replace(microsecond=0)  # a time given to the second, before the entry
+    for given in (seconds.isoformat(), seconds.astimezone(timezone(timedelta(hours=8))).isoformat()):
+        since = json.loads(ok("-c", placed, "audit", "log", "--since", given, "--json"))
+        assert since[0]["idx"] <= 5 and since[-1]["idx"] == 6
+        until = json.loads(ok("-c", placed, "audit", "log", "--until", given, "--json"))
+        assert all(datetime.fromisoformat(e["entry"]["at"].replace("Z", "+00:00")) < seconds for e in until)
+    bad = invoke("-c", placed, "audit", "log", "--since", "garbage")
+    assert bad.exit_code == 1 and "since: 'garbage' is not an RFC 3339 date or time" in bad.output

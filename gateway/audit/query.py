@@ -16,13 +16,17 @@ import json
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as dtime
 from typing import Any
 
 from gateway.audit import log, parallel
 from gateway.audit.errors import VerificationFailed
 from gateway.audit.log import CheckpointRecord
 from gateway.audit.verify import LogVerifier, Progress, Summary, read_checkpoints
+from gateway.core import isotime
 from gateway.db import Database
+from gateway.errors import InvalidInput
 
 BATCH = 10_000
 #: Entries per block of the case index (`audit_by_case_block`, migration 5, on
@@ -31,12 +35,30 @@ BATCH = 10_000
 CASE_BLOCK = 4096
 
 
+def moment(text: str, name: str) -> str:
+    """An RFC 3339 date or date-time (with an offset; without one it is read as UTC)
+    as the log stores times: UTC, microseconds, ``Z``. Stored times all have that one
+    width, so comparing them as text orders them in time."""
+    try:
+        if len(text.strip()) == 10:
+            at = datetime.combine(date.fromisoformat(text.strip()), dtime(), UTC)
+        else:
+            at = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
+            at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        return isotime(at)
+    except (ValueError, OverflowError):
+        raise InvalidInput(
+            f"{name}: {text!r} is not an RFC 3339 date or time, e.g. 2026-11-01 or 2026-11-01T08:00:00+08:00",
+            status=400,
+        ) from None
+
+
 @dataclass(frozen=True)
 class EntryFilter:
     """Which entries: index range [start, end), and optional column filters.
 
-    `since` and `until` compare with the entries' RFC 3339 UTC times as text, so a
-    date like 2025-01-31 works as a prefix; `until` is exclusive.
+    `since` (inclusive) and `until` (exclusive) are RFC 3339 dates or times, any
+    offset (see `moment`).
     """
 
     start: int = 0
@@ -66,6 +88,8 @@ async def latest_checkpoint(db: Database) -> CheckpointRecord | None:
 async def entries(db: Database, where: EntryFilter | None = None) -> list[dict[str, Any]]:
     """Matching entries in log order: ``{"idx", "entry"}`` with the parsed leaf."""
     where = where or EntryFilter()
+    since = moment(where.since, "since") if where.since is not None else None
+    until = moment(where.until, "until") if where.until is not None else None
     clauses: list[str] = ["idx >= ?"]
     params: list[object] = [where.start]
     for column, value, op in (
@@ -75,8 +99,8 @@ async def entries(db: Database, where: EntryFilter | None = None) -> list[dict[s
         ("partner_id" if where.case_token is None else "partner_id || ''", where.partner, "="),
         ("case_token", where.case_token, "="),
         ("kind", where.kind, "="),
-        ("at", where.since, ">="),
-        ("at", where.until, "<"),
+        ("at", since, ">="),
+        ("at", until, "<"),
     ):
         if value is not None:
             clauses.append(f"{column} {op} ?")

@@ -12,16 +12,39 @@ from gateway.audit.errors import AuditError
 from gateway.errors import InvalidInput, NotFound
 from gateway.http.appkeys import GATEWAY
 from gateway.http.operator import principal
+from gateway.http.routes import known_query
+from gateway.placement import case_token
 
 MAX_PAGE = 1000
+
+
+#: Query parameters of each route (the route table documents them in OpenAPI).
+ENTRY_QUERY = {
+    "start": "first index (default 0)",
+    "end": "index to stop before",
+    "partner": "partner id",
+    "case": "the bank's case id (matched through its audit token)",
+    "case_token": "a case's audit token (case_...), as entries hold it",
+    "kind": "entry kind, e.g. disclosure",
+    "since": "RFC 3339 date or time, inclusive",
+    "until": "RFC 3339 date or time, exclusive",
+    "limit": f"most entries returned (default 100, at most {MAX_PAGE})",
+}
+INCLUSION_QUERY = {"size": "tree size the proof is for (default: the latest checkpoint's)"}
+CONSISTENCY_QUERY = {
+    "old": "size of the checkpoint you hold (required)",
+    "new": "the newer size (default: the latest checkpoint's)",
+}
+#: Indices and sizes past this are refused (SQLite integers are 64-bit).
+MAX_INT = 2**62
 
 
 def _int(request: web.Request, name: str, default: int | None = None) -> int | None:
     raw = request.match_info.get(name) or request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise InvalidInput(f"{name} must be a non-negative integer, not {raw!r}", status=400)
+    if not raw.isdigit() or int(raw) > MAX_INT:
+        raise InvalidInput(f"{name} must be an integer from 0 to 2**62, not {raw[:40]!r}", status=400)
     return int(raw)
 
 
@@ -35,24 +58,30 @@ async def latest_checkpoint(request: web.Request) -> web.Response:
 
 async def list_entries(request: web.Request) -> web.Response:
     await principal(request, "auditor")
+    known_query(request, ENTRY_QUERY)
     start = _int(request, "start", 0) or 0
     limit = min(_int(request, "limit", 100) or 100, MAX_PAGE)
+    case_id, token = request.query.get("case"), request.query.get("case_token")
+    if case_id is not None and token is not None:
+        raise InvalidInput("give case (the bank's case id) or case_token, not both", status=400)
+    gw = request.app[GATEWAY]
     where = query.EntryFilter(
         start=start,
         end=_int(request, "end"),
         partner=request.query.get("partner"),
-        case_token=request.query.get("case"),
+        case_token=case_token(gw, case_id) if case_id is not None else token,
         kind=request.query.get("kind"),
         since=request.query.get("since"),
         until=request.query.get("until"),
         limit=limit,
     )
-    rows: list[dict[str, Any]] = await query.entries(request.app[GATEWAY].db, where)
+    rows: list[dict[str, Any]] = await query.entries(gw.db, where)
     return web.json_response({"entries": rows, "limit": limit})
 
 
 async def inclusion(request: web.Request) -> web.Response:
     await principal(request, "auditor")
+    known_query(request, INCLUSION_QUERY)
     index = _int(request, "index")
     assert index is not None  # part of the path
     try:
@@ -64,6 +93,7 @@ async def inclusion(request: web.Request) -> web.Response:
 
 async def consistency(request: web.Request) -> web.Response:
     await principal(request, "auditor")
+    known_query(request, CONSISTENCY_QUERY)
     old = _int(request, "old")
     if old is None:
         raise InvalidInput("query parameter old (the size of the checkpoint you hold) is required")

@@ -29,6 +29,10 @@ def document(routes: list[Route], version: str) -> dict[str, Any]:
             "parameters": [
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in re.findall(r"{(\w+)}", route.path)
+            ]
+            + [
+                {"name": name, "in": "query", "description": text, "schema": {"type": "string"}}
+                for name, text in route.query.items()
             ],
             "responses": {
                 str(route.status): _response(route),

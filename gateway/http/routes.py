@@ -23,6 +23,8 @@ class Route:
     response: Any = None
     status: int = 200
     tags: tuple[str, ...] = field(default=("operator",))
+    query: dict[str, str] = field(default_factory=dict)
+    """Query parameters: name -> description (documented in OpenAPI; see `known_query`)."""
 
 
 def require_json(request: web.Request) -> None:
@@ -34,3 +36,14 @@ def require_json(request: web.Request) -> None:
         media_type = "(unparseable)"
     if media_type != "application/json":
         raise InvalidInput(f"content type must be application/json, not {media_type!r}", status=415)
+
+
+def known_query(request: web.Request, known: dict[str, str]) -> None:
+    """400 for a query parameter the route does not take: a misspelt filter must not
+    quietly match everything."""
+    unknown = sorted(set(request.query) - set(known))
+    if unknown:
+        raise InvalidInput(
+            f"unknown query parameter {', '.join(unknown)}; this route takes: {', '.join(known) or 'none'}",
+            status=400,
+        )
