@@ -105,7 +105,11 @@ class PartnerProfile(_Model):
     endpoint: str = Field(min_length=1)
     sealing: Literal["jwe", "tls-only"] = "jwe"
     jwks: str | None = Field(
-        default=None, description="partner's public JWKS, relative to the keys directory"
+        default=None,
+        # A file of keys/partners/ and nothing else: a profile must not make the
+        # gateway open (and quote in its errors) any file it can read.
+        pattern=r"^partners/[A-Za-z0-9][A-Za-z0-9._-]*\.json$",
+        description="partner's public JWKS: partners/NAME.json, in the keys directory",
     )
     package_ttl_days: int = Field(default=30, ge=1, le=366)
     contract: Contract

@@ -133,6 +133,21 @@ BAD_PROFILES = {
         "must be https://",
     ),
     "bad TOML": ({"[contract]": "[contract"}, "(syntax)", "not valid TOML"),
+    "key set outside keys/partners": (
+        {'jwks = "partners/acme-collect.jwks.json"': 'jwks = "../../../../etc/passwd"'},
+        "jwks",
+        "String should match pattern",
+    ),
+    "key set at an absolute path": (
+        {'jwks = "partners/acme-collect.jwks.json"': 'jwks = "/etc/hostname.json"'},
+        "jwks",
+        "String should match pattern",
+    ),
+    "key set climbing out": (
+        {'jwks = "partners/acme-collect.jwks.json"': 'jwks = "partners/../bank/jwks.json"'},
+        "jwks",
+        "String should match pattern",
+    ),
 }
 
 
