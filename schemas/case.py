@@ -51,7 +51,8 @@ class Debtor(_Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {value!r}") from None
+            # The value is not quoted: a column mixed up upstream could put a name here.
+            raise ValueError("not a known IANA time zone name, e.g. Asia/Shanghai") from None
         return value
 
 

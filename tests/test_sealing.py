@@ -203,6 +203,20 @@ def test_cli_bad_case_file_is_one_line(
     assert str(path) in result.output and message in result.output
 
 
+def test_a_bad_value_is_named_not_quoted(onboarded: Path, tmp_path: Path) -> None:
+    """A mixed-up column can put a name or an ID number in any field: errors name the
+    field and the rule, never the value."""
+    case = json.loads(sample_case().read_text())
+    misplaced = "张伟 110101199003071234"
+    case["debtor"]["timezone"] = misplaced
+    path = tmp_path / "case.json"
+    path.write_text(json.dumps(case, ensure_ascii=False))
+    result = invoke("-c", onboarded, "place", path, "--partner", "acme-collect", "--purpose", "collection")
+    assert result.exit_code == 1
+    assert "debtor.timezone: not a known IANA time zone name, e.g. Asia/Shanghai" in result.output
+    assert "张伟" not in result.output and "110101199003071234" not in result.output
+
+
 async def test_settled_keys_are_reused_and_a_changed_key_file_is_used_at_once(
     gw: Gateway, onboarded: Path, partner_keys: dict
 ) -> None:
