@@ -16,11 +16,13 @@ function returns it as text for printing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import hmac
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,15 +45,20 @@ ENCRYPTION_CURVES = {("EC", "P-256"), ("EC", "P-384"), ("EC", "P-521"), ("OKP", 
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write a secret atomically, readable by the owner only (0600 from the first byte)."""
+    """Write a secret atomically, readable by the owner only (0600 from the first byte:
+    a new file of a unique name, never one left behind with other permissions)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def write_public(path: Path, data: bytes) -> None:
@@ -163,6 +170,9 @@ class KeyStore:
     def generate(self, alg: str = "ES256") -> list[str]:
         """Create whatever bank key is missing; never overwrite one. Return what was made."""
         made = []
+        # The bank's private keys live here: the directory itself is the owner's only.
+        self.bank.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.bank.chmod(0o700)
         if not self.signing_path.exists():
             self._install_signing_key(generate_signing_key(alg), retired=[])
             made.append("signing key")

@@ -26,6 +26,20 @@ def test_init_creates_a_working_workspace_with_private_keys_0600(workspace: Path
     for name in PRIVATE_FILES:
         mode = stat.S_IMODE((workspace / "keys" / name).stat().st_mode)
         assert mode == 0o600, f"{name} is {oct(mode)}"
+    assert stat.S_IMODE((workspace / "keys" / "bank").stat().st_mode) == 0o700
+    assert not list((workspace / "keys").rglob("*.tmp"))
+
+
+def test_a_secret_is_never_written_through_a_file_left_with_wider_permissions(workspace: Path) -> None:
+    """A leftover temporary file (a crash, or planted) must not lend its mode to a key."""
+    keys = KeyStore(workspace / "keys")
+    leftover = keys.webhook_secret_path("acme-collect").with_name("acme-collect.whsec.tmp")
+    leftover.write_text("")
+    leftover.chmod(0o666)
+    path = keys.add_webhook_secret("acme-collect")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert leftover.read_text() == "" and stat.S_IMODE(leftover.stat().st_mode) == 0o666
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".acme-collect.whsec.")]
 
 
 def test_sqlite_path_is_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
