@@ -117,6 +117,17 @@ def register(cli: click.Group) -> None:
             click.echo(
                 f"note: trusted the bundle's own key {summary.key}; pin it with --vkey", err=True
             )
+        else:
+            shipped = directory / bundle.VKEY
+            own = shipped.read_text(encoding="utf-8").strip() if shipped.is_file() else ""
+            if own != _read_vkey(vkey):
+                # The entries are signed by the pinned key; the copy that came with them is
+                # not it: whoever prepared the bundle sent a wrong or changed key file.
+                click.echo(
+                    f"warning: the bundle's {bundle.VKEY} is not the pinned key; the log was "
+                    "checked against the pinned key only",
+                    err=True,
+                )
         _echo_summary(summary, as_json)
 
     @audit.command("export")

@@ -195,9 +195,9 @@ TAMPERING: list[tuple[Callable[[Sql], None], str, str | None]] = [
     (changed_leaf, "entry 1713: the stored leaf hash does not match the leaf", None),
     (changed_leaf_and_hash, "entries 1700..1799: do not hash to the root signed at size 1800", None),
     (changed_hash, "entry 1713: the stored leaf hash does not match the leaf", None),
-    (deleted, "entry 1713: missing (the next entry has index 1714)", None),
-    (deleted_at_a_range_end, "entry 1998: missing (the next entry has index 2000)", None),
-    (inserted_out_of_range, "entry 3050: missing (the next entry has index 1000000000000)", None),
+    (deleted, "entry 1713: missing or moved (the next entry has index 1714)", None),
+    (deleted_at_a_range_end, "entry 1998: missing or moved (the next entry has index 2000)", None),
+    (inserted_out_of_range, "entry 3050: missing or moved (the next entry has index 1000000000000)", None),
     (inserted_at_the_end, "entry 3050: not in the writer's tree state", None),
     (inserted_below_zero, "entry -5: out of order or repeated (expected index 0)", None),
     (swapped, "entries 1700..1799: do not hash to the root signed at size 1800", None),
@@ -207,7 +207,7 @@ TAMPERING: list[tuple[Callable[[Sql], None], str, str | None]] = [
         "entry 1713: leaf is not in RFC 8785 canonical form",
     ),
     (two_in_one_range, "entries 1700..1799: do not hash to the root signed at size 1800", None),
-    (two_in_two_ranges, "entry 1713: missing (the next entry has index 1714)", None),
+    (two_in_two_ranges, "entry 1713: missing or moved (the next entry has index 1714)", None),
 ]
 
 

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,48 @@ def test_the_script_rejects_a_key_other_than_the_pinned_one(script: Path, bundle
     done = run(script, bundle, other)
     assert done.returncode != 0
     assert "no signature by example-bank/gateway-audit+" in done.stderr
+
+
+def edit_lines(change: Callable[[list[str]], list[str]]) -> Callable[[Path], None]:
+    def apply(bundle: Path) -> None:
+        path = bundle / "entries.jsonl"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        path.write_text("".join(line + "\n" for line in change(lines)), encoding="utf-8")
+
+    return apply
+
+
+def with_record(index: int, **changes: object) -> Callable[[list[str]], list[str]]:
+    def change(lines: list[str]) -> list[str]:
+        lines[index] = json.dumps({**json.loads(lines[index]), **changes})
+        return lines
+
+    return change
+
+
+def set_vkey(text: str) -> Callable[[Path], None]:
+    return lambda bundle: (bundle / "audit-log.vkey").write_text(text)
+
+
+MALFORMED: list[tuple[str, Callable[[Path], None], str]] = [
+    ("truncated last line", edit_lines(lambda ls: [*ls[:-1], ls[-1][:20]]), "entry 5: line 6 is not JSON"),
+    ("blank line", edit_lines(lambda ls: [*ls[:3], "", *ls[3:]]), "entry 3: line 4 is not JSON"),
+    ("index as text", edit_lines(with_record(3, idx="3")), 'entry 3: line 4 is not {"idx": N, "leaf"'),
+    ("index as float", edit_lines(with_record(3, idx=3.0)), 'entry 3: line 4 is not {"idx": N'),
+    ("extra member", edit_lines(with_record(3, note="x")), 'entry 3: line 4 is not {"idx": N'),
+    ("lines swapped", edit_lines(lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]]),
+     "entry 2: line 3 says index 3 (missing, added or moved)"),
+    ("garbage key", set_vkey("garbage"), "the verifier key is not name+id+base64 key"),
+    ("key not base64", set_vkey("a+b+!!!"), "the verifier key is not name+id+base64 key"),
+]
+
+
+@pytest.mark.parametrize(("name", "damage", "message"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_the_script_names_what_is_malformed_in_one_line(
+    script: Path, bundle: Path, name: str, damage: Callable[[Path], None], message: str
+) -> None:
+    damage(bundle)
+    done = run(script, bundle)
+    assert done.returncode == 1
+    assert done.stderr == f"FAILED: {message}\n" or done.stderr.startswith(f"FAILED: {message}"), done.stderr
+    assert "Traceback" not in done.stderr

@@ -347,6 +347,17 @@ def test_verify_bundle_with_its_own_key_replaced_fails_against_the_pinned_key(ws
     refuse(("audit", "verify-bundle", bundle, "--vkey", pinned), "checkpoint at size 1", "no signature")
 
 
+def test_verify_bundle_warns_when_the_shipped_key_is_not_the_pinned_one(ws: Path, bundle: Path) -> None:
+    """The log is the bank's (signed by the pinned key) but the key file sent with it is
+    another: the auditor is told, since the bundle's preparer sent a wrong key."""
+    pinned = (ws / "keys" / "bank" / "audit-log.vkey").read_text().strip()
+    assert "warning" not in invoke("audit", "verify-bundle", bundle, "--vkey", pinned).output
+    (bundle / "audit-log.vkey").write_text(format_vkey(ORIGIN, Ed25519PrivateKey.generate().public_key()))
+    result = invoke("audit", "verify-bundle", bundle, "--vkey", pinned)
+    assert result.exit_code == 0 and "OK: 8 entries" in result.output
+    assert "warning: the bundle's audit-log.vkey is not the pinned key" in result.output
+
+
 # -- no personal data ------------------------------------------------------------------
 
 

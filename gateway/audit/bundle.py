@@ -55,7 +55,9 @@ To verify
   gateway audit verify-bundle DIR --vkey '<key you got out of band>'
 or, without the gateway, the stand-alone script in AUDITING.md (Python, hashlib and
 cryptography only). Both recompute the RFC 9162 Merkle root from the leaves and check
-it against every checkpoint, whose Ed25519 signature they check with the key.
+it against a checkpoint whose Ed25519 signature they check with the key: the script
+against the latest one, verify-bundle against every one, with the consistency between
+successive checkpoints, canonical form and the entry schema.
 Leaf hash: SHA-256(0x00 || leaf); node hash: SHA-256(0x01 || left || right).
 """
 

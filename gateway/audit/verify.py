@@ -230,10 +230,12 @@ class LogVerifier:
             if cp.size > len(tree):
                 return
             if tree.root(cp.size) != cp.root:
+                matches = (
+                    f"the one at {self._good_size} matches" if self._good_size else "the first checkpoint"
+                )
                 raise VerificationFailed(
-                    f"do not hash to the root signed at size {cp.size} (the one at "
-                    f"{self._good_size} matches): an entry in this range was changed, "
-                    "inserted, removed or reordered",
+                    f"do not hash to the root signed at size {cp.size} ({matches}): an entry "
+                    "in this range was changed, inserted, removed or reordered",
                     index=self._good_size,
                     last=cp.size - 1,
                 )
@@ -268,7 +270,7 @@ def check_rows(rows: Iterable[Row], expected: int, *, deep: bool) -> tuple[list[
     for index, leaf, stored in rows:
         if index != expected:
             if index > expected:
-                return digests, (expected, f"missing (the next entry has index {index})")
+                return digests, (expected, f"missing or moved (the next entry has index {index})")
             return digests, (index, f"out of order or repeated (expected index {expected})")
         if deep:
             try:
