@@ -6,6 +6,7 @@ exported bundle on their own machine; the other commands open the workspace.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +74,7 @@ def _echo_summary(summary: Summary, as_json: bool) -> None:
 def register(cli: click.Group) -> None:
     """Add the ``audit`` group to the ``gateway`` command."""
     from gateway.cli import echo_json, run, table, with_gateway
-    from gateway.placement import case_token
+    from gateway.placement import case_token, person_token
 
     @cli.group()
     def audit() -> None:
@@ -191,18 +192,25 @@ def register(cli: click.Group) -> None:
 
     @audit.command("subject")
     @click.option("--id-type", required=True, help="Identity document type, as in the case file.")
-    @click.option("--id-number", required=True, help="Identity document number.")
+    @click.option(
+        "--id-number",
+        required=True,
+        help="Identity document number, as written in the case files; '-' reads it from "
+        "standard input (kept out of the process list and the shell history).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @with_gateway
     async def subject(gw: Gateway, id_type: str, id_number: str, as_json: bool) -> None:
         """Every disclosure about one person: to whom, when, why, which fields (PIPL art. 45)."""
-        token = subject_token(gw, id_type, id_number)
+        if id_number == "-":
+            id_number = sys.stdin.readline()
+        token = person_token(gw, id_type, id_number.strip())
         report = await query.subject_disclosures(gw.db, token)
         if as_json:
             echo_json({"subject": token, "disclosures": report})
             return
         if not report:
-            click.echo(f"no disclosures about {token}")
+            click.echo(f"no disclosures about {token} (type and number must be as in the case files)")
             return
         click.echo(f"{len(report)} disclosures about {token}")
         rows = [
@@ -241,6 +249,3 @@ def register(cli: click.Group) -> None:
         click.echo((await log.checkpoint_now(gw)).note, nl=False)
 
 
-def subject_token(gw: Gateway, id_type: str, id_number: str) -> str:
-    """The audit token of a person, as `gateway.placement.subject_token` makes it from a case."""
-    return gw.keys.pseudonymizer("audit").token(f"{id_type}:{id_number}", prefix="subj_")

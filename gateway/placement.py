@@ -37,9 +37,12 @@ class Placement:
 
 def subject_token(gw: Gateway, case: Case) -> str:
     """The audit-scope pseudonym of the debtor, the key of a PIPL access report."""
-    return gw.keys.pseudonymizer("audit").token(
-        f"{case.debtor.id_type}:{case.debtor.id_number}", prefix="subj_"
-    )
+    return person_token(gw, case.debtor.id_type, case.debtor.id_number)
+
+
+def person_token(gw: Gateway, id_type: str, id_number: str) -> str:
+    """The audit-scope pseudonym of a person by identity document, as written in cases."""
+    return gw.keys.pseudonymizer("audit").token(f"{id_type}:{id_number}", prefix="subj_")
 
 
 def case_token(gw: Gateway, case_id: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from click.testing import CliRunner
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import parse_and_verify
@@ -98,6 +99,12 @@ def test_subject_report_lists_every_disclosure_about_the_person(placed: Path) ->
     assert case.debtor.id_number not in out + table
     nobody = ok("-c", placed, "audit", "subject", "--id-type", "passport", "--id-number", "X000")
     assert nobody.startswith("no disclosures about subj_")
+    # Kept off the command line: the number read from standard input gives the same report.
+    piped = CliRunner().invoke(
+        cli, ["-c", str(placed), "audit", "subject", "--id-type", case.debtor.id_type, "--id-number", "-",
+              "--json"], input=case.debtor.id_number + "\n",
+    )  # fmt: skip
+    assert piped.exit_code == 0 and json.loads(piped.output) == report
 
 
 def test_prove_prints_a_proof_anyone_can_check(placed: Path) -> None:
