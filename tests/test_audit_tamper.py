@@ -131,6 +131,10 @@ def not_an_entry(sql: Sql, old: list[str]) -> None:
     sql("UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = 5", (bad, leaf_hash(bad.encode())))
 
 
+def not_json(sql: Sql, old: list[str]) -> None:
+    sql("UPDATE audit_entries SET leaf = ?, leaf_hash = ? WHERE idx = 5", ("{oops", leaf_hash(b"{oops")))
+
+
 def delete_middle(sql: Sql, old: list[str]) -> None:
     sql("DELETE FROM audit_entries WHERE idx = 5")
 
@@ -189,6 +193,7 @@ DB_TAMPERING: list[tuple[Tamper, str, tuple[str, ...]]] = [
     (change_leaf_and_hash, "entry 5:", ("root signed at size 6",)),
     (non_canonical, "entry 5:", ("canonical",)),
     (not_an_entry, "entry 5:", ("not a valid audit entry",)),
+    (not_json, "entry 5:", ("JSON",)),
     (delete_middle, "entry 5:", ("missing",)),
     (delete_and_renumber, "entry 5:", ("root signed at size 6",)),
     (delete_last, "entry 7:", ("missing",)),
