@@ -213,6 +213,21 @@ def test_verify_names_the_first_bad_entry_in_the_database(
     refuse(("-c", ws, "audit", "verify"), where, *why)
 
 
+@pytest.mark.parametrize(
+    ("tamper", "where", "why"),
+    [t for t in DB_TAMPERING if t[0] in (change_leaf_only, change_leaf_and_hash, delete_middle, swap)],
+    ids=_name,
+)
+def test_hashes_only_keeps_every_cryptographic_check(
+    ws: Path, tamper: Tamper, where: str, why: tuple[str, ...]
+) -> None:
+    assert ok("-c", ws, "audit", "verify", "--hashes-only").startswith("OK: 8 entries")
+    old = leaves(ws)
+    with workspace_sql(ws) as sql:
+        tamper(sql, old)
+    refuse(("-c", ws, "audit", "verify", "--hashes-only"), where, *why)
+
+
 def foreign_note(size: int, root: bytes) -> str:
     return sign_checkpoint(Checkpoint(ORIGIN, size, root), ORIGIN, Ed25519PrivateKey.generate())
 
