@@ -28,7 +28,10 @@ from tests.test_audit_verify_paths import ORIGIN, fill
 
 ENTRIES = 3050  # 50 of them not signed yet: the writer's tree state is checked too
 EVERY = 100
-RANGE = 500  # ranges [0, 500), [500, 1000), ...: seven of them
+RANGE = 512  # ranges [0, 512), [512, 1024), ...: six of them, each a whole subtree
+#: Ranges that are not subtrees: the workers then return leaf hashes only and the tree
+#: is hashed in the parent; every test of the two paths runs with both.
+RANGES = [RANGE, 500]
 WORKERS = 2
 
 Sql = Callable[..., list[tuple[object, ...]]]
@@ -71,7 +74,9 @@ def single(path: Path, vkey: str, deep: bool, progress: list[int] | None = None)
     )
 
 
-def parallel(path: Path, vkey: str, deep: bool, progress: list[int] | None = None) -> Summary:
+def parallel(
+    path: Path, vkey: str, deep: bool, progress: list[int] | None = None, range_size: int = RANGE
+) -> Summary:
     return query._verify_sqlite_file(
         str(path),
         vkey,
@@ -79,7 +84,7 @@ def parallel(path: Path, vkey: str, deep: bool, progress: list[int] | None = Non
         deep,
         workers=WORKERS,
         min_entries=0,
-        range_size=RANGE,
+        range_size=range_size,
     )
 
 
@@ -87,14 +92,17 @@ def same(a: Summary, b: Summary) -> None:
     assert {**a.as_dict(), "seconds": 0} == {**b.as_dict(), "seconds": 0}
 
 
+@pytest.mark.parametrize("range_size", RANGES)
 @pytest.mark.parametrize("deep", [False, True], ids=["hashes", "deep"])
-def test_a_good_log_gives_the_same_summary_both_ways(log_file: Path, vkey: str, deep: bool) -> None:
+def test_a_good_log_gives_the_same_summary_both_ways(
+    log_file: Path, vkey: str, deep: bool, range_size: int
+) -> None:
     seen: list[int] = []
-    summary = parallel(log_file, vkey, deep, seen)
+    summary = parallel(log_file, vkey, deep, seen, range_size)
     same(summary, single(log_file, vkey, deep))
     assert (summary.entries, summary.checkpoints, summary.unsigned) == (ENTRIES, 30, 50)
     # Progress as each range is verified, in order.
-    assert seen == sorted(seen) and len(seen) == -(-ENTRIES // RANGE) and seen[-1] == ENTRIES
+    assert seen == sorted(seen) and len(seen) == -(-ENTRIES // range_size) and seen[-1] == ENTRIES
 
 
 def test_a_small_log_stays_in_process(log_file: Path, vkey: str) -> None:
@@ -157,6 +165,11 @@ def deleted_at_a_range_end(sql: Sql) -> None:
     sql("DELETE FROM audit_entries WHERE idx IN (1998, 1999)")
 
 
+def deleted_at_a_subtree_range_end(sql: Sql) -> None:
+    """The same at the end of a range of 512, a whole subtree."""
+    sql("DELETE FROM audit_entries WHERE idx IN (2046, 2047)")
+
+
 def inserted_out_of_range(sql: Sql) -> None:
     insert(sql, 10**12, changed(leaf(sql, 1713)))
 
@@ -197,6 +210,7 @@ TAMPERING: list[tuple[Callable[[Sql], None], str, str | None]] = [
     (changed_hash, "entry 1713: the stored leaf hash does not match the leaf", None),
     (deleted, "entry 1713: missing or moved (the next entry has index 1714)", None),
     (deleted_at_a_range_end, "entry 1998: missing or moved (the next entry has index 2000)", None),
+    (deleted_at_a_subtree_range_end, "entry 2046: missing or moved (the next entry has index 2048)", None),
     (inserted_out_of_range, "entry 3050: missing or moved (the next entry has index 1000000000000)", None),
     (inserted_at_the_end, "entry 3050: not in the writer's tree state", None),
     (inserted_below_zero, "entry -5: out of order or repeated (expected index 0)", None),
@@ -223,6 +237,7 @@ def tamper(path: Path, how: Callable[[Sql], None]) -> None:
         conn.close()
 
 
+@pytest.mark.parametrize("range_size", RANGES)
 @pytest.mark.parametrize("deep", [False, True], ids=["hashes", "deep"])
 @pytest.mark.parametrize(("how", "problem", "deep_problem"), TAMPERING, ids=_name)
 def test_tampering_gets_the_same_verdict_both_ways(
@@ -232,12 +247,13 @@ def test_tampering_gets_the_same_verdict_both_ways(
     how: Callable[[Sql], None],
     problem: str,
     deep_problem: str | None,
+    range_size: int,
 ) -> None:
     tamper(log_file, how)
     with pytest.raises(VerificationFailed) as one:
         single(log_file, vkey, deep)
     with pytest.raises(VerificationFailed) as many:
-        parallel(log_file, vkey, deep)
+        parallel(log_file, vkey, deep, range_size=range_size)
     assert (many.value.index, many.value.last, many.value.size) == (
         one.value.index,
         one.value.last,

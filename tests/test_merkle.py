@@ -21,6 +21,7 @@ from gateway.audit.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    levels_of,
     node_hash,
     root_from_leaf_hashes,
     verify_consistency,
@@ -360,3 +361,35 @@ def test_generators_refuse_bad_arguments() -> None:
     with pytest.raises(ValueError):
         MerkleTree([b"short"])
     assert TREE.consistency_proof(5, 5) == []
+
+
+@given(st.lists(st.integers(1, 40), max_size=10))
+def test_blocks_hashed_elsewhere_give_the_same_tree(blocks: list[int]) -> None:
+    """Blocks of leaves with their inner levels (`levels_of`, as a verify worker makes
+    them) grow the same tree as the leaves alone: stored where aligned, hashed again
+    where not; roots and proofs agree at every size."""
+    tree = MerkleTree()
+    done = 0
+    for count in blocks:
+        block = LEAVES[done : done + count]
+        tree.extend_levels(levels_of(block))
+        done += len(block)
+        assert len(tree) == done
+    for size in range(1, done + 1):
+        assert tree.root(size) == rfc_mth(LEAVES[:size])
+    if done > 1:
+        assert tree.consistency_proof(1, done) == TREE.consistency_proof(1, done)
+
+
+def test_an_aligned_block_keeps_its_levels_and_a_misaligned_one_is_hashed_again() -> None:
+    tree = MerkleTree()
+    tree.extend_levels(levels_of(LEAVES[:8]))
+    aligned = levels_of(LEAVES[8:16])
+    tree.extend_levels(aligned)
+    assert tree._levels[3][1] is aligned[3][0]  # the block's root, stored as it came
+    odd = MerkleTree()
+    odd.extend(LEAVES[:3])
+    forged = levels_of(LEAVES[3:7])
+    forged[1][0] = b"\x00" * 32  # would be wrong at offset 3; recomputed instead
+    odd.extend_levels(forged)
+    assert odd.root() == rfc_mth(LEAVES[:7])

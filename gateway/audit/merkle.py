@@ -159,6 +159,18 @@ class CompactRange:
         return root
 
 
+def levels_of(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
+    """The levels of a block of leaves: level 0 the leaf hashes, level h + 1 the hashes
+    of the pairs of level h (an unpaired last node waits, as in `MerkleTree`)."""
+    levels = [list(leaf_hashes)]
+    sha = _sha256
+    while len(levels[-1]) >= 2:
+        pairs = iter(levels[-1])
+        above = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
+        levels.append(above)
+    return levels
+
+
 class MerkleTree:
     """A tree with every level in memory: roots and proofs at any size up to `len`.
 
@@ -186,10 +198,30 @@ class MerkleTree:
     def extend_digests(self, new: Sequence[bytes]) -> None:
         """`extend` without the length check, for SHA-256 digests just computed (the
         check costs a tenth of a verifier's tree work)."""
+        self._levels[0].extend(new)
+        self._carry(0)
+
+    def extend_levels(self, block: Sequence[Sequence[bytes]]) -> None:
+        """Append a block of leaves whose inner nodes were hashed elsewhere (a worker
+        process): ``block[h]`` holds the block's nodes of height h, ``block[0]`` its leaf
+        hashes, each level as `levels_of` makes them. The tree's size must be a multiple
+        of ``2 ** (len(block) - 1)``, so that no node of the block pairs with one before
+        it below its top level; otherwise the leaves are hashed here."""
         levels = self._levels
-        levels[0].extend(new)
+        top = len(block) - 1
+        if len(self) % (1 << top) or any(len(block[h]) != len(block[0]) >> h for h in range(top + 1)):
+            self.extend_digests(block[0])
+            return
+        for height, nodes in enumerate(block):
+            if height == len(levels):
+                levels.append([])
+            levels[height].extend(nodes)
+        self._carry(top)
+
+    def _carry(self, height: int) -> None:
+        """Hash the pairs completed at `height` and above."""
+        levels = self._levels
         sha = _sha256
-        height = 0
         while len(levels[height]) >= 2:
             if height + 1 == len(levels):
                 levels.append([])

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.audit.errors import AuditError
+from gateway.audit.merkle import levels_of
 from gateway.audit.verify import check_batch
 
 if TYPE_CHECKING:
@@ -43,8 +44,10 @@ if TYPE_CHECKING:
 #: Logs with fewer entries are verified in-process: starting workers would cost more.
 MIN_ENTRIES = 100_000
 #: Entries per worker task: big enough to keep the per-task cost small, small enough
-#: that the parent's tree work follows the workers closely.
-RANGE = 50_000
+#: that the parent's tree work follows the workers closely. A power of two, so that a
+#: range is a whole subtree and its worker hashes the inner nodes too (see
+#: `verify_range`).
+RANGE = 1 << 16
 #: Worker processes at most, by default.
 MAX_WORKERS = 8
 #: Ranges handed out per worker ahead of the parent: the workers never wait for it,
@@ -104,7 +107,7 @@ def verify_entries(
     VerifyCancelled once `stop` is set; AuditError if a worker process dies."""
     deep = verifier.deep
     ranges = ((first, min(first + range_size, end)) for first in range(0, end, range_size))
-    outstanding: deque[tuple[int, int, Future[tuple[bytes, Problem | None]]]] = deque()
+    outstanding: deque[tuple[int, int, Future[tuple[bytes, Problem | None, list[bytes]]]]] = deque()
     pool = ProcessPoolExecutor(workers, mp_context=_SpawnContext(), initializer=_worker_started)
     try:
 
@@ -116,13 +119,13 @@ def verify_entries(
         while outstanding:
             first, last, future = outstanding.popleft()
             try:
-                digests, problem = future.result()
+                digests, problem, upper = future.result()
             except BrokenProcessPool as exc:
                 raise AuditError(f"audit verify: a worker process ended unexpectedly ({exc})") from None
             if stop is not None and stop.is_set():
                 raise VerifyCancelled("audit verify cancelled")
             hand_out(1)  # before the tree work here, so the workers keep busy
-            verifier.feed_digests(first, digests, problem)
+            verifier.feed_digests(first, digests, problem, upper)
             if verifier.size < last:
                 # The log ends before the range does (rows removed since the parent's
                 # snapshot): what is missing is for `finish` to name.
@@ -133,11 +136,15 @@ def verify_entries(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def verify_range(path: str, first: int, end: int, deep: bool) -> tuple[bytes, Problem | None]:
+def verify_range(path: str, first: int, end: int, deep: bool) -> tuple[bytes, Problem | None, list[bytes]]:
     """In a worker: the entries [first, end) through `check_batch`. Returns their leaf
     hashes, concatenated, up to the first problem, and that problem or None. When the
     range's last rows are missing, the first row after it shows what took their place,
-    as the next row of an in-process read would."""
+    as the next row of an in-process read would. With no problem, and a range that
+    starts on a multiple of the largest power of two within it (ranges of `RANGE`
+    do), also the range's inner tree levels (`merkle.levels_of`, each concatenated):
+    the parent then stores them instead of hashing them, and the tree work, half the
+    hashing, is spread over the workers too."""
     conn = connect(path)
     try:
         select = entries_sql(deep)
@@ -153,7 +160,10 @@ def verify_range(path: str, first: int, end: int, deep: bool) -> tuple[bytes, Pr
         if problem is None and expected < end:
             after = conn.execute(f"{select} WHERE idx >= ? ORDER BY idx LIMIT 1", (end,)).fetchall()
             problem = check_batch(after, expected, deep=deep, prefixed=not deep)[1]
-        return b"".join(parts), problem
+        upper: list[bytes] = []
+        if problem is None and len(parts) > 1 and first % (1 << (len(parts).bit_length() - 1)) == 0:
+            upper = [b"".join(level) for level in levels_of(parts)[1:]]
+        return b"".join(parts), problem, upper
     finally:
         conn.close()
 

@@ -151,16 +151,27 @@ class LogVerifier:
         front (as SQL ``X'00' || leaf`` reads it), hashed then without a copy here."""
         self._take(*check_batch(rows, self._next, deep=self.deep, prefixed=True))
 
-    def feed_digests(self, first: int, digests: bytes, problem: Problem | None = None) -> None:
+    def feed_digests(
+        self, first: int, digests: bytes, problem: Problem | None = None, upper: Sequence[bytes] = ()
+    ) -> None:
         """Leaf hashes checked elsewhere (`check_batch` in a worker process): the
         entries from `first` on, 32 bytes each, concatenated; then `problem`, the first
-        one found after them, if any. Raises VerificationFailed as `feed` would."""
+        one found after them, if any. `upper`, with no problem: the block's levels above
+        the leaves (`merkle.levels_of`), each concatenated likewise, hashed there too.
+        Raises VerificationFailed as `feed` would."""
         if first != self._next:
             raise ValueError(f"digests from index {first} fed at size {self._next}")
-        size = merkle.HASH_SIZE
-        if len(digests) % size:
-            raise ValueError(f"digests must be {size} bytes each")
-        self._take([digests[i : i + size] for i in range(0, len(digests), size)], problem)
+        levels = [_split_digests(digests), *(_split_digests(level) for level in upper)]
+        if upper and problem is None:
+            self._tree.extend_digests(self._pending)  # nothing is pending between blocks
+            self._pending.clear()
+            self._tree.extend_levels(levels)
+            self._next += len(levels[0])
+            self._flush()
+            if self._progress is not None:
+                self._progress(self._next)
+            return
+        self._take(levels[0], problem)
 
     def _take(self, digests: list[bytes], problem: Problem | None) -> None:
         """The checked leaf hashes into the tree, checkpoints as far as they reach; a
@@ -310,6 +321,13 @@ def check_batch(
             return digests, None
         # A changed leaf or hash, or none stored: row by row, naming the entry.
     return check_rows(_unprefixed(rows) if prefixed else rows, expected, deep=deep)
+
+
+def _split_digests(blob: bytes) -> list[bytes]:
+    size = merkle.HASH_SIZE
+    if len(blob) % size:
+        raise ValueError(f"digests must be {size} bytes each")
+    return [blob[i : i + size] for i in range(0, len(blob), size)]
 
 
 def _b64(data: bytes) -> str:
