@@ -16,6 +16,24 @@ from tests.callbacks import event
 from tests.helpers import copy_profile, sample_case
 
 
+async def feed_from(gw: Gateway, aiohttp_server: Any, tmp_path: Path, feed: Any) -> None:
+    """Serve `feed` at /status on 127.0.0.1 and point acme-collect's status feed at it."""
+    app = web.Application()
+    app.router.add_get("/status", feed)
+    server = await aiohttp_server(app)
+    profile = copy_profile(
+        "acme-collect.toml",
+        tmp_path,
+        {
+            'endpoint = "https://127.0.0.1:18441"': f'endpoint = "http://127.0.0.1:{server.port}"',
+            'packages_path = "/packages"': (
+                'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true'
+            ),
+        },
+    )
+    await registry.add(gw, profile, actor="t", update=True)
+
+
 async def test_poll_feeds_the_pipeline_and_resumes_from_cursor(
     gw: Gateway, aiohttp_server: Any, tmp_path: Path
 ) -> None:
@@ -47,20 +65,7 @@ async def test_poll_feeds_the_pipeline_and_resumes_from_cursor(
         seen.append(since)
         return web.json_response(pages[since])
 
-    app = web.Application()
-    app.router.add_get("/status", feed)
-    server = await aiohttp_server(app)
-    profile = copy_profile(
-        "acme-collect.toml",
-        tmp_path,
-        {
-            'endpoint = "https://127.0.0.1:18441"': f'endpoint = "http://127.0.0.1:{server.port}"',
-            'packages_path = "/packages"': (
-                'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true'
-            ),
-        },
-    )
-    await registry.add(gw, profile, actor="t", update=True)
+    await feed_from(gw, aiohttp_server, tmp_path, feed)
 
     first = await poller.poll_once(gw)
     second = await poller.poll_once(gw)
@@ -88,20 +93,7 @@ async def test_a_failing_feed_is_reported_and_logged_without_personal_data(
         text = "feed unavailable; last filing: respondent ID 110101199003071234, phone 13812341999"
         return web.Response(status=503, text=text + ", contact ops@partner.example")
 
-    app = web.Application()
-    app.router.add_get("/status", feed)
-    server = await aiohttp_server(app)
-    profile = copy_profile(
-        "acme-collect.toml",
-        tmp_path,
-        {
-            'endpoint = "https://127.0.0.1:18441"': f'endpoint = "http://127.0.0.1:{server.port}"',
-            'packages_path = "/packages"': (
-                'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true'
-            ),
-        },
-    )
-    await registry.add(gw, profile, actor="t", update=True)
+    await feed_from(gw, aiohttp_server, tmp_path, feed)
     with caplog.at_level(logging.WARNING, logger="gateway"):
         [acme] = [s for s in await poller.poll_once(gw) if s.partner == "acme-collect"]
     said = "HTTP 503: feed unavailable; last filing: respondent ID <number>, phone <number>, contact <email>"
