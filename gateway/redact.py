@@ -12,7 +12,8 @@ gateway keeps or prints of such text goes through `redact`:
 - with ``known``, the values of the package the text is about (its minimized data:
   names, addresses, numbers as sent) become ``<redacted>`` wherever they appear; ASCII
   values shorter than 4 characters are left (they match too much: ``12`` in ``HTTP
-  412``), other values from 2 characters on (a Chinese name).
+  412``), other values from 2 characters on (a Chinese name); a value is not replaced
+  inside a longer run of ASCII letters and digits (``1990`` in a package id's hex).
 
 What this cannot see is personal data the gateway never sent and that has no shape: a
 name of somebody else in a partner's prose. It keeps the part that operators need (the
@@ -30,9 +31,12 @@ NUMBER = re.compile(r"(?<![\w+])\+?\d(?:[ -]?\d){6,}(?:[Xx](?!\w))?(?![\w])")
 
 
 def redact(text: str, known: Iterable[str] = ()) -> str:
-    values = {v for v in known if len(v) >= (4 if v.isascii() else 2)}
-    for value in sorted(values, key=len, reverse=True):  # the longest first: a name in an address
-        text = text.replace(value, "<redacted>")
+    values = sorted({v for v in known if len(v) >= (4 if v.isascii() else 2)}, key=len, reverse=True)
+    if values:
+        # The longest first (a name inside an address); never inside a run of ASCII
+        # letters and digits, so that a year does not bite into a package id's hex.
+        alternatives = "|".join(re.escape(v) for v in values)
+        text = re.sub(f"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", "<redacted>", text)
     text = EMAIL.sub("<email>", text)
     return NUMBER.sub("<number>", text)
 

@@ -1,0 +1,26 @@
+"""What the gateway keeps of a partner's words loses what is recognisably about a person."""
+
+from __future__ import annotations
+
+from gateway.redact import redact, values_of
+
+
+def test_known_values_emails_and_long_numbers_are_replaced() -> None:
+    said = (
+        "cannot reach 张伟先生 (ID 11010119900307123X, phone +86 138 1234 1999, "
+        "maria.lopez@example.org) about 52310.45 owed since 1990"
+    )
+    assert redact(said, ["张伟", "52310.45", "1990"]) == (
+        "cannot reach <redacted>先生 (ID <number>, phone <number>, <email>) "
+        "about <redacted> owed since <redacted>"
+    )
+
+
+def test_what_operators_need_is_left() -> None:
+    said = "package pkg_ab1990cd1234567ef: HTTP 412: template TPL-REMIND-01 unknown, retry in 30 s"
+    assert redact(said, ["1990", "1234567", "CNY", "12"]) == said
+
+
+def test_values_of_a_package_are_every_scalar() -> None:
+    data = {"debtor": {"name": "张伟", "phones": [{"number": "13812341999"}]}, "loan": {"n": 45, "x": True}}
+    assert sorted(values_of(data)) == ["13812341999", "45", "张伟"]
