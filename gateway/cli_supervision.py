@@ -54,7 +54,9 @@ def register(cli: click.Group) -> None:
                 try:
                     await web.TCPSite(runner, host, port).start()
                 except OSError as exc:  # port taken, address not on this machine, ...
-                    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                    # Resolver errors (socket.gaierror) have negative numbers of their own.
+                    number = exc.errno or 0
+                    reason = os.strerror(number) if number > 0 else exc.strerror or str(exc)
                     raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
                 click.echo(f"serving on http://{host}:{port} (Ctrl-C or SIGTERM to stop)", err=True)
                 stop = asyncio.Event()

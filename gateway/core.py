@@ -26,7 +26,9 @@ def utcnow() -> datetime:
 
 def isotime(moment: datetime) -> str:
     """The one timestamp format stored and logged: UTC, RFC 3339, microseconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: it pads years below 1000, so every stored time has one
+    # width and text order is time order.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 class Gateway:

@@ -228,6 +228,19 @@ def test_hashes_only_keeps_every_cryptographic_check(
     refuse(("-c", ws, "audit", "verify", "--hashes-only"), where, *why)
 
 
+def test_a_bad_checkpoint_is_named_before_a_search_column(ws: Path) -> None:
+    """Both a checkpoint signed by another key and a changed column: the checkpoint, which
+    concerns the whole log, is what verify names, as with a wrong --vkey."""
+    with workspace_sql(ws) as sql:
+        last = sql("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")[0]
+        size, note = last["size"], last["note"]
+        sql("UPDATE audit_checkpoints SET note = ? WHERE size = ?", (foreign_note(size, root_of(note)), size))
+        sql("UPDATE audit_entries SET partner_id = 'zzz' WHERE idx = 7")
+    refuse(("-c", ws, "audit", "verify"), f"checkpoint at size {size}", "no signature by")
+    other = format_vkey(ORIGIN, Ed25519PrivateKey.generate().public_key())
+    refuse(("-c", ws, "audit", "verify", "--vkey", other), "checkpoint at size", "no signature by")
+
+
 def foreign_note(size: int, root: bytes) -> str:
     return sign_checkpoint(Checkpoint(ORIGIN, size, root), ORIGIN, Ed25519PrivateKey.generate())
 

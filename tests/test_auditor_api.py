@@ -83,11 +83,16 @@ async def test_entries_filter_by_case_id_or_token_and_time_and_refuse_what_they_
     assert (await idx(f"since={shanghai}"))[0] == disclosures[1]["idx"]
     assert (await idx(f"until={shanghai}"))[-1] == disclosures[1]["idx"] - 1
     assert await idx(f"since={every[0]['entry']['at'][:10]}") == [e["idx"] for e in every]
+    assert await idx("since=0999-01-01") == [e["idx"] for e in every]  # years < 1000 sort first
+    assert await idx("until=0999-01-01") == []
 
     for params, problem in (
         ("event=disclosure", "unknown query parameter event; this route takes: start, end, partner"),
         ("since=garbage", "since: 'garbage' is not an RFC 3339 date or time"),
         ("start=99999999999999999999999", "start must be an integer from 0 to 2**62"),
+        ("start=" + "9" * 5000, "start must be an integer from 0 to 2**62"),
+        ("start=%C2%B2", "start must be an integer from 0 to 2**62"),
+        ("since=0999-01-01T00:00:00Z&until=x", "until: 'x' is not an RFC 3339 date or time"),
         (f"case={case.case_id}&case_token={token}", "not both"),
     ):
         answer = await client.get(f"/v1/audit/entries?{params}", headers=auditor)

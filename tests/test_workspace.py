@@ -228,3 +228,24 @@ def test_rotation_that_cannot_be_recorded_does_not_happen(workspace: Path) -> No
     assert result.exit_code == 1 and "disk full" in result.output
     assert store.signing_key().kid == before
     assert [k["kid"] for k in store.public_jwks()["keys"]] == [before]
+
+
+def test_a_database_file_that_cannot_be_created_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = tmp_path / "ws"
+    assert invoke("init", ws).exit_code == 0
+    unmakeable = tmp_path / ("x" * 300 + ".db")  # longer than a file name may be
+    monkeypatch.setenv(DATABASE_ENV_VAR, f"sqlite:///{unmakeable}")
+    result = invoke("-c", ws, "partners", "list")
+    assert result.exit_code == 1
+    assert result.output == f"Error: cannot create database {unmakeable}: File name too long\n"
+
+
+def test_stored_times_have_one_width_whatever_the_year() -> None:
+    from datetime import UTC, datetime
+
+    from gateway.core import isotime
+
+    assert isotime(datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "0999-01-02T03:04:05.000006Z"
+    assert isotime(datetime(2026, 11, 23, 18, 0, tzinfo=UTC)) == "2026-11-23T18:00:00.000000Z"

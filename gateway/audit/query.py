@@ -192,7 +192,9 @@ async def verify_database(
     try:
         summary = await _verify_log(db, vkey, progress, deep=deep, workers=workers)
     except VerificationFailed as exc:
-        if lookup is None or (exc.index is not None and exc.index <= lookup[0]):
+        # A problem with the checkpoints themselves (no entry index) or at an entry
+        # before the column's comes first, as in log order.
+        if lookup is None or exc.index is None or exc.index <= lookup[0]:
             raise
         summary = None
     if lookup is not None:

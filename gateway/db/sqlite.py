@@ -195,6 +195,8 @@ class SQLiteDatabase(Database):
             conn = await asyncio.to_thread(_open, file)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open database {file}: {exc}") from None
+        except OSError as exc:  # creating the file: no permission, read-only place, ...
+            raise ConfigError(f"cannot create database {file}: {exc.strerror}") from None
         db = cls(conn, file)
         try:
             # From here every statement runs in a transaction begun IMMEDIATE, which

@@ -43,7 +43,7 @@ def _int(request: web.Request, name: str, default: int | None = None) -> int | N
     raw = request.match_info.get(name) or request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) > MAX_INT:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or int(raw) > MAX_INT:
         raise InvalidInput(f"{name} must be an integer from 0 to 2**62, not {raw[:40]!r}", status=400)
     return int(raw)
 
