@@ -259,6 +259,17 @@ class KeyStore:
 
     # -- partners' public keys ----------------------------------------------------------
 
+    def partner_file(self, relative: str) -> str:
+        """The file a profile's ``jwks`` names, which must lie in keys/partners/: a
+        profile must not make the gateway open (and quote in its errors) any file."""
+        path = os.path.normpath(os.path.join(self.root, relative))
+        if os.path.dirname(path) != os.path.normpath(self.partners) or not path.endswith(".json"):
+            raise KeyStoreError(
+                f"{relative!r} is not a file of {self.partners}/: name the partner's key set "
+                "partners/NAME.jwks.json"
+            )
+        return path
+
     def partner_keyset(self, relative: str) -> KeySet:
         def load(path: Path) -> KeySet:
             data = self._read_json(
@@ -272,7 +283,7 @@ class KeyStore:
             except Exception as exc:  # joserfc raises several unrelated types for bad input
                 raise KeyStoreError(f"{path}: not a usable JWKS: {exc}") from None
 
-        return self._load("partner keyset", os.path.join(self.root, relative), load)
+        return self._load("partner keyset", self.partner_file(relative), load)
 
     # -- callback verification ----------------------------------------------------------
 
@@ -322,7 +333,7 @@ class KeyStore:
         itself (``what`` names the derived value): importing a partner's JWK for every
         package cost more than the ECDH that uses it."""
         return self._load(  # type: ignore[no-any-return]
-            what, os.path.join(self.root, relative), lambda _: derive(self.partner_keyset(relative))
+            what, self.partner_file(relative), lambda _: derive(self.partner_keyset(relative))
         )
 
     def _read_json(self, path: Path, what: str, missing: str = "run `gateway keys generate`") -> Any:

@@ -106,10 +106,9 @@ class PartnerProfile(_Model):
     sealing: Literal["jwe", "tls-only"] = "jwe"
     jwks: str | None = Field(
         default=None,
-        # A file of keys/partners/ and nothing else: a profile must not make the
-        # gateway open (and quote in its errors) any file it can read.
-        pattern=r"^partners/[A-Za-z0-9][A-Za-z0-9._-]*\.json$",
-        description="partner's public JWKS: partners/NAME.json, in the keys directory",
+        # Checked at onboarding and at every read (`gateway.keys.partner_file`), not
+        # here: profiles stored before that rule must still load.
+        description="partner's public JWKS: a file of keys/partners/, e.g. partners/NAME.jwks.json",
     )
     package_ttl_days: int = Field(default=30, ge=1, le=366)
     contract: Contract

@@ -136,17 +136,17 @@ BAD_PROFILES = {
     "key set outside keys/partners": (
         {'jwks = "partners/acme-collect.jwks.json"': 'jwks = "../../../../etc/passwd"'},
         "jwks",
-        "String should match pattern",
+        "is not a file of",
     ),
     "key set at an absolute path": (
         {'jwks = "partners/acme-collect.jwks.json"': 'jwks = "/etc/hostname.json"'},
         "jwks",
-        "String should match pattern",
+        "is not a file of",
     ),
     "key set climbing out": (
         {'jwks = "partners/acme-collect.jwks.json"': 'jwks = "partners/../bank/jwks.json"'},
         "jwks",
-        "String should match pattern",
+        "is not a file of",
     ),
 }
 
@@ -290,3 +290,18 @@ def test_an_offboarded_partner_comes_back_only_with_a_renewed_profile(
         [entry] = sql("SELECT kind FROM audit_entries WHERE idx >= ?", (before,))
     assert entry["kind"] == "partner_onboarded"
     assert place().exit_code == 0
+
+
+def test_a_profile_stored_before_the_key_file_rule_still_loads(onboarded: Path) -> None:
+    """Profiles onboarded when `jwks` could point anywhere keep loading; only their use
+    of the key file is refused, with the rule named."""
+    with workspace_sql(onboarded) as sql:
+        [row] = sql("SELECT profile FROM partners WHERE id = 'acme-collect'")
+        profile = json.loads(row["profile"]) | {"jwks": "../outside/acme.jwks.json"}
+        sql("UPDATE partners SET profile = ? WHERE id = 'acme-collect'", (json.dumps(profile),))
+    listed = invoke("-c", onboarded, "partners", "list")
+    assert listed.exit_code == 0 and "acme-collect" in listed.output
+    case = EXAMPLES / "cases" / "case-1001.json"
+    placed = invoke("-c", onboarded, "place", case, "--partner", "acme-collect", "--purpose", "collection")
+    assert placed.exit_code == 1
+    assert "'../outside/acme.jwks.json' is not a file of" in placed.output
