@@ -178,6 +178,7 @@ async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor
         policy = profile.policy[purpose]  # type: ignore[index]
         tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
         case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
+        await check_not_recalled(tx, case.case_id, partner_id, case_ref)
         package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens))
         fields = disclosed_fields(policy)
         at = isotime(gw.now())
@@ -207,11 +208,33 @@ async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor
     return Placement(package.package_id, partner_id, purpose, case_ref, package.claims)
 
 
+async def check_not_recalled(tx: Transaction, case_id: str, partner_id: str, case_ref: str) -> None:
+    """A case recalled from a partner goes to it again only once it attested deleting
+    what it had (PIPL art. 21): until then the recall stands."""
+    prior = await tx.fetchone(
+        "SELECT state, recalled_at, deletion_due FROM assignments WHERE partner_id = ? AND case_ref = ?",
+        (partner_id, case_ref),
+    )
+    if prior is not None and prior["state"] == "recalled":
+        raise PolicyViolation(
+            "recalled",
+            f"case {case_id} was recalled from {partner_id!r} ({prior['recalled_at']}) and its "
+            f"deletion is not attested yet (due {prior['deletion_due']}); it can go to them again "
+            "once they report deletion_attested",
+        )
+
+
+#: Assignments a new placement starts over: the partner finished with the case.
+_OVER = "assignments.state IN ('ended', 'deleted')"
+
+
 async def _assign(
     tx: Transaction, case: Case, partner_id: str, case_ref: str, entry: Disclosure, purpose: str, at: str
 ) -> None:
     """Record what supervision needs to know of the case at this partner (no personal
-    data beyond the debtor's time zone, which the contact-hours rules need)."""
+    data beyond the debtor's time zone, which the contact-hours rules need). A case
+    placed again while the partner works on it keeps its state; one the partner had
+    returned, closed or deleted starts over as placed."""
     loan = case.loan
     reset = str(loan.last_acknowledged) if loan.last_acknowledged else None
     await tx.execute(
@@ -221,7 +244,13 @@ async def _assign(
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'placed', ?)"
         " ON CONFLICT (partner_id, case_ref) DO UPDATE SET timezone = excluded.timezone,"
         " amount_placed = excluded.amount_placed, last_due_date = excluded.last_due_date,"
-        " last_reset = excluded.last_reset",
+        " last_reset = excluded.last_reset,"
+        f" state = CASE WHEN {_OVER} THEN 'placed' ELSE assignments.state END,"
+        f" placed_at = CASE WHEN {_OVER} THEN excluded.placed_at ELSE assignments.placed_at END,"
+        + ", ".join(
+            f"{column} = CASE WHEN {_OVER} THEN NULL ELSE assignments.{column} END"
+            for column in ("accepted_at", "recalled_at", "recall_reason", "deletion_due", "attested_at")
+        ),
         (
             partner_id,
             case_ref,

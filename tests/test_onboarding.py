@@ -264,8 +264,8 @@ def test_an_offboarded_partner_comes_back_only_with_a_renewed_profile(
 ) -> None:
     ws = onboarded
 
-    def place() -> Any:
-        case = EXAMPLES / "cases" / "case-1001.json"
+    def place(name: str = "case-1001.json") -> Any:
+        case = EXAMPLES / "cases" / name
         return invoke("-c", ws, "place", case, "--partner", "acme-collect", "--purpose", "collection")
 
     assert place().exit_code == 0
@@ -289,7 +289,10 @@ def test_an_offboarded_partner_comes_back_only_with_a_renewed_profile(
     with workspace_sql(ws) as sql:
         [entry] = sql("SELECT kind FROM audit_entries WHERE idx >= ?", (before,))
     assert entry["kind"] == "partner_onboarded"
-    assert place().exit_code == 0
+    # Back, it gets new cases; a recalled one only once it attests deleting it.
+    assert place("case-1002.json").exit_code == 0
+    refused_again = place()
+    assert refused_again.exit_code == 1 and "deletion is not attested yet" in refused_again.output
 
 
 def test_a_profile_stored_before_the_key_file_rule_still_loads(onboarded: Path) -> None:

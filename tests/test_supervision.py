@@ -116,6 +116,32 @@ async def test_expired_case_is_refused_for_arbitration_and_listed(gw: Gateway) -
     assert [(r["case_id"], r["expires"]) for r in rows] == [(CASE.case_id, "2025-01-05")]
 
 
+async def test_a_recalled_case_goes_back_only_after_the_deletion_is_attested(
+    gw: Gateway, active: str
+) -> None:
+    await recall.recall(gw, CASE.case_id, "acme-collect", "complaint review", actor="test")
+    with pytest.raises(PolicyViolation, match="recalled from 'acme-collect'.*not attested yet"):
+        await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    await report(
+        gw,
+        "acme-collect",
+        event(active, "deletion_attested", deleted_at=datetime.now(UTC).isoformat(), statement="erased"),
+    )
+    again = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    assert again.case_ref == active
+    async with gw.db.transaction() as tx:
+        row = await tx.fetchone(
+            "SELECT state, accepted_at, recalled_at, deletion_due, attested_at FROM assignments"
+            " WHERE case_ref = ?",
+            (active,),
+        )
+    assert row == {"state": "placed", "accepted_at": None, "recalled_at": None, "deletion_due": None,
+                   "attested_at": None}  # fmt: skip
+    accepted = await report(gw, "acme-collect", event(active, "accepted", at=local(23, 9)))
+    assert accepted.state == "active"
+    assert await supervision.overdue_attestations(gw, overdue_only=False) == []
+
+
 @pytest.mark.parametrize(
     ("within", "problem"),
     [
