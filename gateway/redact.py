@@ -8,9 +8,11 @@ gateway keeps or prints of such text goes through `redact`:
 - e-mail addresses become ``<email>``;
 - runs of 7 or more digits (phone, ID and account numbers, with ``+``, spaces or
   hyphens between the digits, an ID number's final ``X`` included) become ``<number>``;
-  a run that touches letters (a package id's hex, a token) is left as it is;
+  a run that touches letters or digits (a package id's hex, a token) is left as it is,
+  and so is a date with a time of day;
 - with ``known``, the values of the package the text is about (its minimized data:
-  names, addresses, numbers as sent) become ``<redacted>`` wherever they appear; ASCII
+  names, addresses, numbers as sent) become ``<redacted>`` wherever they appear, in any
+  letter case and JSON-escaped too; ASCII
   values shorter than 4 characters are left (they match too much: ``12`` in ``HTTP
   412``), other values from 2 characters on (a Chinese name); a value is not replaced
   inside a longer run of ASCII letters and digits (``1990`` in a package id's hex).
@@ -22,21 +24,29 @@ status, the partner's reason) and drops what is recognisable as about a person.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-NUMBER = re.compile(r"(?<![\w+])\+?\d(?:[ -]?\d){6,}(?:[Xx](?!\w))?(?![\w])")
+# A date with a time of day (a partner's timestamp) is not a number to hide.
+NUMBER = re.compile(
+    r"(?<![0-9A-Za-z+])(?!\d{4}-\d\d-\d\d[ T]\d\d:\d\d)"  # not inside a word, not a timestamp
+    r"\+?\d(?:[ -]?\d){6,}(?:[Xx](?![0-9A-Za-z]))?(?![0-9A-Za-z])"
+)
 
 
 def redact(text: str, known: Iterable[str] = ()) -> str:
-    values = sorted({v for v in known if len(v) >= (4 if v.isascii() else 2)}, key=len, reverse=True)
+    values = {v for v in known if len(v) >= (4 if v.isascii() else 2)}
+    # As partners may echo them: JSON-escaped (``\u5f20\u4f1f``) as well as plain.
+    values |= {json.dumps(v)[1:-1] for v in values}
     if values:
-        # The longest first (a name inside an address); never inside a run of ASCII
-        # letters and digits, so that a year does not bite into a package id's hex.
-        alternatives = "|".join(re.escape(v) for v in values)
-        text = re.sub(f"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", "<redacted>", text)
+        # The longest first (a name inside an address), any case; never inside a run of
+        # ASCII letters and digits, so that a year does not bite into a package id's hex.
+        alternatives = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+        pattern = f"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])"
+        text = re.sub(pattern, "<redacted>", text, flags=re.IGNORECASE)
     text = EMAIL.sub("<email>", text)
     return NUMBER.sub("<number>", text)
 

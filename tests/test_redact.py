@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from gateway.redact import redact, values_of
 
 
@@ -24,3 +26,9 @@ def test_what_operators_need_is_left() -> None:
 def test_values_of_a_package_are_every_scalar() -> None:
     data = {"debtor": {"name": "张伟", "phones": [{"number": "13812341999"}]}, "loan": {"n": 45, "x": True}}
     assert sorted(values_of(data)) == ["13812341999", "45", "张伟"]
+
+
+def test_echoes_in_other_forms_are_caught_and_timestamps_kept() -> None:
+    said = f"{json.dumps({'name': '张伟'})} ZHANG WEI phone_13812345678 at 2025-01-31 10:00:00"
+    kept = '{"name": "<redacted>"} <redacted> phone_<number> at 2025-01-31 10:00:00'
+    assert redact(said, ["张伟", "Zhang Wei"]) == kept
