@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ from gateway.breaker import BreakerPolicy
 from gateway.core import Gateway
 from gateway.errors import GatewayError, PartnerTimeout
 from gateway.ratelimit import TokenBucket
+from gateway.redact import redact, values_of
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +302,17 @@ class Lane:
             result = PartnerTimeout(f"no answer within {self.limits.timeout:g} s")
         except Exception as exc:
             if not isinstance(exc, GatewayError):
-                log.exception("adapter %s failed on %s", self.adapter.name, claimed.package.package_id)
+                # A bug: its frames for the developers, its message without personal data
+                # (it may quote what the adapter was sending).
+                sent = list(values_of(claimed.package.claims.get("data")))
+                log.error(
+                    "adapter %s failed on %s: %s: %s\n%s",
+                    self.adapter.name,
+                    claimed.package.package_id,
+                    type(exc).__name__,
+                    redact(str(exc), sent),
+                    "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+                )
             result = exc
         latency_ms = (time.perf_counter() - t0) * 1000
         outcome = outbox.judge(claimed, self.limits, started, latency_ms, result, self.d.gw.now())

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from gateway import hookspecs
+from gateway import hookspecs, placement
+from gateway.adapters import OutboundPackage, Receipt
+from gateway.core import Gateway
+from gateway.dispatch import Dispatcher
 from gateway.plugins import adapters, get_plugin_manager
 from gateway.registry import read_profile
+from plugins.agency_http.adapter import AgencyHttpAdapter
+from schemas.case import Case
+from tests.helpers import sample_case
 
 
 def test_every_hook_is_prefixed_typed_and_documented() -> None:
@@ -61,3 +68,27 @@ def test_sample_profiles_use_registered_adapters() -> None:
     names = adapters(get_plugin_manager(load_entrypoints=False))
     for profile in (Path(__file__).parents[1] / "examples" / "partners").glob("*.toml"):
         assert read_profile(profile)[0].adapter in names
+
+
+async def test_a_crashing_adapter_is_logged_for_developers_without_the_debtors_data(
+    gw: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plugin's bug (not a gateway error) is logged with its frames and its type, and
+    with its message stripped of the package's personal data, which it may quote."""
+
+    class CrashingAgency(AgencyHttpAdapter):
+        async def deliver(self, package: OutboundPackage) -> Receipt:
+            name = package.claims["data"]["debtor"]["name"]
+            raise RuntimeError(f"could not encode the case of {name} for the agency")
+
+    gw.adapters["agency_http"] = CrashingAgency
+    case = Case.model_validate_json(sample_case().read_text())
+    await placement.place(gw, case, "acme-collect", "collection", actor="test")
+    with caplog.at_level(logging.ERROR, logger="gateway"):
+        stats = await Dispatcher(gw).run_once()
+    assert stats.retry_wait == 1  # a bug is retried: a fixed deployment then delivers
+    [record] = [r for r in caplog.records if "adapter agency_http failed on pkg_" in r.getMessage()]
+    logged = record.getMessage()
+    assert "RuntimeError: could not encode the case of <redacted> for the agency" in logged
+    assert "in deliver" in logged and record.exc_info is None
+    assert case.debtor.name not in caplog.text
