@@ -211,7 +211,12 @@ def register(cli: click.Group) -> None:
     async def subject(gw: Gateway, id_type: str, id_number: str, as_json: bool) -> None:
         """Every disclosure about one person: to whom, when, why, which fields (PIPL art. 45)."""
         if id_number == "-":
-            id_number = sys.stdin.readline()
+            if sys.stdin.isatty():
+                id_number = click.prompt("Identity document number", hide_input=True, err=True)
+            else:
+                id_number = sys.stdin.readline()
+            if not id_number.strip():
+                raise click.BadParameter("no number on standard input", param_hint="--id-number")
         token = person_token(gw, id_type, id_number.strip())
         report = await query.subject_disclosures(gw.db, token)
         if as_json:

@@ -105,6 +105,10 @@ def test_subject_report_lists_every_disclosure_about_the_person(placed: Path) ->
               "--json"], input=case.debtor.id_number + "\n",
     )  # fmt: skip
     assert piped.exit_code == 0 and json.loads(piped.output) == report
+    empty = CliRunner().invoke(
+        cli, ["-c", str(placed), "audit", "subject", "--id-type", "passport", "--id-number", "-"], input="\n"
+    )
+    assert empty.exit_code == 2 and "no number on standard input" in empty.output
 
 
 def test_prove_prints_a_proof_anyone_can_check(placed: Path) -> None:

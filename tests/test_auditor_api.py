@@ -94,6 +94,7 @@ async def test_entries_filter_by_case_id_or_token_and_time_and_refuse_what_they_
         ("start=%C2%B2", "start must be an integer from 0 to 2**62"),
         ("since=0999-01-01T00:00:00Z&until=x", "until: 'x' is not an RFC 3339 date or time"),
         (f"case={case.case_id}&case_token={token}", "not both"),
+        (f"case={token}", "case takes the bank's case id; pass an audit token as case_token"),
     ):
         answer = await client.get(f"/v1/audit/entries?{params}", headers=auditor)
         assert answer.status == 400, params

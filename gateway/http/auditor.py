@@ -3,6 +3,7 @@ auditor can check the live log against the checkpoints they already hold."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +36,8 @@ CONSISTENCY_QUERY = {
     "old": "size of the checkpoint you hold (required)",
     "new": "the newer size (default: the latest checkpoint's)",
 }
+#: An audit token of a case, as entries hold it (`gateway.placement.case_token`).
+CASE_TOKEN = re.compile(r"case_[0-9a-f]{32}")
 #: Indices and sizes past this are refused (SQLite integers are 64-bit).
 MAX_INT = 2**62
 
@@ -64,6 +67,8 @@ async def list_entries(request: web.Request) -> web.Response:
     case_id, token = request.query.get("case"), request.query.get("case_token")
     if case_id is not None and token is not None:
         raise InvalidInput("give case (the bank's case id) or case_token, not both", status=400)
+    if case_id is not None and CASE_TOKEN.fullmatch(case_id):
+        raise InvalidInput("case takes the bank's case id; pass an audit token as case_token", status=400)
     gw = request.app[GATEWAY]
     where = query.EntryFilter(
         start=start,
