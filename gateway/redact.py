@@ -11,11 +11,11 @@ gateway keeps or prints of such text goes through `redact`:
   a run that touches letters or digits (a package id's hex, a token) is left as it is,
   and so is a date with a time of day;
 - with ``known``, the values of the package the text is about (its minimized data:
-  names, addresses, numbers as sent) become ``<redacted>`` wherever they appear, in any
-  letter case and JSON-escaped too; ASCII
-  values shorter than 4 characters are left (they match too much: ``12`` in ``HTTP
-  412``), other values from 2 characters on (a Chinese name); a value is not replaced
-  inside a longer run of ASCII letters and digits (``1990`` in a package id's hex).
+  names, addresses, numbers as sent) become ``<redacted>``, in any letter case and
+  JSON-escaped too: a value with non-ASCII letters (a Chinese name) from 2 characters
+  on, wherever it appears; an ASCII value from 4 characters on (shorter ones match too
+  much: ``12`` in ``HTTP 412``), and not inside a longer run of ASCII letters and digits
+  (``1990`` in a package id's hex).
 
 What this cannot see is personal data the gateway never sent and that has no shape: a
 name of somebody else in a partner's prose. It keeps the part that operators need (the
@@ -41,11 +41,16 @@ def redact(text: str, known: Iterable[str] = ()) -> str:
     values = {v for v in known if len(v) >= (4 if v.isascii() else 2)}
     # As partners may echo them: JSON-escaped (``\u5f20\u4f1f``) as well as plain.
     values |= {json.dumps(v)[1:-1] for v in values}
-    if values:
-        # The longest first (a name inside an address), any case; never inside a run of
-        # ASCII letters and digits, so that a year does not bite into a package id's hex.
-        alternatives = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
-        pattern = f"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])"
+    for ascii_only in (False, True):
+        chosen = sorted((v for v in values if v.isascii() == ascii_only), key=len, reverse=True)
+        if not chosen:
+            continue
+        # The longest first (a name inside an address), any case. An ASCII value never
+        # inside a run of ASCII letters and digits, so that a year does not bite into a
+        # package id's hex; a value with other letters (a Chinese name) anywhere.
+        pattern = "(?:" + "|".join(re.escape(v) for v in chosen) + ")"
+        if ascii_only:
+            pattern = f"(?<![0-9A-Za-z]){pattern}(?![0-9A-Za-z])"
         text = re.sub(pattern, "<redacted>", text, flags=re.IGNORECASE)
     text = EMAIL.sub("<email>", text)
     return NUMBER.sub("<number>", text)

@@ -75,8 +75,9 @@ class Answer:
 
     def snippet(self, limit: int = 300) -> str:
         """The start of the body, for errors and the delivery record, personal data
-        redacted (partners echo requests back)."""
-        text = redact(self.body[:limit].decode("utf-8", "replace"))
+        redacted (partners echo requests back): redacted first, then cut, so that a
+        number across the cut is not left half."""
+        text = redact(self.body[: limit + 100].decode("utf-8", "replace"))[:limit]
         return text + (" (body over 1 MiB, cut)" if self.too_large else "")
 
 
@@ -108,7 +109,9 @@ def check_status(answer: Answer, what: str) -> None:
             "update the profile's endpoint",
             status=answer.status,
         )
-    message = f"{what}: HTTP {answer.status}: {answer.snippet()}"
+    # Longer than the delivery record keeps (outbox.DETAIL_LIMIT): the record redacts
+    # the package's own values in it and then cuts, so no value is left half.
+    message = f"{what}: HTTP {answer.status}: {answer.snippet(600)}"
     if answer.status in RETRY_STATUSES or answer.status >= 500:
         retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         raise PartnerUnavailable(message, status=answer.status, retry_after=retry_after)

@@ -104,6 +104,8 @@ class Agency:
             return web.json_response({"error": "want application/jose and Idempotency-Key"}, status=400)
         claims = self.open(body) if self.decrypt else {"jti": key}
         assert claims["jti"] == key
+        if mode == "late500":  # the name where a short excerpt of the answer would cut it
+            return web.Response(status=500, text="a" * 297 + claims["data"]["debtor"]["name"] + " failed")
         if mode in ("echo500", "echo422"):  # a partner quoting the case in its error
             data = claims["data"]
             text = (

@@ -156,6 +156,13 @@ async def test_what_a_partner_says_is_kept_without_the_debtors_data(tmp_path: Pa
         states = {r["id"]: r["state"] for r in await rows(gw, "SELECT id, state FROM packages")}
         assert {states[retried], states[rejected]} == {"retry_wait", "dead"}
 
+        # A name just where an excerpt of the answer is cut: not one character of it kept.
+        [late] = await place_many(gw, 1)
+        agency.script.append("late500")
+        await Dispatcher(gw).run_once()
+        [row] = await rows(gw, "SELECT detail FROM attempts WHERE package_id = ?", (late,))
+        assert "a" * 297 + "<redacted>" in row["detail"] and case["debtor"]["name"][0] not in row["detail"]
+
 
 async def test_after_max_attempts_the_package_is_dead_with_the_last_reason(tmp_path: Path) -> None:
     clock = Clock()
