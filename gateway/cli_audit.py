@@ -118,18 +118,20 @@ def register(cli: click.Group) -> None:
         here, with the one the bank gave you.
         """
 
+        pinned = _read_vkey(vkey) if vkey else None
+
         async def main() -> Summary:
-            return bundle.verify_bundle(directory, _read_vkey(vkey) if vkey else None, _progress)
+            return bundle.verify_bundle(directory, pinned, _progress)
 
         summary = run(main())
-        if not vkey:
+        if pinned is None:
             click.echo(
                 f"note: trusted the bundle's own key {summary.key}; pin it with --vkey", err=True
             )
         else:
             shipped = directory / bundle.VKEY
             own = shipped.read_text(encoding="utf-8").strip() if shipped.is_file() else ""
-            if own != _read_vkey(vkey):
+            if own != pinned:
                 # The entries are signed by the pinned key; the copy that came with them is
                 # not it: whoever prepared the bundle sent a wrong or changed key file.
                 click.echo(

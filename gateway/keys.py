@@ -315,7 +315,7 @@ class KeyStore:
                     raise KeyStoreError(f"{path}: a line is not a whsec_ secret") from None
             return tuple(secrets)
 
-        return self._load("webhook secrets", os.path.join(self.partners, f"{partner_id}.whsec"), load)
+        return self._load("webhook secrets", self.webhook_secret_path(partner_id), load)
 
     def partner_signature_keys(self, relative: str | None) -> tuple[Ed25519PublicKey, ...]:
         """The partner's Ed25519 keys for ``v1a`` callback signatures (``use: sig``)."""
