@@ -79,20 +79,29 @@ async def raw_posts(port: int, ca: ThrowawayCA, bodies: list[str]) -> float:
         return time.perf_counter() - start
 
 
-async def end_to_end(gw: Gateway, port: int, ca: ThrowawayCA, count: int) -> None:
+async def end_to_end(gw: Gateway, port: int, ca: ThrowawayCA, count: int, single: int) -> None:
     case = read_case(REPO / "examples" / "cases" / "case-1001.json")
+    # One at a time, as `POST /v1/placements` places: a transaction per case.
     start = time.perf_counter()
-    for _ in range(count):
+    for _ in range(single):
         await placement.place(gw, case, "bench", "collection", actor="bench")
+    one_rate = single / (time.perf_counter() - start)
+    await Dispatcher(gw, Options(batch=100)).run_once()
+    # End to end, as `gateway place DIR` places a day's cases: a transaction per batch.
+    start = time.perf_counter()
+    async for _, placed_one in placement.place_many(gw, [case] * count, "bench", "collection", actor="bench"):
+        assert isinstance(placed_one, placement.Placement), placed_one
     placed = time.perf_counter()
     stats = await Dispatcher(gw, Options(batch=100)).run_once()
     done = time.perf_counter()
     assert stats.delivered == count, stats
     async with gw.db.transaction() as tx:
-        bodies = [r["sealed"] for r in await tx.fetchall("SELECT sealed FROM packages")]
+        bodies = [r["sealed"] for r in await tx.fetchall("SELECT sealed FROM packages LIMIT ?", (count,))]
     raw = await raw_posts(port, ca, bodies)
     gateway_rate = count / (done - start)
-    print(f"placement (policy, minimize, seal, outbox): {count / (placed - start):8.0f} packages/s")
+    print(f"placement one per transaction (API):        {one_rate:8.0f} packages/s")
+    print(f"placement {placement.BATCH} per transaction (place DIR):  "
+          f"{count / (placed - start):8.0f} packages/s")
     print(f"dispatch  (claim, POST, ack stored):        {count / (done - placed):8.0f} packages/s")
     print(f"end to end:                                 {gateway_rate:8.0f} packages/s")
     print(f"raw aiohttp POST of the same bytes:         {count / raw:8.0f} requests/s")
@@ -152,7 +161,7 @@ async def main(args: argparse.Namespace) -> None:
                 if args.backlog:
                     await backlog(gw, args.backlog)
                 else:
-                    await end_to_end(gw, port, ca, args.packages)
+                    await end_to_end(gw, port, ca, args.packages, args.packages // 4)
             finally:
                 await gw.close()
         finally:

@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -352,15 +353,85 @@ def read_case(path: Path) -> Case:
         raise InvalidInput(f"{path}: {first_error(exc)}") from None
 
 
+def case_files(paths: tuple[Path, ...]) -> list[Path]:
+    """The case files named: files as given, a directory's ``*.json`` in name order;
+    a file named twice counts once."""
+    files: dict[Path, Path] = {}
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+            if not found:
+                raise InvalidInput(f"{path}: no *.json case files in this directory")
+        else:
+            found = [path]
+        for file in found:
+            files.setdefault(file.resolve(), file)
+    return list(files.values())
+
+
+def check_cases(files: list[Path]) -> None:
+    """Read every case file before anything is placed: one bad file places nothing."""
+    problems = []
+    for file in files:
+        try:
+            read_case(file)
+        except InvalidInput as exc:
+            problems.append(str(exc))
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise InvalidInput(f"{len(problems)} of {len(files)} case files are invalid, nothing placed: {shown}")
+
+
 @cli.command()
-@click.argument("case_file", metavar="CASE.json", type=click.Path(path_type=Path))
+@click.argument("paths", metavar="CASE.json...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--partner", "partner_id", required=True, help="Partner id (see `gateway partners list`).")
 @click.option("--purpose", required=True, help="Purpose the contract covers, e.g. collection.")
+@click.option("--batch", type=click.IntRange(1, 10_000), default=placement.BATCH, show_default=True,
+              help="Cases placed per transaction.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @with_gateway
-async def place(gw: Gateway, case_file: Path, partner_id: str, purpose: str) -> None:
-    """Check policy, minimize, seal and queue a case package; print its id."""
-    result = await placement.place(gw, read_case(case_file), partner_id, purpose, actor=actor())
-    click.echo(result.package_id)
+async def place(
+    gw: Gateway, paths: tuple[Path, ...], partner_id: str, purpose: str, batch: int, quiet: bool
+) -> None:
+    """Check policy, minimize, seal and queue case packages; print their ids.
+
+    CASE.json is a case file or a directory of them (``*.json``), one or many. One
+    case prints its package id. Several print ``CASE-ID PACKAGE-ID`` for each case as
+    its batch commits; a case a rule refuses (limitation, an open recall) is named on
+    stderr, the others go on, and the exit status is 1. Every file is read and checked
+    before anything is placed: one invalid file places nothing.
+    """
+    files = case_files(paths)
+    if len(files) == 1:
+        result = await placement.place(gw, read_case(files[0]), partner_id, purpose, actor=actor())
+        click.echo(result.package_id)
+        return
+    check_cases(files)
+    placed = refused = 0
+    start = last = time.monotonic()
+    cases = (read_case(file) for file in files)
+    batches = placement.place_many(gw, cases, partner_id, purpose, actor=actor(), batch=batch)
+    try:
+        async for case, outcome in batches:
+            if isinstance(outcome, placement.Placement):
+                placed += 1
+                click.echo(f"{case.case_id} {outcome.package_id}")
+            else:
+                refused += 1
+                click.echo(f"{case.case_id}: {outcome}", err=True)
+            if not quiet and time.monotonic() - last >= 1.0:
+                last = time.monotonic()
+                click.echo(f"placed {placed} of {len(files)}, refused {refused}  "
+                           f"{(placed + refused) / (last - start):.0f}/s", err=True)
+    except GatewayError as exc:
+        raise click.ClickException(
+            f"stopped after {placed + refused} of {len(files)} cases ({placed} placed, {refused} refused;"
+            f" the rest not placed): {exc}"
+        ) from None
+    click.echo(f"placed {placed} of {len(files)} cases with {partner_id}"
+               + (f"; {refused} refused" if refused else ""), err=True)
+    if refused:
+        raise SystemExit(1)
 
 
 @cli.group()

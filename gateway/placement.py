@@ -7,8 +7,10 @@ is sent, so a crash loses nothing and the log never misses a disclosure.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -170,42 +172,93 @@ async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor
     so a suspension or a profile change is either seen here or waits for this package.
     Sealing is CPU work that holds the event loop anyway, so doing it inside costs
     the other tasks of this process nothing."""
+    (outcome,) = await place_batch(gw, [case], partner_id, purpose, actor=actor)
+    if isinstance(outcome, PolicyViolation):
+        raise outcome
+    return outcome
+
+
+#: Cases per transaction in `place_many`: the per-transaction costs (BEGIN, the
+#: partner row, the audit tree state, COMMIT) are paid once per batch.
+BATCH = 100
+
+
+async def place_many(
+    gw: Gateway,
+    cases: Iterable[Case],
+    partner_id: str,
+    purpose: str,
+    *,
+    actor: str,
+    batch: int = BATCH,
+) -> AsyncIterator[tuple[Case, Placement | PolicyViolation]]:
+    """Place many cases with one partner, `batch` per transaction; yield each case
+    with its placement or the rule that refused it, in order, as its batch commits.
+
+    A case a rule refuses (limitation, an open recall) is skipped and the others go
+    on. What stops the whole run is raised instead: the partner not active or its
+    contract not covering the purpose (checked again for each batch, so a partner
+    suspended meanwhile receives nothing more), a key that cannot seal, a storage
+    error. Every batch committed before it stays placed; the failing one leaves
+    nothing behind.
+    """
+    remaining = iter(cases)
+    while chunk := list(itertools.islice(remaining, batch)):
+        outcomes = await place_batch(gw, chunk, partner_id, purpose, actor=actor)
+        for done in zip(chunk, outcomes, strict=True):
+            yield done
+
+
+async def place_batch(
+    gw: Gateway, cases: Sequence[Case], partner_id: str, purpose: str, *, actor: str
+) -> list[Placement | PolicyViolation]:
+    """Place `cases` in one transaction (see `place` and `place_many`)."""
+    outcomes: list[Placement | PolicyViolation] = []
+    entries: list[Disclosure] = []
     async with gw.db.transaction() as tx:
         record = await registry.fetch(tx, partner_id, share=True)
         check_policy(record, purpose, gw)
-        check_limitation(gw, case, purpose)
         profile = record.profile
         policy = profile.policy[purpose]  # type: ignore[index]
         tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
-        case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
-        await check_not_recalled(tx, case.case_id, partner_id, case_ref)
-        package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens))
         fields = disclosed_fields(policy)
-        at = isotime(gw.now())
-        entry = Disclosure(
-            at=at,
-            actor=actor,
-            package_id=package.package_id,
-            partner=partner_id,
-            purpose=purpose,
-            legal_basis=policy.legal_basis,
-            subject=subject_token(gw, case),
-            case=case_token(gw, case.case_id),
-            fields=[DisclosedField(**f) for f in fields],
-            payload_digest=package.payload_digest,
-            sealing=profile.sealing,
-        )
-        due = at
-        if profile.kind in ("sms", "email"):
-            # The gateway itself contacts the debtor here: a reminder due outside the
-            # contact hours of the debtor's time zone waits until the window opens.
-            due = isotime(gw.rules.next_allowed(gw.now(), case.debtor.timezone))
-        await enqueue(
-            tx, package, profile, case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due
-        )
-        await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
-        await audit_log.append(tx, [entry], signer=gw.audit_signer)
-    return Placement(package.package_id, partner_id, purpose, case_ref, package.claims)
+        for case in cases:
+            case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
+            try:
+                check_limitation(gw, case, purpose)
+                await check_not_recalled(tx, case.case_id, partner_id, case_ref)
+            except PolicyViolation as refused:
+                outcomes.append(refused)
+                continue
+            package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens))
+            at = isotime(gw.now())
+            entry = Disclosure(
+                at=at,
+                actor=actor,
+                package_id=package.package_id,
+                partner=partner_id,
+                purpose=purpose,
+                legal_basis=policy.legal_basis,
+                subject=subject_token(gw, case),
+                case=case_token(gw, case.case_id),
+                fields=[DisclosedField(**f) for f in fields],
+                payload_digest=package.payload_digest,
+                sealing=profile.sealing,
+            )
+            due = at
+            if profile.kind in ("sms", "email"):
+                # The gateway itself contacts the debtor here: a reminder due outside the
+                # contact hours of the debtor's time zone waits until the window opens.
+                due = isotime(gw.rules.next_allowed(gw.now(), case.debtor.timezone))
+            await enqueue(
+                tx, package, profile,
+                case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due,
+            )
+            await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
+            entries.append(entry)
+            outcomes.append(Placement(package.package_id, partner_id, purpose, case_ref, package.claims))
+        await audit_log.append(tx, entries, signer=gw.audit_signer)
+    return outcomes
 
 
 async def check_not_recalled(tx: Transaction, case_id: str, partner_id: str, case_ref: str) -> None:

@@ -1,0 +1,138 @@
+"""Placing many cases at once: `gateway place DIR` and `placement.place_many`, a batch
+per transaction, refusals skipped and named, nothing half-placed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway import placement, registry
+from gateway.core import Gateway
+from gateway.errors import PolicyViolation, StorageError
+from schemas.case import Case
+from tests.helpers import fail_audit_inserts, invoke, sample_case, workspace_sql
+
+BASE = json.loads(sample_case().read_text())
+
+
+def case_data(n: int, *, time_barred: bool = False) -> dict:
+    data = json.loads(json.dumps(BASE))
+    data["case_id"] = f"C-2026-{n:04d}"
+    data["debtor"]["id_number"] = f"1101011990030{n:05d}"
+    if time_barred:
+        data["loan"]["last_due_date"] = "2021-01-05"
+        data["loan"]["last_acknowledged"] = None
+    return data
+
+
+def write_cases(folder: Path, count: int, *, time_barred: tuple[int, ...] = ()) -> list[str]:
+    folder.mkdir()
+    for n in range(count):
+        (folder / f"case-{n:03d}.json").write_text(
+            json.dumps(case_data(n, time_barred=n in time_barred), ensure_ascii=False)
+        )
+    return [f"C-2026-{n:04d}" for n in range(count)]
+
+
+def place(ws: Path, *args: str | Path, partner: str = "acme-collect", purpose: str = "collection"):
+    return invoke("-c", ws, "place", *args, "--partner", partner, "--purpose", purpose)
+
+
+def test_a_directory_of_cases_is_placed_batch_by_batch(onboarded: Path, tmp_path: Path) -> None:
+    ids = write_cases(tmp_path / "cases", 7)
+    result = place(onboarded, tmp_path / "cases", "--batch", "3", "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert [case_id for case_id, _ in lines] == ids
+    assert "placed 7 of 7 cases with acme-collect" in result.stderr
+    with workspace_sql(onboarded) as sql:
+        packages = {r["id"]: r["case_id"] for r in sql("SELECT id, case_id FROM packages")}
+        disclosures = sql("SELECT leaf FROM audit_entries WHERE kind = 'disclosure' ORDER BY idx")
+    assert packages == {package_id: case_id for case_id, package_id in lines}
+    assert [json.loads(r["leaf"])["package_id"] for r in disclosures] == [p for _, p in lines]
+    verified = invoke("-c", onboarded, "audit", "verify")
+    assert verified.exit_code == 0, verified.output
+
+
+def test_a_refused_case_is_named_and_the_others_are_placed(onboarded: Path, tmp_path: Path) -> None:
+    ids = write_cases(tmp_path / "cases", 5, time_barred=(1, 3))
+    result = place(
+        onboarded, tmp_path / "cases", "--batch", "2", partner="sz-arbitration", purpose="arbitration"
+    )
+    assert result.exit_code == 1
+    placed = [line.split()[0] for line in result.stdout.splitlines()]
+    assert placed == [ids[0], ids[2], ids[4]]
+    assert f"{ids[1]}: refused by rule limitation-period" in result.stderr
+    assert f"{ids[3]}: refused by rule limitation-period" in result.stderr
+    assert "placed 3 of 5 cases with sz-arbitration; 2 refused" in result.stderr
+    with workspace_sql(onboarded) as sql:
+        assert sorted(r["case_id"] for r in sql("SELECT case_id FROM packages")) == placed
+        assert len(sql("SELECT idx FROM audit_entries WHERE kind = 'disclosure'")) == 3
+
+
+def test_one_invalid_file_places_nothing(onboarded: Path, tmp_path: Path) -> None:
+    write_cases(tmp_path / "cases", 4)
+    bad = tmp_path / "cases" / "case-002.json"
+    bad.write_text('{"case_id": "x"}')
+    result = place(onboarded, tmp_path / "cases")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "1 of 4 case files are invalid, nothing placed" in result.output
+    assert str(bad) in result.output and "debtor: Field required" in result.output
+    with workspace_sql(onboarded) as sql:
+        assert sql("SELECT id FROM packages") == []
+
+
+def test_files_and_directories_mix_and_a_file_named_twice_counts_once(
+    onboarded: Path, tmp_path: Path
+) -> None:
+    ids = write_cases(tmp_path / "cases", 2)
+    result = place(onboarded, tmp_path / "cases", tmp_path / "cases" / "case-000.json", sample_case())
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [*ids, BASE["case_id"]]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = place(onboarded, empty, sample_case())
+    assert nothing.exit_code == 1 and f"{empty}: no *.json case files" in nothing.output
+
+
+async def test_a_partner_suspended_during_a_run_receives_nothing_more(gw: Gateway) -> None:
+    cases = [Case.model_validate(case_data(n)) for n in range(6)]
+    done = []
+    with pytest.raises(PolicyViolation, match="suspended"):
+        async for case, outcome in placement.place_many(
+            gw, cases, "acme-collect", "collection", actor="test", batch=2
+        ):
+            done.append((case.case_id, outcome))
+            if len(done) == 2:
+                await registry.set_status(gw, "acme-collect", "suspended", reason="review", actor="test")
+    assert [case_id for case_id, _ in done] == [cases[0].case_id, cases[1].case_id]
+    assert {p["case_id"] for p in await placement.list_packages(gw)} == {c for c, _ in done}
+
+
+async def test_a_batch_that_fails_leaves_nothing_of_itself(gw: Gateway) -> None:
+    cases = [Case.model_validate(case_data(n)) for n in range(4)]
+    first = [o async for o in placement.place_many(gw, cases[:2], "acme-collect", "collection", actor="t")]
+    async with gw.db.transaction() as tx:
+        await fail_audit_inserts(tx)
+    with pytest.raises(StorageError, match="disk full"):
+        async for _ in placement.place_many(gw, cases[2:], "acme-collect", "collection", actor="t"):
+            pass
+    placed = {p["case_id"] for p in await placement.list_packages(gw)}
+    assert placed == {c.case_id for c, _ in first}
+    async with gw.db.transaction() as tx:
+        assert await tx.fetchval("SELECT COUNT(*) FROM assignments") == 2
+
+
+async def test_limitation_is_checked_per_case(gw: Gateway) -> None:
+    old = Case.model_validate(case_data(1, time_barred=True))
+    fresh = Case.model_validate(case_data(2))
+    batches = placement.place_many(gw, [old, fresh], "sz-arbitration", "arbitration", actor="t")
+    outcomes = [outcome async for _, outcome in batches]
+    assert isinstance(outcomes[0], PolicyViolation) and outcomes[0].rule == "limitation-period"
+    assert isinstance(outcomes[1], placement.Placement)
+    async with gw.db.transaction() as tx:
+        leaves = await tx.fetchall("SELECT leaf FROM audit_entries WHERE kind = 'disclosure'")
+    assert [json.loads(r["leaf"])["package_id"] for r in leaves] == [outcomes[1].package_id]
