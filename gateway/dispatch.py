@@ -304,7 +304,7 @@ class Lane:
             if not isinstance(exc, GatewayError):
                 # A bug: its frames for the developers, its message without personal data
                 # (it may quote what the adapter was sending).
-                sent = list(values_of(claimed.package.claims.get("data")))
+                sent = values_of(claimed.package.claims.get("data"))
                 log.error(
                     "adapter %s failed on %s: %s: %s\n%s",
                     self.adapter.name,

@@ -242,7 +242,7 @@ def judge(
         "attempt": claimed.attempt, "started_at": isotime(started), "latency_ms": latency_ms,
     }
     # The partner's words are kept for operators, without the package's personal data.
-    sent = list(values_of(claimed.package.claims.get("data")))
+    sent = values_of(claimed.package.claims.get("data"))
     if isinstance(result, Receipt):
         return Outcome(**base, signal="success", state="delivered", status=result.status, error_class=None,
                        detail=truncate(redact(result.detail, sent)), partner_ref=result.partner_ref)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -38,13 +38,21 @@ NUMBER = re.compile(
 
 
 def redact(text: str, known: Iterable[str] = ()) -> str:
-    values = {v for v in known if len(v) >= (4 if v.isascii() else 2)}
-    # As partners may echo them: JSON-escaped (``\u5f20\u4f1f``) as well as plain.
-    values |= {json.dumps(v)[1:-1] for v in values}
-    # Only those the text holds at all: most texts hold none (every delivery's record
-    # passes here), and then no pattern is built.
+    # Only the values the text holds at all: most texts hold none (every delivery's
+    # record passes here), and then no pattern is built. A value may be echoed
+    # JSON-escaped (``\u5f20\u4f1f``) as well as plain; an escape needs a backslash.
     folded = text.casefold()
-    values = {v for v in values if v.casefold() in folded}
+    escapes = "\\" in text
+    values = set()
+    for value in known:
+        if len(value) < (4 if value.isascii() else 2):
+            continue
+        if value.casefold() in folded:
+            values.add(value)
+        if escapes:
+            escaped = json.dumps(value)[1:-1]
+            if escaped != value and escaped.casefold() in folded:
+                values.add(escaped)
     for ascii_only in (False, True):
         chosen = sorted((v for v in values if v.isascii() == ascii_only), key=len, reverse=True)
         if not chosen:
@@ -60,15 +68,18 @@ def redact(text: str, known: Iterable[str] = ()) -> str:
     return NUMBER.sub("<number>", text)
 
 
-def values_of(data: Any) -> Iterator[str]:
+def values_of(data: Any) -> list[str]:
     """Every scalar in a nested JSON value, as text (the personal data a package carries)."""
-    if isinstance(data, dict):
-        for item in data.values():
-            yield from values_of(item)
-    elif isinstance(data, list):
-        for item in data:
-            yield from values_of(item)
-    elif isinstance(data, str):
-        yield data
-    elif isinstance(data, int | float) and not isinstance(data, bool):
-        yield str(data)
+    found: list[str] = []
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            found.append(str(item))
+    return found
