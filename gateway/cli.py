@@ -333,7 +333,7 @@ async def partners_suspend(gw: Gateway, partner_id: str, reason: str) -> None:
 
 @partners.command("reinstate")
 @click.argument("partner_id")
-@click.option("--reason", default="", help="Why; recorded in the audit log.")
+@click.option("--reason", default="", help="Why; recorded in the audit log (no personal data).")
 @with_gateway
 async def partners_reinstate(gw: Gateway, partner_id: str, reason: str) -> None:
     """Allow placements to a suspended partner again."""

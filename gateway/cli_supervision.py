@@ -99,7 +99,9 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("case_id")
     @click.option("--partner", "partner_id", required=True)
-    @click.option("--reason", required=True, help="Why; sent to the partner and recorded.")
+    @click.option("--reason", required=True,
+                  help="Why, in general terms; sent to the partner and recorded in the audit log "
+                  "(no personal data).")
     @with_gateway
     async def recall(gw: Gateway, case_id: str, partner_id: str, reason: str) -> None:
         """Take a case back from a partner and demand a deletion attestation."""
@@ -116,7 +118,9 @@ def register(cli: click.Group) -> None:
 
     @partners.command("offboard")
     @click.argument("partner_id")
-    @click.option("--reason", required=True)
+    @click.option("--reason", required=True,
+                  help="Why, in general terms; sent with each recall notice and recorded in the audit log "
+                  "(no personal data).")
     @with_gateway
     async def partners_offboard(gw: Gateway, partner_id: str, reason: str) -> None:
         """Recall every open case of a partner and end the relationship."""

@@ -18,6 +18,7 @@ from gateway.core import Gateway, isotime
 from gateway.db import Transaction
 from gateway.errors import Conflict, NotFound
 from gateway.placement import enqueue, seal_package
+from gateway.redact import check_reason
 from schemas.audit import PartnerChange, Recall
 from schemas.package import RECALL_PURPOSE
 
@@ -33,6 +34,7 @@ class Recalled:
 
 
 async def recall(gw: Gateway, case_id: str, partner_id: str, reason: str, *, actor: str) -> Recalled:
+    check_reason(reason)
     record = await registry.get(gw, partner_id)
     async with gw.db.transaction() as tx:
         rows = await tx.fetchall(
@@ -48,6 +50,7 @@ async def recall(gw: Gateway, case_id: str, partner_id: str, reason: str, *, act
 
 async def offboard(gw: Gateway, partner_id: str, reason: str, *, actor: str) -> list[Recalled]:
     """Recall every open case of a partner and close it for good."""
+    check_reason(reason)
     record = await registry.get(gw, partner_id)
     if record.status == "offboarded":
         raise Conflict(f"partner {partner_id!r} is already offboarded")

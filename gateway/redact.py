@@ -29,6 +29,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from gateway.errors import InvalidInput
+from schemas.api import MAX_REASON
+
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # A date with a time of day (a partner's timestamp) is not a number to hide.
 NUMBER = re.compile(
@@ -66,6 +69,25 @@ def redact(text: str, known: Iterable[str] = ()) -> str:
         text = re.sub(pattern, "<redacted>", text, flags=re.IGNORECASE)
     text = EMAIL.sub("<email>", text)
     return NUMBER.sub("<number>", text)
+
+
+def check_reason(reason: str) -> None:
+    """Refuse an operator's reason (recall, offboarding, suspension) that holds what
+    looks like personal data: it is written to the audit log, which holds pseudonymous
+    tokens only, and a recall's reason is sent to the partner. The value is not quoted."""
+    found = (
+        "an e-mail address" if EMAIL.search(reason)
+        else "a number of 7 or more digits (a phone, ID or account number?)" if NUMBER.search(reason)
+        else None
+    )
+    if found:
+        raise InvalidInput(
+            f"the reason holds {found}; it goes into the audit log, which must hold no personal "
+            "data: say why in general terms (e.g. 'complaint under review'); the case and the "
+            "partner are recorded with it already"
+        )
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"the reason is {len(reason)} characters long; at most {MAX_REASON}")
 
 
 def values_of(data: Any) -> list[str]:

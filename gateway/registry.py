@@ -22,6 +22,7 @@ from gateway.core import Gateway, isotime
 from gateway.db import Transaction
 from gateway.errors import Conflict, GatewayError, NotFound, ProfileError
 from gateway.minimize import check_rule
+from gateway.redact import check_reason
 from gateway.seal import usable_for_encryption
 from schemas.audit import ChangeKind, PartnerChange
 from schemas.partner import PartnerProfile
@@ -200,6 +201,7 @@ async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> t
 
 
 async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, actor: str) -> PartnerRecord:
+    check_reason(reason)
     kind: ChangeKind = "partner_suspended" if status == "suspended" else "partner_reinstated"
     now = isotime(gw.now())
     async with gw.db.transaction() as tx:

@@ -26,10 +26,14 @@ class PlacementResponse(_Model):
     case_ref: str
 
 
+#: Longest reason an operator may give for a recall, an offboarding or a suspension.
+MAX_REASON = 500
+
+
 class RecallRequest(_Model):
     case_id: str
     partner: str
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
 
 
 class RecallResponse(_Model):

@@ -227,3 +227,22 @@ async def test_public_endpoints_and_openapi(client: TestClient, gw: Gateway) -> 
     assert {"/v1/placements", "/v1/recalls", "/v1/partners/{partner_id}/callbacks"} <= set(doc["paths"])
     missing = await client.get("/v1/nothing")
     assert missing.status == 404 and missing.content_type == "application/problem+json"
+
+
+async def test_a_recall_reason_with_personal_data_is_refused_and_nothing_is_recalled(
+    client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    operator = await _token(gw, "operator")
+    async with gw.db.transaction() as tx:
+        before = await tx.fetchval("SELECT COUNT(*) FROM audit_entries")
+    for reason in ("debtor at 138 1234 1999 complained", "asked by zhang.wei@example.com"):
+        request = {"case_id": CASE.case_id, "partner": "acme-collect", "reason": reason}
+        refused = await client.post("/v1/recalls", json=request, headers=operator)
+        assert refused.status == 400, reason
+        detail = (await refused.json())["detail"]
+        assert "audit log" in detail and "1999" not in detail and "zhang" not in detail
+    async with gw.db.transaction() as tx:
+        assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == before
+        assert await tx.fetchval("SELECT state FROM assignments") != "recalled"
+    request["reason"] = "complaint of 2026-11-20 10:30"
+    assert (await client.post("/v1/recalls", json=request, headers=operator)).status == 201

@@ -194,3 +194,26 @@ async def test_suspended_partner_receives_recall_notices_only(gw: Gateway, activ
     async with gw.db.transaction() as tx:
         state = await tx.fetchval("SELECT state FROM packages WHERE id = ?", (waiting.package_id,))
     assert state == "queued"
+
+
+def test_operators_reasons_are_kept_free_of_personal_data(onboarded: Path) -> None:
+    placed = invoke(
+        "-c", onboarded, "place", sample_case(), "--partner", "acme-collect", "--purpose", "collection"
+    )
+    assert placed.exit_code == 0
+    for command in (
+        ("recall", CASE.case_id, "--partner", "acme-collect"),
+        ("partners", "suspend", "acme-collect"),
+        ("partners", "offboard", "acme-collect"),
+    ):
+        refused = invoke("-c", onboarded, *command, "--reason", "ID 110101199003071234 disputes")
+        assert refused.exit_code == 1, command
+        assert "holds a number of 7 or more digits" in refused.output
+        assert "110101199003071234" not in refused.output
+    long = invoke("-c", onboarded, "partners", "suspend", "acme-collect", "--reason", "x" * 501)
+    assert long.exit_code == 1 and "at most 500" in long.output
+    shown = json.loads(invoke("-c", onboarded, "partners", "list", "--json").output)
+    assert {p["id"]: p["status"] for p in shown}["acme-collect"] == "active"
+    log = json.loads(invoke("-c", onboarded, "audit", "log", "--json").output)
+    assert [e["entry"]["kind"] for e in log].count("recall") == 0
+    assert "110101199003071234" not in json.dumps(log)
