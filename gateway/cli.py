@@ -370,13 +370,19 @@ def case_files(paths: tuple[Path, ...]) -> list[Path]:
 
 
 def check_cases(files: list[Path]) -> None:
-    """Read every case file before anything is placed: one bad file places nothing."""
+    """Read every case file before anything is placed: one bad file places nothing, and
+    nor does a case in two files (it would be disclosed twice)."""
     problems = []
+    seen: dict[str, Path] = {}
     for file in files:
         try:
-            read_case(file)
+            case_id = read_case(file).case_id
         except InvalidInput as exc:
             problems.append(str(exc))
+            continue
+        if case_id in seen:
+            problems.append(f"{file}: case {case_id} is in {seen[case_id]} too")
+        seen.setdefault(case_id, file)
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise InvalidInput(f"{len(problems)} of {len(files)} case files are invalid, nothing placed: {shown}")
@@ -386,8 +392,9 @@ def check_cases(files: list[Path]) -> None:
 @click.argument("paths", metavar="CASE.json...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--partner", "partner_id", required=True, help="Partner id (see `gateway partners list`).")
 @click.option("--purpose", required=True, help="Purpose the contract covers, e.g. collection.")
-@click.option("--batch", type=click.IntRange(1, 10_000), default=placement.BATCH, show_default=True,
-              help="Cases placed per transaction.")
+@click.option("--batch", type=click.IntRange(1, placement.MAX_BATCH), default=placement.BATCH,
+              show_default=True, help=f"Cases placed per transaction, at most {placement.MAX_BATCH}"
+              " (a transaction holds the database's write lock while its cases are sealed).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @with_gateway
 async def place(
@@ -395,14 +402,14 @@ async def place(
 ) -> None:
     """Check policy, minimize, seal and queue case packages; print their ids.
 
-    CASE.json is a case file or a directory of them (``*.json``), one or many. One
-    case prints its package id. Several print ``CASE-ID PACKAGE-ID`` for each case as
-    its batch commits; a case a rule refuses (limitation, an open recall) is named on
+    CASE.json is a case file or a directory of them (``*.json``), one or many. A single
+    case file prints its package id. Otherwise each case prints ``CASE-ID PACKAGE-ID``
+    as its batch commits; a case a rule refuses (limitation, an open recall) is named on
     stderr, the others go on, and the exit status is 1. Every file is read and checked
-    before anything is placed: one invalid file places nothing.
+    before anything is placed: an invalid file, or a case in two files, places nothing.
     """
     files = case_files(paths)
-    if len(files) == 1:
+    if len(paths) == 1 and not paths[0].is_dir():
         result = await placement.place(gw, read_case(files[0]), partner_id, purpose, actor=actor())
         click.echo(result.package_id)
         return
@@ -425,8 +432,8 @@ async def place(
                            f"{(placed + refused) / (last - start):.0f}/s", err=True)
     except GatewayError as exc:
         raise click.ClickException(
-            f"stopped after {placed + refused} of {len(files)} cases ({placed} placed, {refused} refused;"
-            f" the rest not placed): {exc}"
+            f"stopped after {placed + refused} of {len(files)} cases ({placed} placed, {refused} refused):"
+            f" {exc}; not placed: {files[placed + refused]} and the files after it"
         ) from None
     click.echo(f"placed {placed} of {len(files)} cases with {partner_id}"
                + (f"; {refused} refused" if refused else ""), err=True)
@@ -489,6 +496,11 @@ def main() -> None:
         cli(prog_name="gateway")
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (`gateway place DIR | head`): what was committed stays,
+        # `gateway package list` shows it. No traceback, and none at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 def _register_subcommands() -> None:

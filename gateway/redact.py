@@ -71,23 +71,38 @@ def redact(text: str, known: Iterable[str] = ()) -> str:
     return NUMBER.sub("<number>", text)
 
 
+# What an operator's reason may hold that looks like a number but names nobody: a date
+# (2026-03-15, 20260315), a time, a reference with a prefix in capitals (C-2026-1001,
+# ARB-2026-003, INC-1234567), its groups no longer than 8 digits.
+REASON_ALLOWED = re.compile(
+    r"\d{4}-\d\d-\d\d(?:[ T]\d\d:\d\d(?::\d\d)?)?"
+    r"|(?<!\d)(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d)"
+    r"|(?<![A-Za-z])[A-Z]{1,6}(?:-\d{1,8})+(?![\d-])"
+)
+# Anything else with 7 or more digits, even glued to letters (phone13812341999) or split
+# by spaces, dots, hyphens or slashes: a reason is short prose, so be strict.
+REASON_NUMBER = re.compile(r"\d(?:[ ./-]?\d){6,}")
+
+
 def check_reason(reason: str) -> None:
     """Refuse an operator's reason (recall, offboarding, suspension) that holds what
     looks like personal data: it is written to the audit log, which holds pseudonymous
     tokens only, and a recall's reason is sent to the partner. The value is not quoted."""
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"the reason is {len(reason)} characters long; at most {MAX_REASON}")
     found = (
         "an e-mail address" if EMAIL.search(reason)
-        else "a number of 7 or more digits (a phone, ID or account number?)" if NUMBER.search(reason)
+        else "a number of 7 or more digits (a phone, ID or account number?)"
+        if REASON_NUMBER.search(REASON_ALLOWED.sub(" ", reason))
         else None
     )
     if found:
         raise InvalidInput(
             f"the reason holds {found}; it goes into the audit log, which must hold no personal "
-            "data: say why in general terms (e.g. 'complaint under review'); the case and the "
-            "partner are recorded with it already"
+            "data: say why in general terms (e.g. 'complaint under review', dates and "
+            "references such as C-2026-1001 are fine); the case or partner it is about is "
+            "recorded with it already"
         )
-    if len(reason) > MAX_REASON:
-        raise InvalidInput(f"the reason is {len(reason)} characters long; at most {MAX_REASON}")
 
 
 def values_of(data: Any) -> list[str]:

@@ -81,18 +81,20 @@ def workspace_sql(ws: Path) -> Iterator[Sql]:
             runner.run(db.close())
 
 
-async def fail_audit_inserts(tx: Transaction) -> None:
-    """A trigger that makes every insert into the audit log fail with 'disk full'."""
+async def fail_audit_inserts(tx: Transaction, table: str = "audit_entries", after: int = 0) -> None:
+    """A trigger that makes inserts into `table` (the audit log) fail with 'disk full'
+    once it holds `after` rows."""
+    full = f"(SELECT COUNT(*) FROM {table}) >= {int(after)}"
     if tx.dialect == "sqlite":
         await tx.execute(
-            "CREATE TRIGGER no_space BEFORE INSERT ON audit_entries"
+            f"CREATE TRIGGER no_space BEFORE INSERT ON {table} WHEN {full}"
             " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
         )
         return
     await tx.execute(
         "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql"
-        " AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$"
+        f" AS $$ BEGIN IF {full} THEN RAISE EXCEPTION 'disk full'; END IF; RETURN NEW; END $$"
     )
     await tx.execute(
-        "CREATE TRIGGER no_space BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION disk_full()"
+        f"CREATE TRIGGER no_space BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION disk_full()"
     )

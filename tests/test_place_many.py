@@ -3,13 +3,16 @@ per transaction, refusals skipped and named, nothing half-placed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from gateway import placement, registry
+from gateway.config import load_settings
 from gateway.core import Gateway
+from gateway.db import open_database
 from gateway.errors import PolicyViolation, StorageError
 from schemas.case import Case
 from tests.helpers import fail_audit_inserts, invoke, sample_case, workspace_sql
@@ -96,6 +99,47 @@ def test_files_and_directories_mix_and_a_file_named_twice_counts_once(
     empty.mkdir()
     nothing = place(onboarded, empty, sample_case())
     assert nothing.exit_code == 1 and f"{empty}: no *.json case files" in nothing.output
+
+
+def test_a_case_in_two_files_places_nothing(onboarded: Path, tmp_path: Path) -> None:
+    write_cases(tmp_path / "cases", 3)
+    copy = tmp_path / "cases" / "case-copy.json"
+    copy.write_text((tmp_path / "cases" / "case-001.json").read_text())
+    result = place(onboarded, tmp_path / "cases")
+    assert result.exit_code == 1
+    assert f"{copy}: case C-2026-0001 is in {tmp_path / 'cases' / 'case-001.json'} too" in result.output
+    with workspace_sql(onboarded) as sql:
+        assert sql("SELECT id FROM packages") == []
+
+
+def test_a_directory_prints_case_ids_even_with_one_case_and_batches_are_capped(
+    onboarded: Path, tmp_path: Path
+) -> None:
+    (case_id,) = write_cases(tmp_path / "cases", 1)
+    result = place(onboarded, tmp_path / "cases")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split()[0] == case_id
+    too_big = place(onboarded, tmp_path / "cases", "--batch", str(placement.MAX_BATCH + 1))
+    assert too_big.exit_code == 2 and "--batch" in too_big.output
+
+
+def test_a_run_stopped_by_an_error_names_the_first_file_not_placed(onboarded: Path, tmp_path: Path) -> None:
+    ids = write_cases(tmp_path / "cases", 5)
+
+    async def disk_full_after_two_packages() -> None:
+        db = await open_database(load_settings(onboarded).database_url)
+        try:
+            async with db.transaction() as tx:
+                await fail_audit_inserts(tx, "packages", after=2)
+        finally:
+            await db.close()
+
+    asyncio.run(disk_full_after_two_packages())
+    result = place(onboarded, tmp_path / "cases", "--batch", "2")
+    assert result.exit_code == 1
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ids[:2]
+    assert "stopped after 2 of 5 cases (2 placed, 0 refused)" in result.stderr
+    assert f"not placed: {tmp_path / 'cases' / 'case-002.json'} and the files after it" in result.stderr
 
 
 async def test_a_partner_suspended_during_a_run_receives_nothing_more(gw: Gateway) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from gateway.redact import redact, values_of
+import pytest
+
+from gateway.errors import InvalidInput
+from gateway.redact import check_reason, redact, values_of
 
 
 def test_known_values_emails_and_long_numbers_are_replaced() -> None:
@@ -32,3 +35,33 @@ def test_echoes_in_other_forms_are_caught_and_timestamps_kept() -> None:
     said = f"{json.dumps({'name': '张伟'})} ZHANG WEI phone_13812345678 at 2025-01-31 10:00:00"
     kept = '{"name": "<redacted>"} <redacted> phone_<number> at 2025-01-31 10:00:00'
     assert redact(said, ["张伟", "Zhang Wei"]) == kept
+
+
+def test_an_operators_reason_may_hold_dates_and_references_but_no_numbers_of_people() -> None:
+    for reason in (
+        "complaint received 2026-03-15",
+        "debtor called at 2026-03-15 14:30:00",
+        "hardship since 20260315",
+        "duplicate of C-2026-1001",
+        "award ARB-2026-003, see INC-1234567",
+        "paid 12,000 yuan",
+    ):
+        check_reason(reason)
+    for reason in (
+        "ID 110101199003071234 disputes",
+        "ID110101199003071234",
+        "phone13812341999",
+        "138.1234.1999",
+        "+86 138 1234 1999",
+        "TEL-13812341999",
+        "landline 010-12345678",
+        "card 6222020200112233445",
+        "\uff11\uff13\uff18\uff11\uff12\uff13\uff14\uff11\uff19\uff19\uff19",  # full-width digits
+    ):
+        with pytest.raises(InvalidInput, match="7 or more digits") as refused:
+            check_reason(reason)
+        assert reason not in str(refused.value)
+    with pytest.raises(InvalidInput, match="an e-mail address"):
+        check_reason("wrote to li.wei@example.com")
+    with pytest.raises(InvalidInput, match="at most 500"):
+        check_reason("x" * 501)
