@@ -18,7 +18,7 @@ from plugins._http import HttpAdapter, HttpConfig, check_endpoint, json_field, s
 from schemas.partner import PartnerProfile
 
 
-class Config(HttpConfig):
+class AgencyConfig(HttpConfig):
     packages_path: str = Field(default="/packages", description="POST target, under endpoint")
     status_feed_path: str | None = Field(
         default=None, description="GET feed of status events, for partners that cannot push"
@@ -29,14 +29,14 @@ class Config(HttpConfig):
 class AgencyHttpAdapter(HttpAdapter):
     name = "agency_http"
     kinds: ClassVar[frozenset[str]] = frozenset({"agency"})
-    Config = Config
-    config: Config
+    Config = AgencyConfig
+    config: AgencyConfig
     # The class can poll; an instance without status_feed_path says so when asked.
     supports_poll: ClassVar[bool] = True
 
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
-        config = Config.model_validate(profile.adapter_config)
+        config = AgencyConfig.model_validate(profile.adapter_config)
         check_endpoint(profile.endpoint, config, profile.sealing)
         return config
 

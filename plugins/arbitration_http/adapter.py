@@ -22,7 +22,7 @@ from plugins._http import HttpAdapter, HttpConfig, check_endpoint, json_field, s
 from schemas.partner import PartnerProfile
 
 
-class Config(HttpConfig):
+class ArbitrationConfig(HttpConfig):
     filings_path: str = Field(default="/filings", description="POST target, under endpoint")
     status_path: str | None = Field(default="/filings/status", description="GET status feed")
     poll_interval: float = Field(default=3600.0, gt=0, description="seconds between polls")
@@ -31,13 +31,13 @@ class Config(HttpConfig):
 class ArbitrationHttpAdapter(HttpAdapter):
     name = "arbitration_http"
     kinds: ClassVar[frozenset[str]] = frozenset({"arbitration"})
-    Config = Config
-    config: Config
+    Config = ArbitrationConfig
+    config: ArbitrationConfig
     supports_poll: ClassVar[bool] = True
 
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
-        config = Config.model_validate(profile.adapter_config)
+        config = ArbitrationConfig.model_validate(profile.adapter_config)
         check_endpoint(profile.endpoint, config, profile.sealing)
         return config
 

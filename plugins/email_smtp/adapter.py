@@ -30,7 +30,7 @@ class Template(BaseModel):
     text: str = Field(min_length=1, description="plain-text body with {field.path} slots")
 
 
-class Config(AdapterConfig):
+class EmailConfig(AdapterConfig):
     sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     insecure_no_tls: bool = Field(
@@ -52,12 +52,12 @@ def smtp_error(code: int, message: str, where: str) -> DeliveryError:
 class EmailSmtpAdapter(Adapter):
     name = "email_smtp"
     kinds: ClassVar[frozenset[str]] = frozenset({"email"})
-    Config = Config
-    config: Config
+    Config = EmailConfig
+    config: EmailConfig
 
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
-        config = Config.model_validate(profile.adapter_config)
+        config = EmailConfig.model_validate(profile.adapter_config)
         if not profile.endpoint.startswith("smtp://") or not urlsplit(profile.endpoint).port:
             raise ValueError(f"endpoint {profile.endpoint!r} must be smtp://HOST:PORT")
         if config.tls == "none" and not config.insecure_no_tls:

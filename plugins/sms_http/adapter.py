@@ -27,7 +27,7 @@ class Template(BaseModel):
     text: str = Field(min_length=1, description="the approved text, with {field.path} slots")
 
 
-class Config(HttpConfig):
+class SmsConfig(HttpConfig):
     send_path: str = "/messages"
     recipient_field: str = Field(
         default="debtor.phones[].number", description="minimized field that holds the number"
@@ -39,12 +39,12 @@ class Config(HttpConfig):
 class SmsHttpAdapter(HttpAdapter):
     name = "sms_http"
     kinds: ClassVar[frozenset[str]] = frozenset({"sms"})
-    Config = Config
-    config: Config
+    Config = SmsConfig
+    config: SmsConfig
 
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
-        config = Config.model_validate(profile.adapter_config)
+        config = SmsConfig.model_validate(profile.adapter_config)
         check_endpoint(profile.endpoint, config, profile.sealing)
         texts = {purpose: [t.text] for purpose, t in config.templates.items()}
         check_profile_messages(profile, texts, config.recipient_field)
