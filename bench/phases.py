@@ -33,12 +33,13 @@ from aiohttp import web  # noqa: E402
 from bench import inbound as inbound_bench  # noqa: E402
 from bench.common import keys_settled  # noqa: E402
 from bench.outbound import workspace  # noqa: E402
-from gateway import inbound, placement, webhooks  # noqa: E402
+from gateway import groups, inbound, placement, webhooks  # noqa: E402
 from gateway.cli import read_case  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
 from gateway.core import Gateway  # noqa: E402
 from gateway.db.sqlite import SQLiteDatabase  # noqa: E402
 from gateway.demo_partners import ThrowawayCA  # noqa: E402
+from gateway.groups import GroupWriter  # noqa: E402
 from gateway.http import create_app  # noqa: E402
 from gateway.rules import RulePack  # noqa: E402
 
@@ -60,7 +61,7 @@ PLACEMENT: list[Step] = [
     (1, "commit", SQLiteDatabase, "_commit"),
 ]
 CALLBACK: list[Step] = [
-    (0, "admit (the pipeline)", inbound, "admit"),
+    (0, "group transactions (the pipeline)", GroupWriter, "_write"),
     (1, "begin (BEGIN IMMEDIATE)", SQLiteDatabase, "_begin"),
     (1, "partner row", inbound.registry, "fetch"),
     (1, "signature (Standard Webhooks)", webhooks, "verify"),
@@ -70,7 +71,7 @@ CALLBACK: list[Step] = [
     (2, "compliance check", inbound, "_check"),
     (3, "contact history query", inbound, "contact_history"),
     (3, "rule pack", RulePack, "check_contact"),
-    (2, "audit append", inbound.audit_log, "append"),
+    (1, "audit append (one per group)", groups.audit_log, "append"),
     (1, "commit", SQLiteDatabase, "_commit"),
 ]
 
@@ -155,6 +156,7 @@ async def callbacks(ws: Path, count: int) -> None:
                 if statuses != Counter({202: len(timed)}):
                     sys.exit(f"not every callback was answered 202: {dict(statuses)}")
                 timers.report("callbacks (client in this process)", len(timed), elapsed)
+                print(f"  {gw.writer.jobs / gw.writer.groups:.1f} callbacks per group transaction")
         finally:
             await runner.cleanup()
 

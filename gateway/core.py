@@ -17,6 +17,7 @@ from gateway.plugins import adapters, get_plugin_manager
 
 if TYPE_CHECKING:
     from gateway.audit.signer import LogSigner
+    from gateway.groups import GroupWriter
     from gateway.rules import RulePack
 
 
@@ -71,10 +72,19 @@ class Gateway:
 
         return signer_for(self)
 
+    @functools.cached_property
+    def writer(self) -> GroupWriter:
+        """Runs concurrent writes in shared transactions (see `gateway.groups`)."""
+        from gateway.groups import GroupWriter
+
+        return GroupWriter(self)
+
     def now(self) -> datetime:
         return self.clock()
 
     async def close(self) -> None:
+        if "writer" in self.__dict__:
+            await self.writer.close()
         await self.db.close()
 
     async def __aenter__(self) -> Gateway:

@@ -2,8 +2,8 @@
 
 validate -> the case was placed with this partner -> the report fits the case's state
 -> store (idempotent by webhook id) -> compliance check -> violations -> automatic
-suspension. The event, its violations, the state change and the audit entries are one
-transaction: a report is either fully taken in or not at all.
+suspension. The event, its violations, the state change and the audit entries are
+committed together: a report is either fully taken in or not at all.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from gateway import lifecycle, registry
-from gateway.audit import log as audit_log
 from gateway.config import first_error
 from gateway.core import Gateway, isotime
 from gateway.db import Transaction
@@ -75,7 +74,7 @@ Check = Callable[[registry.PartnerRecord], tuple[str, Any]]
 
 
 class _Impossible(Exception):
-    """Raised inside the transaction so that it rolls back; flagged after it."""
+    """Raised inside the report's savepoint so that it rolls back; flagged after it."""
 
     def __init__(self, assignment: dict[str, Any], event_type: str) -> None:
         self.assignment = assignment
@@ -90,52 +89,74 @@ async def admit(
     channel: Channel,
     check: Check,
 ) -> Ingested:
-    """The whole pipeline in one transaction: the partner (404) -> ``check`` (signature,
-    body: 4xx) -> dedupe by webhook id (409) -> the case was placed with this partner
-    (403) -> the report fits the case's state (409, flagged) -> take it in.
+    """The whole pipeline: the partner (404) -> ``check`` (signature, body: 4xx) ->
+    dedupe by webhook id (409) -> the case was placed with this partner (403) -> the
+    report fits the case's state (409, flagged) -> take it in.
 
-    Any refusal rolls the transaction back, so nothing of a refused report is stored
-    (the impossible-transition flag is written afterwards, on its own)."""
+    Reports that arrive together share one transaction (`gateway.groups`), each in a
+    savepoint of its own: a refusal undoes its own report and nothing else, so nothing
+    of a refused report is stored (the impossible-transition flag is written on its
+    own, after). The answer comes once the report's group committed."""
+
+    async def job(tx: Transaction, entries: list[Any]) -> Ingested:
+        return await _admit(gw, tx, entries, partner_id, body, channel, check)
+
     try:
-        async with gw.db.transaction() as tx:
-            record = await registry.fetch(tx, partner_id)
-            webhook_id, event = check(record)
-            now = gw.now()
-            if event.occurred_at > now + FUTURE_SKEW:
-                raise InvalidInput(
-                    f"invalid status event: occurred_at {event.occurred_at.isoformat()} is in the future",
-                    status=422,
-                )
-            # The primary key dedupes: one statement instead of a look-up and an insert.
-            if not await tx.execute(
-                "INSERT INTO callbacks (partner_id, webhook_id, received_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (partner_id, webhook_id) DO NOTHING",
-                (partner_id, webhook_id, isotime(now)),
-            ):
-                raise Conflict(f"webhook-id {webhook_id!r} was already received; it is not applied twice")
-            # Locked: two reports on one case change its state one after the other.
-            assignment = await tx.fetchone(
-                f"SELECT * FROM assignments WHERE partner_id = ? AND case_ref = ?{tx.for_update}",
-                (partner_id, event.case_ref),
-            )
-            if assignment is None:
-                raise Forbidden(f"no case with case_ref {event.case_ref!r} was placed with {partner_id!r}")
-            state = lifecycle.next_state(assignment["state"], event.type)
-            if state is None:
-                raise _Impossible(assignment, event.type)
-            return await _take_in(gw, tx, record, assignment, event, state, body, channel, webhook_id, now)
+        return await gw.writer.run(job)
     except _Impossible as exc:
         assignment, event_type = exc.assignment, exc.event_type
-    await _flag_transition(gw, partner_id, assignment, event_type)
+
+    async def flag(tx: Transaction, entries: list[Any]) -> None:
+        entries.append(await _flag_transition(gw, tx, partner_id, assignment, event_type))
+
+    await gw.writer.run(flag)
     raise Conflict(
         f"a {event_type!r} report is impossible for a case in state {assignment['state']!r}; "
         "it was refused and flagged for review"
     )
 
 
+async def _admit(
+    gw: Gateway,
+    tx: Transaction,
+    entries: list[Any],
+    partner_id: str,
+    body: bytes,
+    channel: Channel,
+    check: Check,
+) -> Ingested:
+    record = await registry.fetch(tx, partner_id)
+    webhook_id, event = check(record)
+    now = gw.now()
+    if event.occurred_at > now + FUTURE_SKEW:
+        raise InvalidInput(
+            f"invalid status event: occurred_at {event.occurred_at.isoformat()} is in the future",
+            status=422,
+        )
+    # The primary key dedupes: one statement instead of a look-up and an insert.
+    if not await tx.execute(
+        "INSERT INTO callbacks (partner_id, webhook_id, received_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (partner_id, webhook_id) DO NOTHING",
+        (partner_id, webhook_id, isotime(now)),
+    ):
+        raise Conflict(f"webhook-id {webhook_id!r} was already received; it is not applied twice")
+    # Locked: two reports on one case change its state one after the other.
+    assignment = await tx.fetchone(
+        f"SELECT * FROM assignments WHERE partner_id = ? AND case_ref = ?{tx.for_update}",
+        (partner_id, event.case_ref),
+    )
+    if assignment is None:
+        raise Forbidden(f"no case with case_ref {event.case_ref!r} was placed with {partner_id!r}")
+    state = lifecycle.next_state(assignment["state"], event.type)
+    if state is None:
+        raise _Impossible(assignment, event.type)
+    return await _take_in(gw, tx, entries, record, assignment, event, state, body, channel, webhook_id, now)
+
+
 async def _take_in(
     gw: Gateway,
     tx: Transaction,
+    entries: list[Any],
     record: registry.PartnerRecord,
     assignment: dict[str, Any],
     event: Any,
@@ -145,11 +166,12 @@ async def _take_in(
     webhook_id: str,
     now: datetime,
 ) -> Ingested:
+    """Store the report, move the case, check it; its audit entries go to ``entries``."""
     partner_id = record.id
     event_id = await _store_event(tx, partner_id, assignment, event, body, channel, webhook_id, now)
     await _move(tx, assignment, event, state, now)
     actor = f"partner:{partner_id}"
-    entries: list[Any] = [
+    entries.append(
         CallbackReceived(
             at=isotime(now),
             actor=actor,
@@ -159,7 +181,7 @@ async def _take_in(
             channel=channel,
             body_digest=digest(body),
         )
-    ]
+    )
     if event.type == "deletion_attested":
         entries.append(
             DeletionAttested(
@@ -174,7 +196,6 @@ async def _take_in(
     for breach in breaches:
         entries.append(await _store_violation(tx, partner_id, assignment, breach, event_id, now))
     suspended = bool(breaches) and await _maybe_suspend(tx, record, now, entries)
-    await audit_log.append(tx, entries, signer=gw.audit_signer)
     return Ingested(event_id, assignment["case_id"], state, breaches, suspended)
 
 
@@ -337,14 +358,13 @@ async def _maybe_suspend(
     return True
 
 
-async def _flag_transition(gw: Gateway, partner_id: str, assignment: dict[str, Any], event_type: str) -> None:
+async def _flag_transition(
+    gw: Gateway, tx: Transaction, partner_id: str, assignment: dict[str, Any], event_type: str
+) -> ViolationFound:
     breach = Breach(
         rule="protocol.impossible-transition",
         source="gateway case lifecycle (gateway/lifecycle.py)",
         message=f"partner reported {event_type!r} on a case in state {assignment['state']!r}",
         evidence={"state": assignment["state"], "event_type": event_type},
     )
-    now = gw.now()
-    async with gw.db.transaction() as tx:
-        entry = await _store_violation(tx, partner_id, assignment, breach, None, now)
-        await audit_log.append(tx, [entry], signer=gw.audit_signer)
+    return await _store_violation(tx, partner_id, assignment, breach, None, gw.now())

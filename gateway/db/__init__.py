@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from enum import IntEnum
 from typing import Any
 
@@ -71,9 +71,24 @@ class Transaction(ABC):
         row = await self.fetchone(sql, params)
         return None if row is None else next(iter(row.values()))
 
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A part of the transaction that an error undoes on its own: what the block
+        wrote is rolled back and the error raised, the rest of the transaction stays."""
+        await self.execute("SAVEPOINT part")
+        try:
+            yield
+        except Exception:
+            await self.execute("ROLLBACK TO SAVEPOINT part")
+            await self.execute("RELEASE SAVEPOINT part")
+            raise
+        await self.execute("RELEASE SAVEPOINT part")
+
 
 class Database(ABC):
     dialect: str
+    group_most: int = 1
+    """How many concurrent writes one transaction may take (`gateway.groups`)."""
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:

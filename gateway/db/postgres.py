@@ -111,6 +111,9 @@ class PostgresTransaction(Transaction):
 
 class PostgresDatabase(Database):
     dialect = "postgresql"
+    # group_most stays 1: transactions here run side by side, and a group would hold
+    # the row locks of many cases at once, so that two instances' groups could
+    # deadlock on each other's cases.
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -178,6 +178,9 @@ class Checkpointer:
 
 class SQLiteDatabase(Database):
     dialect = "sqlite"
+    # Writers take turns on the one connection anyway, so a group costs no parallelism
+    # and saves a BEGIN, a COMMIT and an audit append per write.
+    group_most = 64
 
     def __init__(self, conn: sqlite3.Connection, file: Path) -> None:
         self._conn = conn
