@@ -286,7 +286,13 @@ async def load_tree(tx: Transaction) -> CompactRange:
 def tree_from_row(row: dict[str, Any]) -> CompactRange:
     """The compact range stored in an `audit_tree` row (nodes concatenated)."""
     blob = bytes(row["nodes"])
-    return CompactRange(row["size"], [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)])
+    try:
+        return CompactRange(row["size"], [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)])
+    except ValueError as exc:
+        raise AuditError(
+            f"audit log tree state is damaged ({exc}): the log was changed outside the gateway "
+            "(`gateway audit verify` names the first changed entry)"
+        ) from None
 
 
 async def _rebuild(tx: Transaction) -> CompactRange:
