@@ -1,12 +1,17 @@
-"""What the delivery benchmarks share: a local agency process and a bench workspace."""
+"""What the benchmarks share: a local agency process, a bench workspace, and CPU time
+of this process and of a server process around a timed run."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import multiprocessing
+import os
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -16,6 +21,35 @@ from gateway.demo_partners import ThrowawayCA
 from gateway.keys import SETTLE_SECONDS, KeyStore, generate_encryption_key
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user+sys) process ``pid`` has used so far, all its threads."""
+    # The command name (field 2) may hold spaces; utime and stime are fields 14 and 15.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Cpu:
+    """CPU seconds a timed run cost this process (``here``, all threads) and the server
+    process it talks to (``server``: the agency of bench/outbound.py, the server under
+    test of bench/inbound.py), filled in by `cpu_used`."""
+
+    here: float = 0.0
+    server: float = 0.0
+
+
+@contextmanager
+def cpu_used(server_pid: int) -> Iterator[Cpu]:
+    """CPU this process and process ``server_pid`` use inside the ``with`` block."""
+    used = Cpu()
+    here, server = time.process_time(), process_cpu(server_pid)
+    try:
+        yield used
+    finally:
+        used.here = time.process_time() - here
+        used.server = process_cpu(server_pid) - server
 
 
 def agency_process(cert: str, key: str, ready: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

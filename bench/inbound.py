@@ -27,6 +27,13 @@ the compliance history spans cases) are placed through the real placement; every
 first reports ``accepted``, then a mix of contact attempts inside the debtor's contact
 hours over the last week (about 3 in 4) and promises to pay or payments. All requests
 must come back 202; the script fails otherwise. Goal: ratio gateway / raw >= 0.6.
+
+As wall rates on a shared machine swing with load, the script also prints CPU seconds
+(user+sys, all threads) per request of each server's child process (/proc/PID/stat) and
+of the client (this process, ``time.process_time``), taken around the timed runs and
+their client sessions only (not the server's start or the warm-up); raw and floor count
+all RAW_ROUNDS rounds, divided by all their requests. With the server the bottleneck,
+raw server CPU / gateway server CPU is the goal's ratio in a form load does not move.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ sys.path.insert(0, str(REPO))
 from click.testing import CliRunner  # noqa: E402
 from standardwebhooks.webhooks import Webhook  # noqa: E402
 
-from bench.common import keys_settled  # noqa: E402
+from bench.common import Cpu, cpu_used, keys_settled  # noqa: E402
 from gateway import inbound, placement, registry, webhooks  # noqa: E402
 from gateway.cli import cli, read_case  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
@@ -304,13 +311,34 @@ async def post_all(port: int, requests: list[tuple[bytes, dict[str, str]]], conc
 
 
 def run(kind: str, ws: Path, warm: list[Any], timed: list[Any], concurrency: int,
-        profile: str | None = None, rounds: int = 1) -> tuple[float, Counter[int], int]:
-    """Warm up, then time ``rounds`` runs of the same requests; the median run counts."""
+        profile: str | None = None, rounds: int = 1) -> tuple[float, Counter[int], int, Cpu]:
+    """Warm up, then time ``rounds`` runs of the same requests: the median run's seconds,
+    statuses and violations, and the CPU (client and server) of all ``rounds`` runs."""
     with Server(kind, ws, profile) as server:
+        assert server.proc.pid is not None  # started
         asyncio.run(post_all(server.port, warm, concurrency))
         server.timed()
-        runs = sorted(asyncio.run(post_all(server.port, timed, concurrency)) for _ in range(rounds))
-        return runs[rounds // 2]
+        with cpu_used(server.proc.pid) as cpu:
+            runs = sorted(asyncio.run(post_all(server.port, timed, concurrency)) for _ in range(rounds))
+        return (*runs[rounds // 2], cpu)
+
+
+def print_cpu(n: int, raw: Cpu, floor: Cpu, gw: Cpu, profiled: bool) -> None:
+    """CPU µs per request of each server and of the client (raw and floor: all RAW_ROUNDS
+    rounds), and the ratios of the servers' CPU."""
+    us = 1e6 / n
+    raw_us, floor_us = raw.server * us / RAW_ROUNDS, floor.server * us / RAW_ROUNDS
+    gw_us = gw.server * us
+    print(f"CPU per request (user+sys; raw and floor: all {RAW_ROUNDS} rounds, {n * RAW_ROUNDS}"
+          f" requests; gateway: its one run, {n} requests):")
+    print(f"  raw server     {raw_us:6.0f} µs, client {raw.here * us / RAW_ROUNDS:6.0f} µs")
+    print(f"  floor server   {floor_us:6.0f} µs, client {floor.here * us / RAW_ROUNDS:6.0f} µs")
+    print(f"  gateway server {gw_us:6.0f} µs, client {gw.here * us:6.0f} µs"
+          + (" (server under cProfile)" if profiled else ""))
+    print(f"CPU ratio raw server / gateway server: {raw_us / gw_us:.2f} (load-independent form of"
+          f" the goal's ratio, the server being the bottleneck; goal 0.6)")
+    print(f"CPU ratio raw server / floor server: {raw_us / floor_us:.2f} (load-independent form of"
+          f" the floor / raw ratio, the server being the bottleneck)")
 
 
 def main() -> None:
@@ -340,13 +368,14 @@ def main() -> None:
 
         # The raw run is short and so noisier: the median of RAW_ROUNDS runs. The gateway
         # gets one run, as a second would only meet 409s (every webhook-id is taken).
-        raw_s, raw_status, _ = run("raw", ws, warm, timed, args.concurrency, rounds=RAW_ROUNDS)
+        raw_s, raw_status, _, raw_cpu = run("raw", ws, warm, timed, args.concurrency, rounds=RAW_ROUNDS)
         # The floor stores only webhook ids, in the same table the gateway dedupes by:
         # the gateway's run must find them new, so the floor gets other ids.
-        floor_s, floor_status, _ = run("floor", ws, [(b, sign(secret, b)) for b in warm_bodies],
-                                       [(b, sign(secret, b)) for b in timed_bodies],
-                                       args.concurrency, rounds=RAW_ROUNDS)
-        gw_s, gw_status, violations = run("gateway", ws, warm, timed, args.concurrency, args.profile)
+        floor_s, floor_status, _, floor_cpu = run("floor", ws, [(b, sign(secret, b)) for b in warm_bodies],
+                                                  [(b, sign(secret, b)) for b in timed_bodies],
+                                                  args.concurrency, rounds=RAW_ROUNDS)
+        gw_s, gw_status, violations, gw_cpu = run("gateway", ws, warm, timed, args.concurrency,
+                                                  args.profile)
 
     n = len(timed)
     print(f"requests {n} (+{len(warm)} warm-up), concurrency {args.concurrency}, cases {args.cases} "
@@ -361,6 +390,7 @@ def main() -> None:
           f"{n / floor_s:8.0f} requests/s  ({floor_s:.2f} s, median of {RAW_ROUNDS})")
     ratio = raw_s / gw_s
     print(f"ratio gateway / raw: {ratio:.2f} (goal >= 0.6); the floor / raw: {raw_s / floor_s:.2f}")
+    print_cpu(n, raw_cpu, floor_cpu, gw_cpu, profiled=bool(args.profile))
     if gw_status != Counter({202: n}) or raw_status != Counter({202: n}) or floor_status != Counter({202: n}):
         sys.exit("not every request was answered 202")
 

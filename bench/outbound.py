@@ -13,6 +13,14 @@ answers like a real one (idempotency-key dedupe, JSON reference) but does not de
 The backlog mode seals a few packages through the real placement and copies their
 rows under new ids, because sealing 100k packages would measure placement, not the
 outbox; RSS is printed every 10% of the drain to show that claims go in batches.
+
+Because wall-clock rates on a shared machine swing with load, both runs also report
+CPU seconds (user+sys) per package: of this process (the client, or the gateway; all
+threads, `time.process_time`) and of the agency process (/proc/PID/stat). From them
+come load-independent bounds: the rate `os.cpu_count()` cores would allow were each run
+CPU-bound, the ratio of those ceilings (raw CPU / end-to-end CPU per package), and the
+ratio left if everything but sealing (`placement.seal_package` alone, timed on the same
+minimized payload) and the raw delivery cost (client + agency) were free.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import resource
 import ssl
 import sys
@@ -33,15 +42,18 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import agency_process, keys_settled, make_workspace  # noqa: E402
+from bench.common import Cpu, agency_process, cpu_used, keys_settled, make_workspace  # noqa: E402
 from gateway import placement, registry  # noqa: E402
 from gateway.cli import read_case  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
 from gateway.core import Gateway  # noqa: E402
 from gateway.demo_partners import ThrowawayCA  # noqa: E402
 from gateway.dispatch import Dispatcher, Options  # noqa: E402
+from gateway.minimize import minimize  # noqa: E402
+from schemas.case import Case  # noqa: E402
 
 CONCURRENCY = 16
+SEAL_REPEATS = 300
 
 
 def rss_mib() -> float:
@@ -49,6 +61,45 @@ def rss_mib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def seal_cpu(gw: Gateway, case: Case, repeats: int = SEAL_REPEATS) -> float:
+    """CPU seconds of `placement.seal_package` for one package, on the payload
+    `place_batch` seals for ``case`` (minimized once, outside the timing)."""
+    async with gw.db.transaction() as tx:
+        profile = (await registry.fetch(tx, "bench")).profile
+    policy = profile.policy["collection"]  # type: ignore[index]
+    tokens = gw.keys.pseudonymizer("partner:bench")
+    case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
+    data = minimize(case, policy, tokens)
+    placement.seal_package(gw, profile, "collection", case_ref, data)  # keys cached
+    start = time.process_time()
+    for _ in range(repeats):
+        placement.seal_package(gw, profile, "collection", case_ref, data)
+    return (time.process_time() - start) / repeats
+
+
+def print_cpu(count: int, raw_rate: float, raw: Cpu, e2e: Cpu, seal: float) -> None:
+    """CPU per package of both runs, and the ratios it bounds (see the module docstring)."""
+    cores = os.cpu_count() or 1
+    us = 1e6 / count
+    raw_pkg, e2e_pkg = (raw.here + raw.server) / count, (e2e.here + e2e.server) / count
+    print(f"CPU per package: raw client {raw.here * us:.0f} µs + agency {raw.server * us:.0f} µs"
+          f" = {raw_pkg * 1e6:.0f} µs; end to end gateway {e2e.here * us:.0f} µs"
+          f" + agency {e2e.server * us:.0f} µs = {e2e_pkg * 1e6:.0f} µs")
+    print(f"CPU ceiling on {cores} cores: end to end {cores / e2e_pkg:.0f} packages/s"
+          f" = {cores / e2e_pkg / raw_rate:.2f} x the measured raw rate;"
+          f" raw {cores / raw_pkg:.0f} requests/s")
+    print(f"CPU ratio raw / end to end: {raw_pkg / e2e_pkg:.2f} (the ratio the goal asks for,"
+          f" were both runs CPU-bound; goal 0.5)")
+    # This process is one event loop: when it is the bottleneck, rate = 1 / its CPU.
+    print(f"CPU ratio raw client / gateway: {raw.here / e2e.here:.2f} (the ratio the goal asks for,"
+          f" were each run bound by this process alone)")
+    print(f"sealing alone (seal_package, {SEAL_REPEATS} times): {seal * 1e6:.0f} µs CPU per package")
+    floor = seal + e2e.server / count + raw.here / count
+    print(f"were all but sealing free: raw / (seal + agency + raw client) ="
+          f" {raw_pkg * 1e6:.0f} / {floor * 1e6:.0f} µs = {raw_pkg / floor:.2f};"
+          f" raw client / (seal + raw client) = {raw.here / (raw.here + seal * count):.2f}")
 
 
 async def workspace(root: Path, port: int, ca: ThrowawayCA) -> Gateway:
@@ -59,8 +110,8 @@ async def workspace(root: Path, port: int, ca: ThrowawayCA) -> Gateway:
     return gw
 
 
-async def raw_posts(port: int, ca: ThrowawayCA, bodies: list[str]) -> float:
-    """Seconds to POST every body with CONCURRENCY requests in flight."""
+async def raw_posts(port: int, ca: ThrowawayCA, bodies: list[str], agency_pid: int) -> tuple[float, Cpu]:
+    """Seconds to POST every body with CONCURRENCY requests in flight, and the CPU it took."""
     tls = ssl.create_default_context(cafile=str(ca.ca_file))
     connector = aiohttp.TCPConnector(ssl=tls, limit=CONCURRENCY)
     queue = list(bodies)
@@ -74,12 +125,16 @@ async def raw_posts(port: int, ca: ThrowawayCA, bodies: list[str]) -> float:
                 async with session.post(url, data=body, headers=headers) as answer:
                     await answer.read()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return time.perf_counter() - start
+        with cpu_used(agency_pid) as cpu:
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+            seconds = time.perf_counter() - start
+        return seconds, cpu
 
 
-async def end_to_end(gw: Gateway, port: int, ca: ThrowawayCA, count: int, single: int) -> None:
+async def end_to_end(
+    gw: Gateway, port: int, ca: ThrowawayCA, count: int, single: int, agency_pid: int
+) -> None:
     case = read_case(REPO / "examples" / "cases" / "case-1001.json")
     # One at a time, as `POST /v1/placements` places: a transaction per case.
     start = time.perf_counter()
@@ -88,16 +143,19 @@ async def end_to_end(gw: Gateway, port: int, ca: ThrowawayCA, count: int, single
     one_rate = single / (time.perf_counter() - start)
     await Dispatcher(gw, Options(batch=100)).run_once()
     # End to end, as `gateway place DIR` places a day's cases: a transaction per batch.
-    start = time.perf_counter()
-    async for _, placed_one in placement.place_many(gw, [case] * count, "bench", "collection", actor="bench"):
-        assert isinstance(placed_one, placement.Placement), placed_one
-    placed = time.perf_counter()
-    stats = await Dispatcher(gw, Options(batch=100)).run_once()
-    done = time.perf_counter()
+    cases = [case] * count
+    with cpu_used(agency_pid) as e2e_cpu:
+        start = time.perf_counter()
+        async for _, placed_one in placement.place_many(gw, cases, "bench", "collection", actor="bench"):
+            assert isinstance(placed_one, placement.Placement), placed_one
+        placed = time.perf_counter()
+        stats = await Dispatcher(gw, Options(batch=100)).run_once()
+        done = time.perf_counter()
     assert stats.delivered == count, stats
     async with gw.db.transaction() as tx:
         bodies = [r["sealed"] for r in await tx.fetchall("SELECT sealed FROM packages LIMIT ?", (count,))]
-    raw = await raw_posts(port, ca, bodies)
+    raw, raw_cpu = await raw_posts(port, ca, bodies, agency_pid)
+    seal = await seal_cpu(gw, case)
     gateway_rate = count / (done - start)
     print(f"placement one per transaction (API):        {one_rate:8.0f} packages/s")
     print(f"placement {placement.BATCH} per transaction (place DIR):  "
@@ -107,6 +165,7 @@ async def end_to_end(gw: Gateway, port: int, ca: ThrowawayCA, count: int, single
     print(f"raw aiohttp POST of the same bytes:         {count / raw:8.0f} requests/s")
     print(f"ratio end to end / raw: {gateway_rate * raw / count:.2f}; "
           f"dispatch / raw: {count / (done - placed) * raw / count:.2f}")
+    print_cpu(count, count / raw, raw_cpu, e2e_cpu, seal)
 
 
 async def backlog(gw: Gateway, count: int) -> None:
@@ -161,7 +220,8 @@ async def main(args: argparse.Namespace) -> None:
                 if args.backlog:
                     await backlog(gw, args.backlog)
                 else:
-                    await end_to_end(gw, port, ca, args.packages, args.packages // 4)
+                    assert server.pid is not None  # started above
+                    await end_to_end(gw, port, ca, args.packages, args.packages // 4, server.pid)
             finally:
                 await gw.close()
         finally:
