@@ -420,3 +420,14 @@ def test_the_log_holds_no_raw_personal_data(ws: Path, bundle: Path) -> None:
             assert secret not in stored, secret
             assert secret not in exported, secret
     assert '"kind":"disclosure"' in stored  # the disclosures are there, pseudonymized
+
+
+def test_a_damaged_tree_state_is_named_by_verify_and_refused_by_the_writer(ws: Path) -> None:
+    # The writer's tree state claims one entry more than its stored hashes make.
+    with workspace_sql(ws) as sql:
+        sql("UPDATE audit_tree SET size = size + 1 WHERE id = 1")
+    for args in (("-c", ws, "audit", "verify"),
+                 ("-c", ws, "partners", "suspend", "acme-collect", "--reason", "review")):
+        refuse(args, "audit log tree state is damaged", "changed outside the gateway")
+    with workspace_sql(ws) as sql:
+        assert sql("SELECT status FROM partners WHERE id = 'acme-collect'")[0]["status"] == "active"
