@@ -88,16 +88,13 @@ class GroupWriter:
         try:
             async with self._gw.db.transaction() as tx:
                 entries: list[Entry] = []
-                for queued in group:
-                    own: list[Entry] = []
-                    try:
-                        async with tx.savepoint():
-                            result = await queued.job(tx, own)
-                    except Exception as exc:
-                        outcomes.append((False, exc))
-                    else:
-                        outcomes.append((True, result))
-                        entries.extend(own)
+                if len(group) == 1:
+                    # Alone, a job needs no savepoint: its error rolls back the lot,
+                    # and reaches its caller below.
+                    outcomes.append((True, await group[0].job(tx, entries)))
+                else:
+                    for queued in group:
+                        outcomes.append(await _in_savepoint(tx, queued.job, entries))
                 await audit_log.append(tx, entries, signer=self._gw.audit_signer)
         except Exception as exc:
             # Nothing of the group was stored. A job refused on its own keeps its own
@@ -121,3 +118,16 @@ class GroupWriter:
                 queued.answer.set_result(outcome)
             else:
                 queued.answer.set_exception(outcome)
+
+
+async def _in_savepoint(tx: Transaction, job: Job[Any], entries: list[Entry]) -> tuple[bool, Any]:
+    """(True, result) with the job's entries added to ``entries``, or (False, error)
+    with everything it wrote undone."""
+    own: list[Entry] = []
+    try:
+        async with tx.savepoint():
+            result = await job(tx, own)
+    except Exception as exc:
+        return False, exc
+    entries.extend(own)
+    return True, result
