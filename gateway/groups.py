@@ -10,8 +10,14 @@ one transaction, each in a savepoint of its own::
 A job writes through ``tx`` and adds the audit entries of what it did to ``entries``.
 If it raises, what it wrote and the entries it added are undone, its caller gets the
 error, and the other jobs of the group go on. Nothing is acknowledged before the
-commit: if the commit (or the audit append) fails, every caller of the group gets
-that error and nothing of the group is stored.
+commit: if the commit (or the audit append) fails, every caller of the group gets that
+error, refused ones included (a refusal may rest on a sibling's write that is now
+gone), and nothing of the group is stored. Where transactions run side by side
+(PostgreSQL, ``group_most == 1``), each job runs in a transaction of its own, in its
+caller's task, as if there were no writer.
+
+A caller that is cancelled while its job waits or runs does not undo the job: once its
+group commits, the write stands (a partner's retry then meets the dedupe).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.audit import log as audit_log
 from gateway.db import Transaction
+from gateway.errors import StorageError
 from schemas.audit import Entry
 
 if TYPE_CHECKING:
@@ -44,16 +51,22 @@ class GroupWriter:
         self._queue: list[_Queued[Any]] = []
         self._writing = 0
         self._writer: asyncio.Task[None] | None = None
-        #: Groups committed and the jobs they held, for tests and benchmarks.
+        self._closing = False
+        #: Transactions committed and the jobs they held, for tests and benchmarks.
         self.groups = 0
         self.jobs = 0
 
     async def run(self, job: Job[T]) -> T:
         """``job`` done and committed, with whatever jobs were queued with it."""
+        if self._closing:
+            raise StorageError("the gateway is shutting down and takes no more writes; try again")
+        if self._gw.db.group_most == 1:
+            return await self._alone(job)
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(job, answer))
-        if self._writer is None:
+        if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_all())
+            self._writer.add_done_callback(self._abandon)
         return await answer
 
     @property
@@ -61,27 +74,46 @@ class GroupWriter:
         """Jobs taken and not yet answered: waiting, or in the group being written."""
         return len(self._queue) + self._writing
 
+    @property
+    def writing(self) -> int:
+        """Jobs in the group being written."""
+        return self._writing
+
     async def close(self) -> None:
-        """Wait until every queued job is written (or has failed)."""
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
+        """Take no more jobs; wait until every queued one is written or has failed."""
+        self._closing = True
+        if self._writer is not None and not self._writer.done():
+            await asyncio.wait([self._writer])
+
+    async def _alone(self, job: Job[T]) -> T:
+        entries: list[Entry] = []
+        async with self._gw.db.transaction() as tx:
+            result = await job(tx, entries)
+            await audit_log.append(tx, entries, signer=self._gw.audit_signer)
+        self.groups += 1
+        self.jobs += 1
+        return result
 
     async def _write_all(self) -> None:
-        try:
-            while self._queue:
-                most = self._gw.db.group_most
-                group, self._queue = self._queue[:most], self._queue[most:]
-                self._writing = len(group)
-                try:
-                    await self._write(group)
-                finally:
-                    self._writing = 0
-                # Let the answers go out and the next requests in before the next group.
-                await asyncio.sleep(0)
-        finally:
-            self._writer = None
-            for queued in self._queue:  # only when cancelled: nobody will write them
-                queued.answer.cancel()
+        while self._queue:
+            most = self._gw.db.group_most
+            group, self._queue = self._queue[:most], self._queue[most:]
+            self._writing = len(group)
+            try:
+                await self._write(group)
+            finally:
+                self._writing = 0
+            # Let the answers go out and the next requests in before the next group.
+            await asyncio.sleep(0)
+
+    def _abandon(self, writer: asyncio.Task[None]) -> None:
+        """The writer ended: if it was cancelled (or died), nobody will write what is
+        queued, unless a new writer took over already."""
+        if self._writer is not writer or (not writer.cancelled() and writer.exception() is None):
+            return
+        for queued in self._queue:
+            queued.answer.cancel()
+        self._queue.clear()
 
     async def _write(self, group: list[_Queued[Any]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
@@ -95,15 +127,15 @@ class GroupWriter:
                 else:
                     for queued in group:
                         outcomes.append(await _in_savepoint(tx, queued.job, entries))
+                        # The statements run inline: let the loop take in requests
+                        # between reports instead of stalling for the whole group.
+                        await asyncio.sleep(0)
                 await audit_log.append(tx, entries, signer=self._gw.audit_signer)
         except Exception as exc:
-            # Nothing of the group was stored. A job refused on its own keeps its own
-            # answer; the others hear why the group failed. The next group is tried
-            # all the same.
-            unwritten = [(True, None)] * (len(group) - len(outcomes))
-            for queued, (ok, outcome) in zip(group, outcomes + unwritten, strict=True):
+            # Nothing of the group was stored; the next group is tried all the same.
+            for queued in group:
                 if not queued.answer.done():
-                    queued.answer.set_exception(exc if ok else outcome)
+                    queued.answer.set_exception(exc)
             return
         except BaseException:
             for queued in group:
@@ -122,12 +154,15 @@ class GroupWriter:
 
 async def _in_savepoint(tx: Transaction, job: Job[Any], entries: list[Entry]) -> tuple[bool, Any]:
     """(True, result) with the job's entries added to ``entries``, or (False, error)
-    with everything it wrote undone."""
+    with everything it wrote undone. If the savepoint itself could not be undone or
+    released (the transaction is gone), the error ends the whole group."""
     own: list[Entry] = []
     try:
         async with tx.savepoint():
             result = await job(tx, own)
     except Exception as exc:
+        if tx.broken:
+            raise
         return False, exc
     entries.extend(own)
     return True, result

@@ -71,6 +71,11 @@ class Transaction(ABC):
         row = await self.fetchone(sql, params)
         return None if row is None else next(iter(row.values()))
 
+    broken: bool = False
+    """Set when a savepoint could not be undone or released: the database may have
+    rolled the whole transaction back (SQLite does on some I/O and memory errors), so
+    nothing more may be written in it."""
+
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """A part of the transaction that an error undoes on its own: what the block
@@ -79,10 +84,17 @@ class Transaction(ABC):
         try:
             yield
         except Exception:
-            await self.execute("ROLLBACK TO SAVEPOINT part")
-            await self.execute("RELEASE SAVEPOINT part")
+            await self._end_part("ROLLBACK TO SAVEPOINT part", "RELEASE SAVEPOINT part")
             raise
-        await self.execute("RELEASE SAVEPOINT part")
+        await self._end_part("RELEASE SAVEPOINT part")
+
+    async def _end_part(self, *statements: str) -> None:
+        try:
+            for sql in statements:
+                await self.execute(sql)
+        except BaseException:
+            self.broken = True
+            raise
 
 
 class Database(ABC):
