@@ -141,6 +141,14 @@ async def end_to_end(
     for _ in range(single):
         await placement.place(gw, case, "bench", "collection", actor="bench")
     one_rate = single / (time.perf_counter() - start)
+    # As CONCURRENCY API callers at a time: on SQLite their placements share transactions.
+    async def caller() -> None:
+        for _ in range(single // CONCURRENCY):
+            await placement.place(gw, case, "bench", "collection", actor="bench")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
+    callers_rate = single // CONCURRENCY * CONCURRENCY / (time.perf_counter() - start)
     await Dispatcher(gw, Options(batch=100)).run_once()
     # End to end, as `gateway place DIR` places a day's cases: a transaction per batch.
     cases = [case] * count
@@ -158,6 +166,7 @@ async def end_to_end(
     seal = await seal_cpu(gw, case)
     gateway_rate = count / (done - start)
     print(f"placement one per transaction (API):        {one_rate:8.0f} packages/s")
+    print(f"placement, {CONCURRENCY} API callers at a time:        {callers_rate:8.0f} packages/s")
     print(f"placement {placement.BATCH} per transaction (place DIR):  "
           f"{count / (placed - start):8.0f} packages/s")
     print(f"dispatch  (claim, POST, ack stored):        {count / (done - placed):8.0f} packages/s")

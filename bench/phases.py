@@ -57,7 +57,7 @@ PLACEMENT: list[Step] = [
     (1, "case token", placement, "case_token"),
     (1, "outbox row", placement, "enqueue"),
     (1, "assignment row", placement, "_assign"),
-    (1, "audit append", placement.audit_log, "append"),
+    (1, "audit append", groups.audit_log, "append"),
     (1, "commit", SQLiteDatabase, "_commit"),
 ]
 CALLBACK: list[Step] = [

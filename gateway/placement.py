@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway import registry
-from gateway.audit import log as audit_log
 from gateway.core import Gateway, isotime
 from gateway.db import Transaction
 from gateway.errors import NotFound, PolicyViolation
@@ -168,7 +167,8 @@ def check_limitation(gw: Gateway, case: Case, purpose: str) -> None:
 
 async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor: str) -> Placement:
     """Check, minimize, seal and queue a package for the partner, and record the
-    disclosure: one transaction, with the partner's row held (shared) until it commits,
+    disclosure: one transaction (shared with concurrent placements and reports on
+    SQLite, see `place_batch`), with the partner's row held (shared) until it commits,
     so a suspension or a profile change is either seen here or waits for this package.
     Sealing is CPU work that holds the event loop anyway, so doing it inside costs
     the other tasks of this process nothing."""
@@ -215,52 +215,67 @@ async def place_many(
 async def place_batch(
     gw: Gateway, cases: Sequence[Case], partner_id: str, purpose: str, *, actor: str
 ) -> list[Placement | PolicyViolation]:
-    """Place `cases` in one transaction (see `place` and `place_many`)."""
+    """Place `cases` in one transaction (see `place` and `place_many`). On SQLite,
+    placements that arrive together (API callers) share it (`gateway.groups`)."""
+
+    async def job(tx: Transaction, entries: list[Any]) -> list[Placement | PolicyViolation]:
+        return await _place_in(gw, tx, entries, cases, partner_id, purpose, actor)
+
+    return await gw.writer.run(job)
+
+
+async def _place_in(
+    gw: Gateway,
+    tx: Transaction,
+    entries: list[Any],
+    cases: Sequence[Case],
+    partner_id: str,
+    purpose: str,
+    actor: str,
+) -> list[Placement | PolicyViolation]:
+    """The placements of `cases` in ``tx``; their disclosures go to ``entries``."""
     outcomes: list[Placement | PolicyViolation] = []
-    entries: list[Disclosure] = []
-    async with gw.db.transaction() as tx:
-        record = await registry.fetch(tx, partner_id, share=True)
-        check_policy(record, purpose, gw)
-        profile = record.profile
-        policy = profile.policy[purpose]  # type: ignore[index]
-        tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
-        fields = disclosed_fields(policy)
-        for case in cases:
-            case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
-            try:
-                check_limitation(gw, case, purpose)
-                await check_not_recalled(tx, case.case_id, partner_id, case_ref)
-            except PolicyViolation as refused:
-                outcomes.append(refused)
-                continue
-            package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens))
-            at = isotime(gw.now())
-            entry = Disclosure(
-                at=at,
-                actor=actor,
-                package_id=package.package_id,
-                partner=partner_id,
-                purpose=purpose,
-                legal_basis=policy.legal_basis,
-                subject=subject_token(gw, case),
-                case=case_token(gw, case.case_id),
-                fields=[DisclosedField(**f) for f in fields],
-                payload_digest=package.payload_digest,
-                sealing=profile.sealing,
-            )
-            due = at
-            if profile.kind in ("sms", "email"):
-                # The gateway itself contacts the debtor here: a reminder due outside the
-                # contact hours of the debtor's time zone waits until the window opens.
-                due = isotime(gw.rules.next_allowed(gw.now(), case.debtor.timezone))
-            await enqueue(
-                tx, package, profile,
-                case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due,
-            )
-            await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
-            entries.append(entry)
-            outcomes.append(Placement(package.package_id, partner_id, purpose, case_ref, package.claims))
-        await audit_log.append(tx, entries, signer=gw.audit_signer)
+    record = await registry.fetch(tx, partner_id, share=True)
+    check_policy(record, purpose, gw)
+    profile = record.profile
+    policy = profile.policy[purpose]  # type: ignore[index]
+    tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
+    fields = disclosed_fields(policy)
+    for case in cases:
+        case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
+        try:
+            check_limitation(gw, case, purpose)
+            await check_not_recalled(tx, case.case_id, partner_id, case_ref)
+        except PolicyViolation as refused:
+            outcomes.append(refused)
+            continue
+        package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens))
+        at = isotime(gw.now())
+        entry = Disclosure(
+            at=at,
+            actor=actor,
+            package_id=package.package_id,
+            partner=partner_id,
+            purpose=purpose,
+            legal_basis=policy.legal_basis,
+            subject=subject_token(gw, case),
+            case=case_token(gw, case.case_id),
+            fields=[DisclosedField(**f) for f in fields],
+            payload_digest=package.payload_digest,
+            sealing=profile.sealing,
+        )
+        due = at
+        if profile.kind in ("sms", "email"):
+            # The gateway itself contacts the debtor here: a reminder due outside the
+            # contact hours of the debtor's time zone waits until the window opens.
+            due = isotime(gw.rules.next_allowed(gw.now(), case.debtor.timezone))
+        await enqueue(
+            tx, package, profile,
+            case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due,
+        )
+        await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
+        entries.append(entry)
+        outcomes.append(Placement(package.package_id, partner_id, purpose, case_ref, package.claims))
     return outcomes
 
 

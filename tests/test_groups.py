@@ -20,7 +20,7 @@ from gateway import placement
 from gateway.audit.query import verify_database
 from gateway.cli_audit import workspace_vkey
 from gateway.core import Gateway
-from gateway.errors import Conflict, StorageError
+from gateway.errors import Conflict, PolicyViolation, StorageError
 from gateway.http import create_app
 from schemas.audit import TokenCreated
 from schemas.case import Case
@@ -308,3 +308,33 @@ async def test_a_cancelled_writer_cancels_what_it_held_and_the_next_job_gets_a_n
             await asyncio.wait_for(answer, timeout=10)
     assert await asyncio.wait_for(writer.run(token_job("d")), timeout=10) == "d"
     assert await tokens(sqlite_gw) == (["d"], ["d"])
+
+
+async def test_placements_arriving_together_share_a_transaction_and_a_refusal_stays_alone(
+    gw: Gateway,
+) -> None:
+    cases = [CASE.model_copy(update={"case_id": f"C-GROUP-{i}"}) for i in range(4)]
+    calls = [placement.place(gw, case, "acme-collect", "collection", actor="test") for case in cases]
+    # Not in acme-collect's contract: refused, with nothing of it written.
+    calls.insert(2, placement.place(gw, cases[0], "acme-collect", "arbitration", actor="test"))
+    groups_before = gw.writer.groups
+    with writers_held(gw):
+        answers = [asyncio.ensure_future(call) for call in calls]
+        await taken(gw, len(calls))
+    results = await asyncio.wait_for(asyncio.gather(*answers, return_exceptions=True), timeout=30)
+
+    refused = results.pop(2)
+    assert isinstance(refused, PolicyViolation), refused
+    assert all(isinstance(r, placement.Placement) for r in results), results
+    assert len({r.package_id for r in results}) == len(cases)
+    if gw.db.group_most > 1:
+        # All in one transaction, or two if the first began before the others came.
+        assert gw.writer.groups - groups_before in (1, 2)
+    else:
+        assert gw.writer.groups - groups_before == len(cases)
+    async with gw.db.transaction() as tx:
+        packages = await tx.fetchval("SELECT COUNT(*) FROM packages")
+        disclosures = await tx.fetchval("SELECT COUNT(*) FROM audit_entries WHERE kind = 'disclosure'")
+    assert packages == disclosures == len(cases)
+    summary = await verify_database(gw.db, workspace_vkey(gw), workers=1)
+    assert summary.entries > len(cases)
