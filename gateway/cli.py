@@ -435,6 +435,12 @@ async def place(
             f"stopped after {placed + refused} of {len(files)} cases ({placed} placed, {refused} refused):"
             f" {exc}; not placed: {files[placed + refused]} and the files after it"
         ) from None
+    except asyncio.CancelledError:
+        rest = files[placed + refused :]
+        click.echo(f"interrupted after {placed + refused} of {len(files)} cases ({placed} placed, "
+                   f"{refused} refused, each printed above)"
+                   + (f"; not placed: {rest[0]} and the files after it" if rest else ""), err=True)
+        raise
     click.echo(f"placed {placed} of {len(files)} cases with {partner_id}"
                + (f"; {refused} refused" if refused else ""), err=True)
     if refused:

@@ -16,8 +16,10 @@ gone), and nothing of the group is stored. Where transactions run side by side
 (PostgreSQL, ``group_most == 1``), each job runs in a transaction of its own, in its
 caller's task, as if there were no writer.
 
-A caller that is cancelled while its job waits or runs does not undo the job: once its
-group commits, the write stands (a partner's retry then meets the dedupe).
+A caller cancelled while its job still waits takes the job back: nothing of it is
+written. Once the job has begun, the cancellation waits for the group and the caller
+gets the job's outcome (what was written is known, never lost in an interruption); its
+task still says it was asked to stop (`Task.cancelling()`).
 """
 
 from __future__ import annotations
@@ -63,11 +65,25 @@ class GroupWriter:
         if self._gw.db.group_most == 1:
             return await self._alone(job)
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(job, answer))
+        queued = _Queued(job, answer)
+        self._queue.append(queued)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_all())
             self._writer.add_done_callback(self._abandon)
-        return await answer
+        try:
+            return await asyncio.shield(answer)
+        except asyncio.CancelledError:
+            if answer.cancelled():
+                raise StorageError(
+                    "not written: the gateway's writer stopped (is it shutting down?); try again"
+                ) from None
+            if queued in self._queue:
+                self._queue.remove(queued)  # not begun: nothing of it is written
+                raise
+        # Begun, so it commits or fails with its group whatever the caller does: see
+        # it through and tell the caller, who may then stop (`Task.cancelling()`
+        # still says it was asked to).
+        return await asyncio.shield(answer)
 
     @property
     def queued(self) -> int:

@@ -6,6 +6,7 @@ is sent, so a crash loses nothing and the log never misses a disclosure.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -203,13 +204,19 @@ async def place_many(
     contract not covering the purpose (checked again for each batch, so a partner
     suspended meanwhile receives nothing more), a key that cannot seal, a storage
     error. Every batch committed before it stays placed; the failing one leaves
-    nothing behind.
+    nothing behind. Cancelled (Ctrl-C), it yields the batch being written, which is
+    placed, and raises CancelledError before the next.
     """
     remaining = iter(cases)
+    task = asyncio.current_task()
     while chunk := list(itertools.islice(remaining, batch)):
         outcomes = await place_batch(gw, chunk, partner_id, purpose, actor=actor)
         for done in zip(chunk, outcomes, strict=True):
             yield done
+        if task is not None and task.cancelling():
+            # Interrupted (Ctrl-C) while the batch was written: it is placed and told
+            # above; the next one is not begun.
+            raise asyncio.CancelledError
 
 
 async def place_batch(

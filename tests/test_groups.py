@@ -266,18 +266,31 @@ async def test_a_transaction_lost_under_a_job_fails_the_whole_group(sqlite_gw: G
     assert await tokens(sqlite_gw) == ([], [])
 
 
-async def test_a_cancelled_caller_does_not_undo_its_job_nor_disturb_the_others(sqlite_gw: Gateway) -> None:
-    gate = asyncio.Event()
+async def test_a_caller_cancelled_once_its_job_began_is_told_its_outcome(sqlite_gw: Gateway) -> None:
+    writer = sqlite_gw.writer
     with writers_held(sqlite_gw):
-        first = asyncio.ensure_future(sqlite_gw.writer.run(token_job("a", gate=gate)))
-        second = asyncio.ensure_future(sqlite_gw.writer.run(token_job("b")))
-        await taken(sqlite_gw, 2)
-    first.cancel()
-    gate.set()
+        first = asyncio.ensure_future(writer.run(token_job("a")))
+        second = asyncio.ensure_future(writer.run(token_job("b")))
+        await until(lambda: writer.writing == 2)  # begun: a group, waiting for the lock
+        first.cancel()  # Ctrl-C, say
+    assert await asyncio.wait_for(first, timeout=10) == "a"  # what was written is known
     assert await asyncio.wait_for(second, timeout=10) == "b"
-    with pytest.raises(asyncio.CancelledError):
-        await first
     assert await tokens(sqlite_gw) == (["a", "b"], ["a", "b"])
+
+
+async def test_a_caller_cancelled_while_its_job_waits_takes_it_back(sqlite_gw: Gateway) -> None:
+    writer = sqlite_gw.writer
+    with writers_held(sqlite_gw):
+        begun = asyncio.ensure_future(writer.run(token_job("a")))
+        await until(lambda: writer.writing == 1)
+        waiting = asyncio.ensure_future(writer.run(token_job("b")))
+        await until(lambda: writer.queued == 2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert writer.queued == 1
+    assert await asyncio.wait_for(begun, timeout=10) == "a"
+    assert await tokens(sqlite_gw) == (["a"], ["a"])
 
 
 async def test_close_writes_what_is_queued_then_takes_no_more(sqlite_gw: Gateway) -> None:
@@ -291,7 +304,7 @@ async def test_close_writes_what_is_queued_then_takes_no_more(sqlite_gw: Gateway
     assert await tokens(sqlite_gw) == (["a", "b", "c"], ["a", "b", "c"])
 
 
-async def test_a_cancelled_writer_cancels_what_it_held_and_the_next_job_gets_a_new_one(
+async def test_a_cancelled_writer_fails_what_it_held_and_the_next_job_gets_a_new_one(
     sqlite_gw: Gateway,
 ) -> None:
     writer = sqlite_gw.writer
@@ -304,7 +317,7 @@ async def test_a_cancelled_writer_cancels_what_it_held_and_the_next_job_gets_a_n
             if task.get_coro().__qualname__ == "GroupWriter._write_all":  # type: ignore[union-attr]
                 task.cancel()  # as at shutdown
     for answer in [*held, later]:
-        with pytest.raises(asyncio.CancelledError):
+        with pytest.raises(StorageError, match="writer stopped"):
             await asyncio.wait_for(answer, timeout=10)
     assert await asyncio.wait_for(writer.run(token_job("d")), timeout=10) == "d"
     assert await tokens(sqlite_gw) == (["d"], ["d"])

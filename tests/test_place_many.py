@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,6 +144,32 @@ def test_a_run_stopped_by_an_error_names_the_first_file_not_placed(onboarded: Pa
     assert [line.split()[0] for line in result.stdout.splitlines()] == ids[:2]
     assert "stopped after 2 of 5 cases (2 placed, 0 refused)" in result.stderr
     assert f"not placed: {tmp_path / 'cases' / 'case-002.json'} and the files after it" in result.stderr
+
+
+def test_an_interrupted_run_prints_every_case_it_placed_and_stops(onboarded: Path, tmp_path: Path) -> None:
+    ids = write_cases(tmp_path / "cases", 500)
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "-c", str(onboarded), "place", str(tmp_path / "cases"),
+         "--partner", "acme-collect", "--purpose", "collection", "--batch", "100", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as run:
+        assert run.stdout is not None and run.stderr is not None
+        first = run.stdout.readline()  # the first batch is placed
+        run.send_signal(signal.SIGINT)  # Ctrl-C while the next one is written, or before it
+        # Read on through the same buffer (communicate() would skip what readline
+        # buffered); with --quiet, stderr holds a line or two and cannot fill its pipe.
+        out, err = run.stdout.read(), run.stderr.read()
+        run.wait(timeout=120)
+    printed = [line.split()[0] for line in [first, *out.splitlines()] if line.strip()]
+    with workspace_sql(onboarded) as sql:
+        stored = sorted(r["case_id"] for r in sql("SELECT case_id FROM packages"))
+    # Whatever was placed was said, so a second run can start where this one stopped.
+    assert sorted(printed) == stored
+    assert printed == ids[: len(printed)] and 100 <= len(printed) < len(ids)
+    assert run.returncode != 0
+    assert f"interrupted after {len(printed)} of 500 cases ({len(printed)} placed" in err
+    assert f"not placed: {tmp_path / 'cases' / f'case-{len(printed):03d}.json'}" in err
 
 
 async def test_a_partner_suspended_during_a_run_receives_nothing_more(gw: Gateway) -> None:

@@ -179,8 +179,11 @@ class Checkpointer:
 class SQLiteDatabase(Database):
     dialect = "sqlite"
     # Writers take turns on the one connection anyway, so a group costs no parallelism
-    # and saves a BEGIN, a COMMIT and an audit append per write.
-    group_most = 64
+    # and saves a BEGIN, a COMMIT and an audit append per write. Every caller of a group
+    # is answered at its commit: 16 keeps a callback queued behind placements (~2 ms of
+    # sealing each) answered within tens of milliseconds, and 16 in flight already
+    # bring those costs from ~310 to ~60 µs a callback.
+    group_most = 16
 
     def __init__(self, conn: sqlite3.Connection, file: Path) -> None:
         self._conn = conn
