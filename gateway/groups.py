@@ -150,8 +150,7 @@ class GroupWriter:
         except Exception as exc:
             # Nothing of the group was stored; the next group is tried all the same.
             for queued in group:
-                if not queued.answer.done():
-                    queued.answer.set_exception(exc)
+                queued.answer.set_exception(exc)
             return
         except BaseException:
             for queued in group:
@@ -159,9 +158,9 @@ class GroupWriter:
             raise
         self.groups += 1
         self.jobs += len(group)
+        # Callers never cancel their answers (they wait through `asyncio.shield`), so
+        # each is still open here.
         for queued, (ok, outcome) in zip(group, outcomes, strict=True):
-            if queued.answer.done():
-                continue  # its caller was cancelled; the write stands, as it committed
             if ok:
                 queued.answer.set_result(outcome)
             else:
