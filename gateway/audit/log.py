@@ -198,7 +198,7 @@ async def append(
     # runs them in turn. One statement is in flight at a time, and nothing else runs
     # on the transaction meanwhile.
     if len(entries) <= _CHUNK:
-        # One statement (a placement, a group of callbacks): nothing to overlap.
+        # One statement (a group of placements and reports): nothing to overlap.
         await tx.executemany(_INSERT, _rows(entries, start, hashes))
         return await _finish(tx, tree, _grow(tree, hashes), signer)
     pending: asyncio.Future[None] | None = None
