@@ -1,4 +1,5 @@
-"""SQLite specifics: the checkpointer thread, and waiting for another process's lock.
+"""SQLite specifics: the checkpointer thread, large inserts in a thread of their own, and
+waiting for another process's lock.
 
 Run on every backend option: these tests open a SQLite file of their own.
 """
@@ -11,13 +12,82 @@ import threading
 import time
 from pathlib import Path
 
-from gateway.db.sqlite import BACKSTOP_PAGES, SQLiteDatabase
+import pytest
+
+from gateway.db.sqlite import BACKSTOP_PAGES, BULK_ROWS, SQLiteDatabase, _multi_row
 
 ROW = "INSERT INTO api_tokens (id, role, secret_hash, label, created_at) VALUES (?, 'auditor', 'x', ?, 'now')"
 
 
 def checkpointers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "sqlite-checkpointer"]
+
+
+ENTRY = (
+    "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, partner_id, case_token, at)"
+    " VALUES (?, ?, ?, 'disclosure', 'p', NULL, 'now')"
+)
+
+
+def entries(count: int) -> list[tuple[int, str, bytes]]:
+    return [(n, "x" * 2000, n.to_bytes(32, "big")) for n in range(count)]
+
+
+async def test_a_large_insert_leaves_the_loop_free(tmp_path: Path) -> None:
+    db = await SQLiteDatabase.open(str(tmp_path / "g.db"))
+    try:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        async with db.transaction() as tx:
+            before = ticks
+            await tx.insert_many(ENTRY, entries(BULK_ROWS * 8))
+            during = ticks - before
+        tick.cancel()
+        # Inline, the loop would not turn once until the last row was in; in the
+        # thread, it turns while each block of rows is inserted.
+        assert during >= 8
+        assert [t for t in threading.enumerate() if t.name.startswith("sqlite-bulk")]
+    finally:
+        await db.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("sqlite-bulk")]
+
+
+async def test_a_large_insert_cancelled_midway_leaves_nothing(tmp_path: Path) -> None:
+    db = await SQLiteDatabase.open(str(tmp_path / "g.db"))
+    try:
+        async def insert() -> None:
+            async with db.transaction() as tx:
+                await tx.insert_many(ENTRY, entries(BULK_ROWS * 40))
+
+        task = asyncio.create_task(insert())
+        await asyncio.sleep(0.05)  # a block is in the thread by now
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with db.transaction() as tx:
+            assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == 0
+            await tx.insert_many(ENTRY, entries(BULK_ROWS))  # the connection is not left in use
+        async with db.transaction() as tx:
+            assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == BULK_ROWS
+    finally:
+        await db.close()
+
+
+def test_only_a_one_row_insert_is_made_many_rows() -> None:
+    assert _multi_row("INSERT INTO t (a, b) VALUES (?, ?)", 3) == (
+        "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?)"
+    )
+    with pytest.raises(ValueError, match="not a one-row INSERT"):
+        _multi_row("INSERT INTO t (a) SELECT a FROM u", 3)
 
 
 async def test_the_wal_is_copied_back_and_started_over_between_bursts(tmp_path: Path) -> None:

@@ -60,3 +60,50 @@ async def test_question_marks_inside_literals_are_not_parameters(db: Database) -
             await tx.fetchval("SELECT label FROM api_tokens WHERE id = ? AND label = 'who?'", ("q",))
             == "who?"
         )
+
+
+AUDIT_ROW = (
+    "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, partner_id, case_token, at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def audit_rows(first: int, count: int) -> list[tuple]:
+    # Every kind of value a row holds: text beyond ASCII, bytes and bytearrays, NULLs.
+    return [
+        (
+            n,
+            f'{{"n":{n},"名":"张三 {n}"}}',
+            (bytearray if n % 2 else bytes)(n.to_bytes(32, "big")),
+            "disclosure",
+            None if n % 3 == 0 else f"partner-{n % 7}",
+            None if n % 5 == 0 else f"case_{n:032x}",
+            f"2026-12-01T00:00:{n % 60:02d}.000000Z",
+        )
+        for n in range(first, first + count)
+    ]
+
+
+async def test_a_large_insert_stores_every_row_as_given(db: Database) -> None:
+    rows = audit_rows(0, 640)  # blocks of 250 and a remainder, where a backend cuts them up
+    async with db.transaction() as tx:
+        await tx.insert_many(AUDIT_ROW, rows)
+    async with db.transaction() as tx:
+        stored = await tx.fetchall(
+            "SELECT idx, leaf, leaf_hash, kind, partner_id, case_token, at FROM audit_entries ORDER BY idx"
+        )
+    assert [(r["idx"], r["leaf"], bytes(r["leaf_hash"]), r["kind"], r["partner_id"], r["case_token"], r["at"])
+            for r in stored] == [(*row[:2], bytes(row[2]), *row[3:]) for row in rows]
+
+
+async def test_a_large_insert_with_a_refused_row_leaves_nothing(db: Database) -> None:
+    rows = audit_rows(0, 600)
+    rows[300] = (299, *rows[300][1:])  # the second block repeats an index of the first
+    with pytest.raises(StorageError, match="refused the change"):
+        async with db.transaction() as tx:
+            await tx.insert_many(AUDIT_ROW, rows)
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == 0
+        await tx.insert_many(AUDIT_ROW, audit_rows(0, 300))  # and the database stays usable
+    async with db.transaction() as tx:
+        assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == 300

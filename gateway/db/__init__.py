@@ -60,6 +60,14 @@ class Transaction(ABC):
     @abstractmethod
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
 
+    async def insert_many(self, sql: str, rows: Sequence[Params]) -> None:
+        """``executemany`` for an INSERT of many rows (``INSERT INTO t (...) VALUES
+        (?, ...)``) that the caller overlaps with its own work: a backend may run it
+        off the event loop, so that the caller prepares the next rows meanwhile
+        (`gateway.audit.log.append`). Nothing else may use the transaction until it
+        returns."""
+        await self.executemany(sql, rows)
+
     @abstractmethod
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
 
