@@ -16,7 +16,7 @@ from gateway.audit.canonical import canonical_json, parse_canonical
 from gateway.audit.checkpoint import parse_and_verify
 from gateway.audit.errors import AuditError
 from gateway.audit.signer import LogSigner
-from gateway.db import Database
+from gateway.db import Database, migrations
 from tests.helpers import audit_entry as entry
 
 ORIGIN = "test-bank/gateway-audit"
@@ -133,14 +133,40 @@ async def test_a_missing_tree_state_is_rebuilt_from_the_entries(db: Database) ->
 async def test_proofs_from_the_database_match_the_in_memory_tree(db: Database, signer: LogSigner) -> None:
     hashes = await fill(db, signer, [1, 63, 1, 64, 100, 171])
     tree = merkle.MerkleTree(hashes)
-    for size in (1, 2, 63, 64, 65, 128, 129, 300, len(hashes)):
-        for index in {0, size // 2, size - 1, min(64, size - 1)}:
+    for size in (1, 2, 15, 16, 17, 31, 33, 63, 64, 65, 128, 129, 300, len(hashes)):
+        for index in {0, size // 2, size - 1, min(16, size - 1), min(64, size - 1)}:
             got = await proofs.inclusion_proof(db, index, size)
             assert got.proof == tree.inclusion_proof(index, size)
             merkle.verify_inclusion(got.leaf_hash, index, size, got.proof, tree.root(size))
         for old in {1, max(1, size // 3), size}:
             consistency = await proofs.consistency_proof(db, old, size)
             assert consistency.proof == tree.consistency_proof(old, size)
+
+
+async def test_a_log_stored_with_subtrees_of_64_and_up_gets_those_of_16_and_32(db: Database) -> None:
+    # What a log written before subtrees of 16 leaves were stored looks like, at the
+    # schema version before the migration that stores them.
+    hashes = await fill(db, None, [700, 300, 45])
+    version = len(migrations.MIGRATIONS)
+    async with db.transaction() as tx:
+        await tx.execute("DELETE FROM audit_nodes WHERE height < 6")
+        await tx.execute("DELETE FROM schema_version WHERE version = ?", (version,))
+    assert await migrations.migrate(db) == version
+    tree = merkle.MerkleTree(hashes)
+    async with db.transaction() as tx:
+        rows = await tx.fetchall("SELECT height, idx, hash FROM audit_nodes WHERE height < 6")
+    assert sorted((r["height"], r["idx"], bytes(r["hash"])) for r in rows) == [
+        (h, i, tree.subtree_hash(i << h, (i + 1) << h)) for h in (4, 5) for i in range(len(hashes) >> h)
+    ]
+    for index in (0, 17, 500, 1000, len(hashes) - 1):
+        got = await proofs.inclusion_proof(db, index, len(hashes))
+        assert got.proof == tree.inclusion_proof(index)
+    more = [entry(len(hashes) + i) for i in range(40)]
+    async with db.transaction() as tx:
+        await log.append(tx, more)  # and appends go on storing them
+    hashes += [merkle.leaf_hash(log.canonical(e)) for e in more]
+    got = await proofs.inclusion_proof(db, len(hashes) - 1, len(hashes))
+    assert got.proof == merkle.MerkleTree(hashes).inclusion_proof(len(hashes) - 1)
 
 
 async def test_a_default_proof_is_against_the_latest_checkpoint(db: Database, signer: LogSigner) -> None:

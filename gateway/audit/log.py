@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.audit.canonical import canonical_entry as canonical
 from gateway.audit.errors import AuditError
 from gateway.audit.merkle import HASH_SIZE, CompactRange, Subtree
+from gateway.audit.merkle import node_hash as merkle_node
 from gateway.audit.signer import LogSigner, signer_for
 from gateway.db import Lock, Transaction
 from schemas.audit import Entry
@@ -30,9 +31,10 @@ from schemas.audit import Entry
 if TYPE_CHECKING:
     from gateway.core import Gateway
 
-#: Subtrees of 64 leaves and up are stored: about n/32 rows, and a proof then hashes
-#: at most two blocks of 64 leaf hashes.
-NODE_HEIGHT = 6
+#: Subtrees of 16 leaves and up are stored: about n/8 rows, and a proof then reads and
+#: hashes at most two blocks of 16 leaf hashes. (Logs began with 64 and up; the
+#: migration that came with 16 stores the smaller ones: `store_subtrees`.)
+NODE_HEIGHT = 4
 _REBUILD_BATCH = 10_000
 
 
@@ -200,16 +202,45 @@ def _grow(tree: CompactRange, hashes: Sequence[bytes]) -> _Grown:
     return grown.size, list(grown.nodes), completed
 
 
+_INSERT_NODES = "INSERT INTO audit_nodes (height, idx, hash) VALUES (?, ?, ?)"
+
+
 async def _store(tx: Transaction, grown: _Grown) -> CompactRange:
     size, nodes, completed = grown
     if completed:
-        await tx.executemany(
-            "INSERT INTO audit_nodes (height, idx, hash) VALUES (?, ?, ?)", completed
-        )
+        # bytearray: see `_rows`.
+        await tx.executemany(_INSERT_NODES, [(h, i, bytearray(node)) for h, i, node in completed])
     await tx.execute(
         "UPDATE audit_tree SET size = ?, nodes = ? WHERE id = 1", (size, b"".join(nodes))
     )
     return CompactRange(size, nodes)
+
+
+async def store_subtrees(tx: Transaction, low: int, high: int) -> None:
+    """Store the perfect subtrees of heights `low` to `high` - 1 of the whole log: for a
+    log written while only those of `high` and up were (a migration). A log with no
+    tree state yet gets them all when `load_tree` rebuilds it."""
+    if await tx.fetchone("SELECT size FROM audit_tree WHERE id = 1") is None:
+        return
+    batch = _REBUILD_BATCH >> high << high  # whole subtrees of `high` per batch
+    first = 0
+    while True:
+        rows = await tx.fetchall(
+            "SELECT leaf_hash FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?", (first, batch)
+        )
+        level = [bytes(row["leaf_hash"]) for row in rows]
+        found = []
+        for height in range(1, high):
+            pairs = iter(level)
+            level = [merkle_node(left, right) for left, right in zip(pairs, pairs, strict=False)]
+            if height >= low:
+                start = first >> height
+                found += [(height, start + i, bytearray(node)) for i, node in enumerate(level)]
+        if found:
+            await tx.executemany(_INSERT_NODES, found)
+        if len(rows) < batch:
+            return
+        first += batch
 
 
 async def write_checkpoint(tx: Transaction, signer: LogSigner, tree: CompactRange) -> CheckpointRecord:

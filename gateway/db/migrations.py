@@ -2,16 +2,29 @@
 
 Each version is a list of portable statements written with SQLite's type names; a
 backend swaps them through ``Database.translate_ddl`` (e.g. ``BLOB`` becomes ``BYTEA`` on
-PostgreSQL). Both backends apply the same versions. Never edit a released version: add
-a new one.
+PostgreSQL); a step that must compute data is a function of the transaction instead.
+Both backends apply the same versions. Never edit a released version: add a new one.
 """
 
 from __future__ import annotations
 
-from gateway.db import Database, Lock
+from collections.abc import Awaitable, Callable
+
+from gateway.db import Database, Lock, Transaction
 from gateway.errors import ConfigError
 
-MIGRATIONS: list[list[str]] = [
+
+async def _audit_subtrees_of_16_and_32(tx: Transaction) -> None:
+    # Imported here: the audit log itself imports gateway.db.
+    from gateway.audit.log import store_subtrees
+
+    await store_subtrees(tx, 4, 6)
+
+
+#: A statement, or a step that changes the data in Python.
+Step = str | Callable[[Transaction], Awaitable[None]]
+
+MIGRATIONS: list[list[Step]] = [
     [
         """CREATE TABLE partners (
             id TEXT PRIMARY KEY,
@@ -194,6 +207,12 @@ MIGRATIONS: list[list[str]] = [
         "DROP INDEX audit_by_case",
         "CREATE INDEX audit_by_case_block ON audit_entries ((idx / 4096), case_token)",
     ],
+    [
+        # Audit: subtrees of 16 and 32 leaves are stored too, so that a proof reads and
+        # hashes a block of 16 leaf hashes instead of 64 (about 0.65 against 0.95 ms
+        # at a million entries, bench/audit.py). Computed here for the log so far.
+        _audit_subtrees_of_16_and_32,
+    ],
 ]
 
 
@@ -210,7 +229,10 @@ async def migrate(db: Database) -> int:
                 f"knows ({len(MIGRATIONS)}): upgrade the gateway"
             )
         for version, statements in enumerate(MIGRATIONS[current:], start=current + 1):
-            for sql in statements:
-                await tx.execute(db.translate_ddl(sql))
+            for step in statements:
+                if isinstance(step, str):
+                    await tx.execute(db.translate_ddl(step))
+                else:
+                    await step(tx)
             await tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
     return len(MIGRATIONS)
