@@ -4,7 +4,7 @@ The `rfc8785` package is exact but pure Python (about 70 us per leaf here), whic
 would cap appends near 14k/s and make verifying a million leaves take minutes. Audit
 entries hold only strings, small integers, booleans, lists and objects with BMP keys;
 for those, RFC 8785 is "keys sorted, no whitespace, minimal escapes", which orjson
-and pydantic-core's serializer write byte for byte once the keys are sorted. Anything
+writes byte for byte once the keys are sorted. Anything
 else (floats, big integers, non-BMP keys, where the orders or number formats differ)
 falls back to `rfc8785`.
 """
@@ -21,6 +21,7 @@ import rfc8785
 from pydantic import BaseModel
 
 _MAX_SAFE = 2**53  # I-JSON: larger integers are not exact in every parser
+_dumps = orjson.dumps
 
 
 class _NeedsFullCanonicalizer(Exception):
@@ -76,8 +77,8 @@ def _sorted(value: Any) -> Any:
 def canonical_json(data: Any) -> bytes:
     """RFC 8785 serialization of plain JSON data (dicts, lists, str, int, bool, None)."""
     try:
-        return pydantic_core.to_json(_sorted(data))
-    except _NeedsFullCanonicalizer:
+        return _dumps(_sorted(data))
+    except (_NeedsFullCanonicalizer, orjson.JSONEncodeError):  # the latter: lone surrogates
         return rfc8785.dumps(data)
 
 
@@ -117,7 +118,6 @@ _Plan = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 _PLANS: dict[type, _Plan | None] = {}
 _UNPLANNED: Any = object()
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
-_dumps = orjson.dumps
 
 
 def canonical_entry(entry: BaseModel) -> bytes:
