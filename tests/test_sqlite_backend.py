@@ -29,6 +29,22 @@ ENTRY = (
 )
 
 
+class Ticks:
+    """Counts the turns of the event loop, each `interval` apart, while it runs."""
+
+    def __init__(self, interval: float) -> None:
+        self.count = 0
+        self._task = asyncio.create_task(self._tick(interval))
+
+    async def _tick(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.count += 1
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
 def entries(count: int) -> list[tuple[int, str, bytes]]:
     return [(n, "x" * 2000, n.to_bytes(32, "big")) for n in range(count)]
 
@@ -36,21 +52,13 @@ def entries(count: int) -> list[tuple[int, str, bytes]]:
 async def test_a_large_insert_leaves_the_loop_free(tmp_path: Path) -> None:
     db = await SQLiteDatabase.open(str(tmp_path / "g.db"))
     try:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0)
-                ticks += 1
-
-        tick = asyncio.create_task(ticker())
+        ticks = Ticks(0)
         await asyncio.sleep(0)
         async with db.transaction() as tx:
-            before = ticks
+            before = ticks.count
             await tx.insert_many(ENTRY, entries(BULK_ROWS * 8))
-            during = ticks - before
-        tick.cancel()
+            during = ticks.count - before
+        ticks.stop()
         # Inline, the loop would not turn once until the last row was in; in the
         # thread, it turns while each block of rows is inserted.
         assert during >= 8
@@ -136,28 +144,21 @@ async def test_a_transaction_waits_for_another_writer_without_stalling_the_loop(
     other = sqlite3.connect(tmp_path / "g.db", isolation_level=None, check_same_thread=False)
     try:
         other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
+        ticks = Ticks(0.01)
 
         async def release_later() -> None:
             await asyncio.sleep(0.5)
             other.execute("COMMIT")
 
-        tick = asyncio.create_task(ticker())
         release = asyncio.create_task(release_later())
         started = time.perf_counter()
         async with db.transaction() as tx:
             await tx.execute(ROW, ("waited", "label"))
         waited = time.perf_counter() - started
-        tick.cancel()
+        ticks.stop()
         await release
         assert waited >= 0.4  # it waited for the lock instead of failing at once
-        assert ticks >= 10  # and the loop went on meanwhile
+        assert ticks.count >= 10  # and the loop went on meanwhile
         async with db.transaction() as tx:
             assert await tx.fetchval("SELECT COUNT(*) FROM api_tokens") == 1
             # The wait's timeout does not stay on the connection.
