@@ -3,11 +3,13 @@ and steps aside for what it cannot serialize exactly."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from gateway.audit import canonical, log
 from gateway.db import Database
@@ -100,3 +102,44 @@ async def test_a_bad_entry_late_in_a_large_batch_leaves_nothing(db: Database) ->
         assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == 0
         assert await log.append(tx, good[:3]) == [0, 1, 2]
         assert (await log.load_tree(tx)).size == 3
+
+
+def test_a_float_where_an_integer_belongs_is_written_as_the_exact_path_writes_it() -> None:
+    entry = ViolationFound(at=AT, actor="a", partner="p", case=TOKEN, rule="r", violation_id=3)
+    canonical.canonical_entry(entry)
+    changed = entry.model_copy(update={"violation_id": 3.0})  # not validated
+    with pytest.warns(UserWarning):
+        assert log.canonical(changed) == exact(changed)
+
+
+class Optionals(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    at: str = AT
+    items: list[DisclosedField] | None = None
+    kind: str = "optionals"
+    note: str = None  # type: ignore[assignment]  # a default of None without `| None`
+
+
+class Masked(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = "masked"
+    at: str = AT
+    secret: Annotated[str, PlainSerializer(lambda value: "***")]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [Optionals(), Optionals(items=[DisclosedField(path="a", transform="keep")], note="n")],
+)
+def test_none_fields_are_left_out_as_the_exact_path_leaves_them_out(entry: BaseModel) -> None:
+    assert log.canonical(entry) == exact(entry)
+    assert canonical._PLANS[Optionals] is not None
+
+
+def test_a_field_with_a_serializer_of_its_own_takes_the_exact_path() -> None:
+    entry = Masked(secret="raw")
+    expected = b'{"at":"2026-01-01T00:00:00.000000Z","kind":"masked","secret":"***"}'
+    assert log.canonical(entry) == exact(entry) == expected
+    assert canonical._PLANS[Masked] is None

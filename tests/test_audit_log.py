@@ -143,10 +143,13 @@ async def test_proofs_from_the_database_match_the_in_memory_tree(db: Database, s
             assert consistency.proof == tree.consistency_proof(old, size)
 
 
-async def test_a_log_stored_with_subtrees_of_64_and_up_gets_those_of_16_and_32(db: Database) -> None:
+async def test_a_log_stored_with_subtrees_of_64_and_up_gets_those_of_16_and_32(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # What a log written before subtrees of 16 leaves were stored looks like, at the
     # schema version before the migration that stores them.
     hashes = await fill(db, None, [700, 300, 45])
+    monkeypatch.setattr(log, "_REBUILD_BATCH", 200)  # read in several batches, the last partial
     version = len(migrations.MIGRATIONS)
     async with db.transaction() as tx:
         await tx.execute("DELETE FROM audit_nodes WHERE height < 6")
@@ -167,6 +170,15 @@ async def test_a_log_stored_with_subtrees_of_64_and_up_gets_those_of_16_and_32(d
     hashes += [merkle.leaf_hash(log.canonical(e)) for e in more]
     got = await proofs.inclusion_proof(db, len(hashes) - 1, len(hashes))
     assert got.proof == merkle.MerkleTree(hashes).inclusion_proof(len(hashes) - 1)
+
+
+async def test_storing_subtrees_refuses_a_log_with_a_gap(db: Database) -> None:
+    await fill(db, None, [40])
+    async with db.transaction() as tx:
+        await tx.execute("DELETE FROM audit_entries WHERE idx = 20")
+    with pytest.raises(AuditError, match="gap after entry -1"):
+        async with db.transaction() as tx:
+            await log.store_subtrees(tx, 4, 6)
 
 
 async def test_a_default_proof_is_against_the_latest_checkpoint(db: Database, signer: LogSigner) -> None:

@@ -90,6 +90,19 @@ async def test_a_large_insert_cancelled_midway_leaves_nothing(tmp_path: Path) ->
         await db.close()
 
 
+async def test_a_large_insert_keeps_to_the_parameters_sqlite_binds(tmp_path: Path) -> None:
+    db = await SQLiteDatabase.open(str(tmp_path / "g.db"))
+    try:
+        # Fewer than a block of these rows needs (3 each); SQLite before 3.32 binds 999.
+        db._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 500)
+        async with db.transaction() as tx:
+            await tx.insert_many(ENTRY, entries(BULK_ROWS * 2 + 7))
+        async with db.transaction() as tx:
+            assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == BULK_ROWS * 2 + 7
+    finally:
+        await db.close()
+
+
 def test_only_a_one_row_insert_is_made_many_rows() -> None:
     assert _multi_row("INSERT INTO t (a, b) VALUES (?, ?)", 3) == (
         "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?)"

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import orjson
 import pydantic_core
 import rfc8785
-from pydantic import BaseModel
+from pydantic import BaseModel, PlainSerializer, WrapSerializer
 
 _MAX_SAFE = 2**53  # I-JSON: larger integers are not exact in every parser
 _dumps = orjson.dumps
@@ -112,12 +112,22 @@ def parse_canonical(leaf: bytes) -> Any:
 # exact way every time; so does an entry the fast path refuses (a big integer, a lone
 # surrogate), and the exact path then says what is wrong with it.
 
-#: Per entry class: the names of its fields that hold nested models, lists of them, or
-#: may be None; or None for classes that take the exact path.
-_Plan = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+#: Per entry class: the names of its fields that hold nested models, lists of them, may
+#: be None, or hold integers; or None for classes that take the exact path.
+_Plan = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 _PLANS: dict[type, _Plan | None] = {}
 _UNPLANNED: Any = object()
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_INT_OR_NONE = (int, type(None))
+
+
+def _declared(tp: Any) -> Any:
+    """`tp` without `| None`."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
 
 
 def canonical_entry(entry: BaseModel) -> bytes:
@@ -138,14 +148,20 @@ def _exact(entry: BaseModel) -> bytes:
 
 def _serialize(entry: BaseModel, plan: _Plan) -> bytes | None:
     fields = entry.__dict__
-    models, lists, optional = plan
+    models, lists, optional, ints = plan
+    for name in ints:
+        # A float where an integer belongs (a model changed without validation) is
+        # written as 3.0 here and as 3 by the exact path.
+        if type(fields[name]) not in _INT_OR_NONE:
+            return None
     if models or lists:
         fields = dict(fields)
         for name in models:
             if fields[name] is not None:
                 fields[name] = fields[name].__dict__
         for name in lists:
-            fields[name] = [item.__dict__ for item in fields[name]]
+            if fields[name] is not None:
+                fields[name] = [item.__dict__ for item in fields[name]]
     for name in optional:
         if fields[name] is None:
             fields = {name: value for name, value in fields.items() if value is not None}
@@ -161,6 +177,7 @@ def _plan(entry: BaseModel) -> _Plan | None:
     models: list[str] = []
     lists: list[str] = []
     optional: list[str] = []
+    ints: list[str] = []
     plan: _Plan | None = None
     if _plain_model(cls):
         for name, info in cls.model_fields.items():
@@ -169,9 +186,11 @@ def _plan(entry: BaseModel) -> _Plan | None:
                 models.append(name)
             elif kind == "list of models":
                 lists.append(name)
-            if type(None) in typing.get_args(info.annotation):
+            if type(None) in typing.get_args(info.annotation) or info.default is None:
                 optional.append(name)
-        plan = (tuple(models), tuple(lists), tuple(optional))
+            if int in (_declared(info.annotation), *typing.get_args(info.annotation)):
+                ints.append(name)
+        plan = (tuple(models), tuple(lists), tuple(optional), tuple(ints))
         # Trust it only once it gave the exact bytes.
         if _serialize(entry, plan) != _exact(entry):
             plan = None
@@ -195,6 +214,10 @@ def _plain_model(cls: type, *, nested: bool = False) -> bool:
         return False
     for name, info in cls.model_fields.items():
         if not name.isascii() or info.exclude or info.serialization_alias not in (None, name):
+            return False
+        if getattr(info, "exclude_if", None) is not None or any(
+            isinstance(item, PlainSerializer | WrapSerializer) for item in info.metadata
+        ):
             return False
         if info.alias not in (None, name):
             return False

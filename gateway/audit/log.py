@@ -220,14 +220,18 @@ async def store_subtrees(tx: Transaction, low: int, high: int) -> None:
     """Store the perfect subtrees of heights `low` to `high` - 1 of the whole log: for a
     log written while only those of `high` and up were (a migration). A log with no
     tree state yet gets them all when `load_tree` rebuilds it."""
+    await tx.take_turns(Lock.AUDIT_LOG)  # no append in between, on PostgreSQL
     if await tx.fetchone("SELECT size FROM audit_tree WHERE id = 1") is None:
         return
-    batch = _REBUILD_BATCH >> high << high  # whole subtrees of `high` per batch
+    batch = max(_REBUILD_BATCH >> high << high, 1 << high)  # whole subtrees of `high` per batch
     first = 0
     while True:
         rows = await tx.fetchall(
-            "SELECT leaf_hash FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?", (first, batch)
+            "SELECT idx, leaf_hash FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?",
+            (first, batch),
         )
+        if rows and (rows[0]["idx"] != first or rows[-1]["idx"] != first + len(rows) - 1):
+            raise AuditError(f"audit log has a gap after entry {first - 1}; run `gateway audit verify`")
         level = [bytes(row["leaf_hash"]) for row in rows]
         found = []
         for height in range(1, high):

@@ -78,12 +78,18 @@ class SQLiteTransaction(Transaction):
             self._conn.executemany(sql, rows)
 
     async def insert_many(self, sql: str, rows: Sequence[Params]) -> None:
-        """Blocks of BULK_ROWS rows go to the `BulkWriter` thread as one statement each
-        (SQLite runs it without the GIL, while the loop prepares the next rows); fewer
-        rows than that run inline, where a thread's round trip would cost more."""
-        full = len(rows) - len(rows) % BULK_ROWS
-        for first in range(0, full, BULK_ROWS):
-            await self._bulk.insert(self._conn, sql, rows[first : first + BULK_ROWS])
+        """Blocks of BULK_ROWS rows (fewer where SQLite binds fewer parameters) go to
+        the `BulkWriter` thread as one statement each (SQLite runs it without the GIL,
+        while the loop prepares the next rows); fewer rows than that run inline, where
+        a thread's round trip would cost more."""
+        if not rows:
+            return
+        # SQLite before 3.32 binds at most 999 parameters a statement.
+        limit = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        block = min(BULK_ROWS, limit // len(rows[0]))
+        full = len(rows) - len(rows) % block if block > 1 else 0
+        for first in range(0, full, block):
+            await self._bulk.insert(self._conn, sql, rows[first : first + block])
         if full < len(rows):
             await self.executemany(sql, rows[full:])
 
