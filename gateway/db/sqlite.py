@@ -143,8 +143,9 @@ class BulkWriter:
     bind its parameters, and then SQLite inserts the rows, updates the indexes and
     fills the pages without it, on the other core, while the event loop serializes
     and hashes the next block (`gateway.audit.log.append`): with orjson's serializing,
-    batched appends at a million entries ran 1.1-1.3x as fast (bench/audit.py). The connection is the transaction's own: the
-    caller runs nothing else on it until the block is in.
+    batched appends at a million entries ran 1.1-1.3x as fast (bench/audit.py). The
+    connection is the transaction's own: the caller runs nothing else on it until the
+    block is in.
     """
 
     def __init__(self) -> None:
