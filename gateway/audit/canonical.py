@@ -188,7 +188,7 @@ def _plan(entry: BaseModel) -> _Plan | None:
                 lists.append(name)
             if type(None) in typing.get_args(info.annotation) or info.default is None:
                 optional.append(name)
-            if int in (_declared(info.annotation), *typing.get_args(info.annotation)):
+            if _declared(info.annotation) is int:
                 ints.append(name)
         plan = (tuple(models), tuple(lists), tuple(optional), tuple(ints))
         # Trust it only once it gave the exact bytes.

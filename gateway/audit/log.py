@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.audit.canonical import canonical_entry as canonical
 from gateway.audit.errors import AuditError
-from gateway.audit.merkle import HASH_SIZE, CompactRange, Subtree
-from gateway.audit.merkle import node_hash as merkle_node
+from gateway.audit.merkle import HASH_SIZE, CompactRange, Subtree, levels_of
 from gateway.audit.signer import LogSigner, signer_for
 from gateway.db import Lock, Transaction
 from schemas.audit import Entry
@@ -232,14 +231,13 @@ async def store_subtrees(tx: Transaction, low: int, high: int) -> None:
         )
         if rows and (rows[0]["idx"] != first or rows[-1]["idx"] != first + len(rows) - 1):
             raise AuditError(f"audit log has a gap after entry {first - 1}; run `gateway audit verify`")
-        level = [bytes(row["leaf_hash"]) for row in rows]
-        found = []
-        for height in range(1, high):
-            pairs = iter(level)
-            level = [merkle_node(left, right) for left, right in zip(pairs, pairs, strict=False)]
-            if height >= low:
-                start = first >> height
-                found += [(height, start + i, bytearray(node)) for i, node in enumerate(level)]
+        # A batch starts at a multiple of 2**high, so its levels hold whole subtrees.
+        levels = levels_of([bytes(row["leaf_hash"]) for row in rows])
+        found = [
+            (height, (first >> height) + i, bytearray(node))
+            for height in range(low, min(high, len(levels)))
+            for i, node in enumerate(levels[height])
+        ]
         if found:
             await tx.executemany(_INSERT_NODES, found)
         if len(rows) < batch:
