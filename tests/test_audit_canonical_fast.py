@@ -143,3 +143,47 @@ def test_a_field_with_a_serializer_of_its_own_takes_the_exact_path() -> None:
     expected = b'{"at":"2026-01-01T00:00:00.000000Z","kind":"masked","secret":"***"}'
     assert log.canonical(entry) == exact(entry) == expected
     assert canonical._PLANS[Masked] is None
+
+
+class Inner(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    count: int = 0
+    note: str = None  # type: ignore[assignment]
+
+
+class Outer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    at: str = AT
+    items: list[Inner]
+    kind: str = "outer"
+
+
+def test_nested_models_that_may_hold_none_or_a_float_take_the_exact_path() -> None:
+    # The fast path writes a nested model's fields as they are, unchecked: trusting
+    # the first entry would write a later one's None as null, a float as 3.0.
+    first = Outer(items=[Inner(count=3, note="n")])
+    assert log.canonical(first) == exact(first)
+    assert log.canonical(later := Outer(items=[Inner(count=3)])) == exact(later)
+    floaty = Outer(items=[Inner.model_construct(count=3.0, note="n")])  # not validated
+    with pytest.warns(UserWarning):
+        assert log.canonical(floaty) == exact(floaty)
+    assert canonical._PLANS[Outer] is None
+
+
+def test_a_nested_model_is_written_with_its_keys_sorted() -> None:
+    class Unsorted(BaseModel):
+        transform: str
+        path: str
+
+    class Holder(BaseModel):
+        at: str = AT
+        fields: list[Unsorted]
+        kind: str = "holder"
+
+    entry = Holder(fields=[Unsorted(transform="keep", path="a.b")])
+    assert log.canonical(entry) == exact(entry) == (
+        b'{"at":"2026-01-01T00:00:00.000000Z","fields":[{"path":"a.b","transform":"keep"}],"kind":"holder"}'
+    )
+    assert canonical._PLANS[Holder] is not None
