@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from gateway.db import Database
+from gateway.db.sqlite import BULK_ROWS
 from gateway.errors import StorageError
 
 INSERT = "INSERT INTO api_tokens (id, role, secret_hash, created_at) VALUES (?, ?, 'x', 'now')"
@@ -85,7 +86,7 @@ def audit_rows(first: int, count: int) -> list[tuple]:
 
 
 async def test_a_large_insert_stores_every_row_as_given(db: Database) -> None:
-    rows = audit_rows(0, 640)  # blocks of 250 and a remainder, where a backend cuts them up
+    rows = audit_rows(0, 2 * BULK_ROWS + 40)  # two blocks and a remainder, where SQLite cuts them up
     async with db.transaction() as tx:
         await tx.insert_many(AUDIT_ROW, rows)
     async with db.transaction() as tx:
@@ -97,8 +98,8 @@ async def test_a_large_insert_stores_every_row_as_given(db: Database) -> None:
 
 
 async def test_a_large_insert_with_a_refused_row_leaves_nothing(db: Database) -> None:
-    rows = audit_rows(0, 600)
-    rows[300] = (299, *rows[300][1:])  # the second block repeats an index of the first
+    rows = audit_rows(0, 2 * BULK_ROWS)
+    rows[BULK_ROWS + 5] = (5, *rows[BULK_ROWS + 5][1:])  # the second block repeats an index of the first
     with pytest.raises(StorageError, match="refused the change"):
         async with db.transaction() as tx:
             await tx.insert_many(AUDIT_ROW, rows)

@@ -98,7 +98,7 @@ async def _finish(tx: Transaction, tree: CompactRange, grown: _Grown, signer: Lo
 
 
 #: Entries per INSERT statement of a batch (see `append`).
-_CHUNK = 250
+_CHUNK = 500
 _INSERT = (
     "INSERT INTO audit_entries (idx, leaf, leaf_hash, kind, partner_id, case_token, at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
