@@ -219,3 +219,10 @@ def test_an_entry_built_from_fields_in_any_order_is_written_sorted() -> None:
     assert canonical._PLANS[Disclosure] is not None
     for entry in (validated, Disclosure.model_construct(**fields)):
         assert log.canonical(entry) == exact(entry)
+
+
+def test_a_key_the_model_does_not_declare_takes_the_exact_path() -> None:
+    entry = TokenCreated(at=AT, actor="a", token_id="t", role="auditor")
+    log.canonical(entry)
+    changed = entry.model_copy(update={"aaa": "not a field"})  # not validated: lands last in __dict__
+    assert log.canonical(changed) == exact(changed) == log.canonical(entry)

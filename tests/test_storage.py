@@ -105,6 +105,6 @@ async def test_a_large_insert_with_a_refused_row_leaves_nothing(db: Database) ->
             await tx.insert_many(AUDIT_ROW, rows)
     async with db.transaction() as tx:
         assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == 0
-        await tx.insert_many(AUDIT_ROW, audit_rows(0, 300))  # and the database stays usable
+        await tx.insert_many(AUDIT_ROW, audit_rows(0, BULK_ROWS + 1))  # and the database stays usable
     async with db.transaction() as tx:
-        assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == 300
+        assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == BULK_ROWS + 1

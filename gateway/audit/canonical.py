@@ -118,16 +118,23 @@ def parse_canonical(leaf: bytes) -> Any:
 # path refuses (a big integer, a lone surrogate), and the exact path then says what is
 # wrong with it.
 
-#: Per entry class: the names of its fields that may be None, and of those that hold
-#: integers, and orjson's options for it; or None for classes that take the exact path.
-_Plan = tuple[tuple[str, ...], tuple[str, ...], int]
+#: Per entry class: how many fields it declares, the names of those that may be None
+#: and of those that hold integers, and orjson's options for it; or None for classes
+#: that take the exact path.
+_Plan = tuple[int, tuple[str, ...], tuple[str, ...], int]
 _PLANS: dict[type, _Plan | None] = {}
 _UNPLANNED: Any = object()
 _SORTED = orjson.OPT_STRICT_INTEGER
 _UNSORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 _INT_OR_NONE = (int, type(None))
-#: What orjson writes for a nested model: its fields. Only classes `_plain_model`
-#: accepts reach it; anything without a `__dict__` makes orjson raise.
+#: What orjson writes for an object it does not know: its `__dict__`. In an entry built
+#: by validation, those are the nested models `_plain_model` accepts. What is trusted,
+#: not checked per entry (a check of each nested model's class cost more than the
+#: whole gain): that a value is of its field's declared type, so an object put into a
+#: field without validation, or a nested model of a subclass with fields of its own,
+#: would be written with its `__dict__` (and then refused by the schema check of
+#: `gateway audit verify`). An object without a `__dict__` makes orjson raise, and the
+#: exact path then says what is wrong.
 _nested_fields = operator.attrgetter("__dict__")
 
 
@@ -158,7 +165,9 @@ def _exact(entry: BaseModel) -> bytes:
 
 def _serialize(entry: BaseModel, plan: _Plan) -> bytes | None:
     fields = entry.__dict__
-    optional, ints, options = plan
+    count, optional, ints, options = plan
+    if len(fields) != count:
+        return None  # a key the model does not declare (model_copy(update=...))
     for name in ints:
         # A float where an integer belongs (a model changed without validation) is
         # written as 3.0 here and as 3 by the exact path.
@@ -185,7 +194,8 @@ def _plan(entry: BaseModel) -> _Plan | None:
                 optional.append(name)
             if _declared(info.annotation) is int:
                 ints.append(name)
-        plan = (tuple(optional), tuple(ints), _SORTED if _declared_sorted(cls) else _UNSORTED)
+        options = _SORTED if _declared_sorted(cls) else _UNSORTED
+        plan = (len(cls.model_fields), tuple(optional), tuple(ints), options)
         # Trust it only once it gave the exact bytes.
         if _serialize(entry, plan) != _exact(entry):
             plan = None
@@ -210,9 +220,9 @@ def _declared_sorted(cls: type[BaseModel]) -> bool:
 
 def _plain_model(cls: type, *, nested: bool = False) -> bool:
     """A model serialized as its `__dict__`: plain fields, no aliases, extras,
-    exclusions or custom serializers; a nested one holds only strings, booleans and
-    literals, never None or an integer (its `__dict__` is written as it is, with no
-    per-entry check)."""
+    exclusions or custom serializers; a nested one declares only strings, booleans and
+    literals, with no None default and no field declared `int` (its `__dict__` is
+    written as it is, with no per-entry check)."""
     if not isinstance(cls, type) or not issubclass(cls, BaseModel):
         return False
     if (
