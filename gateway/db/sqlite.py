@@ -145,10 +145,12 @@ class BulkWriter:
     ``executemany`` takes the GIL back for every row; one statement takes it only to
     bind its parameters, and then SQLite inserts the rows, updates the indexes and
     fills the pages without it, on the other core, while the event loop serializes
-    and hashes the next block (`gateway.audit.log.append`): with orjson's serializing,
-    batched appends at a million entries ran 1.1-1.3x as fast (bench/audit.py). The
-    connection is the transaction's own: the caller runs nothing else on it until the
-    block is in.
+    and hashes the next block (`gateway.audit.log.append`). The gain shrank as the
+    serializing got faster: 1.1-1.3x for batched appends at a million entries when it
+    came, 1.04x (bench/audit.py, alternating runs) against the same blocks inserted on
+    the loop once entries were serialized from their `__dict__` without a sort, and
+    0.97-1.03x at 300,000 entries, where SQLite's share is smaller. The connection is
+    the transaction's own: the caller runs nothing else on it until the block is in.
     """
 
     def __init__(self) -> None:
