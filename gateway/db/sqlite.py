@@ -147,7 +147,7 @@ class BulkWriter:
     fills the pages without it, on the other core, while the event loop serializes
     and hashes the next block (`gateway.audit.log.append`). The gain shrank as the
     serializing got faster: 1.1-1.3x for batched appends at a million entries when it
-    came, 1.04x (bench/audit.py, alternating runs) against the same blocks inserted on
+    came, 1.04x (bench/audit.py, alternating runs) against blocks of 1000 inserted on
     the loop once entries were serialized from their `__dict__` without a sort, and
     0.97-1.03x at 300,000 entries, where SQLite's share is smaller. The connection is
     the transaction's own: the caller runs nothing else on it until the block is in.
