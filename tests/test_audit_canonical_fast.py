@@ -226,3 +226,21 @@ def test_a_key_the_model_does_not_declare_takes_the_exact_path() -> None:
     log.canonical(entry)
     changed = entry.model_copy(update={"aaa": "not a field"})  # not validated: lands last in __dict__
     assert log.canonical(changed) == exact(changed) == log.canonical(entry)
+
+
+class Counted(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    at: str = AT
+    count: int
+    kind: str = "counted"
+
+
+def test_a_class_whose_first_entry_is_refused_still_gets_the_fast_path() -> None:
+    floaty = Counted.model_construct(count=3.0)  # not validated: the fast path refuses it
+    with pytest.warns(UserWarning):
+        assert log.canonical(floaty) == exact(floaty)
+    assert Counted not in canonical._PLANS
+    entry = Counted(count=3)
+    assert log.canonical(entry) == exact(entry)
+    assert canonical._PLANS[Counted] is not None

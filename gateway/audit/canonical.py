@@ -196,8 +196,13 @@ def _plan(entry: BaseModel) -> _Plan | None:
                 ints.append(name)
         options = _SORTED if _declared_sorted(cls) else _UNSORTED
         plan = (len(cls.model_fields), tuple(optional), tuple(ints), options)
+        fast = _serialize(entry, plan)
+        if fast is None:
+            # This entry is refused (a float in an integer field, a big integer): the
+            # class is judged by the next one, not sent the exact way for good.
+            return None
         # Trust it only once it gave the exact bytes.
-        if _serialize(entry, plan) != _exact(entry):
+        if fast != _exact(entry):
             plan = None
     _PLANS[cls] = plan
     return plan
