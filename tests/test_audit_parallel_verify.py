@@ -204,6 +204,35 @@ def two_in_two_ranges(sql: Sql) -> None:
     sql("DELETE FROM audit_entries WHERE idx = 1713")
 
 
+def remade(sql: Sql, key: str = "INTEGER PRIMARY KEY") -> None:
+    """The table made again outside the gateway, without its NOT NULLs (SQLite cannot
+    alter a column), `idx` declared `key`."""
+    sql(
+        f"CREATE TABLE loose (idx {key}, leaf TEXT, leaf_hash BLOB, kind TEXT,"
+        " partner_id TEXT, case_token TEXT, at TEXT)"
+    )
+    sql("INSERT INTO loose SELECT * FROM audit_entries")
+    sql("DROP TABLE audit_entries")
+    sql("ALTER TABLE loose RENAME TO audit_entries")
+
+
+def null_leaf(sql: Sql) -> None:
+    remade(sql)
+    sql("UPDATE audit_entries SET leaf = NULL WHERE idx = 1713")
+
+
+def null_leaf_hash(sql: Sql) -> None:
+    remade(sql)
+    sql("UPDATE audit_entries SET leaf_hash = NULL WHERE idx = 1713")
+
+
+def repeated_without_a_key(sql: Sql) -> None:
+    """A repeat in place of the next entry, in a table no longer keyed by the index:
+    the count of the range is right, its order is not."""
+    remade(sql, key="INTEGER")
+    sql("UPDATE audit_entries SET idx = 1713 WHERE idx = 1714")
+
+
 TAMPERING: list[tuple[Callable[[Sql], None], str, str | None]] = [
     (changed_leaf, "entry 1713: the stored leaf hash does not match the leaf", None),
     (changed_leaf_and_hash, "entries 1700..1799: do not hash to the root signed at size 1800", None),
@@ -222,6 +251,9 @@ TAMPERING: list[tuple[Callable[[Sql], None], str, str | None]] = [
     ),
     (two_in_one_range, "entries 1700..1799: do not hash to the root signed at size 1800", None),
     (two_in_two_ranges, "entry 1713: missing or moved (the next entry has index 1714)", None),
+    (null_leaf, "entry 1713: the leaf is missing (NULL)", None),
+    (null_leaf_hash, "entry 1713: the stored leaf hash does not match the leaf", None),
+    (repeated_without_a_key, "entry 1713: out of order or repeated (expected index 1714)", None),
 ]
 
 

@@ -228,6 +228,32 @@ def test_hashes_only_keeps_every_cryptographic_check(
     refuse(("-c", ws, "audit", "verify", "--hashes-only"), where, *why)
 
 
+@pytest.mark.parametrize(
+    ("column", "why"),
+    [("leaf", "the leaf is missing (NULL)"), ("leaf_hash", "the stored leaf hash does not match the leaf")],
+)
+@pytest.mark.parametrize("hashes_only", [False, True], ids=["deep", "hashes"])
+def test_a_column_emptied_to_null_is_named(
+    ws: Path, database_url: str | None, column: str, why: str, hashes_only: bool
+) -> None:
+    """Someone with the owner's rights drops a NOT NULL and empties a cell: verify names
+    the entry (it used to end in a TypeError)."""
+    with workspace_sql(ws) as sql:
+        if database_url is None:
+            # SQLite cannot alter a column: the table is made again, keyed as before.
+            sql(
+                "CREATE TABLE loose (idx INTEGER PRIMARY KEY, leaf TEXT, leaf_hash BLOB, kind TEXT,"
+                " partner_id TEXT, case_token TEXT, at TEXT)"
+            )
+            sql("INSERT INTO loose SELECT * FROM audit_entries")
+            sql("DROP TABLE audit_entries")
+            sql("ALTER TABLE loose RENAME TO audit_entries")
+        else:
+            sql(f"ALTER TABLE audit_entries ALTER COLUMN {column} DROP NOT NULL")
+        sql(f"UPDATE audit_entries SET {column} = NULL WHERE idx = 5")
+    refuse(("-c", ws, "audit", "verify", *(["--hashes-only"] if hashes_only else [])), "entry 5:", why)
+
+
 def test_a_bad_checkpoint_is_named_before_a_search_column(ws: Path) -> None:
     """Both a checkpoint signed by another key and a changed column: the checkpoint, which
     concerns the whole log, is what verify names, as with a wrong --vkey."""

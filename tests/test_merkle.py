@@ -372,7 +372,7 @@ def test_blocks_hashed_elsewhere_give_the_same_tree(blocks: list[int]) -> None:
     done = 0
     for count in blocks:
         block = LEAVES[done : done + count]
-        tree.extend_levels(levels_of(block))
+        tree.extend_levels(joined(levels_of(block)))
         done += len(block)
         assert len(tree) == done
     for size in range(1, done + 1):
@@ -381,15 +381,33 @@ def test_blocks_hashed_elsewhere_give_the_same_tree(blocks: list[int]) -> None:
         assert tree.consistency_proof(1, done) == TREE.consistency_proof(1, done)
 
 
+def joined(levels: list[list[bytes]]) -> list[bytes]:
+    """Levels as a verify worker sends them: each one's hashes end to end."""
+    return [b"".join(level) for level in levels]
+
+
 def test_an_aligned_block_keeps_its_levels_and_a_misaligned_one_is_hashed_again() -> None:
     tree = MerkleTree()
-    tree.extend_levels(levels_of(LEAVES[:8]))
+    tree.extend_levels(joined(levels_of(LEAVES[:8])))
     aligned = levels_of(LEAVES[8:16])
-    tree.extend_levels(aligned)
-    assert tree._levels[3][1] is aligned[3][0]  # the block's root, stored as it came
+    aligned[1][0] = b"\x00" * 32  # stored as it came, and the node above not hashed again
+    tree.extend_levels(joined(aligned))
+    assert tree.subtree_hash(8, 10) == b"\x00" * 32
+    assert tree.subtree_hash(8, 12) == aligned[2][0] == rfc_mth(LEAVES[8:12])
+    assert tree.root(16) == node_hash(rfc_mth(LEAVES[:8]), aligned[3][0])
+    assert tree.leaf_hash(9) == LEAVES[9]
     odd = MerkleTree()
     odd.extend(LEAVES[:3])
     forged = levels_of(LEAVES[3:7])
     forged[1][0] = b"\x00" * 32  # would be wrong at offset 3; recomputed instead
-    odd.extend_levels(forged)
+    odd.extend_levels(joined(forged))
     assert odd.root() == rfc_mth(LEAVES[:7])
+
+
+def test_a_block_of_partial_hashes_is_refused() -> None:
+    tree = MerkleTree()
+    with pytest.raises(ValueError, match="32 bytes"):
+        tree.extend_levels([b"\x00" * 33])
+    assert len(tree) == 0
+    with pytest.raises(IndexError):
+        tree.leaf_hash(0)

@@ -23,6 +23,7 @@ because the auditor re-hashes the whole log and its cost is bound by the hashing
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable, Iterable, Sequence
 
 HASH_SIZE = 32
@@ -171,6 +172,33 @@ def levels_of(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
     return levels
 
 
+class _Level:
+    """One level of a `MerkleTree`: its hashes end to end in one bytearray. A million
+    leaves are then 64 MB less than as two million Python bytes objects, and a block
+    hashed elsewhere is stored with one copy instead of being split into objects (a
+    third of a verify's work in the parent process, at a million entries)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+
+    def __len__(self) -> int:
+        return len(self._data) // HASH_SIZE
+
+    def __getitem__(self, index: int) -> bytes:
+        if not 0 <= index < len(self):
+            raise IndexError(f"node {index} outside a level of {len(self)}")
+        start = index * HASH_SIZE
+        return bytes(self._data[start : start + HASH_SIZE])
+
+    def extend(self, nodes: Sequence[bytes]) -> None:
+        self._data += b"".join(nodes)
+
+    def extend_joined(self, joined: bytes) -> None:
+        self._data += joined
+
+
 class MerkleTree:
     """A tree with every level in memory: roots and proofs at any size up to `len`.
 
@@ -180,7 +208,7 @@ class MerkleTree:
     """
 
     def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
-        self._levels: list[list[bytes]] = [[]]
+        self._levels: list[_Level] = [_Level()]
         self.extend(leaf_hashes)
 
     def __len__(self) -> int:
@@ -198,41 +226,42 @@ class MerkleTree:
     def extend_digests(self, new: Sequence[bytes]) -> None:
         """`extend` without the length check, for SHA-256 digests just computed (the
         check costs a tenth of a verifier's tree work)."""
-        self._levels[0].extend(new)
-        self._carry(0)
+        self._add(0, new)
 
-    def extend_levels(self, block: Sequence[Sequence[bytes]]) -> None:
+    def extend_levels(self, block: Sequence[bytes]) -> None:
         """Append a block of leaves whose inner nodes were hashed elsewhere (a worker
-        process): ``block[h]`` holds the block's nodes of height h, ``block[0]`` its leaf
-        hashes, each level as `levels_of` makes them. The tree's size must be a multiple
-        of ``2 ** (len(block) - 1)``, so that no node of the block pairs with one before
-        it below its top level; otherwise the leaves are hashed here."""
+        process): ``block[h]`` holds the block's nodes of height h end to end, 32 bytes
+        each, ``block[0]`` its leaf hashes, each level as `levels_of` makes them. The
+        tree's size must be a multiple of ``2 ** (len(block) - 1)``, so that no node of
+        the block pairs with one before it below its top level; otherwise the leaves
+        are hashed here. Raises ValueError for a level that is not whole hashes."""
+        if any(len(level) % HASH_SIZE for level in block):
+            raise ValueError(f"a level of hashes must be {HASH_SIZE} bytes a node")
         levels = self._levels
         top = len(block) - 1
-        if len(self) % (1 << top) or any(len(block[h]) != len(block[0]) >> h for h in range(top + 1)):
-            self.extend_digests(block[0])
+        count = len(block[0]) // HASH_SIZE
+        if len(self) % (1 << top) or any(len(block[h]) // HASH_SIZE != count >> h for h in range(top + 1)):
+            self.extend_digests(split_joined(block[0]))
             return
-        for height, nodes in enumerate(block):
+        for height, joined in enumerate(block[:top]):
             if height == len(levels):
-                levels.append([])
-            levels[height].extend(nodes)
-        self._carry(top)
+                levels.append(_Level())
+            levels[height].extend_joined(joined)
+        self._add(top, split_joined(block[top]))
 
-    def _carry(self, height: int) -> None:
-        """Hash the pairs completed at `height` and above."""
+    def _add(self, height: int, nodes: Sequence[bytes]) -> None:
+        """Append `nodes` at `height`, and above it the pairs they complete: each
+        level's unpaired last node (if any) pairs with the first new one."""
         levels = self._levels
         sha = _sha256
-        while len(levels[height]) >= 2:
-            if height + 1 == len(levels):
-                levels.append([])
-            below, above = levels[height], levels[height + 1]
-            pairs = iter(below[2 * len(above) :])
-            above.extend(
-                [
-                    sha(b"\x01" + left + right).digest()
-                    for left, right in zip(pairs, pairs, strict=False)
-                ]
-            )
+        while nodes:
+            if height == len(levels):
+                levels.append(_Level())
+            level = levels[height]
+            pending = [level[len(level) - 1], *nodes] if len(level) & 1 else nodes
+            level.extend(nodes)
+            pairs = iter(pending)
+            nodes = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
             height += 1
 
     def leaf_hash(self, index: int) -> bytes:
@@ -268,6 +297,12 @@ class MerkleTree:
         if not 0 <= size <= len(self):
             raise ValueError(f"tree size {size} outside 0..{len(self)}")
         return size
+
+
+def split_joined(joined: bytes) -> list[bytes]:
+    """Hashes end to end, 32 bytes each, as a list (one C call: half the time of
+    slicing in a list comprehension)."""
+    return list(struct.unpack(f"{HASH_SIZE}s" * (len(joined) // HASH_SIZE), joined))
 
 
 def _split(count: int) -> int:

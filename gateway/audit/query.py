@@ -230,8 +230,8 @@ async def first_lookup_mismatch(db: Database) -> tuple[int, str] | None:
         for row in rows:
             try:
                 entry = json.loads(row["leaf"])
-            except ValueError:
-                continue  # not an entry at all: the per-entry lint names it
+            except (ValueError, TypeError):
+                continue  # not an entry at all (or NULL): the per-entry checks name it
             if isinstance(entry, dict):
                 found = _lookup_problem(row["idx"], [row[c] for c, _ in LOOKUP_COLUMNS],
                                         [entry.get(m) for _, m in LOOKUP_COLUMNS])  # fmt: skip
@@ -317,29 +317,43 @@ def _verify_sqlite_file(
     conn = parallel.connect(path)
     try:
         conn.execute("BEGIN")  # a read transaction: entries, checkpoints and state agree
-        notes = conn.execute("SELECT size, note FROM audit_checkpoints ORDER BY size").fetchall()
-        signed = read_checkpoints(((size, note.decode("utf-8")) for size, note in notes), vkey)
-        verifier = LogVerifier(vkey, signed, progress=progress, deep=deep)
-        state = conn.execute("SELECT size, nodes FROM audit_tree WHERE id = 1").fetchone()
         # Each alone, as SQLite answers a lone MIN or MAX of the key from the b-tree's edge.
         low, high = conn.execute(
             "SELECT (SELECT MIN(idx) FROM audit_entries), (SELECT MAX(idx) FROM audit_entries)"
         ).fetchone()
         end = 0 if high is None else high + 1
         pool = parallel.worker_count(workers)
-        if pool > 1 and end >= (parallel.MIN_ENTRIES if min_entries is None else min_entries) and low >= 0:
+        # The quick checks take an ordered read for one without repeats, as the table's
+        # INTEGER PRIMARY KEY makes it; on a table rebuilt without one, row by row.
+        keyed = parallel.keyed_by_index(conn)
+        checkers = None
+        threshold = parallel.MIN_ENTRIES if min_entries is None else min_entries
+        if keyed and pool > 1 and end >= threshold and low >= 0:
             # Workers cover every index of [0, end); a negative one, which the read in
-            # order meets first, stays with the in-process read below.
-            parallel.verify_entries(
-                verifier, path, end, workers=pool, range_size=range_size or parallel.RANGE, stop=stop
+            # order meets first, stays with the in-process read below. They start now,
+            # and read while the checkpoints are checked here.
+            checkers = parallel.RangeWorkers(
+                path, end, deep=deep, workers=pool, range_size=range_size or parallel.RANGE
             )
-        else:
-            cursor = conn.execute(f"{parallel.entries_sql(deep)} ORDER BY idx")
-            while rows := cursor.fetchmany(parallel.BULK):
-                if deep:
-                    verifier.feed_ordered(rows)
-                else:
-                    verifier.feed_prefixed(rows)
+        try:
+            notes = conn.execute("SELECT size, note FROM audit_checkpoints ORDER BY size").fetchall()
+            signed = read_checkpoints(((size, note.decode("utf-8")) for size, note in notes), vkey)
+            verifier = LogVerifier(vkey, signed, progress=progress, deep=deep)
+            state = conn.execute("SELECT size, nodes FROM audit_tree WHERE id = 1").fetchone()
+            if checkers is not None:
+                checkers.feed(verifier, stop)
+            else:
+                cursor = conn.execute(f"{parallel.entries_sql(deep or not keyed)} ORDER BY idx")
+                while rows := cursor.fetchmany(parallel.BULK):
+                    if not keyed:
+                        verifier.feed(rows)
+                    elif deep:
+                        verifier.feed_ordered(rows)
+                    else:
+                        verifier.feed_prefixed(rows)
+        finally:
+            if checkers is not None:
+                checkers.close()
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -349,13 +363,23 @@ def _verify_sqlite_file(
     return verifier.finish(require_signed=False, state=(tree.size, tree.root()))
 
 
+def _stored_row(row: dict[str, Any]) -> tuple[int, Any, bytes]:
+    """An audit_entries row as `LogVerifier.feed` takes it. A NULL in a column (changed
+    outside the gateway) reaches the checks that name it: a leaf as it is, a stored hash
+    as one that does not match."""
+    leaf, stored = row["leaf"], row["leaf_hash"]
+    if isinstance(leaf, str):
+        leaf = leaf.encode("utf-8")
+    return row["idx"], leaf, b"" if stored is None else bytes(stored)
+
+
 async def _verify_streamed(db: Database, vkey: str, progress: Progress | None, deep: bool) -> Summary:
     async with db.transaction() as tx:
         notes = await tx.fetchall("SELECT size, note FROM audit_checkpoints ORDER BY size")
     signed = read_checkpoints(((r["size"], r["note"]) for r in notes), vkey)
     verifier = LogVerifier(vkey, signed, progress=progress, deep=deep)
     async for rows in stream_entries(db):
-        verifier.feed((r["idx"], r["leaf"].encode("utf-8"), bytes(r["leaf_hash"])) for r in rows)
+        verifier.feed(map(_stored_row, rows))
     # Read the state after the last entry: entries appended during the scan are
     # checked against a state at least as new, and found missing otherwise.
     async with db.transaction() as tx:
@@ -363,7 +387,7 @@ async def _verify_streamed(db: Database, vkey: str, progress: Progress | None, d
         rest = await tx.fetchall(
             "SELECT idx, leaf, leaf_hash FROM audit_entries WHERE idx >= ? ORDER BY idx", (verifier.size,)
         )
-    verifier.feed((r["idx"], r["leaf"].encode("utf-8"), bytes(r["leaf_hash"])) for r in rest)
+    verifier.feed(map(_stored_row, rest))
     if state is None:
         return verifier.finish(require_signed=False)
     tree = log.tree_from_row(state)

@@ -161,17 +161,16 @@ class LogVerifier:
         Raises VerificationFailed as `feed` would."""
         if first != self._next:
             raise ValueError(f"digests from index {first} fed at size {self._next}")
-        levels = [_split_digests(digests), *(_split_digests(level) for level in upper)]
         if upper and problem is None:
             self._tree.extend_digests(self._pending)  # nothing is pending between blocks
             self._pending.clear()
-            self._tree.extend_levels(levels)
-            self._next += len(levels[0])
+            self._tree.extend_levels([digests, *upper])  # stored as they are, not split
+            self._next += len(digests) // merkle.HASH_SIZE
             self._flush()
             if self._progress is not None:
                 self._progress(self._next)
             return
-        self._take(levels[0], problem)
+        self._take(_split_digests(digests), problem)
 
     def _take(self, digests: list[bytes], problem: Problem | None) -> None:
         """The checked leaf hashes into the tree, checkpoints as far as they reach; a
@@ -283,6 +282,9 @@ def check_rows(rows: Iterable[Row], expected: int, *, deep: bool) -> tuple[list[
             if index > expected:
                 return digests, (expected, f"missing or moved (the next entry has index {index})")
             return digests, (index, f"out of order or repeated (expected index {expected})")
+        if not isinstance(leaf, bytes):  # the column changed outside the gateway
+            what = "missing (NULL)" if leaf is None else f"a {type(leaf).__name__}, not text"
+            return digests, (expected, f"the leaf is {what}")
         if deep:
             try:
                 lint(leaf)
@@ -313,11 +315,14 @@ def check_batch(
         and rows[-1][0] == expected + len(rows) - 1
     ):
         sha = hashlib.sha256
-        if prefixed:
-            digests = [sha(leaf).digest() for _, leaf, _ in rows]
-        else:
-            digests = [sha(b"\x00" + leaf).digest() for _, leaf, _ in rows]
-        if [stored for _, _, stored in rows] == digests:
+        try:
+            if prefixed:
+                digests = [sha(leaf).digest() for _, leaf, _ in rows]
+            else:
+                digests = [sha(b"\x00" + leaf).digest() for _, leaf, _ in rows]
+        except TypeError:  # a leaf that is not text (NULL): `check_rows` names it
+            digests = []
+        if digests and [stored for _, _, stored in rows] == digests:
             return digests, None
         # A changed leaf or hash, or none stored: row by row, naming the entry.
     return check_rows(_unprefixed(rows) if prefixed else rows, expected, deep=deep)
@@ -327,7 +332,7 @@ def _split_digests(blob: bytes) -> list[bytes]:
     size = merkle.HASH_SIZE
     if len(blob) % size:
         raise ValueError(f"digests must be {size} bytes each")
-    return [blob[i : i + size] for i in range(0, len(blob), size)]
+    return merkle.split_joined(blob)
 
 
 def _b64(data: bytes) -> str:
@@ -335,4 +340,5 @@ def _b64(data: bytes) -> str:
 
 
 def _unprefixed(rows: Sequence[Row]) -> list[Row]:
-    return [(index, leaf[1:], stored) for index, leaf, stored in rows]
+    # SQL's X'00' || NULL is NULL.
+    return [(index, leaf if leaf is None else leaf[1:], stored) for index, leaf, stored in rows]
