@@ -11,6 +11,7 @@ tests use a SQLite file whichever backend the suite runs against.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -233,6 +234,18 @@ def repeated_without_a_key(sql: Sql) -> None:
     sql("UPDATE audit_entries SET idx = 1713 WHERE idx = 1714")
 
 
+def foreign_checkpoint(sql: Sql) -> None:
+    """The checkpoint at 2000, its root kept, signed by another key: found while the
+    workers, already started, read the first ranges."""
+    from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
+
+    note = sql("SELECT note FROM audit_checkpoints WHERE size = 2000")[0][0]
+    assert isinstance(note, str)
+    root = Checkpoint.from_text(note[: note.index("\n\n") + 1]).root
+    forged = sign_checkpoint(Checkpoint(ORIGIN, 2000, root), ORIGIN, Ed25519PrivateKey.generate())
+    sql("UPDATE audit_checkpoints SET note = ? WHERE size = 2000", (forged,))
+
+
 TAMPERING: list[tuple[Callable[[Sql], None], str, str | None]] = [
     (changed_leaf, "entry 1713: the stored leaf hash does not match the leaf", None),
     (changed_leaf_and_hash, "entries 1700..1799: do not hash to the root signed at size 1800", None),
@@ -251,6 +264,7 @@ TAMPERING: list[tuple[Callable[[Sql], None], str, str | None]] = [
     ),
     (two_in_one_range, "entries 1700..1799: do not hash to the root signed at size 1800", None),
     (two_in_two_ranges, "entry 1713: missing or moved (the next entry has index 1714)", None),
+    (foreign_checkpoint, "checkpoint at size 2000: ", None),
     (null_leaf, "entry 1713: the leaf is missing (NULL)", None),
     (null_leaf_hash, "entry 1713: the stored leaf hash does not match the leaf", None),
     (repeated_without_a_key, "entry 1713: out of order or repeated (expected index 1714)", None),
@@ -286,6 +300,7 @@ def test_tampering_gets_the_same_verdict_both_ways(
         single(log_file, vkey, deep)
     with pytest.raises(VerificationFailed) as many:
         parallel(log_file, vkey, deep, range_size=range_size)
+    assert not multiprocessing.active_children()  # the workers are gone, whatever was found
     assert (many.value.index, many.value.last, many.value.size) == (
         one.value.index,
         one.value.last,
