@@ -205,12 +205,12 @@ def two_in_two_ranges(sql: Sql) -> None:
     sql("DELETE FROM audit_entries WHERE idx = 1713")
 
 
-def remade(sql: Sql, key: str = "INTEGER PRIMARY KEY") -> None:
+def remade(sql: Sql, key: str = "INTEGER PRIMARY KEY", options: str = "") -> None:
     """The table made again outside the gateway, without its NOT NULLs (SQLite cannot
     alter a column), `idx` declared `key`."""
     sql(
         f"CREATE TABLE loose (idx {key}, leaf TEXT, leaf_hash BLOB, kind TEXT,"
-        " partner_id TEXT, case_token TEXT, at TEXT)"
+        f" partner_id TEXT, case_token TEXT, at TEXT) {options}"
     )
     sql("INSERT INTO loose SELECT * FROM audit_entries")
     sql("DROP TABLE audit_entries")
@@ -246,6 +246,29 @@ def foreign_checkpoint(sql: Sql) -> None:
     sql("UPDATE audit_checkpoints SET note = ? WHERE size = 2000", (forged,))
 
 
+def relabelled_under_a_descending_key(sql: Sql) -> None:
+    """``INTEGER PRIMARY KEY DESC`` is no rowid: the key admits 1712.5, which a check of
+    only the first and last index of a read, or of its count, would let by."""
+    remade(sql, key="INTEGER PRIMARY KEY DESC")
+    sql("UPDATE audit_entries SET idx = 1712.5 WHERE idx = 1713")
+
+
+def relabelled_without_rowid(sql: Sql) -> None:
+    remade(sql, options="WITHOUT ROWID")
+    sql("UPDATE audit_entries SET idx = 1712.5 WHERE idx = 1713")
+
+
+def null_index(sql: Sql) -> None:
+    remade(sql, key="INTEGER")
+    sql("INSERT INTO audit_entries SELECT NULL, leaf, leaf_hash, kind, partner_id, case_token, at"
+        " FROM audit_entries WHERE idx = 1713")  # fmt: skip
+
+
+def text_index(sql: Sql) -> None:
+    remade(sql, key="INTEGER")
+    sql("UPDATE audit_entries SET idx = 'x' WHERE idx = 1713")
+
+
 TAMPERING: list[tuple[Callable[[Sql], None], str, str | None]] = [
     (changed_leaf, "entry 1713: the stored leaf hash does not match the leaf", None),
     (changed_leaf_and_hash, "entries 1700..1799: do not hash to the root signed at size 1800", None),
@@ -268,6 +291,10 @@ TAMPERING: list[tuple[Callable[[Sql], None], str, str | None]] = [
     (null_leaf, "entry 1713: the leaf is missing (NULL)", None),
     (null_leaf_hash, "entry 1713: the stored leaf hash does not match the leaf", None),
     (repeated_without_a_key, "entry 1713: out of order or repeated (expected index 1714)", None),
+    (relabelled_under_a_descending_key, "entry 1713: missing or moved (the next row has index 1712.5)", None),
+    (relabelled_without_rowid, "entry 1713: missing or moved (the next row has index 1712.5)", None),
+    (null_index, "entry 0: missing or moved (the next row has index None)", None),
+    (text_index, "entry 1713: missing or moved (the next entry has index 1714)", None),
 ]
 
 

@@ -89,12 +89,16 @@ def entries_sql(deep: bool) -> str:
 
 
 def keyed_by_index(conn: sqlite3.Connection) -> bool:
-    """Whether `idx` is the INTEGER PRIMARY KEY of audit_entries, as the gateway makes
-    it: then an ordered read has no repeats, which the quick checks take for granted
-    (`check_batch`, `_hashed_whole`). A table rebuilt outside the gateway may lack it."""
+    """Whether `idx` is the table's rowid, as the gateway's ``idx INTEGER PRIMARY KEY``
+    makes it: then every index is a distinct integer, and an ordered read strictly
+    increases, which the quick checks take for granted (`check_batch`, `_hashed_whole`).
+    A table made again outside the gateway may lack it. ``INTEGER PRIMARY KEY DESC``
+    and ``WITHOUT ROWID`` tables look the same in ``table_info`` but keep the key in an
+    index of its own (origin ``pk``), and admit other values."""
     columns = conn.execute("PRAGMA table_info(audit_entries)").fetchall()
     keys = [(bytes(name), bytes(kind).upper()) for _, name, kind, _, _, pk in columns if pk]
-    return keys == [(b"idx", b"INTEGER")]
+    indexes = conn.execute("PRAGMA index_list(audit_entries)").fetchall()
+    return keys == [(b"idx", b"INTEGER")] and not any(bytes(row[3]) == b"pk" for row in indexes)
 
 
 def worker_count(workers: int | None = None) -> int:
@@ -162,7 +166,9 @@ class RangeWorkers:
 
 
 def verify_range(path: str, first: int, end: int, deep: bool) -> tuple[bytes, Problem | None, list[bytes]]:
-    """In a worker: the entries [first, end) through `check_batch`. Returns their leaf
+    """In a worker: the entries [first, end), the quick way without the lint
+    (`_hashed_whole`), else (the lint, or anything wrong) through `check_batch`, which
+    names the first problem. Returns their leaf
     hashes, concatenated, up to the first problem, and that problem or None. When the
     range's last rows are missing, the first row after it shows what took their place,
     as the next row of an in-process read would. With no problem, and a range that
@@ -198,8 +204,8 @@ def _hashed_whole(conn: sqlite3.Connection, first: int, end: int) -> list[bytes]
     """Without the lint, the quick way: the leaf hashes of [first, end) if every entry
     is there and matches its stored hash, else None (`verify_range` then reads row by
     row and names what is wrong). The index column is not read (a sixth of the read):
-    the keys are distinct integers, so `end - first` rows between them are every index
-    of the range, in order."""
+    in a table `keyed_by_index` the indices are distinct integers, so `end - first`
+    rows between them are every index of the range, in order."""
     cursor = conn.execute(
         "SELECT X'00' || leaf, COALESCE(leaf_hash, X'') FROM audit_entries"
         " WHERE idx >= ? AND idx < ? ORDER BY idx",

@@ -321,14 +321,14 @@ def _verify_sqlite_file(
         low, high = conn.execute(
             "SELECT (SELECT MIN(idx) FROM audit_entries), (SELECT MAX(idx) FROM audit_entries)"
         ).fetchone()
-        end = 0 if high is None else high + 1
-        pool = parallel.worker_count(workers)
-        # The quick checks take an ordered read for one without repeats, as the table's
-        # INTEGER PRIMARY KEY makes it; on a table rebuilt without one, row by row.
+        # The quick checks take an ordered read for one of distinct integers, as the
+        # table's rowid makes it; on a table made again without one, row by row.
         keyed = parallel.keyed_by_index(conn)
+        end = high + 1 if keyed and high is not None else 0
+        pool = parallel.worker_count(workers)
         checkers = None
         threshold = parallel.MIN_ENTRIES if min_entries is None else min_entries
-        if keyed and pool > 1 and end >= threshold and low >= 0:
+        if keyed and high is not None and pool > 1 and end >= threshold and low >= 0:
             # Workers cover every index of [0, end); a negative one, which the read in
             # order meets first, stays with the in-process read below. They start now,
             # and read while the checkpoints are checked here.
