@@ -169,13 +169,12 @@ def verify_range(path: str, first: int, end: int, deep: bool) -> tuple[bytes, Pr
     """In a worker: the entries [first, end), the quick way without the lint
     (`_hashed_whole`), else (the lint, or anything wrong) through `check_batch`, which
     names the first problem. Returns their leaf hashes, concatenated, up to the first
-    problem, and that problem or None. When the
-    range's last rows are missing, the first row after it shows what took their place,
-    as the next row of an in-process read would. With no problem, and a range that
-    starts on a multiple of the largest power of two within it (ranges of `RANGE`
-    do), also the range's inner tree levels (`merkle.levels_of`, each concatenated):
-    the parent then stores them instead of hashing them, and the tree work, half the
-    hashing, is spread over the workers too."""
+    problem, and that problem or None. When the range's last rows are missing, the
+    first row after it shows what took their place, as the next row of an in-process
+    read would. With no problem, and a range that starts on a multiple of the largest
+    power of two within it (ranges of `RANGE` do), also the range's inner tree levels
+    (`merkle.levels_of`, each concatenated): the parent then stores them instead of
+    hashing them, and the tree work, half the hashing, is spread over the workers too."""
     conn = connect(path)
     try:
         whole = None if deep else _hashed_whole(conn, first, end)
