@@ -324,16 +324,19 @@ def _verify_sqlite_file(
         # The quick checks take an ordered read for one of distinct integers, as the
         # table's rowid makes it; on a table made again without one, row by row.
         keyed = parallel.keyed_by_index(conn)
-        end = high + 1 if keyed and high is not None else 0
+        threshold = parallel.MIN_ENTRIES if min_entries is None else min_entries
         pool = parallel.worker_count(workers)
         checkers = None
-        threshold = parallel.MIN_ENTRIES if min_entries is None else min_entries
-        if keyed and high is not None and pool > 1 and end >= threshold and low >= 0:
-            # Workers cover every index of [0, end); a negative one, which the read in
+        if keyed and high is not None and high + 1 >= threshold and low >= 0 and pool > 1:
+            # Workers cover every index of [0, high]; a negative one, which the read in
             # order meets first, stays with the in-process read below. They start now,
             # and read while the checkpoints are checked here.
             checkers = parallel.RangeWorkers(
-                path, end, deep=deep, workers=pool, range_size=range_size or parallel.RANGE
+                path,
+                high + 1,
+                deep=deep,
+                workers=pool,
+                range_size=range_size or parallel.RANGE,
             )
         try:
             notes = conn.execute("SELECT size, note FROM audit_checkpoints ORDER BY size").fetchall()
