@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from gateway.audit import log, parallel, proofs, query  # noqa: E402
 from gateway.audit.signer import LogSigner  # noqa: E402
-from gateway.db import open_database  # noqa: E402
+from gateway.storage import open_database  # noqa: E402
 from schemas.audit import DisclosedField, Disclosure  # noqa: E402
 
 FIELDS = [

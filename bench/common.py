@@ -17,8 +17,8 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.config import CONFIG_NAME, load_settings, render_config
-from gateway.demo_partners import ThrowawayCA
-from gateway.keys import SETTLE_SECONDS, KeyStore, generate_encryption_key
+from gateway.demo.partners import ThrowawayCA
+from gateway.onboarding.keys import SETTLE_SECONDS, KeyStore, generate_encryption_key
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -63,11 +63,14 @@ from click.testing import CliRunner  # noqa: E402
 from standardwebhooks.webhooks import Webhook  # noqa: E402
 
 from bench.common import Cpu, cpu_used, keys_settled  # noqa: E402
-from gateway import inbound, placement, registry, webhooks  # noqa: E402
-from gateway.cli import cli, read_case  # noqa: E402
+from gateway.cli.main import cli, read_case  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
 from gateway.core import Gateway, isotime  # noqa: E402
-from gateway.keys import generate_encryption_key  # noqa: E402
+from gateway.inbound import pipeline as inbound  # noqa: E402
+from gateway.inbound import webhooks
+from gateway.onboarding import registry
+from gateway.onboarding.keys import generate_encryption_key  # noqa: E402
+from gateway.placement import service as placement
 
 PARTNER = "acme-collect"
 PATH = f"/v1/partners/{PARTNER}/callbacks"

@@ -43,13 +43,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import Cpu, agency_process, cpu_used, keys_settled, make_workspace  # noqa: E402
-from gateway import placement, registry  # noqa: E402
-from gateway.cli import read_case  # noqa: E402
+from gateway.cli.main import read_case  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
 from gateway.core import Gateway  # noqa: E402
-from gateway.demo_partners import ThrowawayCA  # noqa: E402
-from gateway.dispatch import Dispatcher, Options  # noqa: E402
-from gateway.minimize import minimize  # noqa: E402
+from gateway.delivery.dispatch import Dispatcher, Options  # noqa: E402
+from gateway.demo.partners import ThrowawayCA  # noqa: E402
+from gateway.onboarding import registry
+from gateway.placement import service as placement  # noqa: E402
+from gateway.placement.minimize import minimize  # noqa: E402
 from schemas.case import Case  # noqa: E402
 
 CONCURRENCY = 16

@@ -33,15 +33,18 @@ from aiohttp import web  # noqa: E402
 from bench import inbound as inbound_bench  # noqa: E402
 from bench.common import keys_settled  # noqa: E402
 from bench.outbound import workspace  # noqa: E402
-from gateway import groups, inbound, placement, webhooks  # noqa: E402
-from gateway.cli import read_case  # noqa: E402
+from gateway.cli.main import read_case  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
 from gateway.core import Gateway  # noqa: E402
-from gateway.db.sqlite import SQLiteDatabase  # noqa: E402
-from gateway.demo_partners import ThrowawayCA  # noqa: E402
-from gateway.groups import GroupWriter  # noqa: E402
+from gateway.demo.partners import ThrowawayCA  # noqa: E402
 from gateway.http import create_app  # noqa: E402
-from gateway.rules import RulePack  # noqa: E402
+from gateway.inbound import pipeline as inbound
+from gateway.inbound import webhooks
+from gateway.placement import service as placement
+from gateway.storage import groups  # noqa: E402
+from gateway.storage.groups import GroupWriter  # noqa: E402
+from gateway.storage.sqlite import SQLiteDatabase  # noqa: E402
+from gateway.supervision.rules import RulePack  # noqa: E402
 
 #: (depth, label, owner, attribute): the steps, in the order printed.
 Step = tuple[int, str, Any, str]

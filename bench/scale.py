@@ -62,11 +62,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import agency_process, make_workspace  # noqa: E402
-from gateway import placement, registry  # noqa: E402
-from gateway.cli import read_case  # noqa: E402
+from gateway.cli.main import read_case  # noqa: E402
 from gateway.config import DATABASE_ENV_VAR, ENV_VAR, load_settings  # noqa: E402
 from gateway.core import Gateway  # noqa: E402
-from gateway.demo_partners import ThrowawayCA  # noqa: E402
+from gateway.demo.partners import ThrowawayCA  # noqa: E402
+from gateway.onboarding import registry
+from gateway.placement import service as placement  # noqa: E402
 from tests.pgcluster import Cluster  # noqa: E402
 
 CONCURRENCY = 32

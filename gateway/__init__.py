@@ -1,5 +1,5 @@
 """Agency Gateway: encrypted, field-minimized case packages to contracted partners."""
 
-from gateway.hookspecs import hookimpl
+from gateway.plugin.hookspecs import hookimpl
 
 __all__ = ["hookimpl"]

@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from gateway.adapters import Adapter
 from gateway.config import Settings
-from gateway.db import Database, open_database
-from gateway.keys import KeyStore
-from gateway.plugins import adapters, get_plugin_manager
+from gateway.onboarding.keys import KeyStore
+from gateway.plugin.adapter import Adapter
+from gateway.plugin.manager import adapters, get_plugin_manager
+from gateway.storage import Database, open_database
 
 if TYPE_CHECKING:
     from gateway.audit.signer import LogSigner
-    from gateway.groups import GroupWriter
-    from gateway.rules import RulePack
+    from gateway.storage.groups import GroupWriter
+    from gateway.supervision.rules import RulePack
 
 
 def utcnow() -> datetime:
@@ -61,7 +61,7 @@ class Gateway:
     @functools.cached_property
     def rules(self) -> RulePack:
         """The rule pack named in gateway.toml, loaded once."""
-        from gateway.rules import load_rule_pack
+        from gateway.supervision.rules import load_rule_pack
 
         return load_rule_pack(self.settings.rule_pack)
 
@@ -74,8 +74,8 @@ class Gateway:
 
     @functools.cached_property
     def writer(self) -> GroupWriter:
-        """Runs concurrent writes in shared transactions (see `gateway.groups`)."""
-        from gateway.groups import GroupWriter
+        """Runs concurrent writes in shared transactions (see `gateway.storage.groups`)."""
+        from gateway.storage.groups import GroupWriter
 
         return GroupWriter(self)
 

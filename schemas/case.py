@@ -1,7 +1,7 @@
 """The bank's full internal case: everything the gateway *could* disclose.
 
 Nothing here leaves as it is. A partner receives only the field paths its profile lists
-for the purpose, each through its transform (see ``gateway.minimize``).
+for the purpose, each through its transform (see ``gateway.placement.minimize``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Profiles are TOML files written by the bank's integration team and loaded with
 ``gateway partners add FILE``. This module checks their shape; checks that need the
 outside world (the adapter exists, the key file is usable, the contract is current, the
-field paths exist in ``Case``) live in ``gateway.registry``.
+field paths exist in ``Case``) live in ``gateway.onboarding.registry``.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class PartnerProfile(_Model):
     sealing: Literal["jwe", "tls-only"] = "jwe"
     jwks: str | None = Field(
         default=None,
-        # Checked at onboarding and at every read (`gateway.keys.partner_file`), not
+        # Checked at onboarding and at every read (`gateway.onboarding.keys.partner_file`), not
         # here: profiles stored before that rule must still load.
         description="partner's public JWKS: a file of keys/partners/, e.g. partners/NAME.jwks.json",
     )

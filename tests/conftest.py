@@ -20,7 +20,7 @@ import pytest
 
 from gateway.config import DATABASE_ENV_VAR, Settings, load_settings
 from gateway.core import Gateway
-from gateway.db import Database, open_database
+from gateway.storage import Database, open_database
 from tests.helpers import EXAMPLES, SAMPLE_KEY_CURVES, invoke, write_partner_keys
 from tests.pgcluster import Cluster
 

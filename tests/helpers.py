@@ -11,10 +11,10 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.config import load_settings
-from gateway.db import Row, Transaction, open_database
-from gateway.keys import generate_encryption_key
+from gateway.onboarding.keys import generate_encryption_key
+from gateway.storage import Row, Transaction, open_database
 from schemas.audit import KeyRotated
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from jwcrypto import jwe, jwk, jwt
 
-from gateway import placement, registry
-from gateway.cli import read_case
+from gateway.cli.main import read_case
 from gateway.config import CONFIG_NAME, load_settings, render_config
 from gateway.core import Gateway
-from gateway.demo_partners import ThrowawayCA
-from gateway.keys import KeyStore, generate_encryption_key
+from gateway.demo.partners import ThrowawayCA
+from gateway.onboarding import registry
+from gateway.onboarding.keys import KeyStore, generate_encryption_key
+from gateway.placement import service as placement
 
 REPO = Path(__file__).resolve().parents[1]
 CASE = REPO / "examples" / "cases" / "case-1001.json"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from gateway.audit import canonical, log
-from gateway.db import Database
+from gateway.storage import Database
 from schemas.audit import (
     CallbackReceived,
     DeletionAttested,

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import parse_and_verify
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.config import load_settings
-from gateway.keys import KeyStore
-from gateway.placement import subject_token
+from gateway.onboarding.keys import KeyStore
+from gateway.placement.service import subject_token
 from schemas.case import Case
 from tests.helpers import invoke, sample_case
 

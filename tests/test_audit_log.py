@@ -16,7 +16,7 @@ from gateway.audit.canonical import canonical_json, parse_canonical
 from gateway.audit.checkpoint import parse_and_verify
 from gateway.audit.errors import AuditError
 from gateway.audit.signer import LogSigner
-from gateway.db import Database, migrations
+from gateway.storage import Database, migrations
 from tests.helpers import audit_entry as entry
 
 ORIGIN = "test-bank/gateway-audit"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from gateway.audit import log, query
-from gateway.db import Database
+from gateway.storage import Database
 from schemas.audit import DisclosedField, Disclosure, KeyRotated
 
 CASES = ["case_" + f"{n:032x}" for n in range(5)]

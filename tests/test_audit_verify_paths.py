@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.audit import log, merkle, query
 from gateway.audit.errors import VerificationFailed
 from gateway.audit.signer import LogSigner
-from gateway.db import Database
+from gateway.storage import Database
 from tests.helpers import audit_entry as entry
 
 ORIGIN = "test-bank/gateway-audit"

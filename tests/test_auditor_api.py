@@ -9,13 +9,14 @@ from urllib.parse import quote
 
 from aiohttp.test_utils import TestClient
 
-from gateway import placement, tokens
 from gateway.audit import log as audit_log
 from gateway.audit.checkpoint import parse_and_verify
 from gateway.audit.merkle import verify_consistency, verify_inclusion
 from gateway.audit.signer import origin_for, publish_vkey
 from gateway.core import Gateway
 from gateway.http import create_app
+from gateway.onboarding import tokens
+from gateway.placement import service as placement
 from schemas.case import Case
 from tests.helpers import sample_case
 

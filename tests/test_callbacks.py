@@ -15,9 +15,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway import placement
 from gateway.core import Gateway
 from gateway.http import create_app
+from gateway.placement import service as placement
 from schemas.case import Case
 from tests.callbacks import dumps, ed25519_headers, event, signed_headers
 from tests.helpers import sample_case
@@ -188,7 +188,7 @@ async def test_impossible_transition_is_refused_and_flagged(
 
 
 async def _token(gw: Gateway, role: str) -> dict[str, str]:
-    from gateway import tokens
+    from gateway.onboarding import tokens
 
     return {"Authorization": "Bearer " + await tokens.create(gw, role, "test", actor="test")}
 

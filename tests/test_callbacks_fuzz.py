@@ -14,10 +14,10 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import placement
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.http import create_app
+from gateway.placement import service as placement
 from schemas.case import Case
 from tests.callbacks import dumps, event, signed_headers
 from tests.conftest import Templates

@@ -15,7 +15,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 
-from gateway import tokens
 from gateway.audit import log as audit_log
 from gateway.audit import timer
 from gateway.audit.checkpoint import parse_and_verify
@@ -23,6 +22,7 @@ from gateway.audit.signer import origin_for, publish_vkey
 from gateway.config import CONFIG_NAME, Settings, load_settings
 from gateway.core import Gateway
 from gateway.http import create_app
+from gateway.onboarding import tokens
 
 T = TypeVar("T")
 ClientFactory = Callable[..., Awaitable[TestClient]]

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import outbox, registry
-from gateway.breaker import BreakerPolicy
 from gateway.core import Gateway
-from gateway.dispatch import Dispatcher, Options
+from gateway.delivery import outbox
+from gateway.delivery.breaker import BreakerPolicy
+from gateway.delivery.dispatch import Dispatcher, Options
+from gateway.onboarding import registry
 from tests.partners import CASE, PARTNER, Clock, agency_workspace, place_many, rows
 
 FAST = "timeout = 0.5\nbackoff_base = 1.0\nbackoff_cap = 8.0\nmax_attempts = 6"

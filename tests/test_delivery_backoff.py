@@ -6,9 +6,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-from gateway.outbox import MAX_RETRY_AFTER, retry_delay
-from gateway.ratelimit import TokenBucket
-from plugins._http import parse_retry_after
+from gateway.delivery.outbox import MAX_RETRY_AFTER, retry_delay
+from gateway.delivery.ratelimit import TokenBucket
+from gateway.plugin.http import parse_retry_after
 from schemas.partner import Limits
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway import outbox
+from gateway.delivery import outbox
 from tests.partners import agency_workspace, place_many, rows
 
 LIMITS = "concurrency = 8\nrate_per_second = 1000\ntimeout = 2"

@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway import placement, registry
-from gateway.cli import read_case
+from gateway.cli.main import read_case
 from gateway.config import load_settings
 from gateway.core import Gateway
-from gateway.demo_partners import DemoPartners, ThrowawayCA
-from gateway.dispatch import Dispatcher
+from gateway.delivery.dispatch import Dispatcher
+from gateway.demo.partners import DemoPartners, ThrowawayCA
 from gateway.errors import ProfileError
-from gateway.keys import generate_encryption_key
+from gateway.onboarding import registry
+from gateway.onboarding.keys import generate_encryption_key
+from gateway.placement import service as placement
 from tests.partners import CASE, REPO, Clock, init_workspace, rows
 
 EXAMPLES = REPO / "examples" / "partners"

@@ -1,4 +1,4 @@
-"""Reports that arrive together share a transaction (gateway.groups), yet each gets
+"""Reports that arrive together share a transaction (gateway.storage.groups), yet each gets
 its own answer, and a refused one leaves nothing behind, whatever the others do."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway import placement
 from gateway.audit.query import verify_database
-from gateway.cli_audit import workspace_vkey
+from gateway.cli.audit import workspace_vkey
 from gateway.core import Gateway
 from gateway.errors import Conflict, PolicyViolation, StorageError
 from gateway.http import create_app
+from gateway.placement import service as placement
 from schemas.audit import TokenCreated
 from schemas.case import Case
 from tests.callbacks import dumps, event, signed_headers

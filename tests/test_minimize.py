@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.keys import Pseudonymizer
-from gateway.minimize import TRANSFORMS_FOR, leaf_kind, leaf_paths, minimize
+from gateway.onboarding.keys import Pseudonymizer
+from gateway.placement.minimize import TRANSFORMS_FOR, leaf_kind, leaf_paths, minimize
 from schemas.case import Case
 from schemas.partner import PurposePolicy
 from tests.helpers import sample_case

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from gateway import placement, registry
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.errors import Conflict, KeyStoreError
+from gateway.onboarding import registry
+from gateway.placement import service as placement
 from schemas.case import Case
 from tests.helpers import EXAMPLES, copy_profile, invoke, workspace_sql, write_partner_keys
 from tests.partners import rows

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway import hookspecs, placement
-from gateway.adapters import OutboundPackage, Receipt
 from gateway.core import Gateway
-from gateway.dispatch import Dispatcher
-from gateway.plugins import adapters, get_plugin_manager
-from gateway.registry import read_profile
+from gateway.delivery.dispatch import Dispatcher
+from gateway.onboarding.registry import read_profile
+from gateway.placement import service as placement
+from gateway.plugin import hookspecs
+from gateway.plugin.adapter import OutboundPackage, Receipt
+from gateway.plugin.manager import adapters, get_plugin_manager
 from plugins.agency_http.adapter import AgencyHttpAdapter
 from schemas.case import Case
 from tests.helpers import sample_case
@@ -36,7 +37,7 @@ def third_party_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (tmp_path / "acme_gateway_plugin.py").write_text(
         textwrap.dedent("""
         from gateway import hookimpl
-        from gateway.adapters import Adapter
+        from gateway.plugin.adapter import Adapter
 
         class FaxAdapter(Adapter):
             name = "fax"

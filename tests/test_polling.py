@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway import placement, poller, registry
 from gateway.core import Gateway
+from gateway.inbound import poller
+from gateway.onboarding import registry
+from gateway.placement import service as placement
 from schemas.case import Case
 from tests.callbacks import event
 from tests.helpers import copy_profile, sample_case

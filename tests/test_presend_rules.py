@@ -14,14 +14,16 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from gateway import inbound, placement, registry
-from gateway.cli import read_case
+from gateway.cli.main import read_case
 from gateway.config import load_settings
 from gateway.core import Gateway
-from gateway.demo_partners import DemoPartners
-from gateway.dispatch import Dispatcher
-from gateway.keys import generate_encryption_key
-from gateway.rules import CallsInDays, RulePack, load_rule_pack
+from gateway.delivery.dispatch import Dispatcher
+from gateway.demo.partners import DemoPartners
+from gateway.inbound import pipeline as inbound
+from gateway.onboarding import registry
+from gateway.onboarding.keys import generate_encryption_key
+from gateway.placement import service as placement
+from gateway.supervision.rules import CallsInDays, RulePack, load_rule_pack
 from tests.callbacks import dumps, event
 from tests.partners import CASE, REPO, Clock, init_workspace, rows
 

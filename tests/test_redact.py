@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gateway.errors import InvalidInput
-from gateway.redact import check_reason, redact, values_of
+from gateway.supervision.redact import check_reason, redact, values_of
 
 
 def test_known_values_emails_and_long_numbers_are_replaced() -> None:

@@ -13,13 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import ConfigError, InvalidInput
-from gateway.rules import Breach, Contact, RulePack, load_rule_pack, read_rule_pack
+from gateway.supervision.rules import Breach, Contact, RulePack, load_rule_pack, read_rule_pack
 
 SH = "Asia/Shanghai"
 NY = "America/New_York"
 CN = load_rule_pack("cn")
 US = load_rule_pack("us-reg-f")
-PACK_FILES = resources.files("gateway") / "rulepacks"
+PACK_FILES = resources.files("gateway.supervision") / "rulepacks"
 
 
 def at(zone: str, y: int, mo: int, d: int, h: int, mi: int = 0) -> datetime:

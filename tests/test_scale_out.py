@@ -17,9 +17,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway import outbox, placement, registry
-from gateway.cli import read_case
+from gateway.cli.main import read_case
 from gateway.core import Gateway
+from gateway.delivery import outbox
+from gateway.onboarding import registry
+from gateway.placement import service as placement
 from tests.partners import CASE, PARTNER, agency_workspace, rows
 
 PACKAGES = 10_000

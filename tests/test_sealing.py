@@ -12,11 +12,12 @@ from jwcrypto import jwe as jw_jwe
 from jwcrypto import jwk as jw_jwk
 from jwcrypto import jwt as jw_jwt
 
-from gateway import placement, registry
 from gateway.core import Gateway
 from gateway.errors import PolicyViolation, StorageError
-from gateway.keys import SETTLE_SECONDS
-from gateway.seal import choose_encryption_key
+from gateway.onboarding import registry
+from gateway.onboarding.keys import SETTLE_SECONDS
+from gateway.placement import service as placement
+from gateway.placement.seal import choose_encryption_key
 from schemas.case import Case
 from tests.helpers import fail_audit_inserts, invoke, sample_case, write_partner_keys
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.db.sqlite import BACKSTOP_PAGES, BULK_ROWS, SQLiteDatabase, _multi_row
+from gateway.storage.sqlite import BACKSTOP_PAGES, BULK_ROWS, SQLiteDatabase, _multi_row
 
 ROW = "INSERT INTO api_tokens (id, role, secret_hash, label, created_at) VALUES (?, 'auditor', 'x', ?, 'now')"
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from gateway.db import Database
-from gateway.db.sqlite import BULK_ROWS
 from gateway.errors import StorageError
+from gateway.storage import Database
+from gateway.storage.sqlite import BULK_ROWS
 
 INSERT = "INSERT INTO api_tokens (id, role, secret_hash, created_at) VALUES (?, ?, 'x', 'now')"
 

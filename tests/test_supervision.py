@@ -11,9 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway import inbound, placement, recall, supervision
 from gateway.core import Gateway
 from gateway.errors import Conflict, PolicyViolation
+from gateway.inbound import pipeline as inbound
+from gateway.placement import recall
+from gateway.placement import service as placement
+from gateway.supervision import scorecards as supervision
 from schemas.case import Case
 from tests.callbacks import dumps, event
 from tests.helpers import invoke, sample_case
@@ -73,7 +76,7 @@ async def test_partner_reaching_threshold_is_suspended_and_gets_nothing_more(
     for minute in range(threshold):
         result = await report(gw, "acme-collect", call(active, local(20, 23, minute), outcome="no_answer"))
     assert result.suspended
-    from gateway import registry
+    from gateway.onboarding import registry
 
     record = await registry.get(gw, "acme-collect")
     assert record.status == "suspended" and "automatic" in record.status_reason
@@ -183,7 +186,8 @@ async def test_reminder_due_at_night_waits_for_the_contact_window(gw: Gateway) -
 
 
 async def test_suspended_partner_receives_recall_notices_only(gw: Gateway, active: str) -> None:
-    from gateway import outbox, registry
+    from gateway.delivery import outbox
+    from gateway.onboarding import registry
 
     other = CASE.model_copy(update={"case_id": "C-2026-2002"})
     waiting = await placement.place(gw, other, "acme-collect", "collection", actor="test")

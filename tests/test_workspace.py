@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import cli
+from gateway.cli.main import cli
 from gateway.config import DATABASE_ENV_VAR, load_settings
-from gateway.db import open_database
-from gateway.db.migrations import MIGRATIONS
-from gateway.keys import KeyStore
+from gateway.onboarding.keys import KeyStore
+from gateway.storage import open_database
+from gateway.storage.migrations import MIGRATIONS
 from schemas import export
 from tests.helpers import fail_audit_inserts, invoke, workspace_sql
 

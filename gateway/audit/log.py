@@ -24,7 +24,7 @@ from gateway.audit.canonical import canonical_entry as canonical
 from gateway.audit.errors import AuditError
 from gateway.audit.merkle import HASH_SIZE, CompactRange, Subtree, levels_of
 from gateway.audit.signer import LogSigner, signer_for
-from gateway.db import Lock, Transaction
+from gateway.storage import Lock, Transaction
 from schemas.audit import Entry
 
 if TYPE_CHECKING:

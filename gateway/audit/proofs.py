@@ -17,7 +17,7 @@ from gateway.audit import log, merkle
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.errors import AuditError
 from gateway.audit.log import NODE_HEIGHT
-from gateway.db import Database, Row, Transaction
+from gateway.storage import Database, Row, Transaction
 
 
 def _b64(data: bytes) -> str:

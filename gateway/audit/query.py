@@ -25,8 +25,8 @@ from gateway.audit.errors import VerificationFailed
 from gateway.audit.log import CheckpointRecord
 from gateway.audit.verify import LogVerifier, Progress, Summary, read_checkpoints
 from gateway.core import isotime
-from gateway.db import Database
 from gateway.errors import InvalidInput
+from gateway.storage import Database
 
 BATCH = 10_000
 #: Entries per block of the case index (`audit_by_case_block`, migration 5, on

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit.checkpoint import Checkpoint, format_vkey, key_id, parse_vkey, sign_checkpoint
 from gateway.audit.errors import AuditError
-from gateway.keys import KeyStore, write_public
+from gateway.onboarding.keys import KeyStore, write_public
 
 if TYPE_CHECKING:
     from gateway.core import Gateway

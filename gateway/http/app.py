@@ -8,17 +8,17 @@ from importlib import metadata
 
 from aiohttp import web
 
-from gateway import poller
 from gateway.audit import timer as checkpoint_timer
 from gateway.config import Settings
 from gateway.core import Gateway
-from gateway.dispatch import Dispatcher
+from gateway.delivery.dispatch import Dispatcher
 from gateway.http import auditor, operator
 from gateway.http.appkeys import GATEWAY, SETTINGS
 from gateway.http.callbacks import MAX_BODY, receive
 from gateway.http.openapi import document
 from gateway.http.problems import problems
 from gateway.http.routes import Route
+from gateway.inbound import poller
 from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
 

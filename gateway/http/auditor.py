@@ -14,7 +14,7 @@ from gateway.errors import InvalidInput, NotFound
 from gateway.http.appkeys import GATEWAY
 from gateway.http.operator import principal
 from gateway.http.routes import known_query
-from gateway.placement import case_token
+from gateway.placement.service import case_token
 
 MAX_PAGE = 1000
 
@@ -36,7 +36,7 @@ CONSISTENCY_QUERY = {
     "old": "size of the checkpoint you hold (required)",
     "new": "the newer size (default: the latest checkpoint's)",
 }
-#: An audit token of a case, as entries hold it (`gateway.placement.case_token`).
+#: An audit token of a case, as entries hold it (`gateway.placement.service.case_token`).
 CASE_TOKEN = re.compile(r"case_[0-9a-f]{32}")
 #: Indices and sizes past this are refused (SQLite integers are 64-bit).
 MAX_INT = 2**62

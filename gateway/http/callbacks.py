@@ -6,10 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import inbound, registry, webhooks
 from gateway.errors import InvalidInput
 from gateway.http.appkeys import GATEWAY
 from gateway.http.routes import require_json
+from gateway.inbound import pipeline as inbound
+from gateway.inbound import webhooks
+from gateway.onboarding import registry
 
 MAX_BODY = 1024 * 1024
 

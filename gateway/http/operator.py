@@ -8,12 +8,15 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gateway import placement, recall, registry, supervision
 from gateway.config import first_error
 from gateway.errors import InvalidInput, NotFound
 from gateway.http.appkeys import GATEWAY
 from gateway.http.routes import require_json
-from gateway.tokens import Principal, authenticate
+from gateway.onboarding import registry
+from gateway.onboarding.tokens import Principal, authenticate
+from gateway.placement import recall
+from gateway.placement import service as placement
+from gateway.supervision import scorecards as supervision
 from schemas.api import PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
 M = TypeVar("M", bound=BaseModel)

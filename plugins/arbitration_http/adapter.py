@@ -16,9 +16,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from gateway.adapters import AdapterConfig, OutboundPackage, PollResult, Receipt
 from gateway.errors import DeliveryError
-from plugins._http import HttpAdapter, HttpConfig, check_endpoint, json_field, status_feed
+from gateway.plugin.adapter import AdapterConfig, OutboundPackage, PollResult, Receipt
+from gateway.plugin.http import HttpAdapter, HttpConfig, check_endpoint, json_field, status_feed
 from schemas.partner import PartnerProfile
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway import hookimpl
-from gateway.adapters import Adapter
+from gateway.plugin.adapter import Adapter
 from plugins.email_smtp.adapter import EmailSmtpAdapter
 
 

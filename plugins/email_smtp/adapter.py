@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import aiosmtplib
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.adapters import Adapter, AdapterConfig, OutboundPackage, Receipt
 from gateway.errors import DeliveryError, PartnerRejected, PartnerTimeout, PartnerUnavailable
-from gateway.redact import redact
-from plugins._templates import check_profile_messages, first, render
+from gateway.plugin.adapter import Adapter, AdapterConfig, OutboundPackage, Receipt
+from gateway.plugin.templates import check_profile_messages, first, render
+from gateway.supervision.redact import redact
 from schemas.partner import PartnerProfile
 
 

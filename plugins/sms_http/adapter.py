@@ -14,9 +14,9 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.adapters import AdapterConfig, OutboundPackage, Receipt
-from plugins._http import HttpAdapter, HttpConfig, check_endpoint, json_field
-from plugins._templates import check_profile_messages, first, render, slots
+from gateway.plugin.adapter import AdapterConfig, OutboundPackage, Receipt
+from gateway.plugin.http import HttpAdapter, HttpConfig, check_endpoint, json_field
+from gateway.plugin.templates import check_profile_messages, first, render, slots
 from schemas.partner import PartnerProfile
 
 

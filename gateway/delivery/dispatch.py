@@ -1,0 +1,329 @@
+"""The dispatcher: asyncio workers that take due packages from the outbox to partners.
+
+One lane per partner holds that partner's adapter, a concurrency limit (at most
+``limits.concurrency`` attempts in flight) and a token bucket (``rate_per_second``).
+Everything a crash must not lose lives in the database: claims are leases, retries are
+rows with a ``next_attempt_at``, the circuit breaker is ``partner_state``. A lane that
+finds nothing due sleeps until the next due time (at most ``idle`` seconds, so packages
+placed by other processes are picked up), never spins.
+
+Attempt results are written in group commits: whichever finished attempt takes the
+write lock first stores every result waiting at that moment, one transaction for many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway.core import Gateway
+from gateway.delivery import outbox
+from gateway.delivery.breaker import BreakerPolicy
+from gateway.delivery.ratelimit import TokenBucket
+from gateway.errors import GatewayError, PartnerTimeout
+from gateway.onboarding import registry
+from gateway.plugin.adapter import Adapter, Receipt
+from gateway.supervision.redact import redact, values_of
+
+log = logging.getLogger(__name__)
+
+#: Environment variable overriding the lease length, in seconds.
+LEASE_ENV = "GATEWAY_LEASE_SECONDS"
+
+
+@dataclass(frozen=True)
+class Options:
+    lease: float = 120.0
+    """Seconds a claim is held; a dead worker's packages are claimed again after it."""
+    batch: int = 50
+    """Most packages claimed in one transaction."""
+    idle: float = 2.0
+    """Longest sleep of a lane with nothing due."""
+    refresh: float = 15.0
+    """Seconds between looks for new or changed partners (``run`` only)."""
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Options:
+        lease = os.environ.get(LEASE_ENV)
+        if lease is not None:
+            try:
+                overrides.setdefault("lease", float(lease))
+            except ValueError:
+                raise GatewayError(f"{LEASE_ENV}={lease!r} is not a number of seconds") from None
+        return cls(**overrides)
+
+
+@dataclass
+class Stats:
+    delivered: int = 0
+    retry_wait: int = 0
+    dead: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def count(self, state: str) -> None:
+        setattr(self, state, getattr(self, state) + 1)
+
+    @property
+    def rate(self) -> float:
+        return self.delivered / max(time.monotonic() - self.started, 1e-9)
+
+
+class Dispatcher:
+    def __init__(self, gw: Gateway, options: Options | None = None) -> None:
+        self.gw = gw
+        self.options = options or Options()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stats = Stats()
+        self.stopping = asyncio.Event()
+        self.lanes: dict[str, Lane] = {}
+        self._pending: list[outbox.Outcome] = []
+        self._wake = asyncio.Event()
+        self._written = asyncio.Event()
+        self._written.set()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def run_once(self) -> Stats:
+        """Send everything due now (and leases expired by now), then return."""
+        cutoff = outbox.isotime(self.gw.now())
+        for record in await registry.list_all(self.gw):
+            # Every partner gets a lane: an inactive one is sent only recall notices.
+            if lane := self._lane(record):
+                self.lanes[record.id] = lane
+        try:
+            await asyncio.gather(*(lane.run(cutoff) for lane in self.lanes.values()))
+        finally:
+            await self._shutdown()
+        return self.stats
+
+    async def run(self) -> Stats:
+        """Send until :meth:`stop`; then finish attempts in flight and give back leases."""
+        lanes = self.lanes
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            while not self.stopping.is_set():
+                for record in await registry.list_all(self.gw):
+                    current = lanes.get(record.id)
+                    if current and current.digest == record.profile_digest:
+                        continue
+                    if current:  # the profile changed: a new adapter takes over
+                        current.retire()
+                    lane = self._lane(record)
+                    if lane:
+                        lanes[record.id] = lane
+                        tasks.append(asyncio.create_task(lane.run(None)))
+                await _wait(self.stopping, self.options.refresh)
+            await asyncio.gather(*tasks)
+        finally:
+            await self._shutdown()
+        return self.stats
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _lane(self, record: registry.PartnerRecord) -> Lane | None:
+        cls = self.gw.adapters.get(record.profile.adapter)
+        try:
+            if cls is None:
+                raise ValueError(f"adapter {record.profile.adapter!r} is not installed")
+            adapter = cls(record.profile, cls.check_profile(record.profile))
+        except ValueError as exc:
+            log.error("partner %s skipped: %s (fix the profile, `gateway partners add --update`)",
+                      record.id, exc)
+            return None
+        return Lane(self, record, adapter)
+
+    async def record(self, result: outbox.Outcome) -> None:
+        """Hand one attempt's result to the writer. A failure waits until it is stored,
+        so the breaker has seen it before this worker sends again; so does everyone
+        when results pile up faster than the database takes them."""
+        self._pending.append(result)
+        self._written.clear()
+        self._wake.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop())
+        if result.signal == "failure" or len(self._pending) > 10 * self.options.batch:
+            await self.flushed()
+
+    @property
+    def all_written(self) -> bool:
+        return self._written.is_set()
+
+    async def flushed(self) -> None:
+        """Wait until every result handed over so far is stored."""
+        await self._written.wait()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    held_back = await outbox.finish(self.gw, self.owner, batch, self.options.breaker)
+                except Exception:
+                    # The leases expire and the packages are sent again; partners dedupe.
+                    log.exception("could not store %d attempt results", len(batch))
+                    continue
+                for partner_id in held_back:
+                    # Claimed ahead but not sent: back to the outbox, so the breaker or
+                    # the partner's Retry-After holds them, not this process's queue.
+                    if lane := self.lanes.get(partner_id):
+                        await lane.halt()
+            self._written.set()
+
+    async def _shutdown(self) -> None:
+        await self.flushed()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        released = await outbox.release(self.gw, self.owner)
+        if released:
+            log.warning("gave back %d leases of unfinished attempts", released)
+
+
+class Lane:
+    """One partner's worker pool: a refill loop claims packages ahead in batches (at
+    most twice ``concurrency`` held), ``concurrency`` workers send them, each send
+    first taking a token from the rate limiter."""
+
+    def __init__(self, dispatcher: Dispatcher, record: registry.PartnerRecord, adapter: Adapter) -> None:
+        self.d = dispatcher
+        self.partner_id = record.id
+        self.digest = record.profile_digest
+        self.limits = record.profile.limits
+        self.adapter = adapter
+        self.bucket = TokenBucket(self.limits.rate_per_second)
+        self.queue: asyncio.Queue[outbox.Claimed | None] = asyncio.Queue()
+        self.busy = 0
+        self.changed = asyncio.Event()
+        self._retired = False
+
+    def retire(self) -> None:
+        self._retired = True
+        self.changed.set()
+
+    @property
+    def done(self) -> bool:
+        return self._retired or self.d.stopping.is_set()
+
+    async def run(self, cutoff: str | None) -> None:
+        """Claim and send until retired; with ``cutoff``, until nothing due by then is left.
+        On the way out, attempts in flight finish and claimed but unsent packages go back."""
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.limits.concurrency)]
+        stop_watch = asyncio.create_task(self._watch_stop())
+        try:
+            await self._refill(cutoff)
+        finally:
+            stop_watch.cancel()
+            await self.halt()
+            for _ in workers:
+                self.queue.put_nowait(None)
+            await asyncio.gather(*workers)
+            await self.adapter.aclose()
+
+    async def halt(self) -> None:
+        """Give back what is claimed but not yet sent (stopping, or the breaker opened)."""
+        unsent = []
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if item is not None:
+                unsent.append(item.package.package_id)
+        if unsent:
+            await outbox.unclaim(self.d.gw, self.d.owner, unsent)
+
+    async def _watch_stop(self) -> None:
+        await self.d.stopping.wait()
+        self.changed.set()
+
+    async def _refill(self, cutoff: str | None) -> None:
+        limit = self.limits.concurrency
+        while not self.done:
+            self.changed.clear()
+            # Refill at half a round left, up to twice the concurrency held: claims come
+            # in batches, yet a crash strands little.
+            if self.queue.qsize() > limit // 2:
+                await _wait(self.changed, None)
+                continue
+            want = min(2 * limit - self.queue.qsize() - self.busy, self.d.options.batch)
+            claim = await outbox.claim(
+                self.d.gw, self.partner_id, self.d.owner, want, self.d.options.lease, cutoff
+            )
+            self.d.stats.dead += claim.expired + claim.refused
+            for claimed in claim.packages:
+                self.queue.put_nowait(claimed)
+            if claim.packages or claim.held or claim.refused:
+                continue  # held or refused ones may have hidden more that are due
+            if cutoff is not None:
+                if not self.queue.qsize() and not self.busy:
+                    if self.d.all_written:
+                        return
+                    await self.d.flushed()  # results may let more through (a probe passed)
+                    continue
+                await _wait(self.changed, None)
+            else:
+                await _wait(self.changed, self._sleep_for(claim.wake_at))
+
+    async def _worker(self) -> None:
+        while (claimed := await self.queue.get()) is not None:
+            self.busy += 1  # before any await, so the refill loop never sees it idle
+            try:
+                await self.bucket.acquire()
+                await self._send(claimed)
+            finally:
+                self.busy -= 1
+                self.changed.set()
+
+    def _sleep_for(self, wake_at: str | None) -> float:
+        idle = self.d.options.idle
+        if wake_at is None:
+            return idle
+        due = datetime.fromisoformat(wake_at.replace("Z", "+00:00"))
+        return min(max((due - self.d.gw.now()).total_seconds(), 0.01), idle)
+
+    async def _send(self, claimed: outbox.Claimed) -> None:
+        started = self.d.gw.now()
+        t0 = time.perf_counter()
+        result: Receipt | BaseException
+        try:
+            # The adapter enforces the timeout itself; this is the backstop.
+            async with asyncio.timeout(self.limits.timeout + 5):
+                result = await self.adapter.deliver(claimed.package)
+        except TimeoutError:
+            result = PartnerTimeout(f"no answer within {self.limits.timeout:g} s")
+        except Exception as exc:
+            if not isinstance(exc, GatewayError):
+                # A bug: its frames for the developers, its message without personal data
+                # (it may quote what the adapter was sending).
+                sent = values_of(claimed.package.claims.get("data"))
+                log.error(
+                    "adapter %s failed on %s: %s: %s\n%s",
+                    self.adapter.name,
+                    claimed.package.package_id,
+                    type(exc).__name__,
+                    redact(str(exc), sent),
+                    "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+                )
+            result = exc
+        latency_ms = (time.perf_counter() - t0) * 1000
+        outcome = outbox.judge(claimed, self.limits, started, latency_ms, result, self.d.gw.now())
+        self.d.stats.count(outcome.state)
+        await self.d.record(outcome)
+
+
+async def _wait(event: asyncio.Event, timeout: float | None) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        pass

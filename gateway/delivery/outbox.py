@@ -1,0 +1,357 @@
+"""The outbox: claiming due packages under a lease, and recording what each attempt did.
+
+::
+
+    queued ──claim──> sending ──2xx──────────────> delivered
+                        │ ├──retryable, tries left─> retry_wait ──due──> sending
+                        │ └──permanent, or last try> dead (last_error says why)
+                        └──lease expired (worker died)──> claimed again
+
+A message to a debtor (sms and email partners) that the rule pack does not allow at
+claim time is not claimed: it waits, in its state, until the pack allows it, or is dead
+if waiting cannot help (:mod:`gateway.delivery.presend`).
+
+A claim is one write transaction: on SQLite ``BEGIN IMMEDIATE`` serialises claims of all
+processes; on PostgreSQL the ``FOR UPDATE SKIP LOCKED`` rows let instances claim side by
+side. Every attempt gets a row in ``attempts``, including one a dead worker abandoned,
+so the history shows each time a package may have reached the partner. Resends carry
+the same package id as idempotency key; the partner's effect happens once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from tenacity import RetryCallState, Retrying, wait_random_exponential
+
+from gateway.core import Gateway, isotime
+from gateway.delivery import breaker, presend
+from gateway.errors import PartnerRejected, Retryable
+from gateway.plugin.adapter import OutboundPackage, Receipt
+from gateway.storage import Row, Transaction
+from gateway.supervision.redact import redact, values_of
+from schemas.package import RECALL_PURPOSE
+from schemas.partner import Limits
+
+#: Longest ``Retry-After`` honoured; a partner asking for more is retried after a day.
+MAX_RETRY_AFTER = 86400.0
+DETAIL_LIMIT = 500
+PENDING_STATES = ("queued", "retry_wait", "sending")
+_COLUMNS = (
+    "id, partner_id, case_id, case_ref, subject_token, purpose, sealing, sealed, signed, attempts, expires_at"
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    partner_id: str
+    attempt: int
+    package: OutboundPackage
+
+
+@dataclass(frozen=True)
+class Claim:
+    packages: list[Claimed]
+    expired: int = 0
+    wake_at: str | None = None
+    """When something may next be due for this partner (None: nothing pending)."""
+    reason: str = ""
+    held: int = 0
+    """Due, but held back by the rule pack until it allows them (see :mod:`gateway.delivery.presend`)."""
+    refused: int = 0
+    """Due, but refused by the rule pack: now dead."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    package_id: str
+    partner_id: str
+    attempt: int
+    started_at: str
+    latency_ms: float
+    state: str
+    """delivered, retry_wait or dead."""
+    status: str | None
+    error_class: str | None
+    detail: str
+    partner_ref: str | None = None
+    next_attempt_at: str | None = None
+    retry_after: float | None = None
+    signal: breaker.Signal | None = None
+    """What the attempt says about the partner's health, for the circuit breaker: an
+    answer (even a refusal) is a success, no answer a failure, our own errors neither."""
+
+
+def truncate(text: str, limit: int = DETAIL_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def signed_claims(signed: str) -> dict[str, Any]:
+    """The claims of our own signed token, read without verifying: the row is ours."""
+    payload = signed.split(".")[1]
+    data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return data
+
+
+def retry_delay(limits: Limits, attempt: int, retry_after: float | None = None) -> float:
+    """Seconds before the next try: full jitter on exponential backoff (tenacity's
+    ``wait_random_exponential``), never earlier than the partner's ``Retry-After``."""
+    state = RetryCallState(Retrying(), None, (), {})
+    state.attempt_number = attempt
+    delay = wait_random_exponential(multiplier=limits.backoff_base, max=limits.backoff_cap)(state)
+    if retry_after is not None and math.isfinite(retry_after):
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+async def claim(
+    gw: Gateway, partner_id: str, owner: str, limit: int, lease: float, cutoff: str | None = None
+) -> Claim:
+    """Take up to ``limit`` due packages of one partner for ``lease`` seconds.
+
+    Due means queued or retry_wait with ``next_attempt_at`` at or before ``cutoff``
+    (default now), or sending under a lease that expired. Of a partner that is not
+    active only recall notices go out (a suspended or offboarded partner must still be
+    told to delete); its other packages stay where they are, and so do packages the
+    circuit breaker holds back. Messages to debtors (sms and email partners) the rule
+    pack does not allow now are held or refused instead (:func:`presend.screen`).
+    """
+    now = gw.now()
+    at = isotime(now)
+    due = cutoff or at
+    async with gw.db.transaction() as tx:
+        status = await tx.fetchval("SELECT status FROM partners WHERE id = ?", (partner_id,))
+        only = "" if status == "active" else f" AND purpose = '{RECALL_PURPOSE}'"
+        rows = await tx.fetchall(
+            f"SELECT {_COLUMNS}, lease_owner, lease_until FROM packages WHERE partner_id = ?"
+            f" AND state = 'sending' AND lease_until <= ?{only} LIMIT ?{tx.skip_locked}",
+            (partner_id, due, limit),
+        )
+        for state in ("retry_wait", "queued"):
+            if len(rows) < limit:
+                rows += await tx.fetchall(
+                    f"SELECT {_COLUMNS}, NULL AS lease_owner, NULL AS lease_until FROM packages"
+                    f" WHERE partner_id = ? AND state = ? AND next_attempt_at <= ?{only}"
+                    f" ORDER BY next_attempt_at LIMIT ?{tx.skip_locked}",
+                    (partner_id, state, due, limit - len(rows)),
+                )
+        if not rows:
+            if status != "active":
+                return Claim([], reason=f"partner is {status}")
+            return Claim([], wake_at=await _next_due(tx, partner_id))
+        expired = [r for r in rows if r["expires_at"] <= at]
+        await _abandon(tx, [r for r in rows if r["lease_owner"]], at)
+        await tx.executemany(
+            "UPDATE packages SET state = 'dead', lease_owner = NULL, lease_until = NULL,"
+            " last_error = ? WHERE id = ?",
+            [(f"expired at {r['expires_at']} before it could be delivered", r["id"]) for r in expired],
+        )
+        rows = [r for r in rows if r["expires_at"] > at]
+        stopped = await presend.screen(gw, tx, partner_id, rows, now) if rows else []
+        await _stop(tx, stopped)
+        rows = [r for r in rows if r["id"] not in {s.package_id for s in stopped}]
+        allowed = await breaker.gate(tx, partner_id, now, lease, len(rows)) if rows else None
+        if allowed is not None and allowed.allowed < len(rows):
+            rows = rows[: allowed.allowed]
+        until = isotime(now + timedelta(seconds=lease))
+        await tx.executemany(
+            "UPDATE packages SET state = 'sending', lease_owner = ?, lease_until = ?,"
+            " attempts = attempts + 1 WHERE id = ?",
+            [(owner, until, r["id"]) for r in rows],
+        )
+    wake = allowed.wake_at if allowed else None
+    held = sum(1 for s in stopped if s.until)
+    return Claim(
+        [_claimed(r) for r in rows],
+        len(expired),
+        wake,
+        allowed.reason if allowed else "",
+        held=held,
+        refused=len(stopped) - held,
+    )
+
+
+def _claimed(row: Row) -> Claimed:
+    package = OutboundPackage(
+        package_id=row["id"],
+        case_ref=row["case_ref"],
+        purpose=row["purpose"],
+        sealing=row["sealing"],
+        sealed=row["sealed"],
+        claims=signed_claims(row["signed"]),
+    )
+    return Claimed(row["partner_id"], row["attempts"] + 1, package)
+
+
+async def _stop(tx: Transaction, stopped: list[presend.Stopped]) -> None:
+    """Held: back to waiting until the rule pack allows it, no attempt counted. Refused: dead."""
+    await tx.executemany(
+        "UPDATE packages SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry_wait' END,"
+        " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, last_error = ? WHERE id = ?",
+        [(isotime(s.until), truncate(s.reason), s.package_id) for s in stopped if s.until],
+    )
+    await tx.executemany(
+        "UPDATE packages SET state = 'dead', lease_owner = NULL, lease_until = NULL, last_error = ?"
+        " WHERE id = ?",
+        [(truncate(s.reason), s.package_id) for s in stopped if not s.until],
+    )
+
+
+async def _abandon(tx: Transaction, rows: list[Row], at: str) -> None:
+    """Record the attempts of workers that died holding a lease: they may have sent."""
+    await tx.executemany(
+        "INSERT INTO attempts (package_id, number, started_at, latency_ms, outcome, error_class,"
+        " detail) VALUES (?, ?, ?, 0, 'abandoned', 'LeaseExpired', ?) ON CONFLICT DO NOTHING",
+        [
+            (r["id"], r["attempts"], r["lease_until"],
+             f"worker {r['lease_owner']} held the lease until {r['lease_until']} and did not finish")
+            for r in rows
+        ],
+    )
+
+
+async def _next_due(tx: Transaction, partner_id: str) -> str | None:
+    times = [
+        await tx.fetchval(
+            "SELECT MIN(next_attempt_at) FROM packages WHERE partner_id = ? AND state = ?",
+            (partner_id, state),
+        )
+        for state in ("queued", "retry_wait")
+    ]
+    times.append(
+        await tx.fetchval(
+            "SELECT MIN(lease_until) FROM packages WHERE partner_id = ? AND state = 'sending'",
+            (partner_id,),
+        )
+    )
+    return min((t for t in times if t), default=None)
+
+
+def judge(
+    claimed: Claimed, limits: Limits, started: datetime, latency_ms: float,
+    result: Receipt | BaseException, now: datetime,
+) -> Outcome:
+    """The state a package goes to after one attempt, and the attempt's record."""
+    base: dict[str, Any] = {
+        "package_id": claimed.package.package_id, "partner_id": claimed.partner_id,
+        "attempt": claimed.attempt, "started_at": isotime(started), "latency_ms": latency_ms,
+    }
+    # The partner's words are kept for operators, without the package's personal data.
+    sent = values_of(claimed.package.claims.get("data"))
+    if isinstance(result, Receipt):
+        return Outcome(**base, signal="success", state="delivered", status=result.status, error_class=None,
+                       detail=truncate(redact(result.detail, sent)), partner_ref=result.partner_ref)
+    status = getattr(result, "status", None)
+    detail = truncate(redact(str(result) or type(result).__name__, sent))
+    # Anything that is not a known permanent refusal (a bug, an unexpected library
+    # error) is retried: a fixed deployment then delivers instead of losing the package.
+    retryable = isinstance(result, Retryable) or not hasattr(result, "status")
+    retry_after = result.retry_after if isinstance(result, Retryable) else None
+    if isinstance(result, Retryable):
+        base["signal"] = "failure"
+    elif isinstance(result, PartnerRejected):
+        base["signal"] = "success"
+    if retryable and claimed.attempt < limits.max_attempts:
+        delay = retry_delay(limits, claimed.attempt, retry_after)
+        return Outcome(**base, state="retry_wait", status=_text(status),
+                       error_class=type(result).__name__, detail=detail,
+                       next_attempt_at=isotime(now + timedelta(seconds=delay)),
+                       retry_after=retry_after)
+    if retryable:
+        detail = truncate(f"gave up after {claimed.attempt} attempts; last: {detail}")
+    return Outcome(**base, state="dead", status=_text(status),
+                   error_class=type(result).__name__, detail=detail, retry_after=retry_after)
+
+
+def _text(status: object) -> str | None:
+    return None if status is None else str(status)
+
+
+async def finish(
+    gw: Gateway, owner: str, outcomes: list[Outcome], policy: breaker.BreakerPolicy
+) -> set[str]:
+    """Store a batch of attempt results and feed them to the partners' breakers; return
+    the partners now held back by their breaker or a ``Retry-After``."""
+    now = gw.now()
+    async with gw.db.transaction() as tx:
+        await tx.executemany(
+            "UPDATE packages SET state = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
+            " lease_owner = NULL, lease_until = NULL, partner_ref = COALESCE(?, partner_ref),"
+            " last_error = ? WHERE id = ? AND lease_owner = ? AND state = 'sending'",
+            [
+                (o.state, o.next_attempt_at, o.partner_ref,
+                 None if o.state == "delivered" else f"{o.error_class}: {o.detail}",
+                 o.package_id, owner)
+                for o in outcomes
+            ],
+        )
+        await tx.executemany(
+            "INSERT INTO attempts (package_id, number, started_at, latency_ms, outcome, status,"
+            " error_class, detail, retry_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [
+                (o.package_id, o.attempt, o.started_at, round(o.latency_ms, 3),
+                 {"retry_wait": "retry"}.get(o.state, o.state), o.status, o.error_class,
+                 o.detail, o.next_attempt_at)
+                for o in outcomes
+            ],
+        )
+        await presend.record_sent(tx, outcomes, now)
+        by_partner: dict[str, list[tuple[breaker.Signal, float | None]]] = {}
+        for o in outcomes:
+            if o.signal:
+                by_partner.setdefault(o.partner_id, []).append((o.signal, o.retry_after))
+        return {
+            partner_id
+            for partner_id, signals in by_partner.items()
+            if await breaker.record(tx, partner_id, signals, now, policy)
+        }
+
+
+async def unclaim(gw: Gateway, owner: str, package_ids: list[str]) -> None:
+    """Put claimed packages that were never sent back as they were before the claim."""
+    async with gw.db.transaction() as tx:
+        await tx.executemany(
+            "UPDATE packages SET state = CASE WHEN attempts <= 1 THEN 'queued' ELSE 'retry_wait' END,"
+            " attempts = attempts - 1, lease_owner = NULL, lease_until = NULL"
+            " WHERE id = ? AND lease_owner = ? AND state = 'sending'",
+            [(package_id, owner) for package_id in package_ids],
+        )
+
+
+async def release(gw: Gateway, owner: str) -> int:
+    """Give back leases still held at shutdown; their attempts were cut short."""
+    at = isotime(gw.now())
+    async with gw.db.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT id, attempts FROM packages WHERE lease_owner = ? AND state = 'sending'", (owner,)
+        )
+        await tx.executemany(
+            "INSERT INTO attempts (package_id, number, started_at, latency_ms, outcome, error_class,"
+            " detail) VALUES (?, ?, ?, 0, 'interrupted', 'Shutdown', 'dispatcher stopped during"
+            " the attempt') ON CONFLICT DO NOTHING",
+            [(r["id"], r["attempts"], at) for r in rows],
+        )
+        await tx.executemany(
+            "UPDATE packages SET state = 'retry_wait', next_attempt_at = ?, lease_owner = NULL,"
+            " lease_until = NULL WHERE id = ? AND lease_owner = ?",
+            [(at, r["id"], owner) for r in rows],
+        )
+    return len(rows)
+
+
+async def counts(gw: Gateway, cutoff: str | None = None) -> dict[str, int]:
+    """Packages per state, and how many are due at ``cutoff`` but not yet sent."""
+    async with gw.db.transaction() as tx:
+        rows = await tx.fetchall("SELECT state, COUNT(*) AS n FROM packages GROUP BY state")
+        due = await tx.fetchval(
+            "SELECT COUNT(*) FROM packages WHERE state IN ('queued', 'retry_wait')"
+            " AND next_attempt_at <= ?",
+            (cutoff or isotime(gw.now()),),
+        )
+    return {**{r["state"]: r["n"] for r in rows}, "due": due}

@@ -1,0 +1,241 @@
+"""The rule pack before the gateway itself contacts a debtor (``sms`` and ``email`` partners).
+
+Supervision (:mod:`gateway.inbound.pipeline`) judges the contacts partners *report*; this module
+judges the messages the gateway *sends*, with the same :meth:`RulePack.check_contact`
+and the same history, so each rule is written once.
+
+**When.** Each time the outbox claims a package of an sms or email partner (first try,
+retry after backoff, a lease taken over from a dead worker, a backlog drained late),
+inside the claim transaction: the moment judged is the moment of sending, not the
+placement's. Recall notices are not contacts with the debtor and are not judged.
+
+**The contact.** Channel = the partner's kind; target the debtor; outcome
+``left_message`` (a message is never a conversation, so rules on connected calls never
+count it); text = the approved template (subject and body for email; a profile without
+templates has no text, which a pack demanding an opt-out notice refuses); no number
+token (partners' tokens are per partner, so per-number caps could not match it anyway).
+Which rules bite is the pack's business: in the shipped packs the contact hours and the
+wording rules (banned phrases, us-reg-f's opt-out notice) name sms/email; a pack that
+lists sms or email under a cap (``calls_in_days``, ``attempts_per_number_daily``...)
+gets that cap applied here too, across partners.
+
+**History.** The debtor's ``contact_attempt`` events of the last :data:`HISTORY` by every
+partner (the gateway's own delivered messages among them, see below), the gateway's
+messages to the same debtor in flight (claimed, not finished), and those let through
+earlier in the same claim.
+
+**Decision** (:func:`judge`):
+
+- nothing breached: sent;
+- breached now but not at a later opening of the contact window (within ``HISTORY``;
+  outside hours, a daily or n-day cap full): *held*. The package keeps its state
+  (queued, or retry_wait after a failure), ``next_attempt_at`` moves to that opening,
+  no attempt is counted, and ``last_error`` names the rules and the time
+  (``gateway deliveries``). Every rule counts the debtor's local days, so a breach that
+  waiting cures is cured by the window opening of some later day: only those are tried;
+- breached at every moment tried (the wording: time does not change the text):
+  *refused*, dead, ``last_error`` naming the rules. Such a template passed onboarding,
+  so the pack changed since; fix the template (``partners add --update``), place again.
+
+**Recorded.** A delivered message becomes a ``contact_attempt`` event with source
+``gateway`` and webhook_id = package id (stored once), in the transaction that stores
+the attempt; its time is the attempt's start. Later partner reports and later messages
+are judged with it. A message the provider did not take is not a contact.
+
+**Concurrency.** SQLite runs one claim at a time. On PostgreSQL two dispatchers may
+claim for two partners (SMS and email) at the same instant; each claim takes a
+transaction-scoped advisory lock per debtor (in sorted order, so never a deadlock)
+before reading the history, so the second waits and then sees the first's claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from gateway.core import Gateway, isotime
+from gateway.inbound.pipeline import HISTORY, contact_history
+from gateway.onboarding import registry
+from gateway.storage import Lock, Row, Transaction
+from gateway.supervision.rules import Breach, Contact, RulePack
+from gateway.supervision.rules_text import local_time
+from schemas.events import ContactAttempt
+from schemas.package import RECALL_PURPOSE
+from schemas.partner import PartnerProfile
+
+if TYPE_CHECKING:
+    from gateway.delivery.outbox import Outcome
+
+MESSAGING = frozenset({"sms", "email"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    breaches: list[Breach]
+    """Empty: send now."""
+    until: datetime | None = None
+    """With breaches: when the message may go (held), or None (refused)."""
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A claimed package the rule pack keeps from going now."""
+
+    package_id: str
+    until: datetime | None
+    reason: str
+
+
+def judge(pack: RulePack, contact: Contact, history: Sequence[Contact], debtor_tz: str) -> Verdict:
+    """Send, hold until the first window opening that breaches nothing, or refuse."""
+    breaches = pack.check_contact(contact, history, debtor_tz)
+    if not breaches:
+        return Verdict([])
+    later = breaches
+    for at in _openings(pack, contact.at, debtor_tz):
+        later = pack.check_contact(replace(contact, at=at), history, debtor_tz)
+        if not later:
+            return Verdict(breaches, at)
+    return Verdict(later)  # what waiting does not cure
+
+
+def _openings(pack: RulePack, after: datetime, debtor_tz: str) -> list[datetime]:
+    """The contact window's opening on each local day from today to ``HISTORY`` ahead."""
+    zone = ZoneInfo(debtor_tz)
+    today = after.astimezone(zone).date()
+    days = (
+        datetime.combine(today + timedelta(days=n), time(0), tzinfo=zone) for n in range(HISTORY.days + 1)
+    )
+    return [opening for day in days if (opening := pack.next_allowed(day, debtor_tz)) > after]
+
+
+def template_text(profile: PartnerProfile, purpose: str) -> str | None:
+    template = profile.adapter_config.get("templates", {}).get(purpose)
+    if not isinstance(template, dict):
+        return None
+    return "\n".join(str(template[key]) for key in ("subject", "text") if key in template) or None
+
+
+def message(
+    record: registry.PartnerRecord, purpose: str, case_id: str, subject: str, at: datetime
+) -> Contact:
+    """The gateway's message as the rule pack sees a contact."""
+    return Contact(
+        at=at,
+        channel=record.profile.kind,
+        target="debtor",
+        outcome="left_message",
+        partner=record.id,
+        debt=case_id,
+        debtor=subject,
+        text=template_text(record.profile, purpose),
+    )
+
+
+async def screen(
+    gw: Gateway, tx: Transaction, partner_id: str, rows: list[Row], now: datetime
+) -> list[Stopped]:
+    """Judge the packages just claimed for ``partner_id``; return those that must not go now."""
+    record = await registry.fetch(tx, partner_id)
+    if record.profile.kind not in MESSAGING:
+        return []
+    claimed = {row["id"] for row in rows}
+    for subject in sorted({row["subject_token"] for row in rows}):  # sorted: never a deadlock
+        await tx.take_turns(Lock.DEBTOR_CONTACTS, subject)
+    histories: dict[str, list[Contact]] = {}
+    stopped = []
+    for row in rows:
+        if row["purpose"] == RECALL_PURPOSE:
+            continue
+        subject = row["subject_token"]
+        if subject not in histories:
+            histories[subject] = await _history(tx, subject, now, claimed)
+        tz = await tx.fetchval(
+            "SELECT timezone FROM assignments WHERE partner_id = ? AND case_ref = ?",
+            (partner_id, row["case_ref"]),
+        )
+        contact = message(record, row["purpose"], row["case_id"], subject, now)
+        verdict = judge(gw.rules, contact, histories[subject], tz)
+        if not verdict.breaches:
+            histories[subject].append(contact)
+            continue
+        rules = "; ".join(f"{b.rule}: {b.message}" for b in verdict.breaches)
+        if verdict.until:
+            when = f"{isotime(verdict.until)} = {local_time(verdict.until, ZoneInfo(tz))}"
+            stopped.append(Stopped(row["id"], verdict.until, f"held by the rule pack until {when}: {rules}"))
+        else:
+            stopped.append(Stopped(row["id"], None, f"refused by the rule pack: {rules}"))
+    return stopped
+
+
+async def _history(tx: Transaction, subject: str, now: datetime, claimed: set[str]) -> list[Contact]:
+    """Reported and recorded contacts, and the gateway's messages to the debtor in flight."""
+    history = await contact_history(tx, subject, now - HISTORY, now + HISTORY)
+    rows = await tx.fetchall(
+        "SELECT id, partner_id, case_id, purpose FROM packages"
+        " WHERE subject_token = ? AND state = 'sending' AND purpose != ?",
+        (subject, RECALL_PURPOSE),
+    )
+    for row in rows:
+        record = await registry.fetch(tx, row["partner_id"])
+        if row["id"] not in claimed and record.profile.kind in MESSAGING:
+            history.append(message(record, row["purpose"], row["case_id"], subject, now))
+    return history
+
+
+async def record_sent(tx: Transaction, outcomes: Sequence[Outcome], now: datetime) -> None:
+    """Store each delivered message of an sms or email partner as the debtor's contact."""
+    records: dict[str, registry.PartnerRecord] = {}
+    for outcome in outcomes:
+        if outcome.state != "delivered":
+            continue
+        if outcome.partner_id not in records:
+            records[outcome.partner_id] = await registry.fetch(tx, outcome.partner_id)
+        record = records[outcome.partner_id]
+        if record.profile.kind not in MESSAGING:
+            continue
+        row = await tx.fetchone(
+            "SELECT case_ref, case_id, subject_token, purpose FROM packages WHERE id = ?",
+            (outcome.package_id,),
+        )
+        if row is None or row["purpose"] == RECALL_PURPOSE or await _recorded(tx, row, outcome.package_id):
+            continue
+        contact = message(record, row["purpose"], row["case_id"], row["subject_token"], now)
+        body = ContactAttempt(
+            type="contact_attempt",
+            case_ref=row["case_ref"],
+            occurred_at=datetime.fromisoformat(outcome.started_at),
+            package_id=outcome.package_id,
+            channel=contact.channel,  # type: ignore[arg-type]  # a messaging kind
+            target="debtor",
+            outcome="left_message",
+            text=contact.text[:4000] if contact.text else None,
+        )
+        await tx.execute(
+            "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at,"
+            " received_at, source, webhook_id, body)"
+            " VALUES (?, ?, ?, ?, 'contact_attempt', ?, ?, 'gateway', ?, ?)",
+            (
+                record.id,
+                row["case_ref"],
+                row["case_id"],
+                row["subject_token"],
+                outcome.started_at,
+                isotime(now),
+                outcome.package_id,
+                body.model_dump_json(),
+            ),
+        )
+
+
+async def _recorded(tx: Transaction, row: Row, package_id: str) -> bool:
+    """A second worker that took over an expired lease may report the same delivery."""
+    return bool(
+        await tx.fetchval(
+            "SELECT COUNT(*) FROM events WHERE subject_token = ? AND source = 'gateway' AND webhook_id = ?",
+            (row["subject_token"], package_id),
+        )
+    )

@@ -1,0 +1,291 @@
+"""The partner registry: onboarding from profile files, status changes, lookups.
+
+Every check on a profile lives in :func:`check_profile`; adding, updating and the
+placement policy all rely on it having passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.audit import log as audit_log
+from gateway.config import first_error
+from gateway.core import Gateway, isotime
+from gateway.errors import Conflict, GatewayError, NotFound, ProfileError
+from gateway.placement.minimize import check_rule
+from gateway.placement.seal import usable_for_encryption
+from gateway.storage import Transaction
+from gateway.supervision.redact import check_reason
+from schemas.audit import ChangeKind, PartnerChange
+from schemas.partner import PartnerProfile
+
+
+@dataclass(frozen=True)
+class PartnerRecord:
+    profile: PartnerProfile
+    status: str
+    status_reason: str
+    profile_digest: str
+    source: str
+    created_at: str
+    updated_at: str
+
+    @property
+    def id(self) -> str:
+        return self.profile.id
+
+
+def read_profile(path: Path) -> tuple[PartnerProfile, str]:
+    """Parse and shape-check a profile file; return it and its digest."""
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(source, "(file)", exc.strerror or str(exc)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(source, "(syntax)", f"not valid TOML: {exc}") from None
+    try:
+        profile = PartnerProfile.model_validate(data)
+    except ValidationError as exc:
+        where, _, problem = first_error(exc).partition(": ")
+        raise ProfileError(source, where, problem) from None
+    return profile, digest_profile(profile)
+
+
+def digest_profile(profile: PartnerProfile) -> str:
+    canonical = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date) -> None:
+    """Everything a profile must satisfy before any package may go to the partner."""
+
+    def fail(field: str, problem: str) -> ProfileError:
+        return ProfileError(source, field, problem)
+
+    adapter = gw.adapters.get(profile.adapter)
+    if adapter is None:
+        known = ", ".join(sorted(gw.adapters)) or "none"
+        raise fail(
+            "adapter",
+            f"unknown adapter {profile.adapter!r} (installed: {known}; see `gateway plugins`)",
+        )
+    if profile.kind not in adapter.kinds:
+        raise fail(
+            "kind",
+            f"adapter {adapter.name!r} serves {', '.join(sorted(adapter.kinds))}, not {profile.kind!r}",
+        )
+    try:
+        adapter.check_profile(profile)
+    except ValidationError as exc:
+        where, _, problem = first_error(exc).partition(": ")
+        raise fail(f"adapter_config.{where}", problem) from None
+    except ValueError as exc:
+        raise fail("adapter_config", str(exc)) from None
+
+    if profile.sealing == "tls-only" and profile.kind not in ("sms", "email"):
+        raise fail("sealing", f"tls-only is only for sms and email providers; a {profile.kind} gets 'jwe'")
+    if profile.sealing == "jwe":
+        if not profile.jwks:
+            raise fail(
+                "jwks",
+                "sealing 'jwe' needs the partner's public key set (jwks = \"partners/ID.jwks.json\")",
+            )
+        try:
+            keys = gw.keys.partner_keyset(profile.jwks).as_dict()["keys"]
+        except GatewayError as exc:
+            raise fail("jwks", str(exc)) from None
+        problems = [usable_for_encryption(k) for k in keys]
+        if all(problems):
+            detail = "; ".join(f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True))
+            raise fail("jwks", f"no usable encryption key ({detail or 'the set is empty'})")
+
+    for purpose, text in _templates(profile):
+        breaches = gw.rules.check_template(text, profile.kind)
+        if breaches:
+            raise fail(f"adapter_config.templates.{purpose}", "; ".join(b.message for b in breaches))
+
+    if profile.contract.valid_to < today:
+        raise fail(
+            "contract.valid_to",
+            f"contract {profile.contract.number} expired on {profile.contract.valid_to}",
+        )
+    for purpose, policy in profile.policy.items():
+        if purpose not in profile.contract.purposes:
+            covered = ", ".join(profile.contract.purposes)
+            raise fail(
+                f"policy.{purpose}",
+                f"contract {profile.contract.number} does not cover {purpose!r} (it covers: {covered})",
+            )
+        for path, rule in policy.fields.items():
+            try:
+                check_rule(path, rule)
+            except ValueError as exc:
+                raise fail(f"policy.{purpose}.fields", str(exc)) from None
+
+
+def _templates(profile: PartnerProfile) -> list[tuple[str, str]]:
+    """Message texts the gateway would send in the partner's name (SMS, email)."""
+    templates = profile.adapter_config.get("templates", {})
+    return [(purpose, t["text"]) for purpose, t in templates.items() if isinstance(t, dict) and "text" in t]
+
+
+#: What brings an offboarded partner back (see `add`).
+ONBOARD_AGAIN = "onboard it again: `gateway partners add --update PROFILE` with its renewed profile"
+
+
+async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> tuple[PartnerRecord, str]:
+    """Onboard (or with ``update``, re-onboard) a partner; return it and what happened."""
+    profile, digest = read_profile(path)
+    check_profile(gw, profile, str(path), gw.now().date())
+    now = isotime(gw.now())
+    async with gw.db.transaction() as tx:
+        existing = await _fetch(tx, profile.id)
+        returning = existing is not None and existing.status == "offboarded"
+        if existing and existing.profile_digest == digest:
+            if returning:
+                raise Conflict(
+                    f"partner {profile.id!r} was offboarded under this very profile; to onboard it "
+                    "again, renew the profile (its new contract) and add it with --update"
+                )
+            return existing, "unchanged"
+        if existing and not update:
+            raise Conflict(
+                f"partner {profile.id!r} exists with a different profile; "
+                f"use `gateway partners add --update {path}` to replace it"
+            )
+        profile_json = profile.model_dump_json()
+        if existing:
+            # An offboarded partner with a renewed profile is onboarded anew: active again.
+            await tx.execute(
+                "UPDATE partners SET profile = ?, profile_digest = ?, source = ?, updated_at = ?"
+                + (", status = 'active', status_reason = ''" if returning else "")
+                + " WHERE id = ?",
+                (profile_json, digest, str(path), now, profile.id),
+            )
+            kind: ChangeKind = "partner_onboarded" if returning else "partner_updated"
+        elif await tx.execute(
+            "INSERT INTO partners (id, profile, profile_digest, source, status, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, 'active', ?, ?) ON CONFLICT (id) DO NOTHING",
+            (profile.id, profile_json, digest, str(path), now, now),
+        ):
+            kind = "partner_onboarded"
+        else:
+            # Another instance added this partner since our look-up (PostgreSQL: the
+            # insert waited for its commit): the same profile is unchanged, another a conflict.
+            meanwhile = await _fetch(tx, profile.id)
+            if meanwhile is not None and meanwhile.profile_digest == digest:
+                return meanwhile, "unchanged"
+            raise Conflict(
+                f"partner {profile.id!r} was added by another gateway instance at the same "
+                "moment, with a different profile; run the command again"
+            )
+        await audit_log.append(
+            tx,
+            [PartnerChange(kind=kind, at=now, actor=actor, partner=profile.id, profile_digest=digest)],
+            signer=gw.audit_signer,
+        )
+        record = await _fetch(tx, profile.id)
+    assert record is not None
+    return record, "onboarded again" if returning else "updated" if existing else "added"
+
+
+async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, actor: str) -> PartnerRecord:
+    check_reason(reason)
+    kind: ChangeKind = "partner_suspended" if status == "suspended" else "partner_reinstated"
+    now = isotime(gw.now())
+    async with gw.db.transaction() as tx:
+        record = await _fetch(tx, partner_id, lock=True)
+        if record is None:
+            raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
+        if record.status == status:
+            raise Conflict(f"partner {partner_id!r} is already {status}")
+        if record.status == "offboarded":
+            raise Conflict(f"partner {partner_id!r} is offboarded; {ONBOARD_AGAIN}")
+        await tx.execute(
+            "UPDATE partners SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
+            (status, reason, now, partner_id),
+        )
+        await audit_log.append(
+            tx,
+            [
+                PartnerChange(
+                    kind=kind,
+                    at=now,
+                    actor=actor,
+                    partner=partner_id,
+                    profile_digest=record.profile_digest,
+                    reason=reason,
+                )
+            ],
+            signer=gw.audit_signer,
+        )
+        updated = await _fetch(tx, partner_id)
+    assert updated is not None
+    return updated
+
+
+async def get(gw: Gateway, partner_id: str) -> PartnerRecord:
+    async with gw.db.transaction() as tx:
+        return await fetch(tx, partner_id)
+
+
+async def list_all(gw: Gateway) -> list[PartnerRecord]:
+    async with gw.db.transaction() as tx:
+        rows = await tx.fetchall("SELECT * FROM partners ORDER BY id")
+    return [_record(row) for row in rows]
+
+
+async def _fetch(
+    tx: Transaction, partner_id: str, *, lock: bool = False, share: bool = False
+) -> PartnerRecord | None:
+    """The partner's row; ``lock`` for a status change (concurrent changes take turns),
+    ``share`` for work that relies on the status and profile until it commits (a
+    change waits for it; such readers do not wait for each other)."""
+    suffix = tx.for_update if lock else tx.for_share if share else ""
+    row = await tx.fetchone(f"SELECT * FROM partners WHERE id = ?{suffix}", (partner_id,))
+    return None if row is None else _record(row)
+
+
+#: Parsed profiles by their stored JSON: the partner row is read in every transaction
+#: (status and profile may change at any time) but parsed only when the profile changed.
+_PROFILES: dict[str, PartnerProfile] = {}
+
+
+def _profile(text: str) -> PartnerProfile:
+    profile = _PROFILES.get(text)
+    if profile is None:
+        if len(_PROFILES) >= 256:
+            _PROFILES.clear()
+        profile = _PROFILES[text] = PartnerProfile.model_validate_json(text)
+    return profile
+
+
+async def fetch(tx: Transaction, partner_id: str, *, share: bool = False) -> PartnerRecord:
+    """The partner as it stands in this transaction (``share``: and stays, see `_fetch`)."""
+    record = await _fetch(tx, partner_id, share=share)
+    if record is None:
+        raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
+    return record
+
+
+def _record(row: dict[str, Any]) -> PartnerRecord:
+    return PartnerRecord(
+        profile=_profile(row["profile"]),
+        status=row["status"],
+        status_reason=row["status_reason"],
+        profile_digest=row["profile_digest"],
+        source=row["source"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

@@ -1,0 +1,177 @@
+"""Field minimization: from a full ``Case`` to what one partner may see for one purpose.
+
+Default deny. A policy is an allow-list of *leaf* field paths (``debtor.name``,
+``debtor.phones[].number``), each with a transform; anything not listed never leaves.
+Paths naming a whole object (``debtor``, ``emergency_contacts[]``) are refused, so ID
+numbers and emergency contacts leave only when a profile names them field by field.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any, Union
+
+from pydantic import BaseModel
+
+from gateway.onboarding.keys import Pseudonymizer
+from schemas.case import Case
+from schemas.partner import FieldRule, PurposePolicy
+
+#: Which transforms make sense for which kind of leaf.
+TRANSFORMS_FOR: dict[str, set[str]] = {
+    "text": {"keep", "mask", "token", "drop"},
+    "number": {"keep", "bucket", "token", "drop"},
+    "date": {"keep", "year", "drop"},
+}
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    is_list: bool
+
+
+def parse_path(path: str) -> tuple[Segment, ...]:
+    segments = []
+    for part in path.split("."):
+        is_list = part.endswith("[]")
+        name = part.removesuffix("[]")
+        if not name.isidentifier():
+            raise ValueError(f"malformed field path {path!r}")
+        segments.append(Segment(name, is_list))
+    return tuple(segments)
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """Strip Optional/Annotated; report whether the type is a list."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0]
+        elif origin is list:
+            inner, _ = _unwrap(typing.get_args(annotation)[0])
+            return inner, True
+        else:
+            return annotation, False
+
+
+def leaf_kind(path: str, model: type[BaseModel] = Case) -> str:
+    """The kind of value at ``path`` ("text", "number", "date"), or ValueError saying why
+    the path is not an allowed leaf of ``model``."""
+    current: Any = model
+    segments = parse_path(path)
+    for i, seg in enumerate(segments):
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            raise ValueError(f"{path!r}: {segments[i - 1].name} has no sub-fields")
+        field = current.model_fields.get(seg.name)
+        if field is None:
+            known = ", ".join(current.model_fields)
+            raise ValueError(f"{path!r}: no field {seg.name!r} (known here: {known})")
+        current, is_list = _unwrap(field.annotation)
+        if is_list != seg.is_list:
+            hint = f"{seg.name}[]" if is_list else seg.name
+            raise ValueError(f"{path!r}: write {hint!r} ({'a list' if is_list else 'not a list'})")
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        raise ValueError(f"{path!r} names a whole object; list its fields one by one")
+    if current in (Decimal, int, float):
+        return "number"
+    if current is date:
+        return "date"
+    return "text"
+
+
+def leaf_paths(model: type[BaseModel] = Case, prefix: str = "") -> list[str]:
+    """Every field path a policy may list, in model order."""
+    paths = []
+    for name, field in model.model_fields.items():
+        inner, is_list = _unwrap(field.annotation)
+        path = f"{prefix}{name}{'[]' if is_list else ''}"
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            paths += leaf_paths(inner, path + ".")
+        else:
+            paths.append(path)
+    return paths
+
+
+def check_rule(path: str, rule: FieldRule) -> None:
+    kind = leaf_kind(path)
+    if rule.transform not in TRANSFORMS_FOR[kind]:
+        allowed = ", ".join(sorted(TRANSFORMS_FOR[kind]))
+        raise ValueError(
+            f"{path!r}: transform {rule.transform!r} does not fit a {kind} field ({allowed})"
+        )
+
+
+def apply_transform(value: Any, rule: FieldRule, tokens: Pseudonymizer) -> Any:
+    match rule.transform:
+        case "keep":
+            return str(value) if isinstance(value, Decimal | date) else value
+        case "mask":
+            text = str(value)
+            if len(text) <= rule.first + rule.last:
+                return "*" * len(text)
+            hidden = len(text) - rule.first - rule.last
+            return text[: rule.first] + "*" * hidden + text[len(text) - rule.last :]
+        case "token":
+            return tokens.token(str(value))
+        case "year":
+            return value.year
+        case "bucket":
+            return bucket(Decimal(value), rule.edges)
+    raise AssertionError(rule.transform)
+
+
+def bucket(amount: Decimal, edges: list[Decimal]) -> str:
+    if amount < edges[0]:
+        return f"<{edges[0]}"
+    for low, high in zip(edges, edges[1:], strict=False):
+        if amount < high:
+            return f"{low}..<{high}"
+    return f">={edges[-1]}"
+
+
+def minimize(case: Case, policy: PurposePolicy, tokens: Pseudonymizer) -> dict[str, Any]:
+    """The payload for one partner and purpose: only listed leaves, transformed."""
+    source = case.model_dump(mode="python")
+    out: dict[str, Any] = {}
+    for path, rule in policy.fields.items():
+        if rule.transform != "drop":
+            _copy(source, parse_path(path), rule, tokens, out)
+    return out
+
+
+def _copy(
+    src: dict[str, Any],
+    segments: tuple[Segment, ...],
+    rule: FieldRule,
+    tokens: Pseudonymizer,
+    out: dict[str, Any],
+) -> None:
+    head, rest = segments[0], segments[1:]
+    value = src.get(head.name)
+    if value is None:
+        return
+    if not rest:
+        out[head.name] = apply_transform(value, rule, tokens)
+    elif head.is_list:
+        items = out.setdefault(head.name, [{} for _ in value])
+        for item, target in zip(value, items, strict=True):
+            _copy(item, rest, rule, tokens, target)
+    else:
+        _copy(value, rest, rule, tokens, out.setdefault(head.name, {}))
+
+
+def disclosed_fields(policy: PurposePolicy) -> list[dict[str, str]]:
+    """What a disclosure reveals, for the audit log: paths and transforms, no values."""
+    return [
+        {"path": path, "transform": rule.transform}
+        for path, rule in sorted(policy.fields.items())
+        if rule.transform != "drop"
+    ]

@@ -1,0 +1,91 @@
+"""Sealing: sign the package as the bank (JWS), then encrypt it to the partner (JWE).
+
+The result is a nested JWT (RFC 7519 section 5.2, ``cty: JWT``) that any JOSE library
+opens with the partner's private key and verifies with the bank's published JWKS.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from joserfc import jwe, jwt
+from joserfc.errors import JoseError, SecurityWarning
+from joserfc.jwk import KeySet
+
+from gateway.errors import SealingError
+from gateway.onboarding.keys import ENCRYPTION_CURVES, JWK, import_jwk
+
+KEY_ALG = "ECDH-ES+A256KW"
+SIGNING_ALGS = ["ES256", "EdDSA"]
+CONTENT_ENC = "A256GCM"
+# Preference when a partner offers several key types: X25519 first (smaller, faster,
+# no invalid-curve pitfalls), P-256 as the baseline every JOSE library supports.
+_CURVE_PREFERENCE = ("X25519", "P-256", "P-384", "P-521")
+
+
+def choose_encryption_key(keyset: KeySet | dict[str, Any]) -> JWK:
+    """The partner key to encrypt to: a key for ECDH-ES, preferring X25519, and within
+    one curve the first listed (partners list their newest key first when rotating)."""
+    keys = keyset.as_dict()["keys"] if isinstance(keyset, KeySet) else keyset["keys"]
+    usable = [k for k in keys if usable_for_encryption(k) is None]
+    for crv in _CURVE_PREFERENCE:
+        for data in usable:
+            if data.get("crv") == crv:
+                return import_jwk(data)
+    problems = "; ".join(f"kid {k.get('kid')!r}: {usable_for_encryption(k)}" for k in keys)
+    raise SealingError(f"no key usable for {KEY_ALG} ({problems or 'the set is empty'})")
+
+
+def usable_for_encryption(data: dict[str, Any]) -> str | None:
+    """None if ``data`` (a public JWK) can receive packages, else why not."""
+    if (data.get("kty"), data.get("crv")) not in ENCRYPTION_CURVES:
+        return f"key type {data.get('kty')}/{data.get('crv')} cannot do ECDH-ES (use P-256 or X25519)"
+    if data.get("use", "enc") != "enc":
+        return f"use is {data.get('use')!r}, not 'enc'"
+    if data.get("alg", KEY_ALG) != KEY_ALG:
+        return f"alg is {data.get('alg')!r}, not {KEY_ALG!r}"
+    if not data.get("kid"):
+        return "no kid (partners need it to pick their key when they rotate)"
+    if "d" in data:
+        return "the set holds a private key; publish only the public part"
+    return None
+
+
+@contextmanager
+def _quiet_eddsa() -> Iterator[None]:
+    """RFC 9864 renames EdDSA to Ed25519, but verifiers deployed today know only EdDSA;
+    keeping the old name is deliberate, so its warning is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
+        yield
+
+
+def sign(claims: dict[str, Any], signing_key: JWK) -> str:
+    header = {"alg": str(signing_key.alg), "kid": signing_key.kid, "typ": "JWT"}
+    try:
+        with _quiet_eddsa():
+            return jwt.encode(header, claims, signing_key, algorithms=SIGNING_ALGS)
+    except JoseError as exc:
+        raise SealingError(f"cannot sign package: {exc}") from None
+
+
+def encrypt(signed: str, recipient: JWK) -> str:
+    header = {"alg": KEY_ALG, "enc": CONTENT_ENC, "cty": "JWT", "kid": recipient.kid}
+    try:
+        return jwe.encrypt_compact(header, signed.encode("ascii"), recipient)
+    except JoseError as exc:
+        raise SealingError(f"cannot encrypt package to key {recipient.kid}: {exc}") from None
+
+
+def verify_signed(token: str, public_jwks: dict[str, Any]) -> dict[str, Any]:
+    """Check the bank's signature on an inner package token; return its claims."""
+    try:
+        with _quiet_eddsa():
+            keys = KeySet.import_key_set(public_jwks)  # type: ignore[arg-type]
+            decoded = jwt.decode(token, keys, algorithms=SIGNING_ALGS)
+    except (JoseError, ValueError) as exc:
+        raise SealingError(f"package signature does not verify with the bank's JWKS: {exc}") from None
+    return dict(decoded.claims)

@@ -1,0 +1,377 @@
+"""Placement: policy check, minimize, seal, and write to the outbox with its audit entry.
+
+The package row and its disclosure entry are written in one transaction before anything
+is sent, so a crash loses nothing and the log never misses a disclosure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.core import Gateway, isotime
+from gateway.errors import NotFound, PolicyViolation
+from gateway.onboarding import registry
+from gateway.placement.minimize import disclosed_fields, minimize
+from gateway.placement.seal import choose_encryption_key, encrypt, sign, verify_signed
+from gateway.storage import Transaction
+from schemas.audit import DisclosedField, Disclosure
+from schemas.case import Case
+from schemas.package import PACKAGE_SCHEMA, PackageClaims
+from schemas.partner import LEGAL_PURPOSES, PartnerProfile
+
+
+@dataclass(frozen=True)
+class Placement:
+    package_id: str
+    partner_id: str
+    purpose: str
+    case_ref: str
+    claims: dict[str, Any]
+
+
+def subject_token(gw: Gateway, case: Case) -> str:
+    """The audit-scope pseudonym of the debtor, the key of a PIPL access report."""
+    return person_token(gw, case.debtor.id_type, case.debtor.id_number)
+
+
+def person_token(gw: Gateway, id_type: str, id_number: str) -> str:
+    """The audit-scope pseudonym of a person by identity document, as written in cases."""
+    return gw.keys.pseudonymizer("audit").token(f"{id_type}:{id_number}", prefix="subj_")
+
+
+def case_token(gw: Gateway, case_id: str) -> str:
+    return gw.keys.pseudonymizer("audit").token(f"case:{case_id}", prefix="case_")
+
+
+def check_policy(record: registry.PartnerRecord, purpose: str, gw: Gateway) -> None:
+    profile = record.profile
+    if record.status != "active":
+        remedy = (
+            registry.ONBOARD_AGAIN
+            if record.status == "offboarded"
+            else f"`gateway partners reinstate {profile.id}` first"
+        )
+        raise PolicyViolation(
+            "partner-active",
+            f"partner {profile.id!r} is {record.status} ({record.status_reason or 'no reason given'}); "
+            + remedy,
+        )
+    today = gw.now().date()
+    if not profile.contract.covers(purpose, today):
+        contract = profile.contract
+        raise PolicyViolation(
+            "contract",
+            f"contract {contract.number} ({contract.valid_from} to {contract.valid_to}, "
+            f"purposes {', '.join(contract.purposes)}) does not cover {purpose!r} on {today}",
+        )
+    if purpose not in profile.policy:
+        raise PolicyViolation(
+            "field-policy",
+            f"profile {profile.id!r} has no [policy.{purpose}] field list; nothing may be sent",
+        )
+
+
+@dataclass(frozen=True)
+class Sealed:
+    package_id: str
+    claims: dict[str, Any]
+    signed: str
+    sealed: str
+    payload_digest: str
+
+
+def seal_package(
+    gw: Gateway, profile: PartnerProfile, purpose: str, case_ref: str, data: dict[str, Any]
+) -> Sealed:
+    """Sign as the bank and, for ``jwe`` partners, encrypt to the partner's key."""
+    now = gw.now()
+    package_id = "pkg_" + uuid.uuid4().hex
+    claims = PackageClaims(
+        iss=gw.settings.bank_id,
+        aud=profile.id,
+        iat=int(now.timestamp()),
+        exp=int((now + timedelta(days=profile.package_ttl_days)).timestamp()),
+        jti=package_id,
+        purpose=purpose,
+        schema=PACKAGE_SCHEMA,
+        case_ref=case_ref,
+        data=data,
+    ).model_dump(mode="json", by_alias=True)
+    signed = sign(claims, gw.keys.signing_key())
+    if profile.sealing == "jwe":
+        assert profile.jwks is not None  # checked at onboarding
+        key = gw.keys.from_partner_keyset(profile.jwks, "encryption key", choose_encryption_key)
+        sealed = encrypt(signed, key)
+    else:
+        sealed = signed
+    digest = "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return Sealed(package_id, claims, signed, sealed, digest)
+
+
+async def enqueue(
+    tx: Transaction,
+    package: Sealed,
+    profile: PartnerProfile,
+    *,
+    case_id: str,
+    subject: str,
+    fields: list[dict[str, str]],
+    at: str,
+    due: str | None = None,
+) -> None:
+    """Put a sealed package in the outbox, due at ``due`` (default now)."""
+    await tx.execute(
+        "INSERT INTO packages (id, partner_id, case_id, case_ref, subject_token, purpose, sealing,"
+        " sealed, signed, payload_digest, fields, created_at, expires_at, state, next_attempt_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+        (
+            package.package_id,
+            profile.id,
+            case_id,
+            package.claims["case_ref"],
+            subject,
+            package.claims["purpose"],
+            profile.sealing,
+            package.sealed,
+            package.signed,
+            package.payload_digest,
+            json.dumps(fields),
+            at,
+            isotime(datetime.fromtimestamp(package.claims["exp"], UTC)),
+            due or at,
+        ),
+    )
+
+
+def check_limitation(gw: Gateway, case: Case, purpose: str) -> None:
+    """A time-barred claim is not taken to arbitration or court (Civil Code art. 188)."""
+    if purpose not in LEGAL_PURPOSES:
+        return
+    resets = [case.loan.last_acknowledged] if case.loan.last_acknowledged else []
+    expires = gw.rules.limitation_expires(case.loan.last_due_date, resets)
+    if expires < gw.now().date():
+        raise PolicyViolation(
+            "limitation-period",
+            f"the limitation period of case {case.case_id} ended on {expires} (last due "
+            f"{case.loan.last_due_date}, last reset {resets[0] if resets else 'none'}); "
+            f"it cannot be placed for {purpose}",
+        )
+
+
+async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor: str) -> Placement:
+    """Check, minimize, seal and queue a package for the partner, and record the
+    disclosure: one transaction (shared with concurrent placements and reports on
+    SQLite, see `place_batch`), with the partner's row held (shared) until it commits,
+    so a suspension or a profile change is either seen here or waits for this package.
+    Sealing is CPU work that holds the event loop anyway, so doing it inside costs
+    the other tasks of this process nothing."""
+    (outcome,) = await place_batch(gw, [case], partner_id, purpose, actor=actor)
+    if isinstance(outcome, PolicyViolation):
+        raise outcome
+    return outcome
+
+
+#: Cases per transaction in `place_many`: the per-transaction costs (BEGIN, the
+#: partner row, the audit tree state, COMMIT) are paid once per batch. A batch holds
+#: the database's write lock while its cases are sealed (about 1.5 ms each): 500 at
+#: most keeps other writers (callbacks, the dispatcher) waiting under a second.
+BATCH = 100
+MAX_BATCH = 500
+
+
+async def place_many(
+    gw: Gateway,
+    cases: Iterable[Case],
+    partner_id: str,
+    purpose: str,
+    *,
+    actor: str,
+    batch: int = BATCH,
+) -> AsyncIterator[tuple[Case, Placement | PolicyViolation]]:
+    """Place many cases with one partner, `batch` per transaction; yield each case
+    with its placement or the rule that refused it, in order, as its batch commits.
+
+    A case a rule refuses (limitation, an open recall) is skipped and the others go
+    on. What stops the whole run is raised instead: the partner not active or its
+    contract not covering the purpose (checked again for each batch, so a partner
+    suspended meanwhile receives nothing more), a key that cannot seal, a storage
+    error. Every batch committed before it stays placed; the failing one leaves
+    nothing behind. Cancelled (Ctrl-C), it yields the batch being written, which is
+    placed, and raises CancelledError before the next.
+    """
+    remaining = iter(cases)
+    task = asyncio.current_task()
+    while chunk := list(itertools.islice(remaining, batch)):
+        outcomes = await place_batch(gw, chunk, partner_id, purpose, actor=actor)
+        for done in zip(chunk, outcomes, strict=True):
+            yield done
+        if task is not None and task.cancelling():
+            # Interrupted (Ctrl-C) while the batch was written: it is placed and told
+            # above; the next one is not begun.
+            raise asyncio.CancelledError
+
+
+async def place_batch(
+    gw: Gateway, cases: Sequence[Case], partner_id: str, purpose: str, *, actor: str
+) -> list[Placement | PolicyViolation]:
+    """Place `cases` in one transaction (see `place` and `place_many`). On SQLite,
+    placements that arrive together (API callers) share it (`gateway.storage.groups`)."""
+
+    async def job(tx: Transaction, entries: list[Any]) -> list[Placement | PolicyViolation]:
+        return await _place_in(gw, tx, entries, cases, partner_id, purpose, actor)
+
+    return await gw.writer.run(job)
+
+
+async def _place_in(
+    gw: Gateway,
+    tx: Transaction,
+    entries: list[Any],
+    cases: Sequence[Case],
+    partner_id: str,
+    purpose: str,
+    actor: str,
+) -> list[Placement | PolicyViolation]:
+    """The placements of `cases` in ``tx``; their disclosures go to ``entries``."""
+    outcomes: list[Placement | PolicyViolation] = []
+    record = await registry.fetch(tx, partner_id, share=True)
+    check_policy(record, purpose, gw)
+    profile = record.profile
+    policy = profile.policy[purpose]  # type: ignore[index]
+    tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
+    fields = disclosed_fields(policy)
+    for case in cases:
+        case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
+        try:
+            check_limitation(gw, case, purpose)
+            await check_not_recalled(tx, case.case_id, partner_id, case_ref)
+        except PolicyViolation as refused:
+            outcomes.append(refused)
+            continue
+        package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens))
+        at = isotime(gw.now())
+        entry = Disclosure(
+            at=at,
+            actor=actor,
+            package_id=package.package_id,
+            partner=partner_id,
+            purpose=purpose,
+            legal_basis=policy.legal_basis,
+            subject=subject_token(gw, case),
+            case=case_token(gw, case.case_id),
+            fields=[DisclosedField(**f) for f in fields],
+            payload_digest=package.payload_digest,
+            sealing=profile.sealing,
+        )
+        due = at
+        if profile.kind in ("sms", "email"):
+            # The gateway itself contacts the debtor here: a reminder due outside the
+            # contact hours of the debtor's time zone waits until the window opens.
+            due = isotime(gw.rules.next_allowed(gw.now(), case.debtor.timezone))
+        await enqueue(
+            tx, package, profile,
+            case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due,
+        )
+        await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
+        entries.append(entry)
+        outcomes.append(Placement(package.package_id, partner_id, purpose, case_ref, package.claims))
+    return outcomes
+
+
+async def check_not_recalled(tx: Transaction, case_id: str, partner_id: str, case_ref: str) -> None:
+    """A case recalled from a partner goes to it again only once it attested deleting
+    what it had (PIPL art. 21): until then the recall stands."""
+    prior = await tx.fetchone(
+        "SELECT state, recalled_at, deletion_due FROM assignments WHERE partner_id = ? AND case_ref = ?",
+        (partner_id, case_ref),
+    )
+    if prior is not None and prior["state"] == "recalled":
+        raise PolicyViolation(
+            "recalled",
+            f"case {case_id} was recalled from {partner_id!r} ({prior['recalled_at']}) and its "
+            f"deletion is not attested yet (due {prior['deletion_due']}); it can go to them again "
+            "once they report deletion_attested",
+        )
+
+
+#: Assignments a new placement starts over: the partner finished with the case.
+_OVER = "assignments.state IN ('ended', 'deleted')"
+
+
+async def _assign(
+    tx: Transaction, case: Case, partner_id: str, case_ref: str, entry: Disclosure, purpose: str, at: str
+) -> None:
+    """Record what supervision needs to know of the case at this partner (no personal
+    data beyond the debtor's time zone, which the contact-hours rules need). A case
+    placed again while the partner works on it keeps its state; one the partner had
+    returned, closed or deleted starts over as placed."""
+    loan = case.loan
+    reset = str(loan.last_acknowledged) if loan.last_acknowledged else None
+    await tx.execute(
+        "INSERT INTO assignments (partner_id, case_ref, case_id, case_token, subject_token, purpose,"
+        " timezone,"
+        " currency, amount_placed, last_due_date, last_reset, state, placed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'placed', ?)"
+        " ON CONFLICT (partner_id, case_ref) DO UPDATE SET timezone = excluded.timezone,"
+        " amount_placed = excluded.amount_placed, last_due_date = excluded.last_due_date,"
+        " last_reset = excluded.last_reset,"
+        f" state = CASE WHEN {_OVER} THEN 'placed' ELSE assignments.state END,"
+        f" placed_at = CASE WHEN {_OVER} THEN excluded.placed_at ELSE assignments.placed_at END,"
+        + ", ".join(
+            f"{column} = CASE WHEN {_OVER} THEN NULL ELSE assignments.{column} END"
+            for column in ("accepted_at", "recalled_at", "recall_reason", "deletion_due", "attested_at")
+        ),
+        (
+            partner_id,
+            case_ref,
+            case.case_id,
+            entry.case,
+            entry.subject,
+            purpose,
+            case.debtor.timezone,
+            loan.currency,
+            str(loan.outstanding),
+            str(loan.last_due_date),
+            reset,
+            at,
+        ),
+    )
+
+
+async def show(gw: Gateway, package_id: str) -> dict[str, Any]:
+    """The package as the partner will read it, from the signed token itself."""
+    async with gw.db.transaction() as tx:
+        row = await tx.fetchone("SELECT * FROM packages WHERE id = ?", (package_id,))
+    if row is None:
+        raise NotFound(f"no package {package_id!r} (see `gateway package list`)")
+    claims = verify_signed(row["signed"], gw.keys.public_jwks())
+    return {
+        "package_id": row["id"],
+        "partner": row["partner_id"],
+        "case_id": row["case_id"],
+        "purpose": row["purpose"],
+        "state": row["state"],
+        "sealing": row["sealing"],
+        "created_at": row["created_at"],
+        "fields": json.loads(row["fields"]),
+        "claims": claims,
+    }
+
+
+async def list_packages(gw: Gateway, partner_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    sql = "SELECT id, partner_id, case_id, purpose, state, attempts, created_at FROM packages"
+    params: tuple[Any, ...] = ()
+    if partner_id:
+        sql += " WHERE partner_id = ?"
+        params = (partner_id,)
+    sql += " ORDER BY created_at DESC, id LIMIT ?"
+    async with gw.db.transaction() as tx:
+        return await tx.fetchall(sql, (*params, limit))

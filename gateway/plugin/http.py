@@ -1,0 +1,204 @@
+"""What the HTTP adapters share: TLS settings, the client session, and reading answers.
+
+Foreign errors become ``gateway.errors`` here, at the boundary::
+
+    connection refused / reset, server gone, TLS failure   -> PartnerUnavailable
+    no answer within limits.timeout                        -> PartnerTimeout
+    408, 425, 429, 5xx  (Retry-After parsed)               -> PartnerUnavailable
+    any other status outside 2xx                           -> PartnerRejected
+
+A 2xx whose body we cannot read (not JSON, wrong shape, over 1 MiB) still counts as
+delivered: the partner said it accepted the package, and the idempotency key makes a
+resend pointless. The receipt's detail records the unreadable acknowledgement and no
+partner reference is stored, so an operator can follow it up.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from pydantic import Field
+
+from gateway.errors import PartnerRejected, PartnerTimeout, PartnerUnavailable
+from gateway.plugin.adapter import Adapter, AdapterConfig, PollResult
+from gateway.supervision.redact import redact
+
+#: Largest answer body read; a bigger one is cut off and reported, never held in memory.
+MAX_BODY = 1 << 20
+RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+class HttpConfig(AdapterConfig):
+    ca_file: Path | None = Field(
+        default=None, description="extra CA bundle to trust (the partner's private CA)"
+    )
+    client_cert: Path | None = Field(default=None, description="mTLS certificate (PEM)")
+    client_key: Path | None = Field(default=None, description="mTLS private key (PEM)")
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="accept http:// endpoints; for local development only, refused with tls-only",
+    )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Certificate verification is always on; there is no switch to turn it off."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.client_cert:
+            ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
+
+
+def check_endpoint(endpoint: str, config: HttpConfig, sealing: str) -> None:
+    if endpoint.startswith("https://"):
+        return
+    if endpoint.startswith("http://") and config.allow_insecure_http and sealing == "jwe":
+        return
+    raise ValueError(
+        f"endpoint {endpoint!r} must be https:// (plain http:// only with "
+        "adapter_config.allow_insecure_http = true and sealing = 'jwe')"
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    too_large: bool
+    headers: CIMultiDictProxy[str]
+
+    def snippet(self, limit: int = 300) -> str:
+        """The start of the body, for errors and the delivery record, personal data
+        redacted (partners echo requests back): redacted first, then cut, so that a
+        number across the cut is not left half."""
+        text = redact(self.body[: limit + 100].decode("utf-8", "replace"))[:limit]
+        return text + (" (body over 1 MiB, cut)" if self.too_large else "")
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def check_status(answer: Answer, what: str) -> None:
+    """Raise the gateway error an answer outside 2xx means."""
+    if 200 <= answer.status < 300:
+        return
+    if 300 <= answer.status < 400:
+        # Never followed (see HttpAdapter.request): retried, so that once the profile
+        # names the partner's new endpoint the package goes there.
+        raise PartnerUnavailable(
+            f"{what}: HTTP {answer.status}: a redirect, not followed; if the partner moved, "
+            "update the profile's endpoint",
+            status=answer.status,
+        )
+    # Longer than the delivery record keeps (outbox.DETAIL_LIMIT): the record redacts
+    # the package's own values in it and then cuts, so no value is left half.
+    message = f"{what}: HTTP {answer.status}: {answer.snippet(600)}"
+    if answer.status in RETRY_STATUSES or answer.status >= 500:
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        raise PartnerUnavailable(message, status=answer.status, retry_after=retry_after)
+    raise PartnerRejected(message, status=answer.status)
+
+
+def json_field(answer: Answer, key: str) -> tuple[str | None, str]:
+    """(value of ``key`` in a JSON object ack, detail); a bad ack gives (None, why)."""
+    if answer.too_large:
+        return None, f"accepted; acknowledgement over 1 MiB ignored, no {key} stored"
+    try:
+        data = json.loads(answer.body)
+    except ValueError:
+        return None, f"accepted; acknowledgement is not JSON, no {key} stored: {answer.snippet(120)}"
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
+        return None, f"accepted; acknowledgement has no {key!r}: {answer.snippet(120)}"
+    return str(value), "accepted"
+
+
+def status_feed(answer: Answer, what: str) -> PollResult:
+    """A status feed page ``{"events": [{...}], "cursor": "..."}``."""
+    try:
+        data: Any = json.loads(answer.body) if not answer.too_large else None
+    except ValueError:
+        data = None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("events"), list)
+        or not all(isinstance(e, dict) for e in data["events"])
+        or not isinstance(data.get("cursor"), str | None)
+    ):
+        raise PartnerUnavailable(
+            f"{what}: status feed is not {{'events': [...], 'cursor': ...}}: {answer.snippet(120)}"
+        )
+    return PollResult(events=data["events"], cursor=data.get("cursor"))
+
+
+class HttpAdapter(Adapter):
+    """An adapter speaking HTTPS: one lazily opened session, closed by :meth:`aclose`."""
+
+    config: HttpConfig
+    _session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                ssl=self.config.ssl_context(), limit=self.profile.limits.concurrency
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.profile.limits.timeout),
+            )
+        return self._session
+
+    async def request(
+        self, method: str, path: str, *, what: str, **kwargs: Any
+    ) -> Answer:
+        """Send one request; return a 2xx answer or raise the matching gateway error."""
+        url = self.profile.endpoint.rstrip("/") + path
+        where = f"{what} {url}"
+        try:
+            # No redirects: the endpoint was checked at onboarding (https, or http only
+            # for JWE in development); a redirect could send the body anywhere, in clear.
+            async with self.session().request(method, url, allow_redirects=False, **kwargs) as resp:
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        break
+                answer = Answer(resp.status, bytes(body[:MAX_BODY]), len(body) > MAX_BODY, resp.headers)
+        except TimeoutError:
+            raise PartnerTimeout(
+                f"{where}: no answer within {self.profile.limits.timeout:g} s"
+            ) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise PartnerUnavailable(
+                f"{where}: TLS certificate not trusted ({exc.certificate_error}); "
+                "if the partner uses a private CA, set adapter_config.ca_file"
+            ) from None
+        except aiohttp.ClientError as exc:
+            # Refused, reset, disconnected, TLS or protocol errors: maybe better later.
+            raise PartnerUnavailable(f"{where}: {type(exc).__name__}: {exc}") from None
+        check_status(answer, where)
+        return answer
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
