@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import log, parallel, proofs, query  # noqa: E402
-from gateway.audit.signer import LogSigner  # noqa: E402
-from gateway.storage import open_database  # noqa: E402
-from schemas.audit import DisclosedField, Disclosure  # noqa: E402
+from gateway.audit import log, parallel, proofs, query
+from gateway.audit.signer import LogSigner
+from gateway.core import open_database
+from schemas.audit import DisclosedField, Disclosure
 
 FIELDS = [
     DisclosedField(path=p, transform=t)

@@ -59,17 +59,18 @@ from aiohttp import web
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from click.testing import CliRunner  # noqa: E402
-from standardwebhooks.webhooks import Webhook  # noqa: E402
+from click.testing import CliRunner
+from standardwebhooks.webhooks import Webhook
 
-from bench.common import Cpu, cpu_used, keys_settled  # noqa: E402
-from gateway.cli.main import cli, read_case  # noqa: E402
-from gateway.config import load_settings  # noqa: E402
-from gateway.core import Gateway, isotime  # noqa: E402
-from gateway.inbound import pipeline as inbound  # noqa: E402
+from bench.common import Cpu, cpu_used, keys_settled
+from gateway.cli.main import cli, read_case
+from gateway.clock import isotime
+from gateway.config import load_settings
+from gateway.core import Gateway
+from gateway.inbound import pipeline as inbound
 from gateway.inbound import webhooks
 from gateway.onboarding import registry
-from gateway.onboarding.keys import generate_encryption_key  # noqa: E402
+from gateway.onboarding.keys import generate_encryption_key
 from gateway.placement import service as placement
 
 PARTNER = "acme-collect"

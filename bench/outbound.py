@@ -42,16 +42,16 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import Cpu, agency_process, cpu_used, keys_settled, make_workspace  # noqa: E402
-from gateway.cli.main import read_case  # noqa: E402
-from gateway.config import load_settings  # noqa: E402
-from gateway.core import Gateway  # noqa: E402
-from gateway.delivery.dispatch import Dispatcher, Options  # noqa: E402
-from gateway.demo.partners import ThrowawayCA  # noqa: E402
+from bench.common import Cpu, agency_process, cpu_used, keys_settled, make_workspace
+from gateway.cli.main import read_case
+from gateway.config import load_settings
+from gateway.core import Gateway
+from gateway.delivery.dispatch import Dispatcher, Options
+from gateway.demo.partners import ThrowawayCA
 from gateway.onboarding import registry
-from gateway.placement import service as placement  # noqa: E402
-from gateway.placement.minimize import minimize  # noqa: E402
-from schemas.case import Case  # noqa: E402
+from gateway.placement import service as placement
+from gateway.placement.minimize import minimize
+from schemas.case import Case
 
 CONCURRENCY = 16
 SEAL_REPEATS = 300

@@ -28,23 +28,23 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aiohttp import web  # noqa: E402
+from aiohttp import web
 
-from bench import inbound as inbound_bench  # noqa: E402
-from bench.common import keys_settled  # noqa: E402
-from bench.outbound import workspace  # noqa: E402
-from gateway.cli.main import read_case  # noqa: E402
-from gateway.config import load_settings  # noqa: E402
-from gateway.core import Gateway  # noqa: E402
-from gateway.demo.partners import ThrowawayCA  # noqa: E402
-from gateway.http import create_app  # noqa: E402
+from bench import inbound as inbound_bench
+from bench.common import keys_settled
+from bench.outbound import workspace
+from gateway.cli.main import read_case
+from gateway.config import load_settings
+from gateway.core import Gateway
+from gateway.demo.partners import ThrowawayCA
+from gateway.http import create_app
 from gateway.inbound import pipeline as inbound
 from gateway.inbound import webhooks
 from gateway.placement import service as placement
-from gateway.storage import groups  # noqa: E402
-from gateway.storage.groups import GroupWriter  # noqa: E402
-from gateway.storage.sqlite import SQLiteDatabase  # noqa: E402
-from gateway.supervision.rules import RulePack  # noqa: E402
+from gateway.storage import groups
+from gateway.storage.groups import GroupWriter
+from gateway.storage.sqlite import SQLiteDatabase
+from gateway.supervision.rules import RulePack
 
 #: (depth, label, owner, attribute): the steps, in the order printed.
 Step = tuple[int, str, Any, str]

@@ -61,14 +61,14 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import agency_process, make_workspace  # noqa: E402
-from gateway.cli.main import read_case  # noqa: E402
-from gateway.config import DATABASE_ENV_VAR, ENV_VAR, load_settings  # noqa: E402
-from gateway.core import Gateway  # noqa: E402
-from gateway.demo.partners import ThrowawayCA  # noqa: E402
+from bench.common import agency_process, make_workspace
+from gateway.cli.main import read_case
+from gateway.config import DATABASE_ENV_VAR, ENV_VAR, load_settings
+from gateway.core import Gateway
+from gateway.demo.partners import ThrowawayCA
 from gateway.onboarding import registry
-from gateway.placement import service as placement  # noqa: E402
-from tests.pgcluster import Cluster  # noqa: E402
+from gateway.placement import service as placement
+from tests.pgcluster import Cluster
 
 CONCURRENCY = 32
 SEEDS = 20

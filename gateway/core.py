@@ -1,35 +1,35 @@
-"""The gateway's working set: settings, keys, database and plugins, opened together."""
+"""The gateway's working set: settings, keys, database and plugins, opened together.
+
+Everything below this module (storage, audit, the rule packs) takes the parts it needs
+as arguments; this is the one place that wires them together.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from datetime import datetime
 
 import pluggy
 
+from gateway.audit import log as audit_log
+from gateway.audit.signer import LogSigner, signer_for
+from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.onboarding.keys import KeyStore
 from gateway.plugin.adapter import Adapter
 from gateway.plugin.manager import adapters, get_plugin_manager
-from gateway.storage import Database, open_database
-
-if TYPE_CHECKING:
-    from gateway.audit.signer import LogSigner
-    from gateway.storage.groups import GroupWriter
-    from gateway.supervision.rules import RulePack
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from gateway.storage import Database
+from gateway.storage import open_database as open_storage
+from gateway.storage.base import Transaction
+from gateway.storage.groups import GroupWriter
+from gateway.supervision.rules import RulePack, load_rule_pack
+from schemas.audit import Entry
 
 
-def isotime(moment: datetime) -> str:
-    """The one timestamp format stored and logged: UTC, RFC 3339, microseconds."""
-    # isoformat, not strftime: it pads years below 1000, so every stored time has one
-    # width and text order is time order.
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+async def open_database(url: str) -> Database:
+    """The database at ``url``, migrated, with the upgrade steps of the audit log's tables."""
+    return await open_storage(url, audit_log.DATA_STEPS)
 
 
 class Gateway:
@@ -61,23 +61,21 @@ class Gateway:
     @functools.cached_property
     def rules(self) -> RulePack:
         """The rule pack named in gateway.toml, loaded once."""
-        from gateway.supervision.rules import load_rule_pack
-
         return load_rule_pack(self.settings.rule_pack)
 
     @functools.cached_property
     def audit_signer(self) -> LogSigner:
         """Signs audit checkpoints inside the appending transaction; made once."""
-        from gateway.audit.signer import signer_for
-
-        return signer_for(self)
+        return signer_for(self.settings.bank_id, self.keys, self.settings.audit_checkpoint_every, self.now)
 
     @functools.cached_property
     def writer(self) -> GroupWriter:
         """Runs concurrent writes in shared transactions (see `gateway.storage.groups`)."""
-        from gateway.storage.groups import GroupWriter
+        return GroupWriter(self.db, self.record)
 
-        return GroupWriter(self)
+    async def record(self, tx: Transaction, entries: list[Entry]) -> None:
+        """Append the audit entries of what ``tx`` did, in ``tx``."""
+        await audit_log.append(tx, entries, signer=self.audit_signer)
 
     def now(self) -> datetime:
         return self.clock()

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import DATABASE_ENV_VAR, Settings, load_settings
-from gateway.core import Gateway
-from gateway.storage import Database, open_database
+from gateway.core import Gateway, open_database
+from gateway.storage import Database
 from tests.helpers import EXAMPLES, SAMPLE_KEY_CURVES, invoke, write_partner_keys
 from tests.pgcluster import Cluster
 

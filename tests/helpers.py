@@ -13,8 +13,9 @@ from click.testing import CliRunner, Result
 
 from gateway.cli.main import cli
 from gateway.config import load_settings
+from gateway.core import open_database
 from gateway.onboarding.keys import generate_encryption_key
-from gateway.storage import Row, Transaction, open_database
+from gateway.storage import Row, Transaction
 from schemas.audit import KeyRotated
 
 REPO = Path(__file__).resolve().parents[1]

@@ -154,7 +154,7 @@ async def test_a_log_stored_with_subtrees_of_64_and_up_gets_those_of_16_and_32(
     async with db.transaction() as tx:
         await tx.execute("DELETE FROM audit_nodes WHERE height < 6")
         await tx.execute("DELETE FROM schema_version WHERE version = ?", (version,))
-    assert await migrations.migrate(db) == version
+    assert await migrations.migrate(db, log.DATA_STEPS) == version
     tree = merkle.MerkleTree(hashes)
     async with db.transaction() as tx:
         rows = await tx.fetchall("SELECT height, idx, hash FROM audit_nodes WHERE height < 6")

@@ -24,7 +24,7 @@ from gateway.audit import merkle, query
 from gateway.audit.errors import VerificationFailed
 from gateway.audit.signer import LogSigner
 from gateway.audit.verify import Summary
-from gateway.storage import open_database
+from gateway.core import open_database
 from tests.test_audit_verify_paths import ORIGIN, fill
 
 ENTRIES = 3050  # 50 of them not signed yet: the writer's tree state is checked too

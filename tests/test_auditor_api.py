@@ -27,9 +27,9 @@ async def test_auditor_reads_checkpoint_entries_and_proofs(gw: Gateway, aiohttp_
     operator = {"Authorization": "Bearer " + await tokens.create(gw, "operator", "o", actor="t")}
     case = Case.model_validate_json(sample_case().read_text())
     assert (await client.get("/v1/audit/checkpoint", headers=auditor)).status == 404
-    old = await audit_log.checkpoint_now(gw)
+    old = await audit_log.checkpoint_now(gw.db, gw.audit_signer)
     await placement.place(gw, case, "acme-collect", "collection", actor="t")
-    await audit_log.checkpoint_now(gw)
+    await audit_log.checkpoint_now(gw.db, gw.audit_signer)
 
     assert (await client.get("/v1/audit/checkpoint", headers=operator)).status == 403
     latest = await (await client.get("/v1/audit/checkpoint", headers=auditor)).json()

@@ -18,11 +18,12 @@ from pydantic import ValidationError
 from gateway.audit import log as audit_log
 from gateway.audit import timer
 from gateway.audit.checkpoint import parse_and_verify
-from gateway.audit.signer import origin_for, publish_vkey
+from gateway.audit.signer import LogSigner, origin_for, publish_vkey
 from gateway.config import CONFIG_NAME, Settings, load_settings
 from gateway.core import Gateway
 from gateway.http import create_app
 from gateway.onboarding import tokens
+from gateway.storage import Database
 
 T = TypeVar("T")
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -79,12 +80,12 @@ class Ticks:
         self.fail = 0
         real = audit_log.checkpoint_now
 
-        async def counted(gw: Gateway) -> audit_log.CheckpointRecord:
+        async def counted(db: Database, signer: LogSigner) -> audit_log.CheckpointRecord:
             self.calls += 1
             if self.fail:
                 self.fail -= 1
                 raise OSError("disk on fire")
-            return await real(gw)
+            return await real(db, signer)
 
         monkeypatch.setattr(audit_log, "checkpoint_now", counted)
 
@@ -135,7 +136,7 @@ async def test_idle_log_gets_no_new_checkpoint_rows(
 ) -> None:
     ticks = Ticks(monkeypatch)
     async with opened(onboarded, 1) as gw:
-        await audit_log.checkpoint_now(gw)  # the log as it stands is covered
+        await audit_log.checkpoint_now(gw.db, gw.audit_signer)  # the log as it stands is covered
         before = await state(gw)
         assert before[2] is not None and before[2].size == before[0]
         await serve(gw, aiohttp_client)
@@ -149,7 +150,8 @@ async def test_zero_turns_the_timer_off(
     ticks = Ticks(monkeypatch)
     async with opened(onboarded, 0) as gw:
         # The task ends at once instead of waiting for a stop that never comes.
-        await asyncio.wait_for(timer.run(gw, asyncio.Event()), timeout=1)
+        ticking = timer.run(gw.db, gw.audit_signer, asyncio.Event(), gw.settings.audit_checkpoint_seconds)
+        await asyncio.wait_for(ticking, timeout=1)
         await serve(gw, aiohttp_client)
         await tokens.create(gw, "operator", "o", actor="t")
         before = await state(gw)

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_settings
-from gateway.core import Gateway
+from gateway.core import Gateway, open_database
 from gateway.errors import PolicyViolation, StorageError
 from gateway.onboarding import registry
 from gateway.placement import service as placement
-from gateway.storage import open_database
 from schemas.case import Case
 from tests.helpers import fail_audit_inserts, invoke, sample_case, workspace_sql
 

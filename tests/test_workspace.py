@@ -11,8 +11,8 @@ import pytest
 
 from gateway.cli.main import cli
 from gateway.config import DATABASE_ENV_VAR, load_settings
+from gateway.core import open_database
 from gateway.onboarding.keys import KeyStore
-from gateway.storage import open_database
 from gateway.storage.migrations import MIGRATIONS
 from schemas import export
 from tests.helpers import fail_audit_inserts, invoke, workspace_sql
@@ -245,7 +245,7 @@ def test_a_database_file_that_cannot_be_created_is_one_line(
 def test_stored_times_have_one_width_whatever_the_year() -> None:
     from datetime import UTC, datetime
 
-    from gateway.core import isotime
+    from gateway.clock import isotime
 
     assert isotime(datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "0999-01-02T03:04:05.000006Z"
     assert isotime(datetime(2026, 11, 23, 18, 0, tzinfo=UTC)) == "2026-11-23T18:00:00.000000Z"

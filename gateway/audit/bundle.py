@@ -19,17 +19,15 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gateway.audit.checkpoint import CheckpointError, parse_vkey
 from gateway.audit.errors import AuditError, VerificationFailed
 from gateway.audit.log import checkpoint_now
 from gateway.audit.query import checkpoints, stream_entries
-from gateway.audit.signer import fingerprint, origin_for, publish_vkey
+from gateway.audit.signer import LogSigner, fingerprint, publish_vkey
 from gateway.audit.verify import LogVerifier, Progress, Row, Summary, read_checkpoints
-
-if TYPE_CHECKING:
-    from gateway.core import Gateway
+from gateway.onboarding.keys import KeyStore
+from gateway.storage import Database
 
 ENTRIES = "entries.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -75,15 +73,15 @@ def _refuse_non_empty(directory: Path) -> None:
         raise AuditError(f"{directory} exists and is not empty: export into a new directory")
 
 
-async def export_bundle(gw: Gateway, directory: Path) -> Export:
+async def export_bundle(db: Database, keys: KeyStore, signer: LogSigner, directory: Path) -> Export:
     """Sign a checkpoint of the log as it is now and write the bundle into `directory`."""
     _refuse_non_empty(directory)
-    latest = await checkpoint_now(gw)
-    vkey = publish_vkey(gw.keys, origin_for(gw.settings.bank_id))
-    signed = [cp for cp in await checkpoints(gw.db) if cp.size <= latest.size]
+    latest = await checkpoint_now(db, signer)
+    vkey = publish_vkey(keys, signer.origin)
+    signed = [cp for cp in await checkpoints(db) if cp.size <= latest.size]
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / ENTRIES).open("w", encoding="utf-8", newline="\n") as out:
-        async for rows in stream_entries(gw.db):
+        async for rows in stream_entries(db):
             for row in rows:
                 if row["idx"] >= latest.size:
                     break
@@ -94,10 +92,10 @@ async def export_bundle(gw: Gateway, directory: Path) -> Export:
     for cp in signed:
         (directory / CHECKPOINTS / f"{cp.size:012d}.note").write_text(cp.note, encoding="utf-8", newline="\n")
     (directory / VKEY).write_text(vkey + "\n", encoding="utf-8")
-    (directory / JWKS).write_text(json.dumps(gw.keys.public_jwks(), indent=2) + "\n", encoding="utf-8")
+    (directory / JWKS).write_text(json.dumps(keys.public_jwks(), indent=2) + "\n", encoding="utf-8")
     (directory / README).write_text(
         _README.format(
-            origin=origin_for(gw.settings.bank_id),
+            origin=signer.origin,
             created_at=latest.created_at,
             size=latest.size,
             count=len(signed),

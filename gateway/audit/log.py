@@ -18,23 +18,30 @@ import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.audit.canonical import canonical_entry as canonical
 from gateway.audit.errors import AuditError
 from gateway.audit.merkle import HASH_SIZE, CompactRange, Subtree, levels_of
-from gateway.audit.signer import LogSigner, signer_for
-from gateway.storage import Lock, Transaction
+from gateway.audit.signer import LogSigner
+from gateway.clock import isotime, utcnow
+from gateway.storage import Database, Lock, Transaction
 from schemas.audit import Entry
-
-if TYPE_CHECKING:
-    from gateway.core import Gateway
 
 #: Subtrees of 16 leaves and up are stored: about n/8 rows, and a proof then reads and
 #: hashes at most two blocks of 16 leaf hashes. (Logs began with 64 and up; the
 #: migration that came with 16 stores the smaller ones: `store_subtrees`.)
 NODE_HEIGHT = 4
 _REBUILD_BATCH = 10_000
+
+
+async def _subtrees_of_16_and_32(tx: Transaction) -> None:
+    await store_subtrees(tx, 4, 6)
+
+
+#: The upgrade steps of the audit log's tables, by the names `gateway.storage.migrations`
+#: gives them.
+DATA_STEPS = {"audit-subtrees-16-32": _subtrees_of_16_and_32}
 
 
 @dataclass(frozen=True)
@@ -246,9 +253,6 @@ async def store_subtrees(tx: Transaction, low: int, high: int) -> None:
 
 
 async def write_checkpoint(tx: Transaction, signer: LogSigner, tree: CompactRange) -> CheckpointRecord:
-    # Imported here: the log is appended to from modules that gateway.core imports.
-    from gateway.core import isotime, utcnow
-
     clock = signer.clock or utcnow
     record = CheckpointRecord(tree.size, signer.sign(tree.size, tree.root()), isotime(clock()))
     await tx.execute(
@@ -265,11 +269,10 @@ async def latest_checkpoint(tx: Transaction) -> CheckpointRecord | None:
     return None if row is None else CheckpointRecord(row["size"], row["note"], row["created_at"])
 
 
-async def checkpoint_now(gw: Gateway) -> CheckpointRecord:
+async def checkpoint_now(db: Database, signer: LogSigner) -> CheckpointRecord:
     """Sign a checkpoint of the log as it is now, unless the latest one already covers
     every entry (then return that one): safe to call on a timer."""
-    signer = signer_for(gw)
-    async with gw.db.transaction() as tx:
+    async with db.transaction() as tx:
         tree = await load_tree(tx)
         latest = await latest_checkpoint(tx)
         if latest is not None and latest.size == tree.size:

@@ -24,7 +24,7 @@ from gateway.audit import log, parallel
 from gateway.audit.errors import VerificationFailed
 from gateway.audit.log import CheckpointRecord
 from gateway.audit.verify import LogVerifier, Progress, Summary, read_checkpoints
-from gateway.core import isotime
+from gateway.clock import isotime
 from gateway.errors import InvalidInput
 from gateway.storage import Database
 

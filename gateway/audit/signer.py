@@ -14,16 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit.checkpoint import Checkpoint, format_vkey, key_id, parse_vkey, sign_checkpoint
 from gateway.audit.errors import AuditError
 from gateway.onboarding.keys import KeyStore, write_public
-
-if TYPE_CHECKING:
-    from gateway.core import Gateway
 
 #: A checkpoint is signed whenever an append makes the size cross a multiple of this.
 DEFAULT_CHECKPOINT_EVERY = 1000
@@ -84,13 +80,13 @@ class LogSigner:
         return sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, self.private_key)
 
 
-def checkpoint_every(gw: Gateway) -> int:
-    """The ``audit_checkpoint_every`` setting when the workspace has one, else 1000."""
-    return gw.settings.audit_checkpoint_every
-
-
-def signer_for(gw: Gateway) -> LogSigner:
+def signer_for(
+    bank_id: str,
+    keys: KeyStore,
+    every: int = DEFAULT_CHECKPOINT_EVERY,
+    clock: Callable[[], datetime] | None = None,
+) -> LogSigner:
     """The workspace's checkpoint signer; publishes the verifier key on first use."""
-    origin = origin_for(gw.settings.bank_id)
-    publish_vkey(gw.keys, origin)
-    return LogSigner(origin, gw.keys.audit_log_key(), checkpoint_every(gw), gw.now)
+    origin = origin_for(bank_id)
+    publish_vkey(keys, origin)
+    return LogSigner(origin, keys.audit_log_key(), every, clock)

@@ -10,20 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from gateway.audit import log as audit_log
-
-if TYPE_CHECKING:
-    from gateway.core import Gateway
+from gateway.audit.signer import LogSigner
+from gateway.storage import Database
 
 log = logging.getLogger(__name__)
 
 
-async def tick(gw: Gateway) -> audit_log.CheckpointRecord | None:
+async def tick(db: Database, signer: LogSigner) -> audit_log.CheckpointRecord | None:
     """Sign a checkpoint if the log grew; on any error log it and return None."""
     try:
-        return await audit_log.checkpoint_now(gw)
+        return await audit_log.checkpoint_now(db, signer)
     except Exception as exc:  # the timer must outlive a locked database or a missing key
         # Only the error's type: the path reads sizes and hashes, but a driver's message
         # is not ours to vouch for.
@@ -31,11 +29,10 @@ async def tick(gw: Gateway) -> audit_log.CheckpointRecord | None:
         return None
 
 
-async def run(gw: Gateway, stop: asyncio.Event, seconds: float | None = None) -> None:
-    """Until ``stop`` is set, every ``seconds`` (default: the ``audit_checkpoint_seconds``
+async def run(db: Database, signer: LogSigner, stop: asyncio.Event, period: float) -> None:
+    """Until ``stop`` is set, every ``period`` seconds (the ``audit_checkpoint_seconds``
     setting) sign a checkpoint if the log has grown since the latest one. Returns at once
-    when the interval is 0."""
-    period = gw.settings.audit_checkpoint_seconds if seconds is None else seconds
+    when the period is 0."""
     if period <= 0:
         return
     last: int | None = None
@@ -44,7 +41,7 @@ async def run(gw: Gateway, stop: asyncio.Event, seconds: float | None = None) ->
             await asyncio.wait_for(stop.wait(), timeout=period)
         if stop.is_set():
             return
-        record = await tick(gw)
+        record = await tick(db, signer)
         if record is not None:
             if last is not None and record.size > last:
                 log.info("audit checkpoint signed at size %d", record.size)

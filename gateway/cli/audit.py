@@ -146,7 +146,7 @@ def register(cli: click.Group) -> None:
     @with_gateway
     async def export(gw: Gateway, directory: Path) -> None:
         """Sign a checkpoint now and write a self-contained bundle into DIRECTORY (new or empty)."""
-        done = await bundle.export_bundle(gw, directory)
+        done = await bundle.export_bundle(gw.db, gw.keys, gw.audit_signer, directory)
         click.echo(
             f"exported {done.size} entries and {done.checkpoints} checkpoints to {directory} "
             f"(key {fingerprint(done.vkey)})"
@@ -261,6 +261,6 @@ def register(cli: click.Group) -> None:
     @with_gateway
     async def checkpoint(gw: Gateway) -> None:
         """Sign a checkpoint of the log now (unless the latest covers it) and print the note."""
-        click.echo((await log.checkpoint_now(gw)).note, nl=False)
+        click.echo((await log.checkpoint_now(gw.db, gw.audit_signer)).note, nl=False)
 
 

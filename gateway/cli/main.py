@@ -22,13 +22,13 @@ import click
 from pydantic import ValidationError
 
 from gateway.config import CONFIG_NAME, ENV_VAR, Settings, first_error, load_settings, render_config
-from gateway.core import Gateway
+from gateway.core import Gateway, open_database
 from gateway.errors import ConfigError, GatewayError, InvalidInput
 from gateway.onboarding import registry
 from gateway.onboarding.keys import KeyStore, generate_signing_key
 from gateway.placement import service as placement
 from gateway.plugin.manager import describe, get_plugin_manager
-from gateway.storage import open_database, redact
+from gateway.storage import redact
 from schemas import export as schema_export
 from schemas.case import Case
 
@@ -178,7 +178,7 @@ def keys_generate(obj: dict[str, Any]) -> None:
 async def keys_rotate(gw: Gateway, alg: str | None) -> None:
     """Replace the signing key; the old public key stays in the published JWKS."""
     from gateway.audit import log as audit_log
-    from gateway.core import isotime
+    from gateway.clock import isotime
     from schemas.audit import KeyRotated
 
     current = gw.keys.signing_key()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from gateway.core import isotime
+from gateway.clock import isotime
 from gateway.storage import Row, Transaction
 
 Signal = Literal["success", "failure"]

@@ -29,8 +29,10 @@ from typing import Any
 
 from tenacity import RetryCallState, Retrying, wait_random_exponential
 
-from gateway.core import Gateway, isotime
+from gateway.clock import isotime
+from gateway.core import Gateway
 from gateway.delivery import breaker, presend
+from gateway.delivery.outcome import Outcome
 from gateway.errors import PartnerRejected, Retryable
 from gateway.plugin.adapter import OutboundPackage, Receipt
 from gateway.storage import Row, Transaction
@@ -65,26 +67,6 @@ class Claim:
     """Due, but held back by the rule pack until it allows them (see :mod:`gateway.delivery.presend`)."""
     refused: int = 0
     """Due, but refused by the rule pack: now dead."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    package_id: str
-    partner_id: str
-    attempt: int
-    started_at: str
-    latency_ms: float
-    state: str
-    """delivered, retry_wait or dead."""
-    status: str | None
-    error_class: str | None
-    detail: str
-    partner_ref: str | None = None
-    next_attempt_at: str | None = None
-    retry_after: float | None = None
-    signal: breaker.Signal | None = None
-    """What the attempt says about the partner's health, for the circuit breaker: an
-    answer (even a refusal) is a success, no answer a failure, our own errors neither."""
 
 
 def truncate(text: str, limit: int = DETAIL_LIMIT) -> str:

@@ -53,21 +53,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from gateway.core import Gateway, isotime
-from gateway.inbound.pipeline import HISTORY, contact_history
+from gateway.clock import isotime
+from gateway.core import Gateway
+from gateway.delivery.outcome import Outcome
 from gateway.onboarding import registry
 from gateway.storage import Lock, Row, Transaction
+from gateway.supervision.history import HISTORY, contact_history
 from gateway.supervision.rules import Breach, Contact, RulePack
 from gateway.supervision.rules_text import local_time
 from schemas.events import ContactAttempt
 from schemas.package import RECALL_PURPOSE
 from schemas.partner import PartnerProfile
-
-if TYPE_CHECKING:
-    from gateway.delivery.outbox import Outcome
 
 MESSAGING = frozenset({"sms", "email"})
 

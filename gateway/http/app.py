@@ -152,7 +152,9 @@ def create_app(
         tasks = [
             asyncio.create_task(dispatcher.run()),
             asyncio.create_task(poller.run(gw, stop)),
-            asyncio.create_task(checkpoint_timer.run(gw, stop)),
+            asyncio.create_task(
+                checkpoint_timer.run(gw.db, gw.audit_signer, stop, gw.settings.audit_checkpoint_seconds)
+            ),
         ]
         yield
         dispatcher.stop()

@@ -17,20 +17,20 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
+from gateway.clock import isotime
 from gateway.config import first_error
-from gateway.core import Gateway, isotime
+from gateway.core import Gateway
 from gateway.errors import Conflict, Forbidden, InvalidInput
 from gateway.inbound import lifecycle
 from gateway.onboarding import registry
 from gateway.storage import Transaction
-from gateway.supervision.rules import Breach, Contact
+from gateway.supervision.history import HISTORY, as_contact, contact_history
+from gateway.supervision.rules import Breach
 from schemas.audit import CallbackReceived, DeletionAttested, PartnerChange, ViolationFound
 from schemas.events import StatusEvent
 
 EVENT = TypeAdapter(StatusEvent)
 Channel = Literal["callback", "poll"]
-#: How far back contacts are read for frequency rules (7-in-7 needs a week plus a day).
-HISTORY = timedelta(days=8)
 #: How far ahead of the gateway's clock a reported time may be (clocks drift).
 FUTURE_SKEW = timedelta(minutes=5)
 #: Violations counted for automatic suspension.
@@ -259,37 +259,8 @@ async def _check(
         return []
     subject = assignment["subject_token"]
     history = await contact_history(tx, subject, event.occurred_at - HISTORY, event.occurred_at, event_id)
-    current = _contact(partner_id, assignment["case_id"], event.model_dump(mode="json"), subject)
+    current = as_contact(partner_id, assignment["case_id"], event.model_dump(mode="json"), subject)
     return gw.rules.check_contact(current, history, assignment["timezone"])
-
-
-async def contact_history(
-    tx: Transaction, subject: str, since: datetime, until: datetime, exclude: int = 0
-) -> list[Contact]:
-    """The debtor's contacts from ``since`` to ``until`` by every partner, the gateway's
-    own SMS and email included (stored as ``source = 'gateway'`` events, see
-    :mod:`gateway.delivery.presend`); ``exclude`` is the event being judged (ids start at 1)."""
-    rows = await tx.fetchall(
-        "SELECT partner_id, case_id, body FROM events WHERE subject_token = ? AND type = 'contact_attempt'"
-        " AND occurred_at >= ? AND occurred_at <= ? AND id != ? ORDER BY occurred_at",
-        (subject, isotime(since), isotime(until), exclude),
-    )
-    return [_contact(r["partner_id"], r["case_id"], json.loads(r["body"]), subject) for r in rows]
-
-
-def _contact(partner_id: str, case_id: str, body: dict[str, Any], subject: str) -> Contact:
-    return Contact(
-        at=datetime.fromisoformat(body["occurred_at"]),
-        channel=body["channel"],
-        target=body["target"],
-        outcome=body["outcome"],
-        partner=partner_id,
-        debt=case_id,
-        debtor=subject,
-        number=body.get("number_token"),
-        staff_count=body.get("staff_count"),
-        text=body.get("text"),
-    )
 
 
 async def _store_violation(

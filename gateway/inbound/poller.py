@@ -16,7 +16,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.core import Gateway, isotime
+from gateway.clock import isotime
+from gateway.core import Gateway
 from gateway.errors import Conflict, GatewayError
 from gateway.inbound import pipeline as inbound
 from gateway.onboarding import registry

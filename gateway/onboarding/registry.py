@@ -17,8 +17,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.audit import log as audit_log
+from gateway.clock import isotime
 from gateway.config import first_error
-from gateway.core import Gateway, isotime
+from gateway.core import Gateway
 from gateway.errors import Conflict, GatewayError, NotFound, ProfileError
 from gateway.placement.minimize import check_rule
 from gateway.placement.seal import usable_for_encryption

@@ -13,7 +13,8 @@ import secrets
 from dataclasses import dataclass
 
 from gateway.audit import log as audit_log
-from gateway.core import Gateway, isotime
+from gateway.clock import isotime
+from gateway.core import Gateway
 from gateway.errors import Forbidden, InvalidInput, Unauthorized
 from schemas.audit import TokenCreated
 

@@ -13,7 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 from gateway.audit import log as audit_log
-from gateway.core import Gateway, isotime
+from gateway.clock import isotime
+from gateway.core import Gateway
 from gateway.errors import Conflict, NotFound
 from gateway.onboarding import registry
 from gateway.placement.service import enqueue, seal_package

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.core import Gateway, isotime
+from gateway.clock import isotime
+from gateway.core import Gateway
 from gateway.errors import NotFound, PolicyViolation
 from gateway.onboarding import registry
 from gateway.placement.minimize import disclosed_fields, minimize

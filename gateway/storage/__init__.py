@@ -16,135 +16,25 @@ and are applied when the database is opened.
 
 from __future__ import annotations
 
-import re
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from enum import IntEnum
-from typing import Any
+from collections.abc import Mapping
 
 from gateway.errors import ConfigError
+from gateway.storage.base import Database, Lock, Params, Row, Transaction, redact
+from gateway.storage.migrations import DataStepFunction
+from gateway.storage.postgres import PostgresDatabase
+from gateway.storage.sqlite import SQLiteDatabase
 
-Row = dict[str, Any]
-Params = Sequence[Any]
-
-
-class Lock(IntEnum):
-    """What writers take turns on (:meth:`Transaction.take_turns`); the values are the
-    PostgreSQL advisory-lock keys, kept here so that no two uses share one."""
-
-    MIGRATIONS = 6961
-    AUDIT_LOG = 6962
-    DEBTOR_CONTACTS = 6963
+__all__ = ["Database", "Lock", "Params", "Row", "Transaction", "open_database", "redact"]
 
 
-class Transaction(ABC):
-    dialect: str
-    for_update: str = ""
-    """Appended to a SELECT whose rows the transaction will change (row locks)."""
-    for_share: str = ""
-    """Appended to a SELECT of rows the transaction relies on unchanged until it ends:
-    a change to them waits for it (readers with it do not wait for each other)."""
-    skip_locked: str = ""
-    """Appended to a SELECT that claims rows: rows another transaction holds are skipped."""
-
-    @abstractmethod
-    async def take_turns(self, lock: Lock, item: str | None = None) -> None:
-        """Hold ``lock`` (for ``item``, e.g. one debtor) until the transaction ends,
-        waiting while another transaction holds it."""
-
-    @abstractmethod
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; return the number of rows it changed."""
-
-    @abstractmethod
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
-
-    async def insert_many(self, sql: str, rows: Sequence[Params]) -> None:
-        """``executemany`` for an INSERT of many rows (``INSERT INTO t (...) VALUES
-        (?, ...)``) that the caller overlaps with its own work: a backend may run it
-        off the event loop, so that the caller prepares the next rows meanwhile
-        (`gateway.audit.log.append`). Nothing else may use the transaction until it
-        returns."""
-        await self.executemany(sql, rows)
-
-    @abstractmethod
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
-
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def fetchval(self, sql: str, params: Params = ()) -> Any:
-        row = await self.fetchone(sql, params)
-        return None if row is None else next(iter(row.values()))
-
-    broken: bool = False
-    """Set when a savepoint could not be undone or released: the database may have
-    rolled the whole transaction back (SQLite does on some I/O and memory errors), so
-    nothing more may be written in it."""
-
-    @asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[None]:
-        """A part of the transaction that an error undoes on its own: what the block
-        wrote is rolled back and the error raised, the rest of the transaction stays."""
-        await self.execute("SAVEPOINT part")
-        try:
-            yield
-        except Exception:
-            await self._end_part("ROLLBACK TO SAVEPOINT part", "RELEASE SAVEPOINT part")
-            raise
-        await self._end_part("RELEASE SAVEPOINT part")
-
-    async def _end_part(self, *statements: str) -> None:
-        try:
-            for sql in statements:
-                await self.execute(sql)
-        except BaseException:
-            self.broken = True
-            raise
-
-
-class Database(ABC):
-    dialect: str
-    group_most: int = 1
-    """How many concurrent writes one transaction may take (`gateway.storage.groups`)."""
-
-    @abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        """A read-write transaction; commits on success, rolls back on error."""
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-    def translate_ddl(self, sql: str) -> str:
-        """A migration statement in this backend's type names."""
-        return sql
-
-    async def __aenter__(self) -> Database:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-
-async def open_database(url: str) -> Database:
+async def open_database(url: str, data_steps: Mapping[str, DataStepFunction] | None = None) -> Database:
     """Open (and migrate) the database named by ``url``: ``sqlite:///path/to/file.db``
-    or ``postgresql://user@host:port/dbname``."""
+    or ``postgresql://user@host:port/dbname``. ``data_steps``: see `gateway.storage.migrations`."""
     if url.startswith("sqlite:///"):
-        from gateway.storage.sqlite import SQLiteDatabase
-
-        return await SQLiteDatabase.open(url.removeprefix("sqlite:///"))
+        return await SQLiteDatabase.open(url.removeprefix("sqlite:///"), data_steps)
     if url.startswith(("postgresql://", "postgres://")):
-        from gateway.storage.postgres import PostgresDatabase
-
-        return await PostgresDatabase.open(url)
+        return await PostgresDatabase.open(url, data_steps)
     raise ConfigError(
         f"unsupported database URL {redact(url)!r}: use sqlite:///PATH or "
         "postgresql://USER@HOST:PORT/DB (database_url in gateway.toml, or GATEWAY_DATABASE_URL)"
     )
-
-
-def redact(url: str) -> str:
-    """The URL without its password, fit for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)

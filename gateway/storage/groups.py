@@ -27,18 +27,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from gateway.audit import log as audit_log
 from gateway.errors import StorageError
-from gateway.storage import Transaction
+from gateway.storage.base import Database, Transaction
 from schemas.audit import Entry
-
-if TYPE_CHECKING:
-    from gateway.core import Gateway
 
 T = TypeVar("T")
 Job = Callable[[Transaction, list[Entry]], Awaitable[T]]
+#: Writes a transaction's audit entries into it, just before it commits.
+Record = Callable[[Transaction, list[Entry]], Awaitable[object]]
 
 
 @dataclass
@@ -48,8 +46,9 @@ class _Queued(Generic[T]):
 
 
 class GroupWriter:
-    def __init__(self, gw: Gateway) -> None:
-        self._gw = gw
+    def __init__(self, db: Database, record: Record) -> None:
+        self._db = db
+        self._record = record
         self._queue: list[_Queued[Any]] = []
         self._writing = 0
         self._writer: asyncio.Task[None] | None = None
@@ -62,7 +61,7 @@ class GroupWriter:
         """``job`` done and committed, with whatever jobs were queued with it."""
         if self._closing:
             raise StorageError("the gateway is shutting down and takes no more writes; try again")
-        if self._gw.db.group_most == 1:
+        if self._db.group_most == 1:
             return await self._alone(job)
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         queued = _Queued(job, answer)
@@ -103,16 +102,16 @@ class GroupWriter:
 
     async def _alone(self, job: Job[T]) -> T:
         entries: list[Entry] = []
-        async with self._gw.db.transaction() as tx:
+        async with self._db.transaction() as tx:
             result = await job(tx, entries)
-            await audit_log.append(tx, entries, signer=self._gw.audit_signer)
+            await self._record(tx, entries)
         self.groups += 1
         self.jobs += 1
         return result
 
     async def _write_all(self) -> None:
         while self._queue:
-            most = self._gw.db.group_most
+            most = self._db.group_most
             group, self._queue = self._queue[:most], self._queue[most:]
             self._writing = len(group)
             try:
@@ -134,7 +133,7 @@ class GroupWriter:
     async def _write(self, group: list[_Queued[Any]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
-            async with self._gw.db.transaction() as tx:
+            async with self._db.transaction() as tx:
                 entries: list[Entry] = []
                 if len(group) == 1:
                     # Alone, a job needs no savepoint: its error rolls back the lot,
@@ -146,7 +145,7 @@ class GroupWriter:
                         # The statements run inline: let the loop take in requests
                         # between reports instead of stalling for the whole group.
                         await asyncio.sleep(0)
-                await audit_log.append(tx, entries, signer=self._gw.audit_signer)
+                await self._record(tx, entries)
         except Exception as exc:
             # Nothing of the group was stored; the next group is tried all the same.
             for queued in group:

@@ -2,27 +2,35 @@
 
 Each version is a list of portable statements written with SQLite's type names; a
 backend swaps them through ``Database.translate_ddl`` (e.g. ``BLOB`` becomes ``BYTEA`` on
-PostgreSQL); a step that must compute data is a function of the transaction instead.
-Both backends apply the same versions. Never edit a released version: add a new one.
+PostgreSQL). Both backends apply the same versions. Never edit a released version: add a new one.
+
+A step that computes data from rows already stored (``DataStep``) belongs to the layer
+that owns those rows: storage knows it only by name, and whoever opens the database
+hands in the function (``gateway.core.open_database`` passes the audit log's). A new
+database skips them: its tables are created empty, so there is nothing to compute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
-from gateway.errors import ConfigError
-from gateway.storage import Database, Lock, Transaction
+from gateway.errors import ConfigError, StorageError
+from gateway.storage.base import Database, Lock, Transaction
+
+#: A function that recomputes stored data inside the migrating transaction.
+DataStepFunction = Callable[[Transaction], Awaitable[None]]
 
 
-async def _audit_subtrees_of_16_and_32(tx: Transaction) -> None:
-    # Imported here: the audit log itself imports gateway.db.
-    from gateway.audit.log import store_subtrees
+@dataclass(frozen=True)
+class DataStep:
+    """A step that changes the data in Python, named here and supplied by its owner."""
 
-    await store_subtrees(tx, 4, 6)
+    name: str
 
 
 #: A statement, or a step that changes the data in Python.
-Step = str | Callable[[Transaction], Awaitable[None]]
+Step = str | DataStep
 
 MIGRATIONS: list[list[Step]] = [
     [
@@ -211,13 +219,14 @@ MIGRATIONS: list[list[Step]] = [
         # Audit: subtrees of 16 and 32 leaves are stored too, so that a proof reads and
         # hashes a block of 16 leaf hashes instead of 64 (about 0.65 against 0.95 ms
         # at a million entries, bench/audit.py). Computed here for the log so far.
-        _audit_subtrees_of_16_and_32,
+        DataStep("audit-subtrees-16-32"),
     ],
 ]
 
 
-async def migrate(db: Database) -> int:
-    """Bring ``db`` to the newest version; return that version."""
+async def migrate(db: Database, data_steps: Mapping[str, DataStepFunction] | None = None) -> int:
+    """Bring ``db`` to the newest version; return that version. ``data_steps`` maps each
+    `DataStep`'s name to its function; a database that needs one not given is refused."""
     async with db.transaction() as tx:
         # Instances starting together: one migrates, the others wait and find it done.
         await tx.take_turns(Lock.MIGRATIONS)
@@ -228,11 +237,24 @@ async def migrate(db: Database) -> int:
                 f"the database is at schema version {current}, newer than this gateway "
                 f"knows ({len(MIGRATIONS)}): upgrade the gateway"
             )
+        fresh = current == 0
         for version, statements in enumerate(MIGRATIONS[current:], start=current + 1):
             for step in statements:
                 if isinstance(step, str):
                     await tx.execute(db.translate_ddl(step))
-                else:
-                    await step(tx)
+                elif not fresh:
+                    await _data_step(tx, step, data_steps or {}, current)
             await tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
     return len(MIGRATIONS)
+
+
+async def _data_step(
+    tx: Transaction, step: DataStep, data_steps: Mapping[str, DataStepFunction], current: int
+) -> None:
+    function = data_steps.get(step.name)
+    if function is None:
+        raise StorageError(
+            f"the database (schema version {current}) needs the upgrade step {step.name!r}: "
+            "open it through the gateway (any `gateway` command) to upgrade it"
+        )
+    await function(tx)

@@ -14,15 +14,15 @@ A ``search_path`` (or any other server setting) may ride in the URL's query stri
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 
 import asyncpg
 
 from gateway.errors import ConfigError, StorageError
-from gateway.storage import Database, Lock, Params, Row, Transaction, redact
-from gateway.storage.migrations import migrate
+from gateway.storage.base import Database, Lock, Params, Row, Transaction, redact
+from gateway.storage.migrations import DataStepFunction, migrate
 
 POOL_SIZE = 8
 _TYPES = [
@@ -119,14 +119,16 @@ class PostgresDatabase(Database):
         self._pool = pool
 
     @classmethod
-    async def open(cls, url: str) -> PostgresDatabase:
+    async def open(
+        cls, url: str, data_steps: Mapping[str, DataStepFunction] | None = None
+    ) -> PostgresDatabase:
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             raise ConfigError(f"cannot open database {redact(url)}: {exc}") from None
         db = cls(pool)
         try:
-            await migrate(db)
+            await migrate(db, data_steps)
         except BaseException:
             await pool.close()
             raise

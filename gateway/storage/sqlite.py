@@ -38,15 +38,15 @@ import itertools
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
 from gateway.errors import ConfigError, StorageError
-from gateway.storage import Database, Lock, Params, Row, Transaction
-from gateway.storage.migrations import migrate
+from gateway.storage.base import Database, Lock, Params, Row, Transaction
+from gateway.storage.migrations import DataStepFunction, migrate
 
 T = TypeVar("T")
 
@@ -272,7 +272,9 @@ class SQLiteDatabase(Database):
         self._bulk = BulkWriter()
 
     @classmethod
-    async def open(cls, path: str) -> SQLiteDatabase:
+    async def open(
+        cls, path: str, data_steps: Mapping[str, DataStepFunction] | None = None
+    ) -> SQLiteDatabase:
         file = Path(path)
         if not file.parent.is_dir():
             raise ConfigError(f"database directory {file.parent} does not exist (run `gateway init`)")
@@ -289,7 +291,7 @@ class SQLiteDatabase(Database):
             # holds the write lock and so never waits; only `_begin` may, and it sets
             # its own timeout when it must.
             conn.execute("PRAGMA busy_timeout=0")
-            await migrate(db)
+            await migrate(db, data_steps)
         except BaseException:
             await db.close()
             raise

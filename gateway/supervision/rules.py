@@ -13,7 +13,6 @@ week, wherever the partner's servers happen to run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
@@ -24,41 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.config import parse_toml
 from gateway.errors import ConfigError, InvalidInput
-from gateway.supervision.rules_text import (
-    BannedPhrases,
-    Breach,
-    Channel,
-    Disclosure,
-    OptOut,
-    Rule,
-    local_time,
-    text_breaches,
-)
+from gateway.supervision.base import Breach, Channel, Contact, Outcome, Rule, local_time
+from gateway.supervision.rules_text import BannedPhrases, Disclosure, OptOut, text_breaches
 
 __all__ = ["Breach", "Contact", "RulePack", "load_rule_pack", "read_rule_pack"]
-
-Outcome = Literal["no_answer", "connected", "left_message", "wrong_party", "refused"]
-
-
-@dataclass(frozen=True)
-class Contact:
-    """One contact attempt, as the supervision pipeline sees it: tokens, never raw data."""
-
-    at: datetime
-    channel: str
-    target: str
-    outcome: str
-    partner: str
-    debt: str
-    debtor: str
-    number: str | None = None
-    staff_count: int | None = None
-    text: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.at.utcoffset() is None:
-            raise InvalidInput(f"contact time {self.at.isoformat()} has no time zone; send an aware time")
-
 
 def _day(moment: datetime, zone: ZoneInfo) -> date:
     return moment.astimezone(zone).date()

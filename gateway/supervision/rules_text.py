@@ -10,8 +10,6 @@ and case-folded, and:
   its words. Gaps inside an English word are *not* tolerated: "car rest" must not read
   as "arrest".
 
-``Breach`` and ``Rule`` live here rather than in ``gateway.supervision.rules`` because the phrase
-rules build on them and ``gateway.supervision.rules`` builds on the phrase rules.
 """
 
 from __future__ import annotations
@@ -19,18 +17,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-if TYPE_CHECKING:
-    from gateway.supervision.rules import Contact
-
-Channel = Literal["voice", "ai_voice", "sms", "email", "letter", "visit"]
+from gateway.supervision.base import Breach, Channel, Contact, Rule, local_time
 
 _GAP = r"[\W_]*"  # \W is Unicode-aware: CJK characters are word characters, punctuation is not
 
@@ -59,42 +51,6 @@ class PhraseList:
         """The listed phrases (as listed, not as written in ``text``) that ``text`` contains."""
         norm = normalise(text)
         return [phrase for phrase, pattern in self._compiled if pattern.search(norm)]
-
-
-@dataclass(frozen=True)
-class Breach:
-    """A rule broken. ``evidence`` holds ids, counts and times, never personal data."""
-
-    rule: str
-    source: str
-    message: str
-    evidence: dict[str, Any]
-
-
-def local_time(moment: datetime, zone: ZoneInfo) -> str:
-    """A time as the debtor's clock showed it, for messages."""
-    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M} ({zone.key})"
-
-
-class Rule(BaseModel):
-    """One table of a pack: a stable ``id``, the ``source`` it rests on, a ``note`` on numbers."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(pattern=r"^[a-z]+\.[a-z0-9-]+$")
-    source: str = Field(min_length=1)
-    note: str = ""
-
-    def breach(self, message: str, **evidence: Any) -> Breach:
-        return Breach(rule=self.id, source=self.source, message=message, evidence=evidence)
-
-    def check(self, contact: Contact, earlier: Sequence[Contact], zone: ZoneInfo) -> Breach | None:
-        """The breach ``contact`` commits, given the debtor's earlier contacts.
-
-        Rules that judge reported contacts override this; the others (retention,
-        limitation, the text rules run through ``text_breaches``) have nothing to say.
-        """
-        return None
 
 
 class _PhraseRule(Rule):

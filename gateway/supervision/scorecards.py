@@ -9,7 +9,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from gateway.core import Gateway, isotime
+from gateway.clock import isotime
+from gateway.core import Gateway
 from gateway.onboarding import registry
 
 
