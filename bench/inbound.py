@@ -63,7 +63,8 @@ from click.testing import CliRunner
 from standardwebhooks.webhooks import Webhook
 
 from bench.common import Cpu, cpu_used, keys_settled
-from gateway.cli.main import cli, read_case
+from gateway.cli.main import cli
+from gateway.cli.placement import read_case
 from gateway.clock import isotime
 from gateway.config import load_settings
 from gateway.core import Gateway

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import Cpu, agency_process, cpu_used, keys_settled, make_workspace
-from gateway.cli.main import read_case
+from gateway.cli.placement import read_case
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher, Options

@@ -62,7 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import agency_process, make_workspace
-from gateway.cli.main import read_case
+from gateway.cli.placement import read_case
 from gateway.config import DATABASE_ENV_VAR, ENV_VAR, load_settings
 from gateway.core import Gateway
 from gateway.demo.partners import ThrowawayCA

@@ -32,6 +32,9 @@ class Settings(BaseModel):
     partners_dir: Path = Path("partners")
     rule_pack: str = "cn"
     signing_alg: Literal["ES256", "EdDSA"] = "ES256"
+    key_custody: str = Field(
+        default="files", description="where the bank's private keys live: files, or a plugin's custody"
+    )
     audit_checkpoint_every: int = Field(default=1000, ge=1, description="sign a checkpoint every N entries")
     audit_checkpoint_seconds: int = Field(
         default=300,

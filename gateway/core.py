@@ -16,9 +16,20 @@ from gateway.audit import log as audit_log
 from gateway.audit.signer import LogSigner, signer_for
 from gateway.clock import utcnow
 from gateway.config import Settings
+from gateway.inbound.formats import CallbackFormat
+from gateway.onboarding.custody import KeyCustody
 from gateway.onboarding.keys import KeyStore
+from gateway.placement.transforms import Transform
 from gateway.plugin.adapter import Adapter
-from gateway.plugin.manager import adapters, get_plugin_manager
+from gateway.plugin.events import Event, emit
+from gateway.plugin.manager import (
+    adapters,
+    callback_formats,
+    get_plugin_manager,
+    key_custody,
+    rule_packs,
+    transforms,
+)
 from gateway.storage import Database
 from gateway.storage import open_database as open_storage
 from gateway.storage.base import Transaction
@@ -45,6 +56,9 @@ class Gateway:
         self.pm = pm
         self.keys = KeyStore(settings.keys_dir)
         self.adapters: dict[str, type[Adapter]] = adapters(pm)
+        self.transforms: dict[str, Transform] = transforms(pm)
+        self.callback_formats: dict[str, CallbackFormat] = callback_formats(pm)
+        self.custody: KeyCustody = key_custody(pm, settings)
         self.clock = clock
 
     @classmethod
@@ -61,12 +75,18 @@ class Gateway:
     @functools.cached_property
     def rules(self) -> RulePack:
         """The rule pack named in gateway.toml, loaded once."""
-        return load_rule_pack(self.settings.rule_pack)
+        return load_rule_pack(self.settings.rule_pack, rule_packs(self.pm))
 
     @functools.cached_property
     def audit_signer(self) -> LogSigner:
         """Signs audit checkpoints inside the appending transaction; made once."""
-        return signer_for(self.settings.bank_id, self.keys, self.settings.audit_checkpoint_every, self.now)
+        return signer_for(
+            self.settings.bank_id,
+            self.keys,
+            self.custody.audit_log_key(),
+            self.settings.audit_checkpoint_every,
+            self.now,
+        )
 
     @functools.cached_property
     def writer(self) -> GroupWriter:
@@ -74,8 +94,20 @@ class Gateway:
         return GroupWriter(self.db, self.record)
 
     async def record(self, tx: Transaction, entries: list[Entry]) -> None:
-        """Append the audit entries of what ``tx`` did, in ``tx``."""
-        await audit_log.append(tx, entries, signer=self.audit_signer)
+        """Append the audit entries of what ``tx`` did, in ``tx``; once it commits, tell
+        the ``gateway_event`` subscribers (and the checkpoint signed, if one was)."""
+        if not entries:
+            return
+        indices = await audit_log.append(tx, entries, signer=self.audit_signer)
+        events = [Event.from_entry(entry) for entry in entries]
+        every = self.audit_signer.every
+        if indices[0] // every != (indices[-1] + 1) // every:
+            events.append(Event("checkpoint", events[-1].at, detail={"size": indices[-1] + 1}))
+        tx.after_commit(lambda: self.emit(events))
+
+    def emit(self, events: list[Event]) -> None:
+        """Hand committed actions to the ``gateway_event`` subscribers."""
+        emit(self.pm, events)
 
     def now(self) -> datetime:
         return self.clock()

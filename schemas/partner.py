@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Kind = Literal["agency", "arbitration", "sms", "email"]
 Purpose = Literal["reminder", "collection", "locate", "arbitration", "litigation"]
-Transform = Literal["keep", "mask", "token", "year", "bucket", "drop"]
 
 #: Purposes that go to a court or arbitration body: refused once the claim is time-barred.
 LEGAL_PURPOSES: frozenset[str] = frozenset({"arbitration", "litigation"})
@@ -29,7 +28,13 @@ class _Model(BaseModel):
 class FieldRule(_Model):
     """How one field path leaves: ``"keep"`` in TOML is short for ``{transform="keep"}``."""
 
-    transform: Transform
+    transform: str = Field(
+        pattern=r"^[a-z][a-z0-9_-]{0,39}$",
+        description="keep, mask, token, year, bucket, drop, or a plugin's transform",
+    )
+    options: dict[str, str | int | bool | list[str]] = Field(
+        default_factory=dict, description="options of a plugin's transform"
+    )
     first: int = Field(default=0, ge=0, description="mask: characters kept at the start")
     last: int = Field(default=0, ge=0, description="mask: characters kept at the end")
     edges: list[Decimal] = Field(default_factory=list, description="bucket: range bounds")
@@ -104,6 +109,11 @@ class PartnerProfile(_Model):
     adapter: str = Field(min_length=1, description="name of a registered adapter plugin")
     endpoint: str = Field(min_length=1)
     sealing: Literal["jwe", "tls-only"] = "jwe"
+    callback_format: str = Field(
+        default="standard-webhooks",
+        pattern=r"^[a-z][a-z0-9_-]{0,39}$",
+        description="how the partner's callbacks are signed and shaped: standard-webhooks, or a plugin's",
+    )
     jwks: str | None = Field(
         default=None,
         # Checked at onboarding and at every read (`gateway.onboarding.keys.partner_file`), not

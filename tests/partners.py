@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from jwcrypto import jwe, jwk, jwt
 
-from gateway.cli.main import read_case
+from gateway.cli.placement import read_case
 from gateway.config import CONFIG_NAME, load_settings, render_config
 from gateway.core import Gateway
 from gateway.demo.partners import ThrowawayCA

@@ -12,7 +12,6 @@ from aiohttp.test_utils import TestClient
 from gateway.audit import log as audit_log
 from gateway.audit.checkpoint import parse_and_verify
 from gateway.audit.merkle import verify_consistency, verify_inclusion
-from gateway.audit.signer import origin_for, publish_vkey
 from gateway.core import Gateway
 from gateway.http import create_app
 from gateway.onboarding import tokens
@@ -33,7 +32,7 @@ async def test_auditor_reads_checkpoint_entries_and_proofs(gw: Gateway, aiohttp_
 
     assert (await client.get("/v1/audit/checkpoint", headers=operator)).status == 403
     latest = await (await client.get("/v1/audit/checkpoint", headers=auditor)).json()
-    vkey = publish_vkey(gw.keys, origin_for(gw.settings.bank_id))
+    vkey = gw.audit_signer.vkey
     checkpoint = parse_and_verify(latest["note"], vkey)
     assert checkpoint.size == latest["size"] == old.size + 1
 

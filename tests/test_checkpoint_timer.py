@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from gateway.audit import log as audit_log
 from gateway.audit import timer
 from gateway.audit.checkpoint import parse_and_verify
-from gateway.audit.signer import LogSigner, origin_for, publish_vkey
+from gateway.audit.signer import LogSigner
 from gateway.config import CONFIG_NAME, Settings, load_settings
 from gateway.core import Gateway
 from gateway.http import create_app
@@ -114,7 +114,7 @@ async def test_new_entries_get_a_signed_checkpoint_within_the_interval(
             return latest if latest is not None and latest.size == size else None
 
         record = await eventually(covered)
-        vkey = publish_vkey(gw.keys, origin_for(gw.settings.bank_id))
+        vkey = gw.audit_signer.vkey
         assert parse_and_verify(record.note, vkey).size == size
         # Auditors see it over HTTP too.
         response = await client.get("/v1/audit/checkpoint", headers=auditor)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.cli.main import read_case
+from gateway.cli.placement import read_case
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from gateway.cli.main import read_case
+from gateway.cli.placement import read_case
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher

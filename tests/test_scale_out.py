@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.cli.main import read_case
+from gateway.cli.placement import read_case
 from gateway.core import Gateway
 from gateway.delivery import outbox
 from gateway.onboarding import registry

@@ -24,7 +24,7 @@ from gateway.audit.checkpoint import CheckpointError, parse_vkey
 from gateway.audit.errors import AuditError, VerificationFailed
 from gateway.audit.log import checkpoint_now
 from gateway.audit.query import checkpoints, stream_entries
-from gateway.audit.signer import LogSigner, fingerprint, publish_vkey
+from gateway.audit.signer import LogSigner, fingerprint
 from gateway.audit.verify import LogVerifier, Progress, Row, Summary, read_checkpoints
 from gateway.onboarding.keys import KeyStore
 from gateway.storage import Database
@@ -77,7 +77,7 @@ async def export_bundle(db: Database, keys: KeyStore, signer: LogSigner, directo
     """Sign a checkpoint of the log as it is now and write the bundle into `directory`."""
     _refuse_non_empty(directory)
     latest = await checkpoint_now(db, signer)
-    vkey = publish_vkey(keys, signer.origin)
+    vkey = signer.vkey
     signed = [cp for cp in await checkpoints(db) if cp.size <= latest.size]
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / ENTRIES).open("w", encoding="utf-8", newline="\n") as out:

@@ -22,9 +22,10 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.audit.merkle import HASH_SIZE
@@ -39,6 +40,15 @@ _MAX_SIZE = 2**64 - 1
 # At most 20 digits, enough for any uint64, so int() never sees a huge string.
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
+
+
+class NoteKey(Protocol):
+    """What signs a note: an Ed25519 private key, or a device's signer with the same
+    two methods (the key custody's, see `gateway.onboarding.custody`)."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def public_key(self) -> Ed25519PublicKey: ...
 
 
 class CheckpointError(ValueError):
@@ -160,7 +170,7 @@ def _check_note_text(text: str) -> None:
         raise CheckpointError("note text is not valid UTF-8") from None
 
 
-def sign_note(text: str, key_name: str, private_key: Ed25519PrivateKey) -> str:
+def sign_note(text: str, key_name: str, private_key: NoteKey) -> str:
     """A signed note of `text` with one signature line by `key_name`."""
     _check_note_text(text)
     # A blank line would read as the start of the signature block.
@@ -218,7 +228,7 @@ def _parse_signature_line(line: str) -> tuple[str, bytes]:
     return name, blob
 
 
-def sign_checkpoint(cp: Checkpoint, key_name: str, private_key: Ed25519PrivateKey) -> str:
+def sign_checkpoint(cp: Checkpoint, key_name: str, private_key: NoteKey) -> str:
     """The signed note of checkpoint `cp`."""
     return sign_note(cp.text(), key_name, private_key)
 

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from gateway.audit.checkpoint import Checkpoint, format_vkey, key_id, parse_vkey, sign_checkpoint
+from gateway.audit.checkpoint import Checkpoint, NoteKey, format_vkey, key_id, parse_vkey, sign_checkpoint
 from gateway.audit.errors import AuditError
 from gateway.onboarding.keys import KeyStore, write_public
 
@@ -34,11 +32,11 @@ def vkey_path(keys: KeyStore) -> Path:
     return keys.bank / VKEY_NAME
 
 
-def publish_vkey(keys: KeyStore, origin: str) -> str:
+def publish_vkey(keys: KeyStore, origin: str, key: NoteKey) -> str:
     """The verifier key of the audit log key; written to ``keys/bank/audit-log.vkey`` if
     missing. A published key that no longer matches the private key is refused rather
     than silently replaced, because auditors may have pinned it."""
-    vkey = format_vkey(origin, keys.audit_log_key().public_key())
+    vkey = format_vkey(origin, key.public_key())
     path = vkey_path(keys)
     if path.exists():
         published = path.read_text(encoding="utf-8").strip()
@@ -64,7 +62,7 @@ class LogSigner:
     of `every` entries signs a checkpoint in the same transaction as the entries."""
 
     origin: str
-    private_key: Ed25519PrivateKey = field(repr=False)
+    private_key: NoteKey = field(repr=False)
     every: int = DEFAULT_CHECKPOINT_EVERY
     clock: Callable[[], datetime] | None = None
 
@@ -83,10 +81,12 @@ class LogSigner:
 def signer_for(
     bank_id: str,
     keys: KeyStore,
+    key: NoteKey,
     every: int = DEFAULT_CHECKPOINT_EVERY,
     clock: Callable[[], datetime] | None = None,
 ) -> LogSigner:
-    """The workspace's checkpoint signer; publishes the verifier key on first use."""
+    """The workspace's checkpoint signer, signing with ``key`` (from the key custody);
+    publishes the verifier key in ``keys/bank/`` on first use."""
     origin = origin_for(bank_id)
-    publish_vkey(keys, origin)
-    return LogSigner(origin, keys.audit_log_key(), every, clock)
+    publish_vkey(keys, origin, key)
+    return LogSigner(origin, key, every, clock)

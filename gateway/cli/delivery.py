@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from gateway.cli.common import echo_json, table, with_gateway
 from gateway.delivery import outbox
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.dispatch import LEASE_ENV, Dispatcher, Options, Stats
@@ -96,67 +97,61 @@ async def attempts(gw: Gateway, package_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def register(cli: click.Group) -> None:
-    """Attach the delivery commands to the main group."""
-    from gateway.cli.main import echo_json, table, with_gateway
+@click.command()
+@click.option("--once", is_flag=True, help="Send what is due now, print counts, exit (for cron).")
+@click.option("--lease", type=float, default=None,
+              help=f"Seconds a claim is held [default: ${LEASE_ENV} or 120].")
+@click.option("--idle", type=float, default=2.0, show_default=True,
+              help="Longest sleep when nothing is due.")
+@click.option("--breaker-threshold", type=int, default=5, show_default=True,
+              help="Consecutive failures that pause a partner.")
+@click.option("--breaker-cooldown", type=float, default=30.0, show_default=True,
+              help="Seconds a paused partner waits before one probe.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@with_gateway
+async def dispatch(
+    gw: Gateway, once: bool, lease: float | None, idle: float,
+    breaker_threshold: int, breaker_cooldown: float, quiet: bool,
+) -> None:
+    """Deliver queued packages to partners; run until SIGTERM, or with --once drain and exit.
 
-    @cli.command()
-    @click.option("--once", is_flag=True, help="Send what is due now, print counts, exit (for cron).")
-    @click.option("--lease", type=float, default=None,
-                  help=f"Seconds a claim is held [default: ${LEASE_ENV} or 120].")
-    @click.option("--idle", type=float, default=2.0, show_default=True,
-                  help="Longest sleep when nothing is due.")
-    @click.option("--breaker-threshold", type=int, default=5, show_default=True,
-                  help="Consecutive failures that pause a partner.")
-    @click.option("--breaker-cooldown", type=float, default=30.0, show_default=True,
-                  help="Seconds a paused partner waits before one probe.")
-    @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
-    @with_gateway
-    async def dispatch(
-        gw: Gateway, once: bool, lease: float | None, idle: float,
-        breaker_threshold: int, breaker_cooldown: float, quiet: bool,
-    ) -> None:
-        """Deliver queued packages to partners; run until SIGTERM, or with --once drain and exit.
+    On SIGTERM or Ctrl-C it stops claiming, lets attempts in flight finish, gives
+    back what it still holds and exits 0. Several dispatchers may share a workspace.
+    """
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
+    overrides: dict[str, Any] = {"idle": idle}
+    if lease is not None:
+        overrides["lease"] = lease
+    overrides["breaker"] = BreakerPolicy(breaker_threshold, breaker_cooldown)
+    options = Options.from_env(**overrides)
+    result = await dispatch_main(gw, options, once, quiet)
+    click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
 
-        On SIGTERM or Ctrl-C it stops claiming, lets attempts in flight finish, gives
-        back what it still holds and exits 0. Several dispatchers may share a workspace.
-        """
-        logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
-        overrides: dict[str, Any] = {"idle": idle}
-        if lease is not None:
-            overrides["lease"] = lease
-        overrides["breaker"] = BreakerPolicy(breaker_threshold, breaker_cooldown)
-        options = Options.from_env(**overrides)
-        result = await dispatch_main(gw, options, once, quiet)
-        click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+@click.command("deliveries")
+@click.option("--partner", "partner_id", default=None, help="Only this partner.")
+@click.option("--state", type=click.Choice(STATES), default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@with_gateway
+async def deliveries_cmd(
+    gw: Gateway, partner_id: str | None, state: str | None, limit: int, as_json: bool
+) -> None:
+    """Packages with their delivery state, attempts and last error, newest first."""
+    rows = await deliveries(gw, partner_id, state, limit)
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(table(rows) if rows else "no packages")
 
-    @cli.command("deliveries")
-    @click.option("--partner", "partner_id", default=None, help="Only this partner.")
-    @click.option("--state", type=click.Choice(STATES), default=None)
-    @click.option("--limit", default=50, show_default=True)
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @with_gateway
-    async def deliveries_cmd(
-        gw: Gateway, partner_id: str | None, state: str | None, limit: int, as_json: bool
-    ) -> None:
-        """Packages with their delivery state, attempts and last error, newest first."""
-        rows = await deliveries(gw, partner_id, state, limit)
-        if as_json:
-            echo_json(rows)
-        else:
-            click.echo(table(rows) if rows else "no packages")
 
-    package = cli.commands.get("package")
-    if isinstance(package, click.Group):
-
-        @package.command("attempts")
-        @click.argument("package_id")
-        @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-        @with_gateway
-        async def package_attempts(gw: Gateway, package_id: str, as_json: bool) -> None:
-            """Every delivery attempt of one package: when, answer, latency, error."""
-            rows = await attempts(gw, package_id)
-            if as_json:
-                echo_json(rows)
-            else:
-                click.echo(table(rows) if rows else f"no attempts for {package_id} yet")
+@click.command("attempts")
+@click.argument("package_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@with_gateway
+async def package_attempts(gw: Gateway, package_id: str, as_json: bool) -> None:
+    """Every delivery attempt of one package: when, answer, latency, error."""
+    rows = await attempts(gw, package_id)
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(table(rows) if rows else f"no attempts for {package_id} yet")

@@ -283,7 +283,7 @@ async def finish(
                 for o in outcomes
             ],
         )
-        await presend.record_sent(tx, outcomes, now)
+        await presend.record_sent(gw.adapters, tx, outcomes, now)
         by_partner: dict[str, list[tuple[breaker.Signal, float | None]]] = {}
         for o in outcomes:
             if o.signal:

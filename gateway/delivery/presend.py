@@ -50,7 +50,7 @@ before reading the history, so the second waits and then sees the first's claim.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -59,15 +59,16 @@ from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.delivery.outcome import Outcome
 from gateway.onboarding import registry
+from gateway.plugin.adapter import Adapter
 from gateway.storage import Lock, Row, Transaction
 from gateway.supervision.history import HISTORY, contact_history
 from gateway.supervision.rules import Breach, Contact, RulePack
 from gateway.supervision.rules_text import local_time
 from schemas.events import ContactAttempt
 from schemas.package import RECALL_PURPOSE
-from schemas.partner import PartnerProfile
 
 MESSAGING = frozenset({"sms", "email"})
+Adapters = Mapping[str, type[Adapter]]
 
 
 @dataclass(frozen=True)
@@ -110,17 +111,13 @@ def _openings(pack: RulePack, after: datetime, debtor_tz: str) -> list[datetime]
     return [opening for day in days if (opening := pack.next_allowed(day, debtor_tz)) > after]
 
 
-def template_text(profile: PartnerProfile, purpose: str) -> str | None:
-    template = profile.adapter_config.get("templates", {}).get(purpose)
-    if not isinstance(template, dict):
-        return None
-    return "\n".join(str(template[key]) for key in ("subject", "text") if key in template) or None
-
-
 def message(
-    record: registry.PartnerRecord, purpose: str, case_id: str, subject: str, at: datetime
+    adapters: Adapters, record: registry.PartnerRecord, purpose: str, case_id: str, subject: str, at: datetime
 ) -> Contact:
-    """The gateway's message as the rule pack sees a contact."""
+    """The gateway's message as the rule pack sees a contact: its texts are what the
+    partner's adapter says it sends (`Adapter.message_texts`)."""
+    cls = adapters.get(record.profile.adapter)
+    texts = cls.for_profile(record.profile).message_texts(purpose) if cls else []
     return Contact(
         at=at,
         channel=record.profile.kind,
@@ -129,7 +126,7 @@ def message(
         partner=record.id,
         debt=case_id,
         debtor=subject,
-        text=template_text(record.profile, purpose),
+        text="\n".join(texts) or None,
     )
 
 
@@ -150,12 +147,12 @@ async def screen(
             continue
         subject = row["subject_token"]
         if subject not in histories:
-            histories[subject] = await _history(tx, subject, now, claimed)
+            histories[subject] = await _history(gw.adapters, tx, subject, now, claimed)
         tz = await tx.fetchval(
             "SELECT timezone FROM assignments WHERE partner_id = ? AND case_ref = ?",
             (partner_id, row["case_ref"]),
         )
-        contact = message(record, row["purpose"], row["case_id"], subject, now)
+        contact = message(gw.adapters, record, row["purpose"], row["case_id"], subject, now)
         verdict = judge(gw.rules, contact, histories[subject], tz)
         if not verdict.breaches:
             histories[subject].append(contact)
@@ -169,7 +166,9 @@ async def screen(
     return stopped
 
 
-async def _history(tx: Transaction, subject: str, now: datetime, claimed: set[str]) -> list[Contact]:
+async def _history(
+    adapters: Adapters, tx: Transaction, subject: str, now: datetime, claimed: set[str]
+) -> list[Contact]:
     """Reported and recorded contacts, and the gateway's messages to the debtor in flight."""
     history = await contact_history(tx, subject, now - HISTORY, now + HISTORY)
     rows = await tx.fetchall(
@@ -180,11 +179,13 @@ async def _history(tx: Transaction, subject: str, now: datetime, claimed: set[st
     for row in rows:
         record = await registry.fetch(tx, row["partner_id"])
         if row["id"] not in claimed and record.profile.kind in MESSAGING:
-            history.append(message(record, row["purpose"], row["case_id"], subject, now))
+            history.append(message(adapters, record, row["purpose"], row["case_id"], subject, now))
     return history
 
 
-async def record_sent(tx: Transaction, outcomes: Sequence[Outcome], now: datetime) -> None:
+async def record_sent(
+    adapters: Adapters, tx: Transaction, outcomes: Sequence[Outcome], now: datetime
+) -> None:
     """Store each delivered message of an sms or email partner as the debtor's contact."""
     records: dict[str, registry.PartnerRecord] = {}
     for outcome in outcomes:
@@ -201,7 +202,7 @@ async def record_sent(tx: Transaction, outcomes: Sequence[Outcome], now: datetim
         )
         if row is None or row["purpose"] == RECALL_PURPOSE or await _recorded(tx, row, outcome.package_id):
             continue
-        contact = message(record, row["purpose"], row["case_id"], row["subject_token"], now)
+        contact = message(adapters, record, row["purpose"], row["case_id"], row["subject_token"], now)
         body = ContactAttempt(
             type="contact_attempt",
             case_ref=row["case_ref"],

@@ -335,7 +335,7 @@ async def _flag_transition(
 ) -> ViolationFound:
     breach = Breach(
         rule="protocol.impossible-transition",
-        source="gateway case lifecycle (gateway/lifecycle.py)",
+        source="gateway case lifecycle (gateway/inbound/lifecycle.py)",
         message=f"partner reported {event_type!r} on a case in state {assignment['state']!r}",
         evidence={"state": assignment["state"], "event_type": event_type},
     )

@@ -26,6 +26,9 @@ from gateway.supervision.redact import redact
 
 log = logging.getLogger(__name__)
 
+#: Seconds between polls of an adapter that stops naming an interval while polled.
+DEFAULT_INTERVAL = 300.0
+
 
 @dataclass
 class PollStats:
@@ -38,15 +41,14 @@ class PollStats:
 
 def pollable(gw: Gateway, record: registry.PartnerRecord) -> Adapter | None:
     cls = gw.adapters.get(record.profile.adapter)
-    if cls is None or not cls.supports_poll or record.status == "offboarded":
+    if cls is None or record.status == "offboarded":
         return None
-    adapter = cls(record.profile, cls.check_profile(record.profile))
-    feed = getattr(adapter.config, "status_feed_path", None) or getattr(adapter.config, "status_path", None)
-    return adapter if feed else None
+    adapter = cls.for_profile(record.profile)
+    return adapter if adapter.poll_interval() is not None else None
 
 
 def interval(adapter: Adapter) -> float:
-    return float(getattr(adapter.config, "poll_interval", 300.0))
+    return adapter.poll_interval() or DEFAULT_INTERVAL
 
 
 async def poll_partner(gw: Gateway, adapter: Adapter) -> PollStats:

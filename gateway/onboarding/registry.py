@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -16,13 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.audit import log as audit_log
 from gateway.clock import isotime
 from gateway.config import first_error
 from gateway.core import Gateway
 from gateway.errors import Conflict, GatewayError, NotFound, ProfileError
 from gateway.placement.minimize import check_rule
 from gateway.placement.seal import usable_for_encryption
+from gateway.plugin.adapter import Adapter
 from gateway.storage import Transaction
 from gateway.supervision.redact import check_reason
 from schemas.audit import ChangeKind, PartnerChange
@@ -64,7 +65,16 @@ def read_profile(path: Path) -> tuple[PartnerProfile, str]:
 
 
 def digest_profile(profile: PartnerProfile) -> str:
-    canonical = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """The profile's identity. Fields added to profiles later enter it only when they
+    differ from their defaults, so a stored partner's digest survives an upgrade."""
+    data = profile.model_dump(mode="json")
+    if data["callback_format"] == "standard-webhooks":
+        del data["callback_format"]
+    for policy in data["policy"].values():
+        for rule in policy["fields"].values():
+            if not rule["options"]:
+                del rule["options"]
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -74,26 +84,46 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
     def fail(field: str, problem: str) -> ProfileError:
         return ProfileError(source, field, problem)
 
-    adapter = gw.adapters.get(profile.adapter)
-    if adapter is None:
+    adapter = _check_adapter(gw, profile, fail)
+    _check_sealing(gw, profile, fail)
+    if profile.callback_format not in gw.callback_formats:
+        known = ", ".join(sorted(gw.callback_formats))
+        raise fail("callback_format", f"unknown format {profile.callback_format!r} (installed: {known})")
+    for purpose in profile.policy:
+        for text in adapter.message_texts(purpose):
+            breaches = gw.rules.check_template(text, profile.kind)
+            if breaches:
+                raise fail(f"adapter_config.templates.{purpose}", "; ".join(b.message for b in breaches))
+    _check_contract_and_policy(gw, profile, today, fail)
+
+
+Fail = Callable[[str, str], ProfileError]
+
+
+def _check_adapter(gw: Gateway, profile: PartnerProfile, fail: Fail) -> Adapter:
+    """The profile's adapter, installed, serving its kind, its config valid."""
+    cls = gw.adapters.get(profile.adapter)
+    if cls is None:
         known = ", ".join(sorted(gw.adapters)) or "none"
         raise fail(
             "adapter",
             f"unknown adapter {profile.adapter!r} (installed: {known}; see `gateway plugins`)",
         )
-    if profile.kind not in adapter.kinds:
+    if profile.kind not in cls.kinds:
         raise fail(
             "kind",
-            f"adapter {adapter.name!r} serves {', '.join(sorted(adapter.kinds))}, not {profile.kind!r}",
+            f"adapter {cls.name!r} serves {', '.join(sorted(cls.kinds))}, not {profile.kind!r}",
         )
     try:
-        adapter.check_profile(profile)
+        return cls.for_profile(profile)
     except ValidationError as exc:
         where, _, problem = first_error(exc).partition(": ")
         raise fail(f"adapter_config.{where}", problem) from None
     except ValueError as exc:
         raise fail("adapter_config", str(exc)) from None
 
+
+def _check_sealing(gw: Gateway, profile: PartnerProfile, fail: Fail) -> None:
     if profile.sealing == "tls-only" and profile.kind not in ("sms", "email"):
         raise fail("sealing", f"tls-only is only for sms and email providers; a {profile.kind} gets 'jwe'")
     if profile.sealing == "jwe":
@@ -111,11 +141,8 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
             detail = "; ".join(f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True))
             raise fail("jwks", f"no usable encryption key ({detail or 'the set is empty'})")
 
-    for purpose, text in _templates(profile):
-        breaches = gw.rules.check_template(text, profile.kind)
-        if breaches:
-            raise fail(f"adapter_config.templates.{purpose}", "; ".join(b.message for b in breaches))
 
+def _check_contract_and_policy(gw: Gateway, profile: PartnerProfile, today: date, fail: Fail) -> None:
     if profile.contract.valid_to < today:
         raise fail(
             "contract.valid_to",
@@ -130,15 +157,9 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
             )
         for path, rule in policy.fields.items():
             try:
-                check_rule(path, rule)
+                check_rule(path, rule, gw.transforms)
             except ValueError as exc:
                 raise fail(f"policy.{purpose}.fields", str(exc)) from None
-
-
-def _templates(profile: PartnerProfile) -> list[tuple[str, str]]:
-    """Message texts the gateway would send in the partner's name (SMS, email)."""
-    templates = profile.adapter_config.get("templates", {})
-    return [(purpose, t["text"]) for purpose, t in templates.items() if isinstance(t, dict) and "text" in t]
 
 
 #: What brings an offboarded partner back (see `add`).
@@ -191,10 +212,9 @@ async def add(gw: Gateway, path: Path, *, actor: str, update: bool = False) -> t
                 f"partner {profile.id!r} was added by another gateway instance at the same "
                 "moment, with a different profile; run the command again"
             )
-        await audit_log.append(
+        await gw.record(
             tx,
             [PartnerChange(kind=kind, at=now, actor=actor, partner=profile.id, profile_digest=digest)],
-            signer=gw.audit_signer,
         )
         record = await _fetch(tx, profile.id)
     assert record is not None
@@ -217,7 +237,7 @@ async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, 
             "UPDATE partners SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
             (status, reason, now, partner_id),
         )
-        await audit_log.append(
+        await gw.record(
             tx,
             [
                 PartnerChange(
@@ -229,7 +249,6 @@ async def set_status(gw: Gateway, partner_id: str, status: str, *, reason: str, 
                     reason=reason,
                 )
             ],
-            signer=gw.audit_signer,
         )
         updated = await _fetch(tx, partner_id)
     assert updated is not None

@@ -12,7 +12,6 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from gateway.audit import log as audit_log
 from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.errors import Forbidden, InvalidInput, Unauthorized
@@ -42,8 +41,8 @@ async def create(gw: Gateway, role: str, label: str, *, actor: str) -> str:
             "INSERT INTO api_tokens (id, role, secret_hash, label, created_at) VALUES (?, ?, ?, ?, ?)",
             (token_id, role, _hash(secret), label, now),
         )
-        await audit_log.append(
-            tx, [TokenCreated(at=now, actor=actor, token_id=token_id, role=role)], signer=gw.audit_signer
+        await gw.record(
+            tx, [TokenCreated(at=now, actor=actor, token_id=token_id, role=role)]
         )
     return f"gwt_{token_id}_{secret}"
 

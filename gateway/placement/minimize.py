@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -18,14 +19,13 @@ from typing import Any, Union
 from pydantic import BaseModel
 
 from gateway.onboarding.keys import Pseudonymizer
+from gateway.placement.transforms import BUILTIN, Transform
 from schemas.case import Case
 from schemas.partner import FieldRule, PurposePolicy
 
-#: Which transforms make sense for which kind of leaf.
+#: Which built-in transforms make sense for which kind of leaf.
 TRANSFORMS_FOR: dict[str, set[str]] = {
-    "text": {"keep", "mask", "token", "drop"},
-    "number": {"keep", "bucket", "token", "drop"},
-    "date": {"keep", "year", "drop"},
+    kind: {t.name for t in BUILTIN.values() if kind in t.kinds} for kind in ("text", "number", "date")
 }
 
 
@@ -100,56 +100,40 @@ def leaf_paths(model: type[BaseModel] = Case, prefix: str = "") -> list[str]:
     return paths
 
 
-def check_rule(path: str, rule: FieldRule) -> None:
+def check_rule(path: str, rule: FieldRule, transforms: Mapping[str, Transform] = BUILTIN) -> None:
+    """ValueError naming the path if ``rule`` cannot apply to the field at ``path``."""
     kind = leaf_kind(path)
-    if rule.transform not in TRANSFORMS_FOR[kind]:
-        allowed = ", ".join(sorted(TRANSFORMS_FOR[kind]))
+    transform = transforms.get(rule.transform)
+    if transform is None:
+        known = ", ".join(sorted(transforms))
+        raise ValueError(f"{path!r}: no transform {rule.transform!r} (known: {known})")
+    if kind not in transform.kinds:
+        allowed = ", ".join(sorted(t.name for t in transforms.values() if kind in t.kinds))
         raise ValueError(
             f"{path!r}: transform {rule.transform!r} does not fit a {kind} field ({allowed})"
         )
+    try:
+        transform.check(rule)
+    except ValueError as exc:
+        raise ValueError(f"{path!r}: {exc}") from None
 
 
-def apply_transform(value: Any, rule: FieldRule, tokens: Pseudonymizer) -> Any:
-    match rule.transform:
-        case "keep":
-            return str(value) if isinstance(value, Decimal | date) else value
-        case "mask":
-            text = str(value)
-            if len(text) <= rule.first + rule.last:
-                return "*" * len(text)
-            hidden = len(text) - rule.first - rule.last
-            return text[: rule.first] + "*" * hidden + text[len(text) - rule.last :]
-        case "token":
-            return tokens.token(str(value))
-        case "year":
-            return value.year
-        case "bucket":
-            return bucket(Decimal(value), rule.edges)
-    raise AssertionError(rule.transform)
-
-
-def bucket(amount: Decimal, edges: list[Decimal]) -> str:
-    if amount < edges[0]:
-        return f"<{edges[0]}"
-    for low, high in zip(edges, edges[1:], strict=False):
-        if amount < high:
-            return f"{low}..<{high}"
-    return f">={edges[-1]}"
-
-
-def minimize(case: Case, policy: PurposePolicy, tokens: Pseudonymizer) -> dict[str, Any]:
+def minimize(
+    case: Case, policy: PurposePolicy, tokens: Pseudonymizer, transforms: Mapping[str, Transform] = BUILTIN
+) -> dict[str, Any]:
     """The payload for one partner and purpose: only listed leaves, transformed."""
     source = case.model_dump(mode="python")
     out: dict[str, Any] = {}
     for path, rule in policy.fields.items():
         if rule.transform != "drop":
-            _copy(source, parse_path(path), rule, tokens, out)
+            _copy(source, parse_path(path), transforms[rule.transform], rule, tokens, out)
     return out
 
 
 def _copy(
     src: dict[str, Any],
     segments: tuple[Segment, ...],
+    transform: Transform,
     rule: FieldRule,
     tokens: Pseudonymizer,
     out: dict[str, Any],
@@ -159,13 +143,13 @@ def _copy(
     if value is None:
         return
     if not rest:
-        out[head.name] = apply_transform(value, rule, tokens)
+        out[head.name] = transform.apply(value, rule, tokens)
     elif head.is_list:
         items = out.setdefault(head.name, [{} for _ in value])
         for item, target in zip(value, items, strict=True):
-            _copy(item, rest, rule, tokens, target)
+            _copy(item, rest, transform, rule, tokens, target)
     else:
-        _copy(value, rest, rule, tokens, out.setdefault(head.name, {}))
+        _copy(value, rest, transform, rule, tokens, out.setdefault(head.name, {}))
 
 
 def disclosed_fields(policy: PurposePolicy) -> list[dict[str, str]]:

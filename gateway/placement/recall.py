@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from gateway.audit import log as audit_log
 from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.errors import Conflict, NotFound
@@ -65,7 +64,7 @@ async def offboard(gw: Gateway, partner_id: str, reason: str, *, actor: str) -> 
             "UPDATE partners SET status = 'offboarded', status_reason = ?, updated_at = ? WHERE id = ?",
             (reason, now, partner_id),
         )
-        await audit_log.append(
+        await gw.record(
             tx,
             [
                 PartnerChange(
@@ -77,7 +76,6 @@ async def offboard(gw: Gateway, partner_id: str, reason: str, *, actor: str) -> 
                     reason=f"offboarded: {reason}",
                 )
             ],
-            signer=gw.audit_signer,
         )
     return done
 
@@ -117,7 +115,7 @@ async def _recall(
             at=isotime(now),
         )
         notice_id = notice.package_id
-    await audit_log.append(
+    await gw.record(
         tx,
         [
             Recall(
@@ -129,6 +127,5 @@ async def _recall(
                 deletion_due=due,
             )
         ],
-        signer=gw.audit_signer,
     )
     return Recalled(row["case_id"], profile.id, due, notice_id)

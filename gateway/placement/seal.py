@@ -6,6 +6,8 @@ opens with the partner's private key and verifies with the bank's published JWKS
 
 from __future__ import annotations
 
+import base64
+import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
 
 from gateway.errors import SealingError
+from gateway.onboarding.custody import PackageSigner
 from gateway.onboarding.keys import ENCRYPTION_CURVES, JWK, import_jwk
 
 KEY_ALG = "ECDH-ES+A256KW"
@@ -63,13 +66,25 @@ def _quiet_eddsa() -> Iterator[None]:
         yield
 
 
-def sign(claims: dict[str, Any], signing_key: JWK) -> str:
-    header = {"alg": str(signing_key.alg), "kid": signing_key.kid, "typ": "JWT"}
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def sign(claims: dict[str, Any], signer: PackageSigner) -> str:
+    """The compact JWS (RFC 7515) of ``claims``, signed by the key custody's signer: the
+    private key may live in an HSM, so the signing input is built here and only the
+    signature is asked of the custody. Every JOSE library verifies it (tests/test_sealing.py)."""
+    header = {"alg": signer.alg, "kid": signer.kid, "typ": "JWT"}
     try:
-        with _quiet_eddsa():
-            return jwt.encode(header, claims, signing_key, algorithms=SIGNING_ALGS)
-    except JoseError as exc:
-        raise SealingError(f"cannot sign package: {exc}") from None
+        payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SealingError(f"cannot sign package: claims are not plain JSON ({exc})") from None
+    signing_input = _b64(json.dumps(header, separators=(",", ":")).encode()) + b"." + _b64(payload.encode())
+    try:
+        signature = signer.sign(signing_input)
+    except Exception as exc:  # a device or plugin failure, whatever its type
+        raise SealingError(f"cannot sign package with key {signer.kid}: {type(exc).__name__}") from None
+    return (signing_input + b"." + _b64(signature)).decode("ascii")
 
 
 def encrypt(signed: str, recipient: JWK) -> str:

@@ -106,7 +106,7 @@ def seal_package(
         case_ref=case_ref,
         data=data,
     ).model_dump(mode="json", by_alias=True)
-    signed = sign(claims, gw.keys.signing_key())
+    signed = sign(claims, gw.custody.package_signer())
     if profile.sealing == "jwe":
         assert profile.jwks is not None  # checked at onboarding
         key = gw.keys.from_partner_keyset(profile.jwks, "encryption key", choose_encryption_key)
@@ -257,7 +257,7 @@ async def _place_in(
         except PolicyViolation as refused:
             outcomes.append(refused)
             continue
-        package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens))
+        package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens, gw.transforms))
         at = isotime(gw.now())
         entry = Disclosure(
             at=at,

@@ -65,10 +65,25 @@ class Adapter:
         needs of the profile; raise ValueError naming the field."""
         return cls.Config.model_validate(profile.adapter_config)
 
+    @classmethod
+    def for_profile(cls, profile: PartnerProfile) -> Adapter:
+        """An adapter for ``profile``, its config checked; opens no connection."""
+        return cls(profile, cls.check_profile(profile))
+
     async def deliver(self, package: OutboundPackage) -> Receipt:
         raise NotImplementedError
 
-    supports_poll: ClassVar[bool] = False
+    def message_texts(self, purpose: str) -> list[str]:
+        """Every text the gateway sends in the partner's name for ``purpose`` (an SMS
+        body; an email's subject and body), with its ``{slots}`` unfilled. The core checks
+        them against the rule pack when the partner is onboarded and before each send.
+        Adapters that send no text of the bank's return nothing."""
+        return []
+
+    def poll_interval(self) -> float | None:
+        """Seconds between polls of this partner's status feed; None: not polled (the
+        partner pushes callbacks, or its profile names no feed)."""
+        return None
 
     async def poll(self, since: str | None) -> PollResult:
         raise NotImplementedError(f"adapter {self.name} cannot poll")

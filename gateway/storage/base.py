@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from enum import IntEnum
 from typing import Any
@@ -31,6 +31,19 @@ class Transaction(ABC):
     a change to them waits for it (readers with it do not wait for each other)."""
     skip_locked: str = ""
     """Appended to a SELECT that claims rows: rows another transaction holds are skipped."""
+    _after_commit: list[Callable[[], None]] | None = None
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this transaction has committed (never if it rolls back).
+        It runs on the event loop, after the commit: it can fail without undoing anything."""
+        if self._after_commit is None:
+            self._after_commit = []
+        self._after_commit.append(callback)
+
+    def committed(self) -> None:
+        """Run the ``after_commit`` callbacks; called by the backend after COMMIT."""
+        for callback in self._after_commit or ():
+            callback()
 
     @abstractmethod
     async def take_turns(self, lock: Lock, item: str | None = None) -> None:

@@ -147,8 +147,9 @@ class PostgresDatabase(Database):
             tx = conn.transaction()
             with _translated():
                 await tx.start()
+            ptx = PostgresTransaction(conn)
             try:
-                yield PostgresTransaction(conn)
+                yield ptx
             except BaseException:
                 try:
                     await tx.rollback()
@@ -162,6 +163,7 @@ class PostgresDatabase(Database):
                     await tx.commit()
         finally:
             await self._pool.release(conn)
+        ptx.committed()
 
     async def close(self) -> None:
         await self._pool.close()

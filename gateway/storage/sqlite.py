@@ -301,12 +301,14 @@ class SQLiteDatabase(Database):
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._lock:
             await self._begin()
+            tx = SQLiteTransaction(self._conn, self._bulk)
             try:
-                yield SQLiteTransaction(self._conn, self._bulk)
+                yield tx
             except BaseException:
                 self._rollback()
                 raise
             self._commit()
+        tx.committed()
 
     async def _begin(self) -> None:
         # IMMEDIATE takes the write lock up front, so two processes never deadlock

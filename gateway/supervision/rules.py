@@ -12,7 +12,7 @@ week, wherever the partner's servers happen to run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
@@ -325,14 +325,24 @@ def _zone(name: str) -> ZoneInfo:
         raise InvalidInput(f"unknown IANA time zone {name!r} for the debtor") from None
 
 
-def load_rule_pack(name: str) -> RulePack:
-    """The packaged rule pack ``name`` (the ``rule_pack`` setting of gateway.toml)."""
+def load_rule_pack(name: str, plugin_packs: Mapping[str, Path] | None = None) -> RulePack:
+    """The rule pack ``name`` (the ``rule_pack`` setting of gateway.toml): a packaged one,
+    or one a plugin registered (``plugin_packs``: name -> TOML file)."""
     folder = resources.files("gateway.supervision") / "rulepacks"
-    available = sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
-    if name not in available:
+    packaged = {p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")}
+    plugin_packs = plugin_packs or {}
+    if name in packaged and name in plugin_packs:
+        raise ConfigError(f"rule_pack = {name!r}: a plugin registers a pack under a built-in pack's name")
+    if name in plugin_packs:
+        try:
+            text = plugin_packs[name].read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"rule pack {name!r}: cannot read {plugin_packs[name]}: {exc}") from None
+        return _parse(text, str(plugin_packs[name]), name)
+    if name not in packaged:
         raise ConfigError(
             f"rule_pack = {name!r}: no such rule pack; set rule_pack in gateway.toml to one of: "
-            + ", ".join(available)
+            + ", ".join(sorted(packaged | set(plugin_packs)))
         )
     text = (folder / f"{name}.toml").read_text(encoding="utf-8")
     return _parse(text, f"gateway/supervision/rulepacks/{name}.toml", name)

@@ -31,8 +31,6 @@ class AgencyHttpAdapter(HttpAdapter):
     kinds: ClassVar[frozenset[str]] = frozenset({"agency"})
     Config = AgencyConfig
     config: AgencyConfig
-    # The class can poll; an instance without status_feed_path says so when asked.
-    supports_poll: ClassVar[bool] = True
 
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
@@ -50,6 +48,9 @@ class AgencyHttpAdapter(HttpAdapter):
         )
         reference, detail = json_field(answer, "reference")
         return Receipt(partner_ref=reference, status=str(answer.status), detail=detail)
+
+    def poll_interval(self) -> float | None:
+        return self.config.poll_interval if self.config.status_feed_path else None
 
     async def poll(self, since: str | None) -> PollResult:
         if not self.config.status_feed_path:

@@ -33,7 +33,6 @@ class ArbitrationHttpAdapter(HttpAdapter):
     kinds: ClassVar[frozenset[str]] = frozenset({"arbitration"})
     Config = ArbitrationConfig
     config: ArbitrationConfig
-    supports_poll: ClassVar[bool] = True
 
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
@@ -52,6 +51,9 @@ class ArbitrationHttpAdapter(HttpAdapter):
         )
         number, detail = json_field(answer, "filing_number")
         return Receipt(partner_ref=number, status=str(answer.status), detail=detail)
+
+    def poll_interval(self) -> float | None:
+        return self.config.poll_interval if self.config.status_path else None
 
     async def poll(self, since: str | None) -> PollResult:
         if not self.config.status_path:

@@ -66,6 +66,10 @@ class EmailSmtpAdapter(Adapter):
         check_profile_messages(profile, texts, config.recipient_field)
         return config
 
+    def message_texts(self, purpose: str) -> list[str]:
+        template = self.config.templates.get(purpose)
+        return [template.subject, template.text] if template else []
+
     def message(self, package: OutboundPackage) -> EmailMessage:
         data = package.claims["data"]
         template = self.config.templates[package.purpose]

@@ -50,6 +50,10 @@ class SmsHttpAdapter(HttpAdapter):
         check_profile_messages(profile, texts, config.recipient_field)
         return config
 
+    def message_texts(self, purpose: str) -> list[str]:
+        template = self.config.templates.get(purpose)
+        return [template.text] if template else []
+
     async def deliver(self, package: OutboundPackage) -> Receipt:
         data = package.claims["data"]
         template = self.config.templates[package.purpose]

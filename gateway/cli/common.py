@@ -1,0 +1,101 @@
+"""What every command module shares: the workspace opener, the one-line error, output."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import json
+import os
+import re
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import click
+
+from gateway.config import Settings, load_settings
+from gateway.core import Gateway
+from gateway.errors import GatewayError
+
+T = TypeVar("T")
+MAX_SPAN_DAYS = 36500
+#: Control characters (C0, DEL, C1) and the bidirectional overrides: shown escaped in
+#: tables, so that a stored text cannot move the cursor, recolour or fake rows.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def actor() -> str:
+    return os.environ.get("GATEWAY_ACTOR") or f"cli:{getpass.getuser()}"
+
+
+def run(coro: Awaitable[T]) -> T:
+    """Run a coroutine, turning gateway errors into one clean CLI line."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def with_gateway(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Open the workspace named by --config for the command, and close it after."""
+
+    @click.pass_obj
+    @functools.wraps(fn)
+    def wrapper(obj: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        async def main() -> Any:
+            settings = load_settings(obj["config"])
+            async with await Gateway.open(settings) as gw:
+                return await fn(gw, *args, **kwargs)
+
+        return run(main())
+
+    return wrapper
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def settings_of(obj: dict[str, Any]) -> Settings:
+    try:
+        return load_settings(obj["config"])
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def parse_span(text: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)([dw])", text.strip())
+    if not match:
+        raise click.BadParameter(
+            f"{text!r}: write a number of days or weeks, e.g. 90d or 12w", param_hint="--within"
+        )
+    days = int(match[1]) * (7 if match[2] == "w" else 1)
+    if days > MAX_SPAN_DAYS:
+        raise click.BadParameter(f"{text!r}: at most {MAX_SPAN_DAYS}d (100 years)", param_hint="--within")
+    return timedelta(days=days)
+
+
+def flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(data, dict):
+        return [item for k, v in data.items() for item in flatten(v, f"{prefix}.{k}" if prefix else k)]
+    if isinstance(data, list):
+        return [item for i, v in enumerate(data) for item in flatten(v, f"{prefix}[{i}]")]
+    return [(prefix, data)]
+
+
+def printable(value: Any) -> str:
+    """``value`` as one line of text a terminal shows as it is: control characters
+    (CR, LF, ESC, ...) escaped, so a stored text cannot fake a row or move the cursor."""
+    return _UNSAFE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), str(value))
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    headers = list(rows[0])
+    cells = [[printable(r[h]) for h in headers] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+

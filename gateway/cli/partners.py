@@ -1,0 +1,119 @@
+"""``gateway partners ...``: onboarding, status and offboarding of partners."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gateway.cli.common import actor, echo_json, table, with_gateway
+from gateway.core import Gateway
+from gateway.onboarding import registry
+from gateway.placement import recall as recalls
+
+
+@click.group()
+def partners() -> None:
+    """Onboard partners from profile files, list them, suspend and reinstate them."""
+
+
+@partners.command("add")
+@click.argument("profile", type=click.Path(path_type=Path))
+@click.option("--update", is_flag=True, help="Replace the profile of an existing partner.")
+@with_gateway
+async def partners_add(gw: Gateway, profile: Path, update: bool) -> None:
+    """Validate PROFILE (TOML) and onboard the partner it describes."""
+    record, what = await registry.add(gw, profile, actor=actor(), update=update)
+    click.echo(
+        f"{record.id}: {what} ({record.profile.kind}, adapter {record.profile.adapter}, "
+        f"profile {record.profile_digest[:19]}...)"
+    )
+
+
+@partners.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@with_gateway
+async def partners_list(gw: Gateway, as_json: bool) -> None:
+    """All partners with their status and contract."""
+    records = await registry.list_all(gw)
+    rows = [
+        {
+            "id": r.id,
+            "kind": r.profile.kind,
+            "status": r.status,
+            "adapter": r.profile.adapter,
+            "contract": r.profile.contract.number,
+            "valid_to": str(r.profile.contract.valid_to),
+            "purposes": ",".join(r.profile.policy),
+        }
+        for r in records
+    ]
+    if as_json:
+        echo_json(rows)
+    elif not rows:
+        click.echo("no partners yet; onboard one with `gateway partners add PROFILE.toml`")
+    else:
+        click.echo(table(rows))
+
+
+@partners.command("show")
+@click.argument("partner_id")
+@with_gateway
+async def partners_show(gw: Gateway, partner_id: str) -> None:
+    """The stored profile and status of one partner, as JSON."""
+    r = await registry.get(gw, partner_id)
+    echo_json(
+        {
+            "status": r.status,
+            "status_reason": r.status_reason,
+            "profile_digest": r.profile_digest,
+            "source": r.source,
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
+            "profile": r.profile.model_dump(mode="json"),
+        }
+    )
+
+
+@partners.command("suspend")
+@click.argument("partner_id")
+@click.option("--reason", required=True, help="Why; recorded in the audit log (no personal data).")
+@with_gateway
+async def partners_suspend(gw: Gateway, partner_id: str, reason: str) -> None:
+    """Stop all placements to a partner until it is reinstated."""
+    await registry.set_status(gw, partner_id, "suspended", reason=reason, actor=actor())
+    click.echo(f"{partner_id}: suspended")
+
+
+@partners.command("reinstate")
+@click.argument("partner_id")
+@click.option("--reason", default="", help="Why; recorded in the audit log (no personal data).")
+@with_gateway
+async def partners_reinstate(gw: Gateway, partner_id: str, reason: str) -> None:
+    """Allow placements to a suspended partner again."""
+    await registry.set_status(gw, partner_id, "active", reason=reason, actor=actor())
+    click.echo(f"{partner_id}: active")
+
+
+@partners.command("offboard")
+@click.argument("partner_id")
+@click.option("--reason", required=True,
+              help="Why, in general terms; sent with each recall notice and recorded in the audit log "
+              "(no personal data).")
+@with_gateway
+async def partners_offboard(gw: Gateway, partner_id: str, reason: str) -> None:
+    """Recall every open case of a partner and end the relationship."""
+    done = await recalls.offboard(gw, partner_id, reason, actor=actor())
+    click.echo(f"{partner_id}: offboarded; {len(done)} case(s) recalled, deletion attestations due")
+
+@partners.command("webhook-secret")
+@click.argument("partner_id")
+@with_gateway
+async def partners_webhook_secret(gw: Gateway, partner_id: str) -> None:
+    """Add a whsec_ secret for v1 callback signatures (older ones stay valid).
+
+    The secret is written to a 0600 file for handover to the partner, never printed.
+    """
+    await registry.get(gw, partner_id)
+    path = gw.keys.add_webhook_secret(partner_id)
+    click.echo(f"new secret appended to {path} (hand the last line to the partner securely)")

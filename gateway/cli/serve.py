@@ -1,0 +1,77 @@
+"""Service commands: ``serve``, ``poll``, ``tokens``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import click
+from aiohttp import web
+
+from gateway.cli.common import actor, echo_json, run, settings_of, table, with_gateway
+from gateway.core import Gateway
+from gateway.http import create_app
+from gateway.inbound import poller
+from gateway.onboarding import tokens
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--no-workers", is_flag=True, help="Serve HTTP only; run dispatch and poll elsewhere.")
+@click.pass_obj
+def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool) -> None:
+    """Run the HTTP service (callbacks, operator API, JWKS, health, OpenAPI) with the
+    dispatcher and the poller in the same process."""
+    settings = settings_of(obj)
+
+    async def main() -> None:
+        runner = web.AppRunner(create_app(settings, workers=not no_workers), handle_signals=False)
+        await runner.setup()
+        try:
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:  # port taken, address not on this machine, ...
+                # Resolver errors (socket.gaierror) have negative numbers of their own.
+                number = exc.errno or 0
+                reason = os.strerror(number) if number > 0 else exc.strerror or str(exc)
+                raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
+            click.echo(f"serving on http://{host}:{port} (Ctrl-C or SIGTERM to stop)", err=True)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    run(main())
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@with_gateway
+async def poll(gw: Gateway, as_json: bool) -> None:
+    """Fetch status feeds of partners that cannot push, once (for cron)."""
+    rows = poller.summary(await poller.poll_once(gw))
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(
+            table([{k: "-" if v is None else v for k, v in r.items()} for r in rows])
+            if rows
+            else "no pollable partners"
+        )
+
+@click.group("tokens")
+def tokens_group() -> None:
+    """API bearer tokens (roles operator, auditor, admin)."""
+
+@tokens_group.command("create")
+@click.option("--role", type=click.Choice(tokens.ROLES), required=True)
+@click.option("--label", default="", help="Who or what uses it.")
+@with_gateway
+async def tokens_create(gw: Gateway, role: str, label: str) -> None:
+    """Create a token and print it once; only its hash is stored."""
+    click.echo(await tokens.create(gw, role, label, actor=actor()))

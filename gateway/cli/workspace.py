@@ -1,0 +1,116 @@
+"""Workspace commands: ``init``, ``schemas export``, ``plugins``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from gateway.cli.common import echo_json, run
+from gateway.config import CONFIG_NAME, ENV_VAR, Settings, first_error, load_settings, render_config
+from gateway.core import open_database
+from gateway.errors import ConfigError
+from gateway.onboarding.keys import KeyStore
+from gateway.plugin.manager import describe, get_plugin_manager
+from gateway.storage import redact
+from schemas import export as schema_export
+
+
+def init_config_path(directory: Path | None, config: Path | None) -> Path:
+    """The config file `init` writes: in DIRECTORY; else where --config or $GATEWAY_CONFIG
+    points (a directory, or a .toml file); else in the current directory."""
+    if directory is not None:
+        if config is not None and config != directory and config != directory / CONFIG_NAME:
+            raise click.UsageError(
+                f"DIRECTORY {directory} and --config {config} name two workspaces; give one of them"
+            )
+        return directory / CONFIG_NAME
+    named = config or (Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else None)
+    if named is None:
+        return Path(CONFIG_NAME)
+    return named if named.suffix == ".toml" else named / CONFIG_NAME
+
+
+@click.command()
+@click.argument("directory", type=click.Path(path_type=Path), required=False)
+@click.option("--bank-id", default="example-bank", show_default=True, help="Issuer of packages (JWT iss).")
+@click.option("--bank-name", default="Example Bank", show_default=True)
+@click.option("--signing-alg", type=click.Choice(["ES256", "EdDSA"]), default="ES256", show_default=True)
+@click.pass_obj
+def init(obj: dict[str, Any], directory: Path | None, bank_id: str, bank_name: str, signing_alg: str) -> None:
+    """Create a workspace in DIRECTORY: config, bank keys, database.
+
+    Without DIRECTORY, the workspace is made where --config or $GATEWAY_CONFIG points,
+    else in the current directory. Safe to run again: an existing config and existing
+    keys are kept.
+    """
+    config_path = init_config_path(directory, obj["config"])
+    try:
+        _init(config_path, bank_id, bank_name, signing_alg)
+    except OSError as exc:  # a directory that cannot be made, a file that cannot be written
+        where = exc.filename or config_path.parent
+        raise click.ClickException(f"cannot create the workspace: {where}: {exc.strerror}") from None
+
+
+def _init(config_path: Path, bank_id: str, bank_name: str, signing_alg: str) -> None:
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    if config_path.exists():
+        click.echo(f"kept existing {config_path}")
+    else:
+        try:
+            Settings(bank_id=bank_id, bank_name=bank_name, signing_alg=signing_alg)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise click.BadParameter(first_error(exc)) from None
+        config_path.write_text(render_config(bank_id, bank_name, signing_alg), encoding="utf-8")
+        click.echo(f"wrote {config_path}")
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    made = KeyStore(settings.keys_dir).generate(settings.signing_alg)
+    click.echo(
+        f"keys in {settings.keys_dir}: " + (", ".join(made) + " generated" if made else "all present, kept")
+    )
+    settings.partners_dir.mkdir(parents=True, exist_ok=True)
+
+    async def create_db() -> None:
+        db = await open_database(settings.database_url)
+        await db.close()
+
+    run(create_db())
+    click.echo(f"database ready: {redact(settings.database_url)}")
+
+
+@click.group()
+def schemas() -> None:
+    """JSON Schema files generated from the models, for partners."""
+
+
+@schemas.command("export")
+@click.option("--check", is_flag=True, help="Only report files that differ; exit 1 if any.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=schema_export.JSON_DIR,
+    show_default=True,
+)
+def schemas_export(check: bool, directory: Path) -> None:
+    """Write schemas/json/*.json from the pydantic models."""
+    if check:
+        stale = schema_export.stale(directory)
+        if stale:
+            raise click.ClickException(f"out of date: {', '.join(stale)}; run `gateway schemas export`")
+        click.echo("schemas up to date")
+        return
+    for path in schema_export.write(directory):
+        click.echo(f"wrote {path}")
+
+
+@click.command()
+def plugins() -> None:
+    """List loaded plugins and the adapters they provide, as JSON."""
+    echo_json(describe(get_plugin_manager()))
