@@ -260,6 +260,18 @@ def test_sms_template_with_threats_is_refused(workspace: Path, tmp_path: Path) -
     assert partners(workspace) == []
 
 
+def test_an_email_subject_with_banned_wording_is_refused(workspace: Path, tmp_path: Path) -> None:
+    """Every text the adapter sends is checked, the subject line too (it used to pass
+    onboarding and then fail every message at claim)."""
+    profile = copy_profile(
+        "notify-mail.toml", tmp_path, {'subject = "Payment reminder"': 'subject = "欠款不还 公安 上门"'}
+    )
+    result = invoke("-c", workspace, "partners", "add", profile)
+    assert result.exit_code == 1
+    assert f"{profile}: adapter_config.templates.reminder:" in result.output and "公安" in result.output
+    assert partners(workspace) == []
+
+
 def test_an_offboarded_partner_comes_back_only_with_a_renewed_profile(
     onboarded: Path, tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.audit.checkpoint import CheckpointError, parse_vkey
 from gateway.audit.errors import AuditError, VerificationFailed
@@ -26,7 +27,6 @@ from gateway.audit.log import checkpoint_now
 from gateway.audit.query import checkpoints, stream_entries
 from gateway.audit.signer import LogSigner, fingerprint
 from gateway.audit.verify import LogVerifier, Progress, Row, Summary, read_checkpoints
-from gateway.onboarding.keys import KeyStore
 from gateway.storage import Database
 
 ENTRIES = "entries.jsonl"
@@ -73,7 +73,9 @@ def _refuse_non_empty(directory: Path) -> None:
         raise AuditError(f"{directory} exists and is not empty: export into a new directory")
 
 
-async def export_bundle(db: Database, keys: KeyStore, signer: LogSigner, directory: Path) -> Export:
+async def export_bundle(
+    db: Database, public_jwks: dict[str, Any], signer: LogSigner, directory: Path
+) -> Export:
     """Sign a checkpoint of the log as it is now and write the bundle into `directory`."""
     _refuse_non_empty(directory)
     latest = await checkpoint_now(db, signer)
@@ -92,7 +94,7 @@ async def export_bundle(db: Database, keys: KeyStore, signer: LogSigner, directo
     for cp in signed:
         (directory / CHECKPOINTS / f"{cp.size:012d}.note").write_text(cp.note, encoding="utf-8", newline="\n")
     (directory / VKEY).write_text(vkey + "\n", encoding="utf-8")
-    (directory / JWKS).write_text(json.dumps(keys.public_jwks(), indent=2) + "\n", encoding="utf-8")
+    (directory / JWKS).write_text(json.dumps(public_jwks, indent=2) + "\n", encoding="utf-8")
     (directory / README).write_text(
         _README.format(
             origin=signer.origin,

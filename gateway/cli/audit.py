@@ -142,7 +142,7 @@ def verify_bundle(directory: Path, vkey: str | None, as_json: bool) -> None:
 @with_gateway
 async def export(gw: Gateway, directory: Path) -> None:
     """Sign a checkpoint now and write a self-contained bundle into DIRECTORY (new or empty)."""
-    done = await bundle.export_bundle(gw.db, gw.keys, gw.audit_signer, directory)
+    done = await bundle.export_bundle(gw.db, gw.custody.public_jwks(), gw.audit_signer, directory)
     click.echo(
         f"exported {done.size} entries and {done.checkpoints} checkpoints to {directory} "
         f"(key {fingerprint(done.vkey)})"

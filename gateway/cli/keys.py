@@ -11,6 +11,7 @@ from gateway.core import Gateway
 from gateway.errors import GatewayError
 from gateway.onboarding import rotation
 from gateway.onboarding.keys import KeyStore
+from gateway.plugin.manager import get_plugin_manager, key_custody
 
 
 @click.group()
@@ -49,6 +50,6 @@ async def keys_rotate(gw: Gateway, alg: str | None) -> None:
 def keys_jwks(obj: dict[str, Any]) -> None:
     """Print the bank's public key set (what /.well-known/jwks.json serves)."""
     try:
-        echo_json(KeyStore(settings_of(obj).keys_dir).public_jwks())
+        echo_json(key_custody(get_plugin_manager(), settings_of(obj)).public_jwks())
     except GatewayError as exc:
         raise click.ClickException(str(exc)) from None

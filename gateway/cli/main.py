@@ -18,7 +18,27 @@ from gateway.config import CONFIG_NAME, ENV_VAR
 from gateway.plugin.manager import get_plugin_manager
 
 
-@click.group()
+class GatewayCli(click.Group):
+    """The ``gateway`` group: the built-in commands, and the plugins' once first asked for
+    (so that importing the CLI loads no plugin)."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if not self._plugins_added:
+            self._plugins_added = True
+            get_plugin_manager().hook.gateway_register_commands(cli=self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=GatewayCli)
 @click.option(
     "-c",
     "--config",
@@ -56,7 +76,6 @@ COMMANDS: tuple[click.Command, ...] = (
 for command in COMMANDS:
     cli.add_command(command)
 placement.package.add_command(delivery.package_attempts)
-get_plugin_manager().hook.gateway_register_commands(cli=cli)
 
 
 

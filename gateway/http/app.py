@@ -23,7 +23,7 @@ from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, R
 
 
 async def jwks(request: web.Request) -> web.Response:
-    return web.json_response(request.app[GATEWAY].keys.public_jwks())
+    return web.json_response(request.app[GATEWAY].custody.public_jwks())
 
 
 async def healthz(request: web.Request) -> web.Response:

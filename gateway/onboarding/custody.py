@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -45,6 +45,11 @@ class KeyCustody:
         raise NotImplementedError
 
     def audit_log_key(self) -> CheckpointKey:
+        raise NotImplementedError
+
+    def public_jwks(self) -> dict[str, Any]:
+        """The bank's public package-signing keys as a JWKS, newest first: what
+        ``/.well-known/jwks.json`` serves and partners verify packages with."""
         raise NotImplementedError
 
     def prepare_rotation(self, alg: str | None) -> Rotation:
@@ -90,6 +95,9 @@ class FileCustody(KeyCustody):
 
     def audit_log_key(self) -> CheckpointKey:
         return self.keys.audit_log_key()
+
+    def public_jwks(self) -> dict[str, Any]:
+        return self.keys.public_jwks()
 
     def prepare_rotation(self, alg: str | None) -> Rotation:
         old = self.keys.signing_key()
