@@ -93,6 +93,12 @@ class StorageError(GatewayError):
     pass
 
 
+class TransactionConflict(StorageError):
+    """The database undid a transaction to settle a conflict with another one (a
+    serialization failure or a deadlock): nothing of it was stored, and running it again
+    is safe. The group writer does so itself (see `gateway.storage.groups`)."""
+
+
 class DeliveryError(GatewayError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status

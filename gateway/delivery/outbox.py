@@ -23,11 +23,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-
-from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from gateway.clock import isotime
 from gateway.core import Gateway
@@ -81,11 +80,11 @@ def signed_claims(signed: str) -> dict[str, Any]:
 
 
 def retry_delay(limits: Limits, attempt: int, retry_after: float | None = None) -> float:
-    """Seconds before the next try: full jitter on exponential backoff (tenacity's
-    ``wait_random_exponential``), never earlier than the partner's ``Retry-After``."""
-    state = RetryCallState(Retrying(), None, (), {})
-    state.attempt_number = attempt
-    delay = wait_random_exponential(multiplier=limits.backoff_base, max=limits.backoff_cap)(state)
+    """Seconds before the next try: "full jitter" on exponential backoff (a uniform wait
+    up to ``backoff_base * 2**(attempt - 1)``, capped), never earlier than the partner's
+    ``Retry-After``. The attempt count lives in the package's row, across processes, so
+    this is the schedule alone; in-process retries use tenacity (`gateway.storage.groups`)."""
+    delay = random.uniform(0, min(limits.backoff_cap, limits.backoff_base * 2.0 ** min(attempt - 1, 60)))
     if retry_after is not None and math.isfinite(retry_after):
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return delay

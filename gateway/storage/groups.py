@@ -29,12 +29,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gateway.errors import StorageError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from gateway.errors import StorageError, TransactionConflict
 from gateway.storage.base import Database, Transaction
 from schemas.audit import Entry
 
 T = TypeVar("T")
 Job = Callable[[Transaction, list[Entry]], Awaitable[T]]
+#: Tries of a transaction the database keeps undoing to settle conflicts.
+CONFLICT_ATTEMPTS = 5
 #: Writes a transaction's audit entries into it, just before it commits.
 Record = Callable[[Transaction, list[Entry]], Awaitable[object]]
 
@@ -101,10 +105,25 @@ class GroupWriter:
             await asyncio.wait([self._writer])
 
     async def _alone(self, job: Job[T]) -> T:
-        entries: list[Entry] = []
-        async with self._db.transaction() as tx:
-            result = await job(tx, entries)
-            await self._record(tx, entries)
+        """``job`` in a transaction of its own; run again from the start if the database
+        undid it to settle a conflict (a deadlock or serialization failure between
+        instances), a few times with a short random wait."""
+
+
+        async def once() -> T:
+            entries: list[Entry] = []
+            async with self._db.transaction() as tx:
+                result = await job(tx, entries)
+                await self._record(tx, entries)
+            return result
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransactionConflict),
+            stop=stop_after_attempt(CONFLICT_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.01, max=0.5),
+            reraise=True,
+        )
+        result: T = await retrying(once)
         self.groups += 1
         self.jobs += 1
         return result

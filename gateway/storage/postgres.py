@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import asyncpg
 
-from gateway.errors import ConfigError, StorageError
+from gateway.errors import ConfigError, StorageError, TransactionConflict
 from gateway.storage.base import Database, Lock, Params, Row, Transaction, redact
 from gateway.storage.migrations import DataStepFunction, migrate
 
@@ -74,6 +74,8 @@ def _translated() -> Iterator[None]:
         yield
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise StorageError(f"database refused the change: {exc}") from exc
+    except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError) as exc:
+        raise TransactionConflict(f"database undid the transaction: {exc}") from exc
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StorageError(f"database error: {exc}") from exc
     except OSError as exc:
