@@ -17,11 +17,13 @@ from gateway.audit import log as audit_log
 from gateway.audit.checkpoint import format_vkey, parse_and_verify
 from gateway.config import load_settings
 from gateway.core import Gateway
+from gateway.delivery.dispatch import Dispatcher
 from gateway.errors import GatewayError, SealingError
 from gateway.placement import service as placement
 from gateway.placement.seal import verify_signed
 from schemas.case import Case
 from tests.helpers import EXAMPLES, copy_profile, invoke, sample_case, write_partner_keys
+from tests.partners import PARTNER, agency_workspace, place_many
 
 PLUGIN = '''
 from pathlib import Path
@@ -261,3 +263,21 @@ async def test_a_key_custody_plugin_signs_packages_and_checkpoints(
         note = (await audit_log.checkpoint_now(gw.db, gw.audit_signer)).note
     assert parse_and_verify(note, vkey).size >= 1
 
+
+
+async def test_deliveries_and_dead_packages_reach_event_subscribers(
+    plugin_path: Path, tmp_path: Path
+) -> None:
+    import acme_hooks
+
+    acme_hooks.EVENTS.clear()
+    async with agency_workspace(tmp_path) as (gw, agency, _):
+        delivered, rejected = await place_many(gw, 2)
+        agency.script.extend(["ok", "reject"])
+        stats = await Dispatcher(gw).run_once()
+    assert (stats.delivered, stats.dead) == (1, 1)
+    by_kind = {e.kind: e for e in acme_hooks.EVENTS if e.kind in ("delivered", "dead")}
+    assert by_kind["delivered"].detail["package_id"] in (delivered, rejected)
+    dead = by_kind["dead"]
+    assert dead.partner == PARTNER and dead.detail["status"] == "422"
+    assert {by_kind["delivered"].detail["package_id"], dead.detail["package_id"]} == {delivered, rejected}

@@ -34,6 +34,7 @@ from gateway.delivery import breaker, presend
 from gateway.delivery.outcome import Outcome
 from gateway.errors import PartnerRejected, Retryable
 from gateway.plugin.adapter import OutboundPackage, Receipt
+from gateway.plugin.events import Event
 from gateway.storage import Row, Transaction
 from gateway.supervision.redact import redact, values_of
 from schemas.package import RECALL_PURPOSE
@@ -283,6 +284,8 @@ async def finish(
             ],
         )
         await presend.record_sent(gw.adapters, tx, outcomes, now)
+        events = [_event(o, now) for o in outcomes if o.state in ("delivered", "dead")]
+        tx.after_commit(lambda: gw.emit(events))
         by_partner: dict[str, list[tuple[breaker.Signal, float | None]]] = {}
         for o in outcomes:
             if o.signal:
@@ -292,6 +295,14 @@ async def finish(
             for partner_id, signals in by_partner.items()
             if await breaker.record(tx, partner_id, signals, now, policy)
         }
+
+
+def _event(outcome: Outcome, now: datetime) -> Event:
+    """A delivery or a package given up, for the ``gateway_event`` subscribers."""
+    detail: dict[str, Any] = {"package_id": outcome.package_id, "attempt": outcome.attempt}
+    if outcome.state == "dead":
+        detail.update(status=outcome.status, error_class=outcome.error_class, detail=outcome.detail)
+    return Event(outcome.state, isotime(now), partner=outcome.partner_id, detail=detail)
 
 
 async def unclaim(gw: Gateway, owner: str, package_ids: list[str]) -> None:
