@@ -91,6 +91,34 @@ class _Subtrees:
         with `leaf_index`, that entry's leaf and leaf hash too, returned as a row; with
         `check_size`, the writer's size (refusing a larger `size`) and the note signed
         at `size`, if any, into `self.note`."""
+        parts, params, node_count = self._query(leaf_index, check_size)
+        found = None
+        state = None
+        if parts:
+            leaves, nodes = self.leaves, self.nodes
+            for row in await tx.fetchall(" UNION ALL ".join(parts), params):
+                kind = row["kind"]
+                if kind == 0:
+                    leaves[row["idx"]] = bytes(row["hash"])
+                elif kind == 1:
+                    nodes[(row["height"], row["idx"])] = bytes(row["hash"])
+                elif kind == 2:
+                    found = row
+                else:
+                    state = row
+        if state is not None:
+            current = state["idx"] or 0
+            if self.size > current:
+                raise AuditError(f"tree size {self.size} outside 0..{current}")
+            self.note = state["leaf"]
+        if len(self.nodes) != node_count:
+            raise AuditError("stored subtree hashes are missing; run `gateway audit verify`")
+        return found
+
+    def _query(self, leaf_index: int | None, check_size: bool) -> tuple[list[str], list[Any], int]:
+        """The parts of `fetch`'s one query, their parameters, and how many stored
+        subtree hashes it asks for. Rows are told apart by ``kind``: 0 a leaf hash of a
+        block, 1 a stored subtree hash, 2 the entry asked for, 3 the writer's state."""
         node_keys = set()
         blocks = set()
         for start, end in self.wanted:
@@ -124,28 +152,7 @@ class _Subtrees:
                 " NULL AS hash, (SELECT note FROM audit_checkpoints WHERE size = ?) AS leaf"
             )
             params.append(self.size)
-        found = None
-        state = None
-        if parts:
-            leaves, nodes = self.leaves, self.nodes
-            for row in await tx.fetchall(" UNION ALL ".join(parts), params):
-                kind = row["kind"]
-                if kind == 0:
-                    leaves[row["idx"]] = bytes(row["hash"])
-                elif kind == 1:
-                    nodes[(row["height"], row["idx"])] = bytes(row["hash"])
-                elif kind == 2:
-                    found = row
-                else:
-                    state = row
-        if state is not None:
-            current = state["idx"] or 0
-            if self.size > current:
-                raise AuditError(f"tree size {self.size} outside 0..{current}")
-            self.note = state["leaf"]
-        if len(self.nodes) != len(keys):
-            raise AuditError("stored subtree hashes are missing; run `gateway audit verify`")
-        return found
+        return parts, params, len(keys)
 
     def hash(self, start: int, end: int) -> bytes:
         """A `merkle.SubtreeHash` over the fetched rows."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -324,20 +325,7 @@ def _verify_sqlite_file(
         # The quick checks take an ordered read for one of distinct integers, as the
         # table's rowid makes it; on a table made again without one, row by row.
         keyed = parallel.keyed_by_index(conn)
-        threshold = parallel.MIN_ENTRIES if min_entries is None else min_entries
-        pool = parallel.worker_count(workers)
-        checkers = None
-        if keyed and high is not None and high + 1 >= threshold and low >= 0 and pool > 1:
-            # Workers cover every index of [0, high]; a negative one, which the read in
-            # order meets first, stays with the in-process read below. They start now,
-            # and read while the checkpoints are checked here.
-            checkers = parallel.RangeWorkers(
-                path,
-                high + 1,
-                deep=deep,
-                workers=pool,
-                range_size=range_size or parallel.RANGE,
-            )
+        checkers = _range_workers(path, keyed, low, high, deep, workers, min_entries, range_size)
         try:
             notes = conn.execute("SELECT size, note FROM audit_checkpoints ORDER BY size").fetchall()
             signed = read_checkpoints(((size, note.decode("utf-8")) for size, note in notes), vkey)
@@ -346,14 +334,7 @@ def _verify_sqlite_file(
             if checkers is not None:
                 checkers.feed(verifier, stop)
             else:
-                cursor = conn.execute(f"{parallel.entries_sql(deep or not keyed)} ORDER BY idx")
-                while rows := cursor.fetchmany(parallel.BULK):
-                    if not keyed:
-                        verifier.feed(rows)
-                    elif deep:
-                        verifier.feed_ordered(rows)
-                    else:
-                        verifier.feed_prefixed(rows)
+                _read_in_order(conn, verifier, keyed, deep)
         finally:
             if checkers is not None:
                 checkers.close()
@@ -364,6 +345,41 @@ def _verify_sqlite_file(
         return verifier.finish(require_signed=False)
     tree = log.tree_from_row({"size": state[0], "nodes": state[1]})
     return verifier.finish(require_signed=False, state=(tree.size, tree.root()))
+
+
+def _range_workers(
+    path: str,
+    keyed: bool,
+    low: int | None,
+    high: int | None,
+    deep: bool,
+    workers: int | None,
+    min_entries: int | None,
+    range_size: int | None,
+) -> parallel.RangeWorkers | None:
+    """Worker processes for a log of `min_entries` or more, when there is more than one
+    worker to be had; they start at once and read while the checkpoints are checked."""
+    threshold = parallel.MIN_ENTRIES if min_entries is None else min_entries
+    pool = parallel.worker_count(workers)
+    if not keyed or high is None or low is None or low < 0 or high + 1 < threshold or pool < 2:
+        return None
+    # Workers cover every index of [0, high]; a negative one, which the read in order
+    # meets first, stays with the in-process read.
+    return parallel.RangeWorkers(
+        path, high + 1, deep=deep, workers=pool, range_size=range_size or parallel.RANGE
+    )
+
+
+def _read_in_order(conn: sqlite3.Connection, verifier: LogVerifier, keyed: bool, deep: bool) -> None:
+    """The log read in one ordered pass in this thread."""
+    cursor = conn.execute(f"{parallel.entries_sql(deep or not keyed)} ORDER BY idx")
+    while rows := cursor.fetchmany(parallel.BULK):
+        if not keyed:
+            verifier.feed(rows)
+        elif deep:
+            verifier.feed_ordered(rows)
+        else:
+            verifier.feed_prefixed(rows)
 
 
 def _stored_row(row: dict[str, Any]) -> tuple[int, Any, bytes]:
