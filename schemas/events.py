@@ -12,23 +12,28 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+#: A reference the partner quotes: its own file number, a filing number, a token.
+Reference = Annotated[str, Field(max_length=200)]
+#: Free text: a reason, a summary, a statement, a note.
+Text = Annotated[str, Field(max_length=4000)]
+
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     case_ref: str = Field(min_length=1, max_length=100)
     occurred_at: AwareDatetime
-    package_id: str | None = None
+    package_id: Reference | None = None
 
 
 class Accepted(_Event):
     type: Literal["accepted"]
-    partner_reference: str | None = None
+    partner_reference: Reference | None = None
 
 
 class Rejected(_Event):
     type: Literal["rejected"]
-    reason: str
+    reason: Text
 
 
 class ContactAttempt(_Event):
@@ -36,11 +41,11 @@ class ContactAttempt(_Event):
     channel: Literal["voice", "ai_voice", "sms", "email", "letter", "visit"]
     target: Literal["debtor", "third_party"]
     outcome: Literal["no_answer", "connected", "left_message", "wrong_party", "refused"]
-    number_token: str | None = Field(
+    number_token: Reference | None = Field(
         default=None, description="token of the number or address contacted, as received"
     )
     staff_count: int | None = Field(default=None, ge=1, description="visits only")
-    text: str | None = Field(default=None, max_length=4000, description="template or note")
+    text: Text | None = Field(default=None, description="template or note")
 
 
 class PromiseToPay(_Event):
@@ -56,32 +61,32 @@ class PaymentReported(_Event):
 
 class Dispute(_Event):
     type: Literal["dispute"]
-    reason: str
+    reason: Text
 
 
 class Complaint(_Event):
     type: Literal["complaint"]
-    summary: str
+    summary: Text
 
 
 class Hardship(_Event):
     type: Literal["hardship"]
-    summary: str
+    summary: Text
 
 
 class Returned(_Event):
     type: Literal["returned"]
-    reason: str
+    reason: Text
 
 
 class Closed(_Event):
     type: Literal["closed"]
-    reason: str
+    reason: Text
 
 
 class ArbitrationFiled(_Event):
     type: Literal["arbitration_filed"]
-    filing_number: str
+    filing_number: Reference
 
 
 class HearingScheduled(_Event):
@@ -92,7 +97,7 @@ class HearingScheduled(_Event):
 class AwardIssued(_Event):
     type: Literal["award_issued"]
     award_amount: Decimal | None = None
-    summary: str = ""
+    summary: Text = ""
 
 
 class MessageDelivered(_Event):
@@ -101,13 +106,13 @@ class MessageDelivered(_Event):
 
 class MessageFailed(_Event):
     type: Literal["message_failed"]
-    reason: str
+    reason: Text
 
 
 class DeletionAttested(_Event):
     type: Literal["deletion_attested"]
     deleted_at: datetime
-    statement: str = Field(min_length=1)
+    statement: Text = Field(min_length=1)
 
 
 StatusEvent = Annotated[

@@ -38,6 +38,20 @@ def require_json(request: web.Request) -> None:
         raise InvalidInput(f"content type must be application/json, not {media_type!r}", status=415)
 
 
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, however it arrives (in one piece or many, with a Content-Length
+    or chunked), or 413 as soon as it is known to exceed ``limit`` bytes."""
+    too_large = InvalidInput(f"body larger than {limit} bytes", status=413)
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for piece in request.content.iter_any():
+        body += piece
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
 def known_query(request: web.Request, known: dict[str, str]) -> None:
     """400 for a query parameter the route does not take: a misspelt filter must not
     quietly match everything."""
