@@ -8,9 +8,25 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+#: The years a reported date may fall in. Outside them a date is a mistake, and some
+#: (year 1 at +14:00) cannot even be converted to UTC.
+FIRST_YEAR, LAST_YEAR = 1970, 2100
+D = TypeVar("D", date, datetime)
+
+
+def _in_years(value: D) -> D:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must fall in the years {FIRST_YEAR} to {LAST_YEAR}")
+    return value
+
+
+#: A moment with its UTC offset.
+Moment = Annotated[AwareDatetime, AfterValidator(_in_years)]
+Day = Annotated[date, AfterValidator(_in_years)]
 
 #: A reference the partner quotes: its own file number, a filing number, a token.
 Reference = Annotated[str, Field(max_length=200)]
@@ -22,7 +38,7 @@ class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     case_ref: str = Field(min_length=1, max_length=100)
-    occurred_at: AwareDatetime
+    occurred_at: Moment
     package_id: Reference | None = None
 
 
@@ -51,7 +67,7 @@ class ContactAttempt(_Event):
 class PromiseToPay(_Event):
     type: Literal["promise_to_pay"]
     amount: Decimal = Field(gt=0)
-    due: date
+    due: Day
 
 
 class PaymentReported(_Event):
@@ -91,7 +107,7 @@ class ArbitrationFiled(_Event):
 
 class HearingScheduled(_Event):
     type: Literal["hearing_scheduled"]
-    hearing_at: AwareDatetime
+    hearing_at: Moment
 
 
 class AwardIssued(_Event):
@@ -111,7 +127,7 @@ class MessageFailed(_Event):
 
 class DeletionAttested(_Event):
     type: Literal["deletion_attested"]
-    deleted_at: datetime
+    deleted_at: Annotated[datetime, AfterValidator(_in_years)]
     statement: Text = Field(min_length=1)
 
 

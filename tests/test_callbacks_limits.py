@@ -7,6 +7,7 @@ is stated."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +22,7 @@ from tests.callbacks import (
     counts,
     dumps,
     event,
+    hmac_signature,
     placed_with_secrets,
     post,
     post_in_pieces,
@@ -130,3 +132,68 @@ async def test_text_over_its_length_limit_is_422(
         resp = await post(client, "acme-collect", body, signed_headers(secret, body))
         detail = (await resp.json()).get("detail", "")
         assert (resp.status == 422 and f"{type_}.{field}" in detail) == refused, (length, resp.status, detail)
+
+
+# -- timestamps and dates ----------------------------------------------------------------
+
+
+def _digits(text: str, zero: str) -> str:
+    return "".join(chr(ord(zero) + int(d)) for d in text)
+
+
+STAMPS = {
+    "superscript two": lambda now: "²",
+    "Arabic-Indic digits": lambda now: _digits(now, "\u0660"),
+    "fullwidth digits": lambda now: _digits(now, "\uff10"),
+}
+
+
+@pytest.mark.parametrize("kind", STAMPS, ids=list(STAMPS))
+async def test_a_timestamp_of_anything_but_ascii_digits_is_400(
+    kind: str, client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    stamp = STAMPS[kind](str(int(time.time())))
+    body = dumps(event(placed["agency_ref"], "accepted"))
+    headers = {
+        "webhook-id": "msg_odd_stamp",
+        "webhook-timestamp": stamp,
+        "webhook-signature": hmac_signature(placed["secrets"]["acme-collect"], "msg_odd_stamp", stamp, body),
+        "content-type": "application/json",
+    }
+    resp = await post(client, "acme-collect", body, headers)
+    assert resp.status == 400 and resp.content_type == "application/problem+json"
+    assert "webhook-timestamp" in (await resp.json())["detail"]
+    assert await counts(gw) == (0, 0)
+
+
+YEAR_1 = "0001-01-01T00:00:00+14:00"
+#: (event type, its fields, the field named in the refusal)
+DATES = {
+    "occurred_at in year 1": ("accepted", {"occurred_at": YEAR_1}, "occurred_at"),
+    "a contact in year 1": (
+        "contact_attempt",
+        {"occurred_at": YEAR_1, "channel": "voice", "target": "debtor", "outcome": "connected"},
+        "occurred_at",
+    ),
+    "occurred_at before 1970": ("complaint", {"occurred_at": "1969-12-31T23:59:59+00:00", "summary": "x"},
+                                "occurred_at"),
+    "hearing_at in year 1": ("hearing_scheduled", {"hearing_at": YEAR_1}, "hearing_at"),
+    "hearing_at after 2100": ("hearing_scheduled", {"hearing_at": "2101-01-01T00:00:00+00:00"}, "hearing_at"),
+    "deleted_at in year 1": ("deletion_attested", {"deleted_at": "0001-01-01T00:00:00", "statement": "x"},
+                             "deleted_at"),
+    "due in year 1": ("promise_to_pay", {"amount": "100.00", "due": "0001-01-01"}, "due"),
+    "due after 2100": ("promise_to_pay", {"amount": "100.00", "due": "2101-01-01"}, "due"),
+}
+
+
+@pytest.mark.parametrize("kind", DATES, ids=list(DATES))
+async def test_dates_outside_1970_to_2100_are_422(
+    kind: str, client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    await accept(client, placed)  # so that a contact reaches the rules and their history window
+    type_, fields, named = DATES[kind]
+    body = dumps({**event(placed["agency_ref"], type_), **fields})
+    resp = await post(client, "acme-collect", body, signed_headers(placed["secrets"]["acme-collect"], body))
+    assert resp.status == 422, await resp.text()
+    assert named in (await resp.json())["detail"]
+    assert await counts(gw) == (1, 1)  # the acceptance alone

@@ -46,8 +46,9 @@ def verify(
         raise Unauthorized(f"missing header {', '.join(missing)} (sign with a Standard Webhooks library)")
     if len(msg_id) > 200 or not msg_id.isprintable():
         raise InvalidInput("webhook-id must be at most 200 printable characters")
-    if not stamp.isdigit() or len(stamp) > 12:
-        raise InvalidInput("webhook-timestamp must be integer seconds since the epoch")
+    # isdigit alone lets other scripts' digits through ("²" even fails int()).
+    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
+        raise InvalidInput("webhook-timestamp must be integer seconds since the epoch, in ASCII digits")
     skew = now - int(stamp)
     if abs(skew) > TOLERANCE_SECONDS:
         which = "old" if skew > 0 else "far in the future"
