@@ -12,6 +12,8 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.case import CurrencyCode
+
 #: The years a reported date may fall in. Outside them a date is a mistake, and some
 #: (year 1 at +14:00) cannot even be converted to UTC.
 FIRST_YEAR, LAST_YEAR = 1970, 2100
@@ -23,6 +25,14 @@ def _in_years(value: D) -> D:
         raise ValueError(f"must fall in the years {FIRST_YEAR} to {LAST_YEAR}")
     return value
 
+
+#: Reported amounts, in the case's currency: finite, at most 2 decimal places, below
+#: 10^12 (a string such as "1e400000" is a valid decimal, and made the scorecard's
+#: recovery rate infinite).
+LARGEST_AMOUNT = Decimal("999999999999.99")
+Amount = Annotated[Decimal, Field(gt=0, le=LARGEST_AMOUNT, decimal_places=2)]
+#: An award may grant nothing.
+AwardAmount = Annotated[Decimal, Field(ge=0, le=LARGEST_AMOUNT, decimal_places=2)]
 
 #: A moment with its UTC offset.
 Moment = Annotated[AwareDatetime, AfterValidator(_in_years)]
@@ -66,13 +76,15 @@ class ContactAttempt(_Event):
 
 class PromiseToPay(_Event):
     type: Literal["promise_to_pay"]
-    amount: Decimal = Field(gt=0)
+    amount: Amount
+    currency: CurrencyCode | None = None
     due: Day
 
 
 class PaymentReported(_Event):
     type: Literal["payment_reported"]
-    amount: Decimal = Field(gt=0)
+    amount: Amount
+    currency: CurrencyCode | None = None
 
 
 class Dispute(_Event):
@@ -112,7 +124,8 @@ class HearingScheduled(_Event):
 
 class AwardIssued(_Event):
     type: Literal["award_issued"]
-    award_amount: Decimal | None = None
+    award_amount: AwardAmount | None = None
+    currency: CurrencyCode | None = None
     summary: Text = ""
 
 

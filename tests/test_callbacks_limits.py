@@ -7,6 +7,7 @@ is stated."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -197,3 +198,69 @@ async def test_dates_outside_1970_to_2100_are_422(
     assert resp.status == 422, await resp.text()
     assert named in (await resp.json())["detail"]
     assert await counts(gw) == (1, 1)  # the acceptance alone
+
+
+# -- amounts ------------------------------------------------------------------------------
+
+AMOUNTS = ["1e400000", "1E+12", "1000000000000", "0", "-5", "12.345", "NaN", "Infinity", "", "twelve"]
+
+
+async def test_amounts_are_finite_bounded_and_in_the_case_currency(
+    client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    await accept(client, placed)
+    secret = placed["secrets"]["acme-collect"]
+
+    async def report(**fields: Any) -> Any:
+        body = dumps(event(placed["agency_ref"], "payment_reported", **fields))
+        return await post(client, "acme-collect", body, signed_headers(secret, body))
+
+    for amount in AMOUNTS:
+        resp = await report(amount=amount)
+        assert resp.status == 422 and "amount" in (await resp.json())["detail"], amount
+    wrong = await report(amount="12.50", currency="USD")
+    assert wrong.status == 422 and "CNY" in (await wrong.json())["detail"]
+    assert await counts(gw) == (1, 1)
+    for fields in ({"amount": "999999999999.99"}, {"amount": "12.5", "currency": "CNY"}):
+        resp = await report(**fields)
+        assert resp.status == 202, await resp.text()
+    award = dumps(event(placed["arbitration_ref"], "award_issued", award_amount="1e400000"))
+    arbitration = placed["secrets"]["sz-arbitration"]
+    resp = await post(client, "sz-arbitration", award, signed_headers(arbitration, award))
+    assert resp.status == 422 and "award_amount" in (await resp.json())["detail"]
+
+
+async def test_the_scorecard_is_json_even_with_an_amount_stored_before_amounts_were_bounded(
+    client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    await accept(client, placed)
+    async with gw.db.transaction() as tx:
+        case = await tx.fetchone(
+            "SELECT case_id, subject_token FROM assignments WHERE partner_id = 'acme-collect'"
+        )
+        at = datetime.now(UTC).isoformat()
+        body = {"type": "payment_reported", "case_ref": placed["agency_ref"], "occurred_at": at,
+                "package_id": None, "amount": "1E+400000"}
+        await tx.execute(
+            "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at,"
+            " received_at, source, webhook_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("acme-collect", placed["agency_ref"], case["case_id"], case["subject_token"],
+             "payment_reported", at, at, "callback", "msg_before", json.dumps(body)),
+        )
+    from gateway.onboarding import tokens
+
+    token = await tokens.create(gw, "auditor", "test", actor="test")
+    auditor = {"Authorization": f"Bearer {token}"}
+    resp = await client.get("/v1/partners/acme-collect/scorecard", headers=auditor)
+    assert resp.status == 200
+    card = strict_json(await resp.text())
+    assert card["recovery_rate"] is None and card["cases"] == 1
+
+
+def test_responses_refuse_nan_and_infinity() -> None:
+    from gateway.http.routes import json_response
+
+    for value in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError):
+            json_response({"rate": value})
+    assert json_response({"rate": 0.5}).text == '{"rate": 0.5}'

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import getpass
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from gateway import jsontext
 from gateway.config import CONFIG_NAME, ENV_VAR, Settings, first_error, load_settings, render_config
 from gateway.core import Gateway, open_database
 from gateway.errors import ConfigError, GatewayError, InvalidInput
@@ -64,7 +64,7 @@ def with_gateway(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    click.echo(jsontext.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 @click.group()

@@ -17,24 +17,24 @@ from gateway.http.appkeys import GATEWAY, SETTINGS
 from gateway.http.callbacks import MAX_BODY, receive
 from gateway.http.openapi import document
 from gateway.http.problems import problems
-from gateway.http.routes import Route
+from gateway.http.routes import Route, json_response
 from gateway.inbound import poller
 from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
 
 async def jwks(request: web.Request) -> web.Response:
-    return web.json_response(request.app[GATEWAY].keys.public_jwks())
+    return json_response(request.app[GATEWAY].keys.public_jwks())
 
 
 async def healthz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     async with gw.db.transaction() as tx:
         await tx.fetchval("SELECT 1")
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document(ROUTES, metadata.version("agency-gateway")))
+    return json_response(document(ROUTES, metadata.version("agency-gateway")))
 
 
 ROUTES: list[Route] = [

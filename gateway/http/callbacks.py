@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http.appkeys import GATEWAY
-from gateway.http.routes import read_body, require_json
+from gateway.http.routes import json_response, read_body, require_json
 from gateway.inbound import pipeline as inbound
 from gateway.inbound import webhooks
 from gateway.onboarding import registry
@@ -34,7 +34,7 @@ async def receive(request: web.Request) -> web.Response:
         return webhook_id, inbound.parse_event(body)
 
     result = await inbound.admit(gw, partner_id, body, channel="callback", check=check)
-    return web.json_response(
+    return json_response(
         {
             "event_id": result.event_id,
             "state": result.state,

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import jsontext
 from gateway.errors import InvalidInput
 
 
@@ -25,6 +26,11 @@ class Route:
     tags: tuple[str, ...] = field(default=("operator",))
     query: dict[str, str] = field(default_factory=dict)
     """Query parameters: name -> description (documented in OpenAPI; see `known_query`)."""
+
+
+def json_response(data: Any, *, status: int = 200, content_type: str = "application/json") -> web.Response:
+    """Every JSON answer of the API: standard JSON only (`gateway.jsontext`)."""
+    return web.json_response(data, status=status, content_type=content_type, dumps=jsontext.dumps)
 
 
 def require_json(request: web.Request) -> None:

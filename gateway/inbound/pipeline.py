@@ -148,10 +148,22 @@ async def _admit(
     )
     if assignment is None:
         raise Forbidden(f"no case with case_ref {event.case_ref!r} was placed with {partner_id!r}")
+    _same_currency(event, assignment)
     state = lifecycle.next_state(assignment["state"], event.type)
     if state is None:
         raise _Impossible(assignment, event.type)
     return await _take_in(gw, tx, entries, record, assignment, event, state, body, channel, webhook_id, now)
+
+
+def _same_currency(event: Any, assignment: dict[str, Any]) -> None:
+    """An amount is in the case's currency: 422 for a report that names another."""
+    currency = getattr(event, "currency", None)
+    if currency is not None and currency != assignment["currency"]:
+        raise InvalidInput(
+            f"invalid status event: {event.type}.currency: the case's amounts are in"
+            f" {assignment['currency']}, not {currency}",
+            status=422,
+        )
 
 
 async def _take_in(
