@@ -6,6 +6,7 @@ is stated."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -264,3 +265,24 @@ def test_responses_refuse_nan_and_infinity() -> None:
         with pytest.raises(ValueError):
             json_response({"rate": value})
     assert json_response({"rate": 0.5}).text == '{"rate": 0.5}'
+
+
+# -- signature headers ----------------------------------------------------------------------
+
+REPEATED = {
+    "webhook-id": "msg_other",
+    "webhook-timestamp": str(int(time.time()) - 60),
+    "webhook-signature": "v1," + base64.b64encode(bytes(32)).decode(),
+}
+
+
+@pytest.mark.parametrize("name", REPEATED, ids=list(REPEATED))
+async def test_a_repeated_signature_header_is_400(
+    name: str, client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    body = dumps(event(placed["agency_ref"], "accepted"))
+    headers = list(signed_headers(placed["secrets"]["acme-collect"], body).items()) + [(name, REPEATED[name])]
+    resp = await post(client, "acme-collect", body, headers)
+    assert resp.status == 400 and resp.content_type == "application/problem+json"
+    assert name in (await resp.json())["detail"]
+    assert await counts(gw) == (0, 0)

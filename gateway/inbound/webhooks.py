@@ -11,18 +11,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from multidict import MultiMapping
 
 from gateway.errors import InvalidInput, Unauthorized
 
 TOLERANCE_SECONDS = 5 * 60
+HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
 def verify(
-    headers: Mapping[str, str],
+    headers: MultiMapping[str],
     body: bytes,
     *,
     secrets: Sequence[bytes],
@@ -30,9 +32,7 @@ def verify(
     now: float,
 ) -> str:
     """Check one callback; return its ``webhook-id``. Raise InvalidInput or Unauthorized."""
-    msg_id = headers.get("webhook-id", "")
-    stamp = headers.get("webhook-timestamp", "")
-    signatures = headers.get("webhook-signature", "")
+    msg_id, stamp, signatures = (_one(headers, name) for name in HEADERS)
     missing = [
         name
         for name, value in (
@@ -67,6 +67,15 @@ def verify(
         if scheme == "v1a" and any(_ed25519_ok(key, signed, signature) for key in public_keys):
             return msg_id
     raise Unauthorized("no valid signature (schemes v1 and v1a; check the partner's secret or key)")
+
+
+def _one(headers: MultiMapping[str], name: str) -> str:
+    """The header's value ("" if absent); 400 if sent more than once, as which one was
+    signed, and which one a proxy or a library in between would pick, is anyone's guess."""
+    values = headers.getall(name, [])
+    if len(values) > 1:
+        raise InvalidInput(f"{name} sent {len(values)} times; send each webhook header once")
+    return values[0] if values else ""
 
 
 def _hmac_ok(secret: bytes, signed: bytes, signature: bytes) -> bool:
