@@ -139,7 +139,8 @@ async def test_unknown_partner_other_partners_case_invalid_and_oversize_bodies(
 ) -> None:
     secret = placed["secrets"]["acme-collect"]
     body = dumps(event(placed["agency_ref"], "accepted"))
-    assert (await post(client, "nobody", body, signed_headers(secret, body))).status == 404
+    # Signed with another partner's secret: to an unknown id, as any bad signature.
+    assert (await post(client, "nobody", body, signed_headers(secret, body))).status == 401
     other = dumps(event(placed["arbitration_ref"], "accepted"))
     resp = await post(client, "acme-collect", other, signed_headers(secret, other))
     assert resp.status == 403 and "was placed with" in (await resp.json())["detail"]

@@ -6,9 +6,11 @@ is stated."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.core import Gateway
+from gateway.core import Gateway, open_database
 from gateway.http import create_app
 from tests.callbacks import (
     URL,
@@ -285,4 +287,59 @@ async def test_a_repeated_signature_header_is_400(
     resp = await post(client, "acme-collect", body, headers)
     assert resp.status == 400 and resp.content_type == "application/problem+json"
     assert name in (await resp.json())["detail"]
+    assert await counts(gw) == (0, 0)
+
+
+async def test_more_than_eight_signatures_are_refused_before_any_is_checked(
+    client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    body = dumps(event(placed["agency_ref"], "accepted"))
+    old = "v1," + base64.b64encode(os.urandom(32)).decode()
+    for more, status in (([], 202), (["v1a,AAAA"], 400), (["v1,"] * 1900, 400)):
+        headers = signed_headers(placed["secrets"]["acme-collect"], body)  # a new webhook-id each
+        signatures = " ".join(more + [old] * 7 + [headers["webhook-signature"]])
+        resp = await post(client, "acme-collect", body, {**headers, "webhook-signature": signatures})
+        assert resp.status == status, await resp.text()
+        if status == 400:
+            assert "at most 8" in (await resp.json())["detail"]
+    assert await counts(gw) == (1, 1)
+
+
+async def test_an_unknown_partner_is_answered_exactly_like_a_bad_signature(
+    client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    body = dumps(event(placed["agency_ref"], "accepted"))
+    answers = set()
+    for signature in ("v1," + base64.b64encode(os.urandom(32)).decode(),
+                      "v1a," + base64.b64encode(os.urandom(64)).decode()):
+        for partner in ("acme-collect", "nobody", "no-such-partner", "ACME", "a" * 70, "acme-collect."):
+            headers = signed_headers(placed["secrets"]["acme-collect"], body)
+            headers["webhook-signature"] = signature
+            resp = await post(client, partner, body, headers)
+            answers.add((resp.status, resp.content_type, await resp.text()))
+    assert len(answers) == 1, answers
+    status, content_type, text = answers.pop()
+    assert status == 401 and content_type == "application/problem+json"
+    assert json.loads(text)["detail"].startswith("no valid signature")
+    assert await counts(gw) == (0, 0)
+
+
+async def test_a_forged_callback_is_refused_while_another_writer_holds_the_database(
+    client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    """The signature is checked before the report joins the writers: a forged one is
+    answered at once, however long the database makes writers wait."""
+    body = dumps(event(placed["agency_ref"], "accepted"))
+    headers = {**signed_headers(placed["secrets"]["acme-collect"], body),
+               "webhook-signature": "v1," + base64.b64encode(os.urandom(32)).decode()}
+    other = await open_database(gw.settings.database_url)
+    try:
+        async with other.transaction() as tx:
+            if tx.dialect == "postgresql":
+                await tx.execute("LOCK TABLE partners IN ACCESS EXCLUSIVE MODE")
+            # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE).
+            resp = await asyncio.wait_for(post(client, "acme-collect", body, headers), timeout=5)
+            assert resp.status == 401
+    finally:
+        await other.close()
     assert await counts(gw) == (0, 0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -46,32 +45,23 @@ class Ingested:
     suspended: bool
 
 
-def parse_event(body: bytes) -> Any:
+def parse_event(body: bytes, now: datetime) -> Any:
+    """The report in ``body``; 422 if it is no valid event or happened after ``now``
+    (give or take `FUTURE_SKEW`)."""
     try:
-        return EVENT.validate_json(body)
+        event = EVENT.validate_json(body)
     except ValidationError as exc:
         raise InvalidInput(f"invalid status event: {first_error(exc)}", status=422) from None
+    if event.occurred_at > now + FUTURE_SKEW:
+        raise InvalidInput(
+            f"invalid status event: occurred_at {event.occurred_at.isoformat()} is in the future",
+            status=422,
+        )
+    return event
 
 
 def digest(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
-
-
-async def ingest(
-    gw: Gateway,
-    partner_id: str,
-    body: bytes,
-    *,
-    channel: Channel,
-    webhook_id: str,
-) -> Ingested:
-    """Take in a report whose origin is already established (polling)."""
-    event = parse_event(body)
-    return await admit(gw, partner_id, body, channel=channel, check=lambda record: (webhook_id, event))
-
-
-#: Given the partner, authenticate and parse a report: return its webhook id and event.
-Check = Callable[[registry.PartnerRecord], tuple[str, Any]]
 
 
 class _Impossible(Exception):
@@ -82,25 +72,29 @@ class _Impossible(Exception):
         self.event_type = event_type
 
 
-async def admit(
+async def ingest(
     gw: Gateway,
     partner_id: str,
     body: bytes,
     *,
     channel: Channel,
-    check: Check,
+    webhook_id: str,
 ) -> Ingested:
-    """The whole pipeline: the partner (404) -> ``check`` (signature, body: 4xx) ->
-    dedupe by webhook id (409) -> the case was placed with this partner (403) -> the
-    report fits the case's state (409, flagged) -> take it in.
+    """Take in a report whose origin is established (a callback whose signature was
+    verified, an event of the partner's feed): the body (422) -> the partner (404) ->
+    dedupe by webhook id (409) -> the case was placed with this partner (403) -> an
+    amount in the case's currency (422) -> the report fits the case's state (409,
+    flagged) -> take it in.
 
-    Reports that arrive together share one transaction (`gateway.storage.groups`), each in a
-    savepoint of its own: a refusal undoes its own report and nothing else, so nothing
-    of a refused report is stored (the impossible-transition flag is written on its
-    own, after). The answer comes once the report's group committed."""
+    The body is parsed before the report joins the writers. Reports that arrive
+    together share one transaction (`gateway.storage.groups`), each in a savepoint of
+    its own: a refusal undoes its own report and nothing else, so nothing of a refused
+    report is stored (the impossible-transition flag is written on its own, after).
+    The answer comes once the report's group committed."""
+    event = parse_event(body, gw.now())
 
     async def job(tx: Transaction, entries: list[Any]) -> Ingested:
-        return await _admit(gw, tx, entries, partner_id, body, channel, check)
+        return await _admit(gw, tx, entries, partner_id, webhook_id, event, body, channel)
 
     try:
         return await gw.writer.run(job)
@@ -122,18 +116,13 @@ async def _admit(
     tx: Transaction,
     entries: list[Any],
     partner_id: str,
+    webhook_id: str,
+    event: Any,
     body: bytes,
     channel: Channel,
-    check: Check,
 ) -> Ingested:
     record = await registry.fetch(tx, partner_id)
-    webhook_id, event = check(record)
     now = gw.now()
-    if event.occurred_at > now + FUTURE_SKEW:
-        raise InvalidInput(
-            f"invalid status event: occurred_at {event.occurred_at.isoformat()} is in the future",
-            status=422,
-        )
     # The primary key dedupes: one statement instead of a look-up and an insert.
     if not await tx.execute(
         "INSERT INTO callbacks (partner_id, webhook_id, received_at) VALUES (?, ?, ?)"
