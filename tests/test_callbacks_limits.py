@@ -21,7 +21,10 @@ from aiohttp.test_utils import TestClient
 
 from gateway.core import Gateway, open_database
 from gateway.http import create_app
+from gateway.onboarding import registry
+from gateway.placement import service as placement
 from tests.callbacks import (
+    CASE,
     URL,
     counts,
     dumps,
@@ -343,3 +346,51 @@ async def test_a_forged_callback_is_refused_while_another_writer_holds_the_datab
     finally:
         await other.close()
     assert await counts(gw) == (0, 0)
+
+
+# -- reports the case's state does not allow ----------------------------------------------------
+
+
+async def test_a_replayed_impossible_report_is_flagged_once(
+    client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    """Six copies of one signed report the case's state does not allow: one flag, one
+    audit entry, one dedupe row; the copies are answered as replays and store nothing."""
+    secret = placed["secrets"]["acme-collect"]
+    promise = dumps(event(placed["agency_ref"], "promise_to_pay", amount="100.00", due="2026-12-31"))
+    headers = signed_headers(secret, promise, msg_id="msg_too_early")
+    details = []
+    for _ in range(6):
+        resp = await post(client, "acme-collect", promise, headers)
+        assert resp.status == 409
+        details.append((await resp.json())["detail"])
+    assert "impossible" in details[0] and all("already received" in d for d in details[1:])
+    assert await stored(gw, "SELECT COUNT(*) FROM violations") == 1
+    assert await stored(gw, "SELECT COUNT(*) FROM audit_entries WHERE kind = 'violation'") == 1
+    assert await counts(gw) == (0, 1)
+    # A genuine breach on another case of the partner is the second violation, not the seventh.
+    other = CASE.model_copy(update={"case_id": "C-REPLAY-2"})
+    ref = (await placement.place(gw, other, "acme-collect", "collection", actor="test")).case_ref
+    night = datetime.now(SHANGHAI).replace(hour=23, minute=10) - timedelta(days=1)
+    for body in (dumps(event(ref, "accepted", at=night - timedelta(days=1))),
+                 dumps(event(ref, "contact_attempt", at=night, channel="voice", target="debtor",
+                             outcome="connected"))):
+        resp = await post(client, "acme-collect", body, signed_headers(secret, body))
+        assert resp.status == 202, await resp.text()
+    assert (await resp.json())["violations"] == ["cn.hours"]
+    assert (await registry.get(gw, "acme-collect")).status == "active"
+
+
+async def test_protocol_flags_count_toward_automatic_suspension(
+    client: TestClient, gw: Gateway, placed: dict[str, Any]
+) -> None:
+    """Each distinct impossible report is a violation of its own; the one that reaches
+    the threshold (5 for the sample agency) suspends the partner."""
+    secret = placed["secrets"]["acme-collect"]
+    for n in range(5):
+        body = dumps(event(placed["agency_ref"], "payment_reported", amount=f"{n + 1}.00"))
+        resp = await post(client, "acme-collect", body, signed_headers(secret, body))
+        assert resp.status == 409 and "impossible" in (await resp.json())["detail"]
+    record = await registry.get(gw, "acme-collect")
+    assert record.status == "suspended" and "5 violations" in record.status_reason
+    assert await stored(gw, "SELECT COUNT(*) FROM audit_entries WHERE kind = 'partner_suspended'") == 1
