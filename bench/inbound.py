@@ -216,10 +216,9 @@ def serve(kind: str, ws: str, profile: str | None, conn: Any) -> None:
         schema validation and dedupe insert, committed; no case, rules or audit."""
         assert gw is not None
         body = await request.read()
-        webhook_id = webhooks.verify(
-            request.headers, body, secrets=gw.keys.webhook_secrets(PARTNER), public_keys=(), now=time.time()
-        )
-        inbound.parse_event(body)
+        signed = webhooks.read(request.headers, now=time.time())
+        webhook_id = webhooks.verify(signed, body, secrets=gw.keys.webhook_secrets(PARTNER), public_keys=())
+        inbound.parse_event(body, gw.now())
         async with gw.db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO callbacks (partner_id, webhook_id, received_at) VALUES (?, ?, ?)"

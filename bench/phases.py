@@ -64,11 +64,12 @@ PLACEMENT: list[Step] = [
     (1, "commit", SQLiteDatabase, "_commit"),
 ]
 CALLBACK: list[Step] = [
+    (0, "signature headers", webhooks, "read"),
+    (0, "signature (Standard Webhooks)", webhooks, "verify"),
+    (0, "schema (pydantic)", inbound, "parse_event"),
     (0, "group transactions (the pipeline)", GroupWriter, "_write"),
     (1, "begin (BEGIN IMMEDIATE)", SQLiteDatabase, "_begin"),
     (1, "partner row", inbound.registry, "fetch"),
-    (1, "signature (Standard Webhooks)", webhooks, "verify"),
-    (1, "schema (pydantic)", inbound, "parse_event"),
     (1, "take in", inbound, "_take_in"),
     (2, "event row", inbound, "_store_event"),
     (2, "compliance check", inbound, "_check"),

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
 PhoneNumber = Annotated[str, Field(pattern=r"^\+?[0-9]{5,15}$")]
 
 
@@ -65,7 +66,7 @@ class EmergencyContact(_Model):
 class Loan(_Model):
     product: str
     account_number: str = Field(min_length=4, max_length=40)
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    currency: CurrencyCode
     principal: Money
     outstanding: Money
     interest: Money = Decimal(0)

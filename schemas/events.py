@@ -8,27 +8,58 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.case import CurrencyCode
+
+#: The years a reported date may fall in. Outside them a date is a mistake, and some
+#: (year 1 at +14:00) cannot even be converted to UTC.
+FIRST_YEAR, LAST_YEAR = 1970, 2100
+D = TypeVar("D", date, datetime)
+
+
+def _in_years(value: D) -> D:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must fall in the years {FIRST_YEAR} to {LAST_YEAR}")
+    return value
+
+
+#: Reported amounts, in the case's currency: finite, at most 2 decimal places, below
+#: 10^12 (a string such as "1e400000" is a valid decimal, and made the scorecard's
+#: recovery rate infinite).
+LARGEST_AMOUNT = Decimal("999999999999.99")
+Amount = Annotated[Decimal, Field(gt=0, le=LARGEST_AMOUNT, decimal_places=2)]
+#: An award may grant nothing.
+AwardAmount = Annotated[Decimal, Field(ge=0, le=LARGEST_AMOUNT, decimal_places=2)]
+
+#: A moment with its UTC offset.
+Moment = Annotated[AwareDatetime, AfterValidator(_in_years)]
+Day = Annotated[date, AfterValidator(_in_years)]
+
+#: A reference the partner quotes: its own file number, a filing number, a token.
+Reference = Annotated[str, Field(max_length=200)]
+#: Free text: a reason, a summary, a statement, a note.
+Text = Annotated[str, Field(max_length=4000)]
 
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     case_ref: str = Field(min_length=1, max_length=100)
-    occurred_at: AwareDatetime
-    package_id: str | None = None
+    occurred_at: Moment
+    package_id: Reference | None = None
 
 
 class Accepted(_Event):
     type: Literal["accepted"]
-    partner_reference: str | None = None
+    partner_reference: Reference | None = None
 
 
 class Rejected(_Event):
     type: Literal["rejected"]
-    reason: str
+    reason: Text
 
 
 class ContactAttempt(_Event):
@@ -36,63 +67,66 @@ class ContactAttempt(_Event):
     channel: Literal["voice", "ai_voice", "sms", "email", "letter", "visit"]
     target: Literal["debtor", "third_party"]
     outcome: Literal["no_answer", "connected", "left_message", "wrong_party", "refused"]
-    number_token: str | None = Field(
+    number_token: Reference | None = Field(
         default=None, description="token of the number or address contacted, as received"
     )
     staff_count: int | None = Field(default=None, ge=1, description="visits only")
-    text: str | None = Field(default=None, max_length=4000, description="template or note")
+    text: Text | None = Field(default=None, description="template or note")
 
 
 class PromiseToPay(_Event):
     type: Literal["promise_to_pay"]
-    amount: Decimal = Field(gt=0)
-    due: date
+    amount: Amount
+    currency: CurrencyCode | None = None
+    due: Day
 
 
 class PaymentReported(_Event):
     type: Literal["payment_reported"]
-    amount: Decimal = Field(gt=0)
+    amount: Amount
+    currency: CurrencyCode | None = None
 
 
 class Dispute(_Event):
     type: Literal["dispute"]
-    reason: str
+    reason: Text
 
 
 class Complaint(_Event):
     type: Literal["complaint"]
-    summary: str
+    summary: Text
 
 
 class Hardship(_Event):
     type: Literal["hardship"]
-    summary: str
+    summary: Text
 
 
 class Returned(_Event):
     type: Literal["returned"]
-    reason: str
+    reason: Text
 
 
 class Closed(_Event):
     type: Literal["closed"]
-    reason: str
+    reason: Text
 
 
 class ArbitrationFiled(_Event):
     type: Literal["arbitration_filed"]
-    filing_number: str
+    filing_number: Reference
 
 
 class HearingScheduled(_Event):
     type: Literal["hearing_scheduled"]
-    hearing_at: AwareDatetime
+    hearing_at: Moment
 
 
 class AwardIssued(_Event):
     type: Literal["award_issued"]
-    award_amount: Decimal | None = None
-    summary: str = ""
+    award_amount: AwardAmount | None = None
+    currency: CurrencyCode | None = None
+    summary: Text = ""
 
 
 class MessageDelivered(_Event):
@@ -101,13 +135,13 @@ class MessageDelivered(_Event):
 
 class MessageFailed(_Event):
     type: Literal["message_failed"]
-    reason: str
+    reason: Text
 
 
 class DeletionAttested(_Event):
     type: Literal["deletion_attested"]
-    deleted_at: datetime
-    statement: str = Field(min_length=1)
+    deleted_at: Annotated[datetime, AfterValidator(_in_years)]
+    statement: Text = Field(min_length=1)
 
 
 StatusEvent = Annotated[

@@ -102,8 +102,12 @@ class Supervision(_Model):
     )
 
 
+#: What a partner id looks like.
+PARTNER_ID = r"^[a-z0-9][a-z0-9-]{1,62}$"
+
+
 class PartnerProfile(_Model):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    id: str = Field(pattern=PARTNER_ID)
     name: str = Field(min_length=1)
     kind: Kind
     adapter: str = Field(min_length=1, description="name of a registered adapter plugin")

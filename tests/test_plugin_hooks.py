@@ -4,12 +4,17 @@ on the path with a ``gateway`` entry point (a dist-info directory, as pip writes
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +24,7 @@ from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
 from gateway.errors import GatewayError, SealingError
+from gateway.http import create_app
 from gateway.placement import service as placement
 from gateway.placement.seal import verify_signed
 from schemas.case import Case
@@ -26,6 +32,9 @@ from tests.helpers import EXAMPLES, copy_profile, invoke, sample_case, write_par
 from tests.partners import PARTNER, agency_workspace, place_many
 
 PLUGIN = '''
+import hashlib
+import hmac
+import json
 from pathlib import Path
 
 import click
@@ -33,12 +42,38 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway import hookimpl
 from gateway.cli.common import with_gateway
+from gateway.errors import Unauthorized
+from gateway.inbound.formats import CallbackFormat
 from gateway.onboarding import registry
 from gateway.onboarding.custody import JwkSigner, KeyCustody
 from gateway.onboarding.keys import generate_signing_key
 from gateway.placement.transforms import Transform
 
 EVENTS = []
+
+
+class Receipts(CallbackFormat):
+    """A partner's own acknowledgements: HMAC-SHA256 of the body, hex, in a header."""
+
+    name = "acme-receipts"
+
+    def verify(self, headers, body, credentials, now):
+        given = headers.get("X-Acme-Signature", "")
+        for secret in credentials.secrets:
+            if hmac.compare_digest(hmac.new(secret, body, hashlib.sha256).hexdigest(), given):
+                return "acme-" + json.loads(body)["receipt_id"]
+        raise Unauthorized("no valid X-Acme-Signature")
+
+    def event_json(self, body):
+        receipt = json.loads(body)
+        event = {"type": "accepted", "case_ref": receipt["ref"], "occurred_at": receipt["done"],
+                 "partner_reference": receipt["file"]}
+        return json.dumps(event).encode()
+
+
+@hookimpl
+def gateway_register_callback_formats(register):
+    register(Receipts())
 
 
 @click.command("acme-partners")
@@ -281,3 +316,39 @@ async def test_deliveries_and_dead_packages_reach_event_subscribers(
     dead = by_kind["dead"]
     assert dead.partner == PARTNER and dead.detail["status"] == "422"
     assert {by_kind["delivered"].detail["package_id"], dead.detail["package_id"]} == {delivered, rejected}
+
+
+async def test_a_plugin_callback_format_takes_reports_in_its_own_shape(
+    plugin_path: Path, onboarded: Path, tmp_path: Path, aiohttp_client: Any
+) -> None:
+    own_format = {'sealing = "jwe"': 'sealing = "jwe"\ncallback_format = "acme-receipts"'}
+    profile = copy_profile("acme-collect.toml", tmp_path, own_format)
+    updated = await asyncio.to_thread(invoke, "-c", onboarded, "partners", "add", "--update", profile)
+    assert updated.exit_code == 0, updated.output
+    async with await Gateway.open(load_settings(onboarded)) as gw:
+        case = Case.model_validate_json(sample_case().read_bytes())
+        placed = await placement.place(gw, case, "acme-collect", "collection", actor="test")
+        gw.keys.add_webhook_secret("acme-collect")
+        [secret] = gw.keys.webhook_secrets("acme-collect")
+        client = await aiohttp_client(create_app(gw.settings, gateway=gw))
+        receipt = {"receipt_id": "R-1", "ref": placed.case_ref, "file": "ACME-F-9",
+                   "done": datetime.now(UTC).isoformat()}
+        body = json.dumps(receipt).encode()
+
+        async def post(partner: str, signature: str) -> Any:
+            return await client.post(
+                f"/v1/partners/{partner}/callbacks/acme-receipts", data=body,
+                headers={"X-Acme-Signature": signature, "Content-Type": "application/json"},
+            )
+
+        good = hmac.new(secret, body, hashlib.sha256).hexdigest()
+        taken = await post("acme-collect", good)
+        assert taken.status == 202, await taken.text()
+        assert (await taken.json())["state"] == "active"
+        assert (await post("acme-collect", good)).status == 409  # the same receipt id again
+        assert (await post("acme-collect", "0" * 64)).status == 401
+        # A partner whose profile does not name the format cannot use it.
+        assert (await post("sz-arbitration", good)).status == 401
+        async with gw.db.transaction() as tx:
+            stored = await tx.fetchall("SELECT type, partner_id FROM events")
+    assert stored == [{"type": "accepted", "partner_id": "acme-collect"}]

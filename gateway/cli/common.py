@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import getpass
-import json
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from gateway import jsontext
 from gateway.config import Settings, load_settings
 from gateway.core import Gateway
 from gateway.errors import GatewayError
@@ -54,7 +54,7 @@ def with_gateway(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    click.echo(jsontext.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 def settings_of(obj: dict[str, Any]) -> Settings:

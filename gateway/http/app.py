@@ -14,27 +14,27 @@ from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
 from gateway.http import auditor, operator
 from gateway.http.appkeys import GATEWAY, SETTINGS
-from gateway.http.callbacks import MAX_BODY, receive
+from gateway.http.callbacks import MAX_BODY, receive, receive_in_format
 from gateway.http.openapi import document
 from gateway.http.problems import problems
-from gateway.http.routes import Route
+from gateway.http.routes import Route, json_response
 from gateway.inbound import poller
 from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
 
 async def jwks(request: web.Request) -> web.Response:
-    return web.json_response(request.app[GATEWAY].custody.public_jwks())
+    return json_response(request.app[GATEWAY].custody.public_jwks())
 
 
 async def healthz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     async with gw.db.transaction() as tx:
         await tx.fetchval("SELECT 1")
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document(ROUTES, metadata.version("agency-gateway")))
+    return json_response(document(ROUTES, metadata.version("agency-gateway")))
 
 
 ROUTES: list[Route] = [
@@ -43,6 +43,15 @@ ROUTES: list[Route] = [
         "/v1/partners/{partner_id}/callbacks",
         receive,
         "A partner reports a status event (Standard Webhooks signature)",
+        response=CallbackResponse,
+        status=202,
+        tags=("partners",),
+    ),
+    Route(
+        "POST",
+        "/v1/partners/{partner_id}/callbacks/{format}",
+        receive_in_format,
+        "A partner reports in a callback format its profile names (a plugin's)",
         response=CallbackResponse,
         status=202,
         tags=("partners",),

@@ -13,7 +13,7 @@ from gateway.audit.errors import AuditError
 from gateway.errors import InvalidInput, NotFound
 from gateway.http.appkeys import GATEWAY
 from gateway.http.operator import principal
-from gateway.http.routes import known_query
+from gateway.http.routes import json_response, known_query
 from gateway.placement.service import case_token
 
 MAX_PAGE = 1000
@@ -56,7 +56,7 @@ async def latest_checkpoint(request: web.Request) -> web.Response:
     record = await query.latest_checkpoint(request.app[GATEWAY].db)
     if record is None:
         raise NotFound("no checkpoint yet (`gateway audit checkpoint` signs one)")
-    return web.json_response({"size": record.size, "note": record.note, "created_at": record.created_at})
+    return json_response({"size": record.size, "note": record.note, "created_at": record.created_at})
 
 
 async def list_entries(request: web.Request) -> web.Response:
@@ -81,7 +81,7 @@ async def list_entries(request: web.Request) -> web.Response:
         limit=limit,
     )
     rows: list[dict[str, Any]] = await query.entries(gw.db, where)
-    return web.json_response({"entries": rows, "limit": limit})
+    return json_response({"entries": rows, "limit": limit})
 
 
 async def inclusion(request: web.Request) -> web.Response:
@@ -93,7 +93,7 @@ async def inclusion(request: web.Request) -> web.Response:
         proof = await proofs.inclusion_proof(request.app[GATEWAY].db, index, _int(request, "size"))
     except (AuditError, ValueError) as exc:
         raise InvalidInput(str(exc), status=422) from None
-    return web.json_response(proof.as_dict())
+    return json_response(proof.as_dict())
 
 
 async def consistency(request: web.Request) -> web.Response:
@@ -106,4 +106,4 @@ async def consistency(request: web.Request) -> web.Response:
         proof = await proofs.consistency_proof(request.app[GATEWAY].db, old, _int(request, "new"))
     except (AuditError, ValueError) as exc:
         raise InvalidInput(str(exc), status=422) from None
-    return web.json_response(proof.as_dict())
+    return json_response(proof.as_dict())

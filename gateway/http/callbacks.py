@@ -1,16 +1,24 @@
-"""``POST /v1/partners/{partner_id}/callbacks``: signed status reports from partners."""
+"""``POST /v1/partners/{partner_id}/callbacks``: signed status reports from partners.
+
+The signature is verified before the report joins the writers (`gateway.storage.groups`):
+a forged or unsigned request never holds a transaction, and it is answered the same
+way (401, one problem document) whether or not the partner id exists.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.errors import InvalidInput
+from gateway.core import Gateway
+from gateway.errors import Unauthorized
 from gateway.http.appkeys import GATEWAY
-from gateway.http.routes import require_json
+from gateway.http.routes import json_response, read_body, require_json
 from gateway.inbound import pipeline as inbound
 from gateway.inbound import webhooks
+from gateway.inbound.formats import Credentials
 from gateway.onboarding import registry
 
 MAX_BODY = 1024 * 1024
@@ -20,26 +28,35 @@ async def receive(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     partner_id = request.match_info["partner_id"]
     require_json(request)
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise InvalidInput(f"body larger than {MAX_BODY} bytes", status=413)
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise InvalidInput(f"body larger than {MAX_BODY} bytes", status=413)
+    body = await read_body(request, MAX_BODY)
+    signed = webhooks.read(request.headers, now=gw.now().timestamp())
+    secrets, keys = await _signing_keys(gw, partner_id, signed)
+    webhook_id = webhooks.verify(signed, body, secrets=secrets, public_keys=keys)
+    return _answer(await inbound.ingest(gw, partner_id, body, channel="callback", webhook_id=webhook_id))
 
-    def check(record: registry.PartnerRecord) -> tuple[str, Any]:
-        """Signature first (401), then the body (422); run inside the pipeline's
-        transaction, after the partner was found (404)."""
-        webhook_id = webhooks.verify(
-            request.headers,
-            body,
-            secrets=gw.keys.webhook_secrets(partner_id),
-            public_keys=gw.keys.partner_signature_keys(record.profile.jwks),
-            now=gw.now().timestamp(),
-        )
-        return webhook_id, inbound.parse_event(body)
 
-    result = await inbound.admit(gw, partner_id, body, channel="callback", check=check)
-    return web.json_response(
+async def receive_in_format(request: web.Request) -> web.Response:
+    """``POST /v1/partners/{partner_id}/callbacks/{format}``: a report in a format a
+    plugin registered (an SMS provider's delivery receipt, say), for a partner whose
+    profile names that ``callback_format``. The format authenticates the report and maps
+    it to one status event; from there it is taken in as any callback is."""
+    gw = request.app[GATEWAY]
+    partner_id, name = request.match_info["partner_id"], request.match_info["format"]
+    body = await read_body(request, MAX_BODY)
+    fmt = gw.callback_formats.get(name)
+    record = await registry.find(gw, partner_id) if registry.could_be_id(partner_id) else None
+    if fmt is None or record is None or record.profile.callback_format != name:
+        raise Unauthorized(webhooks.REFUSED)  # the same answer whatever is wrong
+    credentials = Credentials(
+        gw.keys.webhook_secrets(partner_id), gw.keys.partner_signature_keys(record.profile.jwks)
+    )
+    message_id = fmt.verify(request.headers, body, credentials, gw.now().timestamp())
+    event = fmt.event_json(body)
+    return _answer(await inbound.ingest(gw, partner_id, event, channel="callback", webhook_id=message_id))
+
+
+def _answer(result: inbound.Ingested) -> web.Response:
+    return json_response(
         {
             "event_id": result.event_id,
             "state": result.state,
@@ -47,3 +64,18 @@ async def receive(request: web.Request) -> web.Response:
         },
         status=202,
     )
+
+
+async def _signing_keys(
+    gw: Gateway, partner_id: str, signed: webhooks.Signed
+) -> tuple[Sequence[bytes], Sequence[Ed25519PublicKey]]:
+    """What ``signed`` is verified against: the partner's ``whsec_`` secrets if ``v1``
+    signatures came, its Ed25519 keys if ``v1a`` ones did (its profile names their file,
+    so only then is its row read); nothing for an id that is no partner's."""
+    if not registry.could_be_id(partner_id):
+        return (), ()
+    secrets = gw.keys.webhook_secrets(partner_id) if signed.v1 else ()
+    keys: Sequence[Ed25519PublicKey] = ()
+    if signed.v1a and (record := await registry.find(gw, partner_id)) is not None:
+        keys = gw.keys.partner_signature_keys(record.profile.jwks)
+    return secrets, keys

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.config import first_error
 from gateway.errors import InvalidInput, NotFound
 from gateway.http.appkeys import GATEWAY
-from gateway.http.routes import require_json
+from gateway.http.routes import json_response, require_json
 from gateway.onboarding import registry
 from gateway.onboarding.tokens import Principal, authenticate
 from gateway.placement import recall
@@ -49,7 +49,7 @@ async def create_placement(request: web.Request) -> web.Response:
         purpose=placed.purpose,
         case_ref=placed.case_ref,
     )
-    return web.json_response(body.model_dump(), status=201)
+    return json_response(body.model_dump(), status=201)
 
 
 async def create_recall(request: web.Request) -> web.Response:
@@ -64,12 +64,12 @@ async def create_recall(request: web.Request) -> web.Response:
         deletion_due=done.deletion_due,
         notice_package_id=done.notice_package_id,
     )
-    return web.json_response(body.model_dump(), status=201)
+    return json_response(body.model_dump(), status=201)
 
 
 async def get_package(request: web.Request) -> web.Response:
     await principal(request, "operator")
-    return web.json_response(await placement.show(request.app[GATEWAY], request.match_info["package_id"]))
+    return json_response(await placement.show(request.app[GATEWAY], request.match_info["package_id"]))
 
 
 async def get_case(request: web.Request) -> web.Response:
@@ -96,7 +96,7 @@ async def get_case(request: web.Request) -> web.Response:
     if not assignments:
         raise NotFound(f"no case {case_id!r} has been placed")
     timeline: list[dict[str, Any]] = [{**e, "body": json.loads(e["body"])} for e in events]
-    return web.json_response(
+    return json_response(
         {
             "case_id": case_id,
             "assignments": assignments,
@@ -109,7 +109,7 @@ async def get_case(request: web.Request) -> web.Response:
 async def list_partners(request: web.Request) -> web.Response:
     await principal(request, "operator", "auditor")
     records = await registry.list_all(request.app[GATEWAY])
-    return web.json_response(
+    return json_response(
         [
             {
                 "id": r.id,
@@ -128,4 +128,4 @@ async def list_partners(request: web.Request) -> web.Response:
 async def get_scorecard(request: web.Request) -> web.Response:
     await principal(request, "operator", "auditor")
     card = await supervision.scorecard(request.app[GATEWAY], request.match_info["partner_id"])
-    return web.json_response(card.as_dict())
+    return json_response(card.as_dict())

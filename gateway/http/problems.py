@@ -9,6 +9,7 @@ from http import HTTPStatus
 from aiohttp import web
 
 from gateway.errors import GatewayError
+from gateway.http.routes import json_response
 
 log = logging.getLogger("gateway.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -17,7 +18,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def problem(status: int, detail: str, kind: str | None = None) -> web.Response:
     title = HTTPStatus(status).phrase
     slug = kind or title.lower().replace(" ", "-")
-    return web.json_response(
+    return json_response(
         {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail},
         status=status,
         content_type="application/problem+json",

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import jsontext
 from gateway.errors import InvalidInput
 
 
@@ -27,6 +28,11 @@ class Route:
     """Query parameters: name -> description (documented in OpenAPI; see `known_query`)."""
 
 
+def json_response(data: Any, *, status: int = 200, content_type: str = "application/json") -> web.Response:
+    """Every JSON answer of the API: standard JSON only (`gateway.jsontext`)."""
+    return web.json_response(data, status=status, content_type=content_type, dumps=jsontext.dumps)
+
+
 def require_json(request: web.Request) -> None:
     """415 unless the body is declared ``application/json``; a header aiohttp cannot
     parse (it raises on some malformed parameters) is refused the same way."""
@@ -36,6 +42,20 @@ def require_json(request: web.Request) -> None:
         media_type = "(unparseable)"
     if media_type != "application/json":
         raise InvalidInput(f"content type must be application/json, not {media_type!r}", status=415)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, however it arrives (in one piece or many, with a Content-Length
+    or chunked), or 413 as soon as it is known to exceed ``limit`` bytes."""
+    too_large = InvalidInput(f"body larger than {limit} bytes", status=413)
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for piece in request.content.iter_any():
+        body += piece
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
 
 
 def known_query(request: web.Request, known: dict[str, str]) -> None:

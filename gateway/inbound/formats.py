@@ -49,9 +49,8 @@ class StandardWebhooks(CallbackFormat):
     name = "standard-webhooks"
 
     def verify(self, headers: Mapping[str, str], body: bytes, credentials: Credentials, now: float) -> str:
-        return webhooks.verify(
-            headers, body, secrets=credentials.secrets, public_keys=credentials.public_keys, now=now
-        )
+        signed = webhooks.read(headers, now=now)  # type: ignore[arg-type]
+        return webhooks.verify(signed, body, secrets=credentials.secrets, public_keys=credentials.public_keys)
 
     def event_json(self, body: bytes) -> bytes:
         return body

@@ -3,14 +3,15 @@
 validate -> the case was placed with this partner -> the report fits the case's state
 -> store (idempotent by webhook id) -> compliance check -> violations -> automatic
 suspension. The event, its violations, the state change and the audit entries are
-committed together: a report is either fully taken in or not at all.
+committed together: a report is either fully taken in or not at all. A report the
+case's state does not allow is refused, and its flag (a violation) is committed with
+its webhook id, so that it is flagged once however often it is sent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -46,15 +47,30 @@ class Ingested:
     suspended: bool
 
 
-def parse_event(body: bytes) -> Any:
+def parse_event(body: bytes, now: datetime) -> Any:
+    """The report in ``body``; 422 if it is no valid event or happened after ``now``
+    (give or take `FUTURE_SKEW`)."""
     try:
-        return EVENT.validate_json(body)
+        event = EVENT.validate_json(body)
     except ValidationError as exc:
         raise InvalidInput(f"invalid status event: {first_error(exc)}", status=422) from None
+    if event.occurred_at > now + FUTURE_SKEW:
+        raise InvalidInput(
+            f"invalid status event: occurred_at {event.occurred_at.isoformat()} is in the future",
+            status=422,
+        )
+    return event
 
 
 def digest(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Flagged:
+    """A report the case's state does not allow: refused (409), flagged for review."""
+
+    refusal: str
 
 
 async def ingest(
@@ -65,56 +81,28 @@ async def ingest(
     channel: Channel,
     webhook_id: str,
 ) -> Ingested:
-    """Take in a report whose origin is already established (polling)."""
-    event = parse_event(body)
-    return await admit(gw, partner_id, body, channel=channel, check=lambda record: (webhook_id, event))
+    """Take in a report whose origin is established (a callback whose signature was
+    verified, an event of the partner's feed): the body (422) -> the partner (404) ->
+    dedupe by webhook id (409) -> the case was placed with this partner (403) -> an
+    amount in the case's currency (422) -> the report fits the case's state (409,
+    flagged) -> take it in.
 
+    The body is parsed before the report joins the writers. Reports that arrive
+    together share one transaction (`gateway.storage.groups`), each in a savepoint of
+    its own: a refusal undoes its own report and nothing else, so nothing of a refused
+    report is stored. Except the flag of an impossible report, stored with the
+    report's webhook id in the report's own savepoint: a replay of it is a replay
+    (409, nothing stored), not a new flag. The answer comes once the report's group
+    committed."""
+    event = parse_event(body, gw.now())
 
-#: Given the partner, authenticate and parse a report: return its webhook id and event.
-Check = Callable[[registry.PartnerRecord], tuple[str, Any]]
+    async def job(tx: Transaction, entries: list[Any]) -> Ingested | _Flagged:
+        return await _admit(gw, tx, entries, partner_id, webhook_id, event, body, channel)
 
-
-class _Impossible(Exception):
-    """Raised inside the report's savepoint so that it rolls back; flagged after it."""
-
-    def __init__(self, assignment: dict[str, Any], event_type: str) -> None:
-        self.assignment = assignment
-        self.event_type = event_type
-
-
-async def admit(
-    gw: Gateway,
-    partner_id: str,
-    body: bytes,
-    *,
-    channel: Channel,
-    check: Check,
-) -> Ingested:
-    """The whole pipeline: the partner (404) -> ``check`` (signature, body: 4xx) ->
-    dedupe by webhook id (409) -> the case was placed with this partner (403) -> the
-    report fits the case's state (409, flagged) -> take it in.
-
-    Reports that arrive together share one transaction (`gateway.storage.groups`), each in a
-    savepoint of its own: a refusal undoes its own report and nothing else, so nothing
-    of a refused report is stored (the impossible-transition flag is written on its
-    own, after). The answer comes once the report's group committed."""
-
-    async def job(tx: Transaction, entries: list[Any]) -> Ingested:
-        return await _admit(gw, tx, entries, partner_id, body, channel, check)
-
-    try:
-        return await gw.writer.run(job)
-    except _Impossible as exc:
-        assignment, event_type = exc.assignment, exc.event_type
-
-    async def flag(tx: Transaction, entries: list[Any]) -> None:
-        entries.append(await _flag_transition(gw, tx, partner_id, assignment, event_type))
-
-    await gw.writer.run(flag)
-    raise Conflict(
-        f"a {event_type!r} report is impossible for a case in state {assignment['state']!r}; "
-        "it was refused and flagged for review"
-    )
+    outcome = await gw.writer.run(job)
+    if isinstance(outcome, _Flagged):
+        raise Conflict(outcome.refusal)
+    return outcome
 
 
 async def _admit(
@@ -122,18 +110,13 @@ async def _admit(
     tx: Transaction,
     entries: list[Any],
     partner_id: str,
+    webhook_id: str,
+    event: Any,
     body: bytes,
     channel: Channel,
-    check: Check,
-) -> Ingested:
+) -> Ingested | _Flagged:
     record = await registry.fetch(tx, partner_id)
-    webhook_id, event = check(record)
     now = gw.now()
-    if event.occurred_at > now + FUTURE_SKEW:
-        raise InvalidInput(
-            f"invalid status event: occurred_at {event.occurred_at.isoformat()} is in the future",
-            status=422,
-        )
     # The primary key dedupes: one statement instead of a look-up and an insert.
     if not await tx.execute(
         "INSERT INTO callbacks (partner_id, webhook_id, received_at) VALUES (?, ?, ?)"
@@ -148,10 +131,22 @@ async def _admit(
     )
     if assignment is None:
         raise Forbidden(f"no case with case_ref {event.case_ref!r} was placed with {partner_id!r}")
+    _same_currency(event, assignment)
     state = lifecycle.next_state(assignment["state"], event.type)
     if state is None:
-        raise _Impossible(assignment, event.type)
+        return await _flag_transition(tx, entries, record, assignment, event.type, now)
     return await _take_in(gw, tx, entries, record, assignment, event, state, body, channel, webhook_id, now)
+
+
+def _same_currency(event: Any, assignment: dict[str, Any]) -> None:
+    """An amount is in the case's currency: 422 for a report that names another."""
+    currency = getattr(event, "currency", None)
+    if currency is not None and currency != assignment["currency"]:
+        raise InvalidInput(
+            f"invalid status event: {event.type}.currency: the case's amounts are in"
+            f" {assignment['currency']}, not {currency}",
+            status=422,
+        )
 
 
 async def _take_in(
@@ -300,11 +295,12 @@ async def _maybe_suspend(
     tx: Transaction, record: registry.PartnerRecord, now: datetime, entries: list[Any]
 ) -> bool:
     """Suspend a partner whose recent violations reach its profile's threshold."""
-    if record.status != "active":
-        return False
     # Violations found at the same time by other transactions count once they commit:
-    # taking the partner's row lock first makes them take turns here.
-    await tx.execute(f"SELECT id FROM partners WHERE id = ?{tx.for_update}", (record.id,))
+    # taking the partner's row lock first makes them take turns here, and the status
+    # read with it is the one they left.
+    status = await tx.fetchval(f"SELECT status FROM partners WHERE id = ?{tx.for_update}", (record.id,))
+    if status != "active":
+        return False
     count = await tx.fetchval(
         "SELECT COUNT(*) FROM violations WHERE partner_id = ? AND at >= ?",
         (record.id, isotime(now - SUSPENSION_WINDOW)),
@@ -331,12 +327,24 @@ async def _maybe_suspend(
 
 
 async def _flag_transition(
-    gw: Gateway, tx: Transaction, partner_id: str, assignment: dict[str, Any], event_type: str
-) -> ViolationFound:
+    tx: Transaction,
+    entries: list[Any],
+    record: registry.PartnerRecord,
+    assignment: dict[str, Any],
+    event_type: str,
+    now: datetime,
+) -> _Flagged:
+    """Flag a report the case's state does not allow: a violation, counted toward
+    suspension like any other (each is a report the partner signed)."""
     breach = Breach(
         rule="protocol.impossible-transition",
         source="gateway case lifecycle (gateway/inbound/lifecycle.py)",
         message=f"partner reported {event_type!r} on a case in state {assignment['state']!r}",
         evidence={"state": assignment["state"], "event_type": event_type},
     )
-    return await _store_violation(tx, partner_id, assignment, breach, None, gw.now())
+    entries.append(await _store_violation(tx, record.id, assignment, breach, None, now))
+    await _maybe_suspend(tx, record, now, entries)
+    return _Flagged(
+        f"a {event_type!r} report is impossible for a case in state {assignment['state']!r}; "
+        "it was refused and flagged for review"
+    )

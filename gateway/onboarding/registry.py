@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from gateway.plugin.adapter import Adapter
 from gateway.storage import Transaction
 from gateway.supervision.redact import check_reason
 from schemas.audit import ChangeKind, PartnerChange
-from schemas.partner import PartnerProfile
+from schemas.partner import PARTNER_ID, PartnerProfile
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,19 @@ async def fetch(tx: Transaction, partner_id: str, *, share: bool = False) -> Par
     if record is None:
         raise NotFound(f"no partner {partner_id!r} (see `gateway partners list`)")
     return record
+
+
+def could_be_id(text: str) -> bool:
+    """Whether ``text`` has the form of a partner id (before it names a file or a row)."""
+    return re.fullmatch(PARTNER_ID, text) is not None
+
+
+async def find(gw: Gateway, partner_id: str) -> PartnerRecord | None:
+    """The partner, or None if there is none by that id."""
+    if not could_be_id(partner_id):
+        return None
+    async with gw.db.transaction() as tx:
+        return await _fetch(tx, partner_id)
 
 
 def _record(row: dict[str, Any]) -> PartnerRecord:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
@@ -39,7 +40,12 @@ class Scorecard:
 
 
 def _rate(part: float, whole: float) -> float | None:
-    return round(part / whole, 4) if whole else None
+    """``part / whole`` to 4 places; None without a whole, or for a quotient that is no
+    finite number (amounts stored before they were bounded), which JSON cannot carry."""
+    if not whole:
+        return None
+    rate = part / whole
+    return round(rate, 4) if math.isfinite(rate) else None
 
 
 async def scorecard(gw: Gateway, partner_id: str) -> Scorecard:
