@@ -1,4 +1,12 @@
-"""``gateway.toml``: the settings of one gateway workspace.
+"""``gateway.toml``: the settings of one gateway workspace, in one place.
+
+Every setting has a default here, may be set in gateway.toml, and may be overridden by
+an environment variable: ``GATEWAY_`` and its name in capitals, a table's name and the
+key joined by a double underscore (``GATEWAY_DATABASE_URL``,
+``GATEWAY_DISPATCH__LEASE_SECONDS``). The environment wins over the file. The database
+password may come from a file (``database_password_file``, for mounted secrets) or from
+``GATEWAY_DATABASE_PASSWORD``, so it never needs to sit in gateway.toml. ``gateway config
+show`` prints the effective settings and where each came from.
 
 Relative paths in the file are relative to the file's own directory, so a workspace can
 be moved or copied as a whole.
@@ -9,25 +17,53 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
+from gateway.storage.base import redact
 
 M = TypeVar("M", bound=BaseModel)
 CONFIG_NAME = "gateway.toml"
 ENV_VAR = "GATEWAY_CONFIG"
-# Overrides database_url, so a PostgreSQL password need not sit in gateway.toml.
-DATABASE_ENV_VAR = "GATEWAY_DATABASE_URL"
+ENV_PREFIX = "GATEWAY_"
+ENV_NESTING = "__"
+#: The database's URL from the environment (kept as a name: tests and scripts set it).
+DATABASE_ENV_VAR = ENV_PREFIX + "DATABASE_URL"
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DispatchSettings(BaseModel):
+    """How dispatchers claim and wait (``[dispatch]``); ``serve`` and ``dispatch`` alike."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lease_seconds: float = Field(
+        default=120.0, gt=0, description="a claim's hold; a dead worker's packages are claimed again after it"
+    )
+    batch: int = Field(default=50, ge=1, le=1000, description="most packages claimed in one transaction")
+    idle_seconds: float = Field(default=2.0, gt=0, description="longest sleep of a partner with nothing due")
+    refresh_seconds: float = Field(
+        default=15.0, gt=0, description="seconds between looks for new or changed partners"
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid", env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING, validate_default=True
+    )
 
     bank_id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,62}$", description="JWT issuer")
     bank_name: str = ""
     database_url: str = "sqlite:///gateway.db"
+    database_password: SecretStr | None = Field(
+        default=None, description="PostgreSQL password, put into database_url (better: the file below)"
+    )
+    database_password_file: Path | None = Field(
+        default=None, description="a file holding the PostgreSQL password, e.g. a mounted secret"
+    )
     keys_dir: Path = Path("keys")
     partners_dir: Path = Path("partners")
     rule_pack: str = "cn"
@@ -41,31 +77,72 @@ class Settings(BaseModel):
         ge=0,
         description="`gateway serve` also signs a checkpoint every T seconds if the log grew; 0: no timer",
     )
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment over what the file (handed in as keywords) says.
+        return env_settings, init_settings
+
     def resolved(self, base: Path) -> Settings:
-        """Return a copy whose paths are absolute, relative ones taken from ``base``."""
+        """Return a copy whose paths are absolute, relative ones taken from ``base``, and
+        whose database URL holds the password given apart."""
         url = self.database_url
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             url = "sqlite:///" + str(base / url.removeprefix("sqlite:///"))
+        secret_file = base / self.database_password_file if self.database_password_file else None
         return self.model_copy(
             update={
                 "base_dir": base,
-                "database_url": url,
+                "database_url": with_password(url, self._password(secret_file)),
+                "database_password_file": secret_file,
                 "keys_dir": base / self.keys_dir,
                 "partners_dir": base / self.partners_dir,
             }
         )
+
+    def _password(self, secret_file: Path | None) -> str | None:
+        if secret_file is None:
+            return self.database_password.get_secret_value() if self.database_password else None
+        try:
+            return secret_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"database_password_file: cannot read {secret_file}: {exc}") from None
+
+
+def with_password(url: str, password: str | None) -> str:
+    """``url`` with ``password`` set (a PostgreSQL URL; SQLite has none)."""
+    if password is None or not url.startswith(("postgresql://", "postgres://")):
+        return url
+    parts = urlsplit(url)
+    if not parts.username:
+        raise ConfigError("database_password needs a user name in database_url (postgresql://USER@HOST/DB)")
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(unquote(parts.username), safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def default_config_path() -> Path:
     return Path(os.environ.get(ENV_VAR, CONFIG_NAME))
 
 
-def load_settings(path: Path | None = None) -> Settings:
+def config_file(path: Path | None = None) -> Path:
+    """The gateway.toml that ``path`` (a file or a workspace directory), ``--config`` or
+    ``$GATEWAY_CONFIG`` names."""
     path = path or default_config_path()
-    if path.is_dir():
-        path = path / CONFIG_NAME
+    return path / CONFIG_NAME if path.is_dir() else path
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """What gateway.toml says, as TOML (not yet validated)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -73,10 +150,59 @@ def load_settings(path: Path | None = None) -> Settings:
             f"{path}: not found; run `gateway init` to create a workspace, "
             f"or point --config / {ENV_VAR} at its gateway.toml"
         ) from None
-    settings = parse_toml(text, str(path), Settings)
-    if os.environ.get(DATABASE_ENV_VAR):
-        settings = settings.model_copy(update={"database_url": os.environ[DATABASE_ENV_VAR]})
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """The workspace's settings: gateway.toml, the environment over it, paths resolved."""
+    path = config_file(path)
+    raw = read_config(path)
+    try:
+        settings = Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {first_error(exc, env=True)}") from None
     return settings.resolved(path.resolve().parent)
+
+
+#: Settings shown as "***" by `gateway config show`.
+SECRET_SETTINGS = frozenset({"database_password"})
+
+
+def effective(path: Path | None = None) -> list[dict[str, str]]:
+    """Every setting in effect: its dotted name, value (secrets masked, passwords taken
+    out of URLs) and where it came from (the environment variable, gateway.toml, or
+    the default)."""
+    path = config_file(path)
+    raw = flat_settings(read_config(path))
+    settings = load_settings(path)
+    rows = []
+    for name, value in flat_settings(settings.model_dump(mode="json", exclude={"base_dir"})).items():
+        if name in SECRET_SETTINGS:
+            shown = "***" if value is not None else "-"
+        elif name == "database_url":
+            shown = redact(str(value))
+        else:
+            shown = "-" if value is None else str(value)
+        source = env_name(name) if env_name(name) in os.environ else str(path) if name in raw else "default"
+        rows.append({"setting": name, "value": shown, "from": source})
+    return rows
+
+
+def flat_settings(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def parse_toml(text: str, origin: str, model: type[M]) -> M:
@@ -91,20 +217,32 @@ def parse_toml(text: str, origin: str, model: type[M]) -> M:
         raise ConfigError(f"{origin}: {first_error(exc)}") from None
 
 
-def first_error(exc: ValidationError) -> str:
-    """One line for the first problem pydantic found: ``field.path: message``."""
+def first_error(exc: ValidationError, *, env: bool = False) -> str:
+    """One line for the first problem pydantic found: ``field.path: message``; with
+    ``env``, naming the environment variable when one set the value."""
     err = exc.errors()[0]
     where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    if env and err["loc"] and env_name(where) in os.environ:
+        where += f" (from ${env_name(where)})"
     return f"{where}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def env_name(dotted: str) -> str:
+    """The environment variable that overrides the setting ``dotted`` (``dispatch.batch``)."""
+    return ENV_PREFIX + dotted.upper().replace(".", ENV_NESTING)
 
 
 def render_config(bank_id: str, bank_name: str, signing_alg: str = "ES256") -> str:
     return f"""\
-# Agency Gateway workspace. Relative paths are relative to this file.
+# Agency Gateway workspace. Relative paths are relative to this file. Every setting can
+# be overridden by the environment: GATEWAY_ and its name in capitals, with a table's
+# name and a double underscore before it (GATEWAY_DISPATCH__LEASE_SECONDS=60).
+# `gateway config show` prints what is in effect and where it came from.
 bank_id = "{bank_id}"
 bank_name = "{bank_name}"
 # SQLite file by default; several instances share one PostgreSQL with
-# postgresql://USER@HOST:PORT/DB (the environment's GATEWAY_DATABASE_URL wins over this).
+# postgresql://USER@HOST:PORT/DB. Keep the password out of this file: name a file holding
+# it (a mounted secret) in database_password_file, or set GATEWAY_DATABASE_PASSWORD.
 database_url = "sqlite:///gateway.db"
 # The bank's private keys (0600) and partners' public key sets (JWKS).
 keys_dir = "keys"
@@ -114,10 +252,25 @@ partners_dir = "partners"
 rule_pack = "cn"
 # Package signature: ES256 (every JOSE library verifies it) or EdDSA (Ed25519).
 signing_alg = "{signing_alg}"
+# Where the bank's private keys live: "files" (0600 files in keys/bank/), or the name of
+# a key-custody plugin's HSM or KMS.
+key_custody = "files"
 # The audit log signs a checkpoint (C2SP signed note) every N entries; `gateway audit
 # checkpoint` signs one at any time.
 audit_checkpoint_every = 1000
 # `gateway serve` also signs one every T seconds when the log has grown since the last
 # (0: no timer).
 audit_checkpoint_seconds = 300
+
+# Dispatchers (`gateway dispatch`, and the one inside `gateway serve`).
+[dispatch]
+# Seconds a claimed package is held; a crashed dispatcher's packages are claimed again
+# after it.
+lease_seconds = 120
+# Most packages claimed in one transaction.
+batch = 50
+# Longest sleep of a partner with nothing due, and seconds between looks for new or
+# changed partners.
+idle_seconds = 2
+refresh_seconds = 15
 """

@@ -195,9 +195,10 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
 
 def _set(ws: Path, key: str, value: str) -> None:
+    """Set a top-level setting of gateway.toml (first, ahead of its tables)."""
     config = ws / "gateway.toml"
     lines = [line for line in config.read_text().splitlines() if not line.startswith(f"{key} =")]
-    config.write_text("\n".join(lines) + f'\n{key} = "{value}"\n')
+    config.write_text(f'{key} = "{value}"\n' + "\n".join(lines) + "\n")
 
 
 def test_a_plugin_command_runs_in_a_fresh_process(plugin_path: Path, onboarded: Path) -> None:

@@ -58,6 +58,7 @@ COMMANDS: tuple[click.Command, ...] = (
     keys.keys,
     workspace.schemas,
     workspace.plugins,
+    workspace.config_group,
     partners.partners,
     placement.place,
     placement.package,

@@ -9,10 +9,18 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from gateway.cli.common import echo_json, run
-from gateway.config import CONFIG_NAME, ENV_VAR, Settings, first_error, load_settings, render_config
+from gateway.cli.common import echo_json, run, table
+from gateway.config import (
+    CONFIG_NAME,
+    ENV_VAR,
+    Settings,
+    effective,
+    first_error,
+    load_settings,
+    render_config,
+)
 from gateway.core import open_database
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.onboarding.keys import KeyStore
 from gateway.plugin.manager import describe, get_plugin_manager
 from gateway.storage import redact
@@ -114,3 +122,24 @@ def schemas_export(check: bool, directory: Path) -> None:
 def plugins() -> None:
     """List loaded plugins and the adapters they provide, as JSON."""
     echo_json(describe(get_plugin_manager()))
+
+
+@click.group("config")
+def config_group() -> None:
+    """The workspace's settings: gateway.toml and the environment over it."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def config_show(obj: dict[str, Any], as_json: bool) -> None:
+    """Every setting in effect, and where it came from (an environment variable,
+    gateway.toml, or the default); passwords are shown as ***."""
+    try:
+        rows = effective(obj["config"])
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(table(rows))
