@@ -43,7 +43,10 @@ async def receive(request: web.Request) -> web.Response:
         {
             "event_id": result.event_id,
             "state": result.state,
-            "violations": [b.rule for b in result.violations],
+            # A late report may reveal another partner's breach: that is not this partner's to see.
+            "violations": [
+                b.rule for b in result.violations if b.contact is None or b.contact.partner == partner_id
+            ],
         },
         status=202,
     )
