@@ -126,14 +126,18 @@ class Situation:
     contacts: tuple[Contact, ...]
     requests: tuple[Request, ...]
     zone: ZoneInfo
+    _days: dict[datetime, date] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, contacts: Iterable[Contact], requests: Iterable[Request], zone: ZoneInfo) -> Situation:
         return cls(tuple(sorted(contacts, key=Contact.order)), tuple(requests), zone)
 
     def day(self, moment: datetime) -> date:
-        """The debtor's local calendar day of ``moment``."""
-        return moment.astimezone(self.zone).date()
+        """The debtor's local calendar day of ``moment`` (remembered: rules ask often)."""
+        found = self._days.get(moment)
+        if found is None:
+            found = self._days[moment] = moment.astimezone(self.zone).date()
+        return found
 
 
 def local_time(moment: datetime, zone: ZoneInfo) -> str:
@@ -160,12 +164,19 @@ class Rule(BaseModel):
     def breach(self, contact: Contact | None, message: str, **evidence: Any) -> Breach:
         return Breach(rule=self.id, source=self.source, message=message, evidence=evidence, contact=contact)
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
-        """Every breach of this rule in ``situation``, each naming its contact.
-
-        Rules that do not judge contacts (retention, limitation) find nothing.
-        """
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
+        """Each contact that breaks this rule in ``situation``, with what `describe`
+        needs to word it. Rules that do not judge contacts (retention, limitation) find
+        nothing."""
         return iter(())
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        raise NotImplementedError
+
+    def findings(self, situation: Situation) -> Iterator[Breach]:
+        """Every breach of this rule in ``situation``, each naming its contact."""
+        for contact, detail in self.hits(situation):
+            yield self.describe(contact, detail, situation)
 
 
 class ContactRule(Rule):
@@ -175,10 +186,13 @@ class ContactRule(Rule):
     def judge(self, contact: Contact, zone: ZoneInfo) -> Breach | None:
         raise NotImplementedError
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         for contact in situation.contacts:
             if (found := self.judge(contact, situation.zone)) is not None:
-                yield found
+                yield contact, found
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        return detail  # type: ignore[no-any-return]  # the breach judge found
 
 
 def ranked(contacts: Sequence[Contact], counts: Any, group: Any) -> Iterator[tuple[Contact, int, Any]]:

@@ -16,10 +16,12 @@ servers happen to run.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -105,24 +107,27 @@ class ConnectedDaily(Rule):
     max: int = Field(ge=1)
     channels: frozenset[Channel]
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         def counts(contact: Contact) -> bool:
             return _call_to_debtor(contact, self.channels) and contact.outcome in CONVERSATION
 
         same_day: dict[date, list[Contact]] = {}
         for contact, rank, day in ranked(situation.contacts, counts, lambda c: situation.day(c.at)):
             same_day.setdefault(day, []).append(contact)
-            if rank <= self.max:
-                continue
-            yield self.breach(
-                contact,
-                f"conversation number {rank} with the debtor on {day} (debtor's local day), at "
-                f"{local_time(contact.at, situation.zone)}; at most {self.max} a day across all partners",
-                count=rank,
-                limit=self.max,
-                local_date=day.isoformat(),
-                partners=sorted({c.partner for c in same_day[day]}),
-            )
+            if rank > self.max:
+                yield contact, (rank, day, sorted({c.partner for c in same_day[day]}))
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        rank, day, partners = detail
+        return self.breach(
+            contact,
+            f"conversation number {rank} with the debtor on {day} (debtor's local day), at "
+            f"{local_time(contact.at, situation.zone)}; at most {self.max} a day across all partners",
+            count=rank,
+            limit=self.max,
+            local_date=day.isoformat(),
+            partners=partners,
+        )
 
 
 class AttemptsPerNumberDaily(Rule):
@@ -133,32 +138,39 @@ class AttemptsPerNumberDaily(Rule):
     max: int = Field(ge=1)
     channels: frozenset[Channel]
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         def counts(contact: Contact) -> bool:
             return contact.channel in self.channels and contact.number is not None
 
         for contact in situation.contacts:
             if contact.channel in self.channels and contact.number is None:
-                yield self.breach(
-                    contact,
-                    f"{contact.channel} call at {local_time(contact.at, situation.zone)} was reported "
-                    "without a number the gateway knows; the per-number cap cannot be checked",
-                    number=None,
-                    partner=contact.partner,
-                )
-        for contact, rank, (number, day) in ranked(
+                yield contact, None
+        for contact, rank, (_, day) in ranked(
             situation.contacts, counts, lambda c: (c.number, situation.day(c.at))
         ):
             if rank > self.max:
-                yield self.breach(
-                    contact,
-                    f"call attempt number {rank} to the same number on {day} (debtor's local day), at "
-                    f"{local_time(contact.at, situation.zone)}; at most {self.max} a day across all partners",
-                    count=rank,
-                    limit=self.max,
-                    local_date=day.isoformat(),
-                    number=number,
-                )
+                yield contact, (rank, day)
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        when = local_time(contact.at, situation.zone)
+        if detail is None:
+            return self.breach(
+                contact,
+                f"{contact.channel} call at {when} was reported without a number the gateway knows; "
+                "the per-number cap cannot be checked",
+                number=None,
+                partner=contact.partner,
+            )
+        rank, day = detail
+        return self.breach(
+            contact,
+            f"call attempt number {rank} to the same number on {day} (debtor's local day), at {when}; "
+            f"at most {self.max} a day across all partners",
+            count=rank,
+            limit=self.max,
+            local_date=day.isoformat(),
+            number=contact.number,
+        )
 
 
 class CallsInDays(Rule):
@@ -168,28 +180,31 @@ class CallsInDays(Rule):
     days: int = Field(ge=1)
     channels: frozenset[Channel]
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
-        earlier: dict[str, list[date]] = {}
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
+        window: dict[str, deque[date]] = {}  # per debt, the days of the calls in the window
         for contact in situation.contacts:
             if not _call_to_debtor(contact, self.channels):
                 continue
             day = situation.day(contact.at)
             first = day - timedelta(days=self.days - 1)
-            days = earlier.setdefault(contact.debt, [])
+            days = window.setdefault(contact.debt, deque())
             days.append(day)
-            count = sum(1 for d in days if d >= first)
-            if count <= self.max:
-                continue
-            yield self.breach(
-                contact,
-                f"call number {count} about this debt from {first} to "
-                f"{local_time(contact.at, situation.zone)}; at most {self.max} calls in {self.days} "
-                "consecutive days",
-                count=count,
-                limit=self.max,
-                first_local_date=first.isoformat(),
-                debt=contact.debt,
-            )
+            while days[0] < first:  # time order: the oldest leave first
+                days.popleft()
+            if len(days) > self.max:
+                yield contact, (len(days), first)
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        count, first = detail
+        return self.breach(
+            contact,
+            f"call number {count} about this debt from {first} to {local_time(contact.at, situation.zone)}; "
+            f"at most {self.max} calls in {self.days} consecutive days",
+            count=count,
+            limit=self.max,
+            first_local_date=first.isoformat(),
+            debt=contact.debt,
+        )
 
 
 class AfterConversation(Rule):
@@ -198,25 +213,29 @@ class AfterConversation(Rule):
     days: int = Field(ge=1)
     channels: frozenset[Channel]
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
-        talks: dict[str, list[datetime]] = {}
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
+        talks: dict[str, list[datetime]] = {}  # per debt, conversation times in time order
         for contact in situation.contacts:
             if not _call_to_debtor(contact, self.channels):
                 continue
             first = situation.day(contact.at) - timedelta(days=self.days - 1)
-            recent = [t for t in talks.get(contact.debt, []) if t < contact.at and situation.day(t) >= first]
+            earlier = (t for t in reversed(talks.get(contact.debt, ())) if t < contact.at)
+            last = next(earlier, None)
             if contact.outcome in CONVERSATION:
                 talks.setdefault(contact.debt, []).append(contact.at)
-            if not recent:
-                continue
-            yield self.breach(
-                contact,
-                f"call at {local_time(contact.at, situation.zone)} within {self.days} days of a "
-                f"conversation about this debt at {local_time(max(recent), situation.zone)}",
-                conversation_at_local=max(recent).astimezone(situation.zone).isoformat(),
-                at_local=contact.at.astimezone(situation.zone).isoformat(),
-                debt=contact.debt,
-            )
+            if last is not None and situation.day(last) >= first:
+                yield contact, last
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        zone = situation.zone
+        return self.breach(
+            contact,
+            f"call at {local_time(contact.at, zone)} within {self.days} days of a conversation about "
+            f"this debt at {local_time(detail, zone)}",
+            conversation_at_local=detail.astimezone(zone).isoformat(),
+            at_local=contact.at.astimezone(zone).isoformat(),
+            debt=contact.debt,
+        )
 
 
 class VisitStaff(ContactRule):
@@ -319,8 +338,9 @@ class RulePack(BaseModel):
                 if new is not None and (breach := rule.judge(new, after.zone)) is not None:
                     found.append(breach)
                 continue
-            known = {id(breach.contact) for breach in rule.findings(before)}
-            found += [breach for breach in rule.findings(after) if id(breach.contact) not in known]
+            # Only the new ones are worded: a situation may hold many known breaches.
+            known = {id(contact) for contact, _ in rule.hits(before)}
+            found += [rule.describe(c, detail, after) for c, detail in rule.hits(after) if id(c) not in known]
         return found
 
     def check_template(self, text: str, channel: str) -> list[Breach]:

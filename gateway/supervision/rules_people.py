@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field
 
@@ -52,7 +53,7 @@ class ThirdPartyAfterUnreachable(Rule):
     failed_outcomes: frozenset[Outcome]
     channels: frozenset[Channel] = CALLS
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         failures = 0  # failed calls since the debtor was last reached
         for contact in situation.contacts:
             if contact.target == "debtor" and contact.channel in self.channels:
@@ -61,15 +62,17 @@ class ThirdPartyAfterUnreachable(Rule):
                 elif contact.outcome in CONVERSATION:
                     failures = 0
             elif _third_party(contact) and failures < self.failed_attempts:
-                yield self.breach(
-                    contact,
-                    f"third party contacted at {local_time(contact.at, situation.zone)} after {failures} "
-                    "failed calls to the debtor since the debtor was last reached; "
-                    f"{self.failed_attempts} are required",
-                    failed_attempts=failures,
-                    required=self.failed_attempts,
-                    partner=contact.partner,
-                )
+                yield contact, failures
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        return self.breach(
+            contact,
+            f"third party contacted at {local_time(contact.at, situation.zone)} after {detail} failed "
+            f"calls to the debtor since the debtor was last reached; {self.failed_attempts} are required",
+            failed_attempts=detail,
+            required=self.failed_attempts,
+            partner=contact.partner,
+        )
 
 
 class ThirdPartyCaps(Rule):
@@ -80,73 +83,85 @@ class ThirdPartyCaps(Rule):
     total: int = Field(ge=1)
     channels: frozenset[Channel] = CALLS
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         def counts(contact: Contact) -> bool:
             return _third_party(contact) and contact.channel in self.channels
 
         per_day = {id(c): n for c, n, _ in ranked(situation.contacts, counts, lambda c: situation.day(c.at))}
         for contact, rank, _ in ranked(situation.contacts, counts, lambda c: "all"):
-            day_rank = per_day[id(contact)]
-            if day_rank <= self.daily and rank <= self.total:
-                continue
-            yield self.breach(
-                contact,
-                f"third-party call at {local_time(contact.at, situation.zone)} is number {day_rank} that "
-                f"day and {rank} in all; at most {self.daily} a day and {self.total} in all",
-                day_count=day_rank,
-                total_count=rank,
-                daily_limit=self.daily,
-                total_limit=self.total,
-            )
+            if per_day[id(contact)] > self.daily or rank > self.total:
+                yield contact, (per_day[id(contact)], rank)
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        day_rank, rank = detail
+        return self.breach(
+            contact,
+            f"third-party call at {local_time(contact.at, situation.zone)} is number {day_rank} that "
+            f"day and {rank} in all; at most {self.daily} a day and {self.total} in all",
+            day_count=day_rank,
+            total_count=rank,
+            daily_limit=self.daily,
+            total_limit=self.total,
+        )
 
 
 class ThirdPartyOnce(Rule):
     """A third party is contacted at most once (a second time only at their request,
     which is not modelled): every later contact with the same number or address breaches."""
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         first: dict[str, Contact] = {}
         for contact in situation.contacts:
             if not _third_party(contact):
                 continue
             if contact.number is None:
-                yield _unknown(self, contact, situation, "whether this third party was contacted before")
+                yield contact, None
             elif contact.number not in first:
                 first[contact.number] = contact
             else:
-                yield self.breach(
-                    contact,
-                    f"the same third party was contacted again at {local_time(contact.at, situation.zone)}, "
-                    f"after {local_time(first[contact.number].at, situation.zone)}; a third party may be "
-                    "asked once, only to locate the debtor",
-                    number=contact.number,
-                    first_contact_at=first[contact.number].at.isoformat(),
-                )
+                yield contact, first[contact.number].at
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        if detail is None:
+            return _unknown(self, contact, situation, "whether this third party was contacted before")
+        return self.breach(
+            contact,
+            f"the same third party was contacted again at {local_time(contact.at, situation.zone)}, "
+            f"after {local_time(detail, situation.zone)}; a third party may be asked once, only to "
+            "locate the debtor",
+            number=contact.number,
+            first_contact_at=detail.isoformat(),
+        )
 
 
 class ThirdPartyStop(Rule):
     """A third party who refused or asked not to be contacted is not contacted again."""
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         asked = [r for r in situation.requests if r.kind == "stop_third_party"]
         refusals: list[Contact] = []
         for contact in situation.contacts:
             if not _third_party(contact):
                 continue
             if contact.number is None:
-                yield _unknown(self, contact, situation, "whether this third party asked not to be contacted")
+                yield contact, None
                 continue
             stop = _stopped_by(contact, refusals, asked)
             if contact.outcome == "refused":
                 refusals.append(contact)
             if stop is not None:
-                yield self.breach(
-                    contact,
-                    f"third party contacted at {local_time(contact.at, situation.zone)} after refusing or "
-                    f"asking not to be contacted at {local_time(stop, situation.zone)}",
-                    number=contact.number,
-                    asked_at=stop.isoformat(),
-                )
+                yield contact, stop
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        if detail is None:
+            return _unknown(self, contact, situation, "whether this third party asked not to be contacted")
+        return self.breach(
+            contact,
+            f"third party contacted at {local_time(contact.at, situation.zone)} after refusing or "
+            f"asking not to be contacted at {local_time(detail, situation.zone)}",
+            number=contact.number,
+            asked_at=detail.isoformat(),
+        )
 
 
 def _stopped_by(contact: Contact, refusals: list[Contact], asked: list[Request]) -> datetime | None:
@@ -171,7 +186,44 @@ def _unknown(rule: Rule, contact: Contact, situation: Situation, what: str) -> B
     )
 
 
-class MediumOptOut(Rule):
+#: How each request reads in a message.
+_ASKED = {
+    "opt_out": "not to use this medium",
+    "cease": "to cease communication",
+    "attorney": "to deal with the attorney representing them",
+    "workplace": "not to be contacted at work",
+}
+
+
+class _AfterRequest(Rule):
+    """A rule broken by contacting someone after a request forbade it."""
+
+    def forbids(self, request: Request, contact: Contact) -> bool:
+        raise NotImplementedError
+
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
+        if not situation.requests:
+            return
+        for contact in situation.contacts:
+            found = (r for r in situation.requests if self.forbids(r, contact) and r.binds(contact))
+            if (request := next(found, None)) is not None:
+                yield contact, request
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        zone = situation.zone
+        unknown = " (the number contacted is unknown)" if contact.number is None and detail.number else ""
+        return self.breach(
+            contact,
+            f"{contact.channel} contact at {local_time(contact.at, zone)}{unknown} after the request "
+            f"{_ASKED.get(detail.kind, detail.kind)} made at {local_time(detail.at, zone)}",
+            request=detail.kind,
+            requested_at=detail.at.isoformat(),
+            partner=contact.partner,
+            channel=contact.channel,
+        )
+
+
+class MediumOptOut(_AfterRequest):
     """A medium the person asked not to be used (telephone, text, email...) is not used,
     by any partner nor by the gateway. ``media`` says which channels make one medium."""
 
@@ -180,74 +232,32 @@ class MediumOptOut(Rule):
     def medium(self, channel: str | None) -> str | None:
         return next((name for name, channels in self.media.items() if channel in channels), None)
 
-    def applies(self, request: Request, contact: Contact) -> bool:
+    def forbids(self, request: Request, contact: Contact) -> bool:
         medium = self.medium(contact.channel)
-        same_number = request.number is None or contact.number in (None, request.number)
-        if request.kind != "opt_out" or medium is None:
+        if request.kind != "opt_out" or contact.target != "debtor" or medium is None:
             return False
+        same_number = request.number is None or contact.number in (None, request.number)
         return self.medium(request.channel) == medium and same_number
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
-        for contact in situation.contacts:
-            if contact.target != "debtor":
-                continue
-            for request in situation.requests:
-                if self.applies(request, contact) and request.binds(contact):
-                    what = f"not to use {self.medium(contact.channel)}"
-                    yield _after(self, contact, request, situation, what)
-                    break
 
-
-class StopAll(Rule):
+class StopAll(_AfterRequest):
     """After ``request`` (cease communication; represented by an attorney) nobody of
     ``targets`` is contacted about the debtor's debts."""
 
     request: RequestKind
     targets: frozenset[Target]
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
-        asked = [r for r in situation.requests if r.kind == self.request]
-        for contact in situation.contacts:
-            if contact.target not in self.targets:
-                continue
-            request = next((r for r in asked if r.binds(contact)), None)
-            if request is not None:
-                yield _after(self, contact, request, situation, _WHAT[self.request])
+    def forbids(self, request: Request, contact: Contact) -> bool:
+        return request.kind == self.request and contact.target in self.targets
 
 
-_WHAT = {"cease": "to cease communication", "attorney": "to deal with the attorney representing them"}
-
-
-class Workplace(Rule):
+class Workplace(_AfterRequest):
     """No contact at the place of work once the person said the employer forbids it:
     the number named in the request, or every number on file labelled ``work``."""
 
-    def findings(self, situation: Situation) -> Iterator[Breach]:
-        asked = [r for r in situation.requests if r.kind == "workplace"]
-        for contact in situation.contacts:
-            if contact.target != "debtor":
-                continue
-            for request in asked:
-                at_work = (
-                    contact.number in (None, request.number)
-                    if request.number is not None
-                    else contact.place == "work"
-                )
-                if at_work and request.binds(contact):
-                    yield _after(self, contact, request, situation, "not to be contacted at work")
-                    break
-
-
-def _after(rule: Rule, contact: Contact, request: Request, situation: Situation, what: str) -> Breach:
-    zone = situation.zone
-    unknown = " (the number contacted is unknown)" if contact.number is None and request.number else ""
-    return rule.breach(
-        contact,
-        f"{contact.channel} contact at {local_time(contact.at, zone)}{unknown} after the request "
-        f"{what} made at {local_time(request.at, zone)}",
-        request=request.kind,
-        requested_at=request.at.isoformat(),
-        partner=contact.partner,
-        channel=contact.channel,
-    )
-
+    def forbids(self, request: Request, contact: Contact) -> bool:
+        if request.kind != "workplace" or contact.target != "debtor":
+            return False
+        if request.number is not None:
+            return contact.number in (None, request.number)
+        return contact.place == "work"
