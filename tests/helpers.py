@@ -49,13 +49,18 @@ def copy_profile(name: str, dest: Path, replace: dict[str, str] | None = None) -
     return out
 
 
-async def dial_by_token(gw: Gateway, folder: Path, name: str, purpose: str) -> None:
-    """Re-onboard the sample partner profile ``name`` so that it receives the debtor's
-    phone numbers as tokens, which it then reports as ``number_token``."""
-    text = (EXAMPLES / "partners" / name).read_text().replace('"debtor.phones[].number" = "keep"\n', "")
+async def dial_by_token(
+    gw: Gateway, folder: Path, name: str, purpose: str, paths: tuple[str, ...] = ("debtor.phones[].number",)
+) -> None:
+    """Re-onboard the sample partner profile ``name`` so that it receives the numbers at
+    ``paths`` as tokens, which it then reports as ``number_token``."""
+    text = (EXAMPLES / "partners" / name).read_text()
     field = f"[policy.{purpose}.fields]\n"
+    for path in paths:
+        text = text.replace(f'"{path}" = "keep"\n', "")
+        text = text.replace(field, field + f'"{path}" = "token"\n')
     profile = folder / name
-    profile.write_text(text.replace(field, field + '"debtor.phones[].number" = "token"\n'))
+    profile.write_text(text)
     await registry.add(gw, profile, actor="test", update=True)
 
 

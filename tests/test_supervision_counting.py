@@ -170,3 +170,27 @@ async def test_the_reporting_partner_is_told_only_its_own_breaches(
     )
     assert answer.status == 202 and (await answer.json())["violations"] == []
     assert [row["partner_id"] for row in await violations(gw)] == [acme.partner]
+
+
+async def test_a_third_party_is_contacted_once_ever_across_partners(gw: Gateway, tmp_path: Path) -> None:
+    gw.rules = load_rule_pack("us-reg-f")  # type: ignore[misc]
+    spouse = ("debtor.phones[].number", "emergency_contacts[].phone")
+    tokens = {}
+    for name, partner, purpose in (
+        ("acme-collect.toml", "acme-collect", "collection"),
+        ("shenzhen-arbitration.toml", "sz-arbitration", "arbitration"),
+    ):
+        await dial_by_token(gw, tmp_path, name, purpose, spouse)
+        done = await placement.place(gw, CASE, partner, purpose, actor="test")
+        await report(gw, partner, event(done.case_ref, "accepted", at=local(1, 9)))
+        tokens[partner] = (done.case_ref, done.claims["data"]["emergency_contacts"][0]["phone"])
+
+    def locate(partner: str, at: datetime) -> dict[str, Any]:
+        ref, token = tokens[partner]
+        text = "Could you confirm a good phone number?"
+        return event(ref, "contact_attempt", at=at, channel="voice", target="third_party",
+                     outcome="connected", number_token=token, text=text)  # fmt: skip
+
+    assert (await report(gw, "acme-collect", locate("acme-collect", local(1, 10)))).violations == []
+    again = await report(gw, "sz-arbitration", locate("sz-arbitration", local(21, 10)))  # 20 days on
+    assert [b.rule for b in again.violations] == ["us.third-party-locate-once"]
