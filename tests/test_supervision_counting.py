@@ -194,3 +194,37 @@ async def test_a_third_party_is_contacted_once_ever_across_partners(gw: Gateway,
     assert (await report(gw, "acme-collect", locate("acme-collect", local(1, 10)))).violations == []
     again = await report(gw, "sz-arbitration", locate("sz-arbitration", local(21, 10)))  # 20 days on
     assert [b.rule for b in again.violations] == ["us.third-party-locate-once"]
+
+
+#: (partner index, hour, minute, outcome): two partners' calls to the same mobile on one day.
+CALLS = [
+    (0, 9, 0, "connected"),
+    (1, 9, 30, "refused"),
+    (0, 10, 0, "no_answer"),
+    (1, 11, 0, "connected"),
+    (0, 12, 0, "connected"),
+    (1, 13, 0, "no_answer"),
+    (0, 14, 0, "no_answer"),
+    (1, 15, 0, "connected"),
+]
+
+
+@pytest.mark.parametrize("order", ["as made", "reversed", "interleaved"])
+async def test_the_violations_do_not_depend_on_the_order_of_the_reports(
+    gw: Gateway, tmp_path: Path, order: str
+) -> None:
+    acme, arb = await placed_with(gw, tmp_path)
+    calls = {"as made": CALLS, "reversed": CALLS[::-1], "interleaved": CALLS[1::2] + CALLS[::2]}[order]
+    for who, hour, minute, outcome in calls:
+        placed = (acme, arb)[who]
+        await report(gw, placed.partner, call(placed.ref, local(20, hour, minute), placed.mobile, outcome))
+    async with gw.db.transaction() as tx:
+        found = await tx.fetchall(
+            "SELECT v.partner_id, v.rule, e.occurred_at FROM violations v JOIN events e ON e.id = v.event_id"
+        )
+    assert sorted((r["rule"], r["partner_id"], r["occurred_at"][11:16]) for r in found) == [
+        ("cn.attempts-per-number-daily", "acme-collect", "06:00"),  # the 7th call, 14:00 in Shanghai
+        ("cn.attempts-per-number-daily", "sz-arbitration", "07:00"),  # the 8th
+        ("cn.voice-connected-daily", "acme-collect", "04:00"),  # the 4th conversation, 12:00
+        ("cn.voice-connected-daily", "sz-arbitration", "07:00"),  # the 5th
+    ]
