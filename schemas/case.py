@@ -22,9 +22,27 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _known_zone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        # The value is not quoted: a column mixed up upstream could put a name here.
+        raise ValueError("not a known IANA time zone name, e.g. Asia/Shanghai") from None
+    return value
+
+
 class Phone(_Model):
     number: PhoneNumber
     label: Literal["mobile", "home", "work"] = "mobile"
+    timezone: str | None = Field(
+        default=None,
+        description="IANA time zone where this number rings, when it differs from or is surer than the "
+        "debtor's; contact hours must hold there and in the debtor's zone",
+    )
+
+    _zone = field_validator("timezone")(_known_zone)
 
 
 class Address(_Model):
@@ -34,6 +52,9 @@ class Address(_Model):
     district: str = ""
     line: str = ""
     postcode: str = ""
+    timezone: str | None = Field(default=None, description="IANA time zone of the address")
+
+    _zone = field_validator("timezone")(_known_zone)
 
 
 class Debtor(_Model):
@@ -46,21 +67,25 @@ class Debtor(_Model):
     timezone: str = Field(description="IANA time zone of the debtor, e.g. Asia/Shanghai")
     language: str = "zh"
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            # The value is not quoted: a column mixed up upstream could put a name here.
-            raise ValueError("not a known IANA time zone name, e.g. Asia/Shanghai") from None
-        return value
+    _zone = field_validator("timezone")(_known_zone)
 
 
 class EmergencyContact(_Model):
     name: str = Field(min_length=1, max_length=200)
     relation: str
     phone: PhoneNumber
+
+
+class LimitationEvent(_Model):
+    """Something that happened to the debt that a limitation period may count from."""
+
+    kind: Literal["payment", "acknowledgement", "demand", "filing", "proceedings_ended"] = Field(
+        description="payment (also partial); acknowledgement by the debtor (also a promise to pay in "
+        "instalments); demand to pay made by the creditor; filing of a suit or an arbitration; "
+        "proceedings_ended (judgment, award, withdrawal). Which of them restart the period is the "
+        "rule pack's (limitation.resets)"
+    )
+    date: date
 
 
 class Loan(_Model):
@@ -78,9 +103,22 @@ class Loan(_Model):
     last_payment_amount: Money | None = None
     last_acknowledged: date | None = Field(
         default=None,
-        description="Last date the debtor acknowledged the debt or was demanded to pay "
-        "(resets the limitation period, Civil Code art. 195)",
+        description="Last date the debtor acknowledged the debt. Kept for cases written before "
+        "`events`; read as an acknowledgement event. A demand to pay goes in `events` as a demand",
     )
+    events: list[LimitationEvent] = Field(
+        default_factory=list,
+        description="What happened to the debt that a limitation period may count from, typed",
+    )
+
+    def limitation_events(self) -> list[tuple[str, date]]:
+        """Every dated event, the old acknowledgement field and the last payment included."""
+        found = [(event.kind, event.date) for event in self.events]
+        if self.last_acknowledged is not None:
+            found.append(("acknowledgement", self.last_acknowledged))
+        if self.last_payment_date is not None:
+            found.append(("payment", self.last_payment_date))
+        return sorted(set(found), key=lambda e: (e[1], e[0]))
 
 
 class Evidence(_Model):

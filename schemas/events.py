@@ -10,7 +10,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.case import CurrencyCode
 
@@ -72,6 +72,34 @@ class ContactAttempt(_Event):
     )
     staff_count: int | None = Field(default=None, ge=1, description="visits only")
     text: Text | None = Field(default=None, description="template or note")
+
+
+class ContactRequest(_Event):
+    """What a person asked about being contacted, heard by the partner (on a call, in a
+    letter, as a STOP reply): it binds every partner and the gateway's own messages."""
+
+    type: Literal["contact_request"]
+    kind: Literal["opt_out", "cease", "attorney", "workplace", "stop_third_party"] = Field(
+        description="opt_out: not through this medium (or this number or address); cease: no more "
+        "communication; attorney: represented by an attorney; workplace: not at work (the employer "
+        "forbids it); stop_third_party: a third party asks not to be contacted again"
+    )
+    channel: Literal["voice", "ai_voice", "sms", "email", "letter", "visit"] | None = Field(
+        default=None, description="opt_out: the medium the person closed"
+    )
+    number_token: Reference | None = Field(
+        default=None,
+        description="token of the number or address the request is about, as received "
+        "(required for stop_third_party; for workplace, the work number)",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> ContactRequest:
+        if self.kind == "opt_out" and self.channel is None:
+            raise ValueError("an opt_out request names the channel (medium) it closes")
+        if self.kind == "stop_third_party" and self.number_token is None:
+            raise ValueError("a stop_third_party request names the third party's number_token")
+        return self
 
 
 class PromiseToPay(_Event):
@@ -148,6 +176,7 @@ StatusEvent = Annotated[
     Accepted
     | Rejected
     | ContactAttempt
+    | ContactRequest
     | PromiseToPay
     | PaymentReported
     | Dispute

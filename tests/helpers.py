@@ -13,7 +13,8 @@ from click.testing import CliRunner, Result
 
 from gateway.cli.main import cli
 from gateway.config import load_settings
-from gateway.core import open_database
+from gateway.core import Gateway, open_database
+from gateway.onboarding import registry
 from gateway.onboarding.keys import generate_encryption_key
 from gateway.storage import Row, Transaction
 from schemas.audit import KeyRotated
@@ -46,6 +47,21 @@ def copy_profile(name: str, dest: Path, replace: dict[str, str] | None = None) -
     out = dest / name
     out.write_text(text)
     return out
+
+
+async def dial_by_token(
+    gw: Gateway, folder: Path, name: str, purpose: str, paths: tuple[str, ...] = ("debtor.phones[].number",)
+) -> None:
+    """Re-onboard the sample partner profile ``name`` so that it receives the numbers at
+    ``paths`` as tokens, which it then reports as ``number_token``."""
+    text = (EXAMPLES / "partners" / name).read_text()
+    field = f"[policy.{purpose}.fields]\n"
+    for path in paths:
+        text = text.replace(f'"{path}" = "keep"\n', "")
+        text = text.replace(field, field + f'"{path}" = "token"\n')
+    profile = folder / name
+    profile.write_text(text)
+    await registry.add(gw, profile, actor="test", update=True)
 
 
 def sample_case(name: str = "case-1001.json") -> Path:

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from gateway.placement import service as placement
 from schemas.audit import TokenCreated
 from schemas.case import Case
 from tests.callbacks import dumps, event, signed_headers
-from tests.helpers import sample_case
+from tests.helpers import dial_by_token, sample_case
 
 CASE = Case.model_validate_json(sample_case().read_text())
 URL = "/v1/partners/{}/callbacks"
@@ -79,9 +80,11 @@ async def rows(gw: Gateway, table: str) -> int:
 
 
 async def test_reports_arriving_together_are_answered_one_by_one_and_only_the_good_ones_stored(
-    gw: Gateway, client: TestClient
+    gw: Gateway, client: TestClient, tmp_path: Path
 ) -> None:
+    await dial_by_token(gw, tmp_path, "acme-collect.toml", "collection")
     agency = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    mobile = agency.claims["data"]["debtor"]["phones"][0]["number"]
     other_case = CASE.model_copy(update={"case_id": "C-GROUP-2"})
     unaccepted = await placement.place(gw, other_case, "acme-collect", "collection", actor="test")
     arbitration = await placement.place(gw, CASE, "sz-arbitration", "arbitration", actor="test")
@@ -99,7 +102,7 @@ async def test_reports_arriving_together_are_answered_one_by_one_and_only_the_go
 
     good = [
         dumps(event(agency.case_ref, "contact_attempt", noon - timedelta(minutes=10 * i), channel="voice",
-                    target="debtor", outcome="no_answer", number_token=f"tok_{i}"))
+                    target="debtor", outcome="no_answer", number_token=mobile))
         for i in range(6)
     ]
     requests: list[tuple[str, str, dict[str, str], int]] = [
@@ -113,7 +116,7 @@ async def test_reports_arriving_together_are_answered_one_by_one_and_only_the_go
     impossible = dumps(event(unaccepted.case_ref, "promise_to_pay", noon, amount="100.00",
                              due=(noon + timedelta(days=7)).date().isoformat()))
     requests.append(("acme-collect", impossible, signed_headers(secret, impossible), 409))
-    forged = good[0].replace("tok_0", "tok_forged")
+    forged = good[0].replace("no_answer", "connected")
     requests.append(("acme-collect", forged, signed_headers("whsec_" + "A" * 32, forged), 401))
     requests.insert(3, requests.pop())  # refusals among the good ones, not all at the end
 

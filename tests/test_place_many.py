@@ -31,6 +31,7 @@ def case_data(n: int, *, time_barred: bool = False) -> dict:
     if time_barred:
         data["loan"]["last_due_date"] = "2021-01-05"
         data["loan"]["last_acknowledged"] = None
+        data["loan"]["last_payment_date"] = None  # a payment restarts the period too
     return data
 
 

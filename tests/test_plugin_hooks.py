@@ -184,7 +184,7 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     pack = (Path(__file__).parents[1] / "gateway" / "supervision" / "rulepacks" / "cn.toml").read_text()
     # The bank's stricter pack: the cn pack, under its own name, banning one more phrase.
     stricter = pack.replace('name = "cn"', 'name = "acme-strict"', 1).replace(
-        "zh = [", 'zh = ["Payment reminder", ', 1
+        'phrases = ["坐牢",', 'phrases = ["Payment reminder", "坐牢",', 1
     )
     assert stricter.count("acme-strict") == 1 and "Payment reminder" in stricter
     (root / "acme-strict.toml").write_text(stricter)

@@ -220,3 +220,25 @@ async def test_wording_time_cannot_cure_is_refused_and_never_sent(tmp_path: Path
         assert (dead["state"], dead["attempts"]) == ("dead", 0)
         assert dead["last_error"].startswith("refused by the rule pack: us.opt-out")
         assert await rows(gw, "SELECT * FROM events") == []
+
+
+async def test_a_medium_the_debtor_closed_with_an_agency_is_closed_to_the_gateway(tmp_path: Path) -> None:
+    clock = Clock()
+    async with messaging(tmp_path, clock) as (gw, partners):
+        gw.rules = load_rule_pack("us-reg-f")
+        case = read_case(CASE)
+        agency = await placement.place(gw, case, "acme-collect", "collection", actor="t")
+        await report(gw, "acme-collect", event(agency.case_ref, "accepted", at=clock.now), "w1")
+        no_texts = event(agency.case_ref, "contact_request", at=clock.now, kind="opt_out", channel="sms")
+        await report(gw, "acme-collect", no_texts, "w2")
+        clock.advance(60)
+
+        sms = await placement.place(gw, case, "notify-sms", "reminder", actor="t")
+        mail = await placement.place(gw, case, "notify-mail", "reminder", actor="t")
+        stats = await Dispatcher(gw).run_once()
+        assert partners.received["sms"] == [] and len(partners.received["email"]) == 1
+        dead = await package(gw, sms.package_id)
+        assert dead["state"] == "dead"
+        assert dead["last_error"].startswith("refused by the rule pack: us.medium-opt-out")
+        assert (await package(gw, mail.package_id))["state"] == "delivered"
+        assert stats.dead == 1

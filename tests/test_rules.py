@@ -68,6 +68,8 @@ def test_rule_ids_are_the_documented_ones() -> None:
         "cn.voice-connected-daily",
         "cn.attempts-per-number-daily",
         "cn.third-party-before-unreachable",
+        "cn.third-party-stop",
+        "cn.third-party-caps",
         "cn.third-party-disclosure",
         "cn.visit-staff",
         "text.banned-phrase",
@@ -79,6 +81,11 @@ def test_rule_ids_are_the_documented_ones() -> None:
         "us.7-in-7",
         "us.after-conversation",
         "us.opt-out",
+        "us.medium-opt-out",
+        "us.cease-communication",
+        "us.attorney",
+        "us.workplace",
+        "us.time-barred-suit",
         "us.third-party-locate-once",
         "us.third-party-disclosure",
         "text.banned-phrase",
@@ -215,9 +222,10 @@ def test_cn_six_attempts_per_number_then_a_breach() -> None:
     assert found(CN, "cn.attempts-per-number-daily", other_number, attempts[:6], SH) == []
 
 
-def test_history_later_than_the_contact_is_ignored() -> None:
-    later = [contact(at(SH, 2024, 3, 1, 20, i), number="num-1") for i in range(10)]
-    assert found(CN, "cn.attempts-per-number-daily", contact(at(SH, 2024, 3, 1, 9)), later, SH) == []
+def test_history_later_than_the_contact_counts_and_the_crossing_call_is_named() -> None:
+    later = [contact(at(SH, 2024, 3, 1, 20, i), number="num-1") for i in range(6)]
+    [hit] = found(CN, "cn.attempts-per-number-daily", contact(at(SH, 2024, 3, 1, 9)), later, SH)
+    assert hit.contact is later[-1]
 
 
 # --- third parties --------------------------------------------------------------------
@@ -256,7 +264,7 @@ def test_us_third_party_only_once_each() -> None:
     assert US.check_contact(first, [], NY) == []
     assert US.check_contact(someone_else, [first], NY) == []
     [hit] = found(US, "us.third-party-locate-once", again, [first], NY)
-    assert hit.evidence == {"number": "tp-1", "previous_contacts": 1}
+    assert hit.evidence == {"number": "tp-1", "first_contact_at": first.at.isoformat()}
 
 
 def test_us_third_party_asked_only_for_location() -> None:
@@ -414,7 +422,11 @@ def test_limitation_three_years_from_the_last_due_date() -> None:
 
 
 def test_limitation_restarts_from_the_latest_reset() -> None:
-    resets = [date(2022, 6, 1), date(2023, 1, 15), date(2020, 1, 1)]
+    resets = [
+        ("acknowledgement", date(2022, 6, 1)),
+        ("demand", date(2023, 1, 15)),
+        ("payment", date(2020, 1, 1)),
+    ]
     assert CN.limitation_expires(date(2021, 3, 10), resets) == date(2026, 1, 15)
 
 

@@ -19,7 +19,7 @@ from gateway.placement import service as placement
 from gateway.supervision import scorecards as supervision
 from schemas.case import Case
 from tests.callbacks import dumps, event
-from tests.helpers import invoke, sample_case
+from tests.helpers import dial_by_token, invoke, sample_case
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CASE = Case.model_validate_json(sample_case().read_text())
@@ -36,14 +36,27 @@ def local(day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2026, 11, day, hour, minute, tzinfo=SHANGHAI)
 
 
+#: The token each placement sent for the debtor's mobile number, by case_ref: what a
+#: partner reports as number_token (per-number caps are flagged without one).
+MOBILE: dict[str, str] = {}
+
+
+async def place(gw: Gateway, partner: str, purpose: str) -> placement.Placement:
+    placed = await placement.place(gw, CASE, partner, purpose, actor="test")
+    MOBILE[placed.case_ref] = placed.claims["data"]["debtor"]["phones"][0]["number"]
+    return placed
+
+
 @pytest.fixture
-async def active(gw: Gateway) -> str:
-    placed = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+async def active(gw: Gateway, tmp_path: Path) -> str:
+    await dial_by_token(gw, tmp_path, "acme-collect.toml", "collection")
+    placed = await place(gw, "acme-collect", "collection")
     await report(gw, "acme-collect", event(placed.case_ref, "accepted", at=local(20, 9)))
     return placed.case_ref
 
 
 def call(ref: str, at: datetime, outcome: str = "connected", **extra: Any) -> dict[str, Any]:
+    extra.setdefault("number_token", MOBILE[ref])
     return event(ref, "contact_attempt", at=at, channel="voice", target="debtor", outcome=outcome, **extra)
 
 
@@ -59,8 +72,9 @@ async def test_contact_at_night_is_a_violation_with_rule_and_evidence(gw: Gatewa
     assert json.loads(entry)["rule"] == "cn.hours"
 
 
-async def test_frequency_is_counted_across_partners(gw: Gateway, active: str) -> None:
-    other = await placement.place(gw, CASE, "sz-arbitration", "arbitration", actor="test")
+async def test_frequency_is_counted_across_partners(gw: Gateway, active: str, tmp_path: Path) -> None:
+    await dial_by_token(gw, tmp_path, "shenzhen-arbitration.toml", "arbitration")
+    other = await place(gw, "sz-arbitration", "arbitration")
     await report(gw, "sz-arbitration", event(other.case_ref, "accepted", at=local(20, 9)))
     callers = [("acme-collect", active), ("sz-arbitration", other.case_ref), ("acme-collect", active)]
     for hour, (partner, ref) in zip((9, 10, 11), callers, strict=True):
@@ -108,7 +122,11 @@ async def test_expired_case_is_refused_for_arbitration_and_listed(gw: Gateway) -
     old = CASE.model_copy(
         update={
             "loan": CASE.loan.model_copy(
-                update={"last_due_date": date(2022, 1, 5), "last_acknowledged": None}
+                update={
+                    "last_due_date": date(2022, 1, 5),
+                    "last_acknowledged": None,
+                    "last_payment_date": None,
+                }
             )
         }
     )

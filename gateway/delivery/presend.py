@@ -12,17 +12,20 @@ placement's. Recall notices are not contacts with the debtor and are not judged.
 **The contact.** Channel = the partner's kind; target the debtor; outcome
 ``left_message`` (a message is never a conversation, so rules on connected calls never
 count it); text = the approved template (subject and body for email; a profile without
-templates has no text, which a pack demanding an opt-out notice refuses); no number
-token (partners' tokens are per partner, so per-number caps could not match it anyway).
+templates has no text, which a pack demanding an opt-out notice refuses); no number (the
+provider picks it), so it must be inside the hours in every zone on file for the debtor,
+and a request closing a medium for one number closes it for the message too. The debt's
+limitation period is read from the assignment, for the rules on time-barred debts.
 Which rules bite is the pack's business: in the shipped packs the contact hours and the
 wording rules (banned phrases, us-reg-f's opt-out notice) name sms/email; a pack that
 lists sms or email under a cap (``calls_in_days``, ``attempts_per_number_daily``...)
 gets that cap applied here too, across partners.
 
-**History.** The debtor's ``contact_attempt`` events of the last :data:`HISTORY` by every
+**History.** The debtor's ``contact_attempt`` events within :data:`HISTORY` by every
 partner (the gateway's own delivered messages among them, see below), the gateway's
 messages to the same debtor in flight (claimed, not finished), and those let through
-earlier in the same claim.
+earlier in the same claim; and every request the debtor made (a closed medium, cease,
+attorney), which no waiting cures: such a message is refused.
 
 **Decision** (:func:`judge`):
 
@@ -61,9 +64,9 @@ from gateway.delivery.outcome import Outcome
 from gateway.onboarding import registry
 from gateway.plugin.adapter import Adapter
 from gateway.storage import Lock, Row, Transaction
-from gateway.supervision.history import HISTORY, contact_history
-from gateway.supervision.rules import Breach, Contact, RulePack
-from gateway.supervision.rules_text import local_time
+from gateway.supervision.base import local_time
+from gateway.supervision.history import HISTORY, Record, contact_history, time_barred
+from gateway.supervision.rules import Breach, Contact, Request, RulePack
 from schemas.events import ContactAttempt
 from schemas.package import RECALL_PURPOSE
 
@@ -88,31 +91,45 @@ class Stopped:
     reason: str
 
 
-def judge(pack: RulePack, contact: Contact, history: Sequence[Contact], debtor_tz: str) -> Verdict:
+def judge(
+    pack: RulePack,
+    contact: Contact,
+    history: Sequence[Contact],
+    debtor_tz: str,
+    requests: Sequence[Request] = (),
+) -> Verdict:
     """Send, hold until the first window opening that breaches nothing, or refuse."""
-    breaches = pack.check_contact(contact, history, debtor_tz)
+    breaches = pack.check_contact(contact, history, debtor_tz, requests)
     if not breaches:
         return Verdict([])
     later = breaches
-    for at in _openings(pack, contact.at, debtor_tz):
-        later = pack.check_contact(replace(contact, at=at), history, debtor_tz)
+    for at in _openings(pack, contact.at, debtor_tz, contact.zones):
+        later = pack.check_contact(replace(contact, at=at), history, debtor_tz, requests)
         if not later:
             return Verdict(breaches, at)
     return Verdict(later)  # what waiting does not cure
 
 
-def _openings(pack: RulePack, after: datetime, debtor_tz: str) -> list[datetime]:
-    """The contact window's opening on each local day from today to ``HISTORY`` ahead."""
+def _openings(pack: RulePack, after: datetime, debtor_tz: str, zones: Sequence[str]) -> list[datetime]:
+    """The contact window's opening (in every zone) on each local day from today to
+    ``HISTORY`` ahead."""
     zone = ZoneInfo(debtor_tz)
     today = after.astimezone(zone).date()
     days = (
         datetime.combine(today + timedelta(days=n), time(0), tzinfo=zone) for n in range(HISTORY.days + 1)
     )
-    return [opening for day in days if (opening := pack.next_allowed(day, debtor_tz)) > after]
+    openings = (pack.next_allowed(day, debtor_tz, zones) for day in days)
+    return sorted({opening for opening in openings if opening is not None and opening > after})
 
 
 def message(
-    adapters: Adapters, record: registry.PartnerRecord, purpose: str, case_id: str, subject: str, at: datetime
+    adapters: Adapters,
+    record: registry.PartnerRecord,
+    purpose: str,
+    case_id: str,
+    subject: str,
+    at: datetime,
+    zones: tuple[str, ...] = (),
 ) -> Contact:
     """The gateway's message as the rule pack sees a contact: its texts are what the
     partner's adapter says it sends (`Adapter.message_texts`)."""
@@ -127,6 +144,7 @@ def message(
         debt=case_id,
         debtor=subject,
         text="\n".join(texts) or None,
+        zones=zones,
     )
 
 
@@ -140,7 +158,7 @@ async def screen(
     claimed = {row["id"] for row in rows}
     for subject in sorted({row["subject_token"] for row in rows}):  # sorted: never a deadlock
         await tx.take_turns(Lock.DEBTOR_CONTACTS, subject)
-    histories: dict[str, list[Contact]] = {}
+    histories: dict[str, Record] = {}
     stopped = []
     for row in rows:
         if row["purpose"] == RECALL_PURPOSE:
@@ -148,29 +166,41 @@ async def screen(
         subject = row["subject_token"]
         if subject not in histories:
             histories[subject] = await _history(gw.adapters, tx, subject, now, claimed)
-        tz = await tx.fetchval(
-            "SELECT timezone FROM assignments WHERE partner_id = ? AND case_ref = ?",
+        known = histories[subject]
+        assignment = await tx.fetchone(
+            "SELECT timezone, last_due_date, last_reset, limitation_events FROM assignments"
+            " WHERE partner_id = ? AND case_ref = ?",
             (partner_id, row["case_ref"]),
         )
-        contact = message(gw.adapters, record, row["purpose"], row["case_id"], subject, now)
-        verdict = judge(gw.rules, contact, histories[subject], tz)
+        assert assignment is not None  # written with the package
+        tz = assignment["timezone"]
+        zones = known.numbers.zones(None)
+        contact = replace(
+            message(gw.adapters, record, row["purpose"], row["case_id"], subject, now, zones),
+            time_barred=time_barred(gw.rules, assignment, now),
+        )
+        verdict = judge(gw.rules, contact, known.contacts, tz, known.requests)
         if not verdict.breaches:
-            histories[subject].append(contact)
+            known.contacts.append(contact)
             continue
-        rules = "; ".join(f"{b.rule}: {b.message}" for b in verdict.breaches)
-        if verdict.until:
-            when = f"{isotime(verdict.until)} = {local_time(verdict.until, ZoneInfo(tz))}"
-            stopped.append(Stopped(row["id"], verdict.until, f"held by the rule pack until {when}: {rules}"))
-        else:
-            stopped.append(Stopped(row["id"], None, f"refused by the rule pack: {rules}"))
+        stopped.append(_stopped(row["id"], verdict, tz))
     return stopped
+
+
+def _stopped(package_id: str, verdict: Verdict, tz: str) -> Stopped:
+    rules = "; ".join(f"{b.rule}: {b.message}" for b in verdict.breaches)
+    if verdict.until:
+        when = f"{isotime(verdict.until)} = {local_time(verdict.until, ZoneInfo(tz))}"
+        return Stopped(package_id, verdict.until, f"held by the rule pack until {when}: {rules}")
+    return Stopped(package_id, None, f"refused by the rule pack: {rules}")
 
 
 async def _history(
     adapters: Adapters, tx: Transaction, subject: str, now: datetime, claimed: set[str]
-) -> list[Contact]:
-    """Reported and recorded contacts, and the gateway's messages to the debtor in flight."""
-    history = await contact_history(tx, subject, now - HISTORY, now + HISTORY)
+) -> Record:
+    """Reported and recorded contacts and requests, and the gateway's messages to the
+    debtor in flight."""
+    known = await contact_history(tx, subject, now - HISTORY, now + HISTORY)
     rows = await tx.fetchall(
         "SELECT id, partner_id, case_id, purpose FROM packages"
         " WHERE subject_token = ? AND state = 'sending' AND purpose != ?",
@@ -179,8 +209,8 @@ async def _history(
     for row in rows:
         record = await registry.fetch(tx, row["partner_id"])
         if row["id"] not in claimed and record.profile.kind in MESSAGING:
-            history.append(message(adapters, record, row["purpose"], row["case_id"], subject, now))
-    return history
+            known.contacts.append(message(adapters, record, row["purpose"], row["case_id"], subject, now))
+    return known
 
 
 async def record_sent(

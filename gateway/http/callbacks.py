@@ -32,7 +32,9 @@ async def receive(request: web.Request) -> web.Response:
     signed = webhooks.read(request.headers, now=gw.now().timestamp())
     secrets, keys = await _signing_keys(gw, partner_id, signed)
     webhook_id = webhooks.verify(signed, body, secrets=secrets, public_keys=keys)
-    return _answer(await inbound.ingest(gw, partner_id, body, channel="callback", webhook_id=webhook_id))
+    return _answer(
+        partner_id, await inbound.ingest(gw, partner_id, body, channel="callback", webhook_id=webhook_id)
+    )
 
 
 async def receive_in_format(request: web.Request) -> web.Response:
@@ -52,15 +54,20 @@ async def receive_in_format(request: web.Request) -> web.Response:
     )
     message_id = fmt.verify(request.headers, body, credentials, gw.now().timestamp())
     event = fmt.event_json(body)
-    return _answer(await inbound.ingest(gw, partner_id, event, channel="callback", webhook_id=message_id))
+    return _answer(
+        partner_id, await inbound.ingest(gw, partner_id, event, channel="callback", webhook_id=message_id)
+    )
 
 
-def _answer(result: inbound.Ingested) -> web.Response:
+def _answer(partner_id: str, result: inbound.Ingested) -> web.Response:
     return json_response(
         {
             "event_id": result.event_id,
             "state": result.state,
-            "violations": [b.rule for b in result.violations],
+            # A late report may reveal another partner's breach: that is not this partner's to see.
+            "violations": [
+                b.rule for b in result.violations if b.contact is None or b.contact.partner == partner_id
+            ],
         },
         status=202,
     )

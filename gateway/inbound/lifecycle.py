@@ -16,6 +16,7 @@ from __future__ import annotations
 WORK = frozenset(
     {
         "contact_attempt",
+        "contact_request",
         "promise_to_pay",
         "payment_reported",
         "dispute",
@@ -36,11 +37,19 @@ TRANSITIONS: dict[str, dict[str, str]] = {
         # SMS and email providers report delivery without a separate acceptance.
         "message_delivered": "placed",
         "message_failed": "placed",
+        "contact_request": "placed",
     },
     "active": {**{event: "active" for event in WORK}, "returned": "ended", "closed": "ended"},
-    "ended": {"payment_reported": "ended", "complaint": "ended", "deletion_attested": "deleted"},
+    # A person's request binds whatever the case's state: it is taken in after the end too.
+    "ended": {
+        "payment_reported": "ended",
+        "complaint": "ended",
+        "contact_request": "ended",
+        "deletion_attested": "deleted",
+    },
     "recalled": {
         "returned": "recalled",
+        "contact_request": "recalled",
         "payment_reported": "recalled",
         "complaint": "recalled",
         "deletion_attested": "deleted",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from gateway.errors import Conflict, Forbidden, InvalidInput
 from gateway.inbound import lifecycle
 from gateway.onboarding import registry
 from gateway.storage import Transaction
-from gateway.supervision.history import HISTORY, as_contact, contact_history
+from gateway.supervision.history import HISTORY, as_contact, as_request, contact_history, time_barred
 from gateway.supervision.rules import Breach
 from schemas.audit import CallbackReceived, DeletionAttested, PartnerChange, ViolationFound
 from schemas.events import StatusEvent
@@ -188,10 +188,20 @@ async def _take_in(
                 body_digest=digest(body),
             )
         )
-    breaches = await _check(gw, tx, partner_id, assignment, event, event_id)
+    breaches = await _check(gw, tx, partner_id, assignment, event, event_id, now)
+    # A violation is charged to the partner of the contact that broke the rule, which a
+    # late report may reveal for another partner: each charged partner may be suspended.
+    charged: dict[str, registry.PartnerRecord] = {}
     for breach in breaches:
-        entries.append(await _store_violation(tx, partner_id, assignment, breach, event_id, now))
-    suspended = bool(breaches) and await _maybe_suspend(tx, record, now, entries)
+        entry = await _store_violation(tx, partner_id, assignment, breach, event_id, now)
+        entries.append(entry)
+        if entry.partner not in charged:
+            own = entry.partner == partner_id
+            charged[entry.partner] = record if own else await registry.fetch(tx, entry.partner)
+    suspended = False
+    for charged_id, charged_record in sorted(charged.items()):
+        if await _maybe_suspend(tx, charged_record, now, entries) and charged_id == partner_id:
+            suspended = True
     return Ingested(event_id, assignment["case_id"], state, breaches, suspended)
 
 
@@ -247,15 +257,26 @@ async def _check(
     assignment: dict[str, Any],
     event: Any,
     event_id: int,
+    now: datetime,
 ) -> list[Breach]:
-    """Compliance of a reported contact against the rule pack, with every partner's
-    recent contacts with the same person as history."""
-    if event.type != "contact_attempt":
+    """Compliance of a reported contact or request against the rule pack, with every
+    partner's contacts with the same person around it (before and after it: a late
+    report may complete a breach) and the requests the person made."""
+    if event.type not in ("contact_attempt", "contact_request"):
         return []
     subject = assignment["subject_token"]
-    history = await contact_history(tx, subject, event.occurred_at - HISTORY, event.occurred_at, event_id)
-    current = as_contact(partner_id, assignment["case_id"], event.model_dump(mode="json"), subject)
-    return gw.rules.check_contact(current, history, assignment["timezone"])
+    at = event.occurred_at
+    record = await contact_history(tx, subject, at - HISTORY, at + HISTORY, event_id)
+    row = {"id": event_id, "partner_id": partner_id, "case_id": assignment["case_id"]}
+    row["received_at"] = isotime(now)
+    body = event.model_dump(mode="json")
+    tz = assignment["timezone"]
+    if event.type == "contact_request":
+        request = as_request(row, body, record.numbers)
+        return gw.rules.check_request(request, record.contacts, tz, record.requests)
+    current = as_contact(row, body, subject, record.numbers)
+    current = replace(current, time_barred=time_barred(gw.rules, assignment, at))
+    return gw.rules.check_contact(current, record.contacts, tz, record.requests)
 
 
 async def _store_violation(
@@ -266,17 +287,30 @@ async def _store_violation(
     event_id: int | None,
     now: datetime,
 ) -> ViolationFound:
-    """Store a violation; return its audit entry for the caller to append."""
+    """Store a violation; return its audit entry for the caller to append.
+
+    A breach of an earlier contact (a late report completed a cap, a late request
+    forbade it) is charged to that contact: its partner, its case and its event, with
+    the report that revealed it in the evidence."""
+    case_id, case_token, evidence = assignment["case_id"], assignment["case_token"], breach.evidence
+    contact = breach.contact
+    if contact is not None and contact.event is not None and contact.event != event_id:
+        partner_id, case_id = contact.partner, contact.debt
+        case_token = await tx.fetchval(
+            "SELECT case_token FROM assignments WHERE case_id = ? LIMIT 1", (case_id,)
+        )
+        evidence = {**evidence, "found_on_event": event_id}
+        event_id = contact.event
     violation_id = await tx.fetchval(
         "INSERT INTO violations (partner_id, case_id, rule, source, message, evidence, event_id, at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             partner_id,
-            assignment["case_id"],
+            case_id,
             breach.rule,
             breach.source,
             breach.message,
-            json.dumps(breach.evidence, sort_keys=True, default=str),
+            json.dumps(evidence, sort_keys=True, default=str),
             event_id,
             isotime(now),
         ),
@@ -285,7 +319,7 @@ async def _store_violation(
         at=isotime(now),
         actor="system",
         partner=partner_id,
-        case=assignment["case_token"],
+        case=case_token,
         rule=breach.rule,
         violation_id=int(violation_id),
     )

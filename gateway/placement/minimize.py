@@ -19,7 +19,7 @@ from typing import Any, Union
 from pydantic import BaseModel
 
 from gateway.onboarding.keys import Pseudonymizer
-from gateway.placement.transforms import BUILTIN, Transform
+from gateway.placement.transforms import BUILTIN, Transform, partner_token
 from schemas.case import Case
 from schemas.partner import FieldRule, PurposePolicy
 
@@ -116,6 +116,54 @@ def check_rule(path: str, rule: FieldRule, transforms: Mapping[str, Transform] =
         transform.check(rule)
     except ValueError as exc:
         raise ValueError(f"{path!r}: {exc}") from None
+
+
+#: Case fields that are a way to reach someone: the kind of contact point each holds.
+CONTACT_FIELDS: dict[str, str] = {
+    "debtor.phones[].number": "phone",
+    "debtor.email": "email",
+    "debtor.address.line": "address",
+    "emergency_contacts[].phone": "third_party",
+}
+
+
+@dataclass(frozen=True)
+class ContactPoint:
+    """A number or address of the case, as supervision needs it. ``value`` is the raw
+    number: it is only ever pseudonymised, never stored or sent as it is."""
+
+    path: str
+    kind: str
+    value: str
+    label: str | None
+    timezone: str | None
+
+
+def contact_points(case: Case) -> list[ContactPoint]:
+    """Every number and address of the case, with its label and time zone."""
+    debtor = case.debtor
+    points = [
+        ContactPoint("debtor.phones[].number", "phone", p.number, p.label, p.timezone) for p in debtor.phones
+    ]
+    if debtor.email:
+        points.append(ContactPoint("debtor.email", "email", debtor.email, None, None))
+    if debtor.address is not None and debtor.address.line:
+        address = debtor.address
+        points.append(ContactPoint("debtor.address.line", "address", address.line, None, address.timezone))
+    points += [
+        ContactPoint("emergency_contacts[].phone", "third_party", c.phone, c.relation, None)
+        for c in case.emergency_contacts
+    ]
+    return points
+
+
+def tokenised_points(
+    case: Case, policy: PurposePolicy, tokens: Pseudonymizer
+) -> list[tuple[str, ContactPoint]]:
+    """The contact points ``policy`` sends as tokens, each with the token the partner
+    receives (and reports back as ``number_token``)."""
+    sent = {path for path, rule in policy.fields.items() if rule.transform == "token"}
+    return [(partner_token(p.value, tokens), p) for p in contact_points(case) if p.path in sent]
 
 
 def minimize(

@@ -15,18 +15,19 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.errors import NotFound, PolicyViolation
 from gateway.onboarding import registry
-from gateway.placement.minimize import disclosed_fields, minimize
+from gateway.placement.minimize import contact_points, disclosed_fields, minimize, tokenised_points
 from gateway.placement.seal import choose_encryption_key, encrypt, sign, verify_signed
 from gateway.storage import Transaction
 from schemas.audit import DisclosedField, Disclosure
 from schemas.case import Case
 from schemas.package import PACKAGE_SCHEMA, PackageClaims
-from schemas.partner import LEGAL_PURPOSES, PartnerProfile
+from schemas.partner import LEGAL_PURPOSES, PartnerProfile, PurposePolicy
 
 
 @dataclass(frozen=True)
@@ -153,18 +154,59 @@ async def enqueue(
 
 
 def check_limitation(gw: Gateway, case: Case, purpose: str) -> None:
-    """A time-barred claim is not taken to arbitration or court (Civil Code art. 188)."""
+    """A time-barred claim is not taken to arbitration or court (Civil Code art. 188;
+    12 CFR 1006.26(b)). The period counts the case's events the rule pack says restart
+    it, and "today" is the date on the debtor's clock."""
     if purpose not in LEGAL_PURPOSES:
         return
-    resets = [case.loan.last_acknowledged] if case.loan.last_acknowledged else []
-    expires = gw.rules.limitation_expires(case.loan.last_due_date, resets)
-    if expires < gw.now().date():
+    events = case.loan.limitation_events()
+    expires = gw.rules.limitation_expires(case.loan.last_due_date, events)
+    today = gw.now().astimezone(ZoneInfo(case.debtor.timezone)).date()
+    if expires is not None and expires < today:
+        counted = [f"{kind} {day}" for kind, day in events if kind in gw.rules.limitation.resets]
         raise PolicyViolation(
             "limitation-period",
             f"the limitation period of case {case.case_id} ended on {expires} (last due "
-            f"{case.loan.last_due_date}, last reset {resets[0] if resets else 'none'}); "
+            f"{case.loan.last_due_date}; events that restart it: {', '.join(counted) or 'none'}); "
             f"it cannot be placed for {purpose}",
         )
+
+
+def number_id(gw: Gateway, value: str) -> str:
+    """The bank-side identity of a number or address: the same for every partner, a
+    keyed pseudonym (never the number itself)."""
+    normal = "".join(value.split()).casefold()
+    return gw.keys.pseudonymizer("audit").token(f"contact:{normal}", prefix="num_")
+
+
+async def record_contact_points(
+    gw: Gateway, tx: Transaction, case: Case, subject: str, partner_id: str, policy: PurposePolicy
+) -> None:
+    """Record the debtor's numbers and addresses under their bank-side identities (with
+    their labels and zones), and which token this partner received for each, so that
+    reports naming a partner's token count against the same number for every partner."""
+    for point in contact_points(case):
+        await tx.execute(
+            "INSERT INTO contact_points (subject_token, number_id, kind, label, timezone)"
+            " VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (subject_token, number_id) DO UPDATE SET kind = excluded.kind,"
+            " label = excluded.label, timezone = excluded.timezone",
+            (subject, number_id(gw, point.value), point.kind, point.label, point.timezone),
+        )
+    tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
+    for token, point in tokenised_points(case, policy, tokens):
+        await tx.execute(
+            "INSERT INTO number_tokens (partner_id, token, number_id, subject_token) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (partner_id, token) DO UPDATE SET number_id = excluded.number_id,"
+            " subject_token = excluded.subject_token",
+            (partner_id, token, number_id(gw, point.value), subject),
+        )
+
+
+def debtor_zones(case: Case) -> list[str]:
+    """Every time zone on file for the debtor besides the main one."""
+    zones = {point.timezone for point in contact_points(case)}
+    return sorted(z for z in zones if z and z != case.debtor.timezone)
 
 
 async def place(gw: Gateway, case: Case, partner_id: str, purpose: str, *, actor: str) -> Placement:
@@ -276,12 +318,15 @@ async def _place_in(
         if profile.kind in ("sms", "email"):
             # The gateway itself contacts the debtor here: a reminder due outside the
             # contact hours of the debtor's time zone waits until the window opens.
-            due = isotime(gw.rules.next_allowed(gw.now(), case.debtor.timezone))
+            # A debtor on file in more than one zone waits for an hour convenient in all.
+            opening = gw.rules.next_allowed(gw.now(), case.debtor.timezone, debtor_zones(case))
+            due = isotime(opening or gw.now())
         await enqueue(
             tx, package, profile,
             case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due,
         )
         await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
+        await record_contact_points(gw, tx, case, entry.subject, partner_id, policy)
         entries.append(entry)
         outcomes.append(Placement(package.package_id, partner_id, purpose, case_ref, package.claims))
     return outcomes
@@ -316,14 +361,15 @@ async def _assign(
     returned, closed or deleted starts over as placed."""
     loan = case.loan
     reset = str(loan.last_acknowledged) if loan.last_acknowledged else None
+    events = json.dumps([[kind, str(day)] for kind, day in loan.limitation_events()])
     await tx.execute(
         "INSERT INTO assignments (partner_id, case_ref, case_id, case_token, subject_token, purpose,"
         " timezone,"
-        " currency, amount_placed, last_due_date, last_reset, state, placed_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'placed', ?)"
+        " currency, amount_placed, last_due_date, last_reset, limitation_events, state, placed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'placed', ?)"
         " ON CONFLICT (partner_id, case_ref) DO UPDATE SET timezone = excluded.timezone,"
         " amount_placed = excluded.amount_placed, last_due_date = excluded.last_due_date,"
-        " last_reset = excluded.last_reset,"
+        " last_reset = excluded.last_reset, limitation_events = excluded.limitation_events,"
         f" state = CASE WHEN {_OVER} THEN 'placed' ELSE assignments.state END,"
         f" placed_at = CASE WHEN {_OVER} THEN excluded.placed_at ELSE assignments.placed_at END,"
         + ", ".join(
@@ -342,6 +388,7 @@ async def _assign(
             str(loan.outstanding),
             str(loan.last_due_date),
             reset,
+            events,
             at,
         ),
     )

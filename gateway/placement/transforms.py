@@ -59,7 +59,7 @@ class Token(Transform):
     kinds = frozenset({"text", "number"})
 
     def apply(self, value: Any, rule: FieldRule, tokens: Pseudonymizer) -> Any:
-        return tokens.token(str(value))
+        return partner_token(value, tokens)
 
 
 class Year(Transform):
@@ -86,6 +86,12 @@ class Drop(Transform):
 
     def apply(self, value: Any, rule: FieldRule, tokens: Pseudonymizer) -> Any:
         raise AssertionError("dropped fields are never copied")
+
+
+def partner_token(value: Any, tokens: Pseudonymizer) -> str:
+    """The partner-scoped token of a value: what a ``token`` transform sends, and what the
+    partner reports back as ``number_token`` (see `gateway.placement.minimize.tokenised_points`)."""
+    return tokens.token(str(value))
 
 
 def bucket(amount: Decimal, edges: list[Decimal]) -> str:

@@ -221,6 +221,29 @@ MIGRATIONS: list[list[Step]] = [
         # at a million entries, bench/audit.py). Computed here for the log so far.
         DataStep("audit-subtrees-16-32"),
     ],
+    [
+        # Supervision: the numbers and addresses of a debtor under one bank-side identity
+        # (a pseudonym, never the number), with the zone and label the case gives them;
+        # which partner-scoped token stands for which of them (recorded at placement,
+        # so per-number caps hold across partners); and the case's limitation events.
+        """CREATE TABLE contact_points (
+            subject_token TEXT NOT NULL,
+            number_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            label TEXT,
+            timezone TEXT,
+            PRIMARY KEY (subject_token, number_id)
+        )""",
+        """CREATE TABLE number_tokens (
+            partner_id TEXT NOT NULL,
+            token TEXT NOT NULL,
+            number_id TEXT NOT NULL,
+            subject_token TEXT NOT NULL,
+            PRIMARY KEY (partner_id, token)
+        )""",
+        "CREATE INDEX number_tokens_subject ON number_tokens (subject_token)",
+        "ALTER TABLE assignments ADD COLUMN limitation_events TEXT",
+    ],
 ]
 
 

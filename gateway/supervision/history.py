@@ -1,44 +1,152 @@
-"""A debtor's recent contacts, by every partner and the gateway's own sends: what
-frequency rules count, after a partner's report and before the gateway sends."""
+"""A debtor's contacts and requests, by every partner and the gateway's own sends: what
+the rules judge a report or a message against.
+
+Numbers are resolved here: a partner reports the token it received for a number
+(``number_token``), scoped to that partner; the placement recorded which bank-side
+identity each token stands for (``number_tokens``), so the same number counts as one
+whichever partner called it. The zones and labels on file for each number come along
+(``contact_points``).
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.clock import isotime
-from gateway.storage import Transaction
-from gateway.supervision.base import Contact
+from gateway.storage import Row, Transaction
+from gateway.supervision.base import Contact, Request
+from gateway.supervision.rules import RulePack
 
-#: How far back contacts are read for frequency rules (7-in-7 needs a week plus a day).
+#: How far around a contact others are read for frequency rules (7-in-7 needs a week
+#: plus a day), before it and after it: a late report may complete a breach.
 HISTORY = timedelta(days=8)
+#: Third-party contacts older than the window, for rules that count them ever.
+_THIRD_PARTY = '%"target":"third_party"%'
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """The debtor's numbers and addresses as the placements recorded them."""
+
+    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(partner, token) -> bank-side identity."""
+    points: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    """Bank-side identity -> (label, time zone)."""
+
+    def resolve(self, partner: str, token: str | None) -> str | None:
+        return None if token is None else self.tokens.get((partner, token))
+
+    def zones(self, number: str | None) -> tuple[str, ...]:
+        """Where the person may be, besides the debtor's zone: the number's own zone, or
+        every zone on file when the number is unknown."""
+        if number is not None:
+            zone = self.points.get(number, (None, None))[1]
+            return (zone,) if zone else ()
+        return tuple(sorted({zone for _, zone in self.points.values() if zone}))
+
+    def label(self, number: str | None) -> str | None:
+        return None if number is None else self.points.get(number, (None, None))[0]
+
+
+@dataclass(frozen=True)
+class Record:
+    contacts: list[Contact]
+    requests: list[Request]
+    numbers: Numbers
+
+
+async def numbers_of(tx: Transaction, subject: str) -> Numbers:
+    tokens = await tx.fetchall(
+        "SELECT partner_id, token, number_id FROM number_tokens WHERE subject_token = ?", (subject,)
+    )
+    points = await tx.fetchall(
+        "SELECT number_id, label, timezone FROM contact_points WHERE subject_token = ?", (subject,)
+    )
+    return Numbers(
+        {(r["partner_id"], r["token"]): r["number_id"] for r in tokens},
+        {r["number_id"]: (r["label"], r["timezone"]) for r in points},
+    )
 
 
 async def contact_history(
     tx: Transaction, subject: str, since: datetime, until: datetime, exclude: int = 0
-) -> list[Contact]:
+) -> Record:
     """The debtor's contacts from ``since`` to ``until`` by every partner, the gateway's
     own SMS and email included (stored as ``source = 'gateway'`` events, see
-    :mod:`gateway.delivery.presend`); ``exclude`` is the event being judged (ids start at 1)."""
+    :mod:`gateway.delivery.presend`), their third-party contacts before that, and every
+    request they made; ``exclude`` is the event being judged (ids start at 1)."""
+    numbers = await numbers_of(tx, subject)
+    select = "SELECT id, partner_id, case_id, type, body, received_at FROM events WHERE subject_token = ?"
     rows = await tx.fetchall(
-        "SELECT partner_id, case_id, body FROM events WHERE subject_token = ? AND type = 'contact_attempt'"
-        " AND occurred_at >= ? AND occurred_at <= ? AND id != ? ORDER BY occurred_at",
+        f"{select} AND type = 'contact_attempt' AND occurred_at >= ? AND occurred_at <= ? AND id != ?",
         (subject, isotime(since), isotime(until), exclude),
     )
-    return [as_contact(r["partner_id"], r["case_id"], json.loads(r["body"]), subject) for r in rows]
+    rows += await tx.fetchall(
+        f"{select} AND type = 'contact_attempt' AND occurred_at < ? AND body LIKE ?",
+        (subject, isotime(since), _THIRD_PARTY),
+    )
+    asked = await tx.fetchall(f"{select} AND type = 'contact_request' AND id != ?", (subject, exclude))
+    return Record(
+        [as_contact(r, json.loads(r["body"]), subject, numbers) for r in rows],
+        [as_request(r, json.loads(r["body"]), numbers) for r in asked],
+        numbers,
+    )
 
 
-def as_contact(partner_id: str, case_id: str, body: dict[str, Any], subject: str) -> Contact:
+def as_contact(row: Row, body: dict[str, Any], subject: str, numbers: Numbers) -> Contact:
+    """A stored (or just received) contact report; ``row`` gives the partner, the case,
+    the event id and when the gateway received it."""
+    number = numbers.resolve(row["partner_id"], body.get("number_token"))
     return Contact(
         at=datetime.fromisoformat(body["occurred_at"]),
         channel=body["channel"],
         target=body["target"],
         outcome=body["outcome"],
-        partner=partner_id,
-        debt=case_id,
+        partner=row["partner_id"],
+        debt=row["case_id"],
         debtor=subject,
-        number=body.get("number_token"),
+        number=number,
         staff_count=body.get("staff_count"),
         text=body.get("text"),
+        event=row.get("id"),
+        known_at=_when(row.get("received_at")),
+        zones=numbers.zones(number),
+        place=numbers.label(number),
     )
+
+
+def as_request(row: Row, body: dict[str, Any], numbers: Numbers) -> Request:
+    return Request(
+        at=datetime.fromisoformat(body["occurred_at"]),
+        kind=body["kind"],
+        partner=row["partner_id"],
+        debt=row["case_id"],
+        channel=body.get("channel"),
+        number=numbers.resolve(row["partner_id"], body.get("number_token")),
+        known_at=_when(row.get("received_at")),
+        event=row.get("id"),
+    )
+
+
+def limitation_events(assignment: Row) -> list[tuple[str, date]]:
+    """An assignment's limitation events; rows placed before they were recorded hold
+    only the acknowledgement date."""
+    if assignment.get("limitation_events") is not None:
+        return [(kind, date.fromisoformat(day)) for kind, day in json.loads(assignment["limitation_events"])]
+    reset = assignment.get("last_reset")
+    return [("acknowledgement", date.fromisoformat(reset))] if reset else []
+
+
+def time_barred(pack: RulePack, assignment: Row, at: datetime) -> bool:
+    """Whether the assignment's debt was past its limitation period on the debtor's day of ``at``."""
+    due = date.fromisoformat(assignment["last_due_date"])
+    expires = pack.limitation_expires(due, limitation_events(assignment))
+    return expires is not None and at.astimezone(ZoneInfo(assignment["timezone"])).date() > expires
+
+
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -4,39 +4,66 @@ A pack (``gateway/supervision/rulepacks/<name>.toml``, chosen by ``rule_pack`` i
 table per rule, each with a stable ``id`` that violations carry and the ``source`` it rests
 on, so an auditor can trace every finding to a text. A rule a jurisdiction does not have
 is simply absent from its pack. The checks are pure: the supervision pipeline hands in a
-reported contact and the debtor's recent history, and gets back what it breached.
+reported contact (or request) and the debtor's contacts and requests around it, and gets
+back what the report adds to the breaches (`RulePack.check_contact`).
 
-All "days" are the debtor's local calendar days: caps protect the person's evening and
-week, wherever the partner's servers happen to run.
+Caps count contacts in the order they happened, not the order they were reported: the
+contact that crosses a cap is the one past the limit in time, and a late report that
+completes a breach raises it, naming that contact. All "days" are the debtor's local
+calendar days: caps protect the person's evening and week, wherever the partner's
+servers happen to run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.config import parse_toml
 from gateway.errors import ConfigError, InvalidInput
-from gateway.supervision.base import Breach, Channel, Contact, Outcome, Rule, local_time
-from gateway.supervision.rules_text import BannedPhrases, Disclosure, OptOut, text_breaches
+from gateway.supervision.base import (
+    CONVERSATION,
+    Breach,
+    Channel,
+    Contact,
+    ContactRule,
+    Request,
+    Rule,
+    Situation,
+    local_time,
+    ranked,
+    zone_named,
+)
+from gateway.supervision.limitation import Limitation
+from gateway.supervision.rules_people import (
+    MediumOptOut,
+    StopAll,
+    ThirdPartyAfterUnreachable,
+    ThirdPartyCaps,
+    ThirdPartyOnce,
+    ThirdPartyStop,
+    Workplace,
+)
+from gateway.supervision.rules_text import BannedPhrases, Disclosure, OptOut, TimeBarredSuit, text_breaches
 
-__all__ = ["Breach", "Contact", "RulePack", "load_rule_pack", "read_rule_pack"]
-
-def _day(moment: datetime, zone: ZoneInfo) -> date:
-    return moment.astimezone(zone).date()
+__all__ = ["Breach", "Contact", "Request", "RulePack", "load_rule_pack", "read_rule_pack"]
 
 
 def _call_to_debtor(contact: Contact, channels: frozenset[Channel]) -> bool:
     return contact.channel in channels and contact.target == "debtor"
 
 
-class Hours(Rule):
+class Hours(ContactRule):
+    """Contact hours on the person's clock; with more than one zone on file (a number's
+    own zone, or a number the gateway cannot place), the hours of every one of them."""
+
     start: time
     end: time
     channels: frozenset[Channel]
@@ -50,68 +77,96 @@ class Hours(Rule):
     def contains(self, moment: time) -> bool:
         return self.start <= moment < self.end
 
-    def check(self, contact: Contact, earlier: Sequence[Contact], zone: ZoneInfo) -> Breach | None:
-        local = contact.at.astimezone(zone)
-        if contact.channel not in self.channels or self.contains(local.time()):
+    def outside(self, moment: datetime, zones: Iterable[ZoneInfo]) -> list[ZoneInfo]:
+        return [zone for zone in zones if not self.contains(moment.astimezone(zone).time())]
+
+    def judge(self, contact: Contact, zone: ZoneInfo) -> Breach | None:
+        if contact.channel not in self.channels:
+            return None
+        zones = [zone, *(zone_named(z) for z in contact.zones if z != zone.key)]
+        outside = self.outside(contact.at, zones)
+        if not outside:
             return None
         window = f"{self.start:%H:%M}-{self.end:%H:%M}"
+        where = "the debtor's time zone" if outside == [zone] else "every time zone the person may be in"
         return self.breach(
-            f"{contact.channel} contact at {local_time(local, zone)} is outside the allowed hours "
-            f"{window} in the debtor's time zone",
-            at_local=local.isoformat(),
+            contact,
+            f"{contact.channel} contact at {', '.join(local_time(contact.at, z) for z in outside)} is "
+            f"outside the allowed hours {window} in {where}",
+            at_local=contact.at.astimezone(zone).isoformat(),
             window=window,
+            zones=[z.key for z in outside],
             partner=contact.partner,
         )
 
 
 class ConnectedDaily(Rule):
-    """Connected calls with the debtor per local day, all partners together."""
+    """Conversations with the debtor per local day, all partners together. A call is a
+    conversation when someone answered, whoever hung up or refused (``CONVERSATION``)."""
 
     max: int = Field(ge=1)
     channels: frozenset[Channel]
 
-    def _counts(self, contact: Contact) -> bool:
-        return _call_to_debtor(contact, self.channels) and contact.outcome == "connected"
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
+        def counts(contact: Contact) -> bool:
+            return _call_to_debtor(contact, self.channels) and contact.outcome in CONVERSATION
 
-    def check(self, contact: Contact, earlier: Sequence[Contact], zone: ZoneInfo) -> Breach | None:
-        if not self._counts(contact):
-            return None
-        day = _day(contact.at, zone)
-        same_day = [c for c in earlier if self._counts(c) and _day(c.at, zone) == day]
-        count = len(same_day) + 1
-        if count <= self.max:
-            return None
+        same_day: dict[date, list[Contact]] = {}
+        for contact, rank, day in ranked(situation.contacts, counts, lambda c: situation.day(c.at)):
+            same_day.setdefault(day, []).append(contact)
+            if rank > self.max:
+                yield contact, (rank, day, sorted({c.partner for c in same_day[day]}))
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        rank, day, partners = detail
         return self.breach(
-            f"connected call number {count} with the debtor on {day} (debtor's local day), at "
-            f"{local_time(contact.at, zone)}; at most {self.max} a day across all partners",
-            count=count,
+            contact,
+            f"conversation number {rank} with the debtor on {day} (debtor's local day), at "
+            f"{local_time(contact.at, situation.zone)}; at most {self.max} a day across all partners",
+            count=rank,
             limit=self.max,
             local_date=day.isoformat(),
-            partners=sorted({c.partner for c in same_day} | {contact.partner}),
+            partners=partners,
         )
 
 
 class AttemptsPerNumberDaily(Rule):
-    """Call attempts, whatever their outcome, to one number per local day."""
+    """Call attempts, whatever their outcome, to one number per local day, all partners
+    together. A call reported without a number the gateway knows is flagged: the cap
+    cannot be checked for it."""
 
     max: int = Field(ge=1)
     channels: frozenset[Channel]
 
-    def check(self, contact: Contact, earlier: Sequence[Contact], zone: ZoneInfo) -> Breach | None:
-        if contact.channel not in self.channels or contact.number is None:
-            return None
-        day = _day(contact.at, zone)
-        count = 1 + sum(
-            1
-            for c in earlier
-            if c.channel in self.channels and c.number == contact.number and _day(c.at, zone) == day
-        )
-        if count <= self.max:
-            return None
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
+        def counts(contact: Contact) -> bool:
+            return contact.channel in self.channels and contact.number is not None
+
+        for contact in situation.contacts:
+            if contact.channel in self.channels and contact.number is None:
+                yield contact, None
+        for contact, rank, (_, day) in ranked(
+            situation.contacts, counts, lambda c: (c.number, situation.day(c.at))
+        ):
+            if rank > self.max:
+                yield contact, (rank, day)
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        when = local_time(contact.at, situation.zone)
+        if detail is None:
+            return self.breach(
+                contact,
+                f"{contact.channel} call at {when} was reported without a number the gateway knows; "
+                "the per-number cap cannot be checked",
+                number=None,
+                partner=contact.partner,
+            )
+        rank, day = detail
         return self.breach(
-            f"call attempt number {count} to the same number on {day} (debtor's local day), at "
-            f"{local_time(contact.at, zone)}; at most {self.max} a day across all partners",
-            count=count,
+            contact,
+            f"call attempt number {rank} to the same number on {day} (debtor's local day), at {when}; "
+            f"at most {self.max} a day across all partners",
+            count=rank,
             limit=self.max,
             local_date=day.isoformat(),
             number=contact.number,
@@ -119,25 +174,31 @@ class AttemptsPerNumberDaily(Rule):
 
 
 class CallsInDays(Rule):
-    """Calls about one debt in ``days`` consecutive local days, today included."""
+    """Calls about one debt in ``days`` consecutive local days, the call's own day included."""
 
     max: int = Field(ge=1)
     days: int = Field(ge=1)
     channels: frozenset[Channel]
 
-    def check(self, contact: Contact, earlier: Sequence[Contact], zone: ZoneInfo) -> Breach | None:
-        if not _call_to_debtor(contact, self.channels):
-            return None
-        first = _day(contact.at, zone) - timedelta(days=self.days - 1)
-        count = 1 + sum(
-            1
-            for c in earlier
-            if _call_to_debtor(c, self.channels) and c.debt == contact.debt and _day(c.at, zone) >= first
-        )
-        if count <= self.max:
-            return None
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
+        window: dict[str, deque[date]] = {}  # per debt, the days of the calls in the window
+        for contact in situation.contacts:
+            if not _call_to_debtor(contact, self.channels):
+                continue
+            day = situation.day(contact.at)
+            first = day - timedelta(days=self.days - 1)
+            days = window.setdefault(contact.debt, deque())
+            days.append(day)
+            while days[0] < first:  # time order: the oldest leave first
+                days.popleft()
+            if len(days) > self.max:
+                yield contact, (len(days), first)
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        count, first = detail
         return self.breach(
-            f"call number {count} about this debt from {first} to {local_time(contact.at, zone)}; "
+            contact,
+            f"call number {count} about this debt from {first} to {local_time(contact.at, situation.zone)}; "
             f"at most {self.max} calls in {self.days} consecutive days",
             count=count,
             limit=self.max,
@@ -152,77 +213,40 @@ class AfterConversation(Rule):
     days: int = Field(ge=1)
     channels: frozenset[Channel]
 
-    def check(self, contact: Contact, earlier: Sequence[Contact], zone: ZoneInfo) -> Breach | None:
-        if not _call_to_debtor(contact, self.channels):
-            return None
-        first = _day(contact.at, zone) - timedelta(days=self.days - 1)
-        talks = [
-            c.at
-            for c in earlier
-            if _call_to_debtor(c, self.channels)
-            and c.outcome == "connected"
-            and c.debt == contact.debt
-            and c.at < contact.at
-            and _day(c.at, zone) >= first
-        ]
-        if not talks:
-            return None
+    def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
+        talks: dict[str, list[datetime]] = {}  # per debt, conversation times in time order
+        for contact in situation.contacts:
+            if not _call_to_debtor(contact, self.channels):
+                continue
+            first = situation.day(contact.at) - timedelta(days=self.days - 1)
+            earlier = (t for t in reversed(talks.get(contact.debt, ())) if t < contact.at)
+            last = next(earlier, None)
+            if contact.outcome in CONVERSATION:
+                talks.setdefault(contact.debt, []).append(contact.at)
+            if last is not None and situation.day(last) >= first:
+                yield contact, last
+
+    def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
+        zone = situation.zone
         return self.breach(
+            contact,
             f"call at {local_time(contact.at, zone)} within {self.days} days of a conversation about "
-            f"this debt at {local_time(max(talks), zone)}",
-            conversation_at_local=max(talks).astimezone(zone).isoformat(),
+            f"this debt at {local_time(detail, zone)}",
+            conversation_at_local=detail.astimezone(zone).isoformat(),
             at_local=contact.at.astimezone(zone).isoformat(),
             debt=contact.debt,
         )
 
 
-class ThirdPartyAfterUnreachable(Rule):
-    """Third parties only once the debtor has failed to answer ``failed_attempts`` times in a row."""
-
-    failed_attempts: int = Field(ge=1)
-    failed_outcomes: frozenset[Outcome]
-
-    def check(self, contact: Contact, earlier: Sequence[Contact], zone: ZoneInfo) -> Breach | None:
-        if contact.target != "third_party":
-            return None
-        failures = 0  # failed attempts since the debtor was last reached
-        for c in sorted((c for c in earlier if c.target == "debtor"), key=lambda c: c.at):
-            failures = failures + 1 if c.outcome in self.failed_outcomes else 0
-        if failures >= self.failed_attempts:
-            return None
-        return self.breach(
-            f"third party contacted at {local_time(contact.at, zone)} after {failures} failed attempts "
-            f"to reach the debtor since the debtor was last reached; {self.failed_attempts} are required",
-            failed_attempts=failures,
-            required=self.failed_attempts,
-            partner=contact.partner,
-        )
-
-
-class ThirdPartyOnce(Rule):
-    def check(self, contact: Contact, earlier: Sequence[Contact], zone: ZoneInfo) -> Breach | None:
-        # Without a number token two third-party reports cannot be told to be the same person.
-        if contact.target != "third_party" or contact.number is None:
-            return None
-        before = [c.at for c in earlier if c.target == "third_party" and c.number == contact.number]
-        if not before:
-            return None
-        return self.breach(
-            f"the same third party was contacted again at {local_time(contact.at, zone)}, after "
-            f"{local_time(min(before), zone)}; a third party may be asked once, only to locate the debtor",
-            number=contact.number,
-            previous_contacts=len(before),
-        )
-
-
-class VisitStaff(Rule):
+class VisitStaff(ContactRule):
     min_staff: int = Field(ge=1)
 
-    def check(self, contact: Contact, earlier: Sequence[Contact], zone: ZoneInfo) -> Breach | None:
+    def judge(self, contact: Contact, zone: ZoneInfo) -> Breach | None:
         staff = contact.staff_count
         if contact.channel != "visit" or (staff is not None and staff >= self.min_staff):
             return None
         return self.breach(
+            contact,
             f"visit at {local_time(contact.at, zone)} by "
             f"{'an unreported number of' if staff is None else staff} staff; "
             f"at least {self.min_staff} must go",
@@ -233,13 +257,6 @@ class VisitStaff(Rule):
 
 class Retention(Rule):
     years: int = Field(ge=1)
-
-
-class Limitation(Rule):
-    years: int = Field(ge=1)
-    resets: list[Literal["demand", "acknowledgement", "filing"]] = Field(
-        description="the events that restart the period; callers pass only these dates"
-    )
 
 
 class RulePack(BaseModel):
@@ -254,11 +271,18 @@ class RulePack(BaseModel):
     attempts_per_number_daily: AttemptsPerNumberDaily | None = None
     calls_in_days: CallsInDays | None = None
     after_conversation: AfterConversation | None = None
+    medium_opt_out: MediumOptOut | None = None
+    cease_communication: StopAll | None = None
+    attorney: StopAll | None = None
+    workplace: Workplace | None = None
     third_party_after_unreachable: ThirdPartyAfterUnreachable | None = None
+    third_party_stop: ThirdPartyStop | None = None
+    third_party_caps: ThirdPartyCaps | None = None
     third_party_once: ThirdPartyOnce | None = None
     third_party_disclosure: Disclosure | None = None
     visit_staff: VisitStaff | None = None
     opt_out: OptOut | None = None
+    time_barred_suit: TimeBarredSuit | None = None
     banned_phrases: BannedPhrases
     retention: Retention
     limitation: Limitation
@@ -268,61 +292,88 @@ class RulePack(BaseModel):
         return self.retention.years
 
     def rules(self) -> list[Rule]:
-        """Every rule of the pack, in file order."""
+        """Every rule of the pack, in field order."""
         return [value for value in dict(self).values() if isinstance(value, Rule)]
 
-    def check_contact(self, contact: Contact, history: Sequence[Contact], debtor_tz: str) -> list[Breach]:
-        """Every rule ``contact`` breaks, given the debtor's ``history``.
+    def breaches(
+        self, contacts: Iterable[Contact], debtor_tz: str, requests: Iterable[Request] = ()
+    ) -> list[Breach]:
+        """Every breach among ``contacts``, whatever order they were reported in."""
+        situation = Situation.of(contacts, requests, zone_named(debtor_tz))
+        return [breach for rule in self.rules() for breach in rule.findings(situation)]
 
-        ``history`` is the debtor's earlier contacts by all partners (the pipeline passes the
-        last 7-8 days). Entries later than ``contact`` are ignored, so reports arriving out
-        of order judge each contact by what came before it.
+    def check_contact(
+        self,
+        contact: Contact,
+        history: Sequence[Contact],
+        debtor_tz: str,
+        requests: Sequence[Request] = (),
+    ) -> list[Breach]:
+        """What reporting ``contact`` adds to the breaches of the debtor's ``history`` (the
+        contacts around it, before and after, by every partner and the gateway) under
+        ``requests``: its own, and those of contacts it pushes over a cap. Each breach
+        names its contact (`Breach.contact`).
         """
-        zone = _zone(debtor_tz)
-        earlier = [c for c in history if c.at <= contact.at and c is not contact]
-        found = [breach for rule in self.rules() if (breach := rule.check(contact, earlier, zone))]
-        return found + text_breaches(self.banned_phrases, self.opt_out, contact.text, contact.channel)
+        zone = zone_named(debtor_tz)
+        before = Situation.of(history, requests, zone)
+        after = Situation.of([*history, contact], requests, zone)
+        return self._added(before, after, contact)
+
+    def check_request(
+        self,
+        request: Request,
+        history: Sequence[Contact],
+        debtor_tz: str,
+        requests: Sequence[Request] = (),
+    ) -> list[Breach]:
+        """What a request reported late adds: contacts made after it that it forbade."""
+        zone = zone_named(debtor_tz)
+        before = Situation.of(history, requests, zone)
+        return self._added(before, Situation.of(history, [*requests, request], zone), None)
+
+    def _added(self, before: Situation, after: Situation, new: Contact | None) -> list[Breach]:
+        found: list[Breach] = []
+        for rule in self.rules():
+            if isinstance(rule, ContactRule):
+                if new is not None and (breach := rule.judge(new, after.zone)) is not None:
+                    found.append(breach)
+                continue
+            # Only the new ones are worded: a situation may hold many known breaches.
+            known = {id(contact) for contact, _ in rule.hits(before)}
+            found += [rule.describe(c, detail, after) for c, detail in rule.hits(after) if id(c) not in known]
+        return found
 
     def check_template(self, text: str, channel: str) -> list[Breach]:
         """What a message template breaks, at onboarding and again before each send."""
         return text_breaches(self.banned_phrases, self.opt_out, text, channel)
 
-    def next_allowed(self, when: datetime, debtor_tz: str) -> datetime:
-        """The earliest moment at or after ``when`` inside the contact window.
+    def next_allowed(self, when: datetime, debtor_tz: str, zones: Iterable[str] = ()) -> datetime | None:
+        """The earliest moment at or after ``when`` inside the contact window in the
+        debtor's zone and every one of ``zones``; None when those windows never meet.
 
-        Works on the debtor's wall clock through zoneinfo, so across a DST change 08:00
-        stays 08:00 local whatever the UTC offset. Returns ``when`` itself when it is inside.
+        Works on the wall clocks through zoneinfo, so across a DST change 08:00 stays
+        08:00 local whatever the UTC offset. Returns ``when`` itself when it is inside.
         """
         if when.utcoffset() is None:
             raise InvalidInput(f"{when.isoformat()} has no time zone; pass an aware time")
-        zone = _zone(debtor_tz)
-        local = when.astimezone(zone)
-        if self.hours.contains(local.time()):
+        all_zones = [zone_named(debtor_tz), *(zone_named(z) for z in zones)]
+        if not self.hours.outside(when, all_zones):
             return when
-        day = local.date() if local.time() < self.hours.start else local.date() + timedelta(days=1)
+        openings = sorted(
+            opening
+            for zone in all_zones
+            for n in range(3)
+            if (opening := self._opening(when, zone, n)) > when
+        )
+        return next((at for at in openings if not self.hours.outside(at, all_zones)), None)
+
+    def _opening(self, when: datetime, zone: ZoneInfo, days_ahead: int) -> datetime:
+        day = when.astimezone(zone).date() + timedelta(days=days_ahead)
         return datetime.combine(day, self.hours.start, tzinfo=zone)
 
-    def limitation_expires(self, last_due_date: date, resets: Sequence[date]) -> date:
-        """The last day of the limitation period; from the next day the debt is time-barred.
-
-        The period runs from the latest of the last due date and any reset (demand,
-        acknowledgement, filing: Civil Code art. 195) and ends on the same date ``years``
-        later, or on 28 February when it started on 29 February (art. 202: with no
-        matching day, the month's last day).
-        """
-        start = max([last_due_date, *resets])
-        years = self.limitation.years
-        try:
-            return start.replace(year=start.year + years)
-        except ValueError:
-            return start.replace(year=start.year + years, day=28)
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"unknown IANA time zone {name!r} for the debtor") from None
+    def limitation_expires(self, last_due_date: date, events: Sequence[tuple[str, date]]) -> date | None:
+        """The last day of the limitation period (see `Limitation.expires`)."""
+        return self.limitation.expires(last_due_date, events)
 
 
 def load_rule_pack(name: str, plugin_packs: Mapping[str, Path] | None = None) -> RulePack:

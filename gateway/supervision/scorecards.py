@@ -9,10 +9,12 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.onboarding import registry
+from gateway.supervision.history import limitation_events
 
 
 @dataclass(frozen=True)
@@ -141,23 +143,28 @@ async def overdue_attestations(gw: Gateway, *, overdue_only: bool = True) -> lis
 
 
 async def expiring(gw: Gateway, within: timedelta) -> list[dict[str, Any]]:
-    """Cases whose limitation period ends within ``within`` (or has ended), per the rule pack."""
+    """Cases whose limitation period ends within ``within`` (or has ended), per the rule
+    pack, "today" being the date on the debtor's clock. Cases whose proceedings are
+    pending have no end yet and are not listed."""
     async with gw.db.transaction() as tx:
-        rows = await tx.fetchall("SELECT case_id, partner_id, last_due_date, last_reset FROM assignments")
+        rows = await tx.fetchall(
+            "SELECT case_id, partner_id, timezone, last_due_date, last_reset, limitation_events"
+            " FROM assignments"
+        )
     by_case: dict[str, dict[str, Any]] = {}
     for row in rows:
         case = by_case.setdefault(
-            row["case_id"], {"due": row["last_due_date"], "resets": set(), "partners": []}
+            row["case_id"],
+            {"due": row["last_due_date"], "events": set(), "partners": [], "tz": row["timezone"]},
         )
         case["due"] = max(case["due"], row["last_due_date"])
-        case["resets"].update([row["last_reset"]] if row["last_reset"] else [])
+        case["events"].update(limitation_events(row))
         case["partners"].append(row["partner_id"])
-    today = gw.now().date()
     out = []
     for case_id, case in by_case.items():
-        resets = [date.fromisoformat(r) for r in case["resets"]]
-        expires = gw.rules.limitation_expires(date.fromisoformat(case["due"]), resets)
-        if expires <= today + within:
+        today = gw.now().astimezone(ZoneInfo(case["tz"])).date()
+        expires = gw.rules.limitation_expires(date.fromisoformat(case["due"]), sorted(case["events"]))
+        if expires is not None and expires <= today + within:
             out.append(
                 {
                     "case_id": case_id,
