@@ -22,7 +22,7 @@ from gateway.config import first_error
 from gateway.core import Gateway
 from gateway.errors import Conflict, GatewayError, NotFound, ProfileError
 from gateway.placement.minimize import check_rule
-from gateway.placement.seal import usable_for_encryption
+from gateway.placement.seal import keyset_problem
 from gateway.storage import Transaction
 from gateway.supervision.redact import check_reason
 from schemas.audit import ChangeKind, PartnerChange
@@ -97,19 +97,9 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
     if profile.sealing == "tls-only" and profile.kind not in ("sms", "email"):
         raise fail("sealing", f"tls-only is only for sms and email providers; a {profile.kind} gets 'jwe'")
     if profile.sealing == "jwe":
-        if not profile.jwks:
-            raise fail(
-                "jwks",
-                "sealing 'jwe' needs the partner's public key set (jwks = \"partners/ID.jwks.json\")",
-            )
-        try:
-            keys = gw.keys.partner_keyset(profile.jwks).as_dict()["keys"]
-        except GatewayError as exc:
-            raise fail("jwks", str(exc)) from None
-        problems = [usable_for_encryption(k) for k in keys]
-        if all(problems):
-            detail = "; ".join(f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True))
-            raise fail("jwks", f"no usable encryption key ({detail or 'the set is empty'})")
+        unusable = _keyset_problem(gw, profile)
+        if unusable:
+            raise fail("jwks", unusable)
 
     for purpose, text in _templates(profile):
         breaches = gw.rules.check_template(text, profile.kind)
@@ -133,6 +123,17 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
                 check_rule(path, rule)
             except ValueError as exc:
                 raise fail(f"policy.{purpose}.fields", str(exc)) from None
+
+
+def _keyset_problem(gw: Gateway, profile: PartnerProfile) -> str | None:
+    """Why packages cannot be encrypted to the partner's key set, or None."""
+    if not profile.jwks:
+        return "sealing 'jwe' needs the partner's public key set (jwks = \"partners/ID.jwks.json\")"
+    try:
+        keys = gw.keys.partner_keyset(profile.jwks).as_dict()["keys"]
+    except GatewayError as exc:
+        return str(exc)
+    return keyset_problem(keys)
 
 
 def _templates(profile: PartnerProfile) -> list[tuple[str, str]]:
