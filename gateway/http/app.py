@@ -17,7 +17,7 @@ from gateway.http.appkeys import GATEWAY, SETTINGS
 from gateway.http.callbacks import MAX_BODY, receive
 from gateway.http.openapi import document
 from gateway.http.problems import problems
-from gateway.http.routes import Route
+from gateway.http.routes import Route, parameters
 from gateway.inbound import poller
 from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
@@ -133,7 +133,7 @@ def create_app(
     on cleanup, unless an open one is passed in (tests, embedding). With ``workers``, the
     dispatcher, the poller and the audit checkpoint timer run in the same process and
     stop cleanly with it."""
-    app = web.Application(middlewares=[problems], client_max_size=MAX_BODY + 1024)
+    app = web.Application(middlewares=[problems, parameters], client_max_size=MAX_BODY + 1024)
     app[SETTINGS] = settings
 
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
