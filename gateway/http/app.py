@@ -21,6 +21,21 @@ from gateway.http.routes import Route, parameters
 from gateway.inbound import poller
 from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
+#: On every answer, data or problem: operator and auditor answers hold personal data,
+#: so none is kept by a browser or proxy cache, read as another type than it says,
+#: framed by a page, or named as a referrer by one.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+
+async def secure_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
 
 async def jwks(request: web.Request) -> web.Response:
     return web.json_response(request.app[GATEWAY].keys.public_jwks())
@@ -135,6 +150,7 @@ def create_app(
     stop cleanly with it."""
     app = web.Application(middlewares=[problems, parameters], client_max_size=MAX_BODY + 1024)
     app[SETTINGS] = settings
+    app.on_response_prepare.append(secure_headers)
 
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         if gateway is not None:
