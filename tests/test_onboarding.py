@@ -134,6 +134,16 @@ BAD_PROFILES = {
         "adapter_config",
         "must be https://",
     ),
+    "status feed over plain http": (
+        {
+            'endpoint = "https://': 'endpoint = "http://',
+            'packages_path = "/packages"': (
+                'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true'
+            ),
+        },
+        "adapter_config",
+        "status feed /status must be read over https://",
+    ),
     "bad TOML": ({"[contract]": "[contract"}, "(syntax)", "not valid TOML"),
     "key set outside keys/partners": (
         {'jwks = "partners/acme-collect.jwks.json"': 'jwks = "../../../../etc/passwd"'},
@@ -167,6 +177,28 @@ def test_bad_profile_is_refused_with_file_and_field(
     assert "Traceback" not in result.output
     assert partners(workspace) == []
     assert audit_count(workspace) == 0
+
+
+def test_plain_http_is_for_packages_only_never_for_a_status_feed(
+    workspace: Path, partner_keys: dict, tmp_path: Path
+) -> None:
+    """allow_insecure_http lets JWE packages go over http:// in development; a status
+    feed's events are not signed, so over http:// anyone on the path could write them."""
+    arbitration = copy_profile(
+        "shenzhen-arbitration.toml",
+        tmp_path,
+        {
+            'endpoint = "https://': 'endpoint = "http://',
+            "[adapter_config]": "[adapter_config]\nallow_insecure_http = true",
+        },
+    )
+    refused = invoke("-c", workspace, "partners", "add", arbitration)
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+    said = f"{arbitration}: adapter_config: status feed /filings/status must be read over https://"
+    assert said in refused.output
+    no_feed = arbitration.read_text().replace("[adapter_config]\n", '[adapter_config]\nstatus_path = ""\n')
+    arbitration.write_text(no_feed)
+    assert invoke("-c", workspace, "partners", "add", arbitration).exit_code == 0
 
 
 @pytest.mark.parametrize(

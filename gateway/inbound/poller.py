@@ -22,6 +22,7 @@ from gateway.errors import Conflict, GatewayError
 from gateway.inbound import pipeline as inbound
 from gateway.onboarding import registry
 from gateway.plugin.adapter import Adapter
+from gateway.plugin.http import check_status_feed, feed_path
 from gateway.supervision.redact import redact
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,22 @@ class PollStats:
 
 
 def pollable(gw: Gateway, record: registry.PartnerRecord) -> Adapter | None:
+    """The adapter that reads the partner's status feed, or None if it has none. Raises
+    ValueError if the stored profile's feed may not be read (see `check_status_feed`)."""
     cls = gw.adapters.get(record.profile.adapter)
     if cls is None or not cls.supports_poll or record.status == "offboarded":
         return None
-    adapter = cls(record.profile, cls.check_profile(record.profile))
-    feed = getattr(adapter.config, "status_feed_path", None) or getattr(adapter.config, "status_path", None)
-    return adapter if feed else None
+    config = cls.check_profile(record.profile)
+    if not feed_path(config):
+        return None
+    check_status_feed(record.profile.endpoint, config)
+    return cls(record.profile, config)
+
+
+def _not_polled(partner_id: str, exc: ValueError) -> PollStats:
+    log.warning("partner %s not polled: %s (fix the profile, `gateway partners add --update`)",
+                partner_id, exc)
+    return PollStats(partner_id, error=f"not polled: {exc}")
 
 
 def interval(adapter: Adapter) -> float:
@@ -83,7 +94,11 @@ async def poll_partner(gw: Gateway, adapter: Adapter) -> PollStats:
 async def poll_once(gw: Gateway) -> list[PollStats]:
     out = []
     for record in await registry.list_all(gw):
-        adapter = pollable(gw, record)
+        try:
+            adapter = pollable(gw, record)
+        except ValueError as exc:
+            out.append(_not_polled(record.id, exc))
+            continue
         if adapter is None:
             continue
         async with adapter:
@@ -104,8 +119,13 @@ async def run(gw: Gateway, stop: asyncio.Event) -> None:
     try:
         while not stop.is_set():
             for record in await registry.list_all(gw):
-                if record.id not in adapters and (adapter := pollable(gw, record)) is not None:
-                    adapters[record.id] = adapter
+                if record.id in adapters:
+                    continue
+                try:
+                    if (adapter := pollable(gw, record)) is not None:
+                        adapters[record.id] = adapter
+                except ValueError as exc:
+                    _not_polled(record.id, exc)
             now = loop.time()
             for partner_id, adapter in adapters.items():
                 if due.get(partner_id, 0.0) <= now:

@@ -23,6 +23,7 @@ from gateway.core import Gateway
 from gateway.errors import Conflict, GatewayError, NotFound, ProfileError
 from gateway.placement.minimize import check_rule
 from gateway.placement.seal import keyset_problem
+from gateway.plugin.http import check_status_feed
 from gateway.storage import Transaction
 from gateway.supervision.redact import check_reason
 from schemas.audit import ChangeKind, PartnerChange
@@ -87,7 +88,7 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
             f"adapter {adapter.name!r} serves {', '.join(sorted(adapter.kinds))}, not {profile.kind!r}",
         )
     try:
-        adapter.check_profile(profile)
+        check_status_feed(profile.endpoint, adapter.check_profile(profile))
     except ValidationError as exc:
         where, _, problem = first_error(exc).partition(": ")
         raise fail(f"adapter_config.{where}", problem) from None
