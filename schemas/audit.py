@@ -91,6 +91,32 @@ class KeyRotated(_Entry):
     v: Literal[1] = 1
 
 
+class KeyRetired(_Entry):
+    """A bank signing key retired: published until `published_until` (for packages it
+    signed that are still current), then left out; a compromised one at once."""
+
+    compromised: bool
+    key: Literal["bank-signing"]
+    kid: str
+    kind: Literal["key_retired"] = "key_retired"
+    published_until: str | None = Field(default=None, description="absent when compromised")
+    v: Literal[1] = 1
+
+
+SecretChange = Literal["webhook_secret_added", "webhook_secret_removed"]
+
+
+class WebhookSecretChanged(_Entry):
+    """A partner's whsec_ secrets (v1 callback signatures) added or removed, named by
+    their ids (`gateway.onboarding.keys.secret_id`), never by the secret."""
+
+    kind: SecretChange
+    partner: str
+    reason: str = ""
+    secret_ids: list[str]
+    v: Literal[1] = 1
+
+
 class CallbackReceived(_Entry):
     """A status event taken in from a partner (callback or poll)."""
 
@@ -140,6 +166,8 @@ Entry = (
     Disclosure
     | PartnerChange
     | KeyRotated
+    | KeyRetired
+    | WebhookSecretChanged
     | CallbackReceived
     | ViolationFound
     | Recall

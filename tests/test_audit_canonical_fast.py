@@ -19,11 +19,13 @@ from schemas.audit import (
     DeletionAttested,
     DisclosedField,
     Disclosure,
+    KeyRetired,
     KeyRotated,
     PartnerChange,
     Recall,
     TokenCreated,
     ViolationFound,
+    WebhookSecretChanged,
 )
 
 AT = "2026-01-01T00:00:00.000000Z"
@@ -53,6 +55,12 @@ def every_kind(text: str, number: int) -> list[BaseModel]:
             at=AT, actor=text, kind="partner_updated", partner=text, profile_digest=DIGEST, reason=text
         ),
         KeyRotated(at=AT, actor=text, key="bank-signing", old_kid=text, new_kid=text),
+        KeyRetired(at=AT, actor=text, key="bank-signing", kid=text, compromised=False, published_until=AT),
+        KeyRetired(at=AT, actor=text, key="bank-signing", kid=text, compromised=True),
+        WebhookSecretChanged(
+            at=AT, actor=text, kind="webhook_secret_removed", partner=text, reason=text,
+            secret_ids=[text, "a"],
+        ),
         CallbackReceived(
             at=AT, actor=text, partner=text, case=TOKEN, event_type=text, channel="poll", body_digest=DIGEST
         ),

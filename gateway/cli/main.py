@@ -201,7 +201,29 @@ async def keys_rotate(gw: Gateway, alg: str | None) -> None:
             signer=gw.audit_signer,
         )
         gw.keys.rotate(key=new)
-    click.echo(f"signing key rotated: {old} -> {new.kid} ({new.alg}); old public key kept in jwks.json")
+    click.echo(
+        f"signing key rotated: {old} -> {new.kid} ({new.alg}); old public key kept in jwks.json "
+        f"until `gateway keys retire {'-- ' if str(old).startswith('-') else ''}{old}`"
+    )
+
+
+@keys.command("retire")
+@click.argument("kid")
+@click.option(
+    "--compromised", is_flag=True, help="Take the key out of the published set at once, not later."
+)
+@with_gateway
+async def keys_retire(gw: Gateway, kid: str, compromised: bool) -> None:
+    """Retire an old signing key: published only until the packages it signed expire.
+
+    A KID that begins with '-' goes after '--': `gateway keys retire -- -Xy...`.
+    """
+    until = await registry.retire_signing_key(gw, kid, compromised=compromised, actor=actor())
+    click.echo(
+        f"{kid} retired as compromised: no longer published"
+        if until is None
+        else f"{kid} retired: published until {until}, then left out"
+    )
 
 
 @keys.command("jwks")

@@ -38,7 +38,8 @@ async def secure_headers(request: web.Request, response: web.StreamResponse) -> 
 
 
 async def jwks(request: web.Request) -> web.Response:
-    return web.json_response(request.app[GATEWAY].keys.public_jwks())
+    gw = request.app[GATEWAY]
+    return web.json_response(gw.keys.public_jwks(gw.now()))
 
 
 async def healthz(request: web.Request) -> web.Response:

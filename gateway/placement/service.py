@@ -356,7 +356,7 @@ async def show(gw: Gateway, package_id: str) -> dict[str, Any]:
         row = await tx.fetchone("SELECT * FROM packages WHERE id = ?", (package_id,))
     if row is None:
         raise NotFound(f"no package {package_id!r} (see `gateway package list`)")
-    claims = verify_signed(row["signed"], gw.keys.public_jwks())
+    claims = verify_signed(row["signed"], gw.keys.public_jwks(gw.now()))
     return {
         "package_id": row["id"],
         "partner": row["partner_id"],
