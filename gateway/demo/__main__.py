@@ -32,7 +32,7 @@ from gateway.cli.main import flatten
 from gateway.demo.partners import DemoPartners
 from gateway.onboarding.keys import generate_encryption_key
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 WORKSPACE = REPO / "demo-workspace"
 #: Which sample case goes to which partner for which purpose.
