@@ -63,7 +63,7 @@ def disclosure(n: int) -> Disclosure:
         subject="subj_" + h[:32],
         case="case_" + h[32:],
         fields=FIELDS,
-        payload_digest="sha256:" + h,
+        package_digest="sha256:" + h,
         sealing="jwe",
     )
 

@@ -56,4 +56,9 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str = ""
+    request_id: str | None = Field(
+        default=None,
+        description="the X-Request-Id of the request: a 5xx says only this, and the gateway's "
+        "log holds the error under it",
+    )
     extra: dict[str, Any] | None = None

@@ -1,17 +1,19 @@
 """Audit log entries: what happened, to whom, why; never raw personal data.
 
 Subjects and cases appear only as audit-scope pseudonyms (keyed HMAC tokens), fields
-only as paths and transforms, payloads only as SHA-256 digests. Each entry is one leaf
-of the Merkle log, hashed as its canonical JSON (RFC 8785).
+only as paths and transforms, packages only as SHA-256 digests of what was sealed
+(random per package, so a digest confirms nothing about a guessed record). Each entry
+is one leaf of the Merkle log, hashed as its canonical JSON (RFC 8785).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+Digest = Annotated[str, Field(pattern=DIGEST_PATTERN)]
 Token = Annotated[str, Field(pattern=r"^[a-z]+_[0-9a-f]{32}$")]
 
 
@@ -34,17 +36,40 @@ class DisclosedField(BaseModel):
 
 
 class Disclosure(_Entry):
+    """A package placed with a partner. Version 2 digests the package as sealed;
+    version 1 entries (logs written before) digested the minimized data instead, and
+    keep that field and meaning."""
+
     case: Token
     fields: list[DisclosedField]
     kind: Literal["disclosure"] = "disclosure"
     legal_basis: str
+    package_digest: str | None = Field(
+        default=None,
+        pattern=DIGEST_PATTERN,
+        description="v2: SHA-256 of the package exactly as stored and sent (the compact JWE; "
+        "the JWS for tls-only partners), random per package",
+    )
     package_id: str
     partner: str
-    payload_digest: Digest
+    payload_digest: str | None = Field(
+        default=None,
+        pattern=DIGEST_PATTERN,
+        description="v1 only: SHA-256 of the minimized data (json.dumps, keys sorted)",
+    )
     purpose: str
     sealing: str
     subject: Token
-    v: Literal[1] = 1
+    v: Literal[1, 2] = 2
+
+    @model_validator(mode="after")
+    def _digest_of_its_version(self) -> Disclosure:
+        wanted, other = "package_digest", "payload_digest"
+        if self.v == 1:
+            wanted, other = other, wanted
+        if getattr(self, wanted) is None or getattr(self, other) is not None:
+            raise ValueError(f"a version {self.v} disclosure has {wanted} and no {other}")
+        return self
 
 
 ChangeKind = Literal["partner_onboarded", "partner_updated", "partner_suspended", "partner_reinstated"]
@@ -63,6 +88,32 @@ class KeyRotated(_Entry):
     kind: Literal["key_rotated"] = "key_rotated"
     new_kid: str
     old_kid: str
+    v: Literal[1] = 1
+
+
+class KeyRetired(_Entry):
+    """A bank signing key retired: published until `published_until` (for packages it
+    signed that are still current), then left out; a compromised one at once."""
+
+    compromised: bool
+    key: Literal["bank-signing"]
+    kid: str
+    kind: Literal["key_retired"] = "key_retired"
+    published_until: str | None = Field(default=None, description="absent when compromised")
+    v: Literal[1] = 1
+
+
+SecretChange = Literal["webhook_secret_added", "webhook_secret_removed"]
+
+
+class WebhookSecretChanged(_Entry):
+    """A partner's whsec_ secrets (v1 callback signatures) added or removed, named by
+    their ids (`gateway.onboarding.keys.secret_id`), never by the secret."""
+
+    kind: SecretChange
+    partner: str
+    reason: str = ""
+    secret_ids: list[str]
     v: Literal[1] = 1
 
 
@@ -115,6 +166,8 @@ Entry = (
     Disclosure
     | PartnerChange
     | KeyRotated
+    | KeyRetired
+    | WebhookSecretChanged
     | CallbackReceived
     | ViolationFound
     | Recall

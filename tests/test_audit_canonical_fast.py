@@ -3,26 +3,29 @@ and steps aside for what it cannot serialize exactly."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError
 
-from gateway.audit import canonical, log
+from gateway.audit import canonical, log, verify
 from gateway.storage import Database
 from schemas.audit import (
     CallbackReceived,
     DeletionAttested,
     DisclosedField,
     Disclosure,
+    KeyRetired,
     KeyRotated,
     PartnerChange,
     Recall,
     TokenCreated,
     ViolationFound,
+    WebhookSecretChanged,
 )
 
 AT = "2026-01-01T00:00:00.000000Z"
@@ -40,12 +43,24 @@ def every_kind(text: str, number: int) -> list[BaseModel]:
             at=AT, actor=text, package_id=text, partner=text, purpose=text, legal_basis=text,
             subject="subj_" + "ef" * 16, case=TOKEN,
             fields=[DisclosedField(path=text, transform="keep"), DisclosedField(path="a", transform=text)],
-            payload_digest=DIGEST, sealing=text,
+            package_digest=DIGEST, sealing=text,
+        ),
+        # Written before version 2: a digest of the data, under its own name.
+        Disclosure(
+            at=AT, actor=text, package_id=text, partner=text, purpose=text, legal_basis=text,
+            subject="subj_" + "ef" * 16, case=TOKEN, fields=[DisclosedField(path=text, transform="keep")],
+            payload_digest=DIGEST, sealing=text, v=1,
         ),
         PartnerChange(
             at=AT, actor=text, kind="partner_updated", partner=text, profile_digest=DIGEST, reason=text
         ),
         KeyRotated(at=AT, actor=text, key="bank-signing", old_kid=text, new_kid=text),
+        KeyRetired(at=AT, actor=text, key="bank-signing", kid=text, compromised=False, published_until=AT),
+        KeyRetired(at=AT, actor=text, key="bank-signing", kid=text, compromised=True),
+        WebhookSecretChanged(
+            at=AT, actor=text, kind="webhook_secret_removed", partner=text, reason=text,
+            secret_ids=[text, "a"],
+        ),
         CallbackReceived(
             at=AT, actor=text, partner=text, case=TOKEN, event_type=text, channel="poll", body_digest=DIGEST
         ),
@@ -210,7 +225,7 @@ def test_an_entry_built_from_fields_in_any_order_is_written_sorted() -> None:
     # The sort is left out for the schema's classes: their __dict__ follows the
     # declared order whatever order the fields are given in, validated or not.
     fields = dict(
-        sealing="jwe", subject="subj_" + "ef" * 16, purpose="p", payload_digest=DIGEST, partner="x",
+        sealing="jwe", subject="subj_" + "ef" * 16, purpose="p", package_digest=DIGEST, partner="x",
         package_id="pkg", legal_basis="b", fields=[DisclosedField(transform="keep", path="a")],
         case=TOKEN, at=AT, actor="a",
     )
@@ -244,3 +259,30 @@ def test_a_class_whose_first_entry_is_refused_still_gets_the_fast_path() -> None
     entry = Counted(count=3)
     assert log.canonical(entry) == exact(entry)
     assert canonical._PLANS[Counted] is not None
+
+
+#: A disclosure as logs written before version 2 hold it, byte for byte.
+V1_LEAF = (
+    b'{"actor":"cli:ops","at":"2026-01-01T00:00:00.000000Z","case":"' + TOKEN.encode() + b'",'
+    b'"fields":[{"path":"debtor.name","transform":"keep"}],"kind":"disclosure",'
+    b'"legal_basis":"contract","package_id":"pkg_1","partner":"acme-collect",'
+    b'"payload_digest":"' + DIGEST.encode() + b'","purpose":"collection","sealing":"jwe",'
+    b'"subject":"subj_' + b"ef" * 16 + b'","v":1}'
+)
+
+
+def test_a_disclosure_written_before_version_2_keeps_its_bytes_and_meaning() -> None:
+    check = verify._lint()[0]  # what `audit verify` and `verify-bundle` run on each leaf
+    entry = check(V1_LEAF)
+    assert isinstance(entry, Disclosure) and entry.v == 1
+    assert entry.payload_digest == DIGEST and entry.package_digest is None
+    assert log.canonical(entry) == V1_LEAF
+    old = json.loads(V1_LEAF)
+    mixed = [
+        {**old, "v": 2},  # a version 2 entry digests the package, not the data
+        {**old, "package_digest": DIGEST},
+        {**{k: v for k, v in old.items() if k != "payload_digest"}, "package_digest": DIGEST},
+    ]
+    for leaf in mixed:
+        with pytest.raises(ValidationError, match="disclosure has"):
+            check(canonical.canonical_json(leaf))

@@ -22,7 +22,7 @@ def disclosure(n: int) -> Disclosure:
         subject="subj_" + f"{n:032x}",
         case=CASES[n % 5],
         fields=[DisclosedField(path="debtor.name", transform="keep")],
-        payload_digest="sha256:" + "0" * 64,
+        package_digest="sha256:" + "0" * 64,
         sealing="jwe",
     )
 

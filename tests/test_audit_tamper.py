@@ -9,6 +9,10 @@ recomputed too is pinned to its exact index by the first checkpoint that disagre
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -457,3 +461,94 @@ def test_a_damaged_tree_state_is_named_by_verify_and_refused_by_the_writer(ws: P
         refuse(args, "audit log tree state is damaged", "changed outside the gateway")
     with workspace_sql(ws) as sql:
         assert sql("SELECT status FROM partners WHERE id = 'acme-collect'")[0]["status"] == "active"
+
+
+# -- hostile bundle files ----------------------------------------------------------------
+
+
+def h_note_to_dev_zero(bundle: Path) -> None:
+    note = bundle / "checkpoints" / "000000000008.note"
+    note.unlink()
+    note.symlink_to("/dev/zero")
+
+
+def h_note_to_a_file_outside(bundle: Path) -> None:
+    note = bundle / "checkpoints" / "000000000008.note"
+    outside = bundle.parent / "elsewhere.note"
+    note.rename(outside)
+    note.symlink_to(outside)
+
+
+def h_note_fifo(bundle: Path) -> None:
+    note = bundle / "checkpoints" / "000000000008.note"
+    note.unlink()
+    os.mkfifo(note)
+
+
+def h_note_huge(bundle: Path) -> None:
+    note = bundle / "checkpoints" / "000000000008.note"
+    note.write_text(note.read_text() + "x" * 200_000)
+
+
+def h_checkpoints_linked(bundle: Path) -> None:
+    (bundle / "checkpoints").rename(bundle.parent / "checkpoints-elsewhere")
+    (bundle / "checkpoints").symlink_to(bundle.parent / "checkpoints-elsewhere")
+
+
+def h_entries_to_dev_zero(bundle: Path) -> None:
+    (bundle / "entries.jsonl").unlink()
+    (bundle / "entries.jsonl").symlink_to("/dev/zero")
+
+
+def h_entries_fifo(bundle: Path) -> None:
+    (bundle / "entries.jsonl").unlink()
+    os.mkfifo(bundle / "entries.jsonl")
+
+
+def h_entries_long_line(bundle: Path) -> None:
+    edit_lines(bundle, lambda ls: ls[:5] + [line(5, "x" * (3 << 20))] + ls[6:])
+
+
+def h_entries_not_utf8(bundle: Path) -> None:
+    path = bundle / "entries.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:5] + [lines[5].replace(b'"leaf": "', b'"leaf": "\xff', 1)] + lines[6:]))
+
+
+def h_vkey_fifo(bundle: Path) -> None:
+    (bundle / "audit-log.vkey").unlink()
+    os.mkfifo(bundle / "audit-log.vkey")
+
+
+HOSTILE: list[tuple[BundleTamper, str]] = [
+    (h_note_to_dev_zero, "000000000008.note: not a regular file (a symbolic link)"),
+    (h_note_to_a_file_outside, "000000000008.note: not a regular file (a symbolic link)"),
+    (h_note_fifo, "000000000008.note: not a regular file (a FIFO)"),
+    (h_note_huge, "000000000008.note: larger than 65536 bytes"),
+    (h_checkpoints_linked, "checkpoints: not a directory (a symbolic link)"),
+    (h_entries_to_dev_zero, "entries.jsonl: not a regular file (a symbolic link)"),
+    (h_entries_fifo, "entries.jsonl: not a regular file (a FIFO)"),
+    (h_entries_long_line, "entry 5: line 6 of entries.jsonl is longer than 1048576 bytes"),
+    (h_entries_not_utf8, "entry 5: line 6 of entries.jsonl is not UTF-8"),
+    (h_vkey_fifo, "audit-log.vkey: not a regular file (a FIFO)"),
+]
+
+
+def _small_address_space() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+@pytest.mark.parametrize(("hostile", "said"), HOSTILE, ids=[h.__name__ for h, _ in HOSTILE])
+def test_verify_bundle_reads_only_plain_files_of_bounded_size(
+    bundle: Path, hostile: BundleTamper, said: str
+) -> None:
+    """The bundle comes from outside: a link, a device or a FIFO in it, or a file or line
+    too large to hold, is one line and exit status 1, not a hang or a MemoryError."""
+    hostile(bundle)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", "verify-bundle", str(bundle)],
+        capture_output=True, text=True, timeout=60, preexec_fn=_small_address_space,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    [message] = done.stderr.strip().splitlines()
+    assert message.startswith("Error: ") and said in message, message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from gateway.config import load_settings
 from gateway.core import Gateway
-from gateway.errors import Conflict, KeyStoreError
+from gateway.errors import Conflict, KeyStoreError, SealingError
 from gateway.onboarding import registry
 from gateway.placement import service as placement
 from schemas.case import Case
@@ -133,6 +134,16 @@ BAD_PROFILES = {
         "adapter_config",
         "must be https://",
     ),
+    "status feed over plain http": (
+        {
+            'endpoint = "https://': 'endpoint = "http://',
+            'packages_path = "/packages"': (
+                'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true'
+            ),
+        },
+        "adapter_config",
+        "status feed /status must be read over https://",
+    ),
     "bad TOML": ({"[contract]": "[contract"}, "(syntax)", "not valid TOML"),
     "key set outside keys/partners": (
         {'jwks = "partners/acme-collect.jwks.json"': 'jwks = "../../../../etc/passwd"'},
@@ -168,6 +179,28 @@ def test_bad_profile_is_refused_with_file_and_field(
     assert audit_count(workspace) == 0
 
 
+def test_plain_http_is_for_packages_only_never_for_a_status_feed(
+    workspace: Path, partner_keys: dict, tmp_path: Path
+) -> None:
+    """allow_insecure_http lets JWE packages go over http:// in development; a status
+    feed's events are not signed, so over http:// anyone on the path could write them."""
+    arbitration = copy_profile(
+        "shenzhen-arbitration.toml",
+        tmp_path,
+        {
+            'endpoint = "https://': 'endpoint = "http://',
+            "[adapter_config]": "[adapter_config]\nallow_insecure_http = true",
+        },
+    )
+    refused = invoke("-c", workspace, "partners", "add", arbitration)
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+    said = f"{arbitration}: adapter_config: status feed /filings/status must be read over https://"
+    assert said in refused.output
+    no_feed = arbitration.read_text().replace("[adapter_config]\n", '[adapter_config]\nstatus_path = ""\n')
+    arbitration.write_text(no_feed)
+    assert invoke("-c", workspace, "partners", "add", arbitration).exit_code == 0
+
+
 @pytest.mark.parametrize(
     ("crv", "extra", "problem"),
     [
@@ -192,6 +225,46 @@ def test_unusable_partner_key_is_refused(
     assert result.exit_code == 1
     assert f"{profile}: jwks:" in result.output and problem in result.output
     assert partners(workspace) == []
+
+
+#: X25519 public keys of small order: every shared secret with them is the same known
+#: value (RFC 7748 section 6.1), so nothing sealed to them is secret.
+SMALL_ORDER_X25519 = {
+    "zero": bytes(32),
+    "one": (1).to_bytes(32, "little"),
+    "order 8": bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+}
+
+
+def small_order_keyset(point: bytes) -> str:
+    x = base64.urlsafe_b64encode(point).rstrip(b"=").decode()
+    return json.dumps({"keys": [{"kty": "OKP", "crv": "X25519", "x": x, "use": "enc", "kid": "weak"}]})
+
+
+@pytest.mark.parametrize("point", SMALL_ORDER_X25519.values(), ids=list(SMALL_ORDER_X25519))
+def test_a_small_order_x25519_key_is_refused_with_one_line(
+    point: bytes, workspace: Path, tmp_path: Path
+) -> None:
+    (workspace / "keys/partners/acme-collect.jwks.json").write_text(small_order_keyset(point))
+    profile = copy_profile("acme-collect.toml", tmp_path)
+    result = invoke("-c", workspace, "partners", "add", profile)
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {profile}: jwks: kid 'weak': a trial encryption failed"), line
+    assert partners(workspace) == []
+
+
+async def test_a_key_that_cannot_encrypt_stops_placements_with_a_sealing_error(
+    gw: Gateway, onboarded: Path
+) -> None:
+    """A key set changed after onboarding: the placement fails as a sealing error (one
+    line in the CLI), not as whatever the crypto library raised."""
+    path = onboarded / "keys/partners/sz-arbitration.jwks.json"
+    path.write_text(small_order_keyset(bytes(32)))
+    case = Case.model_validate_json((EXAMPLES / "cases" / "case-1001.json").read_text())
+    with pytest.raises(SealingError, match="cannot encrypt package to key weak"):
+        await placement.place(gw, case, "sz-arbitration", "arbitration", actor="test")
+    assert await placement.list_packages(gw) == []
 
 
 def test_missing_jwks_file_is_refused(workspace: Path, tmp_path: Path) -> None:

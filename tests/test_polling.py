@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from gateway.core import Gateway
+from gateway.demo.partners import ThrowawayCA
 from gateway.inbound import poller
 from gateway.onboarding import registry
 from gateway.placement import service as placement
@@ -19,17 +20,19 @@ from tests.helpers import copy_profile, sample_case
 
 
 async def feed_from(gw: Gateway, aiohttp_server: Any, tmp_path: Path, feed: Any) -> None:
-    """Serve `feed` at /status on 127.0.0.1 and point acme-collect's status feed at it."""
+    """Serve `feed` at /status on 127.0.0.1 over TLS (a throwaway CA) and point
+    acme-collect's status feed at it."""
     app = web.Application()
     app.router.add_get("/status", feed)
-    server = await aiohttp_server(app)
+    ca = ThrowawayCA(tmp_path / "ca")
+    server = await aiohttp_server(app, ssl=ca.server_context("feed"))
     profile = copy_profile(
         "acme-collect.toml",
         tmp_path,
         {
-            'endpoint = "https://127.0.0.1:18441"': f'endpoint = "http://127.0.0.1:{server.port}"',
+            'endpoint = "https://127.0.0.1:18441"': f'endpoint = "https://127.0.0.1:{server.port}"',
             'packages_path = "/packages"': (
-                'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true'
+                f'packages_path = "/packages"\nstatus_feed_path = "/status"\nca_file = "{ca.ca_file}"'
             ),
         },
     )
@@ -104,3 +107,35 @@ async def test_a_failing_feed_is_reported_and_logged_without_personal_data(
     assert logged and all(said in line for line in logged)
     for secret in ("110101199003071234", "13812341999", "ops@partner"):
         assert secret not in acme.error and secret not in caplog.text
+
+
+async def test_a_feed_over_plain_http_stored_before_the_rule_is_not_polled(
+    gw: Gateway, aiohttp_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its events are unsigned: over http:// anyone on the path could write them. A
+    profile onboarded before https was required for feeds is reported, not polled."""
+    asked: list[str] = []
+
+    async def feed(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({"events": [], "cursor": None})
+
+    app = web.Application()
+    app.router.add_get("/status", feed)
+    server = await aiohttp_server(app)
+    record = await registry.get(gw, "acme-collect")
+    stored = record.profile.model_copy(
+        update={
+            "endpoint": f"http://127.0.0.1:{server.port}",
+            "adapter_config": {"status_feed_path": "/status", "allow_insecure_http": True},
+        }
+    )
+    async with gw.db.transaction() as tx:
+        await tx.execute(
+            "UPDATE partners SET profile = ? WHERE id = ?", (stored.model_dump_json(), "acme-collect")
+        )
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        [acme] = [s for s in await poller.poll_once(gw) if s.partner == "acme-collect"]
+    assert asked == []
+    assert acme.error and "status feed /status must be read over https://" in acme.error
+    assert "acme-collect" in caplog.text and "not polled" in caplog.text

@@ -4,6 +4,7 @@ has: its own private key and the bank's published JWKS."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 
@@ -154,6 +155,40 @@ async def test_disclosure_audit_entry_holds_no_personal_data(gw: Gateway) -> Non
         "建国路",
     ):
         assert value not in leaf
+
+
+@pytest.mark.parametrize(
+    ("partner", "purpose"), [("acme-collect", "collection"), ("notify-sms", "reminder")]
+)
+async def test_disclosure_digest_cannot_confirm_whom_it_was_about(
+    gw: Gateway, partner: str, purpose: str
+) -> None:
+    """Whoever holds candidate records and the log must not be able to confirm whom a
+    disclosure was about: the entry digests the package as sealed (random per package),
+    which the partner's copy matches, not the minimized data."""
+    placed = await placement.place(gw, CASE, partner, purpose, actor="test")
+    async with gw.db.transaction() as tx:
+        leaf = await tx.fetchval("SELECT leaf FROM audit_entries WHERE kind = 'disclosure'")
+    data = placed.claims["data"]
+    guesses = {
+        hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
+        hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest(),
+        hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest(),
+    }
+    assert not any(guess in leaf for guess in guesses)
+    entry = json.loads(leaf)
+    assert "payload_digest" not in entry and entry["v"] == 2
+    sealed = await sealed_of(gw, placed.package_id)
+    assert entry["package_digest"] == "sha256:" + hashlib.sha256(sealed.encode("ascii")).hexdigest()
+    # The same case placed again digests differently: nothing stable to match.
+    again = await placement.place(gw, CASE, partner, purpose, actor="test")
+    assert again.claims["data"] == data
+    async with gw.db.transaction() as tx:
+        digests = [
+            json.loads(row["leaf"])["package_digest"]
+            for row in await tx.fetchall("SELECT leaf FROM audit_entries WHERE kind = 'disclosure'")
+        ]
+    assert len(set(digests)) == 2
 
 
 def test_cli_place_and_show(onboarded: Path) -> None:

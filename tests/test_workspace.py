@@ -13,6 +13,7 @@ from gateway.cli.main import cli
 from gateway.config import DATABASE_ENV_VAR, load_settings
 from gateway.core import open_database
 from gateway.onboarding.keys import KeyStore
+from gateway.storage import redact
 from gateway.storage.migrations import MIGRATIONS
 from schemas import export
 from tests.helpers import fail_audit_inserts, invoke, workspace_sql
@@ -110,6 +111,45 @@ def test_database_url_from_the_environment_wins_and_its_password_is_never_printe
     monkeypatch.setenv(DATABASE_ENV_VAR, "mysql://gateway@127.0.0.1/gateway")
     result = invoke("-c", tmp_path / "ws", "partners", "list")
     assert result.exit_code == 1 and "unsupported database URL" in result.output
+
+
+#: Database URLs whose password (Xyzzy, Plugh) must never be printed, however written.
+SECRET_URLS = {
+    "slash and at": "postgresql://gateway:Xyzzy/Pl@ugh@127.0.0.1:1/gateway",
+    "question mark": "postgresql://gateway:Xyzzy?Plugh@127.0.0.1:1/gateway",
+    "percent-encoded": "postgresql://gateway:Xyzzy%2FPlugh@127.0.0.1:1/gateway",
+    "query password": "postgresql://gateway@127.0.0.1:1/gateway?password=Xyzzy",
+    "query, any case": "postgresql://gateway@127.0.0.1:1/gateway?sslmode=disable&PassWord=Xyzzy",
+    "sslpassword and passfile": (
+        "postgresql://gateway@127.0.0.1:1/gateway?sslpassword=Xyzzy&passfile=/home/Plugh/.pgpass"
+    ),
+}
+
+
+@pytest.mark.parametrize("url", SECRET_URLS.values(), ids=list(SECRET_URLS))
+def test_no_form_of_database_password_is_printed(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATABASE_ENV_VAR, url)
+    result = invoke("init", tmp_path / "ws")
+    assert result.exit_code == 1
+    assert "cannot open database postgresql://gateway" in result.output and "***" in result.output
+    assert "Xyzzy" not in result.output and "Plugh" not in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:p/w@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:p@w@h/db?search_path=g", "postgresql://u:***@h/db?search_path=g"),
+        ("postgresql://u@h/db?password=x&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+        ("postgres://h/db?passfile=/p&sslpassword=y", "postgres://h/db?passfile=***&sslpassword=***"),
+        ("postgresql://u@h/db?application_name=gw", "postgresql://u@h/db?application_name=gw"),
+        ("sqlite:////srv/gateway/gateway.db", "sqlite:////srv/gateway/gateway.db"),
+    ],
+)
+def test_redact_keeps_all_but_the_password(url: str, shown: str) -> None:
+    assert redact(url) == shown
 
 
 def test_a_database_newer_than_the_gateway_is_refused(workspace: Path) -> None:

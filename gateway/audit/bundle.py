@@ -23,6 +23,16 @@ from typing import Any
 
 from gateway.audit.checkpoint import CheckpointError, parse_vkey
 from gateway.audit.errors import AuditError, VerificationFailed
+from gateway.audit.files import (
+    LINE_MOST,
+    NOTE_MOST,
+    VKEY_MOST,
+    LineTooLong,
+    capped_lines,
+    check_directory,
+    open_regular,
+    read_text_capped,
+)
 from gateway.audit.log import checkpoint_now
 from gateway.audit.query import checkpoints, stream_entries
 from gateway.audit.signer import LogSigner, fingerprint
@@ -115,7 +125,7 @@ async def export_bundle(
 def bundle_vkey(directory: Path) -> str:
     path = directory / VKEY
     try:
-        vkey = path.read_text(encoding="utf-8").strip()
+        vkey = read_text_capped(path, VKEY_MOST).strip()
         parse_vkey(vkey)
     except FileNotFoundError:
         raise AuditError(f"{path} is missing: is {directory} an audit bundle?") from None
@@ -126,37 +136,55 @@ def bundle_vkey(directory: Path) -> str:
 
 def _notes(directory: Path) -> Iterator[tuple[int | None, str]]:
     folder = directory / CHECKPOINTS
-    if not folder.is_dir():
-        raise AuditError(f"{folder} is missing: is {directory} an audit bundle?")
+    try:
+        check_directory(folder)
+    except FileNotFoundError:
+        raise AuditError(f"{folder} is missing: is {directory} an audit bundle?") from None
     for path in sorted(folder.iterdir()):
         if path.suffix != ".note" or not path.stem.isdigit():
             raise VerificationFailed(f"unexpected file {path.name} among the checkpoints")
-        yield int(path.stem), path.read_text(encoding="utf-8")
+        yield int(path.stem), read_text_capped(path, NOTE_MOST)
 
 
 def _rows(path: Path) -> Iterator[list[Row]]:
+    """The entries of entries.jsonl in batches; every line is read capped (a bundle
+    comes from outside)."""
     batch: list[Row] = []
     try:
-        lines = path.open(encoding="utf-8", newline="\n")
+        file = open_regular(path)
     except FileNotFoundError:
         raise AuditError(f"{path} is missing: is {path.parent} an audit bundle?") from None
-    with lines:
-        for number, line in enumerate(lines):
-            try:
-                record = json.loads(line)
-                index, leaf = record["idx"], record["leaf"]
-                if type(index) is not int or type(leaf) is not str or len(record) != 2:
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                raise VerificationFailed(
-                    f"line {number + 1} of {ENTRIES} is not {{\"idx\": N, \"leaf\": \"...\"}}",
-                    index=number,
-                ) from None
-            batch.append((index, leaf.encode("utf-8"), None))
-            if len(batch) == _BATCH:
-                yield batch
-                batch = []
+    with file:
+        try:
+            for number, line in capped_lines(file):
+                batch.append(_row(number, line))
+                if len(batch) == _BATCH:
+                    yield batch
+                    batch = []
+        except LineTooLong as exc:
+            raise VerificationFailed(
+                f"line {exc.number + 1} of {ENTRIES} is longer than {LINE_MOST} bytes", index=exc.number
+            ) from None
     yield batch
+
+
+def _row(number: int, line: bytes) -> Row:
+    """One line of entries.jsonl: ``{"idx": N, "leaf": "..."}`` in UTF-8."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise VerificationFailed(f"line {number + 1} of {ENTRIES} is not UTF-8", index=number) from None
+    try:
+        record = json.loads(text)
+        index, leaf = record["idx"], record["leaf"]
+        if type(index) is not int or type(leaf) is not str or len(record) != 2:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise VerificationFailed(
+            f"line {number + 1} of {ENTRIES} is not {{\"idx\": N, \"leaf\": \"...\"}}",
+            index=number,
+        ) from None
+    return (index, leaf.encode("utf-8"), None)
 
 
 def verify_bundle(directory: Path, vkey: str | None = None, progress: Progress | None = None) -> Summary:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from gateway.audit import bundle, log, proofs, query
+from gateway.audit import bundle, files, log, proofs, query
 from gateway.audit.checkpoint import CheckpointError, parse_vkey
+from gateway.audit.errors import AuditError
 from gateway.audit.signer import fingerprint, vkey_path
 from gateway.audit.verify import Summary
 from gateway.cli.common import echo_json, run, table, with_gateway
@@ -44,12 +45,14 @@ def _read_vkey(value: str) -> str:
     """A verifier key given inline or as the path of a file holding it, checked."""
     path = Path(value)
     if "+" not in value:
-        if not path.is_file():
+        try:
+            value = files.read_text_capped(path, files.VKEY_MOST)
+        except (OSError, AuditError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise click.BadParameter(
-                f"{value!r} is neither a verifier key (name+id+key) nor a file holding one",
+                f"{value!r} is neither a verifier key (name+id+key) nor a file holding one ({reason})",
                 param_hint="--vkey",
-            )
-        value = path.read_text(encoding="utf-8")
+            ) from None
     try:
         parse_vkey(value.strip())
     except CheckpointError as exc:
@@ -125,8 +128,10 @@ def verify_bundle(directory: Path, vkey: str | None, as_json: bool) -> None:
             f"note: trusted the bundle's own key {summary.key}; pin it with --vkey", err=True
         )
     else:
-        shipped = directory / bundle.VKEY
-        own = shipped.read_text(encoding="utf-8").strip() if shipped.is_file() else ""
+        try:
+            own = bundle.bundle_vkey(directory)
+        except AuditError:
+            own = ""
         if own != pinned:
             # The entries are signed by the pinned key; the copy that came with them is
             # not it: whoever prepared the bundle sent a wrong or changed key file.

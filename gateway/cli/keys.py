@@ -9,7 +9,7 @@ import click
 from gateway.cli.common import actor, echo_json, settings_of, with_gateway
 from gateway.core import Gateway
 from gateway.errors import GatewayError
-from gateway.onboarding import rotation
+from gateway.onboarding import registry, rotation
 from gateway.onboarding.keys import KeyStore
 from gateway.plugin.manager import get_plugin_manager, key_custody
 
@@ -39,9 +39,29 @@ def keys_generate(obj: dict[str, Any]) -> None:
 async def keys_rotate(gw: Gateway, alg: str | None) -> None:
     """Replace the signing key; the old public key stays in the published JWKS."""
     done = await rotation.rotate_signing_key(gw, alg, actor=actor())
+    dash = "-- " if done.old_kid.startswith("-") else ""
     click.echo(
-        f"signing key rotated: {done.old_kid} -> {done.new_kid} ({done.alg}); "
-        "old public key kept in jwks.json"
+        f"signing key rotated: {done.old_kid} -> {done.new_kid} ({done.alg}); old public key kept in "
+        f"jwks.json until `gateway keys retire {dash}{done.old_kid}`"
+    )
+
+
+@keys.command("retire")
+@click.argument("kid")
+@click.option(
+    "--compromised", is_flag=True, help="Take the key out of the published set at once, not later."
+)
+@with_gateway
+async def keys_retire(gw: Gateway, kid: str, compromised: bool) -> None:
+    """Retire an old signing key: published only until the packages it signed expire.
+
+    A KID that begins with '-' goes after '--': `gateway keys retire -- -Xy...`.
+    """
+    until = await registry.retire_signing_key(gw, kid, compromised=compromised, actor=actor())
+    click.echo(
+        f"{kid} retired as compromised: no longer published"
+        if until is None
+        else f"{kid} retired: published until {until}, then left out"
     )
 
 

@@ -104,7 +104,10 @@ async def partners_reinstate(gw: Gateway, partner_id: str, reason: str) -> None:
 async def partners_offboard(gw: Gateway, partner_id: str, reason: str) -> None:
     """Recall every open case of a partner and end the relationship."""
     done = await recalls.offboard(gw, partner_id, reason, actor=actor())
-    click.echo(f"{partner_id}: offboarded; {len(done)} case(s) recalled, deletion attestations due")
+    click.echo(
+        f"{partner_id}: offboarded; {len(done.recalled)} case(s) recalled, deletion attestations due; "
+        f"{len(done.secrets_removed)} webhook secret(s) removed"
+    )
 
 @partners.command("webhook-secret")
 @click.argument("partner_id")
@@ -114,6 +117,33 @@ async def partners_webhook_secret(gw: Gateway, partner_id: str) -> None:
 
     The secret is written to a 0600 file for handover to the partner, never printed.
     """
-    await registry.get(gw, partner_id)
-    path = gw.keys.add_webhook_secret(partner_id)
-    click.echo(f"new secret appended to {path} (hand the last line to the partner securely)")
+    path, secret_id = await registry.add_webhook_secret(gw, partner_id, actor=actor())
+    click.echo(f"new secret {secret_id} appended to {path} (hand the last line to the partner securely)")
+
+
+@partners.command("webhook-secret-list")
+@click.argument("partner_id")
+@with_gateway
+async def partners_webhook_secret_list(gw: Gateway, partner_id: str) -> None:
+    """The ids of the partner's whsec_ secrets, oldest first (never the secrets)."""
+    for secret_id in await registry.webhook_secret_ids(gw, partner_id):
+        click.echo(secret_id)
+
+
+@partners.command("webhook-secret-remove")
+@click.argument("partner_id")
+@click.argument("secret_ids", nargs=-1)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every secret of the partner.")
+@click.option("--reason", default="", help="Why; recorded in the audit log (no personal data).")
+@with_gateway
+async def partners_webhook_secret_remove(
+    gw: Gateway, partner_id: str, secret_ids: tuple[str, ...], remove_all: bool, reason: str
+) -> None:
+    """Remove whsec_ secrets by id (see webhook-secret-list): callbacks signed with
+    them are refused from then on."""
+    if remove_all == bool(secret_ids):
+        raise click.UsageError("name the secret ids to remove, or --all")
+    ids = None if remove_all else secret_ids
+    removed = await registry.remove_webhook_secrets(gw, partner_id, ids, reason=reason, actor=actor())
+    left = len(gw.keys.webhook_secret_ids(partner_id))
+    click.echo(f"{partner_id}: webhook secret {', '.join(removed) or '(none)'} removed; {left} left")

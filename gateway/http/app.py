@@ -17,13 +17,29 @@ from gateway.http.appkeys import GATEWAY, SETTINGS
 from gateway.http.callbacks import MAX_BODY, receive, receive_in_format
 from gateway.http.openapi import document
 from gateway.http.problems import problems
-from gateway.http.routes import Route, json_response
+from gateway.http.routes import Route, json_response, parameters
 from gateway.inbound import poller
 from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
+#: On every answer, data or problem: operator and auditor answers hold personal data,
+#: so none is kept by a browser or proxy cache, read as another type than it says,
+#: framed by a page, or named as a referrer by one.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+
+async def secure_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
 
 async def jwks(request: web.Request) -> web.Response:
-    return json_response(request.app[GATEWAY].custody.public_jwks())
+    gw = request.app[GATEWAY]
+    return json_response(gw.custody.public_jwks(gw.now()))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -142,8 +158,9 @@ def create_app(
     on cleanup, unless an open one is passed in (tests, embedding). With ``workers``, the
     dispatcher, the poller and the audit checkpoint timer run in the same process and
     stop cleanly with it."""
-    app = web.Application(middlewares=[problems], client_max_size=MAX_BODY + 1024)
+    app = web.Application(middlewares=[problems, parameters], client_max_size=MAX_BODY + 1024)
     app[SETTINGS] = settings
+    app.on_response_prepare.append(secure_headers)
 
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         if gateway is not None:

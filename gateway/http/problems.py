@@ -1,8 +1,15 @@
-"""RFC 9457 problem responses for every error, ours or aiohttp's."""
+"""RFC 9457 problem responses for every error, ours or aiohttp's, and request ids.
+
+Every answer carries an ``X-Request-Id``: the caller's (a proxy's or client's id, so
+that logs join up) when it is a plain token, else a new one. A server error (5xx) tells
+the caller nothing of what failed, only that id; the log holds the real error with it.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
@@ -13,29 +20,51 @@ from gateway.http.routes import json_response
 
 log = logging.getLogger("gateway.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = "X-Request-Id"
+#: What a caller's request id may be: it is echoed in a header and written to the log.
+_CALLERS_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def problem(status: int, detail: str, kind: str | None = None) -> web.Response:
+def problem(
+    status: int, detail: str, kind: str | None = None, *, request_id: str | None = None
+) -> web.Response:
     title = HTTPStatus(status).phrase
     slug = kind or title.lower().replace(" ", "-")
-    return json_response(
-        {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail},
-        status=status,
-        content_type="application/problem+json",
-    )
+    body: dict[str, object] = {
+        "type": f"/problems/{slug}", "title": title, "status": status, "detail": detail
+    }
+    if request_id is not None:
+        body["request_id"] = request_id
+    return json_response(body, status=status, content_type="application/problem+json")
+
+
+def request_id(request: web.Request) -> str:
+    """The id of this request: see the module docstring."""
+    sent = request.headers.get(REQUEST_ID, "")
+    return sent if _CALLERS_ID.fullmatch(sent) else uuid.uuid4().hex
+
+
+def _failed(request: web.Request, rid: str, status: int, detail: str) -> web.Response:
+    if status >= 500:
+        # The path as sent (percent-encoded): nothing a caller typed can forge a log line.
+        log.error("request %s: %s %s: %s", rid, request.method, request.rel_url.raw_path, detail)
+        detail = f"internal error; the operator finds it in the log by request id {rid}"
+    return problem(status, detail, request_id=rid)
 
 
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request_id(request)
     try:
-        return await handler(request)
+        response = await handler(request)
     except GatewayError as exc:
-        return problem(exc.http_status, str(exc))
+        response = _failed(request, rid, exc.http_status, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem(exc.status, exc.text or exc.reason)
+        response = _failed(request, rid, exc.status, exc.text or exc.reason)
     except Exception as exc:
         # Class name only: a message could carry personal data from a request.
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path)
-        return problem(500, "internal error")
+        response = _failed(request, rid, 500, f"unhandled {type(exc).__name__}")
+    response.headers[REQUEST_ID] = rid
+    return response

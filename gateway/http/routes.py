@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,3 +68,31 @@ def known_query(request: web.Request, known: dict[str, str]) -> None:
             f"unknown query parameter {', '.join(unknown)}; this route takes: {', '.join(known) or 'none'}",
             status=400,
         )
+
+
+#: Every id a path names (partner, case and package ids, entry indices) is made of these;
+#: anything else (NUL, control or format characters, bytes that are not UTF-8, which
+#: arrive percent-encoded) is refused before it reaches a handler or the database.
+_PATH_PARAMETER = re.compile(r"[A-Za-z0-9._-]{1,128}")
+def check_parameters(request: web.Request) -> None:
+    """400 for a path parameter no id can be, or a query parameter holding a control
+    or format character (a NUL, which PostgreSQL refuses in text, among them)."""
+    for name, value in request.match_info.items():
+        if not _PATH_PARAMETER.fullmatch(value):
+            raise InvalidInput(
+                f"path parameter {name}: not an id (letters, digits, '.', '_' and '-', at most 128)",
+                status=400,
+            )
+    for name, value in request.query.items():
+        if not (name + value).isprintable():
+            shown = name if name.isprintable() else repr(name)[:40]
+            raise InvalidInput(f"query parameter {shown}: holds a control or format character", status=400)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def parameters(request: web.Request, handler: Handler) -> web.StreamResponse:
+    check_parameters(request)
+    return await handler(request)

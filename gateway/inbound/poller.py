@@ -40,11 +40,19 @@ class PollStats:
 
 
 def pollable(gw: Gateway, record: registry.PartnerRecord) -> Adapter | None:
+    """The adapter that reads the partner's status feed, or None if it has none. Raises
+    ValueError if the stored profile's feed may not be read (see `check_status_feed`)."""
     cls = gw.adapters.get(record.profile.adapter)
     if cls is None or record.status == "offboarded":
         return None
     adapter = cls.for_profile(record.profile)
     return adapter if adapter.poll_interval() is not None else None
+
+
+def _not_polled(partner_id: str, exc: ValueError) -> PollStats:
+    log.warning("partner %s not polled: %s (fix the profile, `gateway partners add --update`)",
+                partner_id, exc)
+    return PollStats(partner_id, error=f"not polled: {exc}")
 
 
 def interval(adapter: Adapter) -> float:
@@ -85,7 +93,11 @@ async def poll_partner(gw: Gateway, adapter: Adapter) -> PollStats:
 async def poll_once(gw: Gateway) -> list[PollStats]:
     out = []
     for record in await registry.list_all(gw):
-        adapter = pollable(gw, record)
+        try:
+            adapter = pollable(gw, record)
+        except ValueError as exc:
+            out.append(_not_polled(record.id, exc))
+            continue
         if adapter is None:
             continue
         async with adapter:
@@ -106,8 +118,13 @@ async def run(gw: Gateway, stop: asyncio.Event) -> None:
     try:
         while not stop.is_set():
             for record in await registry.list_all(gw):
-                if record.id not in adapters and (adapter := pollable(gw, record)) is not None:
-                    adapters[record.id] = adapter
+                if record.id in adapters:
+                    continue
+                try:
+                    if (adapter := pollable(gw, record)) is not None:
+                        adapters[record.id] = adapter
+                except ValueError as exc:
+                    _not_polled(record.id, exc)
             now = loop.time()
             for partner_id, adapter in adapters.items():
                 if due.get(partner_id, 0.0) <= now:

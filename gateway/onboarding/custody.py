@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from cryptography.hazmat.primitives import hashes
@@ -47,9 +48,10 @@ class KeyCustody:
     def audit_log_key(self) -> CheckpointKey:
         raise NotImplementedError
 
-    def public_jwks(self) -> dict[str, Any]:
-        """The bank's public package-signing keys as a JWKS, newest first: what
-        ``/.well-known/jwks.json`` serves and partners verify packages with."""
+    def public_jwks(self, now: datetime | None = None) -> dict[str, Any]:
+        """The bank's public package-signing keys published at ``now`` (default: the
+        present) as a JWKS, newest first: what ``/.well-known/jwks.json`` serves and
+        partners verify packages with (a retired key leaves it when its time is up)."""
         raise NotImplementedError
 
     def prepare_rotation(self, alg: str | None) -> Rotation:
@@ -96,8 +98,8 @@ class FileCustody(KeyCustody):
     def audit_log_key(self) -> CheckpointKey:
         return self.keys.audit_log_key()
 
-    def public_jwks(self) -> dict[str, Any]:
-        return self.keys.public_jwks()
+    def public_jwks(self, now: datetime | None = None) -> dict[str, Any]:
+        return self.keys.public_jwks(now)
 
     def prepare_rotation(self, alg: str | None) -> Rotation:
         old = self.keys.signing_key()

@@ -4,6 +4,7 @@
 
     KEYS_DIR/bank/signing.jwk      the bank's current signing key (private, 0600)
     KEYS_DIR/bank/jwks.json        the bank's published key set: current and retired keys
+    KEYS_DIR/bank/retired.json     retired signing keys: kid -> published until (RFC 3339)
     KEYS_DIR/bank/pseudonym.key    master key of the keyed pseudonyms (private, 0600)
     KEYS_DIR/bank/audit-log.pem    Ed25519 key that signs audit checkpoints (private, 0600)
     KEYS_DIR/partners/ID.jwks.json partners' public keys (encryption; Ed25519 for v1a callbacks)
@@ -24,7 +25,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +35,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.jwk import ECKey, KeySet, OKPKey
 
-from gateway.errors import KeyStoreError
+from gateway.clock import isotime, utcnow
+from gateway.errors import Conflict, KeyStoreError, NotFound
 
 JWK = ECKey | OKPKey
 T = TypeVar("T")
@@ -136,6 +139,7 @@ class KeyStore:
         self._cache: dict[tuple[str, str], tuple[tuple[int, int, int, int], Any]] = {}
         self._signing_file = os.fspath(self.signing_path)
         self._jwks_file = os.fspath(self.jwks_path)
+        self._retired_file = os.fspath(self.retired_path)
         self._pseudonym_file = os.fspath(self.bank / "pseudonym.key")
         # Derived per scope, and derived again if the master key file changed.
         self._pseudonymizers: dict[str, tuple[bytes, Pseudonymizer]] = {}
@@ -195,12 +199,13 @@ class KeyStore:
         self.partners.mkdir(parents=True, exist_ok=True)
         return made
 
-    def rotate(self, alg: str | None = None, *, key: JWK | None = None) -> JWK:
+    def rotate(self, alg: str | None = None, *, key: JWK | None = None, now: datetime | None = None) -> JWK:
         """Replace the signing key (with ``key`` if given); the old public key stays
-        published for verification."""
+        published for verification until it is retired (`retire`). Retired keys whose
+        time is up (at ``now``, default the present) are left out of the file."""
         old = self.signing_key()
         new = key or generate_signing_key(alg or str(old.alg))
-        self._install_signing_key(new, retired=self.public_jwks()["keys"])
+        self._install_signing_key(new, retired=self.public_jwks(now)["keys"])
         return new
 
     def _install_signing_key(self, key: JWK, retired: list[dict[str, Any]]) -> None:
@@ -215,10 +220,61 @@ class KeyStore:
             "signing", self._signing_file, lambda p: import_jwk(self._read_json(p, "bank signing key"))
         )
 
-    def public_jwks(self) -> dict[str, Any]:
-        return copy.deepcopy(
+    def public_jwks(self, now: datetime | None = None) -> dict[str, Any]:
+        """The bank's published key set at ``now`` (default: the present): every key of
+        jwks.json but the retired ones whose time is up."""
+        jwks = copy.deepcopy(
             self._load("jwks", self._jwks_file, lambda p: self._read_json(p, "bank public key set"))
         )
+        at = isotime(now or utcnow())
+        gone = {kid for kid, until in self.retirements().items() if until <= at}
+        jwks["keys"] = [k for k in jwks["keys"] if k.get("kid") not in gone]
+        return jwks
+
+    # -- retiring signing keys ----------------------------------------------------------
+
+    @property
+    def retired_path(self) -> Path:
+        return self.bank / "retired.json"
+
+    def retirements(self) -> dict[str, str]:
+        """Retired signing keys still in jwks.json: kid -> until when they are published."""
+
+        def load(path: Path) -> dict[str, str]:
+            if not path.exists():
+                return {}
+            data = self._read_json(path, "retired key list")
+            if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+                raise KeyStoreError(f"{path}: not an object of kid -> time; restore it from backup")
+            return data
+
+        return dict(self._load("retired", self._retired_file, load))
+
+    def check_retirable(self, kid: str, *, compromised: bool) -> None:
+        """Raise unless ``kid`` is a published key other than the one that signs now
+        (a retired one only again as compromised, to remove it at once)."""
+        if kid == self.signing_key().kid:
+            raise Conflict(f"{kid} signs packages now: rotate first (`gateway keys rotate`), then retire it")
+        if kid not in {k.get("kid") for k in self.public_jwks()["keys"]}:
+            raise NotFound(f"no key {kid!r} in the published key set (see `gateway keys jwks`)")
+        until = self.retirements().get(kid)
+        if until is not None and not compromised:
+            raise Conflict(
+                f"{kid} is already retired (published until {until}); --compromised removes it now"
+            )
+
+    def retire(self, kid: str, until: str | None) -> None:
+        """Publish ``kid`` until ``until`` (RFC 3339, UTC) and no longer; with None (a
+        compromised key), take it out of jwks.json at once."""
+        retired = self.retirements()
+        if until is None:
+            jwks = self._read_json(self.jwks_path, "bank public key set")
+            jwks["keys"] = [k for k in jwks["keys"] if k.get("kid") != kid]
+            write_public(self.jwks_path, json.dumps(jwks, indent=2).encode())
+            retired.pop(kid, None)
+        else:
+            retired[kid] = until
+        write_public(self.retired_path, json.dumps(retired, indent=2, sort_keys=True).encode())
 
     # -- pseudonyms ---------------------------------------------------------------------
 
@@ -295,13 +351,31 @@ class KeyStore:
     def webhook_secret_path(self, partner_id: str) -> Path:
         return self.partners / f"{partner_id}.whsec"
 
-    def add_webhook_secret(self, partner_id: str) -> Path:
-        """Add a new ``whsec_`` secret; older ones stay valid until removed (rotation)."""
+    def add_webhook_secret(self, partner_id: str, secret: str | None = None) -> Path:
+        """Add ``secret`` (default: a new one, `new_webhook_secret`); older ones stay
+        valid until removed (rotation)."""
         path = self.webhook_secret_path(partner_id)
         existing = path.read_text() if path.exists() else ""
-        secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-        write_private(path, (existing + secret + "\n").encode())
+        write_private(path, (existing + (secret or new_webhook_secret()) + "\n").encode())
         return path
+
+    def webhook_secret_ids(self, partner_id: str) -> list[str]:
+        """The ids (`secret_id`) of the partner's secrets, oldest first."""
+        path = self.webhook_secret_path(partner_id)
+        return [secret_id(line) for line in path.read_text().split()] if path.exists() else []
+
+    def remove_webhook_secrets(self, partner_id: str, ids: Sequence[str]) -> int:
+        """Remove the secrets of these ids (the file, once none is left); return how
+        many are left."""
+        path = self.webhook_secret_path(partner_id)
+        if not path.exists():
+            return 0
+        kept = [line for line in path.read_text().split() if secret_id(line) not in ids]
+        if kept:
+            write_private(path, "".join(line + "\n" for line in kept).encode())
+        else:
+            path.unlink()
+        return len(kept)
 
     def webhook_secrets(self, partner_id: str) -> tuple[bytes, ...]:
         def load(path: Path) -> tuple[bytes, ...]:
@@ -348,6 +422,17 @@ class KeyStore:
             raise KeyStoreError(f"{what} {path} is missing: {missing}") from None
         except json.JSONDecodeError as exc:
             raise KeyStoreError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+def new_webhook_secret() -> str:
+    """A ``whsec_`` secret for v1 callback signatures: 256 random bits."""
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+def secret_id(secret: str) -> str:
+    """How a webhook secret is named in lists and in the audit log: 12 hex digits of
+    its SHA-256, which tell nothing of the 256-bit secret."""
+    return hashlib.sha256(secret.strip().encode()).hexdigest()[:12]
 
 
 class Pseudonymizer:

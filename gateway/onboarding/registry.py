@@ -10,9 +10,9 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,13 @@ from gateway.clock import isotime
 from gateway.config import first_error
 from gateway.core import Gateway
 from gateway.errors import Conflict, GatewayError, NotFound, ProfileError
+from gateway.onboarding.keys import new_webhook_secret, secret_id
 from gateway.placement.minimize import check_rule
-from gateway.placement.seal import usable_for_encryption
+from gateway.placement.seal import keyset_problem
 from gateway.plugin.adapter import Adapter
 from gateway.storage import Transaction
 from gateway.supervision.redact import check_reason
-from schemas.audit import ChangeKind, PartnerChange
+from schemas.audit import ChangeKind, KeyRetired, PartnerChange, SecretChange, WebhookSecretChanged
 from schemas.partner import PARTNER_ID, PartnerProfile
 
 
@@ -128,19 +129,9 @@ def _check_sealing(gw: Gateway, profile: PartnerProfile, fail: Fail) -> None:
     if profile.sealing == "tls-only" and profile.kind not in ("sms", "email"):
         raise fail("sealing", f"tls-only is only for sms and email providers; a {profile.kind} gets 'jwe'")
     if profile.sealing == "jwe":
-        if not profile.jwks:
-            raise fail(
-                "jwks",
-                "sealing 'jwe' needs the partner's public key set (jwks = \"partners/ID.jwks.json\")",
-            )
-        try:
-            keys = gw.keys.partner_keyset(profile.jwks).as_dict()["keys"]
-        except GatewayError as exc:
-            raise fail("jwks", str(exc)) from None
-        problems = [usable_for_encryption(k) for k in keys]
-        if all(problems):
-            detail = "; ".join(f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True))
-            raise fail("jwks", f"no usable encryption key ({detail or 'the set is empty'})")
+        unusable = _keyset_problem(gw, profile)
+        if unusable:
+            raise fail("jwks", unusable)
 
 
 def _check_contract_and_policy(gw: Gateway, profile: PartnerProfile, today: date, fail: Fail) -> None:
@@ -161,6 +152,17 @@ def _check_contract_and_policy(gw: Gateway, profile: PartnerProfile, today: date
                 check_rule(path, rule, gw.transforms)
             except ValueError as exc:
                 raise fail(f"policy.{purpose}.fields", str(exc)) from None
+
+
+def _keyset_problem(gw: Gateway, profile: PartnerProfile) -> str | None:
+    """Why packages cannot be encrypted to the partner's key set, or None."""
+    if not profile.jwks:
+        return "sealing 'jwe' needs the partner's public key set (jwks = \"partners/ID.jwks.json\")"
+    try:
+        keys = gw.keys.partner_keyset(profile.jwks).as_dict()["keys"]
+    except GatewayError as exc:
+        return str(exc)
+    return keyset_problem(keys)
 
 
 #: What brings an offboarded partner back (see `add`).
@@ -323,3 +325,91 @@ def _record(row: dict[str, Any]) -> PartnerRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
+
+
+# -- signing keys and webhook secrets: each change is audited before the files change ---
+
+
+async def retire_signing_key(gw: Gateway, kid: str, *, compromised: bool, actor: str) -> str | None:
+    """Retire one of the bank's signing keys (not the one in use): it stays published
+    until every package it may have signed has expired (`published_until`), then is
+    left out; a compromised one is taken out at once. Returns until when it is
+    published (None: no longer). The entry first and the key files last: if the entry
+    cannot be written, nothing is retired."""
+    gw.keys.check_retirable(kid, compromised=compromised)
+    now = gw.now()
+    async with gw.db.transaction() as tx:
+        until = None if compromised else isotime(await published_until(tx, now))
+        entry = KeyRetired(
+            at=isotime(now), actor=actor, key="bank-signing", kid=kid, compromised=compromised,
+            published_until=until,
+        )  # fmt: skip
+        await gw.record(tx, [entry])
+        gw.keys.retire(kid, until)
+    return until
+
+
+async def published_until(tx: Transaction, now: datetime) -> datetime:
+    """When every package a key retired ``now`` may have signed has expired: the longest
+    package lifetime of any partner from now, or the latest expiry of a stored package
+    if later (a lifetime may have been shortened since)."""
+    rows = await tx.fetchall("SELECT profile FROM partners")
+    days = max((_profile(row["profile"]).package_ttl_days for row in rows), default=0)
+    until = now + timedelta(days=days)
+    latest = await tx.fetchval("SELECT MAX(expires_at) FROM packages")
+    return max(until, datetime.fromisoformat(latest.replace("Z", "+00:00"))) if latest else until
+
+
+async def add_webhook_secret(gw: Gateway, partner_id: str, *, actor: str) -> tuple[Path, str]:
+    """A new whsec_ secret for the partner's v1 callbacks (older ones stay valid until
+    removed); returns the file it was added to and its id."""
+    secret = new_webhook_secret()
+    async with gw.db.transaction() as tx:
+        await fetch(tx, partner_id)
+        await _secrets_changed(gw, tx, "webhook_secret_added", partner_id, [secret_id(secret)], "", actor)
+        path = gw.keys.add_webhook_secret(partner_id, secret)
+    return path, secret_id(secret)
+
+
+async def webhook_secret_ids(gw: Gateway, partner_id: str) -> list[str]:
+    """The ids of the partner's webhook secrets, oldest first."""
+    await get(gw, partner_id)
+    return gw.keys.webhook_secret_ids(partner_id)
+
+
+async def remove_webhook_secrets(
+    gw: Gateway, partner_id: str, ids: Sequence[str] | None, *, reason: str, actor: str
+) -> list[str]:
+    """Remove the partner's webhook secrets of these ids (None: every one); return the
+    ids removed. A callback signed with a removed secret is refused from then on."""
+    check_reason(reason)
+    async with gw.db.transaction() as tx:
+        await fetch(tx, partner_id)
+        return await remove_secrets_in(gw, tx, partner_id, ids, reason=reason, actor=actor)
+
+
+async def remove_secrets_in(
+    gw: Gateway, tx: Transaction, partner_id: str, ids: Sequence[str] | None, *, reason: str, actor: str
+) -> list[str]:
+    """`remove_webhook_secrets` in the caller's transaction (offboarding uses it)."""
+    known = gw.keys.webhook_secret_ids(partner_id)
+    unknown = [i for i in ids or () if i not in known]
+    if unknown:
+        raise NotFound(
+            f"no webhook secret {', '.join(unknown)} for {partner_id!r} "
+            f"(see `gateway partners webhook-secret-list {partner_id}`)"
+        )
+    chosen = known if ids is None else [i for i in known if i in ids]
+    if chosen:
+        await _secrets_changed(gw, tx, "webhook_secret_removed", partner_id, chosen, reason, actor)
+        gw.keys.remove_webhook_secrets(partner_id, chosen)
+    return chosen
+
+
+async def _secrets_changed(
+    gw: Gateway, tx: Transaction, kind: SecretChange, partner_id: str, ids: list[str], reason: str, actor: str
+) -> None:
+    entry = WebhookSecretChanged(
+        kind=kind, at=isotime(gw.now()), actor=actor, partner=partner_id, reason=reason, secret_ids=ids
+    )
+    await gw.record(tx, [entry])

@@ -48,8 +48,16 @@ async def recall(gw: Gateway, case_id: str, partner_id: str, reason: str, *, act
         return await _recall(gw, tx, record, open_rows[0], reason, actor)
 
 
-async def offboard(gw: Gateway, partner_id: str, reason: str, *, actor: str) -> list[Recalled]:
-    """Recall every open case of a partner and close it for good."""
+@dataclass(frozen=True)
+class Offboarded:
+    recalled: list[Recalled]
+    secrets_removed: list[str]
+
+
+async def offboard(gw: Gateway, partner_id: str, reason: str, *, actor: str) -> Offboarded:
+    """Recall every open case of a partner, remove its webhook secrets (a partner that
+    must still attest deletions by callback signs with its Ed25519 key, or is given a new
+    secret for that) and close it for good."""
     check_reason(reason)
     record = await registry.get(gw, partner_id)
     if record.status == "offboarded":
@@ -77,7 +85,10 @@ async def offboard(gw: Gateway, partner_id: str, reason: str, *, actor: str) -> 
                 )
             ],
         )
-    return done
+        removed = await registry.remove_secrets_in(
+            gw, tx, partner_id, None, reason=f"offboarded: {reason}", actor=actor
+        )
+    return Offboarded(done, removed)
 
 
 async def _recall(

@@ -37,7 +37,8 @@ def choose_encryption_key(keyset: KeySet | dict[str, Any]) -> JWK:
     for crv in _CURVE_PREFERENCE:
         for data in usable:
             if data.get("crv") == crv:
-                return import_jwk(data)
+                with _sealing(f"cannot import key {data.get('kid')}"):
+                    return import_jwk(data)
     problems = "; ".join(f"kid {k.get('kid')!r}: {usable_for_encryption(k)}" for k in keys)
     raise SealingError(f"no key usable for {KEY_ALG} ({problems or 'the set is empty'})")
 
@@ -66,6 +67,17 @@ def _quiet_eddsa() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _sealing(what: str) -> Iterator[None]:
+    """Every failure of the JOSE and crypto libraries as a SealingError: they raise
+    JoseError, but also ValueError (an X25519 key of small order, a point off its curve)
+    and others, which must not reach callers as anything but a failed seal."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - the boundary of foreign libraries
+        raise SealingError(f"{what}: {exc or type(exc).__name__}") from None
+
+
 def _b64(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
@@ -89,10 +101,36 @@ def sign(claims: dict[str, Any], signer: PackageSigner) -> str:
 
 def encrypt(signed: str, recipient: JWK) -> str:
     header = {"alg": KEY_ALG, "enc": CONTENT_ENC, "cty": "JWT", "kid": recipient.kid}
-    try:
+    with _sealing(f"cannot encrypt package to key {recipient.kid}"):
         return jwe.encrypt_compact(header, signed.encode("ascii"), recipient)
-    except JoseError as exc:
-        raise SealingError(f"cannot encrypt package to key {recipient.kid}: {exc}") from None
+
+
+def keyset_problem(keys: list[dict[str, Any]]) -> str | None:
+    """Why packages cannot be sealed to a partner's key set, or None: at least one key
+    must be usable for ECDH-ES, and every such key must take a trial encryption (a
+    small-order X25519 key passes every field check and fails only there; every package
+    would fail with it)."""
+    problems = [usable_for_encryption(k) for k in keys]
+    if all(problems):
+        detail = "; ".join(f"kid {k.get('kid')!r}: {p}" for k, p in zip(keys, problems, strict=True))
+        return f"no usable encryption key ({detail or 'the set is empty'})"
+    for key, problem in zip(keys, problems, strict=True):
+        if problem is not None:
+            continue
+        try:
+            with _sealing(f"cannot import key {key.get('kid')}"):
+                recipient = import_jwk(key)
+            encrypt(_TRIAL, recipient)
+        except SealingError as exc:
+            return (
+                f"kid {key.get('kid')!r}: a trial encryption failed ({exc}): the key is unusable "
+                "(of small order, or not a valid point); ask the partner for a new key pair"
+            )
+    return None
+
+
+#: What the trial encryption seals: the shape of a signed token, no data.
+_TRIAL = "e30.e30.AA"
 
 
 def verify_signed(token: str, public_jwks: dict[str, Any]) -> dict[str, Any]:

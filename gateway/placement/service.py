@@ -87,7 +87,10 @@ class Sealed:
     claims: dict[str, Any]
     signed: str
     sealed: str
-    payload_digest: str
+    package_digest: str
+    """SHA-256 of ``sealed``, what the partner receives: random per package (the JWE's
+    key and IV; the signature), so unlike a digest of the data it confirms nothing about
+    a guessed record, and the partner's copy checks it."""
 
 
 def seal_package(
@@ -114,7 +117,7 @@ def seal_package(
         sealed = encrypt(signed, key)
     else:
         sealed = signed
-    digest = "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    digest = "sha256:" + hashlib.sha256(sealed.encode("ascii")).hexdigest()
     return Sealed(package_id, claims, signed, sealed, digest)
 
 
@@ -144,7 +147,7 @@ async def enqueue(
             profile.sealing,
             package.sealed,
             package.signed,
-            package.payload_digest,
+            package.package_digest,  # the column kept its name
             json.dumps(fields),
             at,
             isotime(datetime.fromtimestamp(package.claims["exp"], UTC)),
@@ -311,7 +314,7 @@ async def _place_in(
             subject=subject_token(gw, case),
             case=case_token(gw, case.case_id),
             fields=[DisclosedField(**f) for f in fields],
-            payload_digest=package.payload_digest,
+            package_digest=package.package_digest,
             sealing=profile.sealing,
         )
         due = at
@@ -400,7 +403,7 @@ async def show(gw: Gateway, package_id: str) -> dict[str, Any]:
         row = await tx.fetchone("SELECT * FROM packages WHERE id = ?", (package_id,))
     if row is None:
         raise NotFound(f"no package {package_id!r} (see `gateway package list`)")
-    claims = verify_signed(row["signed"], gw.custody.public_jwks())
+    claims = verify_signed(row["signed"], gw.custody.public_jwks(gw.now()))
     return {
         "package_id": row["id"],
         "partner": row["partner_id"],

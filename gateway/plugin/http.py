@@ -44,7 +44,8 @@ class HttpConfig(AdapterConfig):
     client_key: Path | None = Field(default=None, description="mTLS private key (PEM)")
     allow_insecure_http: bool = Field(
         default=False,
-        description="accept http:// endpoints; for local development only, refused with tls-only",
+        description="accept http:// endpoints for packages; for local development only, refused "
+        "with tls-only and for a status feed",
     )
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -64,6 +65,19 @@ def check_endpoint(endpoint: str, config: HttpConfig, sealing: str) -> None:
         f"endpoint {endpoint!r} must be https:// (plain http:// only with "
         "adapter_config.allow_insecure_http = true and sealing = 'jwe')"
     )
+
+
+def check_status_feed(endpoint: str, feed: str | None) -> None:
+    """A status feed is read over https:// only, whatever allow_insecure_http says: its
+    events are not signed (a callback is), so TLS is all that says they are the
+    partner's; over http:// anyone on the path could write them. Checked at onboarding
+    and again before each poll (profiles stored before the rule); deliveries are not
+    concerned."""
+    if feed and not endpoint.startswith("https://"):
+        raise ValueError(
+            f"status feed {feed} must be read over https:// (its events are not signed): "
+            "use an https:// endpoint, or no status feed"
+        )
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -125,6 +126,26 @@ class Database(ABC):
         await self.close()
 
 
+#: Query parameters of a database URL (libpq's names) that hold a password or name the
+#: file that does.
+SECRET_PARAMETERS = frozenset({"password", "passfile", "sslpassword"})
+_PARAMETER = re.compile(r"(?<=[?&])([^&=#]*)=([^&#]*)")
+
+
 def redact(url: str) -> str:
-    """The URL without its password, fit for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """The URL without its passwords, fit for messages and logs: the values of query
+    parameters that hold one (``?password=``, in any case or percent-encoding), and the
+    password of the user info, which ends at the last ``@``: one typed without
+    percent-encoding may hold ``/``, ``@``, ``?`` or ``#``. Where a URL is ambiguous,
+    more is hidden rather than less."""
+
+    def parameter(match: re.Match[str]) -> str:
+        secret = urllib.parse.unquote(match[1]).strip().lower() in SECRET_PARAMETERS
+        return f"{match[1]}=***" if secret else match[0]
+
+    url = _PARAMETER.sub(parameter, url)
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not (sep and at and ":" in userinfo):
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"

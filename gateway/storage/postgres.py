@@ -126,7 +126,13 @@ class PostgresDatabase(Database):
     ) -> PostgresDatabase:
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        except ValueError:
+            # Not quoted: the parser's message may hold a piece of the password.
+            raise ConfigError(
+                f"cannot open database {redact(url)}: not a valid URL (percent-encode / @ ? # : "
+                "in the user name and password as %2F %40 %3F %23 %3A)"
+            ) from None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise ConfigError(f"cannot open database {redact(url)}: {exc}") from None
         db = cls(pool)
         try:

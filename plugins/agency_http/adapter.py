@@ -14,7 +14,7 @@ from pydantic import Field
 
 from gateway.errors import DeliveryError
 from gateway.plugin.adapter import AdapterConfig, OutboundPackage, PollResult, Receipt
-from gateway.plugin.http import HttpAdapter, HttpConfig, check_endpoint, json_field, status_feed
+from gateway.plugin.http import HttpAdapter, HttpConfig, check_endpoint, check_status_feed, json_field, status_feed
 from schemas.partner import PartnerProfile
 
 
@@ -36,6 +36,7 @@ class AgencyHttpAdapter(HttpAdapter):
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
         config = AgencyConfig.model_validate(profile.adapter_config)
         check_endpoint(profile.endpoint, config, profile.sealing)
+        check_status_feed(profile.endpoint, config.status_feed_path)
         return config
 
     async def deliver(self, package: OutboundPackage) -> Receipt:

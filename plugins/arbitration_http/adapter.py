@@ -18,7 +18,7 @@ from pydantic import Field
 
 from gateway.errors import DeliveryError
 from gateway.plugin.adapter import AdapterConfig, OutboundPackage, PollResult, Receipt
-from gateway.plugin.http import HttpAdapter, HttpConfig, check_endpoint, json_field, status_feed
+from gateway.plugin.http import HttpAdapter, HttpConfig, check_endpoint, check_status_feed, json_field, status_feed
 from schemas.partner import PartnerProfile
 
 
@@ -38,6 +38,7 @@ class ArbitrationHttpAdapter(HttpAdapter):
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
         config = ArbitrationConfig.model_validate(profile.adapter_config)
         check_endpoint(profile.endpoint, config, profile.sealing)
+        check_status_feed(profile.endpoint, config.status_path)
         return config
 
     async def deliver(self, package: OutboundPackage) -> Receipt:
