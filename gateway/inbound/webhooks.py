@@ -86,7 +86,7 @@ def verify(
 ) -> str:
     """``signed.msg_id`` if one of the signatures is valid for ``body``; 401 otherwise.
     No secrets (or no keys): the stand-in nobody holds is tried instead, at the same cost."""
-    prefix = f"{signed.msg_id}.{signed.stamp}.".encode()
+    prefix = signed_content(signed.msg_id, signed.stamp, b"")
     if signed.v1:
         for secret in secrets or (_NOBODYS_SECRET,):
             mac = hmac.new(secret, prefix, hashlib.sha256)
@@ -100,6 +100,22 @@ def verify(
             if any(_ed25519_ok(key, message, signature) for signature in signed.v1a):
                 return signed.msg_id
     raise Unauthorized(REFUSED)
+
+
+def signed_content(msg_id: str, stamp: str, body: bytes) -> bytes:
+    """What a signature covers: ``"{id}.{timestamp}.{body}"``."""
+    return f"{msg_id}.{stamp}.".encode() + body
+
+
+def sign_v1(secret: bytes, msg_id: str, stamp: str, body: bytes) -> str:
+    """A ``v1`` signature as a partner makes it (the kit's sample callbacks)."""
+    mac = hmac.new(secret, signed_content(msg_id, stamp, body), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode("ascii")
+
+
+def sign_v1a(key: Ed25519PrivateKey, msg_id: str, stamp: str, body: bytes) -> str:
+    """A ``v1a`` signature as a partner makes it (the kit's sample callbacks)."""
+    return "v1a," + base64.b64encode(key.sign(signed_content(msg_id, stamp, body))).decode("ascii")
 
 
 def _one(headers: MultiMapping[str], name: str) -> str:
