@@ -8,7 +8,7 @@ import click
 
 from gateway.cli.common import actor, echo_json, table, with_gateway
 from gateway.core import Gateway
-from gateway.onboarding import registry
+from gateway.onboarding import kit, registry
 from gateway.placement import recall as recalls
 
 
@@ -117,3 +117,19 @@ async def partners_webhook_secret(gw: Gateway, partner_id: str) -> None:
     await registry.get(gw, partner_id)
     path = gw.keys.add_webhook_secret(partner_id)
     click.echo(f"new secret appended to {path} (hand the last line to the partner securely)")
+
+
+@partners.command("kit")
+@click.argument("partner_id")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--gateway-url", required=True, metavar="URL",
+    help="This gateway's address as the partner reaches it, e.g. https://gateway.bank.example",
+)
+@with_gateway
+async def partners_kit(gw: Gateway, partner_id: str, directory: Path, gateway_url: str) -> None:
+    """Write the partner kit into DIRECTORY (new or empty): PARTNER.md, the bank's JWKS,
+    the JSON Schemas of the partner's data, samples sealed to test-only keys, and code."""
+    files = await kit.write_kit(gw, partner_id, directory, gateway_url)
+    click.echo(f"{partner_id}: kit of {sum(p.is_file() for p in files)} files in {directory}")
+    click.echo("hand over the whole folder; test-only/ holds keys made for the kit, not the partner's")
