@@ -20,6 +20,7 @@ from schemas.audit import (
     Disclosure,
     KeyRotated,
     PartnerChange,
+    PartnerTest,
     Recall,
     TokenCreated,
     ViolationFound,
@@ -53,6 +54,10 @@ def every_kind(text: str, number: int) -> list[BaseModel]:
         Recall(at=AT, actor=text, partner=text, case=TOKEN, reason=text, deletion_due=AT),
         DeletionAttested(at=AT, actor=text, partner=text, case=TOKEN, body_digest=DIGEST),
         TokenCreated(at=AT, actor=text, token_id=text, role=text),
+        PartnerTest(
+            at=AT, actor=text, partner=text, package_id=text, payload_digest=DIGEST, step="callback",
+            outcome=text,
+        ),
     ]
 
 

@@ -23,7 +23,7 @@ from gateway.config import first_error
 from gateway.core import Gateway
 from gateway.errors import Conflict, Forbidden, InvalidInput
 from gateway.inbound import lifecycle
-from gateway.onboarding import registry
+from gateway.onboarding import golive, registry
 from gateway.storage import Transaction
 from gateway.supervision.history import HISTORY, as_contact, contact_history
 from gateway.supervision.rules import Breach
@@ -130,6 +130,8 @@ async def _admit(
         (partner_id, event.case_ref),
     )
     if assignment is None:
+        if await golive.take_report(gw, tx, entries, partner_id, event):
+            return Ingested(event_id=0, case_id="", state="test", violations=[], suspended=False)
         raise Forbidden(f"no case with case_ref {event.case_ref!r} was placed with {partner_id!r}")
     _same_currency(event, assignment)
     state = lifecycle.next_state(assignment["state"], event.type)
