@@ -22,10 +22,12 @@ from joserfc.jwk import OKPKey
 from gateway.clock import utcnow
 from gateway.core import Gateway
 from gateway.http import create_app
+from gateway.http.callbacks import BANK_SIDE
+from gateway.inbound import webhooks
 from gateway.onboarding import golive
 from gateway.onboarding.kit import write_kit
 from gateway.placement import service as placement
-from tests.callbacks import CASE, signed_headers
+from tests.callbacks import CASE, ed25519_headers, signed_headers
 from tests.helpers import invoke
 from tests.partners import PARTNER, Agency, agency_workspace, rows
 from tests.toolchains import NODE_DIR, node_modules
@@ -195,3 +197,26 @@ def _publish_ed25519_key(gw: Gateway) -> dict[str, Any]:
     return key.as_dict(private=True)
 
 
+
+
+async def test_problems_on_the_callback_path_speak_to_the_partner(
+    setup: tuple[Gateway, Agency, str, str],
+) -> None:
+    """No bank command, file or path in what a partner reads: a secret left for an id
+    that is no partner's is answered as an unknown partner; a broken key file of the
+    bank's is a fault on the bank's side."""
+    gw, _, url, secret = setup
+    orphan = gw.keys.add_webhook_secret("gone-partner").read_text().split()[-1]
+    body = json.dumps({"type": "accepted", "case_ref": "x", "occurred_at": datetime.now(UTC).isoformat()})
+    (gw.keys.partners / f"{PARTNER}.jwks.json").write_text("{not json")
+    ed_key = OKPKey.generate_key("Ed25519", private=True).private_key
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url.replace(PARTNER, "gone-partner"), data=body,
+                                headers=signed_headers(orphan, body)) as answer:
+            unknown = answer.status, (await answer.json())["detail"]
+        async with session.post(url, data=body, headers=ed25519_headers(ed_key, body)) as answer:
+            broken = answer.status, (await answer.json())["detail"]
+    assert unknown == (401, webhooks.REFUSED)
+    assert broken == (500, BANK_SIDE)
+    for detail in (unknown[1], broken[1]):
+        assert "`gateway " not in detail and "keys/" not in detail and "partner's" not in detail

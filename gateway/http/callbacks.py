@@ -7,13 +7,15 @@ way (401, one problem document) whether or not the partner id exists.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core import Gateway
-from gateway.errors import InvalidInput, Unauthorized
+from gateway.errors import GatewayError, InvalidInput, Unauthorized
 from gateway.http.appkeys import GATEWAY
 from gateway.http.routes import json_response, read_body, require_json
 from gateway.inbound import pipeline as inbound
@@ -22,9 +24,35 @@ from gateway.inbound.formats import Credentials
 from gateway.onboarding import golive, registry
 
 MAX_BODY = 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("gateway.http")
+#: What a partner is told when its report fails on the bank's side: the cause (a key
+#: file, the database) is the operators', and is logged for them instead.
+BANK_SIDE = (
+    "the bank's gateway could not take your report because of a fault on its side; "
+    "send it again later with the same webhook-id"
+)
 
 
-async def receive(request: web.Request) -> web.Response:
+def for_partners(handler: Handler) -> Handler:
+    """Problem documents a partner reads speak to the partner: an error of the bank's
+    side (500) is logged with its operator message and answered with `BANK_SIDE`."""
+
+    @functools.wraps(handler)
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            if exc.http_status < 500:
+                raise
+            log.error("callback of %s not taken: %s", request.match_info.get("partner_id", "?")[:64], exc)
+            raise GatewayError(BANK_SIDE) from None
+
+    return answer
+
+
+@for_partners
+async def receive(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     partner_id = request.match_info["partner_id"]
     require_json(request)
@@ -41,14 +69,13 @@ async def _verified(gw: Gateway, partner_id: str, request: web.Request, body: by
         signed = webhooks.read(request.headers, now=gw.now().timestamp())
         secrets, keys = await _signing_keys(gw, partner_id, signed)
         return webhooks.verify(signed, body, secrets=secrets, public_keys=keys)
-    except (Unauthorized, InvalidInput) as refused:
-        if await golive.under_test(gw, partner_id):
-            why = await golive.diagnose(gw, partner_id, signed, str(refused))
-            await golive.note_refusal(gw, partner_id, why)
+    except (Unauthorized, InvalidInput) as refusal:
+        golive.refused(gw, partner_id, signed, str(refusal))
         raise
 
 
-async def receive_in_format(request: web.Request) -> web.Response:
+@for_partners
+async def receive_in_format(request: web.Request) -> web.StreamResponse:
     """``POST /v1/partners/{partner_id}/callbacks/{format}``: a report in a format a
     plugin registered (an SMS provider's delivery receipt, say), for a partner whose
     profile names that ``callback_format``. The format authenticates the report and maps

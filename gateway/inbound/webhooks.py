@@ -39,7 +39,11 @@ SIGNATURE_BYTES = {"v1": 32, "v1a": 64}
 #: Verified against when there is no secret or no key: nobody holds them.
 _NOBODYS_SECRET = os.urandom(32)
 _NOBODYS_KEY = Ed25519PrivateKey.generate().public_key()
-REFUSED = "no valid signature (schemes v1 and v1a; check the partner's secret or key)"
+#: Partners read it: it speaks to them, and says nothing of whether the partner id exists.
+REFUSED = (
+    "no valid signature (schemes v1 and v1a): sign \"{webhook-id}.{webhook-timestamp}.{body}\" "
+    "with the whsec_ secret the bank gave you, or with the Ed25519 key in the key set you sent it"
+)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ It plays the bank's side of a first exchange and says what happened at each step
    ``case_ref``, signed ``v1`` or ``v1a`` like every report, taken in without touching
    any case (`take_report`, called by the inbound pipeline). A report refused for its
    signature while a test waits ends the test at once, saying what was wrong
-   (`note_refusal`, called by the callback route).
+   (`refused`, called by the callback route).
 
 Every step is audited as a ``partner_test`` entry. The test's state lives in the
 ``partner_tests`` table, so the report may reach any gateway instance.
@@ -18,10 +18,11 @@ Every step is audited as a ``partner_test`` entry. The test's state lives in the
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -39,8 +40,9 @@ from schemas.partner import PartnerProfile
 
 #: How often the command looks for the partner's report, in seconds.
 POLL_SECONDS = 0.2
-#: How long a callback route trusts its list of partners under test, in seconds.
-WAITING_TTL = 0.5
+#: Partner ids whose refused reports wait at most to be matched with tests.
+MOST_PENDING = 64
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,6 @@ async def _start(gw: Gateway, profile: PartnerProfile, package: Sealed, timeout:
         )
         outcome = f"test package of synthetic data for {package.claims['purpose']} sent to {profile.endpoint}"
         await gw.record(tx, [_entry(gw, profile.id, package, "package_sent", outcome, actor)])
-    _WAITING.pop(gw, None)
 
 
 async def _deliver(gw: Gateway, profile: PartnerProfile, package: Sealed) -> Step:
@@ -210,24 +211,43 @@ async def take_report(
     return True
 
 
-#: Per gateway: when the partners with a test waiting were read, and their ids.
-_WAITING: weakref.WeakKeyDictionary[Gateway, tuple[float, frozenset[str]]] = weakref.WeakKeyDictionary()
+@dataclass
+class _Refusals:
+    """Refused reports waiting to be matched with go-live tests, by partner id."""
+
+    pending: dict[str, tuple[Signed | None, str]] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
 
 
-async def under_test(gw: Gateway, partner_id: str) -> bool:
-    """Whether a go-live test of ``partner_id`` waits for its report. Asked on every
-    refused callback, so the answer is read at most every `WAITING_TTL` seconds."""
+_WAITING = "SELECT DISTINCT partner_id FROM partner_tests WHERE state = 'waiting'"
+_REFUSALS: weakref.WeakKeyDictionary[Gateway, _Refusals] = weakref.WeakKeyDictionary()
+
+
+def refused(gw: Gateway, partner_id: str, signed: Signed | None, refusal: str) -> None:
+    """Tell a waiting go-live test of ``partner_id`` that a report was refused. Called
+    on every refused callback, before anyone is authenticated, so it neither waits nor
+    reads: the refusal is noted for one background task, which reads the tests that wait
+    once per batch of refusals (at most `MOST_PENDING` partner ids) and ends theirs."""
     if not registry.could_be_id(partner_id):
-        return False
-    now = time.monotonic()
-    known = _WAITING.get(gw)
-    if known is None or now - known[0] > WAITING_TTL:
-        # Other refusals meanwhile use the previous answer instead of reading too.
-        _WAITING[gw] = (now, known[1] if known else frozenset())
-        async with gw.db.transaction() as tx:
-            rows = await tx.fetchall("SELECT DISTINCT partner_id FROM partner_tests WHERE state = 'waiting'")
-        known = _WAITING[gw] = (now, frozenset(r["partner_id"] for r in rows))
-    return partner_id in known[1]
+        return
+    refusals = _REFUSALS.setdefault(gw, _Refusals())
+    if len(refusals.pending) < MOST_PENDING:
+        refusals.pending.setdefault(partner_id, (signed, refusal))
+    if refusals.task is None or refusals.task.done():
+        refusals.task = asyncio.get_running_loop().create_task(_match(gw, refusals))
+
+
+async def _match(gw: Gateway, refusals: _Refusals) -> None:
+    try:
+        while refusals.pending:
+            batch, refusals.pending = refusals.pending, {}
+            async with gw.db.transaction() as tx:
+                rows = await tx.fetchall(_WAITING)
+            for partner_id in {r["partner_id"] for r in rows} & set(batch):
+                signed, refusal = batch[partner_id]
+                await note_refusal(gw, partner_id, await diagnose(gw, partner_id, signed, refusal))
+    except Exception as exc:  # the gateway closing meanwhile, a database fault: the test times out
+        log.warning("go-live test: a refused report was not matched: %s", type(exc).__name__)
 
 
 async def note_refusal(gw: Gateway, partner_id: str, why: str) -> None:
@@ -246,7 +266,6 @@ async def note_refusal(gw: Gateway, partner_id: str, why: str) -> None:
             (outcome, test["package_id"]),
         )
         await gw.record(tx, [_entry(gw, partner_id, test, "callback", outcome, "system")])
-    _WAITING.pop(gw, None)
 
 
 async def diagnose(gw: Gateway, partner_id: str, signed: Signed | None, refusal: str) -> str:
