@@ -238,3 +238,10 @@ def test_masks_and_decimals_as_the_schema_says() -> None:
         jsonschema.validate(mask.apply(text, rule, Pseudonymizer(b"k" * 32)), mask.json_schema(rule))
     keep = BUILTIN["keep"]
     assert keep.apply(Decimal("1E+3"), FieldRule(transform="keep"), Pseudonymizer(b"k" * 32)) == "1000"
+
+
+def test_the_kit_pins_what_the_interop_tests_run() -> None:
+    """The Node packages the kit tells partners to install are those the tests run."""
+    kit_pins = load(guide.TEMPLATES / "code/node/package.json")["dependencies"]
+    test_pins = load(Path(__file__).parent / "node/package.json")["dependencies"]
+    assert kit_pins.items() <= test_pins.items()
