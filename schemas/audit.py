@@ -155,6 +155,19 @@ class DeletionAttested(_Entry):
     v: Literal[1] = 1
 
 
+class PartnerTest(_Entry):
+    """A step of a partner's go-live test (`gateway partners test`): a test package of
+    synthetic data sent, the partner's signed test report taken in or refused, the end."""
+
+    kind: Literal["partner_test"] = "partner_test"
+    outcome: str = Field(description="what happened, in plain words; no personal data")
+    package_digest: Digest
+    package_id: str
+    partner: str
+    step: Literal["package_sent", "callback", "finished"]
+    v: Literal[1] = 1
+
+
 class TokenCreated(_Entry):
     kind: Literal["token_created"] = "token_created"
     role: str
@@ -173,5 +186,6 @@ Entry = (
     | Recall
     | DeletionAttested
     | TokenCreated
+    | PartnerTest
 )
 AuditEntry = Annotated[Entry, Field(discriminator="kind")]

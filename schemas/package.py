@@ -25,4 +25,17 @@ class PackageClaims(BaseModel):
     case_ref: str = Field(
         description="partner-scoped pseudonym of the case; quote it in status callbacks"
     )
-    data: dict[str, Any] = Field(description="the minimized case: only the listed fields")
+    data: dict[str, Any] = Field(
+        description="the minimized case: only the fields the partner's profile lists for this purpose, "
+        'nested as in the case ("debtor.name" arrives as {"debtor": {"name": ...}}, a list field as '
+        "a list of objects); a field the case lacks is absent. Each value as its transform gives it: "
+        'keep: the field\'s own type, decimals as text in plain notation ("52310.45"), dates as '
+        '"YYYY-MM-DD"; mask: text with * in place of the hidden characters ("**************1234"); '
+        'token: "tok_" and 32 hex digits; year: an integer; bucket: a range as text ("<1000", '
+        '"1000..<10000", ">=50000"). The partner kit holds the exact schema of each purpose\'s data. '
+        'A recall notice (purpose "recall") holds only {"recall": {"reason", "deletion_due", "attest_with"}}.'
+    )
+    test: bool = Field(
+        default=False,
+        description="present and true only in go-live test packages: synthetic data, not a case",
+    )

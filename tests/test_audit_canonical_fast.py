@@ -22,6 +22,7 @@ from schemas.audit import (
     KeyRetired,
     KeyRotated,
     PartnerChange,
+    PartnerTest,
     Recall,
     TokenCreated,
     ViolationFound,
@@ -68,6 +69,10 @@ def every_kind(text: str, number: int) -> list[BaseModel]:
         Recall(at=AT, actor=text, partner=text, case=TOKEN, reason=text, deletion_due=AT),
         DeletionAttested(at=AT, actor=text, partner=text, case=TOKEN, body_digest=DIGEST),
         TokenCreated(at=AT, actor=text, token_id=text, role=text),
+        PartnerTest(
+            at=AT, actor=text, partner=text, package_id=text, package_digest=DIGEST, step="callback",
+            outcome=text,
+        ),
     ]
 
 

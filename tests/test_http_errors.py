@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.core import Gateway
 from gateway.http import create_app
+from gateway.http.problems import SERVER_FAULT
 from gateway.onboarding import tokens
 from tests.helpers import sample_case
 
@@ -69,7 +70,7 @@ async def test_a_server_error_says_only_its_request_id_which_the_log_names(
     assert request_id == sent if kept else re.fullmatch(r"[0-9a-f]{32}", request_id)
     problem = await answer.json()
     assert problem["request_id"] == request_id
-    assert problem["detail"] == f"internal error; the operator finds it in the log by request id {request_id}"
+    assert problem["detail"] == SERVER_FAULT.format(rid=request_id)
     assert "weak" not in json.dumps(problem) and "encrypt" not in json.dumps(problem)
     [logged] = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
     assert "cannot encrypt package to key weak" in logged and "POST /v1/placements" in logged

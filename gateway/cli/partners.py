@@ -8,7 +8,7 @@ import click
 
 from gateway.cli.common import actor, echo_json, table, with_gateway
 from gateway.core import Gateway
-from gateway.onboarding import registry
+from gateway.onboarding import golive, kit, registry
 from gateway.placement import recall as recalls
 
 
@@ -147,3 +147,42 @@ async def partners_webhook_secret_remove(
     removed = await registry.remove_webhook_secrets(gw, partner_id, ids, reason=reason, actor=actor())
     left = len(gw.keys.webhook_secret_ids(partner_id))
     click.echo(f"{partner_id}: webhook secret {', '.join(removed) or '(none)'} removed; {left} left")
+
+
+@partners.command("kit")
+@click.argument("partner_id")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--gateway-url", required=True, metavar="URL",
+    help="This gateway's address as the partner reaches it, e.g. https://gateway.bank.example",
+)
+@with_gateway
+async def partners_kit(gw: Gateway, partner_id: str, directory: Path, gateway_url: str) -> None:
+    """Write the partner kit into DIRECTORY (new or empty): PARTNER.md, the bank's JWKS,
+    the JSON Schemas of the partner's data, samples sealed to test-only keys, and code."""
+    files = await kit.write_kit(gw, partner_id, directory, gateway_url)
+    click.echo(f"{partner_id}: kit of {sum(p.is_file() for p in files)} files in {directory}")
+    click.echo("hand over the whole folder; test-only/ holds keys made for the kit, not the partner's")
+
+
+@partners.command("test")
+@click.argument("partner_id")
+@click.option("--purpose", default=None, help="Policy whose data the package shows [default: the first].")
+@click.option(
+    "--timeout", default=300.0, show_default=True, type=click.FloatRange(min=1),
+    help="Seconds to wait for the partner's signed test report.",
+)
+@with_gateway
+async def partners_test(gw: Gateway, partner_id: str, purpose: str | None, timeout: float) -> None:
+    """Go-live test: send the partner a test package of synthetic data and wait for its
+    signed report on it (at this gateway's callback URL, so `gateway serve` must run).
+    Each step is told in plain words and audited; exit status 1 if one fails."""
+
+    def report(step: golive.Step) -> None:
+        click.echo(f"{'ok' if step.ok else 'FAILED':6}  {step.name}: {step.text}")
+        if step.ok and step.name == "package":
+            click.echo(f"        waiting up to {timeout:g} s for the partner's signed report...")
+
+    if not await golive.run(gw, partner_id, purpose, timeout=timeout, actor=actor(), report=report):
+        raise click.ClickException(f"{partner_id}: go-live test failed (see above)")
+    click.echo(f"{partner_id}: go-live test passed")

@@ -13,31 +13,42 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.core import Gateway
-from gateway.errors import Unauthorized
+from gateway.errors import InvalidInput, Unauthorized
 from gateway.http.appkeys import GATEWAY
 from gateway.http.routes import json_response, read_body, require_json
 from gateway.inbound import pipeline as inbound
 from gateway.inbound import webhooks
 from gateway.inbound.formats import Credentials
-from gateway.onboarding import registry
+from gateway.onboarding import golive, registry
 
 MAX_BODY = 1024 * 1024
 
 
-async def receive(request: web.Request) -> web.Response:
+async def receive(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     partner_id = request.match_info["partner_id"]
     require_json(request)
     body = await read_body(request, MAX_BODY)
-    signed = webhooks.read(request.headers, now=gw.now().timestamp())
-    secrets, keys = await _signing_keys(gw, partner_id, signed)
-    webhook_id = webhooks.verify(signed, body, secrets=secrets, public_keys=keys)
+    webhook_id = await _verified(gw, partner_id, request, body)
     return _answer(
         partner_id, await inbound.ingest(gw, partner_id, body, channel="callback", webhook_id=webhook_id)
     )
 
 
-async def receive_in_format(request: web.Request) -> web.Response:
+async def _verified(gw: Gateway, partner_id: str, request: web.Request, body: bytes) -> str:
+    """The report's webhook id once its signature is verified. A refusal while the
+    partner's go-live test waits ends that test, telling the bank's operator why."""
+    signed = None
+    try:
+        signed = webhooks.read(request.headers, now=gw.now().timestamp())
+        secrets, keys = await _signing_keys(gw, partner_id, signed)
+        return webhooks.verify(signed, body, secrets=secrets, public_keys=keys)
+    except (Unauthorized, InvalidInput) as refusal:
+        golive.refused(gw, partner_id, signed, str(refusal))
+        raise
+
+
+async def receive_in_format(request: web.Request) -> web.StreamResponse:
     """``POST /v1/partners/{partner_id}/callbacks/{format}``: a report in a format a
     plugin registered (an SMS provider's delivery receipt, say), for a partner whose
     profile names that ``callback_format``. The format authenticates the report and maps

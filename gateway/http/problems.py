@@ -21,6 +21,12 @@ from gateway.http.routes import json_response
 log = logging.getLogger("gateway.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = "X-Request-Id"
+#: What a 5xx says, to operators and partners alike: nothing of the cause, which is
+#: logged under the request id.
+SERVER_FAULT = (
+    "internal error, a fault on the gateway's side: try again later (a report with the same "
+    "webhook-id); the bank finds it in its log by request id {rid}"
+)
 #: What a caller's request id may be: it is echoed in a header and written to the log.
 _CALLERS_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -48,7 +54,7 @@ def _failed(request: web.Request, rid: str, status: int, detail: str) -> web.Res
     if status >= 500:
         # The path as sent (percent-encoded): nothing a caller typed can forge a log line.
         log.error("request %s: %s %s: %s", rid, request.method, request.rel_url.raw_path, detail)
-        detail = f"internal error; the operator finds it in the log by request id {rid}"
+        detail = SERVER_FAULT.format(rid=rid)
     return problem(status, detail, request_id=rid)
 
 

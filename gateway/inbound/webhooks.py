@@ -39,7 +39,11 @@ SIGNATURE_BYTES = {"v1": 32, "v1a": 64}
 #: Verified against when there is no secret or no key: nobody holds them.
 _NOBODYS_SECRET = os.urandom(32)
 _NOBODYS_KEY = Ed25519PrivateKey.generate().public_key()
-REFUSED = "no valid signature (schemes v1 and v1a; check the partner's secret or key)"
+#: Partners read it: it speaks to them, and says nothing of whether the partner id exists.
+REFUSED = (
+    "no valid signature (schemes v1 and v1a): sign \"{webhook-id}.{webhook-timestamp}.{body}\" "
+    "with the whsec_ secret the bank gave you, or with the Ed25519 key in the key set you sent it"
+)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def verify(
 ) -> str:
     """``signed.msg_id`` if one of the signatures is valid for ``body``; 401 otherwise.
     No secrets (or no keys): the stand-in nobody holds is tried instead, at the same cost."""
-    prefix = f"{signed.msg_id}.{signed.stamp}.".encode()
+    prefix = signed_content(signed.msg_id, signed.stamp, b"")
     if signed.v1:
         for secret in secrets or (_NOBODYS_SECRET,):
             mac = hmac.new(secret, prefix, hashlib.sha256)
@@ -100,6 +104,22 @@ def verify(
             if any(_ed25519_ok(key, message, signature) for signature in signed.v1a):
                 return signed.msg_id
     raise Unauthorized(REFUSED)
+
+
+def signed_content(msg_id: str, stamp: str, body: bytes) -> bytes:
+    """What a signature covers: ``"{id}.{timestamp}.{body}"``."""
+    return f"{msg_id}.{stamp}.".encode() + body
+
+
+def sign_v1(secret: bytes, msg_id: str, stamp: str, body: bytes) -> str:
+    """A ``v1`` signature as a partner makes it (the kit's sample callbacks)."""
+    mac = hmac.new(secret, signed_content(msg_id, stamp, body), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode("ascii")
+
+
+def sign_v1a(key: Ed25519PrivateKey, msg_id: str, stamp: str, body: bytes) -> str:
+    """A ``v1a`` signature as a partner makes it (the kit's sample callbacks)."""
+    return "v1a," + base64.b64encode(key.sign(signed_content(msg_id, stamp, body))).decode("ascii")
 
 
 def _one(headers: MultiMapping[str], name: str) -> str:

@@ -94,9 +94,16 @@ class Sealed:
 
 
 def seal_package(
-    gw: Gateway, profile: PartnerProfile, purpose: str, case_ref: str, data: dict[str, Any]
+    gw: Gateway,
+    profile: PartnerProfile,
+    purpose: str,
+    case_ref: str,
+    data: dict[str, Any],
+    *,
+    test: bool = False,
 ) -> Sealed:
-    """Sign as the bank and, for ``jwe`` partners, encrypt to the partner's key."""
+    """Sign as the bank and, for ``jwe`` partners, encrypt to the partner's key. A go-live
+    test package (``test``) carries the claim ``"test": true``; others have no such claim."""
     now = gw.now()
     package_id = "pkg_" + uuid.uuid4().hex
     claims = PackageClaims(
@@ -109,7 +116,8 @@ def seal_package(
         schema=PACKAGE_SCHEMA,
         case_ref=case_ref,
         data=data,
-    ).model_dump(mode="json", by_alias=True)
+        test=test,
+    ).model_dump(mode="json", by_alias=True, exclude=None if test else {"test"})
     signed = sign(claims, gw.custody.package_signer())
     if profile.sealing == "jwe":
         assert profile.jwks is not None  # checked at onboarding

@@ -244,6 +244,22 @@ MIGRATIONS: list[list[Step]] = [
         "CREATE INDEX number_tokens_subject ON number_tokens (subject_token)",
         "ALTER TABLE assignments ADD COLUMN limitation_events TEXT",
     ],
+    [
+        # Go-live tests (`gateway partners test`): the test package's case_ref, by which
+        # the partner's test report is known, and how the test stands. Written by the
+        # command, read and updated by whichever instance takes the partner's report.
+        """CREATE TABLE partner_tests (
+            package_id TEXT PRIMARY KEY,
+            partner_id TEXT NOT NULL REFERENCES partners(id),
+            case_ref TEXT NOT NULL UNIQUE,
+            package_digest TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            deadline TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('waiting', 'passed', 'failed')),
+            outcome TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX partner_tests_waiting ON partner_tests (state, partner_id)",
+    ],
 ]
 
 
