@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer
 from gateway.audit import canonical, log
 from gateway.storage import Database
 from schemas.audit import (
+    BreakerReset,
     CallbackReceived,
     DeletionAttested,
     DisclosedField,
@@ -21,7 +22,9 @@ from schemas.audit import (
     KeyRotated,
     PartnerChange,
     Recall,
+    Redelivery,
     TokenCreated,
+    TokenRevoked,
     ViolationFound,
 )
 
@@ -53,6 +56,10 @@ def every_kind(text: str, number: int) -> list[BaseModel]:
         Recall(at=AT, actor=text, partner=text, case=TOKEN, reason=text, deletion_due=AT),
         DeletionAttested(at=AT, actor=text, partner=text, case=TOKEN, body_digest=DIGEST),
         TokenCreated(at=AT, actor=text, token_id=text, role=text),
+        TokenCreated(at=AT, actor=text, token_id=text, role=text, expires_at=text),
+        TokenRevoked(at=AT, actor=text, token_id=text),
+        Redelivery(at=AT, actor=text, case=TOKEN, package_id=text, partner=text, reason=text),
+        BreakerReset(at=AT, actor=text, partner=text, previous=text),
     ]
 
 

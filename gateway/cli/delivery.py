@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gateway.cli.common import echo_json, table, with_gateway
-from gateway.delivery import outbox
+from gateway.delivery import control, outbox
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.dispatch import LEASE_ENV, Dispatcher, Options, Stats
 from gateway.errors import NotFound
@@ -77,12 +77,19 @@ async def deliveries(
         where.append("state = ?")
         params.append(state)
     sql = (
-        "SELECT id, partner_id, state, attempts, next_attempt_at, partner_ref, last_error"
-        " FROM packages" + (" WHERE " + " AND ".join(where) if where else "")
+        "SELECT id, partner_id, purpose, state, attempts, next_attempt_at, lease_until, partner_ref,"
+        f" last_error, {control.TIMEZONE} FROM packages p"
+        + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY created_at DESC, id LIMIT ?"
     )
     async with gw.db.transaction() as tx:
-        return await tx.fetchall(sql, (*params, limit))
+        rows = await tx.fetchall(sql, (*params, limit))
+        partners, states = await control.waiting_context(tx)
+    now = outbox.isotime(gw.now())
+    for row in rows:
+        row["why"] = control.why(row, partners.get(row["partner_id"]), states.get(row["partner_id"]), now)
+        del row["purpose"], row["lease_until"], row["timezone"]
+    return rows
 
 
 async def attempts(gw: Gateway, package_id: str) -> list[dict[str, Any]]:
@@ -127,21 +134,30 @@ async def dispatch(
     result = await dispatch_main(gw, options, once, quiet)
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
 
-@click.command("deliveries")
+@click.group("deliveries", invoke_without_command=True)
 @click.option("--partner", "partner_id", default=None, help="Only this partner.")
 @click.option("--state", type=click.Choice(STATES), default=None)
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@with_gateway
-async def deliveries_cmd(
-    gw: Gateway, partner_id: str | None, state: str | None, limit: int, as_json: bool
+@click.pass_context
+def deliveries_cmd(
+    ctx: click.Context, partner_id: str | None, state: str | None, limit: int, as_json: bool
 ) -> None:
-    """Packages with their delivery state, attempts and last error, newest first."""
-    rows = await deliveries(gw, partner_id, state, limit)
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(table(rows) if rows else "no packages")
+    """Packages with their delivery state, attempts, last error and why each waiting one
+    waits (held by a rule, breaker open, rate limited, retrying), newest first.
+    `gateway deliveries requeue` puts dead packages back in the outbox."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    @with_gateway
+    async def show(gw: Gateway) -> None:
+        rows = await deliveries(gw, partner_id, state, limit)
+        if as_json:
+            echo_json(rows)
+        else:
+            click.echo(table(rows) if rows else "no packages")
+
+    ctx.invoke(show)
 
 
 @click.command("attempts")

@@ -13,7 +13,17 @@ from pathlib import Path
 
 import click
 
-from gateway.cli import audit, delivery, keys, partners, placement, serve, supervision, workspace
+from gateway.cli import (
+    audit,
+    delivery,
+    keys,
+    operations,
+    partners,
+    placement,
+    serve,
+    supervision,
+    workspace,
+)
 from gateway.config import CONFIG_NAME, ENV_VAR
 from gateway.plugin.manager import get_plugin_manager
 
@@ -52,10 +62,15 @@ COMMANDS: tuple[click.Command, ...] = (
     supervision.attestations,
     supervision.cases,
     audit.audit,
+    operations.breaker,
 )
 for command in COMMANDS:
     cli.add_command(command)
 placement.package.add_command(delivery.package_attempts)
+delivery.deliveries_cmd.add_command(operations.requeue_cmd)
+serve.tokens_group.add_command(operations.tokens_list)
+serve.tokens_group.add_command(operations.tokens_revoke)
+supervision.cases.add_command(operations.cases_show)
 get_plugin_manager().hook.gateway_register_commands(cli=cli)
 
 

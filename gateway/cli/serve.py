@@ -10,7 +10,7 @@ from typing import Any
 import click
 from aiohttp import web
 
-from gateway.cli.common import actor, echo_json, run, settings_of, table, with_gateway
+from gateway.cli.common import actor, echo_json, parse_span, run, settings_of, table, with_gateway
 from gateway.core import Gateway
 from gateway.http import create_app
 from gateway.inbound import poller
@@ -71,7 +71,9 @@ def tokens_group() -> None:
 @tokens_group.command("create")
 @click.option("--role", type=click.Choice(tokens.ROLES), required=True)
 @click.option("--label", default="", help="Who or what uses it.")
+@click.option("--expires", default=None, help="Refused after this long, e.g. 90d or 12w [default: never].")
 @with_gateway
-async def tokens_create(gw: Gateway, role: str, label: str) -> None:
+async def tokens_create(gw: Gateway, role: str, label: str, expires: str | None) -> None:
     """Create a token and print it once; only its hash is stored."""
-    click.echo(await tokens.create(gw, role, label, actor=actor()))
+    span = parse_span(expires, "--expires") if expires else None
+    click.echo(await tokens.create(gw, role, label, actor=actor(), expires_in=span))

@@ -45,7 +45,8 @@ MAX_RETRY_AFTER = 86400.0
 DETAIL_LIMIT = 500
 PENDING_STATES = ("queued", "retry_wait", "sending")
 _COLUMNS = (
-    "id, partner_id, case_id, case_ref, subject_token, purpose, sealing, sealed, signed, attempts, expires_at"
+    "id, partner_id, case_id, case_ref, subject_token, purpose, sealing, sealed, signed, attempts,"
+    " expires_at, retry_base"
 )
 
 
@@ -54,6 +55,13 @@ class Claimed:
     partner_id: str
     attempt: int
     package: OutboundPackage
+    base: int = 0
+    """Attempts before the package was last put back in the outbox (`gateway deliveries
+    requeue`): backoff and ``max_attempts`` count from there."""
+
+    @property
+    def tries(self) -> int:
+        return self.attempt - self.base
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,7 @@ def _claimed(row: Row) -> Claimed:
         sealed=row["sealed"],
         claims=signed_claims(row["signed"]),
     )
-    return Claimed(row["partner_id"], row["attempts"] + 1, package)
+    return Claimed(row["partner_id"], row["attempts"] + 1, package, row["retry_base"] or 0)
 
 
 async def _stop(tx: Transaction, stopped: list[presend.Stopped]) -> None:
@@ -238,14 +246,14 @@ def judge(
         base["signal"] = "failure"
     elif isinstance(result, PartnerRejected):
         base["signal"] = "success"
-    if retryable and claimed.attempt < limits.max_attempts:
-        delay = retry_delay(limits, claimed.attempt, retry_after)
+    if retryable and claimed.tries < limits.max_attempts:
+        delay = retry_delay(limits, claimed.tries, retry_after)
         return Outcome(**base, state="retry_wait", status=_text(status),
                        error_class=type(result).__name__, detail=detail,
                        next_attempt_at=isotime(now + timedelta(seconds=delay)),
                        retry_after=retry_after)
     if retryable:
-        detail = truncate(f"gave up after {claimed.attempt} attempts; last: {detail}")
+        detail = truncate(f"gave up after {claimed.tries} attempts; last: {detail}")
     return Outcome(**base, state="dead", status=_text(status),
                    error_class=type(result).__name__, detail=detail, retry_after=retry_after)
 

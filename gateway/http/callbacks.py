@@ -44,6 +44,7 @@ async def receive(request: web.Request) -> web.Response:
             "event_id": result.event_id,
             "state": result.state,
             "violations": [b.rule for b in result.violations],
+            "partner_status": result.partner_status,
         },
         status=202,
     )

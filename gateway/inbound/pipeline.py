@@ -44,6 +44,8 @@ class Ingested:
     state: str
     violations: list[Breach]
     suspended: bool
+    partner_status: str = "active"
+    """The partner's status once the report is taken in (suspended if it suspended it)."""
 
 
 def parse_event(body: bytes) -> Any:
@@ -197,7 +199,8 @@ async def _take_in(
     for breach in breaches:
         entries.append(await _store_violation(tx, partner_id, assignment, breach, event_id, now))
     suspended = bool(breaches) and await _maybe_suspend(tx, record, now, entries)
-    return Ingested(event_id, assignment["case_id"], state, breaches, suspended)
+    status = "suspended" if suspended else record.status
+    return Ingested(event_id, assignment["case_id"], state, breaches, suspended, status)
 
 
 async def _store_event(

@@ -221,6 +221,18 @@ MIGRATIONS: list[list[Step]] = [
         # at a million entries, bench/audit.py). Computed here for the log so far.
         DataStep("audit-subtrees-16-32"),
     ],
+    [
+        # Operations: tokens that expire; a package put back in the outbox counts its
+        # tries again from the attempts it had (`retry_base`), while its attempt rows
+        # keep their numbers; notices already given (an overdue attestation, a late
+        # checkpoint), so that every instance alerts once.
+        "ALTER TABLE api_tokens ADD COLUMN expires_at TEXT",
+        "ALTER TABLE packages ADD COLUMN retry_base INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE ops_notices (
+            key TEXT PRIMARY KEY,
+            at TEXT NOT NULL
+        )""",
+    ],
 ]
 
 
