@@ -116,6 +116,9 @@ async def test_breaker_show_reset_and_why_packages_wait(tmp_path: Path) -> None:
         agency.default = "500"
         await place_many(gw, 1)
         await Dispatcher(gw).run_once()  # one failure: retry_wait
+        async with gw.db.transaction() as tx:  # the backoff's jitter may be near 0: make it an hour
+            later = isotime(datetime.now(UTC) + timedelta(hours=1))
+            await tx.execute("UPDATE packages SET next_attempt_at = ?", (later,))
         out, _ = await gateway(ws, "deliveries", "--json")
         [row] = json.loads(out)
         assert row["why"].startswith(f"retrying at {row['next_attempt_at']} after: PartnerUnavailable")

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from gateway import logs
 from gateway.cli.common import echo_json, table, with_gateway
 from gateway.delivery import control, outbox
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.dispatch import LEASE_ENV, Dispatcher, Options, Stats
 from gateway.errors import NotFound
+from gateway.http.metrics import listener
 
 if TYPE_CHECKING:
     from gateway.core import Gateway
@@ -115,23 +117,33 @@ async def attempts(gw: Gateway, package_id: str) -> list[dict[str, Any]]:
 @click.option("--breaker-cooldown", type=float, default=30.0, show_default=True,
               help="Seconds a paused partner waits before one probe.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or JSON (JSON: no progress lines) [default: log_format].")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics (no token) on metrics_host:PORT [default: metrics_port in gateway.toml].")
 @with_gateway
 async def dispatch(
     gw: Gateway, once: bool, lease: float | None, idle: float,
     breaker_threshold: int, breaker_cooldown: float, quiet: bool,
+    log_format: str | None, metrics_port: int | None,
 ) -> None:
     """Deliver queued packages to partners; run until SIGTERM, or with --once drain and exit.
 
     On SIGTERM or Ctrl-C it stops claiming, lets attempts in flight finish, gives
     back what it still holds and exits 0. Several dispatchers may share a workspace.
     """
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
+    fmt = log_format or gw.settings.log_format
+    logs.configure(fmt, logging.INFO)  # type: ignore[arg-type]
     overrides: dict[str, Any] = {"idle": idle}
     if lease is not None:
         overrides["lease"] = lease
     overrides["breaker"] = BreakerPolicy(breaker_threshold, breaker_cooldown)
     options = Options.from_env(**overrides)
-    result = await dispatch_main(gw, options, once, quiet)
+    port = gw.settings.metrics_port if metrics_port is None else metrics_port
+    async with contextlib.AsyncExitStack() as stack:
+        if port:
+            await stack.enter_async_context(listener(gw, gw.settings.metrics_host, port))
+        result = await dispatch_main(gw, options, once, quiet or fmt == "json")
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
 
 @click.group("deliveries", invoke_without_command=True)

@@ -7,12 +7,14 @@ one database transaction. Plugins add commands through ``gateway_register_comman
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 import click
 
+from gateway import logs
 from gateway.cli import (
     audit,
     delivery,
@@ -41,6 +43,8 @@ from gateway.plugin.manager import get_plugin_manager
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Agency Gateway: minimized, encrypted case packages to collection partners."""
     ctx.obj = {"config": config}
+    fmt = os.environ.get(logs.FORMAT_ENV, "text")
+    logs.configure("json" if fmt == "json" else "text", logging.WARNING)
 
 
 COMMANDS: tuple[click.Command, ...] = (

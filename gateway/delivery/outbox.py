@@ -31,7 +31,7 @@ from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from gateway.clock import isotime
 from gateway.core import Gateway
-from gateway.delivery import breaker, presend
+from gateway.delivery import breaker, presend, report
 from gateway.delivery.outcome import Outcome
 from gateway.errors import PartnerRejected, Retryable
 from gateway.plugin.adapter import OutboundPackage, Receipt
@@ -144,6 +144,9 @@ async def claim(
         rows = [r for r in rows if r["expires_at"] > at]
         stopped = await presend.screen(gw, tx, partner_id, rows, now) if rows else []
         await _stop(tx, stopped)
+        report.dead_unsent(gw, tx, expired, "expired")
+        refused_ids = {s.package_id for s in stopped if not s.until}
+        report.dead_unsent(gw, tx, [r for r in rows if r["id"] in refused_ids], "refused")
         rows = [r for r in rows if r["id"] not in {s.package_id for s in stopped}]
         allowed = await breaker.gate(tx, partner_id, now, lease, len(rows)) if rows else None
         if allowed is not None and allowed.allowed < len(rows):
@@ -292,6 +295,7 @@ async def finish(
             ],
         )
         await presend.record_sent(gw.adapters, tx, outcomes, now)
+        report.attempts_stored(gw, tx, outcomes, await _cases(tx, [o for o in outcomes if o.state == "dead"]))
         by_partner: dict[str, list[tuple[breaker.Signal, float | None]]] = {}
         for o in outcomes:
             if o.signal:
@@ -301,6 +305,17 @@ async def finish(
             for partner_id, signals in by_partner.items()
             if await breaker.record(tx, partner_id, signals, now, policy)
         }
+
+
+async def _cases(tx: Transaction, outcomes: list[Outcome]) -> dict[str, str]:
+    """The case id of each package of ``outcomes``."""
+    if not outcomes:
+        return {}
+    marks = ", ".join("?" for _ in outcomes)
+    found = await tx.fetchall(
+        f"SELECT id, case_id FROM packages WHERE id IN ({marks})", [o.package_id for o in outcomes]
+    )
+    return {r["id"]: r["case_id"] for r in found}
 
 
 async def unclaim(gw: Gateway, owner: str, package_ids: list[str]) -> None:

@@ -12,13 +12,15 @@ from gateway.audit import timer as checkpoint_timer
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
-from gateway.http import auditor, operator
+from gateway.http import auditor, health, metrics, operator
 from gateway.http.appkeys import GATEWAY, SETTINGS
 from gateway.http.callbacks import MAX_BODY, receive
+from gateway.http.observe import observe
 from gateway.http.openapi import document
 from gateway.http.problems import problems
 from gateway.http.routes import Route
 from gateway.inbound import poller
+from gateway.ops import watch
 from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
 
@@ -122,6 +124,21 @@ ROUTES: list[Route] = [
     ),
     Route("GET", "/.well-known/jwks.json", jwks, "The bank's public signing keys", tags=("public",)),
     Route("GET", "/healthz", healthz, "Liveness and database check", tags=("public",)),
+    Route(
+        "GET",
+        "/readyz",
+        health.readyz,
+        "Readiness: database, schema, keys, background tasks, checkpoint lag",
+        tags=("public",),
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics.metrics,
+        "Prometheus metrics (text format)",
+        ("operator", "auditor"),
+        tags=("operations",),
+    ),
     Route("GET", "/openapi.json", openapi, "This document", tags=("public",)),
 ]
 
@@ -133,7 +150,7 @@ def create_app(
     on cleanup, unless an open one is passed in (tests, embedding). With ``workers``, the
     dispatcher, the poller and the audit checkpoint timer run in the same process and
     stop cleanly with it."""
-    app = web.Application(middlewares=[problems], client_max_size=MAX_BODY + 1024)
+    app = web.Application(middlewares=[observe, problems], client_max_size=MAX_BODY + 1024)
     app[SETTINGS] = settings
 
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -155,13 +172,22 @@ def create_app(
             asyncio.create_task(
                 checkpoint_timer.run(gw.db, gw.audit_signer, stop, gw.settings.audit_checkpoint_seconds)
             ),
+            asyncio.create_task(watch.run(gw, stop)),
         ]
+        names = ["dispatcher", "poller", "checkpoint timer", "watch"]
+        # /readyz reports a task that ended; the timer ends at once when it is off.
+        timer_off = gw.settings.audit_checkpoint_seconds <= 0
+        app[health.WORKER_TASKS] = {
+            n: t for n, t in zip(names, tasks, strict=True) if not (timer_off and n == "checkpoint timer")
+        }
         yield
         dispatcher.stop()
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     app.cleanup_ctx.append(gateway_ctx)
+    if settings.metrics_port:
+        app.cleanup_ctx.append(metrics.listener_ctx)
     if workers:
         app.cleanup_ctx.append(workers_ctx)
     for route in ROUTES:
