@@ -5,16 +5,20 @@ free text (which may quote the package)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.delivery.outcome import Outcome
+from gateway.logs import context
 from gateway.ops import metrics
 from gateway.placement.service import case_token
 from gateway.plugin.events import Event
 from gateway.storage import Row, Transaction
+
+log = logging.getLogger("gateway.delivery")
 
 
 def attempts_stored(gw: Gateway, tx: Transaction, outcomes: Sequence[Outcome], cases: dict[str, str]) -> None:
@@ -35,6 +39,11 @@ def attempts_stored(gw: Gateway, tx: Transaction, outcomes: Sequence[Outcome], c
 
     def done() -> None:
         metrics.observe_attempts(outcomes)
+        for o in outcomes:
+            if o.state == "retry_wait":
+                log.info("attempt failed, retrying at %s: %s", o.next_attempt_at, o.detail,
+                         extra=context(partner=o.partner_id, package=o.package_id, attempt=o.attempt,
+                                       status=o.status, error_class=o.error_class))  # fmt: skip
         gw.emit(events)
 
     tx.after_commit(done)

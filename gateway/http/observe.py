@@ -27,6 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID_HEADER = "X-Request-Id"
 _TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CALLBACK_ROUTE = "/v1/partners/{partner_id}/callbacks"
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 def request_id(request: web.Request) -> str:
@@ -66,12 +67,13 @@ def _record(
     # The id the caller was answered with, if the problem layer set one.
     rid = (response.headers.get(REQUEST_ID_HEADER) if response is not None else None) or rid
     partner = request.match_info.get("partner_id")
+    if partner is not None and status == 404:
+        partner = "unknown"  # a path is anybody's text: only ids that exist are logged
     if route == CALLBACK_ROUTE:
-        known = partner if status != 404 else "unknown"
-        metrics.CALLBACKS.labels(known, str(status)).inc()
+        metrics.CALLBACKS.labels(partner or "unknown", str(status)).inc()
         if status >= 400:
             refusals.warning("callback refused: %s", _reason(response),
-                             extra=context(request_id=rid, partner=known, status=status))  # fmt: skip
+                             extra=context(request_id=rid, partner=partner, status=status))  # fmt: skip
     log.info(
         "%s %s %d",
         request.method,
@@ -83,11 +85,13 @@ def _record(
 
 
 def _reason(response: web.StreamResponse | None) -> str:
-    """The problem document's detail of a refusal."""
+    """The problem document's detail of a refusal, without what it quotes of the
+    request (``'...'``: a partner id, a case_ref, a webhook id, anybody's text)."""
     body = getattr(response, "body", None)
     if not isinstance(body, bytes):
         return "(no detail)"
     try:
-        return str(json.loads(body).get("detail", "(no detail)"))
+        detail = str(json.loads(body).get("detail", "(no detail)"))
     except (ValueError, AttributeError):
         return "(no detail)"
+    return _QUOTED.sub("'…'", detail)

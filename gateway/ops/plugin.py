@@ -9,13 +9,11 @@ import logging
 from gateway.config import Settings
 from gateway.logs import context
 from gateway.ops import metrics
-from gateway.ops.alerts import Alerts
+from gateway.ops.alerts import Alerts, alert_of
 from gateway.plugin.events import Event
 from gateway.plugin.hookspecs import hookimpl
 
 log = logging.getLogger("gateway.events")
-#: Frequent kinds logged at DEBUG, the rest at INFO.
-QUIET = frozenset({"delivered", "callback", "disclosure"})
 
 
 class OpsPlugin:
@@ -27,7 +25,7 @@ class OpsPlugin:
         metrics.observe_event(event)
         fields = {k: v for k, v in event.detail.items() if k in ("rule", "actor", "cause", "error_class")}
         log.log(
-            logging.DEBUG if event.kind in QUIET else logging.INFO,
+            logging.WARNING if alert_of(event) else logging.INFO,
             "%s",
             event.kind,
             extra=context(
