@@ -149,8 +149,8 @@ async def test_breaker_show_reset_and_why_packages_wait(tmp_path: Path) -> None:
 async def test_messages_held_by_the_rule_pack_say_which_rule_and_until_when(tmp_path: Path) -> None:
     from aiohttp import web
 
-    from gateway.cli.delivery import deliveries
     from gateway.cli.placement import read_case
+    from gateway.delivery.control import deliveries
     from gateway.placement import service as placement
     from tests.partners import CASE
     from tests.test_presend_rules import messaging

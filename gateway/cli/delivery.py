@@ -68,32 +68,6 @@ async def dispatch_main(gw: Gateway, options: Options, once: bool, quiet: bool) 
     }
 
 
-async def deliveries(
-    gw: Gateway, partner_id: str | None, state: str | None, limit: int
-) -> list[dict[str, Any]]:
-    where, params = [], []
-    if partner_id:
-        where.append("partner_id = ?")
-        params.append(partner_id)
-    if state:
-        where.append("state = ?")
-        params.append(state)
-    sql = (
-        "SELECT id, partner_id, purpose, state, attempts, next_attempt_at, lease_until, partner_ref,"
-        f" last_error, {control.TIMEZONE} FROM packages p"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY created_at DESC, id LIMIT ?"
-    )
-    async with gw.db.transaction() as tx:
-        rows = await tx.fetchall(sql, (*params, limit))
-        partners, states = await control.waiting_context(tx)
-    now = outbox.isotime(gw.now())
-    for row in rows:
-        row["why"] = control.why(row, partners.get(row["partner_id"]), states.get(row["partner_id"]), now)
-        del row["purpose"], row["lease_until"], row["timezone"]
-    return rows
-
-
 async def attempts(gw: Gateway, package_id: str) -> list[dict[str, Any]]:
     async with gw.db.transaction() as tx:
         rows = await tx.fetchall(
@@ -163,7 +137,7 @@ def deliveries_cmd(
 
     @with_gateway
     async def show(gw: Gateway) -> None:
-        rows = await deliveries(gw, partner_id, state, limit)
+        rows = await control.deliveries(gw, partner_id, state, limit)
         if as_json:
             echo_json(rows)
         else:

@@ -124,3 +124,30 @@ def why(row: Row, partner: Row | None, state: Row | None, now: str) -> str:
     if row["state"] == "retry_wait":
         return f"due now (retry) after: {last_error}"
     return "due now: waiting for a dispatcher"
+
+
+async def deliveries(
+    gw: Gateway, partner_id: str | None = None, state: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Packages, newest first, each with why it is where it is."""
+    where, params = [], []
+    if partner_id:
+        where.append("partner_id = ?")
+        params.append(partner_id)
+    if state:
+        where.append("state = ?")
+        params.append(state)
+    sql = (
+        "SELECT id, partner_id, purpose, state, attempts, next_attempt_at, lease_until, partner_ref,"
+        f" last_error, {TIMEZONE} FROM packages p"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY created_at DESC, id LIMIT ?"
+    )
+    async with gw.db.transaction() as tx:
+        rows = await tx.fetchall(sql, (*params, limit))
+        partners, states = await waiting_context(tx)
+    now = isotime(gw.now())
+    for row in rows:
+        row["why"] = why(row, partners.get(row["partner_id"]), states.get(row["partner_id"]), now)
+        del row["purpose"], row["lease_until"], row["timezone"]
+    return rows

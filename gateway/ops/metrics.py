@@ -12,8 +12,10 @@ Two kinds:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -166,3 +168,29 @@ async def _audit(tx: Transaction, now: datetime) -> list[Metric]:
                "How long the oldest entry no checkpoint covers has waited (0: all covered)", [],
                [([], audit.lag(now))]),
     ]  # fmt: skip
+
+
+async def summary(db: Database, now: datetime) -> dict[str, Any]:
+    """The shared-state gauges as one JSON object (``GET /v1/metrics/summary``)."""
+    out: dict[str, Any] = {
+        "outbox": {}, "oldest_due_seconds": {}, "breakers": {}, "partners": {},
+        "attestations_overdue": {}, "audit": {},
+    }  # fmt: skip
+    for family in await state_families(db, now):
+        for sample in family.samples:
+            labels, value = sample.labels, sample.value
+            partner = labels.get("partner", "")
+            if family.name == "gateway_outbox_packages":
+                out["outbox"].setdefault(partner, {})[labels["state"]] = int(value)
+            elif family.name == "gateway_outbox_oldest_due_age_seconds":
+                out["oldest_due_seconds"][partner] = max(value, out["oldest_due_seconds"].get(partner, 0.0))
+            elif family.name == "gateway_breaker_state" and value:
+                out["breakers"][partner] = labels["state"]
+            elif family.name == "gateway_partner_status":
+                out["partners"][partner] = labels["status"]
+            elif family.name == "gateway_attestations_overdue":
+                out["attestations_overdue"][partner] = int(value)
+            elif family.name.startswith("gateway_audit_"):
+                key = family.name.removeprefix("gateway_audit_")
+                out["audit"][key] = None if math.isnan(value) else value
+    return out
