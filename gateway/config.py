@@ -94,6 +94,9 @@ class Settings(BaseModel):
         default=60, ge=1, description="seconds between looks for overdue attestations and checkpoints"
     )
     log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning"] = Field(
+        default="info", description="`serve` and `dispatch`; debug adds a line per delivery and disclosure"
+    )
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="also serve /metrics without a token on this port; 0: no"
     )

@@ -121,3 +121,8 @@ def configure(fmt: Format = "text", level: int = logging.INFO, stream: TextIO | 
     root.setLevel(level)
     # aiohttp's own access log is replaced by ours (gateway.http.observe).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def level(name: str) -> int:
+    """A level's number from its name in gateway.toml (``info``)."""
+    return int(logging.getLevelName(name.upper()))

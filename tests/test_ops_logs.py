@@ -76,6 +76,8 @@ async def test_no_canary_reaches_the_logs_of_place_dispatch_serve_and_poll(tmp_p
     clock.now = datetime.now(UTC)  # the processes run on the real clock
     async with agency_workspace(tmp_path, limits=LIMITS, clock=clock) as (gw, agency, _):
         ws = Path(gw.settings.base_dir)
+        with (ws / "gateway.toml").open("a") as toml:
+            toml.write('log_level = "debug"\n')  # every line, deliveries and disclosures too
         case_file = tmp_path / "canary.json"
         case_file.write_text(json.dumps(canary_case(), ensure_ascii=False))
         agency.script.extend(["echo500", "echo500"])  # the partner quotes the case in its errors

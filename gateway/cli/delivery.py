@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import time
 from typing import TYPE_CHECKING, Any
@@ -107,7 +106,7 @@ async def dispatch(
     back what it still holds and exits 0. Several dispatchers may share a workspace.
     """
     fmt = log_format or gw.settings.log_format
-    logs.configure(fmt, logging.INFO)  # type: ignore[arg-type]
+    logs.configure(fmt, logs.level(gw.settings.log_level))  # type: ignore[arg-type]
     overrides: dict[str, Any] = {"idle": idle}
     if lease is not None:
         overrides["lease"] = lease

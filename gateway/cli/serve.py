@@ -29,7 +29,7 @@ def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool, log_forma
     """Run the HTTP service (callbacks, operator API, JWKS, health, readiness, metrics,
     OpenAPI) with the dispatcher, the poller and the operations watch in the same process."""
     settings = settings_of(obj)
-    logs.configure(log_format or settings.log_format)  # type: ignore[arg-type]
+    logs.configure(log_format or settings.log_format, logs.level(settings.log_level))  # type: ignore[arg-type]
 
     async def main() -> None:
         app = create_app(settings, workers=not no_workers)

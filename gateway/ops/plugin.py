@@ -14,6 +14,8 @@ from gateway.plugin.events import Event
 from gateway.plugin.hookspecs import hookimpl
 
 log = logging.getLogger("gateway.events")
+#: Frequent, successful actions, logged at DEBUG (the audit log and the metrics have them).
+FREQUENT = frozenset({"delivered", "disclosure", "callback"})
 
 
 class OpsPlugin:
@@ -25,7 +27,7 @@ class OpsPlugin:
         metrics.observe_event(event)
         fields = {k: v for k, v in event.detail.items() if k in ("rule", "actor", "cause", "error_class")}
         log.log(
-            logging.WARNING if alert_of(event) else logging.INFO,
+            _level(event),
             "%s",
             event.kind,
             extra=context(
@@ -36,3 +38,9 @@ class OpsPlugin:
 
     async def close(self) -> None:
         await self.alerts.close()
+
+
+def _level(event: Event) -> int:
+    if alert_of(event):
+        return logging.WARNING
+    return logging.DEBUG if event.kind in FREQUENT else logging.INFO
