@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -33,6 +34,49 @@ ENV_PREFIX = "GATEWAY_"
 ENV_NESTING = "__"
 #: The database's URL from the environment (kept as a name: tests and scripts set it).
 DATABASE_ENV_VAR = ENV_PREFIX + "DATABASE_URL"
+
+
+AlertKind = Literal["partner_suspended", "dead", "attestation_overdue", "checkpoint_overdue"]
+ALERT_KINDS: tuple[AlertKind, ...] = typing.get_args(AlertKind)
+
+
+class WebhookSink(BaseModel):
+    """An alert webhook (the bank's chat or incident tool), signed as Standard Webhooks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://")
+    secret_file: Path = Field(description="file holding the whsec_... secret, relative to gateway.toml")
+    alerts: list[AlertKind] = Field(default_factory=lambda: list(ALERT_KINDS))
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class EmailSink(BaseModel):
+    """Alerts by e-mail over SMTP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    username: str = ""
+    password_env: str = Field(default="", description="environment variable holding the SMTP password")
+    sender: str
+    recipients: list[str] = Field(min_length=1)
+    alerts: list[AlertKind] = Field(default_factory=lambda: list(ALERT_KINDS))
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class AlertSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    webhooks: list[WebhookSink] = Field(default_factory=list)
+    email: list[EmailSink] = Field(default_factory=list)
+    tries: int = Field(default=6, ge=1, description="tries per alert and sink before it is given up")
+    backoff: float = Field(default=2.0, gt=0, description="seconds before the 2nd try, doubling, at most 300")
+    queue: int = Field(
+        default=1000, ge=1, description="alerts waiting per sink; beyond, the oldest is dropped"
+    )
 
 
 class DispatchSettings(BaseModel):
@@ -78,6 +122,23 @@ class Settings(BaseSettings):
         description="`gateway serve` also signs a checkpoint every T seconds if the log grew; 0: no timer",
     )
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    checkpoint_max_lag_seconds: int = Field(
+        default=900,
+        ge=0,
+        description="an audit entry waiting longer for a checkpoint fails /readyz and alerts; 0: never",
+    )
+    watch_seconds: int = Field(
+        default=60, ge=1, description="seconds between looks for overdue attestations and checkpoints"
+    )
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning"] = Field(
+        default="info", description="`serve` and `dispatch`; debug adds a line per delivery and disclosure"
+    )
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="also serve /metrics without a token on this port; 0: no"
+    )
+    metrics_host: str = "127.0.0.1"
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @classmethod

@@ -19,6 +19,7 @@ from gateway.config import Settings
 from gateway.inbound.formats import CallbackFormat
 from gateway.onboarding.custody import KeyCustody
 from gateway.onboarding.keys import KeyStore
+from gateway.ops.plugin import OpsPlugin
 from gateway.placement.transforms import Transform
 from gateway.plugin.adapter import Adapter
 from gateway.plugin.events import Event, emit
@@ -60,6 +61,9 @@ class Gateway:
         self.callback_formats: dict[str, CallbackFormat] = callback_formats(pm)
         self.custody: KeyCustody = key_custody(pm, settings)
         self.clock = clock
+        # Metrics, logs and alerts of committed actions (gateway.ops).
+        self.ops = OpsPlugin(settings)
+        pm.register(self.ops, name=f"gateway.ops.{id(self)}")
 
     @classmethod
     async def open(
@@ -116,6 +120,9 @@ class Gateway:
         if "writer" in self.__dict__:
             await self.writer.close()
         await self.db.close()
+        await self.ops.close()
+        if self.pm.is_registered(self.ops):
+            self.pm.unregister(self.ops)
 
     async def __aenter__(self) -> Gateway:
         return self

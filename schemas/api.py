@@ -45,8 +45,11 @@ class RecallResponse(_Model):
 
 class CallbackResponse(_Model):
     event_id: int
-    state: str
+    state: str = Field(description="the case's state at this partner after the report")
     violations: list[str]
+    partner_status: str = Field(
+        default="active", description="the partner's status after the report: suspended if it suspended it"
+    )
 
 
 class Problem(BaseModel):

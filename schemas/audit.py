@@ -169,9 +169,38 @@ class PartnerTest(_Entry):
 
 
 class TokenCreated(_Entry):
+    expires_at: str | None = Field(default=None, description="UTC time, RFC 3339; none: no expiry")
     kind: Literal["token_created"] = "token_created"
     role: str
     token_id: str
+    v: Literal[1] = 1
+
+
+class TokenRevoked(_Entry):
+    kind: Literal["token_revoked"] = "token_revoked"
+    token_id: str
+    v: Literal[1] = 1
+
+
+class Redelivery(_Entry):
+    """A dead package put back in the outbox as it was: the same id, the same sealed
+    bytes, the same Idempotency-Key. Not a new disclosure: the disclosure entry of the
+    package stands, and this one says it was tried again."""
+
+    case: Token
+    kind: Literal["redelivery"] = "redelivery"
+    package_id: str
+    partner: str
+    reason: str = ""
+    v: Literal[1] = 1
+
+
+class BreakerReset(_Entry):
+    """An operator closed a partner's circuit breaker by hand."""
+
+    kind: Literal["breaker_reset"] = "breaker_reset"
+    partner: str
+    previous: str = Field(description="the breaker's state before: closed, open or half_open")
     v: Literal[1] = 1
 
 
@@ -187,5 +216,8 @@ Entry = (
     | DeletionAttested
     | TokenCreated
     | PartnerTest
+    | TokenRevoked
+    | Redelivery
+    | BreakerReset
 )
 AuditEntry = Annotated[Entry, Field(discriminator="kind")]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError
 from gateway.audit import canonical, log, verify
 from gateway.storage import Database
 from schemas.audit import (
+    BreakerReset,
     CallbackReceived,
     DeletionAttested,
     DisclosedField,
@@ -24,7 +25,9 @@ from schemas.audit import (
     PartnerChange,
     PartnerTest,
     Recall,
+    Redelivery,
     TokenCreated,
+    TokenRevoked,
     ViolationFound,
     WebhookSecretChanged,
 )
@@ -73,6 +76,10 @@ def every_kind(text: str, number: int) -> list[BaseModel]:
             at=AT, actor=text, partner=text, package_id=text, package_digest=DIGEST, step="callback",
             outcome=text,
         ),
+        TokenCreated(at=AT, actor=text, token_id=text, role=text, expires_at=text),
+        TokenRevoked(at=AT, actor=text, token_id=text),
+        Redelivery(at=AT, actor=text, case=TOKEN, package_id=text, partner=text, reason=text),
+        BreakerReset(at=AT, actor=text, partner=text, previous=text),
     ]
 
 

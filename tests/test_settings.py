@@ -30,6 +30,17 @@ OVERRIDES = {
     "dispatch.batch": "7",
     "dispatch.idle_seconds": "0.5",
     "dispatch.refresh_seconds": "4",
+    "checkpoint_max_lag_seconds": "30",
+    "watch_seconds": "5",
+    "log_format": "json",
+    "log_level": "debug",
+    "metrics_port": "9102",
+    "metrics_host": "127.0.0.2",
+    "alerts.webhooks": "[]",
+    "alerts.email": "[]",
+    "alerts.tries": "2",
+    "alerts.backoff": "0.5",
+    "alerts.queue": "10",
 }
 
 

@@ -156,6 +156,7 @@ PUBLIC = {
     "/v1/partners/{partner_id}/callbacks/{format}",
     "/.well-known/jwks.json",
     "/healthz",
+    "/readyz",
     "/openapi.json",
 }
 

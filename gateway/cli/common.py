@@ -64,15 +64,15 @@ def settings_of(obj: dict[str, Any]) -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-def parse_span(text: str) -> timedelta:
+def parse_span(text: str, param_hint: str = "--within") -> timedelta:
     match = re.fullmatch(r"(\d+)([dw])", text.strip())
     if not match:
         raise click.BadParameter(
-            f"{text!r}: write a number of days or weeks, e.g. 90d or 12w", param_hint="--within"
+            f"{text!r}: write a number of days or weeks, e.g. 90d or 12w", param_hint=param_hint
         )
     days = int(match[1]) * (7 if match[2] == "w" else 1)
     if days > MAX_SPAN_DAYS:
-        raise click.BadParameter(f"{text!r}: at most {MAX_SPAN_DAYS}d (100 years)", param_hint="--within")
+        raise click.BadParameter(f"{text!r}: at most {MAX_SPAN_DAYS}d (100 years)", param_hint=param_hint)
     return timedelta(days=days)
 
 

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import signal
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from gateway import logs
 from gateway.cli.common import echo_json, table, with_gateway
-from gateway.delivery import outbox
+from gateway.delivery import control, outbox
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.dispatch import LEASE_ENV, Dispatcher, Options, Stats
 from gateway.errors import NotFound
+from gateway.http.metrics import listener
 
 if TYPE_CHECKING:
     from gateway.core import Gateway
@@ -66,25 +67,6 @@ async def dispatch_main(gw: Gateway, options: Options, once: bool, quiet: bool) 
     }
 
 
-async def deliveries(
-    gw: Gateway, partner_id: str | None, state: str | None, limit: int
-) -> list[dict[str, Any]]:
-    where, params = [], []
-    if partner_id:
-        where.append("partner_id = ?")
-        params.append(partner_id)
-    if state:
-        where.append("state = ?")
-        params.append(state)
-    sql = (
-        "SELECT id, partner_id, state, attempts, next_attempt_at, partner_ref, last_error"
-        " FROM packages" + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY created_at DESC, id LIMIT ?"
-    )
-    async with gw.db.transaction() as tx:
-        return await tx.fetchall(sql, (*params, limit))
-
-
 async def attempts(gw: Gateway, package_id: str) -> list[dict[str, Any]]:
     async with gw.db.transaction() as tx:
         rows = await tx.fetchall(
@@ -108,40 +90,59 @@ async def attempts(gw: Gateway, package_id: str) -> list[dict[str, Any]]:
 @click.option("--breaker-cooldown", type=float, default=30.0, show_default=True,
               help="Seconds a paused partner waits before one probe.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or JSON (JSON: no progress lines) [default: log_format].")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics (no token) on metrics_host:PORT [default: metrics_port in gateway.toml].")
 @with_gateway
 async def dispatch(
     gw: Gateway, once: bool, lease: float | None, idle: float,
     breaker_threshold: int, breaker_cooldown: float, quiet: bool,
+    log_format: str | None, metrics_port: int | None,
 ) -> None:
     """Deliver queued packages to partners; run until SIGTERM, or with --once drain and exit.
 
     On SIGTERM or Ctrl-C it stops claiming, lets attempts in flight finish, gives
     back what it still holds and exits 0. Several dispatchers may share a workspace.
     """
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
+    fmt = log_format or gw.settings.log_format
+    logs.configure(fmt, logs.level(gw.settings.log_level))  # type: ignore[arg-type]
     overrides: dict[str, Any] = {"idle": idle}
     if lease is not None:
         overrides["lease"] = lease
     overrides["breaker"] = BreakerPolicy(breaker_threshold, breaker_cooldown)
     options = Options.from_env(**overrides)
-    result = await dispatch_main(gw, options, once, quiet)
+    port = gw.settings.metrics_port if metrics_port is None else metrics_port
+    async with contextlib.AsyncExitStack() as stack:
+        if port:
+            await stack.enter_async_context(listener(gw, gw.settings.metrics_host, port))
+        result = await dispatch_main(gw, options, once, quiet or fmt == "json")
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
 
-@click.command("deliveries")
+@click.group("deliveries", invoke_without_command=True)
 @click.option("--partner", "partner_id", default=None, help="Only this partner.")
 @click.option("--state", type=click.Choice(STATES), default=None)
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@with_gateway
-async def deliveries_cmd(
-    gw: Gateway, partner_id: str | None, state: str | None, limit: int, as_json: bool
+@click.pass_context
+def deliveries_cmd(
+    ctx: click.Context, partner_id: str | None, state: str | None, limit: int, as_json: bool
 ) -> None:
-    """Packages with their delivery state, attempts and last error, newest first."""
-    rows = await deliveries(gw, partner_id, state, limit)
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(table(rows) if rows else "no packages")
+    """Packages with their delivery state, attempts, last error and why each waiting one
+    waits (held by a rule, breaker open, rate limited, retrying), newest first.
+    `gateway deliveries requeue` puts dead packages back in the outbox."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    @with_gateway
+    async def show(gw: Gateway) -> None:
+        rows = await control.deliveries(gw, partner_id, state, limit)
+        if as_json:
+            echo_json(rows)
+        else:
+            click.echo(table(rows) if rows else "no packages")
+
+    ctx.invoke(show)
 
 
 @click.command("attempts")

@@ -7,13 +7,25 @@ one database transaction. Plugins add commands through ``gateway_register_comman
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from gateway.cli import audit, delivery, keys, partners, placement, serve, supervision, workspace
+from gateway import logs
+from gateway.cli import (
+    audit,
+    delivery,
+    keys,
+    operations,
+    partners,
+    placement,
+    serve,
+    supervision,
+    workspace,
+)
 from gateway.config import CONFIG_NAME, ENV_VAR
 from gateway.plugin.manager import get_plugin_manager
 
@@ -51,6 +63,8 @@ class GatewayCli(click.Group):
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Agency Gateway: minimized, encrypted case packages to collection partners."""
     ctx.obj = {"config": config}
+    fmt = os.environ.get(logs.FORMAT_ENV, "text")
+    logs.configure("json" if fmt == "json" else "text", logging.WARNING)
 
 
 COMMANDS: tuple[click.Command, ...] = (
@@ -73,10 +87,15 @@ COMMANDS: tuple[click.Command, ...] = (
     supervision.attestations,
     supervision.cases,
     audit.audit,
+    operations.breaker,
 )
 for command in COMMANDS:
     cli.add_command(command)
 placement.package.add_command(delivery.package_attempts)
+delivery.deliveries_cmd.add_command(operations.requeue_cmd)
+serve.tokens_group.add_command(operations.tokens_list)
+serve.tokens_group.add_command(operations.tokens_revoke)
+supervision.cases.add_command(operations.cases_show)
 
 
 

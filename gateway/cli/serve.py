@@ -10,7 +10,8 @@ from typing import Any
 import click
 from aiohttp import web
 
-from gateway.cli.common import actor, echo_json, run, settings_of, table, with_gateway
+from gateway import logs
+from gateway.cli.common import actor, echo_json, parse_span, run, settings_of, table, with_gateway
 from gateway.core import Gateway
 from gateway.http import create_app
 from gateway.inbound import poller
@@ -21,14 +22,18 @@ from gateway.onboarding import tokens
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--no-workers", is_flag=True, help="Serve HTTP only; run dispatch and poll elsewhere.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or JSON, one per event [default: log_format in gateway.toml].")
 @click.pass_obj
-def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool) -> None:
-    """Run the HTTP service (callbacks, operator API, JWKS, health, OpenAPI) with the
-    dispatcher and the poller in the same process."""
+def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool, log_format: str | None) -> None:
+    """Run the HTTP service (callbacks, operator API, JWKS, health, readiness, metrics,
+    OpenAPI) with the dispatcher, the poller and the operations watch in the same process."""
     settings = settings_of(obj)
+    logs.configure(log_format or settings.log_format, logs.level(settings.log_level))  # type: ignore[arg-type]
 
     async def main() -> None:
-        runner = web.AppRunner(create_app(settings, workers=not no_workers), handle_signals=False)
+        app = create_app(settings, workers=not no_workers)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         try:
             try:
@@ -71,7 +76,9 @@ def tokens_group() -> None:
 @tokens_group.command("create")
 @click.option("--role", type=click.Choice(tokens.ROLES), required=True)
 @click.option("--label", default="", help="Who or what uses it.")
+@click.option("--expires", default=None, help="Refused after this long, e.g. 90d or 12w [default: never].")
 @with_gateway
-async def tokens_create(gw: Gateway, role: str, label: str) -> None:
+async def tokens_create(gw: Gateway, role: str, label: str, expires: str | None) -> None:
     """Create a token and print it once; only its hash is stored."""
-    click.echo(await tokens.create(gw, role, label, actor=actor()))
+    span = parse_span(expires, "--expires") if expires else None
+    click.echo(await tokens.create(gw, role, label, actor=actor(), expires_in=span))

@@ -30,11 +30,10 @@ from typing import Any
 
 from gateway.clock import isotime
 from gateway.core import Gateway
-from gateway.delivery import breaker, presend
+from gateway.delivery import breaker, presend, report
 from gateway.delivery.outcome import Outcome
 from gateway.errors import PartnerRejected, Retryable
 from gateway.plugin.adapter import OutboundPackage, Receipt
-from gateway.plugin.events import Event
 from gateway.storage import Row, Transaction
 from gateway.supervision.redact import redact, values_of
 from schemas.package import RECALL_PURPOSE
@@ -45,7 +44,8 @@ MAX_RETRY_AFTER = 86400.0
 DETAIL_LIMIT = 500
 PENDING_STATES = ("queued", "retry_wait", "sending")
 _COLUMNS = (
-    "id, partner_id, case_id, case_ref, subject_token, purpose, sealing, sealed, signed, attempts, expires_at"
+    "id, partner_id, case_id, case_ref, subject_token, purpose, sealing, sealed, signed, attempts,"
+    " expires_at, retry_base"
 )
 
 
@@ -54,6 +54,13 @@ class Claimed:
     partner_id: str
     attempt: int
     package: OutboundPackage
+    base: int = 0
+    """Attempts before the package was last put back in the outbox (`gateway deliveries
+    requeue`): backoff and ``max_attempts`` count from there."""
+
+    @property
+    def tries(self) -> int:
+        return self.attempt - self.base
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,9 @@ async def claim(
         rows = [r for r in rows if r["expires_at"] > at]
         stopped = await presend.screen(gw, tx, partner_id, rows, now) if rows else []
         await _stop(tx, stopped)
+        report.dead_unsent(gw, tx, expired, "expired")
+        refused_ids = {s.package_id for s in stopped if not s.until}
+        report.dead_unsent(gw, tx, [r for r in rows if r["id"] in refused_ids], "refused")
         rows = [r for r in rows if r["id"] not in {s.package_id for s in stopped}]
         allowed = await breaker.gate(tx, partner_id, now, lease, len(rows)) if rows else None
         if allowed is not None and allowed.allowed < len(rows):
@@ -167,7 +177,7 @@ def _claimed(row: Row) -> Claimed:
         sealed=row["sealed"],
         claims=signed_claims(row["signed"]),
     )
-    return Claimed(row["partner_id"], row["attempts"] + 1, package)
+    return Claimed(row["partner_id"], row["attempts"] + 1, package, row["retry_base"] or 0)
 
 
 async def _stop(tx: Transaction, stopped: list[presend.Stopped]) -> None:
@@ -238,14 +248,14 @@ def judge(
         base["signal"] = "failure"
     elif isinstance(result, PartnerRejected):
         base["signal"] = "success"
-    if retryable and claimed.attempt < limits.max_attempts:
-        delay = retry_delay(limits, claimed.attempt, retry_after)
+    if retryable and claimed.tries < limits.max_attempts:
+        delay = retry_delay(limits, claimed.tries, retry_after)
         return Outcome(**base, state="retry_wait", status=_text(status),
                        error_class=type(result).__name__, detail=detail,
                        next_attempt_at=isotime(now + timedelta(seconds=delay)),
                        retry_after=retry_after)
     if retryable:
-        detail = truncate(f"gave up after {claimed.attempt} attempts; last: {detail}")
+        detail = truncate(f"gave up after {claimed.tries} attempts; last: {detail}")
     return Outcome(**base, state="dead", status=_text(status),
                    error_class=type(result).__name__, detail=detail, retry_after=retry_after)
 
@@ -284,8 +294,7 @@ async def finish(
             ],
         )
         await presend.record_sent(gw.adapters, tx, outcomes, now)
-        events = [_event(o, now) for o in outcomes if o.state in ("delivered", "dead")]
-        tx.after_commit(lambda: gw.emit(events))
+        report.attempts_stored(gw, tx, outcomes, await _cases(tx, [o for o in outcomes if o.state == "dead"]))
         by_partner: dict[str, list[tuple[breaker.Signal, float | None]]] = {}
         for o in outcomes:
             if o.signal:
@@ -297,12 +306,15 @@ async def finish(
         }
 
 
-def _event(outcome: Outcome, now: datetime) -> Event:
-    """A delivery or a package given up, for the ``gateway_event`` subscribers."""
-    detail: dict[str, Any] = {"package_id": outcome.package_id, "attempt": outcome.attempt}
-    if outcome.state == "dead":
-        detail.update(status=outcome.status, error_class=outcome.error_class, detail=outcome.detail)
-    return Event(outcome.state, isotime(now), partner=outcome.partner_id, detail=detail)
+async def _cases(tx: Transaction, outcomes: list[Outcome]) -> dict[str, str]:
+    """The case id of each package of ``outcomes``."""
+    if not outcomes:
+        return {}
+    marks = ", ".join("?" for _ in outcomes)
+    found = await tx.fetchall(
+        f"SELECT id, case_id FROM packages WHERE id IN ({marks})", [o.package_id for o in outcomes]
+    )
+    return {r["id"]: r["case_id"] for r in found}
 
 
 async def unclaim(gw: Gateway, owner: str, package_ids: list[str]) -> None:

@@ -12,13 +12,16 @@ from gateway.audit import timer as checkpoint_timer
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
-from gateway.http import auditor, operator
+from gateway.http import auditor, dashboard, health, metrics, operator
 from gateway.http.appkeys import GATEWAY, SETTINGS
 from gateway.http.callbacks import MAX_BODY, receive, receive_in_format
+from gateway.http.observe import observe
 from gateway.http.openapi import document
 from gateway.http.problems import problems
 from gateway.http.routes import Route, json_response, parameters
 from gateway.inbound import poller
+from gateway.ops import watch
+from schemas import ops
 from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
 #: On every answer, data or problem: operator and auditor answers hold personal data,
@@ -51,6 +54,26 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     return json_response(document(ROUTES, metadata.version("agency-gateway")))
+
+
+def dashboard_routes() -> list[Route]:
+    """Read-only routes for dashboards and tools (`gateway.http.dashboard`)."""
+    roles = dashboard.ROLES
+    tags = ("operations",)
+    return [
+        Route("GET", "/v1/deliveries", dashboard.list_deliveries, "Packages with why each waits", roles,
+              response=ops.Deliveries, tags=tags, query=dashboard.DELIVERY_QUERY),
+        Route("GET", "/v1/violations", dashboard.list_violations, "Violations, newest first", roles,
+              response=ops.Violations, tags=tags, query=dashboard.VIOLATION_QUERY),
+        Route("GET", "/v1/attestations", dashboard.list_attestations, "Recalls awaiting deletion", roles,
+              response=ops.Attestations, tags=tags, query=dashboard.ATTESTATION_QUERY),
+        Route("GET", "/v1/breakers", dashboard.list_breakers, "Circuit breakers per partner", roles,
+              response=ops.Breakers, tags=tags),
+        Route("GET", "/v1/tokens", dashboard.list_tokens, "API tokens (never a secret)", roles,
+              response=ops.Tokens, tags=tags),
+        Route("GET", "/v1/metrics/summary", dashboard.metrics_summary, "Shared-state gauges as JSON", roles,
+              response=ops.MetricsSummary, tags=tags),
+    ]  # fmt: skip
 
 
 ROUTES: list[Route] = [
@@ -98,10 +121,23 @@ ROUTES: list[Route] = [
         operator.get_package,
         "A package as the partner reads it",
         ("operator",),
+        response=ops.PackageView,
     ),
-    Route("GET", "/v1/cases/{case_id}", operator.get_case, "A case's timeline and violations", ("operator",)),
     Route(
-        "GET", "/v1/partners", operator.list_partners, "Partners and their status", ("operator", "auditor")
+        "GET",
+        "/v1/cases/{case_id}",
+        operator.get_case,
+        "A case's timeline and violations",
+        ("operator",),
+        response=ops.CaseTimeline,
+    ),
+    Route(
+        "GET",
+        "/v1/partners",
+        operator.list_partners,
+        "Partners and their status",
+        ("operator", "auditor"),
+        response=ops.Partners,
     ),
     Route(
         "GET",
@@ -109,13 +145,16 @@ ROUTES: list[Route] = [
         operator.get_scorecard,
         "A partner's scorecard",
         ("operator", "auditor"),
+        response=ops.Scorecard,
     ),
+    *dashboard_routes(),
     Route(
         "GET",
         "/v1/audit/checkpoint",
         auditor.latest_checkpoint,
         "Latest signed checkpoint",
         ("auditor",),
+        response=ops.Checkpoint,
         tags=("audit",),
     ),
     Route(
@@ -124,6 +163,7 @@ ROUTES: list[Route] = [
         auditor.list_entries,
         "Log entries by range and filter",
         ("auditor",),
+        response=ops.EntriesPage,
         tags=("audit",),
         query=auditor.ENTRY_QUERY,
     ),
@@ -133,6 +173,7 @@ ROUTES: list[Route] = [
         auditor.inclusion,
         "Inclusion proof of one entry",
         ("auditor",),
+        response=ops.InclusionProof,
         tags=("audit",),
         query=auditor.INCLUSION_QUERY,
     ),
@@ -142,12 +183,35 @@ ROUTES: list[Route] = [
         auditor.consistency,
         "Consistency proof between two sizes",
         ("auditor",),
+        response=ops.ConsistencyProof,
         tags=("audit",),
         query=auditor.CONSISTENCY_QUERY,
     ),
-    Route("GET", "/.well-known/jwks.json", jwks, "The bank's public signing keys", tags=("public",)),
-    Route("GET", "/healthz", healthz, "Liveness and database check", tags=("public",)),
-    Route("GET", "/openapi.json", openapi, "This document", tags=("public",)),
+    Route(
+        "GET", "/.well-known/jwks.json", jwks, "The bank's public signing keys",
+        response=ops.JWKS, tags=("public",),
+    ),
+    Route(
+        "GET", "/healthz", healthz, "Liveness and database check", response=ops.Health, tags=("public",)
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        health.readyz,
+        "Readiness: database, schema, keys, background tasks, checkpoint lag (503: a problem naming them)",
+        response=ops.Readiness,
+        tags=("public",),
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics.metrics,
+        "Prometheus metrics (text format)",
+        ("operator", "auditor"),
+        tags=("operations",),
+        media="text/plain; version=0.0.4",
+    ),
+    Route("GET", "/openapi.json", openapi, "This document", response=ops.OpenAPIDocument, tags=("public",)),
 ]
 
 
@@ -158,7 +222,7 @@ def create_app(
     on cleanup, unless an open one is passed in (tests, embedding). With ``workers``, the
     dispatcher, the poller and the audit checkpoint timer run in the same process and
     stop cleanly with it."""
-    app = web.Application(middlewares=[problems, parameters], client_max_size=MAX_BODY + 1024)
+    app = web.Application(middlewares=[observe, problems, parameters], client_max_size=MAX_BODY + 1024)
     app[SETTINGS] = settings
     app.on_response_prepare.append(secure_headers)
 
@@ -181,13 +245,22 @@ def create_app(
             asyncio.create_task(
                 checkpoint_timer.run(gw.db, gw.audit_signer, stop, gw.settings.audit_checkpoint_seconds)
             ),
+            asyncio.create_task(watch.run(gw, stop)),
         ]
+        names = ["dispatcher", "poller", "checkpoint timer", "watch"]
+        # /readyz reports a task that ended; the timer ends at once when it is off.
+        timer_off = gw.settings.audit_checkpoint_seconds <= 0
+        app[health.WORKER_TASKS] = {
+            n: t for n, t in zip(names, tasks, strict=True) if not (timer_off and n == "checkpoint timer")
+        }
         yield
         dispatcher.stop()
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     app.cleanup_ctx.append(gateway_ctx)
+    if settings.metrics_port:
+        app.cleanup_ctx.append(metrics.listener_ctx)
     if workers:
         app.cleanup_ctx.append(workers_ctx)
     for route in ROUTES:

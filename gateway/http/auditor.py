@@ -13,28 +13,30 @@ from gateway.audit.errors import AuditError
 from gateway.errors import InvalidInput, NotFound
 from gateway.http.appkeys import GATEWAY
 from gateway.http.operator import principal
-from gateway.http.routes import json_response, known_query
+from gateway.http.routes import Query, json_response, known_query
 from gateway.placement.service import case_token
 
 MAX_PAGE = 1000
 
 
 #: Query parameters of each route (the route table documents them in OpenAPI).
-ENTRY_QUERY = {
-    "start": "first index (default 0)",
-    "end": "index to stop before",
+ENTRY_QUERY: dict[str, str | Query] = {
+    "start": Query("first index (default 0)", "integer", minimum=0),
+    "end": Query("index to stop before", "integer", minimum=0),
     "partner": "partner id",
     "case": "the bank's case id (matched through its audit token)",
     "case_token": "a case's audit token (case_...), as entries hold it",
     "kind": "entry kind, e.g. disclosure",
     "since": "RFC 3339 date or time, inclusive",
     "until": "RFC 3339 date or time, exclusive",
-    "limit": f"most entries returned (default 100, at most {MAX_PAGE})",
+    "limit": Query(f"most entries returned (default 100, at most {MAX_PAGE})", "integer", minimum=1),
 }
-INCLUSION_QUERY = {"size": "tree size the proof is for (default: the latest checkpoint's)"}
-CONSISTENCY_QUERY = {
-    "old": "size of the checkpoint you hold (required)",
-    "new": "the newer size (default: the latest checkpoint's)",
+INCLUSION_QUERY: dict[str, str | Query] = {
+    "size": Query("tree size the proof is for (default: the latest checkpoint's)", "integer", minimum=1)
+}
+CONSISTENCY_QUERY: dict[str, str | Query] = {
+    "old": Query("size of the checkpoint you hold", "integer", minimum=1, required=True),
+    "new": Query("the newer size (default: the latest checkpoint's)", "integer", minimum=1),
 }
 #: An audit token of a case, as entries hold it (`gateway.placement.service.case_token`).
 CASE_TOKEN = re.compile(r"case_[0-9a-f]{32}")

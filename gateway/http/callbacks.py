@@ -79,6 +79,7 @@ def _answer(partner_id: str, result: inbound.Ingested) -> web.Response:
             "violations": [
                 b.rule for b in result.violations if b.contact is None or b.contact.partner == partner_id
             ],
+            "partner_status": result.partner_status,
         },
         status=202,
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from gateway.http.routes import Route
+from gateway.http.routes import Query, Route
 from schemas.api import Problem
 from schemas.events import StatusEvent
 
@@ -30,10 +30,7 @@ def document(routes: list[Route], version: str) -> dict[str, Any]:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in re.findall(r"{(\w+)}", route.path)
             ]
-            + [
-                {"name": name, "in": "query", "description": text, "schema": {"type": "string"}}
-                for name, text in route.query.items()
-            ],
+            + [_query(name, spec) for name, spec in route.query.items()],
             "responses": {
                 str(route.status): _response(route),
                 "default": {
@@ -78,7 +75,20 @@ def document(routes: list[Route], version: str) -> dict[str, Any]:
     }
 
 
+def _query(name: str, spec: str | Query) -> dict[str, Any]:
+    query = spec if isinstance(spec, Query) else Query(spec)
+    return {
+        "name": name,
+        "in": "query",
+        "description": query.description,
+        "required": query.required,
+        "schema": query.schema(),
+    }
+
+
 def _response(route: Route) -> dict[str, Any]:
+    if not route.media.endswith("json"):
+        return {"description": "OK", "content": {route.media: {"schema": {"type": "string"}}}}
     if route.response is None:
         return {"description": "OK", "content": {"application/json": {"schema": {}}}}
     return {

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from gateway.config import first_error
-from gateway.errors import InvalidInput, NotFound
+from gateway.errors import InvalidInput
 from gateway.http.appkeys import GATEWAY
 from gateway.http.routes import json_response, require_json
 from gateway.onboarding import registry
@@ -17,6 +16,7 @@ from gateway.onboarding.tokens import Principal, authenticate
 from gateway.placement import recall
 from gateway.placement import service as placement
 from gateway.supervision import scorecards as supervision
+from gateway.supervision.timeline import case_timeline
 from schemas.api import PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
 M = TypeVar("M", bound=BaseModel)
@@ -74,36 +74,7 @@ async def get_package(request: web.Request) -> web.Response:
 
 async def get_case(request: web.Request) -> web.Response:
     await principal(request, "operator")
-    case_id = request.match_info["case_id"]
-    gw = request.app[GATEWAY]
-    async with gw.db.transaction() as tx:
-        assignments = await tx.fetchall(
-            "SELECT partner_id, purpose, state, placed_at, accepted_at, recalled_at, deletion_due,"
-            " attested_at"
-            " FROM assignments WHERE case_id = ? ORDER BY placed_at",
-            (case_id,),
-        )
-        events = await tx.fetchall(
-            "SELECT id, partner_id, type, occurred_at, received_at, source, body FROM events"
-            " WHERE case_id = ? ORDER BY occurred_at, id",
-            (case_id,),
-        )
-        violations = await tx.fetchall(
-            "SELECT id, partner_id, rule, source, message, evidence, event_id, at FROM violations"
-            " WHERE case_id = ? ORDER BY id",
-            (case_id,),
-        )
-    if not assignments:
-        raise NotFound(f"no case {case_id!r} has been placed")
-    timeline: list[dict[str, Any]] = [{**e, "body": json.loads(e["body"])} for e in events]
-    return json_response(
-        {
-            "case_id": case_id,
-            "assignments": assignments,
-            "timeline": timeline,
-            "violations": [{**v, "evidence": json.loads(v["evidence"])} for v in violations],
-        }
-    )
+    return json_response(await case_timeline(request.app[GATEWAY], request.match_info["case_id"]))
 
 
 async def list_partners(request: web.Request) -> web.Response:

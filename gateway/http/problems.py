@@ -8,15 +8,15 @@ the caller nothing of what failed, only that id; the log holds the real error wi
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 from aiohttp import web
 
 from gateway.errors import GatewayError
+from gateway.http.observe import request_id as observed_id
 from gateway.http.routes import json_response
+from gateway.logs import REQUEST_ID as CURRENT_REQUEST
 
 log = logging.getLogger("gateway.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -27,8 +27,6 @@ SERVER_FAULT = (
     "internal error, a fault on the gateway's side: try again later (a report with the same "
     "webhook-id); the bank finds it in its log by request id {rid}"
 )
-#: What a caller's request id may be: it is echoed in a header and written to the log.
-_CALLERS_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def problem(
@@ -45,9 +43,9 @@ def problem(
 
 
 def request_id(request: web.Request) -> str:
-    """The id of this request: see the module docstring."""
-    sent = request.headers.get(REQUEST_ID, "")
-    return sent if _CALLERS_ID.fullmatch(sent) else uuid.uuid4().hex
+    """The id of this request: the one the access log uses (`gateway.http.observe`),
+    made there when the request came in."""
+    return CURRENT_REQUEST.get() or observed_id(request)
 
 
 def _failed(request: web.Request, rid: str, status: int, detail: str) -> web.Response:

@@ -14,6 +14,27 @@ from gateway.errors import InvalidInput
 
 
 @dataclass(frozen=True)
+class Query:
+    """A query parameter as OpenAPI documents it: a JSON Schema type, maybe an enum."""
+
+    description: str
+    type: str = "string"
+    enum: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    required: bool = False
+
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": self.type}
+        if self.enum:
+            schema["enum"] = list(self.enum)
+        for key in ("minimum", "maximum"):
+            if getattr(self, key) is not None:
+                schema[key] = getattr(self, key)
+        return schema
+
+
+@dataclass(frozen=True)
 class Route:
     method: str
     path: str
@@ -25,8 +46,11 @@ class Route:
     response: Any = None
     status: int = 200
     tags: tuple[str, ...] = field(default=("operator",))
-    query: dict[str, str] = field(default_factory=dict)
-    """Query parameters: name -> description (documented in OpenAPI; see `known_query`)."""
+    query: dict[str, str | Query] = field(default_factory=dict)
+    """Query parameters: name -> description, or a typed `Query` (documented in OpenAPI;
+    see `known_query`)."""
+    media: str = "application/json"
+    """The media type of the success response."""
 
 
 def json_response(data: Any, *, status: int = 200, content_type: str = "application/json") -> web.Response:
@@ -59,7 +83,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def known_query(request: web.Request, known: dict[str, str]) -> None:
+def known_query(request: web.Request, known: dict[str, str | Query]) -> None:
     """400 for a query parameter the route does not take: a misspelt filter must not
     quietly match everything."""
     unknown = sorted(set(request.query) - set(known))

@@ -45,6 +45,8 @@ class Ingested:
     state: str
     violations: list[Breach]
     suspended: bool
+    partner_status: str = "active"
+    """The partner's status once the report is taken in (suspended if it suspended it)."""
 
 
 def parse_event(body: bytes, now: datetime) -> Any:
@@ -209,7 +211,8 @@ async def _take_in(
     for charged_id, charged_record in sorted(charged.items()):
         if await _maybe_suspend(tx, charged_record, now, entries) and charged_id == partner_id:
             suspended = True
-    return Ingested(event_id, assignment["case_id"], state, breaches, suspended)
+    status = "suspended" if suspended else record.status
+    return Ingested(event_id, assignment["case_id"], state, breaches, suspended, status)
 
 
 async def _store_event(

@@ -260,6 +260,18 @@ MIGRATIONS: list[list[Step]] = [
         )""",
         "CREATE INDEX partner_tests_waiting ON partner_tests (state, partner_id)",
     ],
+    [
+        # Operations: tokens that expire; a package put back in the outbox counts its
+        # tries again from the attempts it had (`retry_base`), while its attempt rows
+        # keep their numbers; notices already given (an overdue attestation, a late
+        # checkpoint), so that every instance alerts once.
+        "ALTER TABLE api_tokens ADD COLUMN expires_at TEXT",
+        "ALTER TABLE packages ADD COLUMN retry_base INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE ops_notices (
+            key TEXT PRIMARY KEY,
+            at TEXT NOT NULL
+        )""",
+    ],
 ]
 
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.onboarding import registry
+from gateway.ops.checks import AWAITING_DELETION, OVERDUE
 from gateway.supervision.history import limitation_events
 
 
@@ -132,11 +133,10 @@ async def violations(gw: Gateway, partner_id: str | None = None, limit: int = 10
 async def overdue_attestations(gw: Gateway, *, overdue_only: bool = True) -> list[dict[str, Any]]:
     sql = (
         "SELECT partner_id, case_id, recalled_at, recall_reason, deletion_due FROM assignments"
-        " WHERE state = 'recalled' AND attested_at IS NULL"
+        f" WHERE {OVERDUE if overdue_only else AWAITING_DELETION}"
     )
     params: tuple[Any, ...] = ()
     if overdue_only:
-        sql += " AND deletion_due < ?"
         params = (isotime(gw.now()),)
     async with gw.db.transaction() as tx:
         return await tx.fetchall(sql + " ORDER BY deletion_due", params)
