@@ -33,6 +33,7 @@ from aiohttp import web
 from bench import inbound as inbound_bench
 from bench.common import keys_settled
 from bench.outbound import workspace
+from gateway.audit import log as audit_log
 from gateway.cli.main import read_case
 from gateway.config import load_settings
 from gateway.core import Gateway
@@ -41,7 +42,6 @@ from gateway.http import create_app
 from gateway.inbound import pipeline as inbound
 from gateway.inbound import webhooks
 from gateway.placement import service as placement
-from gateway.storage import groups
 from gateway.storage.groups import GroupWriter
 from gateway.storage.sqlite import SQLiteDatabase
 from gateway.supervision.rules import RulePack
@@ -60,7 +60,7 @@ PLACEMENT: list[Step] = [
     (1, "case token", placement, "case_token"),
     (1, "outbox row", placement, "enqueue"),
     (1, "assignment row", placement, "_assign"),
-    (1, "audit append", groups.audit_log, "append"),
+    (1, "audit append", audit_log, "append"),
     (1, "commit", SQLiteDatabase, "_commit"),
 ]
 CALLBACK: list[Step] = [
@@ -74,7 +74,7 @@ CALLBACK: list[Step] = [
     (2, "compliance check", inbound, "_check"),
     (3, "contact history query", inbound, "contact_history"),
     (3, "rule pack", RulePack, "check_contact"),
-    (1, "audit append (one per group)", groups.audit_log, "append"),
+    (1, "audit append (one per group)", audit_log, "append"),
     (1, "commit", SQLiteDatabase, "_commit"),
 ]
 
