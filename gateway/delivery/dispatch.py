@@ -168,18 +168,22 @@ class Dispatcher:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
-                try:
-                    held_back = await outbox.finish(self.gw, self.owner, batch, self.options.breaker)
-                except Exception:
-                    # The leases expire and the packages are sent again; partners dedupe.
-                    log.exception("could not store %d attempt results", len(batch))
-                    continue
-                for partner_id in held_back:
-                    # Claimed ahead but not sent: back to the outbox, so the breaker or
-                    # the partner's Retry-After holds them, not this process's queue.
-                    if lane := self.lanes.get(partner_id):
-                        await lane.halt()
+                await self._store(batch)
             self._written.set()
+
+    async def _store(self, batch: list[outbox.Outcome]) -> None:
+        """Store one batch; nothing it raises may end the writer, whose silence would
+        leave every worker waiting for its failure to be stored."""
+        try:
+            held_back = await outbox.finish(self.gw, self.owner, batch, self.options.breaker)
+            for partner_id in held_back:
+                # Claimed ahead but not sent: back to the outbox, so the breaker holds
+                # them, not this process's queue.
+                if lane := self.lanes.get(partner_id):
+                    await lane.halt()
+        except Exception:
+            # The leases expire and the packages are sent again; partners dedupe.
+            log.exception("could not store %d attempt results", len(batch))
 
     async def _shutdown(self) -> None:
         await self.flushed()
@@ -207,15 +211,16 @@ class Lane:
         self.queue: asyncio.Queue[outbox.Claimed | None] = asyncio.Queue()
         self.busy = 0
         self.changed = asyncio.Event()
-        self._retired = False
+        self.ended = asyncio.Event()
+        """Set once the lane is retired or the dispatcher stops."""
 
     def retire(self) -> None:
-        self._retired = True
+        self.ended.set()
         self.changed.set()
 
     @property
     def done(self) -> bool:
-        return self._retired or self.d.stopping.is_set()
+        return self.ended.is_set() or self.d.stopping.is_set()
 
     async def run(self, cutoff: str | None) -> None:
         """Claim and send until retired; with ``cutoff``, until nothing due by then is left.
@@ -233,17 +238,24 @@ class Lane:
             await self.adapter.aclose()
 
     async def halt(self) -> None:
-        """Give back what is claimed but not yet sent (stopping, or the breaker opened)."""
-        unsent = []
+        """Give back what is claimed but not yet sent (stopping, or the breaker opened).
+        The workers' stop markers stay in the queue: the breaker may open while the lane
+        stops, and a worker must still find its marker."""
+        unsent, markers = [], 0
         while not self.queue.empty():
             item = self.queue.get_nowait()
-            if item is not None:
+            if item is None:
+                markers += 1
+            else:
                 unsent.append(item.package.package_id)
+        for _ in range(markers):
+            self.queue.put_nowait(None)
         if unsent:
             await outbox.unclaim(self.d.gw, self.d.owner, unsent)
 
     async def _watch_stop(self) -> None:
         await self.d.stopping.wait()
+        self.ended.set()
         self.changed.set()
 
     async def _refill(self, cutoff: str | None) -> None:
@@ -278,11 +290,30 @@ class Lane:
         while (claimed := await self.queue.get()) is not None:
             self.busy += 1  # before any await, so the refill loop never sees it idle
             try:
-                await self.bucket.acquire()
-                await self._send(claimed)
+                if await self._token():
+                    await self._send(claimed)
+                else:  # stopping: not sent, so not in flight; back to the outbox
+                    await outbox.unclaim(self.d.gw, self.d.owner, [claimed.package.package_id])
             finally:
                 self.busy -= 1
                 self.changed.set()
+
+    async def _token(self) -> bool:
+        """Take a token of the rate limiter; False if the lane ends first (a slow rate
+        must not hold a stopping dispatcher)."""
+        if self.done:
+            return False
+        if self.bucket.available() >= 1:
+            await self.bucket.acquire()
+            return True
+        token = asyncio.ensure_future(self.bucket.acquire())
+        ended = asyncio.ensure_future(self.ended.wait())
+        await asyncio.wait((token, ended), return_when=asyncio.FIRST_COMPLETED)
+        ended.cancel()
+        if token.done():
+            return True
+        token.cancel()
+        return False
 
     def _sleep_for(self, wake_at: str | None) -> float:
         idle = self.d.options.idle
