@@ -11,6 +11,8 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.partners import agency_workspace, place_many
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -49,3 +51,29 @@ async def test_serve_answers_stops_on_sigterm_and_refuses_a_port_in_use(onboarde
         if first.returncode is None:
             first.kill()
             await first.wait()
+
+
+async def test_a_port_in_use_is_one_line_even_with_failing_deliveries_due(tmp_path: Path) -> None:
+    """With the dispatcher on board and every due delivery failing slowly, a port that is
+    taken still ends `serve` at once with the one line, and sends nothing."""
+    async with agency_workspace(tmp_path, limits="concurrency = 20\ntimeout = 3") as (gw, agency, _):
+        agency.default, agency.delay = "500", 1.0
+        await place_many(gw, 60)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            ws = gw.settings.base_dir
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway", "-c", str(ws), "serve", "--port", str(port),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), 3 + 5)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        assert proc.returncode == 1 and out == b""
+        assert err.decode().strip() == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        assert not agency.requests

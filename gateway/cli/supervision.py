@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +33,18 @@ def parse_span(text: str) -> timedelta:
     return timedelta(days=days)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port``, or the one line saying why not."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:  # port taken, address not on this machine, ...
+        # Resolver errors (socket.gaierror) have negative numbers of their own.
+        number = exc.errno or 0
+        reason = os.strerror(number) if number > 0 else exc.strerror or str(exc)
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
+
+
 def register(cli: click.Group) -> None:
     from gateway.cli.main import _settings, actor, echo_json, run, table, with_gateway
 
@@ -48,19 +61,15 @@ def register(cli: click.Group) -> None:
         from gateway.http import create_app
 
         settings = _settings(obj)
+        sock = listen(host, port)  # before anything starts: a taken port sends nothing
 
         async def main() -> None:
             runner = web.AppRunner(create_app(settings, workers=not no_workers), handle_signals=False)
             await runner.setup()
             try:
-                try:
-                    await web.TCPSite(runner, host, port).start()
-                except OSError as exc:  # port taken, address not on this machine, ...
-                    # Resolver errors (socket.gaierror) have negative numbers of their own.
-                    number = exc.errno or 0
-                    reason = os.strerror(number) if number > 0 else exc.strerror or str(exc)
-                    raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
-                click.echo(f"serving on http://{host}:{port} (Ctrl-C or SIGTERM to stop)", err=True)
+                await web.SockSite(runner, sock).start()
+                bound = sock.getsockname()[1]
+                click.echo(f"serving on http://{host}:{bound} (Ctrl-C or SIGTERM to stop)", err=True)
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -69,7 +78,8 @@ def register(cli: click.Group) -> None:
             finally:
                 await runner.cleanup()
 
-        run(main())
+        with sock:
+            run(main())
 
     @cli.command()
     @click.option("--json", "as_json", is_flag=True)
