@@ -22,6 +22,24 @@ ENV_VAR = "GATEWAY_CONFIG"
 DATABASE_ENV_VAR = "GATEWAY_DATABASE_URL"
 
 
+class BreakerPolicy(BaseModel):
+    """When the circuit breaker pauses a partner (``[breaker]`` in gateway.toml). Every
+    process sharing a database must use the same values: the breaker's state is shared."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failure_rate: float = Field(
+        default=0.5, gt=0, le=1, description="share of failed attempts in the window that opens it"
+    )
+    min_attempts: int = Field(
+        default=20, ge=1, description="attempts the window must hold before the rate counts"
+    )
+    window_seconds: float = Field(default=60.0, gt=0, description="the sliding window")
+    cooldown_seconds: float = Field(
+        default=30.0, ge=0, description="seconds open before one probe may go (at least a Retry-After)"
+    )
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -38,6 +56,7 @@ class Settings(BaseModel):
         ge=0,
         description="`gateway serve` also signs a checkpoint every T seconds if the log grew; 0: no timer",
     )
+    breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def resolved(self, base: Path) -> Settings:
@@ -117,4 +136,13 @@ audit_checkpoint_every = 1000
 # `gateway serve` also signs one every T seconds when the log has grown since the last
 # (0: no timer).
 audit_checkpoint_seconds = 300
+
+# The circuit breaker pauses a partner when at least failure_rate of its attempts in the
+# last window_seconds failed (counted once the window holds min_attempts), then lets one
+# probe through after cooldown_seconds. Every instance sharing the database must agree.
+[breaker]
+failure_rate = 0.5
+min_attempts = 20
+window_seconds = 60
+cooldown_seconds = 30
 """

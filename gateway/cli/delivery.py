@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gateway.delivery import outbox
-from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.dispatch import LEASE_ENV, Dispatcher, Options, Stats
 from gateway.errors import NotFound
 
@@ -106,26 +105,21 @@ def register(cli: click.Group) -> None:
                   help=f"Seconds a claim is held [default: ${LEASE_ENV} or 120].")
     @click.option("--idle", type=float, default=2.0, show_default=True,
                   help="Longest sleep when nothing is due.")
-    @click.option("--breaker-threshold", type=int, default=5, show_default=True,
-                  help="Consecutive failures that pause a partner.")
-    @click.option("--breaker-cooldown", type=float, default=30.0, show_default=True,
-                  help="Seconds a paused partner waits before one probe.")
     @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
     @with_gateway
     async def dispatch(
-        gw: Gateway, once: bool, lease: float | None, idle: float,
-        breaker_threshold: int, breaker_cooldown: float, quiet: bool,
+        gw: Gateway, once: bool, lease: float | None, idle: float, quiet: bool,
     ) -> None:
         """Deliver queued packages to partners; run until SIGTERM, or with --once drain and exit.
 
         On SIGTERM or Ctrl-C it stops claiming, lets attempts in flight finish, gives
         back what it still holds and exits 0. Several dispatchers may share a workspace.
+        The circuit breaker's policy is the workspace's ``[breaker]`` in gateway.toml.
         """
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
         overrides: dict[str, Any] = {"idle": idle}
         if lease is not None:
             overrides["lease"] = lease
-        overrides["breaker"] = BreakerPolicy(breaker_threshold, breaker_cooldown)
         options = Options.from_env(**overrides)
         result = await dispatch_main(gw, options, once, quiet)
         click.echo(" ".join(f"{k}={v}" for k, v in result.items()))

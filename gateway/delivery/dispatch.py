@@ -26,12 +26,12 @@ from datetime import datetime
 from typing import Any
 
 from gateway.core import Gateway
-from gateway.delivery import outbox
+from gateway.delivery import breaker, outbox
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.ratelimit import TokenBucket
 from gateway.errors import GatewayError, PartnerTimeout
 from gateway.onboarding import registry
-from gateway.plugin.adapter import Adapter, Receipt
+from gateway.plugin.adapter import Adapter, OutboundPackage, Receipt
 from gateway.supervision.redact import redact, values_of
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ class Options:
     """Longest sleep of a lane with nothing due."""
     refresh: float = 15.0
     """Seconds between looks for new or changed partners (``run`` only)."""
-    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    breaker: BreakerPolicy | None = None
+    """The breaker's policy; None: the workspace's (``[breaker]`` in gateway.toml)."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Options:
@@ -82,6 +83,7 @@ class Dispatcher:
     def __init__(self, gw: Gateway, options: Options | None = None) -> None:
         self.gw = gw
         self.options = options or Options()
+        self.policy = self.options.breaker or gw.settings.breaker
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = Stats()
         self.stopping = asyncio.Event()
@@ -175,7 +177,7 @@ class Dispatcher:
         """Store one batch; nothing it raises may end the writer, whose silence would
         leave every worker waiting for its failure to be stored."""
         try:
-            held_back = await outbox.finish(self.gw, self.owner, batch, self.options.breaker)
+            held_back = await outbox.finish(self.gw, self.owner, batch, self.policy)
             for partner_id in held_back:
                 # Claimed ahead but not sent: back to the outbox, so the breaker holds
                 # them, not this process's queue.
@@ -213,6 +215,7 @@ class Lane:
         self.changed = asyncio.Event()
         self.ended = asyncio.Event()
         """Set once the lane is retired or the dispatcher stops."""
+        self._cleanups: set[asyncio.Future[Receipt]] = set()
 
     def retire(self) -> None:
         self.ended.set()
@@ -235,6 +238,8 @@ class Lane:
             for _ in workers:
                 self.queue.put_nowait(None)
             await asyncio.gather(*workers)
+            if self._cleanups:  # attempts abandoned at their timeout, still closing
+                await asyncio.wait(set(self._cleanups), timeout=self.limits.timeout)
             await self.adapter.aclose()
 
     async def halt(self) -> None:
@@ -269,7 +274,8 @@ class Lane:
                 continue
             want = min(2 * limit - self.queue.qsize() - self.busy, self.d.options.batch)
             claim = await outbox.claim(
-                self.d.gw, self.partner_id, self.d.owner, want, self.d.options.lease, cutoff
+                self.d.gw, self.partner_id, self.d.owner, want, self.d.options.lease, cutoff,
+                probe_seconds=breaker.probe_lease(self.limits.timeout),
             )
             self.d.stats.dead += claim.expired + claim.refused
             for claimed in claim.packages:
@@ -325,14 +331,11 @@ class Lane:
     async def _send(self, claimed: outbox.Claimed) -> None:
         started = self.d.gw.now()
         t0 = time.perf_counter()
-        result: Receipt | BaseException
-        try:
-            # The adapter enforces the timeout itself; this is the backstop.
-            async with asyncio.timeout(self.limits.timeout + 5):
-                result = await self.adapter.deliver(claimed.package)
-        except TimeoutError:
+        result = await self._attempt(claimed.package)
+        if isinstance(result, TimeoutError):
             result = PartnerTimeout(f"no answer within {self.limits.timeout:g} s")
-        except Exception as exc:
+        elif isinstance(result, Exception):
+            exc = result
             if not isinstance(exc, GatewayError):
                 # A bug: its frames for the developers, its message without personal data
                 # (it may quote what the adapter was sending).
@@ -345,11 +348,39 @@ class Lane:
                     redact(str(exc), sent),
                     "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
                 )
-            result = exc
         latency_ms = (time.perf_counter() - t0) * 1000
         outcome = outbox.judge(claimed, self.limits, started, latency_ms, result, self.d.gw.now())
         self.d.stats.count(outcome.state)
         await self.d.record(outcome)
+
+    async def _attempt(self, package: OutboundPackage) -> Receipt | Exception:
+        """One delivery, its answer or error, within the attempt timeout. At the timeout
+        the slot is free even if the adapter's clean-up (an SMTP QUIT, a TLS close)
+        takes longer: that goes on apart, and the lane waits for it when it closes."""
+        task = asyncio.ensure_future(self.adapter.deliver(package))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self.limits.timeout)
+        except BaseException:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            self._cleanups.add(task)
+            task.add_done_callback(_forget)
+            task.add_done_callback(self._cleanups.discard)
+            return TimeoutError()
+        exc = task.exception()
+        if exc is None:
+            return task.result()
+        if not isinstance(exc, Exception):
+            raise exc
+        return exc
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """An abandoned attempt's end is of no interest (its result is recorded already)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _wait(event: asyncio.Event, timeout: float | None) -> None:

@@ -86,13 +86,20 @@ def retry_delay(limits: Limits, attempt: int, retry_after: float | None = None) 
     state = RetryCallState(Retrying(), None, (), {})
     state.attempt_number = attempt
     delay = wait_random_exponential(multiplier=limits.backoff_base, max=limits.backoff_cap)(state)
-    if retry_after is not None and math.isfinite(retry_after):
-        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
-    return delay
+    floor = bounded_retry_after(retry_after)
+    return delay if floor is None else max(delay, floor)
+
+
+def bounded_retry_after(value: float | None) -> float | None:
+    """A partner's ``Retry-After`` as honoured: at most ``MAX_RETRY_AFTER`` seconds."""
+    if value is None or not math.isfinite(value):
+        return None
+    return min(max(value, 0.0), MAX_RETRY_AFTER)
 
 
 async def claim(
-    gw: Gateway, partner_id: str, owner: str, limit: int, lease: float, cutoff: str | None = None
+    gw: Gateway, partner_id: str, owner: str, limit: int, lease: float, cutoff: str | None = None,
+    *, probe_seconds: float | None = None,
 ) -> Claim:
     """Take up to ``limit`` due packages of one partner for ``lease`` seconds.
 
@@ -102,6 +109,8 @@ async def claim(
     told to delete); its other packages stay where they are, and so do packages the
     circuit breaker holds back. Messages to debtors (sms and email partners) the rule
     pack does not allow now are held or refused instead (:func:`presend.screen`).
+    A half-open breaker's probe holds the gate ``probe_seconds`` at most (default: the
+    lease): :func:`breaker.probe_lease` of the partner's attempt timeout.
     """
     now = gw.now()
     at = isotime(now)
@@ -137,7 +146,8 @@ async def claim(
         stopped = await presend.screen(gw, tx, partner_id, rows, now) if rows else []
         await _stop(tx, stopped)
         rows = [r for r in rows if r["id"] not in {s.package_id for s in stopped}]
-        allowed = await breaker.gate(tx, partner_id, now, lease, len(rows)) if rows else None
+        probe = lease if probe_seconds is None else probe_seconds
+        allowed = await breaker.gate(tx, partner_id, now, probe, len(rows)) if rows else None
         if allowed is not None and allowed.allowed < len(rows):
             rows = rows[: allowed.allowed]
         until = isotime(now + timedelta(seconds=lease))
@@ -233,7 +243,7 @@ def judge(
     # Anything that is not a known permanent refusal (a bug, an unexpected library
     # error) is retried: a fixed deployment then delivers instead of losing the package.
     retryable = isinstance(result, Retryable) or not hasattr(result, "status")
-    retry_after = result.retry_after if isinstance(result, Retryable) else None
+    retry_after = bounded_retry_after(result.retry_after) if isinstance(result, Retryable) else None
     if isinstance(result, Retryable):
         base["signal"] = "failure"
     elif isinstance(result, PartnerRejected):
@@ -258,7 +268,7 @@ async def finish(
     gw: Gateway, owner: str, outcomes: list[Outcome], policy: breaker.BreakerPolicy
 ) -> set[str]:
     """Store a batch of attempt results and feed them to the partners' breakers; return
-    the partners now held back by their breaker or a ``Retry-After``."""
+    the partners now held back by their breaker."""
     now = gw.now()
     async with gw.db.transaction() as tx:
         await tx.executemany(
@@ -284,14 +294,15 @@ async def finish(
             ],
         )
         await presend.record_sent(tx, outcomes, now)
-        by_partner: dict[str, list[tuple[breaker.Signal, float | None]]] = {}
+        by_partner: dict[str, list[breaker.Result]] = {}
         for o in outcomes:
             if o.signal:
-                by_partner.setdefault(o.partner_id, []).append((o.signal, o.retry_after))
+                result = breaker.Result(o.signal, o.retry_after, o.started_at)
+                by_partner.setdefault(o.partner_id, []).append(result)
         return {
             partner_id
-            for partner_id, signals in by_partner.items()
-            if await breaker.record(tx, partner_id, signals, now, policy)
+            for partner_id, results in by_partner.items()
+            if await breaker.record(tx, partner_id, results, now, policy)
         }
 
 
