@@ -151,7 +151,16 @@ async def test_an_attempt_holds_its_slot_no_longer_than_the_timeout(tmp_path: Pa
     """An SMTP relay that answers every command just inside the per-command timeout of
     the SMTP client: the attempt as a whole still ends at the attempt timeout."""
 
+    conversations: list[asyncio.Task[None]] = []
+
     async def slow_relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conversations.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await converse(reader, writer)
+        finally:
+            writer.close()
+
+    async def converse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def say(line: str) -> None:
             await asyncio.sleep(0.7)
             writer.write(line.encode() + b"\r\n")
@@ -170,7 +179,6 @@ async def test_an_attempt_holds_its_slot_no_longer_than_the_timeout(tmp_path: Pa
                 break
             else:
                 await say("250 ok")
-        writer.close()
 
     relay = await asyncio.start_server(slow_relay, "127.0.0.1", 0)
     port = relay.sockets[0].getsockname()[1]
@@ -181,6 +189,9 @@ async def test_an_attempt_holds_its_slot_no_longer_than_the_timeout(tmp_path: Pa
             [attempt] = await rows(gw, "SELECT outcome, error_class, latency_ms FROM attempts")
     finally:
         relay.close()
+        for conversation in conversations:
+            conversation.cancel()
+        await asyncio.gather(*conversations, return_exceptions=True)
         await relay.wait_closed()
     assert (attempt["outcome"], attempt["error_class"]) == ("retry", "PartnerTimeout")
     assert attempt["latency_ms"] < 1000 + 300
