@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
 import socket
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -60,6 +62,7 @@ def register(cli: click.Group) -> None:
 
         from gateway.http import create_app
 
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
         settings = _settings(obj)
         sock = listen(host, port)  # before anything starts: a taken port sends nothing
 

@@ -13,10 +13,10 @@ from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
 from gateway.http import auditor, operator
-from gateway.http.appkeys import GATEWAY, SETTINGS
+from gateway.http.appkeys import GATEWAY, SETTINGS, TIMEOUTS, Timeouts
 from gateway.http.callbacks import MAX_BODY, receive
 from gateway.http.openapi import document
-from gateway.http.problems import problems
+from gateway.http.problems import problems, refusals
 from gateway.http.routes import Route
 from gateway.inbound import poller
 from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
@@ -127,14 +127,22 @@ ROUTES: list[Route] = [
 
 
 def create_app(
-    settings: Settings, *, gateway: Gateway | None = None, workers: bool = False
+    settings: Settings, *, gateway: Gateway | None = None, workers: bool = False,
+    timeouts: Timeouts | None = None,
 ) -> web.Application:
     """Build the app; the gateway (database, keys, plugins) opens on startup and closes
     on cleanup, unless an open one is passed in (tests, embedding). With ``workers``, the
     dispatcher, the poller and the audit checkpoint timer run in the same process and
-    stop cleanly with it."""
-    app = web.Application(middlewares=[problems], client_max_size=MAX_BODY + 1024)
+    stop cleanly with it. ``timeouts`` bound how long a client may take to send a
+    request; a request refused before any handler runs is logged in one line."""
+    timeouts = timeouts or Timeouts()
+    app = web.Application(
+        middlewares=[problems],
+        client_max_size=MAX_BODY + 1024,
+        handler_args={"keepalive_timeout": timeouts.header, "logger": refusals},
+    )
     app[SETTINGS] = settings
+    app[TIMEOUTS] = timeouts
 
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         if gateway is not None:

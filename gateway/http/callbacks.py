@@ -6,9 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import InvalidInput
 from gateway.http.appkeys import GATEWAY
-from gateway.http.routes import require_json
+from gateway.http.routes import read_body, require_json
 from gateway.inbound import pipeline as inbound
 from gateway.inbound import webhooks
 from gateway.onboarding import registry
@@ -20,11 +19,7 @@ async def receive(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     partner_id = request.match_info["partner_id"]
     require_json(request)
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise InvalidInput(f"body larger than {MAX_BODY} bytes", status=413)
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise InvalidInput(f"body larger than {MAX_BODY} bytes", status=413)
+    body = await read_body(request, MAX_BODY)
 
     def check(record: registry.PartnerRecord) -> tuple[str, Any]:
         """Signature first (401), then the body (422); run inside the pipeline's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import InvalidInput
+from gateway.http.appkeys import TIMEOUTS
 
 
 @dataclass(frozen=True)
@@ -47,3 +49,20 @@ def known_query(request: web.Request, known: dict[str, str]) -> None:
             f"unknown query parameter {', '.join(unknown)}; this route takes: {', '.join(known) or 'none'}",
             status=400,
         )
+
+
+async def read_body(request: web.Request, limit: int | None = None) -> bytes:
+    """The whole request body: 413 beyond ``limit`` bytes (and beyond the app's
+    ``client_max_size`` in any case), 408 if it is not in within the app's body timeout
+    (a client trickling a body holds a connection and a task)."""
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise InvalidInput(f"body larger than {limit} bytes", status=413)
+    seconds = request.app[TIMEOUTS].body
+    try:
+        async with asyncio.timeout(seconds):
+            body = await request.read()
+    except TimeoutError:
+        raise InvalidInput(f"request body not received within {seconds:g} s", status=408) from None
+    if limit is not None and len(body) > limit:
+        raise InvalidInput(f"body larger than {limit} bytes", status=413)
+    return body
