@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +13,14 @@ import pytest
 from aiohttp import web
 
 from gateway.core import Gateway
+from gateway.http import create_app
+from gateway.http.appkeys import WORKERS
 from gateway.inbound import poller
 from gateway.onboarding import registry
 from gateway.placement import service as placement
 from schemas.case import Case
 from tests.callbacks import event
-from tests.helpers import copy_profile, sample_case
+from tests.helpers import copy_profile, sample_case, write_partner_keys
 
 
 async def feed_from(gw: Gateway, aiohttp_server: Any, tmp_path: Path, feed: Any) -> None:
@@ -104,3 +109,102 @@ async def test_a_failing_feed_is_reported_and_logged_without_personal_data(
     assert logged and all(said in line for line in logged)
     for secret in ("110101199003071234", "13812341999", "ops@partner"):
         assert secret not in acme.error and secret not in caplog.text
+
+
+async def second_agency(gw: Gateway, aiohttp_server: Any, tmp_path: Path, feed: Any) -> str:
+    """A second agency, "acme-two", whose feed is `feed`, with the sample case placed
+    with it; return the case_ref it knows the case by."""
+    app = web.Application()
+    app.router.add_get("/status", feed)
+    server = await aiohttp_server(app)
+    write_partner_keys(Path(gw.settings.keys_dir), "acme-two", "P-256")
+    profile = copy_profile(
+        "acme-collect.toml",
+        tmp_path / "two",
+        {
+            'id = "acme-collect"': 'id = "acme-two"',
+            "partners/acme-collect.jwks.json": "partners/acme-two.jwks.json",
+            'endpoint = "https://127.0.0.1:18441"': f'endpoint = "http://127.0.0.1:{server.port}"',
+            'packages_path = "/packages"': (
+                'packages_path = "/packages"\nstatus_feed_path = "/status"\nallow_insecure_http = true'
+            ),
+        },
+    )
+    await registry.add(gw, profile, actor="t")
+    case = Case.model_validate_json(sample_case().read_text())
+    return (await placement.place(gw, case, "acme-two", "collection", actor="t")).case_ref
+
+
+async def nested_too_deep(request: web.Request) -> web.Response:
+    return web.Response(text='{"events": ' + "[" * 200_000, content_type="application/json")
+
+
+async def test_a_feed_nested_too_deep_is_a_malformed_feed_and_the_others_are_polled(
+    gw: Gateway, aiohttp_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await feed_from(gw, aiohttp_server, tmp_path, nested_too_deep)
+    (tmp_path / "two").mkdir()
+
+    async def fine(request: web.Request) -> web.Response:
+        return web.json_response({"events": [{"id": "t1", **event(ref, "accepted")}], "cursor": "t1"})
+
+    ref = await second_agency(gw, aiohttp_server, tmp_path, fine)
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        stats = {s.partner: s for s in await poller.poll_once(gw)}
+    assert stats["acme-collect"].error and "status feed is not" in stats["acme-collect"].error
+    assert stats["acme-two"].accepted == 1
+    [logged] = [r for r in caplog.records if "poll acme-collect failed" in r.getMessage()]
+    assert logged.levelno == logging.WARNING and logged.exc_info is None
+    async with gw.db.transaction() as tx:
+        assert await tx.fetchval("SELECT cursor FROM poll_cursors WHERE partner_id = 'acme-collect'") is None
+
+
+async def test_gateway_poll_reports_the_malformed_feed_and_polls_the_others(
+    gw: Gateway, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    await feed_from(gw, aiohttp_server, tmp_path, nested_too_deep)
+    (tmp_path / "two").mkdir()
+
+    async def fine(request: web.Request) -> web.Response:
+        return web.json_response({"events": [{"id": "t1", **event(ref, "accepted")}], "cursor": "t1"})
+
+    ref = await second_agency(gw, aiohttp_server, tmp_path, fine)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "-c", str(gw.settings.base_dir), "poll", "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    rows = {r["partner"]: r for r in json.loads(out)}
+    assert "status feed is not" in rows["acme-collect"]["error"] and rows["acme-two"]["accepted"] == 1
+    assert "Traceback" not in err.decode()
+
+
+async def test_the_served_poller_outlives_a_malicious_feed_and_a_dead_task_is_reported(
+    gw: Gateway, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await feed_from(gw, aiohttp_server, tmp_path, nested_too_deep)
+    (tmp_path / "two").mkdir()
+    polled = asyncio.Event()
+
+    async def fine(request: web.Request) -> web.Response:
+        polled.set()
+        return web.json_response({"events": [], "cursor": None})
+
+    await second_agency(gw, aiohttp_server, tmp_path, fine)
+    app = create_app(gw.settings, gateway=gw, workers=True)
+    client = await aiohttp_client(app)
+    await asyncio.wait_for(polled.wait(), 30)
+    await asyncio.sleep(0.1)  # the poll of acme-two stores its cursor
+    assert app[WORKERS].dead() == []
+    assert (await client.get("/healthz")).status == 200
+
+    async def doomed() -> None:
+        raise RuntimeError("a bug")
+
+    with caplog.at_level(logging.CRITICAL, logger="gateway"):
+        await asyncio.gather(app[WORKERS].start("doomed", doomed()), return_exceptions=True)
+    assert app[WORKERS].dead() == ["doomed"]
+    assert any("background task doomed died: RuntimeError: a bug" in r.getMessage() for r in caplog.records)
+    answer = await client.get("/healthz")
+    assert answer.status == 503 and "doomed" in (await answer.json())["detail"]

@@ -13,11 +13,12 @@ from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
 from gateway.http import auditor, operator
-from gateway.http.appkeys import GATEWAY, SETTINGS, TIMEOUTS, Timeouts
+from gateway.http.appkeys import GATEWAY, SETTINGS, TIMEOUTS, WORKERS, Timeouts
 from gateway.http.callbacks import MAX_BODY, receive
 from gateway.http.openapi import document
-from gateway.http.problems import problems, refusals
+from gateway.http.problems import problem, problems, refusals
 from gateway.http.routes import Route
+from gateway.http.workers import Workers
 from gateway.inbound import poller
 from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
 
@@ -30,6 +31,8 @@ async def healthz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     async with gw.db.transaction() as tx:
         await tx.fetchval("SELECT 1")
+    if dead := request.app[WORKERS].dead():
+        return problem(503, f"background tasks stopped: {', '.join(dead)} (see the log); restart the gateway")
     return web.json_response({"status": "ok"})
 
 
@@ -121,7 +124,10 @@ ROUTES: list[Route] = [
         query=auditor.CONSISTENCY_QUERY,
     ),
     Route("GET", "/.well-known/jwks.json", jwks, "The bank's public signing keys", tags=("public",)),
-    Route("GET", "/healthz", healthz, "Liveness and database check", tags=("public",)),
+    Route(
+        "GET", "/healthz", healthz, "Liveness: the database, and the background tasks (503 if one died)",
+        tags=("public",),
+    ),
     Route("GET", "/openapi.json", openapi, "This document", tags=("public",)),
 ]
 
@@ -143,6 +149,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[TIMEOUTS] = timeouts
+    app[WORKERS] = Workers()
 
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         if gateway is not None:
@@ -154,20 +161,17 @@ def create_app(
             yield
 
     async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
-        gw = app[GATEWAY]
+        gw, workers = app[GATEWAY], app[WORKERS]
         dispatcher = Dispatcher(gw)
         stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(dispatcher.run()),
-            asyncio.create_task(poller.run(gw, stop)),
-            asyncio.create_task(
-                checkpoint_timer.run(gw.db, gw.audit_signer, stop, gw.settings.audit_checkpoint_seconds)
-            ),
-        ]
+        workers.start("dispatcher", dispatcher.run())
+        workers.start("poller", poller.run(gw, stop))
+        if (period := gw.settings.audit_checkpoint_seconds) > 0:
+            workers.start("checkpoint timer", checkpoint_timer.run(gw.db, gw.audit_signer, stop, period))
         yield
         dispatcher.stop()
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await workers.stop()
 
     app.cleanup_ctx.append(gateway_ctx)
     if workers:

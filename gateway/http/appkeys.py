@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.config import Settings
 from gateway.core import Gateway
+from gateway.http.workers import Workers
 
 
 @dataclass(frozen=True)
@@ -24,3 +25,5 @@ class Timeouts:
 SETTINGS = web.AppKey("settings", Settings)
 GATEWAY = web.AppKey("gateway", Gateway)
 TIMEOUTS = web.AppKey("timeouts", Timeouts)
+WORKERS = web.AppKey("workers", Workers)
+"""The background tasks of ``gateway serve``; ``WORKERS.dead()`` names any that died."""

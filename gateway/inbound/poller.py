@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,25 @@ async def poll_partner(gw: Gateway, adapter: Adapter) -> PollStats:
     return stats
 
 
+async def poll_guarded(gw: Gateway, adapter: Adapter) -> PollStats:
+    """One partner's poll, whatever happens in it: its failure is its own (logged, and
+    in its stats), the other partners are polled all the same, and the next poll tries
+    again from the stored cursor."""
+    partner_id = adapter.profile.id
+    try:
+        return await poll_partner(gw, adapter)
+    except GatewayError as exc:
+        error = redact(str(exc))
+        log.warning("poll %s failed: %s", partner_id, error)
+    except Exception as exc:
+        # A bug (ours or an adapter's): its frames for the developers, its message
+        # without personal data (it may quote the feed).
+        error = f"{type(exc).__name__}: {redact(str(exc))}"
+        frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+        log.error("poll %s failed: %s\n%s", partner_id, error, frames)
+    return PollStats(partner_id, error=error)
+
+
 async def poll_once(gw: Gateway) -> list[PollStats]:
     out = []
     for record in await registry.list_all(gw):
@@ -87,32 +107,28 @@ async def poll_once(gw: Gateway) -> list[PollStats]:
         if adapter is None:
             continue
         async with adapter:
-            try:
-                out.append(await poll_partner(gw, adapter))
-            except GatewayError as exc:
-                error = redact(str(exc))
-                log.warning("poll %s failed: %s", record.id, error)
-                out.append(PollStats(record.id, error=error))
+            out.append(await poll_guarded(gw, adapter))
     return out
 
 
 async def run(gw: Gateway, stop: asyncio.Event) -> None:
-    """Poll each pollable partner on its own interval until ``stop`` is set."""
+    """Poll each pollable partner on its own interval until ``stop`` is set. Nothing a
+    partner's feed or a passing database error does ends it."""
     adapters: dict[str, Adapter] = {}
     due: dict[str, float] = {}
     loop = asyncio.get_running_loop()
     try:
         while not stop.is_set():
-            for record in await registry.list_all(gw):
-                if record.id not in adapters and (adapter := pollable(gw, record)) is not None:
-                    adapters[record.id] = adapter
+            try:
+                for record in await registry.list_all(gw):
+                    if record.id not in adapters and (adapter := pollable(gw, record)) is not None:
+                        adapters[record.id] = adapter
+            except Exception as exc:  # the database away for a moment: poll whom we know
+                log.warning("poller: could not read the partners (%s); trying again", type(exc).__name__)
             now = loop.time()
             for partner_id, adapter in adapters.items():
                 if due.get(partner_id, 0.0) <= now:
-                    try:
-                        await poll_partner(gw, adapter)
-                    except GatewayError as exc:
-                        log.warning("poll %s failed: %s", partner_id, redact(str(exc)))
+                    await poll_guarded(gw, adapter)
                     due[partner_id] = loop.time() + interval(adapter)
             wait = min(due.values(), default=now + 60.0) - loop.time()
             with contextlib.suppress(TimeoutError):
