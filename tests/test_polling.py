@@ -17,6 +17,7 @@ from gateway.http import create_app
 from gateway.http.appkeys import WORKERS
 from gateway.inbound import poller
 from gateway.onboarding import registry
+from gateway.placement import recall
 from gateway.placement import service as placement
 from schemas.case import Case
 from tests.callbacks import event
@@ -208,3 +209,94 @@ async def test_the_served_poller_outlives_a_malicious_feed_and_a_dead_task_is_re
     assert any("background task doomed died: RuntimeError: a bug" in r.getMessage() for r in caplog.records)
     answer = await client.get("/healthz")
     assert answer.status == 503 and "doomed" in (await answer.json())["detail"]
+
+
+async def test_a_running_poller_follows_profile_changes_and_offboarding(
+    gw: Gateway, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """The feed moves to another path (a profile update), then the partner is
+    offboarded: the running poller reads the new path, then nothing."""
+    hits: list[str] = []
+
+    async def feed(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.json_response({"events": [], "cursor": None})
+
+    app = web.Application()
+    app.router.add_get("/status", feed)
+    app.router.add_get("/status-v2", feed)
+    server = await aiohttp_server(app)
+    replace = {
+        'endpoint = "https://127.0.0.1:18441"': f'endpoint = "http://127.0.0.1:{server.port}"',
+        'packages_path = "/packages"': (
+            'packages_path = "/packages"\nstatus_feed_path = "/status"\npoll_interval = 0.1\n'
+            "allow_insecure_http = true"
+        ),
+    }
+    profile = copy_profile("acme-collect.toml", tmp_path, replace)
+    await registry.add(gw, profile, actor="t", update=True)
+    stop = asyncio.Event()
+    running = asyncio.create_task(poller.run(gw, stop))
+    try:
+        await until(lambda: "/status" in hits)
+        profile.write_text(profile.read_text().replace('"/status"', '"/status-v2"'))
+        await registry.add(gw, profile, actor="t", update=True)
+        await until(lambda: "/status-v2" in hits)
+        await recall.offboard(gw, "acme-collect", "contract ended", actor="t")
+        await asyncio.sleep(1.5)  # a round of the poller, which reads the registry
+        seen = len(hits)
+        await asyncio.sleep(2.5)  # a partner still polled would be polled twice more
+        assert len(hits) == seen, "an offboarded partner's feed is still read"
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+ERASED = {"deleted_at": "2026-01-01T00:00:00+00:00", "statement": "erased"}
+
+
+async def test_a_suspended_partners_feed_is_heard_on_recalled_cases_only_an_offboarded_ones_not_at_all(
+    gw: Gateway, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    case = Case.model_validate_json(sample_case().read_text())
+    active = await placement.place(gw, case, "acme-collect", "collection", actor="t")
+    other = case.model_copy(update={"case_id": "C-2026-2002"})
+    recalled = await placement.place(gw, other, "acme-collect", "collection", actor="t")
+    page: dict[str, Any] = {"events": [], "cursor": None}
+
+    async def feed(request: web.Request) -> web.Response:
+        return web.json_response(page)
+
+    await feed_from(gw, aiohttp_server, tmp_path, feed)
+    record = await registry.get(gw, "acme-collect")
+    adapter = poller.pollable(gw, record)  # as a running poller holds it
+    assert adapter is not None
+    async with adapter:
+        page["events"] = [{"id": "a1", **event(active.case_ref, "accepted")}]
+        assert (await poller.poll_partner(gw, adapter)).accepted == 1
+        await recall.recall(gw, other.case_id, "acme-collect", "complaint review", actor="t")
+        await registry.set_status(gw, "acme-collect", "suspended", reason="review", actor="t")
+        page["events"] = [
+            {"id": "s1", **event(active.case_ref, "complaint", summary="rude")},
+            {"id": "s2", **event(recalled.case_ref, "deletion_attested", **ERASED)},
+        ]
+        stats = await poller.poll_partner(gw, adapter)
+        assert (stats.accepted, stats.refused) == (1, 1)
+        await registry.set_status(gw, "acme-collect", "active", reason="review done", actor="t")
+        await recall.offboard(gw, "acme-collect", "contract ended", actor="t")
+        page["events"] = [{"id": "o1", **event(active.case_ref, "deletion_attested", **ERASED)}]
+        stats = await poller.poll_partner(gw, adapter)
+        assert (stats.accepted, stats.refused) == (0, 1)
+    assert poller.pollable(gw, await registry.get(gw, "acme-collect")) is None
+    async with gw.db.transaction() as tx:
+        taken = await tx.fetchall("SELECT webhook_id, type FROM events ORDER BY id")
+    assert taken == [
+        {"webhook_id": "poll:a1", "type": "accepted"},
+        {"webhook_id": "poll:s2", "type": "deletion_attested"},
+    ]

@@ -37,13 +37,51 @@ class PollStats:
     error: str | None = None
 
 
+def read_feed(record: registry.PartnerRecord) -> bool:
+    """Whether the partner's feed is read at all (what is taken from whose feed:
+    ``pipeline.check_polled``)."""
+    return record.status in inbound.FEED_READ
+
+
 def pollable(gw: Gateway, record: registry.PartnerRecord) -> Adapter | None:
+    """The adapter to poll the partner with, or None: no feed, or not read (see
+    :func:`read_feed`). A profile the adapter refuses is logged and skipped, as the
+    dispatcher skips it."""
     cls = gw.adapters.get(record.profile.adapter)
-    if cls is None or not cls.supports_poll or record.status == "offboarded":
+    if cls is None or not cls.supports_poll or not read_feed(record):
         return None
-    adapter = cls(record.profile, cls.check_profile(record.profile))
+    try:
+        adapter = cls(record.profile, cls.check_profile(record.profile))
+    except ValueError as exc:
+        log.error("poll %s skipped: %s (fix the profile, `gateway partners add --update`)", record.id, exc)
+        return None
     feed = getattr(adapter.config, "status_feed_path", None) or getattr(adapter.config, "status_path", None)
     return adapter if feed else None
+
+
+@dataclass
+class Polled:
+    """A partner the running poller polls: its adapter, made from the profile digested
+    as ``digest``, and when it is due."""
+
+    adapter: Adapter
+    digest: str
+    due: float = 0.0
+
+
+async def refresh(gw: Gateway, polled: dict[str, Polled]) -> None:
+    """Bring the running poller in line with the registry, as the dispatcher does its
+    lanes: a changed profile gets a new adapter, an offboarded partner (or one that no
+    longer has a feed) none."""
+    records = {record.id: record for record in await registry.list_all(gw)}
+    for partner_id, known in list(polled.items()):
+        record = records.get(partner_id)
+        if record is None or record.profile_digest != known.digest or not read_feed(record):
+            del polled[partner_id]
+            await known.adapter.aclose()
+    for record in records.values():
+        if record.id not in polled and (adapter := pollable(gw, record)) is not None:
+            polled[record.id] = Polled(adapter, record.profile_digest)
 
 
 def interval(adapter: Adapter) -> float:
@@ -112,30 +150,27 @@ async def poll_once(gw: Gateway) -> list[PollStats]:
 
 
 async def run(gw: Gateway, stop: asyncio.Event) -> None:
-    """Poll each pollable partner on its own interval until ``stop`` is set. Nothing a
+    """Poll each pollable partner on its own interval until ``stop`` is set, following
+    profile changes and offboardings (see :func:`refresh`) between rounds. Nothing a
     partner's feed or a passing database error does ends it."""
-    adapters: dict[str, Adapter] = {}
-    due: dict[str, float] = {}
+    polled: dict[str, Polled] = {}
     loop = asyncio.get_running_loop()
     try:
         while not stop.is_set():
             try:
-                for record in await registry.list_all(gw):
-                    if record.id not in adapters and (adapter := pollable(gw, record)) is not None:
-                        adapters[record.id] = adapter
+                await refresh(gw, polled)
             except Exception as exc:  # the database away for a moment: poll whom we know
                 log.warning("poller: could not read the partners (%s); trying again", type(exc).__name__)
-            now = loop.time()
-            for partner_id, adapter in adapters.items():
-                if due.get(partner_id, 0.0) <= now:
-                    await poll_guarded(gw, adapter)
-                    due[partner_id] = loop.time() + interval(adapter)
-            wait = min(due.values(), default=now + 60.0) - loop.time()
+            for known in list(polled.values()):
+                if known.due <= loop.time():
+                    await poll_guarded(gw, known.adapter)
+                    known.due = loop.time() + interval(known.adapter)
+            wait = min((known.due for known in polled.values()), default=loop.time() + 60.0) - loop.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(1.0, min(wait, 60.0)))
     finally:
-        for adapter in adapters.values():
-            await adapter.aclose()
+        for known in polled.values():
+            await known.adapter.aclose()
 
 
 def summary(stats: list[PollStats]) -> list[dict[str, Any]]:
