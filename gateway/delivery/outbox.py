@@ -117,20 +117,7 @@ async def claim(
     due = cutoff or at
     async with gw.db.transaction() as tx:
         status = await tx.fetchval("SELECT status FROM partners WHERE id = ?", (partner_id,))
-        only = "" if status == "active" else f" AND purpose = '{RECALL_PURPOSE}'"
-        rows = await tx.fetchall(
-            f"SELECT {_COLUMNS}, lease_owner, lease_until FROM packages WHERE partner_id = ?"
-            f" AND state = 'sending' AND lease_until <= ?{only} LIMIT ?{tx.skip_locked}",
-            (partner_id, due, limit),
-        )
-        for state in ("retry_wait", "queued"):
-            if len(rows) < limit:
-                rows += await tx.fetchall(
-                    f"SELECT {_COLUMNS}, NULL AS lease_owner, NULL AS lease_until FROM packages"
-                    f" WHERE partner_id = ? AND state = ? AND next_attempt_at <= ?{only}"
-                    f" ORDER BY next_attempt_at LIMIT ?{tx.skip_locked}",
-                    (partner_id, state, due, limit - len(rows)),
-                )
+        rows = await _due(tx, partner_id, status == "active", due, limit)
         if not rows:
             if status != "active":
                 return Claim([], reason=f"partner is {status}")
@@ -166,6 +153,26 @@ async def claim(
         held=held,
         refused=len(stopped) - held,
     )
+
+
+async def _due(tx: Transaction, partner_id: str, active: bool, due: str, limit: int) -> list[Row]:
+    """Up to ``limit`` packages due by ``due``: expired leases first, then retries, then
+    new ones; of a partner that is not active, recall notices only."""
+    only = "" if active else f" AND purpose = '{RECALL_PURPOSE}'"
+    rows = await tx.fetchall(
+        f"SELECT {_COLUMNS}, lease_owner, lease_until FROM packages WHERE partner_id = ?"
+        f" AND state = 'sending' AND lease_until <= ?{only} LIMIT ?{tx.skip_locked}",
+        (partner_id, due, limit),
+    )
+    for state in ("retry_wait", "queued"):
+        if len(rows) < limit:
+            rows += await tx.fetchall(
+                f"SELECT {_COLUMNS}, NULL AS lease_owner, NULL AS lease_until FROM packages"
+                f" WHERE partner_id = ? AND state = ? AND next_attempt_at <= ?{only}"
+                f" ORDER BY next_attempt_at LIMIT ?{tx.skip_locked}",
+                (partner_id, state, due, limit - len(rows)),
+            )
+    return rows
 
 
 def _claimed(row: Row) -> Claimed:
