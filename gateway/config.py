@@ -36,6 +36,24 @@ ENV_NESTING = "__"
 DATABASE_ENV_VAR = ENV_PREFIX + "DATABASE_URL"
 
 
+class BreakerPolicy(BaseModel):
+    """When the circuit breaker pauses a partner (``[breaker]`` in gateway.toml). Every
+    process sharing a database must use the same values: the breaker's state is shared."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failure_rate: float = Field(
+        default=0.5, gt=0, le=1, description="share of failed attempts in the window that opens it"
+    )
+    min_attempts: int = Field(
+        default=20, ge=1, description="attempts the window must hold before the rate counts"
+    )
+    window_seconds: float = Field(default=60.0, gt=0, description="the sliding window")
+    cooldown_seconds: float = Field(
+        default=30.0, ge=0, description="seconds open before one probe may go (at least a Retry-After)"
+    )
+
+
 AlertKind = Literal["partner_suspended", "dead", "attestation_overdue", "checkpoint_overdue"]
 ALERT_KINDS: tuple[AlertKind, ...] = typing.get_args(AlertKind)
 
@@ -139,6 +157,7 @@ class Settings(BaseSettings):
     )
     metrics_host: str = "127.0.0.1"
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @classmethod
@@ -334,4 +353,12 @@ batch = 50
 # changed partners.
 idle_seconds = 2
 refresh_seconds = 15
+# The circuit breaker pauses a partner when at least failure_rate of its attempts in the
+# last window_seconds failed (counted once the window holds min_attempts), then lets one
+# probe through after cooldown_seconds. Every instance sharing the database must agree.
+[breaker]
+failure_rate = 0.5
+min_attempts = 20
+window_seconds = 60
+cooldown_seconds = 30
 """

@@ -60,7 +60,6 @@ class Breaker(_Out):
     failures: int
     open_until: str | None
     probe_until: str | None
-    paused_until: str | None = Field(description="a Retry-After pause running until then")
     updated_at: str | None
 
 

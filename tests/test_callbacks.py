@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -18,6 +19,7 @@ from gateway.core import Gateway
 from gateway.http import create_app
 from tests.callbacks import (
     CASE,
+    URL,
     counts,
     dumps,
     ed25519_headers,
@@ -231,3 +233,64 @@ async def test_a_recall_reason_with_personal_data_is_refused_and_nothing_is_reca
         assert await tx.fetchval("SELECT state FROM assignments") != "recalled"
     request["reason"] = "complaint of 2026-11-20 10:30"
     assert (await client.post("/v1/recalls", json=request, headers=operator)).status == 201
+
+
+async def raw_post(
+    port: int, partner: str, body: bytes, headers: dict[str, str], pause: float | None
+) -> bytes:
+    """POST over a plain socket: the head and half the body, then after ``pause`` the
+    rest (None: never, the client stalls); return what the server answered."""
+    head = f"POST {URL.format(partner)} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "Connection: close\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.encode() + body[: len(body) // 2])
+        await writer.drain()
+        if pause is not None:
+            await asyncio.sleep(pause)
+            writer.write(body[len(body) // 2 :])
+            await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.readuntil(b"\r\n\r\n")
+            length = int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            return answer + await reader.readexactly(length)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def serving(app: Any) -> tuple[Any, int]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
+async def test_a_body_that_arrives_in_pieces_is_read_whole(gw: Gateway, placed: dict[str, Any]) -> None:
+    runner, port = await serving(create_app(gw.settings, gateway=gw))
+    try:
+        body = dumps(event(placed["agency_ref"], "accepted"))
+        answer = await raw_post(
+            port, "acme-collect", body.encode(), signed_headers(placed["secrets"]["acme-collect"], body), 0.2
+        )
+    finally:
+        await runner.cleanup()
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:200]
+
+
+async def test_a_stalled_body_is_refused_with_408(gw: Gateway, placed: dict[str, Any]) -> None:
+    from gateway.http.appkeys import Timeouts
+
+    runner, port = await serving(create_app(gw.settings, gateway=gw, timeouts=Timeouts(body=0.5)))
+    try:
+        body = dumps(event(placed["agency_ref"], "accepted"))
+        started = asyncio.get_running_loop().time()
+        answer = await raw_post(
+            port, "acme-collect", body.encode(), signed_headers(placed["secrets"]["acme-collect"], body), None
+        )
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        await runner.cleanup()
+    assert answer.startswith(b"HTTP/1.1 408") and b"not received within 0.5 s" in answer, answer[:300]
+    assert waited < 3
+    assert await counts(gw) == (0, 0)

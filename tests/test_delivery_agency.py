@@ -75,7 +75,7 @@ async def test_faults_are_retried_until_delivered(tmp_path: Path) -> None:
             assert 0 <= gap <= min(8.0, 2 ** (number - 1)) + 1  # full jitter, plus the attempt
 
 
-async def test_retry_after_pauses_the_partner_past_the_backoff_cap(tmp_path: Path) -> None:
+async def test_retry_after_holds_the_package_past_the_backoff_cap(tmp_path: Path) -> None:
     clock = Clock()
     async with agency_workspace(tmp_path, limits=FAST, clock=clock) as (gw, agency, _):
         [pid] = await place_many(gw, 1)
@@ -84,11 +84,10 @@ async def test_retry_after_pauses_the_partner_past_the_backoff_cap(tmp_path: Pat
         [attempt] = await rows(gw, "SELECT * FROM attempts WHERE package_id = ?", (pid,))
         assert attempt["status"] == "429"
         assert seconds(attempt["retry_at"], attempt["started_at"]) >= 120  # above backoff_cap
-        [state] = await rows(gw, "SELECT paused_until FROM partner_state")
-        assert seconds(state["paused_until"], attempt["started_at"]) >= 120
-        clock.advance(60)  # still paused: nothing is sent
+        clock.advance(60)  # the package still waits; one 429 does not pause the partner
+        [other] = await place_many(gw, 1)
         await Dispatcher(gw).run_once()
-        assert agency.requests[pid] == 1
+        assert agency.requests[pid] == 1 and agency.effects[other] == 1
         clock.to(attempt["retry_at"])
         clock.advance(1)
         await Dispatcher(gw).run_once()
@@ -172,7 +171,7 @@ async def test_after_max_attempts_the_package_is_dead_with_the_last_reason(tmp_p
         ids = await place_many(gw, 12)
         agency.default = "500"
         # A breaker that never opens here, to look at backoff alone.
-        await drain(gw, clock, Options(breaker=BreakerPolicy(threshold=1000)))
+        await drain(gw, clock, Options(breaker=BreakerPolicy(min_attempts=1000)))
         packages = await rows(gw, "SELECT state, attempts, last_error FROM packages")
         assert all(p["state"] == "dead" and p["attempts"] == 5 for p in packages)
         assert all("gave up after 5 attempts" in p["last_error"] for p in packages)
@@ -215,7 +214,7 @@ async def test_suspended_partner_keeps_its_packages_queued(tmp_path: Path) -> No
 async def test_breaker_opens_then_one_probe_closes_it(tmp_path: Path) -> None:
     clock = Clock()
     limits = "timeout = 0.5\nconcurrency = 1\nbackoff_base = 1.0\nbackoff_cap = 1.0"
-    options = Options(breaker=BreakerPolicy(threshold=3, cooldown=60))
+    options = Options(breaker=BreakerPolicy(min_attempts=3, cooldown_seconds=60))
     async with agency_workspace(tmp_path, limits=limits, clock=clock) as (gw, agency, _):
         await place_many(gw, 10)
         agency.default = "500"
@@ -237,7 +236,7 @@ async def test_breaker_opens_then_one_probe_closes_it(tmp_path: Path) -> None:
 
 async def test_failed_probe_opens_the_breaker_again(tmp_path: Path) -> None:
     clock = Clock()
-    options = Options(breaker=BreakerPolicy(threshold=2, cooldown=60))
+    options = Options(breaker=BreakerPolicy(min_attempts=2, cooldown_seconds=60))
     async with agency_workspace(tmp_path, limits="concurrency = 1", clock=clock) as (gw, agency, _):
         await place_many(gw, 5)
         agency.default = "500"

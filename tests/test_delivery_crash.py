@@ -18,7 +18,7 @@ LIMITS = "concurrency = 8\nrate_per_second = 1000\ntimeout = 2"
 
 
 async def start_dispatcher(ws: Path, *args: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "GATEWAY_LEASE_SECONDS": "2"}
+    env = {**os.environ, "GATEWAY_DISPATCH__LEASE_SECONDS": "2"}
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "-c", str(ws), "dispatch", "--quiet", *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -113,3 +113,51 @@ async def test_cli_lists_deliveries_and_attempts(tmp_path: Path) -> None:
         assert row["id"] == pid and row["attempts"] == 1 and "HTTP 500" in row["last_error"]
         [attempt] = await gateway("package", "attempts", pid, "--json")
         assert attempt["status"] == "500" and attempt["retry_at"] == row["next_attempt_at"]
+
+
+async def test_sigterm_ends_the_dispatcher_when_failures_in_flight_open_the_breaker(tmp_path: Path) -> None:
+    """Every attempt in flight at SIGTERM fails, and together they open the breaker (the
+    default policy, whichever it is): the lane gives back what it claimed ahead, and
+    the process still ends within the attempt timeout plus a few seconds."""
+    async with agency_workspace(tmp_path, limits="concurrency = 20\nrate_per_second = 1000\ntimeout = 3") as (
+        gw, agency, _,
+    ):  # fmt: skip
+        agency.default, agency.delay = "500", 1.0
+        await place_many(gw, 60)
+        proc = await start_dispatcher(Path(gw.settings.base_dir))
+        try:
+            await until(lambda: sum(agency.requests.values()) >= 20)
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 3 + 5)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, err.decode()
+        states = await outbox.counts(gw)
+        assert states.get("sending", 0) == 0, "a lease was left behind"
+        assert states.get("retry_wait") == 20 and states.get("queued") == 40
+
+
+async def test_sigterm_does_not_wait_for_the_rate_limiters_tokens(tmp_path: Path) -> None:
+    """A slow rate (one send every 4 s) must not hold a stopping dispatcher: packages
+    whose worker still waits for a token were not sent, so they go back as they were."""
+    async with agency_workspace(tmp_path, limits="concurrency = 4\nrate_per_second = 0.25\ntimeout = 2") as (
+        gw, agency, _,
+    ):  # fmt: skip
+        await place_many(gw, 10)
+        proc = await start_dispatcher(Path(gw.settings.base_dir))
+        try:
+            await until(lambda: len(agency.effects) >= 1)
+            await asyncio.sleep(0.5)  # the other workers now wait for tokens
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 2 + 3)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, err.decode()
+        states = await outbox.counts(gw)
+        assert states.get("delivered") == len(agency.effects) == 1
+        assert states.get("queued") == 9
+        assert not await rows(gw, "SELECT * FROM attempts WHERE outcome != 'delivered'")

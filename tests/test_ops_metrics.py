@@ -18,11 +18,12 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.audit import log as audit_log
+from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.delivery import breaker
 from gateway.delivery.dispatch import Dispatcher
 from gateway.http import create_app
-from gateway.http.health import WORKER_TASKS
+from gateway.http.appkeys import WORKERS
 from gateway.onboarding import tokens
 from gateway.placement import recall
 from gateway.placement import service as placement
@@ -88,8 +89,9 @@ async def test_delivery_metrics_and_outbox_gauges(tmp_path: Path, aiohttp_client
         assert value(after, "gateway_breaker_state", partner=PARTNER, state="closed") == 1
 
         async with gw.db.transaction() as tx:
-            policy = breaker.BreakerPolicy(threshold=1, cooldown=600)
-            await breaker.record(tx, PARTNER, [("failure", None)], clock.now, policy)
+            policy = breaker.BreakerPolicy(min_attempts=1, failure_rate=0.5, cooldown_seconds=600)
+            earlier = isotime(clock.now - timedelta(seconds=1))
+            await breaker.record(tx, PARTNER, [breaker.Result("failure", None, earlier)], clock.now, policy)
         opened = await scrape(client, token)
         assert value(opened, "gateway_breaker_state", partner=PARTNER, state="open") == 1
         assert value(opened, "gateway_breaker_state", partner=PARTNER, state="closed") == 0
@@ -209,12 +211,12 @@ async def test_readyz_names_what_fails(gw: Gateway, aiohttp_client: Any, onboard
     assert status == 503 and body["detail"].startswith("not ready: keys: ")
     signing.with_suffix(".away").rename(signing)
 
-    poller = app[WORKER_TASKS]["poller"]
+    poller = app[WORKERS].task("poller")
     poller.cancel()
     await asyncio.wait([poller], timeout=30)
     status, body = await ready(client)
-    assert status == 503 and body["detail"] == "not ready: workers: background tasks stopped: poller (ended)"
-    del app[WORKER_TASKS]["poller"]
+    assert status == 503
+    assert body["detail"] == "not ready: workers: background tasks stopped: poller (see the log)"
 
     async with gw.db.transaction() as tx:
         await tx.execute("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS) + 1,))

@@ -38,7 +38,7 @@ async def place(gw: Gateway, count: int) -> list[str]:
 
 
 async def gateway_process(ws: Path, *args: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "GATEWAY_LEASE_SECONDS": "3"}
+    env = {**os.environ, "GATEWAY_DISPATCH__LEASE_SECONDS": "3"}
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "-c", str(ws), *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

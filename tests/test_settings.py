@@ -41,6 +41,10 @@ OVERRIDES = {
     "alerts.tries": "2",
     "alerts.backoff": "0.5",
     "alerts.queue": "10",
+    "breaker.failure_rate": "0.25",
+    "breaker.min_attempts": "5",
+    "breaker.window_seconds": "30",
+    "breaker.cooldown_seconds": "10",
 }
 
 

@@ -13,8 +13,7 @@ import click
 from gateway import logs
 from gateway.cli.common import echo_json, table, with_gateway
 from gateway.delivery import control, outbox
-from gateway.delivery.breaker import BreakerPolicy
-from gateway.delivery.dispatch import LEASE_ENV, Dispatcher, Options, Stats
+from gateway.delivery.dispatch import Dispatcher, Options, Stats
 from gateway.errors import NotFound
 from gateway.http.metrics import listener
 
@@ -82,13 +81,9 @@ async def attempts(gw: Gateway, package_id: str) -> list[dict[str, Any]]:
 @click.command()
 @click.option("--once", is_flag=True, help="Send what is due now, print counts, exit (for cron).")
 @click.option("--lease", type=float, default=None,
-              help=f"Seconds a claim is held [default: ${LEASE_ENV} or 120].")
-@click.option("--idle", type=float, default=2.0, show_default=True,
-              help="Longest sleep when nothing is due.")
-@click.option("--breaker-threshold", type=int, default=5, show_default=True,
-              help="Consecutive failures that pause a partner.")
-@click.option("--breaker-cooldown", type=float, default=30.0, show_default=True,
-              help="Seconds a paused partner waits before one probe.")
+              help="Seconds a claim is held [default: dispatch.lease_seconds, 120].")
+@click.option("--idle", type=float, default=None,
+              help="Longest sleep when nothing is due [default: dispatch.idle_seconds, 2].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Log lines as text or JSON (JSON: no progress lines) [default: log_format].")
@@ -96,22 +91,19 @@ async def attempts(gw: Gateway, package_id: str) -> list[dict[str, Any]]:
               help="Serve /metrics (no token) on metrics_host:PORT [default: metrics_port in gateway.toml].")
 @with_gateway
 async def dispatch(
-    gw: Gateway, once: bool, lease: float | None, idle: float,
-    breaker_threshold: int, breaker_cooldown: float, quiet: bool,
+    gw: Gateway, once: bool, lease: float | None, idle: float | None, quiet: bool,
     log_format: str | None, metrics_port: int | None,
 ) -> None:
     """Deliver queued packages to partners; run until SIGTERM, or with --once drain and exit.
 
     On SIGTERM or Ctrl-C it stops claiming, lets attempts in flight finish, gives
     back what it still holds and exits 0. Several dispatchers may share a workspace.
+    Its settings are the workspace's ``[dispatch]`` and ``[breaker]`` (`gateway config show`).
     """
     fmt = log_format or gw.settings.log_format
     logs.configure(fmt, logs.level(gw.settings.log_level))  # type: ignore[arg-type]
-    overrides: dict[str, Any] = {"idle": idle}
-    if lease is not None:
-        overrides["lease"] = lease
-    overrides["breaker"] = BreakerPolicy(breaker_threshold, breaker_cooldown)
-    options = Options.from_env(**overrides)
+    flags = {"lease": lease, "idle": idle}
+    options = Options.from_settings(gw.settings.dispatch, **{k: v for k, v in flags.items() if v is not None})
     port = gw.settings.metrics_port if metrics_port is None else metrics_port
     async with contextlib.AsyncExitStack() as stack:
         if port:

@@ -85,7 +85,7 @@ def breaker() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @with_gateway
 async def breaker_show(gw: Gateway, partner_id: str | None, as_json: bool) -> None:
-    """Each partner's breaker: state, failures in a row, open or paused until when."""
+    """Each partner's breaker: state, failures in its window, open until when."""
     rows = await control.breakers(gw, partner_id)
     if as_json:
         echo_json(rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from typing import Any
 
 import click
@@ -30,20 +31,16 @@ def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool, log_forma
     OpenAPI) with the dispatcher, the poller and the operations watch in the same process."""
     settings = settings_of(obj)
     logs.configure(log_format or settings.log_format, logs.level(settings.log_level))  # type: ignore[arg-type]
+    sock = listen(host, port)  # before anything starts: a taken port sends nothing
 
     async def main() -> None:
         app = create_app(settings, workers=not no_workers)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         try:
-            try:
-                await web.TCPSite(runner, host, port).start()
-            except OSError as exc:  # port taken, address not on this machine, ...
-                # Resolver errors (socket.gaierror) have negative numbers of their own.
-                number = exc.errno or 0
-                reason = os.strerror(number) if number > 0 else exc.strerror or str(exc)
-                raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
-            click.echo(f"serving on http://{host}:{port} (Ctrl-C or SIGTERM to stop)", err=True)
+            await web.SockSite(runner, sock).start()
+            bound = sock.getsockname()[1]
+            click.echo(f"serving on http://{host}:{bound} (Ctrl-C or SIGTERM to stop)", err=True)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -52,7 +49,20 @@ def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool, log_forma
         finally:
             await runner.cleanup()
 
-    run(main())
+    with sock:
+        run(main())
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port``, or the one line saying why not."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:  # port taken, address not on this machine, ...
+        # Resolver errors (socket.gaierror) have negative numbers of their own.
+        number = exc.errno or 0
+        reason = os.strerror(number) if number > 0 else exc.strerror or str(exc)
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True)

@@ -45,7 +45,6 @@ async def breakers(gw: Gateway, partner_id: str | None = None) -> list[dict[str,
 def _breaker_view(partner: Row, state: Row | None, now: str) -> dict[str, Any]:
     state = state or {}
     opened = state.get("opened_until")
-    paused = state.get("paused_until")
     return {
         "partner": partner["id"],
         "partner_status": partner["status"],
@@ -53,14 +52,13 @@ def _breaker_view(partner: Row, state: Row | None, now: str) -> dict[str, Any]:
         "failures": state.get("failures", 0),
         "open_until": opened if opened and opened > now else None,
         "probe_until": state.get("probe_until"),
-        "paused_until": paused if paused and paused > now else None,
         "updated_at": state.get("updated_at"),
     }
 
 
 async def reset_breaker(gw: Gateway, partner_id: str, *, actor: str) -> str:
-    """Close the partner's breaker and end a ``Retry-After`` pause; return the state it
-    had. Recorded in the audit log."""
+    """Close the partner's breaker and forget the failures it counted; return the state
+    it had. Recorded in the audit log."""
     now = isotime(gw.now())
     async with gw.db.transaction() as tx:
         if await tx.fetchval("SELECT COUNT(*) FROM partners WHERE id = ?", (partner_id,)) == 0:
@@ -70,8 +68,8 @@ async def reset_breaker(gw: Gateway, partner_id: str, *, actor: str) -> str:
         )
         previous = row["breaker"] if row else "closed"
         await tx.execute(
-            "UPDATE partner_state SET breaker = 'closed', failures = 0, opened_until = NULL,"
-            " probe_until = NULL, paused_until = NULL, updated_at = ? WHERE partner_id = ?",
+            "UPDATE partner_state SET breaker = 'closed', failures = 0, recent = '[]', opened_at = NULL,"
+            " opened_until = NULL, probe_until = NULL, updated_at = ? WHERE partner_id = ?",
             (now, partner_id),
         )
         await gw.record(tx, [BreakerReset(at=now, actor=actor, partner=partner_id, previous=previous)])
@@ -108,12 +106,10 @@ def why(row: Row, partner: Row | None, state: Row | None, now: str) -> str:
     if last_error.startswith(HELD_PREFIX):
         return last_error  # names the rules and the time in UTC and the debtor's local time
     state = state or {}
-    if state.get("paused_until") and state["paused_until"] > now:
-        return f"rate limited: the partner asked to wait (Retry-After) until {state['paused_until']}"
     if state.get("breaker") == "open" and (state.get("opened_until") or "") > now:
         return (
             f"circuit breaker open until {state['opened_until']} "
-            f"({state['failures']} failures in a row); then one probe goes"
+            f"({state['failures']} failures in its window); then one probe goes"
         )
     if state.get("breaker") in ("open", "half_open"):
         return "circuit breaker half-open: a probe decides"

@@ -25,19 +25,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gateway.config import DispatchSettings
 from gateway.core import Gateway
-from gateway.delivery import outbox
+from gateway.delivery import breaker, outbox
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.ratelimit import TokenBucket
 from gateway.errors import GatewayError, PartnerTimeout
 from gateway.onboarding import registry
-from gateway.plugin.adapter import Adapter, Receipt
+from gateway.plugin.adapter import Adapter, OutboundPackage, Receipt
 from gateway.supervision.redact import redact, values_of
 
 log = logging.getLogger(__name__)
-
-#: Environment variable overriding the lease length, in seconds.
-LEASE_ENV = "GATEWAY_LEASE_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -50,17 +48,20 @@ class Options:
     """Longest sleep of a lane with nothing due."""
     refresh: float = 15.0
     """Seconds between looks for new or changed partners (``run`` only)."""
-    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    breaker: BreakerPolicy | None = None
+    """The breaker's policy; None: the workspace's (``[breaker]`` in gateway.toml)."""
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> Options:
-        lease = os.environ.get(LEASE_ENV)
-        if lease is not None:
-            try:
-                overrides.setdefault("lease", float(lease))
-            except ValueError:
-                raise GatewayError(f"{LEASE_ENV}={lease!r} is not a number of seconds") from None
-        return cls(**overrides)
+    def from_settings(cls, settings: DispatchSettings, **overrides: Any) -> Options:
+        """The workspace's ``[dispatch]`` settings (gateway.toml, ``GATEWAY_DISPATCH__*``),
+        with ``overrides`` (a command's flags) over them."""
+        base = {
+            "lease": settings.lease_seconds,
+            "batch": settings.batch,
+            "idle": settings.idle_seconds,
+            "refresh": settings.refresh_seconds,
+        }
+        return cls(**{**base, **overrides})
 
 
 @dataclass
@@ -81,7 +82,8 @@ class Stats:
 class Dispatcher:
     def __init__(self, gw: Gateway, options: Options | None = None) -> None:
         self.gw = gw
-        self.options = options or Options()
+        self.options = options or Options.from_settings(gw.settings.dispatch)
+        self.policy = self.options.breaker or gw.settings.breaker
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = Stats()
         self.stopping = asyncio.Event()
@@ -168,18 +170,22 @@ class Dispatcher:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
-                try:
-                    held_back = await outbox.finish(self.gw, self.owner, batch, self.options.breaker)
-                except Exception:
-                    # The leases expire and the packages are sent again; partners dedupe.
-                    log.exception("could not store %d attempt results", len(batch))
-                    continue
-                for partner_id in held_back:
-                    # Claimed ahead but not sent: back to the outbox, so the breaker or
-                    # the partner's Retry-After holds them, not this process's queue.
-                    if lane := self.lanes.get(partner_id):
-                        await lane.halt()
+                await self._store(batch)
             self._written.set()
+
+    async def _store(self, batch: list[outbox.Outcome]) -> None:
+        """Store one batch; nothing it raises may end the writer, whose silence would
+        leave every worker waiting for its failure to be stored."""
+        try:
+            held_back = await outbox.finish(self.gw, self.owner, batch, self.policy)
+            for partner_id in held_back:
+                # Claimed ahead but not sent: back to the outbox, so the breaker holds
+                # them, not this process's queue.
+                if lane := self.lanes.get(partner_id):
+                    await lane.halt()
+        except Exception:
+            # The leases expire and the packages are sent again; partners dedupe.
+            log.exception("could not store %d attempt results", len(batch))
 
     async def _shutdown(self) -> None:
         await self.flushed()
@@ -207,15 +213,17 @@ class Lane:
         self.queue: asyncio.Queue[outbox.Claimed | None] = asyncio.Queue()
         self.busy = 0
         self.changed = asyncio.Event()
-        self._retired = False
+        self.ended = asyncio.Event()
+        """Set once the lane is retired or the dispatcher stops."""
+        self._cleanups: set[asyncio.Future[Receipt]] = set()
 
     def retire(self) -> None:
-        self._retired = True
+        self.ended.set()
         self.changed.set()
 
     @property
     def done(self) -> bool:
-        return self._retired or self.d.stopping.is_set()
+        return self.ended.is_set() or self.d.stopping.is_set()
 
     async def run(self, cutoff: str | None) -> None:
         """Claim and send until retired; with ``cutoff``, until nothing due by then is left.
@@ -230,20 +238,29 @@ class Lane:
             for _ in workers:
                 self.queue.put_nowait(None)
             await asyncio.gather(*workers)
+            if self._cleanups:  # attempts abandoned at their timeout, still closing
+                await asyncio.wait(set(self._cleanups), timeout=self.limits.timeout)
             await self.adapter.aclose()
 
     async def halt(self) -> None:
-        """Give back what is claimed but not yet sent (stopping, or the breaker opened)."""
-        unsent = []
+        """Give back what is claimed but not yet sent (stopping, or the breaker opened).
+        The workers' stop markers stay in the queue: the breaker may open while the lane
+        stops, and a worker must still find its marker."""
+        unsent, markers = [], 0
         while not self.queue.empty():
             item = self.queue.get_nowait()
-            if item is not None:
+            if item is None:
+                markers += 1
+            else:
                 unsent.append(item.package.package_id)
+        for _ in range(markers):
+            self.queue.put_nowait(None)
         if unsent:
             await outbox.unclaim(self.d.gw, self.d.owner, unsent)
 
     async def _watch_stop(self) -> None:
         await self.d.stopping.wait()
+        self.ended.set()
         self.changed.set()
 
     async def _refill(self, cutoff: str | None) -> None:
@@ -257,7 +274,8 @@ class Lane:
                 continue
             want = min(2 * limit - self.queue.qsize() - self.busy, self.d.options.batch)
             claim = await outbox.claim(
-                self.d.gw, self.partner_id, self.d.owner, want, self.d.options.lease, cutoff
+                self.d.gw, self.partner_id, self.d.owner, want, self.d.options.lease, cutoff,
+                probe_seconds=breaker.probe_lease(self.limits.timeout),
             )
             self.d.stats.dead += claim.expired + claim.refused
             for claimed in claim.packages:
@@ -278,11 +296,30 @@ class Lane:
         while (claimed := await self.queue.get()) is not None:
             self.busy += 1  # before any await, so the refill loop never sees it idle
             try:
-                await self.bucket.acquire()
-                await self._send(claimed)
+                if await self._token():
+                    await self._send(claimed)
+                else:  # stopping: not sent, so not in flight; back to the outbox
+                    await outbox.unclaim(self.d.gw, self.d.owner, [claimed.package.package_id])
             finally:
                 self.busy -= 1
                 self.changed.set()
+
+    async def _token(self) -> bool:
+        """Take a token of the rate limiter; False if the lane ends first (a slow rate
+        must not hold a stopping dispatcher)."""
+        if self.done:
+            return False
+        if self.bucket.available() >= 1:
+            await self.bucket.acquire()
+            return True
+        token = asyncio.ensure_future(self.bucket.acquire())
+        ended = asyncio.ensure_future(self.ended.wait())
+        await asyncio.wait((token, ended), return_when=asyncio.FIRST_COMPLETED)
+        ended.cancel()
+        if token.done():
+            return True
+        token.cancel()
+        return False
 
     def _sleep_for(self, wake_at: str | None) -> float:
         idle = self.d.options.idle
@@ -294,14 +331,11 @@ class Lane:
     async def _send(self, claimed: outbox.Claimed) -> None:
         started = self.d.gw.now()
         t0 = time.perf_counter()
-        result: Receipt | BaseException
-        try:
-            # The adapter enforces the timeout itself; this is the backstop.
-            async with asyncio.timeout(self.limits.timeout + 5):
-                result = await self.adapter.deliver(claimed.package)
-        except TimeoutError:
+        result = await self._attempt(claimed.package)
+        if isinstance(result, TimeoutError):
             result = PartnerTimeout(f"no answer within {self.limits.timeout:g} s")
-        except Exception as exc:
+        elif isinstance(result, Exception):
+            exc = result
             if not isinstance(exc, GatewayError):
                 # A bug: its frames for the developers, its message without personal data
                 # (it may quote what the adapter was sending).
@@ -314,11 +348,39 @@ class Lane:
                     redact(str(exc), sent),
                     "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
                 )
-            result = exc
         latency_ms = (time.perf_counter() - t0) * 1000
         outcome = outbox.judge(claimed, self.limits, started, latency_ms, result, self.d.gw.now())
         self.d.stats.count(outcome.state)
         await self.d.record(outcome)
+
+    async def _attempt(self, package: OutboundPackage) -> Receipt | Exception:
+        """One delivery, its answer or error, within the attempt timeout. At the timeout
+        the slot is free even if the adapter's clean-up (an SMTP QUIT, a TLS close)
+        takes longer: that goes on apart, and the lane waits for it when it closes."""
+        task = asyncio.ensure_future(self.adapter.deliver(package))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self.limits.timeout)
+        except BaseException:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            self._cleanups.add(task)
+            task.add_done_callback(_forget)
+            task.add_done_callback(self._cleanups.discard)
+            return TimeoutError()
+        exc = task.exception()
+        if exc is None:
+            return task.result()
+        if not isinstance(exc, Exception):
+            raise exc
+        return exc
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """An abandoned attempt's end is of no interest (its result is recorded already)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _wait(event: asyncio.Event, timeout: float | None) -> None:

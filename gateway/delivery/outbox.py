@@ -93,13 +93,20 @@ def retry_delay(limits: Limits, attempt: int, retry_after: float | None = None) 
     ``Retry-After``. The attempt count lives in the package's row, across processes, so
     this is the schedule alone; in-process retries use tenacity (`gateway.storage.groups`)."""
     delay = random.uniform(0, min(limits.backoff_cap, limits.backoff_base * 2.0 ** min(attempt - 1, 60)))
-    if retry_after is not None and math.isfinite(retry_after):
-        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
-    return delay
+    floor = bounded_retry_after(retry_after)
+    return delay if floor is None else max(delay, floor)
+
+
+def bounded_retry_after(value: float | None) -> float | None:
+    """A partner's ``Retry-After`` as honoured: at most ``MAX_RETRY_AFTER`` seconds."""
+    if value is None or not math.isfinite(value):
+        return None
+    return min(max(value, 0.0), MAX_RETRY_AFTER)
 
 
 async def claim(
-    gw: Gateway, partner_id: str, owner: str, limit: int, lease: float, cutoff: str | None = None
+    gw: Gateway, partner_id: str, owner: str, limit: int, lease: float, cutoff: str | None = None,
+    *, probe_seconds: float | None = None,
 ) -> Claim:
     """Take up to ``limit`` due packages of one partner for ``lease`` seconds.
 
@@ -109,26 +116,15 @@ async def claim(
     told to delete); its other packages stay where they are, and so do packages the
     circuit breaker holds back. Messages to debtors (sms and email partners) the rule
     pack does not allow now are held or refused instead (:func:`presend.screen`).
+    A half-open breaker's probe holds the gate ``probe_seconds`` at most (default: the
+    lease): :func:`breaker.probe_lease` of the partner's attempt timeout.
     """
     now = gw.now()
     at = isotime(now)
     due = cutoff or at
     async with gw.db.transaction() as tx:
         status = await tx.fetchval("SELECT status FROM partners WHERE id = ?", (partner_id,))
-        only = "" if status == "active" else f" AND purpose = '{RECALL_PURPOSE}'"
-        rows = await tx.fetchall(
-            f"SELECT {_COLUMNS}, lease_owner, lease_until FROM packages WHERE partner_id = ?"
-            f" AND state = 'sending' AND lease_until <= ?{only} LIMIT ?{tx.skip_locked}",
-            (partner_id, due, limit),
-        )
-        for state in ("retry_wait", "queued"):
-            if len(rows) < limit:
-                rows += await tx.fetchall(
-                    f"SELECT {_COLUMNS}, NULL AS lease_owner, NULL AS lease_until FROM packages"
-                    f" WHERE partner_id = ? AND state = ? AND next_attempt_at <= ?{only}"
-                    f" ORDER BY next_attempt_at LIMIT ?{tx.skip_locked}",
-                    (partner_id, state, due, limit - len(rows)),
-                )
+        rows = await _due(tx, partner_id, status == "active", due, limit)
         if not rows:
             if status != "active":
                 return Claim([], reason=f"partner is {status}")
@@ -147,7 +143,8 @@ async def claim(
         refused_ids = {s.package_id for s in stopped if not s.until}
         report.dead_unsent(gw, tx, [r for r in rows if r["id"] in refused_ids], "refused")
         rows = [r for r in rows if r["id"] not in {s.package_id for s in stopped}]
-        allowed = await breaker.gate(tx, partner_id, now, lease, len(rows)) if rows else None
+        probe = lease if probe_seconds is None else probe_seconds
+        allowed = await breaker.gate(tx, partner_id, now, probe, len(rows)) if rows else None
         if allowed is not None and allowed.allowed < len(rows):
             rows = rows[: allowed.allowed]
         until = isotime(now + timedelta(seconds=lease))
@@ -166,6 +163,26 @@ async def claim(
         held=held,
         refused=len(stopped) - held,
     )
+
+
+async def _due(tx: Transaction, partner_id: str, active: bool, due: str, limit: int) -> list[Row]:
+    """Up to ``limit`` packages due by ``due``: expired leases first, then retries, then
+    new ones; of a partner that is not active, recall notices only."""
+    only = "" if active else f" AND purpose = '{RECALL_PURPOSE}'"
+    rows = await tx.fetchall(
+        f"SELECT {_COLUMNS}, lease_owner, lease_until FROM packages WHERE partner_id = ?"
+        f" AND state = 'sending' AND lease_until <= ?{only} LIMIT ?{tx.skip_locked}",
+        (partner_id, due, limit),
+    )
+    for state in ("retry_wait", "queued"):
+        if len(rows) < limit:
+            rows += await tx.fetchall(
+                f"SELECT {_COLUMNS}, NULL AS lease_owner, NULL AS lease_until FROM packages"
+                f" WHERE partner_id = ? AND state = ? AND next_attempt_at <= ?{only}"
+                f" ORDER BY next_attempt_at LIMIT ?{tx.skip_locked}",
+                (partner_id, state, due, limit - len(rows)),
+            )
+    return rows
 
 
 def _claimed(row: Row) -> Claimed:
@@ -243,7 +260,7 @@ def judge(
     # Anything that is not a known permanent refusal (a bug, an unexpected library
     # error) is retried: a fixed deployment then delivers instead of losing the package.
     retryable = isinstance(result, Retryable) or not hasattr(result, "status")
-    retry_after = result.retry_after if isinstance(result, Retryable) else None
+    retry_after = bounded_retry_after(result.retry_after) if isinstance(result, Retryable) else None
     if isinstance(result, Retryable):
         base["signal"] = "failure"
     elif isinstance(result, PartnerRejected):
@@ -268,7 +285,7 @@ async def finish(
     gw: Gateway, owner: str, outcomes: list[Outcome], policy: breaker.BreakerPolicy
 ) -> set[str]:
     """Store a batch of attempt results and feed them to the partners' breakers; return
-    the partners now held back by their breaker or a ``Retry-After``."""
+    the partners now held back by their breaker."""
     now = gw.now()
     async with gw.db.transaction() as tx:
         await tx.executemany(
@@ -295,14 +312,15 @@ async def finish(
         )
         await presend.record_sent(gw.adapters, tx, outcomes, now)
         report.attempts_stored(gw, tx, outcomes, await _cases(tx, [o for o in outcomes if o.state == "dead"]))
-        by_partner: dict[str, list[tuple[breaker.Signal, float | None]]] = {}
+        by_partner: dict[str, list[breaker.Result]] = {}
         for o in outcomes:
             if o.signal:
-                by_partner.setdefault(o.partner_id, []).append((o.signal, o.retry_after))
+                result = breaker.Result(o.signal, o.retry_after, o.started_at)
+                by_partner.setdefault(o.partner_id, []).append(result)
         return {
             partner_id
-            for partner_id, signals in by_partner.items()
-            if await breaker.record(tx, partner_id, signals, now, policy)
+            for partner_id, results in by_partner.items()
+            if await breaker.record(tx, partner_id, results, now, policy)
         }
 
 

@@ -13,12 +13,13 @@ from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
 from gateway.http import auditor, dashboard, health, metrics, operator
-from gateway.http.appkeys import GATEWAY, SETTINGS
+from gateway.http.appkeys import GATEWAY, SETTINGS, TIMEOUTS, WORKERS, Timeouts
 from gateway.http.callbacks import MAX_BODY, receive, receive_in_format
 from gateway.http.observe import observe
 from gateway.http.openapi import document
-from gateway.http.problems import problems
+from gateway.http.problems import problem, problems, refusals
 from gateway.http.routes import Route, json_response, parameters
+from gateway.http.workers import Workers
 from gateway.inbound import poller
 from gateway.ops import watch
 from schemas import ops
@@ -49,6 +50,8 @@ async def healthz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     async with gw.db.transaction() as tx:
         await tx.fetchval("SELECT 1")
+    if dead := request.app[WORKERS].dead():
+        return problem(503, f"background tasks stopped: {', '.join(dead)} (see the log); restart the gateway")
     return json_response({"status": "ok"})
 
 
@@ -192,7 +195,8 @@ ROUTES: list[Route] = [
         response=ops.JWKS, tags=("public",),
     ),
     Route(
-        "GET", "/healthz", healthz, "Liveness and database check", response=ops.Health, tags=("public",)
+        "GET", "/healthz", healthz, "Liveness: the database, and the background tasks (503 if one died)",
+        response=ops.Health, tags=("public",),
     ),
     Route(
         "GET",
@@ -216,14 +220,23 @@ ROUTES: list[Route] = [
 
 
 def create_app(
-    settings: Settings, *, gateway: Gateway | None = None, workers: bool = False
+    settings: Settings, *, gateway: Gateway | None = None, workers: bool = False,
+    timeouts: Timeouts | None = None,
 ) -> web.Application:
     """Build the app; the gateway (database, keys, plugins) opens on startup and closes
     on cleanup, unless an open one is passed in (tests, embedding). With ``workers``, the
     dispatcher, the poller and the audit checkpoint timer run in the same process and
-    stop cleanly with it."""
-    app = web.Application(middlewares=[observe, problems, parameters], client_max_size=MAX_BODY + 1024)
+    stop cleanly with it. ``timeouts`` bound how long a client may take to send a
+    request; a request refused before any handler runs is logged in one line."""
+    timeouts = timeouts or Timeouts()
+    app = web.Application(
+        middlewares=[observe, problems, parameters],
+        client_max_size=MAX_BODY + 1024,
+        handler_args={"keepalive_timeout": timeouts.header, "logger": refusals},
+    )
     app[SETTINGS] = settings
+    app[TIMEOUTS] = timeouts
+    app[WORKERS] = Workers()
     app.on_response_prepare.append(secure_headers)
 
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -236,27 +249,18 @@ def create_app(
             yield
 
     async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
-        gw = app[GATEWAY]
+        gw, workers = app[GATEWAY], app[WORKERS]
         dispatcher = Dispatcher(gw)
         stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(dispatcher.run()),
-            asyncio.create_task(poller.run(gw, stop)),
-            asyncio.create_task(
-                checkpoint_timer.run(gw.db, gw.audit_signer, stop, gw.settings.audit_checkpoint_seconds)
-            ),
-            asyncio.create_task(watch.run(gw, stop)),
-        ]
-        names = ["dispatcher", "poller", "checkpoint timer", "watch"]
-        # /readyz reports a task that ended; the timer ends at once when it is off.
-        timer_off = gw.settings.audit_checkpoint_seconds <= 0
-        app[health.WORKER_TASKS] = {
-            n: t for n, t in zip(names, tasks, strict=True) if not (timer_off and n == "checkpoint timer")
-        }
+        workers.start("dispatcher", dispatcher.run())
+        workers.start("poller", poller.run(gw, stop))
+        if (period := gw.settings.audit_checkpoint_seconds) > 0:
+            workers.start("checkpoint timer", checkpoint_timer.run(gw.db, gw.audit_signer, stop, period))
+        workers.start("watch", watch.run(gw, stop))
         yield
         dispatcher.stop()
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await workers.stop()
 
     app.cleanup_ctx.append(gateway_ctx)
     if settings.metrics_port:

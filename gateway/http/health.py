@@ -10,18 +10,17 @@ longer than ``checkpoint_max_lag_seconds`` for a signed checkpoint.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 
 from gateway.core import Gateway
-from gateway.http.appkeys import GATEWAY
+from gateway.http.appkeys import GATEWAY, WORKERS
 from gateway.http.routes import json_response
+from gateway.http.workers import Workers
 from gateway.ops.checks import audit_state
 from gateway.storage.migrations import MIGRATIONS
 
 #: The background tasks of `gateway serve` by name (set by the app when it starts them).
-WORKER_TASKS = web.AppKey("worker_tasks", dict)
 #: Longest a readiness check of the database may take.
 CHECK_TIMEOUT = 5.0
 
@@ -45,13 +44,9 @@ def _keys(gw: Gateway) -> None:
     gw.keys.pseudonymizer("audit")
 
 
-def _workers(tasks: dict[str, asyncio.Task[Any]]) -> str | None:
-    dead = []
-    for name, task in tasks.items():
-        if task.done():
-            error = None if task.cancelled() else task.exception()
-            dead.append(f"{name} ({type(error).__name__ if error else 'ended'})")
-    return f"background tasks stopped: {', '.join(dead)}" if dead else None
+def _workers(workers: Workers) -> str | None:
+    dead = workers.dead()
+    return f"background tasks stopped: {', '.join(dead)} (see the log)" if dead else None
 
 
 async def checks(app: web.Application) -> dict[str, str]:
@@ -67,8 +62,8 @@ async def checks(app: web.Application) -> dict[str, str]:
         results["keys"] = "ok"
     except Exception as exc:  # a key store error names the file
         results["keys"] = f"{type(exc).__name__}: {exc}"
-    tasks = app.get(WORKER_TASKS)
-    results["workers"] = "not run here" if tasks is None else _workers(tasks) or "ok"
+    workers = app[WORKERS]
+    results["workers"] = "not run here" if not workers.started() else _workers(workers) or "ok"
     return results
 
 

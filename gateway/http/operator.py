@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.config import first_error
 from gateway.errors import InvalidInput
 from gateway.http.appkeys import GATEWAY
-from gateway.http.routes import json_response, require_json
+from gateway.http.routes import json_response, read_body, require_json
 from gateway.onboarding import registry
 from gateway.onboarding.tokens import Principal, authenticate
 from gateway.placement import recall
@@ -31,8 +31,9 @@ async def principal(request: web.Request, *roles: str) -> Principal:
 
 async def body_of(request: web.Request, model: type[M]) -> M:
     require_json(request)
+    body = await read_body(request)
     try:
-        return model.model_validate_json(await request.read())
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise InvalidInput(f"invalid request body: {first_error(exc)}", status=422) from None
 

@@ -8,8 +8,10 @@ the caller nothing of what failed, only that id; the log holds the real error wi
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 
@@ -72,3 +74,34 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         response = _failed(request, rid, 500, f"unhandled {type(exc).__name__}")
     response.headers[REQUEST_ID] = rid
     return response
+
+
+class Refusals(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The logger aiohttp's server gets: a request it refuses before any handler runs
+    (malformed HTTP, a line or a header too long, not HTTP at all) is one warning line,
+    its status and the error's class, without the traceback aiohttp attaches or the
+    client's bytes its message may quote."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        self._one_line(msg, args, exc_info)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        # aiohttp logs a first request that is not HTTP at all at debug level, with the
+        # error: refused all the same, so one line too.
+        if isinstance(kwargs.get("exc_info"), BaseException):
+            self._one_line(msg, args, kwargs["exc_info"])
+        else:
+            super().debug(msg, *args, **kwargs)
+
+    def _one_line(self, msg: object, args: tuple[object, ...], exc_info: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        status = getattr(exc, "code", None)
+        what = ", ".join(
+            part for part in (f"HTTP {status}" if status else "", type(exc).__name__ if exc else "") if part
+        )
+        text = str(msg) % args if args else str(msg)
+        self.logger.warning("%s (%s)", text, what or "no detail")
+
+
+#: aiohttp's server logger for the gateway's app (see ``create_app``).
+refusals = Refusals(logging.getLogger("gateway.http.server"), {})

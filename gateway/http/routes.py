@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from gateway import jsontext
 from gateway.errors import InvalidInput
+from gateway.http.appkeys import TIMEOUTS
 
 
 @dataclass(frozen=True)
@@ -69,20 +71,6 @@ def require_json(request: web.Request) -> None:
         raise InvalidInput(f"content type must be application/json, not {media_type!r}", status=415)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, however it arrives (in one piece or many, with a Content-Length
-    or chunked), or 413 as soon as it is known to exceed ``limit`` bytes."""
-    too_large = InvalidInput(f"body larger than {limit} bytes", status=413)
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    body = bytearray()
-    async for piece in request.content.iter_any():
-        body += piece
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
-
-
 def known_query(request: web.Request, known: dict[str, str | Query]) -> None:
     """400 for a query parameter the route does not take: a misspelt filter must not
     quietly match everything."""
@@ -120,3 +108,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def parameters(request: web.Request, handler: Handler) -> web.StreamResponse:
     check_parameters(request)
     return await handler(request)
+async def read_body(request: web.Request, limit: int | None = None) -> bytes:
+    """The whole request body: 413 beyond ``limit`` bytes (and beyond the app's
+    ``client_max_size`` in any case), 408 if it is not in within the app's body timeout
+    (a client trickling a body holds a connection and a task)."""
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise InvalidInput(f"body larger than {limit} bytes", status=413)
+    seconds = request.app[TIMEOUTS].body
+    try:
+        async with asyncio.timeout(seconds):
+            body = await request.read()
+    except TimeoutError:
+        raise InvalidInput(f"request body not received within {seconds:g} s", status=408) from None
+    if limit is not None and len(body) > limit:
+        raise InvalidInput(f"body larger than {limit} bytes", status=413)
+    return body

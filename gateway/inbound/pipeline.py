@@ -141,6 +141,8 @@ async def _admit(
             return Ingested(event_id=0, case_id="", state="test", violations=[], suspended=False)
         raise Forbidden(f"no case with case_ref {event.case_ref!r} was placed with {partner_id!r}")
     _same_currency(event, assignment)
+    if channel == "poll":
+        check_polled(record, assignment["state"])
     state = lifecycle.next_state(assignment["state"], event.type)
     if state is None:
         return await _flag_transition(tx, entries, record, assignment, event.type, now)
@@ -155,6 +157,26 @@ def _same_currency(event: Any, assignment: dict[str, Any]) -> None:
             f"invalid status event: {event.type}.currency: the case's amounts are in"
             f" {assignment['currency']}, not {currency}",
             status=422,
+        )
+
+
+#: Partner statuses whose status feed the gateway reads (an offboarded partner's is not).
+FEED_READ = frozenset({"active", "suspended"})
+
+
+def check_polled(record: registry.PartnerRecord, case_state: str) -> None:
+    """The gateway reads a partner's feed as it sends to it: everything of an active
+    partner; of a suspended one, which is sent recall notices only, only reports on the
+    cases recalled from it (what a recalled case accepts: deletion attested, returned,
+    payment, complaint); of an offboarded one nothing. Checked here, in the report's
+    transaction, so a change of status between two polls counts at once. A partner's
+    own callbacks are always heard (supervision needs them)."""
+    if record.status not in FEED_READ:
+        raise Forbidden(f"partner {record.id!r} is {record.status}: its feed is not taken in")
+    if record.status == "suspended" and case_state != "recalled":
+        raise Forbidden(
+            f"partner {record.id!r} is suspended: of its feed, only reports on cases recalled "
+            f"from it are taken in (this case is {case_state!r} there)"
         )
 
 

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +40,17 @@ class PollStats:
     error: str | None = None
 
 
+def read_feed(record: registry.PartnerRecord) -> bool:
+    """Whether the partner's feed is read at all (what is taken from whose feed:
+    ``pipeline.check_polled``)."""
+    return record.status in inbound.FEED_READ
+
+
 def pollable(gw: Gateway, record: registry.PartnerRecord) -> Adapter | None:
     """The adapter that reads the partner's status feed, or None if it has none. Raises
     ValueError if the stored profile's feed may not be read (see `check_status_feed`)."""
     cls = gw.adapters.get(record.profile.adapter)
-    if cls is None or record.status == "offboarded":
+    if cls is None or not read_feed(record):
         return None
     adapter = cls.for_profile(record.profile)
     return adapter if adapter.poll_interval() is not None else None
@@ -53,6 +60,38 @@ def _not_polled(partner_id: str, exc: ValueError) -> PollStats:
     log.warning("partner %s not polled: %s (fix the profile, `gateway partners add --update`)",
                 partner_id, exc)
     return PollStats(partner_id, error=f"not polled: {exc}")
+
+
+@dataclass
+class Polled:
+    """A partner the running poller polls: its adapter, made from the profile digested
+    as ``digest``, and when it is due."""
+
+    adapter: Adapter
+    digest: str
+    due: float = 0.0
+
+
+async def refresh(gw: Gateway, polled: dict[str, Polled]) -> None:
+    """Bring the running poller in line with the registry, as the dispatcher does its
+    lanes: a changed profile gets a new adapter, an offboarded partner (or one that no
+    longer has a feed) none."""
+    records = {record.id: record for record in await registry.list_all(gw)}
+    for partner_id, known in list(polled.items()):
+        record = records.get(partner_id)
+        if record is None or record.profile_digest != known.digest or not read_feed(record):
+            del polled[partner_id]
+            await known.adapter.aclose()
+    for record in records.values():
+        if record.id in polled:
+            continue
+        try:
+            adapter = pollable(gw, record)
+        except ValueError as exc:  # a profile stored before a rule it breaks: skipped, said
+            _not_polled(record.id, exc)
+            continue
+        if adapter is not None:
+            polled[record.id] = Polled(adapter, record.profile_digest)
 
 
 def interval(adapter: Adapter) -> float:
@@ -90,6 +129,25 @@ async def poll_partner(gw: Gateway, adapter: Adapter) -> PollStats:
     return stats
 
 
+async def poll_guarded(gw: Gateway, adapter: Adapter) -> PollStats:
+    """One partner's poll, whatever happens in it: its failure is its own (logged, and
+    in its stats), the other partners are polled all the same, and the next poll tries
+    again from the stored cursor."""
+    partner_id = adapter.profile.id
+    try:
+        return await poll_partner(gw, adapter)
+    except GatewayError as exc:
+        error = redact(str(exc))
+        log.warning("poll %s failed: %s", partner_id, error)
+    except Exception as exc:
+        # A bug (ours or an adapter's): its frames for the developers, its message
+        # without personal data (it may quote the feed).
+        error = f"{type(exc).__name__}: {redact(str(exc))}"
+        frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+        log.error("poll %s failed: %s\n%s", partner_id, error, frames)
+    return PollStats(partner_id, error=error)
+
+
 async def poll_once(gw: Gateway) -> list[PollStats]:
     out = []
     for record in await registry.list_all(gw):
@@ -101,44 +159,32 @@ async def poll_once(gw: Gateway) -> list[PollStats]:
         if adapter is None:
             continue
         async with adapter:
-            try:
-                out.append(await poll_partner(gw, adapter))
-            except GatewayError as exc:
-                error = redact(str(exc))
-                log.warning("poll %s failed: %s", record.id, error)
-                out.append(PollStats(record.id, error=error))
+            out.append(await poll_guarded(gw, adapter))
     return out
 
 
 async def run(gw: Gateway, stop: asyncio.Event) -> None:
-    """Poll each pollable partner on its own interval until ``stop`` is set."""
-    adapters: dict[str, Adapter] = {}
-    due: dict[str, float] = {}
+    """Poll each pollable partner on its own interval until ``stop`` is set, following
+    profile changes and offboardings (see :func:`refresh`) between rounds. Nothing a
+    partner's feed or a passing database error does ends it."""
+    polled: dict[str, Polled] = {}
     loop = asyncio.get_running_loop()
     try:
         while not stop.is_set():
-            for record in await registry.list_all(gw):
-                if record.id in adapters:
-                    continue
-                try:
-                    if (adapter := pollable(gw, record)) is not None:
-                        adapters[record.id] = adapter
-                except ValueError as exc:
-                    _not_polled(record.id, exc)
-            now = loop.time()
-            for partner_id, adapter in adapters.items():
-                if due.get(partner_id, 0.0) <= now:
-                    try:
-                        await poll_partner(gw, adapter)
-                    except GatewayError as exc:
-                        log.warning("poll %s failed: %s", partner_id, redact(str(exc)))
-                    due[partner_id] = loop.time() + interval(adapter)
-            wait = min(due.values(), default=now + 60.0) - loop.time()
+            try:
+                await refresh(gw, polled)
+            except Exception as exc:  # the database away for a moment: poll whom we know
+                log.warning("poller: could not read the partners (%s); trying again", type(exc).__name__)
+            for known in list(polled.values()):
+                if known.due <= loop.time():
+                    await poll_guarded(gw, known.adapter)
+                    known.due = loop.time() + interval(known.adapter)
+            wait = min((known.due for known in polled.values()), default=loop.time() + 60.0) - loop.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(1.0, min(wait, 60.0)))
     finally:
-        for adapter in adapters.values():
-            await adapter.aclose()
+        for known in polled.values():
+            await known.adapter.aclose()
 
 
 def summary(stats: list[PollStats]) -> list[dict[str, Any]]:

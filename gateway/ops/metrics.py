@@ -136,20 +136,16 @@ async def _partners(tx: Transaction, now: datetime) -> list[Metric]:
         f"SELECT partner_id, COUNT(*) AS n FROM assignments WHERE {OVERDUE} GROUP BY partner_id",
         (isotime(now),),
     )
-    at = isotime(now)
     breaker = [
         ([p["id"], s], 1.0 if states.get(p["id"], {}).get("breaker", "closed") == s else 0.0)
         for p in partners
         for s in ("closed", "half_open", "open")
     ]
-    paused = [([p["id"]], 1.0 if (states.get(p["id"], {}).get("paused_until") or "") > at else 0.0)
-              for p in partners]  # fmt: skip
     return [
         _gauge("gateway_partner_status", "1 for each partner's current status", ["partner", "status"],
                (([p["id"], p["status"]], 1.0) for p in partners)),
         _gauge("gateway_breaker_state", "1 for each partner's current circuit breaker state",
                ["partner", "state"], breaker),
-        _gauge("gateway_partner_paused", "1 while a partner's Retry-After pause runs", ["partner"], paused),
         _gauge("gateway_attestations_overdue", "Recalled cases whose deletion attestation is overdue",
                ["partner"], (([r["partner_id"]], r["n"]) for r in overdue)),
     ]  # fmt: skip

@@ -147,10 +147,12 @@ def json_field(answer: Answer, key: str) -> tuple[str | None, str]:
 
 
 def status_feed(answer: Answer, what: str) -> PollResult:
-    """A status feed page ``{"events": [{...}], "cursor": "..."}``."""
+    """A status feed page ``{"events": [{...}], "cursor": "..."}``; anything else, even a
+    body the JSON parser gives up on (nested too deep: RecursionError), is a malformed
+    feed, reported as the partner being unavailable: the next poll tries again."""
     try:
         data: Any = json.loads(answer.body) if not answer.too_large else None
-    except ValueError:
+    except Exception:  # noqa: BLE001 - whatever the parser raises, the feed is malformed
         data = None
     if (
         not isinstance(data, dict)

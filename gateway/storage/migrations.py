@@ -272,6 +272,14 @@ MIGRATIONS: list[list[Step]] = [
             at TEXT NOT NULL
         )""",
     ],
+    [
+        # Delivery: the circuit breaker opens on a failure rate over a sliding window
+        # (its buckets, as JSON) and ignores attempts that started before it opened; a
+        # Retry-After holds back its own package, the partner only through the breaker.
+        "ALTER TABLE partner_state ADD COLUMN recent TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE partner_state ADD COLUMN opened_at TEXT",
+        "ALTER TABLE partner_state DROP COLUMN paused_until",
+    ],
 ]
 
 
