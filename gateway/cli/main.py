@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from gateway.cli import audit, delivery, keys, partners, placement, serve, supervision, workspace
+from gateway.cli import audit, delivery, keys, partners, placement, serve, supervision, witness, workspace
 from gateway.config import CONFIG_NAME, ENV_VAR
 from gateway.plugin.manager import get_plugin_manager
 
@@ -52,6 +52,7 @@ COMMANDS: tuple[click.Command, ...] = (
     supervision.attestations,
     supervision.cases,
     audit.audit,
+    witness.witness,
 )
 for command in COMMANDS:
     cli.add_command(command)
