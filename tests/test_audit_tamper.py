@@ -35,7 +35,7 @@ ORIGIN = "example-bank/gateway-audit"
 def ok(*args: str | Path) -> str:
     result = invoke(*args)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,8 @@ def set_interval(workspace: Path, seconds: int) -> None:
     """Set the timer in the workspace's gateway.toml, as an operator would."""
     path = workspace / CONFIG_NAME
     text = path.read_text(encoding="utf-8")
-    assert "\naudit_checkpoint_seconds = 300\n" in text
-    path.write_text(text.replace("audit_checkpoint_seconds = 300", f"audit_checkpoint_seconds = {seconds}"))
+    assert "\naudit_checkpoint_seconds = 60\n" in text
+    path.write_text(text.replace("audit_checkpoint_seconds = 60", f"audit_checkpoint_seconds = {seconds}"))
 
 
 @asynccontextmanager
@@ -210,7 +210,7 @@ async def test_shutdown_stops_the_timer_without_waiting_for_it(
 
 
 def test_setting_defaults_and_bounds() -> None:
-    assert Settings(bank_id="bank").audit_checkpoint_seconds == 300
+    assert Settings(bank_id="bank").audit_checkpoint_seconds == 60
     assert Settings(bank_id="bank", audit_checkpoint_seconds=0).audit_checkpoint_seconds == 0
     with pytest.raises(ValidationError):
         Settings(bank_id="bank", audit_checkpoint_seconds=-1)

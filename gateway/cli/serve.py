@@ -24,11 +24,16 @@ from gateway.onboarding import tokens
 @click.pass_obj
 def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool) -> None:
     """Run the HTTP service (callbacks, operator API, JWKS, health, OpenAPI) with the
-    dispatcher and the poller in the same process."""
+    dispatcher and the poller in the same process.
+
+    Always (with --no-workers too) the audit log gets a checkpoint every
+    audit_checkpoint_seconds while it grows and one as serve stops, each submitted to
+    the witnesses of gateway.toml."""
     settings = settings_of(obj)
 
     async def main() -> None:
-        runner = web.AppRunner(create_app(settings, workers=not no_workers), handle_signals=False)
+        app = create_app(settings, workers=not no_workers, upkeep=True)
+        runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         try:
             try:

@@ -8,7 +8,6 @@ from importlib import metadata
 
 from aiohttp import web
 
-from gateway.audit import timer as checkpoint_timer
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
@@ -127,12 +126,14 @@ ROUTES: list[Route] = [
 
 
 def create_app(
-    settings: Settings, *, gateway: Gateway | None = None, workers: bool = False
+    settings: Settings, *, gateway: Gateway | None = None, workers: bool = False, upkeep: bool | None = None
 ) -> web.Application:
     """Build the app; the gateway (database, keys, plugins) opens on startup and closes
     on cleanup, unless an open one is passed in (tests, embedding). With ``workers``, the
-    dispatcher, the poller and the audit checkpoint timer run in the same process and
-    stop cleanly with it."""
+    dispatcher and the poller run in the same process and stop cleanly with it. With
+    ``upkeep`` (by default with ``workers``; ``gateway serve`` always), the audit
+    checkpoint timer and witness submissions run too, and a last checkpoint is signed
+    and submitted at shutdown."""
     app = web.Application(middlewares=[problems], client_max_size=MAX_BODY + 1024)
     app[SETTINGS] = settings
 
@@ -152,16 +153,21 @@ def create_app(
         tasks = [
             asyncio.create_task(dispatcher.run()),
             asyncio.create_task(poller.run(gw, stop)),
-            asyncio.create_task(
-                checkpoint_timer.run(gw.db, gw.audit_signer, stop, gw.settings.audit_checkpoint_seconds)
-            ),
         ]
         yield
         dispatcher.stop()
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def upkeep_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Appended before the workers: cleaned up after them, so the last checkpoint
+        # covers what the dispatcher wrote as it stopped.
+        async with app[GATEWAY].audit_upkeep(final=True):
+            yield
+
     app.cleanup_ctx.append(gateway_ctx)
+    if workers if upkeep is None else upkeep:
+        app.cleanup_ctx.append(upkeep_ctx)
     if workers:
         app.cleanup_ctx.append(workers_ctx)
     for route in ROUTES:

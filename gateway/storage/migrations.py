@@ -221,6 +221,17 @@ MIGRATIONS: list[list[Step]] = [
         # at a million entries, bench/audit.py). Computed here for the log so far.
         DataStep("audit-subtrees-16-32"),
     ],
+    [
+        # Audit: witnesses' cosignatures of checkpoints (C2SP tlog-cosignature), one
+        # signature line per witness and checkpoint, kept apart from the log's own note.
+        """CREATE TABLE audit_cosignatures (
+            size INTEGER NOT NULL REFERENCES audit_checkpoints(size),
+            witness TEXT NOT NULL,
+            line TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (size, witness)
+        )""",
+    ],
 ]
 
 
