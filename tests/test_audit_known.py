@@ -87,7 +87,8 @@ def test_a_rollback_below_the_kept_checkpoint_fails_naming_the_sizes(
         "Error: audit log does not verify: rollback: the log is signed up to size 6 (6 entries) but "
         "the checkpoint you kept signs size 9: entries you have seen are gone"
     )
-    assert fails("-c", onboarded, "audit", "verify", "--vkey", vkey_of(onboarded), "--known", note) == expected
+    pinned = ("--vkey", vkey_of(onboarded), "--known", note)
+    assert fails("-c", onboarded, "audit", "verify", *pinned) == expected
     ok("-c", onboarded, "audit", "export", tmp_path / "bundle")
     bundle = ("audit", "verify-bundle", tmp_path / "bundle", "--vkey", vkey_of(onboarded), "--known", note)
     assert fails(*bundle) == expected
@@ -110,7 +111,8 @@ def test_a_fork_at_the_kept_size_fails_naming_the_size(
         line,
     ), line
     ok("-c", ws, "audit", "export", tmp_path / "bundle")
-    assert fails("audit", "verify-bundle", tmp_path / "bundle", "--vkey", vkey_of(ws), "--known", later) == line
+    pinned = ("--vkey", vkey_of(ws), "--known", later)
+    assert fails("audit", "verify-bundle", tmp_path / "bundle", *pinned) == line
 
 
 def test_a_kept_checkpoint_by_another_key_is_refused(
@@ -164,7 +166,9 @@ def test_the_readme_gives_the_time_of_the_export(onboarded: Path, tmp_path: Path
     time.sleep(1.1)  # the export signs nothing new: its time is not the checkpoint's
     ok("-c", onboarded, "audit", "export", tmp_path / "bundle")
     readme = (tmp_path / "bundle" / "README.txt").read_text()
-    found = re.search(r"Exported (\S+): 4 entries, 1 signed checkpoints \(the latest signed (\S+)\)\.", readme)
+    found = re.search(
+        r"Exported (\S+): 4 entries, 1 signed checkpoints \(the latest signed (\S+)\)\.", readme
+    )
     assert found, readme
     exported, signed = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in found.groups())
     assert (exported - signed).total_seconds() >= 1

@@ -340,19 +340,29 @@ async def consistency(gw: Gateway, old: int, new: int | None) -> None:
 @with_gateway
 async def checkpoint(gw: Gateway) -> None:
     """Sign a checkpoint of the log now (unless the latest covers it), have the witnesses
-    of gateway.toml cosign it, and print the note with their cosignatures."""
+    of gateway.toml cosign it, and print the note with their cosignatures.
+
+    Exits 1 when a witness did not cosign it, naming the witness and its reason (a
+    refusal means the log is not the one the witness saw before: rolled back or forked).
+    """
     await log.checkpoint_now(gw.db, gw.audit_signer)
-    await _witness_now(gw)
+    failed = await _witness_now(gw)
     latest = await query.latest_checkpoint(gw.db)
     assert latest is not None
     click.echo(latest.note, nl=False)
+    if failed:
+        raise click.ClickException(f"{failed} of {len(gw.witnesses)} witnesses did not cosign (see above)")
 
 
-async def _witness_now(gw: Gateway) -> None:
-    """Submit the latest checkpoint to every configured witness; a witness that fails
-    is named on stderr (the checkpoint stands without its cosignature)."""
+async def _witness_now(gw: Gateway) -> int:
+    """Submit the latest checkpoint to every configured witness; each one that did not
+    cosign it is named on stderr (the checkpoint stands without its cosignature).
+    Returns how many did not."""
+    failed = 0
     for outcome in await witnessing.submit_all(gw.db, gw.witnesses):
         if not outcome.ok:
-            click.echo(f"warning: witness {outcome.witness}: {outcome.detail}", err=True)
+            failed += 1
+            click.echo(f"witness {outcome.witness}: {outcome.detail}", err=True)
+    return failed
 
 
