@@ -117,7 +117,7 @@ async def test_new_entries_get_a_signed_checkpoint_within_the_interval(
         vkey = gw.audit_signer.vkey
         assert parse_and_verify(record.note, vkey).size == size
         # Auditors see it over HTTP too.
-        response = await client.get("/v1/audit/checkpoint", headers=auditor)
+        response = await client.get("/v1/audit/checkpoint", headers={**auditor, "Accept": "application/json"})
         assert response.status == 200
         assert (await response.json())["size"] == size
 

@@ -88,9 +88,16 @@ ROUTES: list[Route] = [
         "GET",
         "/v1/audit/checkpoint",
         auditor.latest_checkpoint,
-        "Latest signed checkpoint",
-        ("auditor",),
-        tags=("audit",),
+        "Latest signed checkpoint note with cosignatures (text/plain; JSON on Accept: application/json)",
+        tags=("audit", "public"),
+    ),
+    Route(
+        "GET",
+        "/v1/audit/tile/{level}/{index}",
+        auditor.tile,
+        "C2SP tlog-tiles: a tile of hashes (public) or, at level 'entries', an entry bundle (auditor)",
+        tags=("audit", "public"),
+        match="/v1/audit/tile/{level}/{index:.+}",
     ),
     Route(
         "GET",
@@ -171,5 +178,5 @@ def create_app(
     if workers:
         app.cleanup_ctx.append(workers_ctx)
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, route.match or route.path, route.handler)
     return app

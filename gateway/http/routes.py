@@ -25,6 +25,9 @@ class Route:
     tags: tuple[str, ...] = field(default=("operator",))
     query: dict[str, str] = field(default_factory=dict)
     """Query parameters: name -> description (documented in OpenAPI; see `known_query`)."""
+    match: str = ""
+    """The router's path when it differs from the documented one (a parameter that
+    spans several path segments)."""
 
 
 def require_json(request: web.Request) -> None:
