@@ -22,6 +22,8 @@ from gateway.audit.cosignature import Witness, cosigned_by, witness_vkey
 from gateway.audit.merkle import consistency_proof, leaf_hash, root_from_leaf_hashes
 from tests.helpers import audit_tree_row, invoke, roll_back_audit_log, workspace_sql
 from tests.test_audit_known import fails, grow, ok, vkey_of
+from tests.test_audit_standalone import extract_script
+from tests.test_audit_standalone import run as run_script
 from tests.test_serve import free_port
 
 NAME = "witness.test/w1"
@@ -91,6 +93,11 @@ def test_the_witness_cosigns_the_growth_of_the_log(
     assert cosigners((tmp_path / "bundle" / "checkpoints" / "000000000009.note").read_text(), witness.vkey)
     assert f"cosigned by {fingerprint}" in ok("audit", "verify-bundle", tmp_path / "bundle", *pinned)
     assert witness.refusals() == []
+    # The stand-alone script of AUDITING.md skips the cosignature lines.
+    script = tmp_path / "verify_bundle.py"
+    script.write_text(extract_script(), encoding="utf-8")
+    done = run_script(script, tmp_path / "bundle", vkey_of(ws))
+    assert done.returncode == 0 and done.stdout.startswith("OK: 9 entries match"), done.stderr
 
     # An auditor who wants two witnesses is not satisfied by one.
     other = witness_vkey("witness.test/w2", Ed25519PrivateKey.generate().public_key())
