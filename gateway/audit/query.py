@@ -371,25 +371,12 @@ def _verify_sqlite_file(
                 range_size=range_size or parallel.RANGE,
             )
         try:
-            notes = conn.execute("SELECT size, note FROM audit_checkpoints ORDER BY size").fetchall()
-            lines = log.group_lines(conn.execute(log.COSIGNATURES_SQL, (0,)).fetchall())
-            verifier = trust.verifier(
-                [(size, log.cosigned(note.decode("utf-8"), lines.get(size))) for size, note in notes],
-                progress,
-                deep,
-            )
+            verifier = trust.verifier(_sqlite_notes(conn), progress, deep)
             state = conn.execute("SELECT size, nodes FROM audit_tree WHERE id = 1").fetchone()
             if checkers is not None:
                 checkers.feed(verifier, stop)
             else:
-                cursor = conn.execute(f"{parallel.entries_sql(deep or not keyed)} ORDER BY idx")
-                while rows := cursor.fetchmany(parallel.BULK):
-                    if not keyed:
-                        verifier.feed(rows)
-                    elif deep:
-                        verifier.feed_ordered(rows)
-                    else:
-                        verifier.feed_prefixed(rows)
+                _feed_in_process(conn, verifier, deep=deep, keyed=keyed)
         finally:
             if checkers is not None:
                 checkers.close()
@@ -400,6 +387,25 @@ def _verify_sqlite_file(
         return verifier.finish(require_signed=False)
     tree = log.tree_from_row({"size": state[0], "nodes": state[1]})
     return verifier.finish(require_signed=False, state=(tree.size, tree.root()))
+
+
+def _sqlite_notes(conn: Any) -> list[tuple[int, str]]:
+    """(size, note) of every checkpoint, each note with its stored cosignatures."""
+    notes = conn.execute("SELECT size, note FROM audit_checkpoints ORDER BY size").fetchall()
+    lines = log.group_lines(conn.execute(log.COSIGNATURES_SQL, (0,)).fetchall())
+    return [(size, log.cosigned(note.decode("utf-8"), lines.get(size))) for size, note in notes]
+
+
+def _feed_in_process(conn: Any, verifier: LogVerifier, *, deep: bool, keyed: bool) -> None:
+    """Every entry, in index order, read and checked in this thread."""
+    cursor = conn.execute(f"{parallel.entries_sql(deep or not keyed)} ORDER BY idx")
+    while rows := cursor.fetchmany(parallel.BULK):
+        if not keyed:
+            verifier.feed(rows)
+        elif deep:
+            verifier.feed_ordered(rows)
+        else:
+            verifier.feed_prefixed(rows)
 
 
 def _stored_row(row: dict[str, Any]) -> tuple[int, Any, bytes]:
