@@ -11,8 +11,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit.checkpoint import parse_and_verify
+from gateway.audit.checkpoint import parse_and_verify, sign_checkpoint
 from tests.helpers import audit_tree_row, invoke, roll_back_audit_log, workspace_sql
 
 
@@ -119,9 +120,11 @@ def test_a_kept_checkpoint_by_another_key_is_refused(
     kept: tuple[Path, Path, tuple[int, bytes]], tmp_path: Path
 ) -> None:
     ws, note, _ = kept
-    other = tmp_path / "other"
-    assert invoke("init", other).exit_code == 0
-    foreign = keep_checkpoint(other, tmp_path / "foreign.note")
+    # The same log's checkpoint at size 6, as signed by another key (say, the bank's
+    # key was replaced since the auditor kept theirs).
+    kept_cp = parse_and_verify(note.read_text(), vkey_of(ws))
+    foreign = tmp_path / "foreign.note"
+    foreign.write_text(sign_checkpoint(kept_cp, kept_cp.origin, Ed25519PrivateKey.generate()))
     line = fails("-c", ws, "audit", "verify", "--vkey", vkey_of(ws), "--known", foreign)
     assert line.startswith(
         "Error: audit log does not verify: the checkpoint you kept does not verify with the key trusted:"
