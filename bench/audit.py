@@ -1,9 +1,12 @@
 """Audit log speed, each figure next to the raw SHA-256 rate measured in the same run.
 
-    .venv/bin/python bench/audit.py [--entries 1000000] [--batch 1000]
+    .venv/bin/python bench/audit.py [--entries 1000000] [--batch 1000] [--no-witness]
 
 - appends/s: disclosures through `log.append` into SQLite (the gateway's backend, WAL), one
-  transaction per batch, a checkpoint signed every 1000 entries;
+  transaction per batch, a checkpoint signed every 1000 entries; with witnessing on (the
+  default), a `gateway witness serve` process on 127.0.0.1 and the gateway's submission
+  task running beside the appends, as `gateway serve` runs it (the latest checkpoint,
+  every 0.5 s here), and how many checkpoints it got cosigned;
 - verify: `verify_database` from scratch over the whole log against the time of 2n
   raw hashes (n leaves, n - 1 nodes): `deep=False`, what `gateway audit verify
   --hashes-only` runs (the cryptographic check, which the goal is about), with worker
@@ -22,18 +25,24 @@ import argparse
 import asyncio
 import hashlib
 import random
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import log, parallel, proofs, query
+from gateway.audit import log, parallel, proofs, query, witnessing
+from gateway.audit.cosignature import Witness
 from gateway.audit.signer import LogSigner
 from gateway.core import open_database
+from gateway.storage import Database
 from schemas.audit import DisclosedField, Disclosure
 
 FIELDS = [
@@ -81,7 +90,60 @@ def raw_hash_seconds(n: int, leaf_size: int) -> float:
     return time.perf_counter() - start
 
 
-async def main(entries: int, batch: int) -> None:
+@contextmanager
+def witness_process(directory: Path, log_vkey: str) -> Iterator[witnessing.Target]:
+    """A witness of the log in a process of its own, on a free port of 127.0.0.1."""
+    gateway = [sys.executable, "-m", "gateway", "witness"]
+    init = [*gateway, "init", "--dir", str(directory), "--name", "bench/witness", "--log", log_vkey]
+    vkey = subprocess.run(init, check=True, capture_output=True, text=True).stdout.strip()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve = [*gateway, "serve", "--dir", str(directory), "--port", str(port)]
+    proc = subprocess.Popen(serve, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None and b"serving on" in proc.stderr.readline()
+        yield witnessing.Target(f"http://127.0.0.1:{port}/", Witness.parse(vkey))
+    finally:
+        proc.terminate()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+async def appends(db: Database, signer: LogSigner, entries: int, batch: int) -> float:
+    """Seconds for `entries` appends, `batch` per transaction (building them left out)."""
+    made = [disclosure(n) for n in range(min(batch * 10, entries))]
+    build = 0.0
+    start = time.perf_counter()
+    for first in range(0, entries, batch):
+        t0 = time.perf_counter()
+        chunk = [made[(first + i) % len(made)] for i in range(min(batch, entries - first))]
+        build += time.perf_counter() - t0
+        async with db.transaction() as tx:
+            await log.append(tx, chunk, signer=signer)
+    return time.perf_counter() - start - build
+
+
+async def witnessed_appends(
+    db: Database, signer: LogSigner, entries: int, batch: int, targets: list[witnessing.Target]
+) -> float:
+    """`appends` with the witness submissions running beside them; reports what they got."""
+    stop = asyncio.Event()
+    submitter = asyncio.create_task(witnessing.run(db, targets, stop, period=0.5))
+    elapsed = await appends(db, signer, entries, batch)
+    stop.set()
+    await submitter
+    await witnessing.submit_all(db, targets)  # the last checkpoint, as serve does at shutdown
+    async with db.transaction() as tx:
+        cosigned = await tx.fetchval("SELECT COUNT(*) FROM audit_cosignatures")
+        newest = await tx.fetchval("SELECT MAX(size) FROM audit_cosignatures")
+    print(f"  witnessing on: {cosigned} checkpoints cosigned while appending (latest only, batched), "
+          f"the newest at size {newest:,}")
+    return elapsed
+
+
+async def main(entries: int, batch: int, witness: bool) -> None:
     leaf_size = len(log.canonical(disclosure(0)))
     raw = raw_hash_seconds(min(entries, 1_000_000), leaf_size) * entries / min(entries, 1_000_000)
     raw_rate = 2 * entries / raw
@@ -91,18 +153,14 @@ async def main(entries: int, batch: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = await open_database(f"sqlite:///{Path(tmp) / 'bench.db'}")
         signer = LogSigner("bench/gateway-audit", Ed25519PrivateKey.generate(), every=1000)
-        made = [disclosure(n) for n in range(min(batch * 10, entries))]
-        build = 0.0
-        start = time.perf_counter()
-        for first in range(0, entries, batch):
-            t0 = time.perf_counter()
-            chunk = [made[(first + i) % len(made)] for i in range(min(batch, entries - first))]
-            build += time.perf_counter() - t0
-            async with db.transaction() as tx:
-                await log.append(tx, chunk, signer=signer)
-        elapsed = time.perf_counter() - start - build
+        if witness:
+            with witness_process(Path(tmp) / "witness", signer.vkey) as target:
+                elapsed = await witnessed_appends(db, signer, entries, batch, [target])
+        else:
+            elapsed = await appends(db, signer, entries, batch)
         rate = entries / elapsed
-        print(f"appends: {rate:,.0f}/s ({entries:,} in {elapsed:.1f} s, {batch} per transaction)")
+        print(f"appends: {rate:,.0f}/s ({entries:,} in {elapsed:.1f} s, {batch} per transaction, "
+              f"witnessing {'on' if witness else 'off'})")
         print(f"  raw hashes per append time: {raw_rate / rate:.0f}x; goal >= 50,000/s: "
               f"{'met' if rate >= 50_000 else 'NOT met'}")
 
@@ -143,5 +201,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--no-witness", action="store_true", help="appends without the witness submissions")
     args = parser.parse_args()
-    asyncio.run(main(args.entries, args.batch))
+    asyncio.run(main(args.entries, args.batch, not args.no_witness))

@@ -304,7 +304,7 @@ def audit_verify(ws: Path) -> str:
         [sys.executable, "-m", "gateway", "-c", str(ws), "audit", "verify"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
-    lines = (done.stdout + done.stderr).strip().splitlines() or ["(no output)"]
+    lines = (done.stderr + done.stdout).strip().splitlines() or ["(no output)"]
     if done.returncode != 0:
         return f"FAILED ({done.returncode}): {lines[-1]}"
     return lines[-1].split(",")[0]  # "OK: N entries"

@@ -58,6 +58,29 @@ AlertKind = Literal["partner_suspended", "dead", "attestation_overdue", "checkpo
 ALERT_KINDS: tuple[AlertKind, ...] = typing.get_args(AlertKind)
 
 
+class WitnessSettings(BaseModel):
+    """One ``[[audit_witnesses]]`` table: a witness that cosigns the log's checkpoints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://", description="the witness's submission prefix (…/add-checkpoint)")
+    vkey: str = Field(description="the witness's verifier key: name+key id+base64(0x04 || Ed25519 key)")
+
+
+class Pkcs11Settings(BaseModel):
+    """The ``[pkcs11]`` table, for ``key_custody = "pkcs11"``: keys in a PKCS#11 token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    module: Path = Field(description="the token's PKCS#11 library (.so)")
+    token: str = Field(description="the token's label")
+    pin_env: str = Field(
+        default="GATEWAY_PKCS11_PIN", description="environment variable holding the user PIN"
+    )
+    signing_label: str = Field(default="gateway-signing", description="label of the package-signing keys")
+    audit_label: str = Field(default="gateway-audit-log", description="label of the audit log's key")
+
+
 class WebhookSink(BaseModel):
     """An alert webhook (the bank's chat or incident tool), signed as Standard Webhooks."""
 
@@ -135,9 +158,10 @@ class Settings(BaseSettings):
     )
     audit_checkpoint_every: int = Field(default=1000, ge=1, description="sign a checkpoint every N entries")
     audit_checkpoint_seconds: int = Field(
-        default=300,
+        default=60,
         ge=0,
-        description="`gateway serve` also signs a checkpoint every T seconds if the log grew; 0: no timer",
+        description="serve, dispatch and place also sign a checkpoint every T seconds if the log grew; "
+        "0: no timer",
     )
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     checkpoint_max_lag_seconds: int = Field(
@@ -158,6 +182,10 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
+    audit_witnesses: list[WitnessSettings] = Field(
+        default_factory=list, description="witnesses that cosign the log's checkpoints"
+    )
+    pkcs11: Pkcs11Settings | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @classmethod
@@ -338,9 +366,14 @@ key_custody = "files"
 # The audit log signs a checkpoint (C2SP signed note) every N entries; `gateway audit
 # checkpoint` signs one at any time.
 audit_checkpoint_every = 1000
-# `gateway serve` also signs one every T seconds when the log has grown since the last
-# (0: no timer).
-audit_checkpoint_seconds = 300
+# While `gateway serve`, `dispatch` or `place` runs, one is also signed every T seconds
+# when the log has grown since the last (0: no timer), and serve and dispatch sign one
+# as they stop: no entry stays unsigned longer than T seconds while they run.
+audit_checkpoint_seconds = 60
+# Witnesses that cosign each new checkpoint (C2SP tlog-witness), one table each:
+# [[audit_witnesses]]
+# url = "https://witness.example/"
+# vkey = "witness.example/w1+1234abcd+BA..."
 
 # Dispatchers (`gateway dispatch`, and the one inside `gateway serve`).
 [dispatch]

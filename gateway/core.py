@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
 import pluggy
 
 from gateway.audit import log as audit_log
+from gateway.audit import timer as checkpoint_timer
+from gateway.audit import witnessing
 from gateway.audit.signer import LogSigner, signer_for
 from gateway.clock import utcnow
 from gateway.config import Settings
@@ -90,6 +93,22 @@ class Gateway:
             self.custody.audit_log_key(),
             self.settings.audit_checkpoint_every,
             self.now,
+        )
+
+    @functools.cached_property
+    def witnesses(self) -> list[witnessing.Target]:
+        """The witnesses of gateway.toml, as the log submits checkpoints to them."""
+        return witnessing.configured(self.settings.audit_witnesses)
+
+    def audit_upkeep(self, *, final: bool) -> AbstractAsyncContextManager[None]:
+        """The checkpoint timer and witness submissions while a command that appends
+        runs; with `final`, a last checkpoint and submission as it stops."""
+        return checkpoint_timer.upkeep(
+            self.db,
+            self.audit_signer,
+            self.settings.audit_checkpoint_seconds,
+            self.witnesses,
+            final=final,
         )
 
     @functools.cached_property

@@ -115,3 +115,23 @@ async def fail_audit_inserts(tx: Transaction, table: str = "audit_entries", afte
     await tx.execute(
         f"CREATE TRIGGER no_space BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION disk_full()"
     )
+
+
+def audit_tree_row(sql: Sql) -> tuple[int, bytes]:
+    """The writer's tree state (size, nodes): what `roll_back_audit_log` restores."""
+    [row] = sql("SELECT size, nodes FROM audit_tree WHERE id = 1")
+    return row["size"], bytes(row["nodes"])
+
+
+def roll_back_audit_log(sql: Sql, state: tuple[int, bytes]) -> None:
+    """Play someone with database access who puts the log back as it was at an earlier
+    tree state: every later entry, stored subtree, checkpoint and cosignature removed,
+    and the tree state restored, so that the gateway goes on appending from there."""
+    size, nodes = state
+    sql("DELETE FROM audit_cosignatures WHERE size > ?", (size,))
+    sql("DELETE FROM audit_checkpoints WHERE size > ?", (size,))
+    sql("DELETE FROM audit_entries WHERE idx >= ?", (size,))
+    for row in sql("SELECT height, idx FROM audit_nodes"):
+        if (row["idx"] + 1) << row["height"] > size:
+            sql("DELETE FROM audit_nodes WHERE height = ? AND idx = ?", (row["height"], row["idx"]))
+    sql("UPDATE audit_tree SET size = ?, nodes = ? WHERE id = 1", (size, nodes))

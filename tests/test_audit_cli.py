@@ -22,9 +22,10 @@ from tests.helpers import invoke, sample_case
 
 
 def ok(*args: str | Path) -> str:
+    """What a command prints on standard output (warnings go to standard error)."""
     result = invoke(*args)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 @pytest.fixture

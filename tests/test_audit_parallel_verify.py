@@ -71,7 +71,7 @@ def vkey(template: tuple[Path, str]) -> str:
 
 def single(path: Path, vkey: str, deep: bool, progress: list[int] | None = None) -> Summary:
     return query._verify_sqlite_file(
-        str(path), vkey, None if progress is None else progress.append, deep, workers=1
+        str(path), query.Trust(vkey), None if progress is None else progress.append, deep, workers=1
     )
 
 
@@ -80,7 +80,7 @@ def parallel(
 ) -> Summary:
     return query._verify_sqlite_file(
         str(path),
-        vkey,
+        query.Trust(vkey),
         None if progress is None else progress.append,
         deep,
         workers=WORKERS,
@@ -109,7 +109,7 @@ def test_a_good_log_gives_the_same_summary_both_ways(
 def test_a_small_log_stays_in_process(log_file: Path, vkey: str) -> None:
     """Below the threshold no worker is started; the default threshold is far above this log."""
     seen: list[int] = []
-    summary = query._verify_sqlite_file(str(log_file), vkey, seen.append, False, workers=WORKERS)
+    summary = query._verify_sqlite_file(str(log_file), query.Trust(vkey), seen.append, False, workers=WORKERS)
     same(summary, single(log_file, vkey, False))
     assert seen == [ENTRIES]  # one batch read in order, not range by range
 

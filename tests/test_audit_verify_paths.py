@@ -30,7 +30,7 @@ async def fill(db: Database, signer: LogSigner, count: int, batch: int = 5) -> N
 async def verify(db: Database, vkey: str, how: str) -> object:
     deep = how.endswith("deep")
     if how.startswith("streamed"):
-        return await query._verify_streamed(db, vkey, None, deep)
+        return await query._verify_streamed(db, query.Trust(vkey), None, deep)
     return await query.verify_database(db, vkey, deep=deep)
 
 

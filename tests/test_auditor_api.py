@@ -30,8 +30,12 @@ async def test_auditor_reads_checkpoint_entries_and_proofs(gw: Gateway, aiohttp_
     await placement.place(gw, case, "acme-collect", "collection", actor="t")
     await audit_log.checkpoint_now(gw.db, gw.audit_signer)
 
-    assert (await client.get("/v1/audit/checkpoint", headers=operator)).status == 403
-    latest = await (await client.get("/v1/audit/checkpoint", headers=auditor)).json()
+    # The checkpoint is public: the note as text/plain, as JSON on request.
+    public = await client.get("/v1/audit/checkpoint")
+    assert public.status == 200 and public.content_type == "text/plain"
+    latest = await (await client.get("/v1/audit/checkpoint", headers={"Accept": "application/json"})).json()
+    assert latest["note"] == await public.text()
+    assert (await client.get("/v1/audit/entries", headers=operator)).status == 403
     vkey = gw.audit_signer.vkey
     checkpoint = parse_and_verify(latest["note"], vkey)
     assert checkpoint.size == latest["size"] == old.size + 1

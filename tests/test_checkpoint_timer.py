@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,17 +27,32 @@ from gateway.core import Gateway
 from gateway.http import create_app
 from gateway.onboarding import tokens
 from gateway.storage import Database
+from tests.helpers import invoke
+from tests.test_serve import free_port
 
 T = TypeVar("T")
 ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+async def serve_process(ws: Path, port: int, *args: str) -> asyncio.subprocess.Process:
+    """`gateway serve` in a process of its own, once it listens."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "-c", str(ws), "serve", "--port", str(port), *args,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+    assert line.startswith(f"serving on http://127.0.0.1:{port} "), line
+    return proc
 
 
 def set_interval(workspace: Path, seconds: int) -> None:
     """Set the timer in the workspace's gateway.toml, as an operator would."""
     path = workspace / CONFIG_NAME
     text = path.read_text(encoding="utf-8")
-    assert "\naudit_checkpoint_seconds = 300\n" in text
-    path.write_text(text.replace("audit_checkpoint_seconds = 300", f"audit_checkpoint_seconds = {seconds}"))
+    now = re.search(r"\naudit_checkpoint_seconds = (\d+)\n", text)
+    assert now is not None
+    path.write_text(text.replace(now[0], f"\naudit_checkpoint_seconds = {seconds}\n"))
 
 
 @asynccontextmanager
@@ -117,7 +135,7 @@ async def test_new_entries_get_a_signed_checkpoint_within_the_interval(
         vkey = gw.audit_signer.vkey
         assert parse_and_verify(record.note, vkey).size == size
         # Auditors see it over HTTP too.
-        response = await client.get("/v1/audit/checkpoint", headers=auditor)
+        response = await client.get("/v1/audit/checkpoint", headers={**auditor, "Accept": "application/json"})
         assert response.status == 200
         assert (await response.json())["size"] == size
 
@@ -210,7 +228,53 @@ async def test_shutdown_stops_the_timer_without_waiting_for_it(
 
 
 def test_setting_defaults_and_bounds() -> None:
-    assert Settings(bank_id="bank").audit_checkpoint_seconds == 300
+    assert Settings(bank_id="bank").audit_checkpoint_seconds == 60
     assert Settings(bank_id="bank", audit_checkpoint_seconds=0).audit_checkpoint_seconds == 0
     with pytest.raises(ValidationError):
         Settings(bank_id="bank", audit_checkpoint_seconds=-1)
+
+
+async def covered_at(settings: Settings) -> bool:
+    """Whether the latest checkpoint covers every entry, read by a gateway of its own."""
+    async with await Gateway.open(settings) as gw:
+        size, _, latest = await state(gw)
+    return latest is not None and latest.size == size
+
+
+async def test_serve_without_workers_keeps_the_tail_signed_and_signs_at_shutdown(onboarded: Path) -> None:
+    """`gateway serve --no-workers` as a process: entries another process appends are
+    signed within the interval; with a timer that never ticks, those left at SIGTERM
+    get a last checkpoint as it stops."""
+    settings = load_settings(onboarded)
+    for seconds, stop in ((1, signal.SIGKILL), (3600, signal.SIGTERM)):
+        set_interval(onboarded, seconds)
+        proc = await serve_process(onboarded, free_port(), "--no-workers")
+        try:
+            # Another process's command appends (a thread here: the CLI runs its own loop).
+            made = await asyncio.to_thread(invoke, "-c", onboarded, "tokens", "create", "--role", "operator")
+            assert made.exit_code == 0
+            if seconds == 1:
+                await eventually(lambda: covered_at(settings))
+            else:
+                assert not await covered_at(settings)
+            proc.send_signal(stop)
+            await asyncio.wait_for(proc.wait(), 60)
+            assert await covered_at(settings)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+def test_dispatch_signs_what_is_left_as_it_stops(onboarded: Path) -> None:
+    set_interval(onboarded, 3600)
+    assert invoke("-c", onboarded, "tokens", "create", "--role", "operator").exit_code == 0
+    result = invoke("-c", onboarded, "dispatch", "--once", "--quiet")
+    assert result.exit_code == 0, result.output
+
+    async def check() -> None:
+        async with await Gateway.open(load_settings(onboarded)) as gw:
+            size, _, latest = await state(gw)
+            assert latest is not None and latest.size == size
+
+    asyncio.run(check())

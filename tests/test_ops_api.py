@@ -58,7 +58,7 @@ async def test_every_get_answers_its_schema(gw: Gateway, aiohttp_client: Any) ->
     extra = {"/v1/audit/proofs/consistency": "?old=1", "/v1/attestations": "?overdue=false"}
     checked = []
     for path, operations in doc["paths"].items():
-        if "get" not in operations:
+        if "get" not in operations or "{level}" in path:  # tiles: tests/test_audit_tiles.py
             continue
         url = re.sub(r"{(\w+)}", lambda m: values[m[1]], path) + extra.get(path, "")
         answer = await client.get(url, headers=admin)
@@ -70,7 +70,7 @@ async def test_every_get_answers_its_schema(gw: Gateway, aiohttp_client: Any) ->
         schema = {**content["application/json"]["schema"], "components": doc["components"]}
         jsonschema.validate(await answer.json(), schema)
         checked.append(path)
-    assert len(checked) >= 18
+    assert len(checked) >= 17
 
 
 async def test_dashboard_routes_filter_and_refuse_bad_queries(gw: Gateway, aiohttp_client: Any) -> None:

@@ -45,6 +45,8 @@ OVERRIDES = {
     "breaker.min_attempts": "5",
     "breaker.window_seconds": "30",
     "breaker.cooldown_seconds": "10",
+    "audit_witnesses": "[]",
+    "pkcs11": "null",
 }
 
 

@@ -158,6 +158,8 @@ PUBLIC = {
     "/healthz",
     "/readyz",
     "/openapi.json",
+    "/v1/audit/checkpoint",
+    "/v1/audit/tile/{level}/{index}",
 }
 
 

@@ -240,6 +240,7 @@ def test_plugins_lists_builtin_adapters_as_json() -> None:
     assert all(p["builtin"] for p in plugins)
     hooks = {p["name"]: p["hooks"] for p in plugins}
     assert hooks.pop("gateway.onboarding.custody") == ["gateway_key_custody"]
+    assert hooks.pop("gateway.onboarding.hsm") == ["gateway_key_custody"]
     assert all(h == ["gateway_register_adapters"] for h in hooks.values())
 
 

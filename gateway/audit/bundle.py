@@ -9,14 +9,16 @@
     jwks.json            the bank's public key set (package signatures)
     README.txt           how to verify
 
-Exporting signs a checkpoint first, so every exported entry is covered by a signature
-and a bundle with entries beyond its last checkpoint is refused.
+Exporting verifies the log first and refuses one that does not verify (a bundle must
+never carry a signature over a changed entry); then it signs a checkpoint, so every
+exported entry is covered by a signature and a bundle with entries beyond its last
+checkpoint is refused.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,11 @@ from gateway.audit.files import (
     open_regular,
     read_text_capped,
 )
-from gateway.audit.log import checkpoint_now
-from gateway.audit.query import checkpoints, stream_entries
+from gateway.audit.log import CheckpointRecord, checkpoint_now
+from gateway.audit.query import checkpoints, stream_entries, verify_database
 from gateway.audit.signer import LogSigner, fingerprint
-from gateway.audit.verify import LogVerifier, Progress, Row, Summary, read_checkpoints
+from gateway.audit.verify import Progress, Row, Summary, WitnessPolicy, read_known, start_verifier
+from gateway.clock import isotime, utcnow
 from gateway.storage import Database
 
 ENTRIES = "entries.jsonl"
@@ -48,7 +51,7 @@ _BATCH = 10_000
 
 _README = """\
 Audit log bundle of {origin}
-Exported {created_at}: {size} entries, {count} signed checkpoints.
+Exported {exported_at}: {size} entries, {count} signed checkpoints (the latest signed {created_at}).
 Checkpoint verifier key: {fingerprint} (full key in {vkey}; compare it with the key
 the bank gave you out of band before trusting anything here).
 
@@ -84,13 +87,25 @@ def _refuse_non_empty(directory: Path) -> None:
 
 
 async def export_bundle(
-    db: Database, public_jwks: dict[str, Any], signer: LogSigner, directory: Path
+    db: Database,
+    public_jwks: dict[str, Any],
+    signer: LogSigner,
+    directory: Path,
+    witness: Callable[[CheckpointRecord], Awaitable[object]] | None = None,
 ) -> Export:
-    """Sign a checkpoint of the log as it is now and write the bundle into `directory`."""
+    """Verify the log, sign a checkpoint of it as it is now (and have `witness` get it
+    cosigned), then write the bundle into `directory`."""
     _refuse_non_empty(directory)
-    latest = await checkpoint_now(db, signer)
     vkey = signer.vkey
+    try:
+        await verify_database(db, vkey)
+    except VerificationFailed as exc:
+        raise AuditError(f"refusing to export: {exc}") from None
+    latest = await checkpoint_now(db, signer)
+    if witness is not None:
+        await witness(latest)
     signed = [cp for cp in await checkpoints(db) if cp.size <= latest.size]
+    exported_at = isotime((signer.clock or utcnow)())
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / ENTRIES).open("w", encoding="utf-8", newline="\n") as out:
         async for rows in stream_entries(db):
@@ -108,6 +123,7 @@ async def export_bundle(
     (directory / README).write_text(
         _README.format(
             origin=signer.origin,
+            exported_at=exported_at,
             created_at=latest.created_at,
             size=latest.size,
             count=len(signed),
@@ -187,11 +203,20 @@ def _row(number: int, line: bytes) -> Row:
     return (index, leaf.encode("utf-8"), None)
 
 
-def verify_bundle(directory: Path, vkey: str | None = None, progress: Progress | None = None) -> Summary:
+def verify_bundle(
+    directory: Path,
+    vkey: str | None = None,
+    progress: Progress | None = None,
+    *,
+    known: str | None = None,
+    witnesses: WitnessPolicy | None = None,
+) -> Summary:
     """`gateway audit verify-bundle`: no database, settings or secrets needed.
 
     Trusts `vkey` when given (pinned out of band), else the bundle's own key, whose
-    fingerprint the summary names so the auditor can compare it.
+    fingerprint the summary names so the auditor can compare it. `known`: the note of
+    a checkpoint the auditor kept, which the bundle's log must extend; `witnesses`: the
+    cosignatures its latest checkpoint must carry.
     """
     if vkey is None:
         vkey = bundle_vkey(directory)
@@ -200,7 +225,8 @@ def verify_bundle(directory: Path, vkey: str | None = None, progress: Progress |
             parse_vkey(vkey)
         except CheckpointError as exc:
             raise AuditError(f"--vkey: {exc}") from None
-    verifier = LogVerifier(vkey, read_checkpoints(_notes(directory), vkey), progress=progress)
+    kept = None if known is None else read_known(known, vkey)
+    verifier = start_verifier(vkey, _notes(directory), known=kept, witnesses=witnesses, progress=progress)
     for batch in _rows(directory / ENTRIES):
         verifier.feed(batch)
     return verifier.finish(require_signed=True)

@@ -127,21 +127,22 @@ def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:
     return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def key_id(key_name: str, public_key: Ed25519PublicKey) -> bytes:
-    """The signed-note key id: SHA-256(name || 0x0A || 0x01 || public key)[:4]."""
+def key_id(key_name: str, public_key: Ed25519PublicKey, alg: int = ALG_ED25519) -> bytes:
+    """The signed-note key id: SHA-256(name || 0x0A || alg || public key)[:4]; `alg` is
+    0x01 for a note signer, 0x04 for a witness's cosignatures (C2SP tlog-cosignature)."""
     _check_key_name(key_name)
-    material = key_name.encode() + b"\n" + bytes([ALG_ED25519]) + _raw_public_key(public_key)
+    material = key_name.encode() + b"\n" + bytes([alg]) + _raw_public_key(public_key)
     return hashlib.sha256(material).digest()[:_KEY_ID_SIZE]
 
 
-def format_vkey(key_name: str, public_key: Ed25519PublicKey) -> str:
+def format_vkey(key_name: str, public_key: Ed25519PublicKey, alg: int = ALG_ED25519) -> str:
     """The verifier key string to publish, as golang.org/x/mod/sumdb/note writes it."""
-    key = _b64encode(bytes([ALG_ED25519]) + _raw_public_key(public_key))
-    return f"{key_name}+{key_id(key_name, public_key).hex()}+{key}"
+    key = _b64encode(bytes([alg]) + _raw_public_key(public_key))
+    return f"{key_name}+{key_id(key_name, public_key, alg).hex()}+{key}"
 
 
-def parse_vkey(vkey: str) -> tuple[str, Ed25519PublicKey]:
-    """The key name and Ed25519 public key of a verifier key string."""
+def parse_vkey(vkey: str, alg: int = ALG_ED25519) -> tuple[str, Ed25519PublicKey]:
+    """The key name and Ed25519 public key of a verifier key string of type `alg`."""
     # The name cannot hold '+' but the base64 key can, so split from the left.
     parts = vkey.split("+", 2)
     if len(parts) != 3:
@@ -151,10 +152,11 @@ def parse_vkey(vkey: str) -> tuple[str, Ed25519PublicKey]:
     if not _KEY_ID_HEX.fullmatch(id_hex):
         raise CheckpointError(f"verifier key id {id_hex!r} is not 8 lowercase hex digits")
     key = _b64decode(key_b64)
-    if len(key) != 1 + 32 or key[0] != ALG_ED25519:
-        raise CheckpointError("verifier key is not an Ed25519 key (0x01 and 32 bytes)")
+    if len(key) != 1 + 32 or key[0] != alg:
+        what = "an Ed25519 key" if alg == ALG_ED25519 else "an Ed25519 witness key"
+        raise CheckpointError(f"verifier key is not {what} (0x{alg:02x} and 32 bytes)")
     public_key = Ed25519PublicKey.from_public_bytes(key[1:])
-    if key_id(name, public_key).hex() != id_hex:
+    if key_id(name, public_key, alg).hex() != id_hex:
         raise CheckpointError(f"verifier key id {id_hex} does not match the key")
     return name, public_key
 
@@ -177,8 +179,7 @@ def sign_note(text: str, key_name: str, private_key: NoteKey) -> str:
     if text.startswith("\n") or "\n\n" in text:
         raise CheckpointError("note text has an empty line")
     signature = private_key.sign(text.encode())
-    blob = key_id(key_name, private_key.public_key()) + signature
-    return f"{text}\n{_SIGNATURE_PREFIX}{key_name} {_b64encode(blob)}\n"
+    return f"{text}\n" + signature_line(key_name, key_id(key_name, private_key.public_key()) + signature)
 
 
 def open_note(note: str, vkey: str) -> str:
@@ -189,19 +190,9 @@ def open_note(note: str, vkey: str) -> str:
     """
     name, public_key = parse_vkey(vkey)
     wanted_id = key_id(name, public_key)
-    _check_note_text(note)
-    split = note.rfind("\n\n")
-    if split < 0:
-        raise CheckpointError("malformed note: no blank line before the signatures")
-    text, signature_block = note[: split + 1], note[split + 2 :]
-    if not signature_block:
-        raise CheckpointError("malformed note: no signature lines")
-    lines = signature_block[:-1].split("\n")
-    if len(lines) > _MAX_SIGNATURES:
-        raise CheckpointError(f"malformed note: more than {_MAX_SIGNATURES} signatures")
+    text, signatures = split_note(note)
     verified = False
-    for line in lines:
-        signer, blob = _parse_signature_line(line)
+    for signer, blob in signatures:
         if signer != name or blob[:_KEY_ID_SIZE] != wanted_id:
             continue
         signature = blob[_KEY_ID_SIZE:]
@@ -215,6 +206,27 @@ def open_note(note: str, vkey: str) -> str:
     if not verified:
         raise CheckpointError(f"note has no signature by {name}+{wanted_id.hex()}")
     return text
+
+
+def split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """The text of a signed note and its signature lines as (key name, key id ||
+    signature), unverified: the note signer's and any witnesses' alike."""
+    _check_note_text(note)
+    split = note.rfind("\n\n")
+    if split < 0:
+        raise CheckpointError("malformed note: no blank line before the signatures")
+    text, signature_block = note[: split + 1], note[split + 2 :]
+    if not signature_block:
+        raise CheckpointError("malformed note: no signature lines")
+    lines = signature_block[:-1].split("\n")
+    if len(lines) > _MAX_SIGNATURES:
+        raise CheckpointError(f"malformed note: more than {_MAX_SIGNATURES} signatures")
+    return text, [_parse_signature_line(line) for line in lines]
+
+
+def signature_line(key_name: str, blob: bytes) -> str:
+    """One signature line of a note: ``— <name> <base64(key id || signature)>``."""
+    return f"{_SIGNATURE_PREFIX}{key_name} {_b64encode(blob)}\n"
 
 
 def _parse_signature_line(line: str) -> tuple[str, bytes]:

@@ -271,10 +271,45 @@ async def latest_checkpoint(tx: Transaction) -> CheckpointRecord | None:
 
 async def checkpoint_now(db: Database, signer: LogSigner) -> CheckpointRecord:
     """Sign a checkpoint of the log as it is now, unless the latest one already covers
-    every entry (then return that one): safe to call on a timer."""
+    every entry (then return that one): safe to call on a timer, from several processes."""
     async with db.transaction() as tx:
+        await tx.take_turns(Lock.AUDIT_LOG)
         tree = await load_tree(tx)
         latest = await latest_checkpoint(tx)
         if latest is not None and latest.size == tree.size:
             return latest
         return await write_checkpoint(tx, signer, tree)
+
+
+# -- witnesses' cosignatures, kept beside the checkpoint they sign -------------------------
+
+#: (size, line) of every stored cosignature from a size on, in a stable order.
+COSIGNATURES_SQL = "SELECT size, line FROM audit_cosignatures WHERE size >= ? ORDER BY size, witness"
+
+
+def group_lines(rows: Sequence[Any]) -> dict[int, list[str]]:
+    """Cosignature rows, (size, line) tuples or rows with those keys, by size."""
+    lines: dict[int, list[str]] = {}
+    for row in rows:
+        size, line = (row["size"], row["line"]) if isinstance(row, dict) else row
+        lines.setdefault(size, []).append(line.decode("utf-8") if isinstance(line, bytes) else line)
+    return lines
+
+
+async def cosignature_lines(tx: Transaction, since_size: int = 0) -> dict[int, list[str]]:
+    return group_lines(await tx.fetchall(COSIGNATURES_SQL, (since_size,)))
+
+
+def cosigned(note: str, lines: Sequence[str] | None) -> str:
+    """A checkpoint note with the cosignature lines stored for it after its signature."""
+    return note + "".join(lines) if lines else note
+
+
+async def store_cosignature(tx: Transaction, size: int, witness: str, line: str, at: str) -> None:
+    """Keep a witness's verified cosignature of the checkpoint at `size` (the newest
+    one per witness and size wins)."""
+    await tx.execute("DELETE FROM audit_cosignatures WHERE size = ? AND witness = ?", (size, witness))
+    await tx.execute(
+        "INSERT INTO audit_cosignatures (size, witness, line, created_at) VALUES (?, ?, ?, ?)",
+        (size, witness, line, at),
+    )

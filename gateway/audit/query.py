@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from datetime import time as dtime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.audit import log, parallel
 from gateway.audit.errors import VerificationFailed
 from gateway.audit.log import CheckpointRecord
-from gateway.audit.verify import LogVerifier, Progress, Summary, read_checkpoints
+from gateway.audit.verify import LogVerifier, Progress, Summary, WitnessPolicy, start_verifier
 from gateway.clock import isotime
 from gateway.errors import InvalidInput
 from gateway.storage import Database
+
+if TYPE_CHECKING:
+    from gateway.audit.checkpoint import Checkpoint
 
 BATCH = 10_000
 #: Entries per block of the case index (`audit_by_case_block`, migration 5, on
@@ -73,17 +75,26 @@ class EntryFilter:
 
 
 async def checkpoints(db: Database, since_size: int = 0) -> list[CheckpointRecord]:
+    """The signed checkpoints from `since_size` on, each note with the witnesses'
+    cosignatures gathered for it."""
     async with db.transaction() as tx:
         rows = await tx.fetchall(
             "SELECT size, note, created_at FROM audit_checkpoints WHERE size >= ? ORDER BY size",
             (since_size,),
         )
-    return [CheckpointRecord(r["size"], r["note"], r["created_at"]) for r in rows]
+        lines = await log.cosignature_lines(tx, since_size)
+    return [CheckpointRecord(r["size"], log.cosigned(r["note"], lines.get(r["size"])), r["created_at"])
+            for r in rows]  # fmt: skip
 
 
 async def latest_checkpoint(db: Database) -> CheckpointRecord | None:
+    """The latest signed checkpoint, with the witnesses' cosignatures gathered for it."""
     async with db.transaction() as tx:
-        return await log.latest_checkpoint(tx)
+        latest = await log.latest_checkpoint(tx)
+        if latest is None:
+            return None
+        lines = await log.cosignature_lines(tx, latest.size)
+    return CheckpointRecord(latest.size, log.cosigned(latest.note, lines.get(latest.size)), latest.created_at)
 
 
 async def entries(db: Database, where: EntryFilter | None = None) -> list[dict[str, Any]]:
@@ -180,9 +191,14 @@ async def verify_database(
     *,
     deep: bool = True,
     workers: int | None = None,
+    known: Checkpoint | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> Summary:
     """`gateway audit verify`: every entry and checkpoint in the database, plus the
     writer's tree state for entries not yet signed. Raises VerificationFailed.
+
+    `known`: a checkpoint the auditor kept, which the log must extend; `witnesses`: the
+    cosignatures the latest checkpoint must carry.
 
     `deep=False` leaves out the per-entry canonical-form and schema lint and keeps
     every cryptographic check (see `LogVerifier`). A large SQLite log is checked by
@@ -191,7 +207,8 @@ async def verify_database(
     """
     lookup = await first_lookup_mismatch(db) if deep else None
     try:
-        summary = await _verify_log(db, vkey, progress, deep=deep, workers=workers)
+        trust = Trust(vkey, known, witnesses)
+        summary = await _verify_log(db, trust, progress, deep=deep, workers=workers)
     except VerificationFailed as exc:
         # A problem with the checkpoints themselves (no entry index) or at an entry
         # before the column's comes first, as in log order.
@@ -282,8 +299,22 @@ async def _sqlite_file(db: Database) -> str:
     return str(next((r["file"] for r in files if r["name"] == "main"), ""))
 
 
+@dataclass(frozen=True)
+class Trust:
+    """What the verifier trusts and requires: the key, a kept checkpoint, witnesses."""
+
+    vkey: str
+    known: Checkpoint | None = None
+    witnesses: WitnessPolicy | None = None
+
+    def verifier(self, notes: list[tuple[int, str]], progress: Progress | None, deep: bool) -> LogVerifier:
+        return start_verifier(
+            self.vkey, notes, known=self.known, witnesses=self.witnesses, progress=progress, deep=deep
+        )
+
+
 async def _verify_log(
-    db: Database, vkey: str, progress: Progress | None, *, deep: bool, workers: int | None
+    db: Database, trust: Trust, progress: Progress | None, *, deep: bool, workers: int | None
 ) -> Summary:
     if db.dialect == "sqlite":
         path = await _sqlite_file(db)
@@ -294,16 +325,16 @@ async def _verify_log(
             stop = threading.Event()
             try:
                 return await asyncio.to_thread(
-                    _verify_sqlite_file, path, vkey, progress, deep, workers=workers, stop=stop
+                    _verify_sqlite_file, path, trust, progress, deep, workers=workers, stop=stop
                 )
             finally:
                 stop.set()  # cancelled (Ctrl-C): the thread stops its workers too
-    return await _verify_streamed(db, vkey, progress, deep)
+    return await _verify_streamed(db, trust, progress, deep)
 
 
 def _verify_sqlite_file(
     path: str,
-    vkey: str,
+    trust: Trust,
     progress: Progress | None,
     deep: bool,
     *,
@@ -327,14 +358,12 @@ def _verify_sqlite_file(
         keyed = parallel.keyed_by_index(conn)
         checkers = _range_workers(path, keyed, low, high, deep, workers, min_entries, range_size)
         try:
-            notes = conn.execute("SELECT size, note FROM audit_checkpoints ORDER BY size").fetchall()
-            signed = read_checkpoints(((size, note.decode("utf-8")) for size, note in notes), vkey)
-            verifier = LogVerifier(vkey, signed, progress=progress, deep=deep)
+            verifier = trust.verifier(_sqlite_notes(conn), progress, deep)
             state = conn.execute("SELECT size, nodes FROM audit_tree WHERE id = 1").fetchone()
             if checkers is not None:
                 checkers.feed(verifier, stop)
             else:
-                _read_in_order(conn, verifier, keyed, deep)
+                _feed_in_process(conn, verifier, deep=deep, keyed=keyed)
         finally:
             if checkers is not None:
                 checkers.close()
@@ -370,8 +399,15 @@ def _range_workers(
     )
 
 
-def _read_in_order(conn: sqlite3.Connection, verifier: LogVerifier, keyed: bool, deep: bool) -> None:
-    """The log read in one ordered pass in this thread."""
+def _sqlite_notes(conn: Any) -> list[tuple[int, str]]:
+    """(size, note) of every checkpoint, each note with its stored cosignatures."""
+    notes = conn.execute("SELECT size, note FROM audit_checkpoints ORDER BY size").fetchall()
+    lines = log.group_lines(conn.execute(log.COSIGNATURES_SQL, (0,)).fetchall())
+    return [(size, log.cosigned(note.decode("utf-8"), lines.get(size))) for size, note in notes]
+
+
+def _feed_in_process(conn: Any, verifier: LogVerifier, *, deep: bool, keyed: bool) -> None:
+    """Every entry, in index order, read and checked in this thread."""
     cursor = conn.execute(f"{parallel.entries_sql(deep or not keyed)} ORDER BY idx")
     while rows := cursor.fetchmany(parallel.BULK):
         if not keyed:
@@ -392,11 +428,13 @@ def _stored_row(row: dict[str, Any]) -> tuple[int, Any, bytes]:
     return row["idx"], leaf, b"" if stored is None else bytes(stored)
 
 
-async def _verify_streamed(db: Database, vkey: str, progress: Progress | None, deep: bool) -> Summary:
+async def _verify_streamed(db: Database, trust: Trust, progress: Progress | None, deep: bool) -> Summary:
     async with db.transaction() as tx:
         notes = await tx.fetchall("SELECT size, note FROM audit_checkpoints ORDER BY size")
-    signed = read_checkpoints(((r["size"], r["note"]) for r in notes), vkey)
-    verifier = LogVerifier(vkey, signed, progress=progress, deep=deep)
+        lines = await log.cosignature_lines(tx)
+    verifier = trust.verifier(
+        [(r["size"], log.cosigned(r["note"], lines.get(r["size"]))) for r in notes], progress, deep
+    )
     async for rows in stream_entries(db):
         verifier.feed(map(_stored_row, rows))
     # Read the state after the last entry: entries appended during the scan are

@@ -31,6 +31,7 @@ from gateway.audit.errors import VerificationFailed
 
 if TYPE_CHECKING:
     from gateway.audit.checkpoint import Checkpoint
+    from gateway.audit.cosignature import Witness
 
 # The checkpoint, signature and lint modules (cryptography, pydantic) are imported
 # where used: a worker process of `gateway.audit.parallel` that only hashes starts
@@ -71,9 +72,13 @@ class Summary:
     latest_root: str | None
     unsigned: int
     seconds: float
+    #: The size of the checkpoint the auditor kept (`--known`), found consistent.
+    known_size: int | None = None
+    #: The witnesses (name+key id) whose cosignatures on the latest checkpoint verified.
+    witnessed_by: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {**asdict(self), "witnessed_by": list(self.witnessed_by)}
 
     def line(self) -> str:
         if self.latest_size is None:
@@ -81,14 +86,91 @@ class Summary:
         else:
             signed = f"signed up to size {self.latest_size}, root {self.latest_root}"
         tail = f"; {self.unsigned} newer entries not yet signed" if self.unsigned else ""
+        if self.known_size is not None:
+            tail += f"; extends the checkpoint you kept (size {self.known_size})"
+        if self.witnessed_by:
+            tail += f"; cosigned by {', '.join(self.witnessed_by)}"
         return (
             f"OK: {self.entries} entries, {self.checkpoints} checkpoints verified, {signed}"
             f"{tail} (key {self.key}, {self.seconds:.2f}s)"
         )
 
 
-def read_checkpoints(notes: Iterable[tuple[int | None, str]], vkey: str) -> list[Checkpoint]:
-    """The checkpoints, signature-checked and sorted by size.
+@dataclass(frozen=True)
+class WitnessPolicy:
+    """`--witness` and `--witnesses-required`: the latest checkpoint must carry valid
+    cosignatures by at least `required` of `witnesses`."""
+
+    witnesses: tuple[Witness, ...]
+    required: int
+
+    def check(self, note: str | None, size: int | None) -> tuple[str, ...]:
+        """The witnesses that cosigned `note` (the latest checkpoint); VerificationFailed
+        when they are fewer than required."""
+        from gateway.audit.checkpoint import CheckpointError
+        from gateway.audit.cosignature import cosigned_by
+
+        if self.required <= 0:
+            return ()
+        if note is None:
+            raise VerificationFailed(
+                f"no signed checkpoint, and {self.required} witness cosignatures are required"
+            )
+        try:
+            found = tuple(sorted(cosigned_by(note, self.witnesses)))
+        except CheckpointError as exc:
+            raise VerificationFailed(str(exc), size=size) from None
+        if len(found) < self.required:
+            named = ", ".join(found) or "none of them"
+            raise VerificationFailed(
+                f"cosigned by {len(found)} of the witnesses given ({named}), {self.required} required: "
+                "no independent witness vouches that this is the log everyone else sees",
+                size=size,
+            )
+        return found
+
+
+def read_known(note: str, vkey: str) -> Checkpoint:
+    """The checkpoint an auditor kept from an earlier visit (`--known`), checked against
+    the key trusted now: one signed by another key is refused, so a swapped key shows."""
+    from gateway.audit.checkpoint import CheckpointError, parse_and_verify, parse_vkey
+
+    try:
+        cp = parse_and_verify(note, vkey)
+    except CheckpointError as exc:
+        raise VerificationFailed(
+            f"the checkpoint you kept does not verify with the key trusted: {exc}"
+        ) from None
+    if cp.origin != parse_vkey(vkey)[0]:
+        raise VerificationFailed(f"the checkpoint you kept is of another log ({cp.origin!r})")
+    return cp
+
+
+def start_verifier(
+    vkey: str,
+    notes: Iterable[tuple[int | None, str]],
+    *,
+    known: Checkpoint | None = None,
+    witnesses: WitnessPolicy | None = None,
+    progress: Progress | None = None,
+    deep: bool = True,
+) -> LogVerifier:
+    """A verifier of the log whose checkpoint `notes` these are (see `read_checkpoints`),
+    with what the auditor brings: a checkpoint kept from before, witnesses to require."""
+    latest: list[tuple[int, str]] = []
+    signed = read_checkpoints(notes, vkey, latest)
+    cosigners: tuple[str, ...] = ()
+    if witnesses is not None:
+        size, note = latest[-1] if latest else (None, None)
+        cosigners = witnesses.check(note, size)
+    return LogVerifier(vkey, signed, progress=progress, deep=deep, known=known, witnessed_by=cosigners)
+
+
+def read_checkpoints(
+    notes: Iterable[tuple[int | None, str]], vkey: str, latest: list[tuple[int, str]] | None = None
+) -> list[Checkpoint]:
+    """The checkpoints, signature-checked and sorted by size; the largest one's size and
+    note are appended to `latest`, if given.
 
     `notes` pairs each note with the size its container claims (table row, file
     name), which must agree with the signed size.
@@ -97,6 +179,7 @@ def read_checkpoints(notes: Iterable[tuple[int | None, str]], vkey: str) -> list
 
     name, _ = parse_vkey(vkey)
     by_size: dict[int, Checkpoint] = {}
+    newest: tuple[int, str] | None = None
     for claimed, note in notes:
         try:
             cp = parse_and_verify(note, vkey)
@@ -109,6 +192,10 @@ def read_checkpoints(notes: Iterable[tuple[int | None, str]], vkey: str) -> list
         earlier = by_size.setdefault(cp.size, cp)
         if earlier.root != cp.root:
             raise VerificationFailed("two signed checkpoints of this size with different roots", size=cp.size)
+        if newest is None or cp.size > newest[0]:
+            newest = (cp.size, note)
+    if latest is not None and newest is not None:
+        latest.append(newest)
     return [by_size[size] for size in sorted(by_size)]
 
 
@@ -122,9 +209,13 @@ class LogVerifier:
         *,
         progress: Progress | None = None,
         deep: bool = True,
+        known: Checkpoint | None = None,
+        witnessed_by: tuple[str, ...] = (),
     ) -> None:
         self.vkey = vkey
         self.deep = deep
+        self.known = known
+        self.witnessed_by = witnessed_by
         self.started = time.perf_counter()
         self._checkpoints = list(checkpoints)
         self._next_checkpoint = 0
@@ -217,6 +308,7 @@ class LogVerifier:
                     index=self._good_size,
                     last=size - 1,
                 )
+        self._check_known(size)
         latest = self._checkpoints[-1] if self._checkpoints else None
         return Summary(
             entries=size,
@@ -227,7 +319,39 @@ class LogVerifier:
             latest_root=None if latest is None else _b64(latest.root),
             unsigned=size - self._good_size,
             seconds=round(time.perf_counter() - self.started, 3),
+            known_size=None if self.known is None else self.known.size,
+            witnessed_by=self.witnessed_by,
         )
+
+    def _check_known(self, size: int) -> None:
+        """The log must extend the checkpoint the auditor kept: signed at least as far
+        (else it was rolled back), with the same root at that size and a consistency
+        proof from there to the latest checkpoint (else it forked)."""
+        known = self.known
+        if known is None:
+            return
+        signed = self._good_size
+        if signed < known.size:
+            raise VerificationFailed(
+                f"rollback: the log is signed up to size {signed} ({size} entries) but the checkpoint "
+                f"you kept signs size {known.size}: entries you have seen are gone"
+            )
+        root = self._tree.root(known.size)
+        if root != known.root:
+            raise VerificationFailed(
+                f"fork: the log's root at size {known.size} is {_b64(root)} but the checkpoint you kept "
+                f"signs {_b64(known.root)} for that size: the log was rewritten, or shows you another history"
+            )
+        if 0 < known.size < signed:
+            latest = self._checkpoints[-1]
+            proof = self._tree.consistency_proof(known.size, signed)
+            try:
+                merkle.verify_consistency(known.size, signed, proof, known.root, latest.root)
+            except merkle.ProofError as exc:
+                raise VerificationFailed(
+                    f"fork: the checkpoint at size {signed} is not consistent with the one you kept "
+                    f"(size {known.size}): {exc}"
+                ) from None
 
     def _flush(self) -> None:
         tree = self._tree

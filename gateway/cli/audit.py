@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from gateway.audit import bundle, files, log, proofs, query
+from gateway.audit import bundle, files, log, proofs, query, witnessing
 from gateway.audit.checkpoint import CheckpointError, parse_vkey
+from gateway.audit.cosignature import Witness
 from gateway.audit.errors import AuditError
 from gateway.audit.signer import fingerprint, vkey_path
-from gateway.audit.verify import Summary
+from gateway.audit.verify import Summary, WitnessPolicy, read_known
 from gateway.cli.common import echo_json, run, table, with_gateway
 from gateway.placement.service import case_token, person_token
 
@@ -41,7 +42,7 @@ def workspace_vkey(gw: Gateway) -> str:
     return gw.audit_signer.vkey
 
 
-def _read_vkey(value: str) -> str:
+def _read_vkey(value: str, option: str = "--vkey") -> str:
     """A verifier key given inline or as the path of a file holding it, checked."""
     path = Path(value)
     if "+" not in value:
@@ -51,13 +52,38 @@ def _read_vkey(value: str) -> str:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise click.BadParameter(
                 f"{value!r} is neither a verifier key (name+id+key) nor a file holding one ({reason})",
-                param_hint="--vkey",
+                param_hint=option,
             ) from None
     try:
-        parse_vkey(value.strip())
+        if option == "--vkey":
+            parse_vkey(value.strip())
+        else:
+            Witness.parse(value)
     except CheckpointError as exc:
-        raise click.BadParameter(str(exc), param_hint="--vkey") from None
+        raise click.BadParameter(str(exc), param_hint=option) from None
     return value.strip()
+
+
+def _witness_policy(keys: tuple[str, ...], required: int | None) -> WitnessPolicy | None:
+    """`--witness` keys and `--witnesses-required` (default: 1 with a witness, else 0)."""
+    witnesses = tuple(Witness.parse(_read_vkey(key, "--witness")) for key in keys)
+    needed = (1 if witnesses else 0) if required is None else required
+    if needed > len(witnesses):
+        raise click.BadParameter(
+            f"{needed} cosignatures required but {len(witnesses)} witness keys given (--witness)",
+            param_hint="--witnesses-required",
+        )
+    return WitnessPolicy(witnesses, needed) if needed else None
+
+
+def _warn_unpinned(key: str, source: str) -> None:
+    """Say loudly, before anything else, which key is trusted when none was pinned."""
+    click.echo(
+        f"WARNING: no --vkey given: trusting {fingerprint(key)} from {source}, which whoever "
+        "controls it could have replaced along with the log; pin the key you got from the bank "
+        "out of band with --vkey",
+        err=True,
+    )
 
 
 def _detail(entry: dict[str, Any]) -> str:
@@ -85,9 +111,32 @@ vkey_option = click.option(
     help="Verifier key (or a file holding it) obtained out of band; "
     "checkpoints must be signed by it.",
 )
+known_option = click.option(
+    "--known",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="A checkpoint (signed note) you kept from an earlier check: fails if the log was "
+    "rolled back (now smaller) or forked (another root at that size) since.",
+)
+witness_option = click.option(
+    "--witness",
+    "witness_keys",
+    multiple=True,
+    help="A witness's verifier key (or a file holding it); repeatable.",
+)
+required_option = click.option(
+    "--witnesses-required",
+    type=click.IntRange(0),
+    default=None,
+    help="How many of the --witness keys must have cosigned the latest checkpoint "
+    "[default: 1 with --witness, else 0].",
+)
 
 @audit.command("verify")
 @vkey_option
+@known_option
+@witness_option
+@required_option
 @click.option(
     "--hashes-only",
     is_flag=True,
@@ -97,37 +146,63 @@ vkey_option = click.option(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @with_gateway
-async def verify(gw: Gateway, vkey: str | None, hashes_only: bool, as_json: bool) -> None:
+async def verify(
+    gw: Gateway,
+    vkey: str | None,
+    known: Path | None,
+    witness_keys: tuple[str, ...],
+    witnesses_required: int | None,
+    hashes_only: bool,
+    as_json: bool,
+) -> None:
     """Recompute the log from its entries and check every signed checkpoint.
 
-    Exits 1 naming the first bad entry index and what is wrong.
+    Exits 1 naming the first bad entry index and what is wrong, or the rollback or fork
+    of a --known checkpoint, or the missing witness cosignatures.
     """
+    policy = _witness_policy(witness_keys, witnesses_required)
     key = _read_vkey(vkey) if vkey else workspace_vkey(gw)
-    summary = await query.verify_database(gw.db, key, _progress, deep=not hashes_only)
+    if vkey is None:
+        _warn_unpinned(key, f"the workspace ({vkey_path(gw.keys)})")
+    kept = read_known(known.read_text(encoding="utf-8"), key) if known else None
+    summary = await query.verify_database(
+        gw.db, key, _progress, deep=not hashes_only, known=kept, witnesses=policy
+    )
     _echo_summary(summary, as_json)
 
 @audit.command("verify-bundle")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @vkey_option
+@known_option
+@witness_option
+@required_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def verify_bundle(directory: Path, vkey: str | None, as_json: bool) -> None:
+def verify_bundle(
+    directory: Path,
+    vkey: str | None,
+    known: Path | None,
+    witness_keys: tuple[str, ...],
+    witnesses_required: int | None,
+    as_json: bool,
+) -> None:
     """Verify an exported bundle: no workspace, database or secret needed.
 
-    Without --vkey the bundle's own key is trusted; compare its fingerprint, printed
-    here, with the one the bank gave you.
+    Without --vkey the bundle's own key is trusted, and a warning says so; compare its
+    fingerprint with the one the bank gave you. With --known, the bundle's log must
+    extend the checkpoint you kept; with --witness, its latest checkpoint must be
+    cosigned by the witnesses.
     """
-
+    policy = _witness_policy(witness_keys, witnesses_required)
     pinned = _read_vkey(vkey) if vkey else None
+    kept = known.read_text(encoding="utf-8") if known else None
 
     async def main() -> Summary:
-        return bundle.verify_bundle(directory, pinned, _progress)
+        if pinned is None:
+            _warn_unpinned(bundle.bundle_vkey(directory), f"the bundle's own {bundle.VKEY}")
+        return bundle.verify_bundle(directory, pinned, _progress, known=kept, witnesses=policy)
 
     summary = run(main())
-    if pinned is None:
-        click.echo(
-            f"note: trusted the bundle's own key {summary.key}; pin it with --vkey", err=True
-        )
-    else:
+    if pinned is not None:
         try:
             own = bundle.bundle_vkey(directory)
         except AuditError:
@@ -146,8 +221,18 @@ def verify_bundle(directory: Path, vkey: str | None, as_json: bool) -> None:
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @with_gateway
 async def export(gw: Gateway, directory: Path) -> None:
-    """Sign a checkpoint now and write a self-contained bundle into DIRECTORY (new or empty)."""
-    done = await bundle.export_bundle(gw.db, gw.custody.public_jwks(), gw.audit_signer, directory)
+    """Verify the log, sign a checkpoint now (cosigned by the configured witnesses) and
+    write a self-contained bundle into DIRECTORY (new or empty).
+
+    A log that does not verify is not exported: the command exits 1 naming the problem.
+    """
+
+    async def witness(latest: log.CheckpointRecord) -> None:
+        await _witness_now(gw)
+
+    done = await bundle.export_bundle(
+        gw.db, gw.custody.public_jwks(gw.now()), gw.audit_signer, directory, witness
+    )
     click.echo(
         f"exported {done.size} entries and {done.checkpoints} checkpoints to {directory} "
         f"(key {fingerprint(done.vkey)})"
@@ -261,7 +346,30 @@ async def consistency(gw: Gateway, old: int, new: int | None) -> None:
 @audit.command("checkpoint")
 @with_gateway
 async def checkpoint(gw: Gateway) -> None:
-    """Sign a checkpoint of the log now (unless the latest covers it) and print the note."""
-    click.echo((await log.checkpoint_now(gw.db, gw.audit_signer)).note, nl=False)
+    """Sign a checkpoint of the log now (unless the latest covers it), have the witnesses
+    of gateway.toml cosign it, and print the note with their cosignatures.
+
+    Exits 1 when a witness did not cosign it, naming the witness and its reason (a
+    refusal means the log is not the one the witness saw before: rolled back or forked).
+    """
+    await log.checkpoint_now(gw.db, gw.audit_signer)
+    failed = await _witness_now(gw)
+    latest = await query.latest_checkpoint(gw.db)
+    assert latest is not None
+    click.echo(latest.note, nl=False)
+    if failed:
+        raise click.ClickException(f"{failed} of {len(gw.witnesses)} witnesses did not cosign (see above)")
+
+
+async def _witness_now(gw: Gateway) -> int:
+    """Submit the latest checkpoint to every configured witness; each one that did not
+    cosign it is named on stderr (the checkpoint stands without its cosignature).
+    Returns how many did not."""
+    failed = 0
+    for outcome in await witnessing.submit_all(gw.db, gw.witnesses):
+        if not outcome.ok:
+            failed += 1
+            click.echo(f"witness {outcome.witness}: {outcome.detail}", err=True)
+    return failed
 
 

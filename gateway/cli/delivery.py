@@ -50,7 +50,8 @@ async def dispatch_main(gw: Gateway, options: Options, once: bool, quiet: bool) 
     cutoff = outbox.isotime(gw.now())
     reporter = None if quiet else asyncio.create_task(progress(gw, dispatcher.stats))
     try:
-        stats = await (dispatcher.run_once() if once else dispatcher.run())
+        async with gw.audit_upkeep(final=True):
+            stats = await (dispatcher.run_once() if once else dispatcher.run())
     finally:
         if reporter:
             reporter.cancel()

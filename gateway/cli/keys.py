@@ -10,7 +10,6 @@ from gateway.cli.common import actor, echo_json, settings_of, with_gateway
 from gateway.core import Gateway
 from gateway.errors import GatewayError
 from gateway.onboarding import registry, rotation
-from gateway.onboarding.keys import KeyStore
 from gateway.plugin.manager import get_plugin_manager, key_custody
 
 
@@ -22,9 +21,13 @@ def keys() -> None:
 @keys.command("generate")
 @click.pass_obj
 def keys_generate(obj: dict[str, Any]) -> None:
-    """Create any missing bank key (signing, pseudonymization, audit log); keep existing ones."""
+    """Create any missing bank key (signing, pseudonymization, audit log) where the key
+    custody keeps them (files, or a token); keep existing ones."""
     settings = settings_of(obj)
-    made = KeyStore(settings.keys_dir).generate(settings.signing_alg)
+    try:
+        made = key_custody(get_plugin_manager(), settings).generate(settings.signing_alg)
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(", ".join(made) + " generated" if made else "all keys present; nothing changed")
 
 

@@ -24,6 +24,7 @@ from gateway.cli import (
     placement,
     serve,
     supervision,
+    witness,
     workspace,
 )
 from gateway.config import CONFIG_NAME, ENV_VAR
@@ -88,6 +89,7 @@ COMMANDS: tuple[click.Command, ...] = (
     supervision.cases,
     audit.audit,
     operations.breaker,
+    witness.witness,
 )
 for command in COMMANDS:
     cli.add_command(command)

@@ -81,7 +81,15 @@ async def place(
     as its batch commits; a case a rule refuses (limitation, an open recall) is named on
     stderr, the others go on, and the exit status is 1. Every file is read and checked
     before anything is placed: an invalid file, or a case in two files, places nothing.
+    While it runs, the audit log gets a checkpoint every audit_checkpoint_seconds.
     """
+    async with gw.audit_upkeep(final=False):
+        await _place(gw, paths, partner_id, purpose, batch, quiet)
+
+
+async def _place(
+    gw: Gateway, paths: tuple[Path, ...], partner_id: str, purpose: str, batch: int, quiet: bool
+) -> None:
     files = case_files(paths)
     if len(paths) == 1 and not paths[0].is_dir():
         result = await placement.place(gw, read_case(files[0]), partner_id, purpose, actor=actor())

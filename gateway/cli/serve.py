@@ -28,13 +28,17 @@ from gateway.onboarding import tokens
 @click.pass_obj
 def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool, log_format: str | None) -> None:
     """Run the HTTP service (callbacks, operator API, JWKS, health, readiness, metrics,
-    OpenAPI) with the dispatcher, the poller and the operations watch in the same process."""
+    OpenAPI) with the dispatcher, the poller and the operations watch in the same process.
+
+    Always (with --no-workers too) the audit log gets a checkpoint every
+    audit_checkpoint_seconds while it grows and one as serve stops, each submitted to
+    the witnesses of gateway.toml."""
     settings = settings_of(obj)
     logs.configure(log_format or settings.log_format, logs.level(settings.log_level))  # type: ignore[arg-type]
     sock = listen(host, port)  # before anything starts: a taken port sends nothing
 
     async def main() -> None:
-        app = create_app(settings, workers=not no_workers)
+        app = create_app(settings, workers=not no_workers, upkeep=True)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         try:

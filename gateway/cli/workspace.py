@@ -21,8 +21,7 @@ from gateway.config import (
 )
 from gateway.core import open_database
 from gateway.errors import ConfigError, GatewayError
-from gateway.onboarding.keys import KeyStore
-from gateway.plugin.manager import describe, get_plugin_manager
+from gateway.plugin.manager import describe, get_plugin_manager, key_custody
 from gateway.storage import redact
 from schemas import export as schema_export
 
@@ -78,7 +77,10 @@ def _init(config_path: Path, bank_id: str, bank_name: str, signing_alg: str) -> 
         settings = load_settings(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    made = KeyStore(settings.keys_dir).generate(settings.signing_alg)
+    try:
+        made = key_custody(get_plugin_manager(), settings).generate(settings.signing_alg)
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(
         f"keys in {settings.keys_dir}: " + (", ".join(made) + " generated" if made else "all present, kept")
     )

@@ -8,7 +8,6 @@ from importlib import metadata
 
 from aiohttp import web
 
-from gateway.audit import timer as checkpoint_timer
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
@@ -38,7 +37,10 @@ SECURITY_HEADERS = {
 
 
 async def secure_headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.update(SECURITY_HEADERS)
+    """`SECURITY_HEADERS` on every answer; a handler that says how its answer may be
+    cached (public checkpoints and tiles, which hold no personal data) keeps that."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -155,10 +157,18 @@ ROUTES: list[Route] = [
         "GET",
         "/v1/audit/checkpoint",
         auditor.latest_checkpoint,
-        "Latest signed checkpoint",
-        ("auditor",),
-        response=ops.Checkpoint,
-        tags=("audit",),
+        "Latest signed checkpoint note with cosignatures (text/plain; JSON on Accept: application/json)",
+        tags=("audit", "public"),
+        media="text/plain",
+    ),
+    Route(
+        "GET",
+        "/v1/audit/tile/{level}/{index}",
+        auditor.tile,
+        "C2SP tlog-tiles: a tile of hashes (public) or, at level 'entries', an entry bundle (auditor)",
+        tags=("audit", "public"),
+        match="/v1/audit/tile/{level}/{index:.+}",
+        media="application/octet-stream",
     ),
     Route(
         "GET",
@@ -221,12 +231,14 @@ ROUTES: list[Route] = [
 
 def create_app(
     settings: Settings, *, gateway: Gateway | None = None, workers: bool = False,
-    timeouts: Timeouts | None = None,
+    timeouts: Timeouts | None = None, upkeep: bool | None = None,
 ) -> web.Application:
     """Build the app; the gateway (database, keys, plugins) opens on startup and closes
     on cleanup, unless an open one is passed in (tests, embedding). With ``workers``, the
-    dispatcher, the poller and the audit checkpoint timer run in the same process and
-    stop cleanly with it. ``timeouts`` bound how long a client may take to send a
+    dispatcher, the poller and the operations watch run in the same process and stop
+    cleanly with it. With ``upkeep`` (by default with ``workers``; ``gateway serve``
+    always), the audit checkpoint timer and witness submissions run too, and a last
+    checkpoint is signed and submitted at shutdown. ``timeouts`` bound how long a client may take to send a
     request; a request refused before any handler runs is logged in one line."""
     timeouts = timeouts or Timeouts()
     app = web.Application(
@@ -254,19 +266,25 @@ def create_app(
         stop = asyncio.Event()
         workers.start("dispatcher", dispatcher.run())
         workers.start("poller", poller.run(gw, stop))
-        if (period := gw.settings.audit_checkpoint_seconds) > 0:
-            workers.start("checkpoint timer", checkpoint_timer.run(gw.db, gw.audit_signer, stop, period))
         workers.start("watch", watch.run(gw, stop))
         yield
         dispatcher.stop()
         stop.set()
         await workers.stop()
 
+    async def upkeep_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Appended before the workers: cleaned up after them, so the last checkpoint
+        # covers what the dispatcher wrote as it stopped.
+        async with app[GATEWAY].audit_upkeep(final=True):
+            yield
+
     app.cleanup_ctx.append(gateway_ctx)
     if settings.metrics_port:
         app.cleanup_ctx.append(metrics.listener_ctx)
+    if workers if upkeep is None else upkeep:
+        app.cleanup_ctx.append(upkeep_ctx)
     if workers:
         app.cleanup_ctx.append(workers_ctx)
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, route.match or route.path, route.handler)
     return app

@@ -1,5 +1,9 @@
 """The auditor API (role ``auditor``, read-only): checkpoints, entries and proofs, so an
-auditor can check the live log against the checkpoints they already hold."""
+auditor can check the live log against the checkpoints they already hold.
+
+The latest checkpoint and the tiles of hashes (C2SP tlog-tiles) are public: they hold
+only hashes and signatures, and monitors and witnesses follow the log with them. The
+entries themselves (entry bundles included) stay behind the auditor role."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.audit import proofs, query
+from gateway.audit import proofs, query, tiles
 from gateway.audit.errors import AuditError
 from gateway.errors import InvalidInput, NotFound
 from gateway.http.appkeys import GATEWAY
@@ -54,11 +58,31 @@ def _int(request: web.Request, name: str, default: int | None = None) -> int | N
 
 
 async def latest_checkpoint(request: web.Request) -> web.Response:
-    await principal(request, "auditor")
+    """The latest signed checkpoint, with its witnesses' cosignatures: the note as
+    text/plain (C2SP tlog-tiles), or as JSON with its time for ``Accept: application/json``."""
     record = await query.latest_checkpoint(request.app[GATEWAY].db)
     if record is None:
         raise NotFound("no checkpoint yet (`gateway audit checkpoint` signs one)")
-    return json_response({"size": record.size, "note": record.note, "created_at": record.created_at})
+    fresh = {"Cache-Control": "max-age=2"}  # it changes as the log grows
+    if "application/json" in request.headers.get("Accept", ""):
+        body = {"size": record.size, "note": record.note, "created_at": record.created_at}
+        return web.json_response(body, headers=fresh)
+    return web.Response(text=record.note, content_type="text/plain", charset="utf-8", headers=fresh)
+
+
+async def tile(request: web.Request) -> web.Response:
+    """A tile of hashes (public) or an entry bundle (auditor) of the signed log."""
+    wanted = tiles.parse(request.match_info["level"], request.match_info["index"])
+    if wanted.level is None:
+        await principal(request, "auditor")
+    gw = request.app[GATEWAY]
+    latest = await query.latest_checkpoint(gw.db)
+    data = await tiles.read(gw.db, wanted, 0 if latest is None else latest.size)
+    return web.Response(
+        body=data,
+        content_type="application/octet-stream",
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
 
 
 async def list_entries(request: web.Request) -> web.Response:

@@ -53,6 +53,9 @@ class Route:
     see `known_query`)."""
     media: str = "application/json"
     """The media type of the success response."""
+    match: str = ""
+    """The router's path when it differs from the documented one (a parameter that
+    spans several path segments)."""
 
 
 def json_response(data: Any, *, status: int = 200, content_type: str = "application/json") -> web.Response:
@@ -86,11 +89,17 @@ def known_query(request: web.Request, known: dict[str, str | Query]) -> None:
 #: anything else (NUL, control or format characters, bytes that are not UTF-8, which
 #: arrive percent-encoded) is refused before it reaches a handler or the database.
 _PATH_PARAMETER = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: A tile's index spans path segments (``x001/x234/067.p/8``): the same characters and '/'.
+_TILE_INDEX = re.compile(r"[A-Za-z0-9._/-]{1,128}")
+
+
 def check_parameters(request: web.Request) -> None:
     """400 for a path parameter no id can be, or a query parameter holding a control
     or format character (a NUL, which PostgreSQL refuses in text, among them)."""
     for name, value in request.match_info.items():
-        if not _PATH_PARAMETER.fullmatch(value):
+        tile = name == "index" and request.path.startswith("/v1/audit/tile/")
+        allowed = _TILE_INDEX if tile else _PATH_PARAMETER
+        if not allowed.fullmatch(value):
             raise InvalidInput(
                 f"path parameter {name}: not an id (letters, digits, '.', '_' and '-', at most 128)",
                 status=400,

@@ -42,6 +42,11 @@ class PackageSigner(Protocol):
 class KeyCustody:
     name: ClassVar[str]
 
+    def generate(self, alg: str) -> list[str]:
+        """Create whatever bank key is missing (never replace one) and publish the
+        public keys (``keys/bank/jwks.json``); return what was made, for `gateway init`."""
+        raise NotImplementedError
+
     def package_signer(self) -> PackageSigner:
         raise NotImplementedError
 
@@ -91,6 +96,9 @@ class FileCustody(KeyCustody):
 
     def __init__(self, keys: KeyStore) -> None:
         self.keys = keys
+
+    def generate(self, alg: str) -> list[str]:
+        return self.keys.generate(alg)
 
     def package_signer(self) -> PackageSigner:
         return JwkSigner(self.keys.signing_key())

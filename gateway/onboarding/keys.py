@@ -185,9 +185,7 @@ class KeyStore:
         if not self.signing_path.exists():
             self._install_signing_key(generate_signing_key(alg), retired=[])
             made.append("signing key")
-        if not (self.bank / "pseudonym.key").exists():
-            write_private(self.bank / "pseudonym.key", os.urandom(32).hex().encode())
-            made.append("pseudonymization key")
+        made += self.generate_pseudonym_key()
         if not (self.bank / "audit-log.pem").exists():
             pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM,
@@ -198,6 +196,23 @@ class KeyStore:
             made.append("audit log key")
         self.partners.mkdir(parents=True, exist_ok=True)
         return made
+
+    def generate_pseudonym_key(self) -> list[str]:
+        """The pseudonymization master key, if missing (a file with every custody)."""
+        self.bank.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if (self.bank / "pseudonym.key").exists():
+            return []
+        write_private(self.bank / "pseudonym.key", os.urandom(32).hex().encode())
+        return ["pseudonymization key"]
+
+    def publish_signing_key(self, public: dict[str, Any]) -> None:
+        """Publish a public signing key (held elsewhere, e.g. in a token) first in the
+        bank's JWKS: the key to sign with from now on; earlier keys stay published."""
+        keys = [public] + [k for k in self._published() if k.get("kid") != public.get("kid")]
+        write_public(self.jwks_path, json.dumps({"keys": keys}, indent=2).encode())
+
+    def _published(self) -> list[dict[str, Any]]:
+        return list(self.public_jwks()["keys"]) if self.jwks_path.exists() else []
 
     def rotate(self, alg: str | None = None, *, key: JWK | None = None, now: datetime | None = None) -> JWK:
         """Replace the signing key (with ``key`` if given); the old public key stays

@@ -23,6 +23,7 @@ from gateway.plugin.adapter import Adapter
 #: Built-in plugins, registered in this order before any third-party one.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "gateway.onboarding.custody",
+    "gateway.onboarding.hsm",
     "plugins.agency_http",
     "plugins.arbitration_http",
     "plugins.sms_http",

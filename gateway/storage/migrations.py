@@ -280,6 +280,17 @@ MIGRATIONS: list[list[Step]] = [
         "ALTER TABLE partner_state ADD COLUMN opened_at TEXT",
         "ALTER TABLE partner_state DROP COLUMN paused_until",
     ],
+    [
+        # Audit: witnesses' cosignatures of checkpoints (C2SP tlog-cosignature), one
+        # signature line per witness and checkpoint, kept apart from the log's own note.
+        """CREATE TABLE audit_cosignatures (
+            size INTEGER NOT NULL REFERENCES audit_checkpoints(size),
+            witness TEXT NOT NULL,
+            line TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (size, witness)
+        )""",
+    ],
 ]
 
 
