@@ -239,7 +239,7 @@ def test_plugins_lists_builtin_adapters_as_json() -> None:
     assert adapters == ["agency_http", "arbitration_http", "email_smtp", "sms_http"]
     assert all(p["builtin"] for p in plugins)
     hooks = {p["name"]: p["hooks"] for p in plugins}
-    assert hooks.pop("gateway.onboarding.custody") == ["gateway_key_custody"]
+    assert hooks.pop("gateway.onboarding.file_custody") == ["gateway_key_custody"]
     assert hooks.pop("gateway.onboarding.hsm") == ["gateway_key_custody"]
     assert all(h == ["gateway_register_adapters"] for h in hooks.values())
 

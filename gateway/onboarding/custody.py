@@ -21,9 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.audit.checkpoint import NoteKey as CheckpointKey
-from gateway.config import Settings
 from gateway.onboarding.keys import JWK, KeyStore, generate_signing_key
-from gateway.plugin.hookspecs import hookimpl
 
 
 class PackageSigner(Protocol):
@@ -117,10 +115,3 @@ class FileCustody(KeyCustody):
             self.keys.rotate(key=new)
 
         return Rotation(str(old.kid), str(new.kid), str(new.alg), install)
-
-
-@hookimpl(trylast=True)
-def gateway_key_custody(settings: Settings) -> KeyCustody | None:
-    if settings.key_custody == FileCustody.name:
-        return FileCustody(KeyStore(settings.keys_dir))
-    return None

@@ -22,7 +22,7 @@ from gateway.plugin.adapter import Adapter
 
 #: Built-in plugins, registered in this order before any third-party one.
 BUILTIN_PLUGINS: tuple[str, ...] = (
-    "gateway.onboarding.custody",
+    "gateway.onboarding.file_custody",
     "gateway.onboarding.hsm",
     "plugins.agency_http",
     "plugins.arbitration_http",
