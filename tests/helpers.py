@@ -13,7 +13,8 @@ from click.testing import CliRunner, Result
 
 from gateway.cli.main import cli
 from gateway.config import load_settings
-from gateway.core import open_database
+from gateway.core import Gateway, open_database
+from gateway.lifecycle.columns import open_package
 from gateway.onboarding.keys import generate_encryption_key
 from gateway.storage import Row, Transaction
 from schemas.audit import KeyRotated
@@ -99,3 +100,12 @@ async def fail_audit_inserts(tx: Transaction, table: str = "audit_entries", afte
     await tx.execute(
         f"CREATE TRIGGER no_space BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION disk_full()"
     )
+
+
+async def stored_package(gw: Gateway, package_id: str) -> Row:
+    """A package's row with its signed and sealed forms decrypted (they are stored
+    encrypted at rest, `gateway.storage.atrest`)."""
+    async with gw.db.transaction() as tx:
+        row = await tx.fetchone("SELECT * FROM packages WHERE id = ?", (package_id,))
+        assert row is not None, package_id
+        return await open_package(gw.keyring, tx, row)

@@ -33,6 +33,7 @@ from gateway.core import Gateway
 from gateway.delivery import breaker, presend
 from gateway.delivery.outcome import Outcome
 from gateway.errors import PartnerRejected, Retryable
+from gateway.lifecycle.columns import open_package
 from gateway.plugin.adapter import OutboundPackage, Receipt
 from gateway.plugin.events import Event
 from gateway.storage import Row, Transaction
@@ -146,6 +147,7 @@ async def claim(
             " attempts = attempts + 1 WHERE id = ?",
             [(owner, until, r["id"]) for r in rows],
         )
+        rows = [await open_package(gw.keyring, tx, r) for r in rows]  # stored encrypted
     wake = allowed.wake_at if allowed else None
     held = sum(1 for s in stopped if s.until)
     return Claim(

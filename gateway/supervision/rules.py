@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gateway.config import parse_toml
 from gateway.errors import ConfigError, InvalidInput
 from gateway.supervision.base import Breach, Channel, Contact, Outcome, Rule, local_time
+from gateway.supervision.retention import PersonalRetention
 from gateway.supervision.rules_text import BannedPhrases, Disclosure, OptOut, text_breaches
 
 __all__ = ["Breach", "Contact", "RulePack", "load_rule_pack", "read_rule_pack"]
@@ -233,6 +234,10 @@ class VisitStaff(Rule):
 
 class Retention(Rule):
     years: int = Field(ge=1)
+    personal: PersonalRetention = Field(
+        default_factory=PersonalRetention,
+        description="personal data, per kind (gateway/supervision/retention.py)",
+    )
 
 
 class Limitation(Rule):
