@@ -41,6 +41,11 @@ class Settings(BaseModel):
         ge=0,
         description="`gateway serve` also signs a checkpoint every T seconds if the log grew; 0: no timer",
     )
+    retention_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="`gateway serve` purges the personal data that is due every T seconds; 0: no timer",
+    )
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def resolved(self, base: Path) -> Settings:
@@ -120,4 +125,7 @@ audit_checkpoint_every = 1000
 # `gateway serve` also signs one every T seconds when the log has grown since the last
 # (0: no timer).
 audit_checkpoint_seconds = 300
+# `gateway serve` purges the personal data that is due (`gateway retention run`) every
+# T seconds (0: no timer; run `gateway retention run` from cron instead).
+retention_seconds = 3600
 """

@@ -12,14 +12,22 @@ from gateway.audit import timer as checkpoint_timer
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
-from gateway.http import auditor, operator
+from gateway.http import auditor, erasures, operator
 from gateway.http.appkeys import GATEWAY, SETTINGS
 from gateway.http.callbacks import MAX_BODY, receive, receive_in_format
 from gateway.http.openapi import document
 from gateway.http.problems import problems
 from gateway.http.routes import Route, json_response
 from gateway.inbound import poller
-from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
+from gateway.lifecycle import timer as retention_timer
+from schemas.api import (
+    CallbackResponse,
+    ErasureRequest,
+    PlacementRequest,
+    PlacementResponse,
+    RecallRequest,
+    RecallResponse,
+)
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -84,6 +92,22 @@ ROUTES: list[Route] = [
         ("operator",),
     ),
     Route("GET", "/v1/cases/{case_id}", operator.get_case, "A case's timeline and violations", ("operator",)),
+    Route(
+        "POST",
+        "/v1/erasures",
+        erasures.create_erasure,
+        "A data subject's erasure request: recall everywhere, delete locally",
+        ("operator",),
+        ErasureRequest,
+        status=201,
+    ),
+    Route(
+        "GET",
+        "/v1/erasures/{erasure_id}",
+        erasures.get_erasure,
+        "Where an erasure request stands, per partner",
+        ("operator", "auditor"),
+    ),
     Route(
         "GET", "/v1/partners", operator.list_partners, "Partners and their status", ("operator", "auditor")
     ),
@@ -164,6 +188,7 @@ def create_app(
             asyncio.create_task(
                 checkpoint_timer.run(gw.db, gw.audit_signer, stop, gw.settings.audit_checkpoint_seconds)
             ),
+            asyncio.create_task(retention_timer.run(gw, stop, gw.settings.retention_seconds)),
         ]
         yield
         dispatcher.stop()
