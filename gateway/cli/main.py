@@ -13,7 +13,17 @@ from pathlib import Path
 
 import click
 
-from gateway.cli import audit, delivery, keys, partners, placement, serve, supervision, workspace
+from gateway.cli import (
+    audit,
+    delivery,
+    keys,
+    lifecycle,
+    partners,
+    placement,
+    serve,
+    supervision,
+    workspace,
+)
 from gateway.config import CONFIG_NAME, ENV_VAR
 from gateway.plugin.manager import get_plugin_manager
 
@@ -72,10 +82,15 @@ COMMANDS: tuple[click.Command, ...] = (
     supervision.attestations,
     supervision.cases,
     audit.audit,
+    lifecycle.retention,
+    lifecycle.subject,
 )
 for command in COMMANDS:
     cli.add_command(command)
 placement.package.add_command(delivery.package_attempts)
+for command in (lifecycle.case_hold, lifecycle.case_release, lifecycle.case_holds):
+    supervision.cases.add_command(command)
+keys.keys.add_command(lifecycle.keys_rotate_storage)
 
 
 

@@ -76,22 +76,24 @@ async def get_case(request: web.Request) -> web.Response:
     await principal(request, "operator")
     case_id = request.match_info["case_id"]
     gw = request.app[GATEWAY]
+    # Where retention replaced the bank's case id by the case's token, by the token.
+    ids = (case_id, placement.case_token(gw, case_id))
     async with gw.db.transaction() as tx:
         assignments = await tx.fetchall(
             "SELECT partner_id, purpose, state, placed_at, accepted_at, recalled_at, deletion_due,"
             " attested_at"
-            " FROM assignments WHERE case_id = ? ORDER BY placed_at",
-            (case_id,),
+            " FROM assignments WHERE case_id IN (?, ?) ORDER BY placed_at",
+            ids,
         )
         events = await tx.fetchall(
             "SELECT id, partner_id, type, occurred_at, received_at, source, body FROM events"
-            " WHERE case_id = ? ORDER BY occurred_at, id",
-            (case_id,),
+            " WHERE case_id IN (?, ?) ORDER BY occurred_at, id",
+            ids,
         )
         violations = await tx.fetchall(
             "SELECT id, partner_id, rule, source, message, evidence, event_id, at FROM violations"
-            " WHERE case_id = ? ORDER BY id",
-            (case_id,),
+            " WHERE case_id IN (?, ?) ORDER BY id",
+            ids,
         )
     if not assignments:
         raise NotFound(f"no case {case_id!r} has been placed")
