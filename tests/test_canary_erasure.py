@@ -65,9 +65,20 @@ async def work_on_the_case(client: TestClient, p: Partners, refs: dict[str, str]
     for partner, ref in refs.items():
         await callback(client, p, partner, report(ref, "accepted", p.clock))
         note = f"spoke with {CANARY['name']} on {CANARY['phone']}; mail {CANARY['email']}"
-        await callback(client, p, partner, report(
-            ref, "contact_attempt", p.clock, channel="voice", target="debtor", outcome="connected", text=note
-        ))
+        await callback(
+            client,
+            p,
+            partner,
+            report(
+                ref,
+                "contact_attempt",
+                p.clock,
+                channel="voice",
+                target="debtor",
+                outcome="connected",
+                text=note,
+            ),
+        )
         complaint = report(ref, "complaint", p.clock, summary=f"{CANARY['name']} complained")
         await callback(client, p, partner, complaint)
 
@@ -75,9 +86,14 @@ async def work_on_the_case(client: TestClient, p: Partners, refs: dict[str, str]
 async def attest(client: TestClient, p: Partners, refs: dict[str, str]) -> None:
     for partner, ref in refs.items():
         statement = f"all records of {CANARY['name']} ({CANARY['id_number']}) deleted"
-        await callback(client, p, partner, report(
-            ref, "deletion_attested", p.clock, deleted_at=p.clock.now.isoformat(), statement=statement
-        ))
+        await callback(
+            client,
+            p,
+            partner,
+            report(
+                ref, "deletion_attested", p.clock, deleted_at=p.clock.now.isoformat(), statement=statement
+            ),
+        )
 
 
 async def test_an_erased_canary_is_nowhere_and_the_log_still_proves_the_disclosures(
@@ -99,8 +115,17 @@ async def test_an_erased_canary_is_nowhere_and_the_log_still_proves_the_disclosu
             await work_on_the_case(client, p, refs)
             await _stored_screened(p)
             erased = await asyncio.to_thread(
-                cli_run, ws, "subject", "erase", "--id-type", "resident_id", "--id-number", "-",
-                "--reason", "data subject request under PIPL art. 47", "--json",
+                cli_run,
+                ws,
+                "subject",
+                "erase",
+                "--id-type",
+                "resident_id",
+                "--id-number",
+                "-",
+                "--reason",
+                "data subject request under PIPL art. 47",
+                "--json",
                 stdin=CANARY["id_number"] + "\n",
             )
             outputs.append(erased.output)
@@ -110,7 +135,9 @@ async def test_an_erased_canary_is_nowhere_and_the_log_still_proves_the_disclosu
             assert purposes.count("recall") == 2
             await attest(client, p, refs)
         for args in (
-            ("retention", "run", "--json"), ("subject", "status", "--json"), ("retention", "show", "--json")
+            ("retention", "run", "--json"),
+            ("subject", "status", "--json"),
+            ("retention", "show", "--json"),
         ):
             outputs.append((await asyncio.to_thread(cli_run, ws, *args)).output)
         status = json.loads(outputs[-2])
@@ -172,7 +199,15 @@ async def _audit_still_proves(ws: Path, outputs: list[str], tmp_path: Path) -> N
     purges = [item["entry"] for item in log if item["entry"]["kind"] == "retention_purge"]
     assert {e["trigger"] for e in purges} == {"erasure"} and sum(e["package_plaintexts"] for e in purges) == 4
     subject = await asyncio.to_thread(
-        cli_run, ws, "audit", "subject", "--id-type", "resident_id", "--id-number", "-", "--json",
+        cli_run,
+        ws,
+        "audit",
+        "subject",
+        "--id-type",
+        "resident_id",
+        "--id-number",
+        "-",
+        "--json",
         stdin=CANARY["id_number"] + "\n",
     )
     report = json.loads(subject.output)
