@@ -141,13 +141,7 @@ async def claim(
         allowed = await breaker.gate(tx, partner_id, now, lease, len(rows)) if rows else None
         if allowed is not None and allowed.allowed < len(rows):
             rows = rows[: allowed.allowed]
-        until = isotime(now + timedelta(seconds=lease))
-        await tx.executemany(
-            "UPDATE packages SET state = 'sending', lease_owner = ?, lease_until = ?,"
-            " attempts = attempts + 1 WHERE id = ?",
-            [(owner, until, r["id"]) for r in rows],
-        )
-        rows = [await open_package(gw.keyring, tx, r) for r in rows]  # stored encrypted
+        rows = await _take(gw, tx, rows, owner, isotime(now + timedelta(seconds=lease)))
     wake = allowed.wake_at if allowed else None
     held = sum(1 for s in stopped if s.until)
     return Claim(
@@ -158,6 +152,17 @@ async def claim(
         held=held,
         refused=len(stopped) - held,
     )
+
+
+async def _take(gw: Gateway, tx: Transaction, rows: list[Row], owner: str, until: str) -> list[Row]:
+    """Lease ``rows`` to ``owner``; return them with their sealed and signed forms
+    decrypted (they are stored encrypted, `gateway.storage.atrest`)."""
+    await tx.executemany(
+        "UPDATE packages SET state = 'sending', lease_owner = ?, lease_until = ?,"
+        " attempts = attempts + 1 WHERE id = ?",
+        [(owner, until, r["id"]) for r in rows],
+    )
+    return [await open_package(gw.keyring, tx, r) for r in rows]
 
 
 def _claimed(row: Row) -> Claimed:
