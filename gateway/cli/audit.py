@@ -57,7 +57,7 @@ def _read_vkey(value: str) -> str:
 
 
 def _detail(entry: dict[str, Any]) -> str:
-    for key in ("purpose", "reason", "event_type", "rule", "new_kid", "role"):
+    for key in ("purpose", "reason", "event_type", "rule", "new_kid", "role", "trigger"):
         if entry.get(key):
             return str(entry[key])
     return ""

@@ -110,7 +110,7 @@ def _echo_status(found: list[dict[str, object]], as_json: bool) -> None:
             f"{item['attested']} of {len(cases)} deletions attested"
         )
         if cases:
-            click.echo(table(cases))
+            click.echo(table([{k: "-" if v is None else v for k, v in case.items()} for case in cases]))
         waiting = item["waiting_for"]
         assert isinstance(waiting, list)
         for reason in waiting:
