@@ -4,7 +4,9 @@ upgraded in place; an instance without the key refuses instead of forking keys."
 
 from __future__ import annotations
 
+import asyncio
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,29 @@ async def test_a_custody_that_holds_the_key_encryption_key_is_used_instead_of_th
         assert (await placement.show(gw, placed.package_id))["claims"]["data"]["debtor"]["name"] == "张伟"
     assert kms.calls[:2] == ["create", "wrap"]
     assert not (ws / "keys" / "bank" / "storage.kek").exists()
+
+
+def test_processes_making_the_first_key_together_end_with_one(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: FileKek(tmp_path).create(), range(16)))
+    lines = (tmp_path / "storage.kek").read_text().strip().split("\n")
+    assert len(lines) == 1 and set(made) == {lines[0].split()[0]}
+
+
+async def test_the_first_writers_of_an_upgraded_workspace_share_one_key(tmp_path: Path) -> None:
+    ws = init_workspace(tmp_path / "ws")  # keys as an older gateway made them: no storage.kek
+    profile, _ = agency_profile(ws, 18999, None)
+    async with await Gateway.open(load_settings(ws)) as gw:
+        await registry.add(gw, profile, actor="test")
+        people = [
+            CASE.model_copy(
+                update={"case_id": f"C-{n}", "debtor": CASE.debtor.model_copy(update={"id_number": f"N{n}"})}
+            )
+            for n in range(12)
+        ]
+        placed = await asyncio.gather(
+            *(placement.place(gw, c, "acme-test", "collection", actor="test") for c in people)
+        )
+        for one in placed:
+            assert (await placement.show(gw, one.package_id))["claims"]["data"]["debtor"]["name"] == "张伟"
+    assert len((ws / "keys" / "bank" / "storage.kek").read_text().strip().split("\n")) == 1

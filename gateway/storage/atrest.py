@@ -24,6 +24,7 @@ retired by a rotation.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import uuid
@@ -102,9 +103,24 @@ class FileKek:
         return keys[0][0] if keys else None
 
     def create(self) -> str:
-        if self._keys():
-            raise KeyStoreError(f"{self.path} exists already")
-        return self.add_next()
+        """Make the file, unless another process or task made it first: then theirs is
+        the one (a link, unlike a rename, never replaces a file that exists)."""
+        kid = "kek_" + secrets.token_hex(8)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(f".{self.path.name}.{kid}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(f"{kid} {AESGCM.generate_key(256).hex()}\n".encode("ascii"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, self.path)
+        finally:
+            os.unlink(tmp)
+        current = self.current()
+        assert current is not None
+        return current
 
     def add_next(self) -> str:
         kid = "kek_" + secrets.token_hex(8)
