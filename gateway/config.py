@@ -186,6 +186,11 @@ class Settings(BaseSettings):
         default_factory=list, description="witnesses that cosign the log's checkpoints"
     )
     pkcs11: Pkcs11Settings | None = None
+    retention_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="`gateway serve` purges the personal data that is due every T seconds; 0: no timer",
+    )
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @classmethod
@@ -374,6 +379,9 @@ audit_checkpoint_seconds = 60
 # [[audit_witnesses]]
 # url = "https://witness.example/"
 # vkey = "witness.example/w1+1234abcd+BA..."
+# `gateway serve` purges the personal data that is due (`gateway retention run`) every
+# T seconds (0: no timer; run `gateway retention run` from cron instead).
+retention_seconds = 3600
 
 # Dispatchers (`gateway dispatch`, and the one inside `gateway serve`).
 [dispatch]

@@ -20,6 +20,7 @@ from gateway.audit.signer import LogSigner, signer_for
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.inbound.formats import CallbackFormat
+from gateway.lifecycle import upgrade
 from gateway.onboarding.custody import KeyCustody
 from gateway.onboarding.keys import KeyStore
 from gateway.ops.plugin import OpsPlugin
@@ -36,15 +37,26 @@ from gateway.plugin.manager import (
 )
 from gateway.storage import Database
 from gateway.storage import open_database as open_storage
+from gateway.storage.atrest import FileKek, KeyRing
 from gateway.storage.base import Transaction
 from gateway.storage.groups import GroupWriter
+from gateway.storage.migrations import DataStepFunction
 from gateway.supervision.rules import RulePack, load_rule_pack
 from schemas.audit import Entry
 
 
-async def open_database(url: str) -> Database:
-    """The database at ``url``, migrated, with the upgrade steps of the audit log's tables."""
-    return await open_storage(url, audit_log.DATA_STEPS)
+async def open_database(url: str, keyring: KeyRing | None = None) -> Database:
+    """The database at ``url``, migrated, with the upgrade steps of the audit log's tables
+    and, given the ``keyring`` of encryption at rest, of the personal data's."""
+    steps: dict[str, DataStepFunction] = dict(audit_log.DATA_STEPS)
+    if keyring is not None:
+        steps.update(upgrade.data_steps(keyring))
+    return await open_storage(url, steps)
+
+
+def storage_keyring(custody: KeyCustody, settings: Settings) -> KeyRing:
+    """The keys of the data at rest: the custody's, or the file in keys/bank/."""
+    return KeyRing(custody.storage_keys() or FileKek(settings.keys_dir / "bank"))
 
 
 class Gateway:
@@ -54,6 +66,7 @@ class Gateway:
         db: Database,
         pm: pluggy.PluginManager,
         clock: Callable[[], datetime] = utcnow,
+        custody: KeyCustody | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -62,7 +75,8 @@ class Gateway:
         self.adapters: dict[str, type[Adapter]] = adapters(pm)
         self.transforms: dict[str, Transform] = transforms(pm)
         self.callback_formats: dict[str, CallbackFormat] = callback_formats(pm)
-        self.custody: KeyCustody = key_custody(pm, settings)
+        self.custody: KeyCustody = custody or key_custody(pm, settings)
+        self.keyring = storage_keyring(self.custody, settings)
         self.clock = clock
         # Metrics, logs and alerts of committed actions (gateway.ops).
         self.ops = OpsPlugin(settings)
@@ -76,8 +90,10 @@ class Gateway:
         pm: pluggy.PluginManager | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> Gateway:
-        db = await open_database(settings.database_url)
-        return cls(settings, db, pm or get_plugin_manager(), clock)
+        pm = pm or get_plugin_manager()
+        custody = key_custody(pm, settings)
+        db = await open_database(settings.database_url, storage_keyring(custody, settings))
+        return cls(settings, db, pm, clock, custody)
 
     @functools.cached_property
     def rules(self) -> RulePack:

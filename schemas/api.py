@@ -43,6 +43,14 @@ class RecallResponse(_Model):
     notice_package_id: str | None
 
 
+class ErasureRequest(_Model):
+    """A data subject's erasure request: the person by identity document, as in the case files."""
+
+    id_type: str = Field(min_length=1, max_length=50)
+    id_number: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
+
+
 class CallbackResponse(_Model):
     event_id: int
     state: str = Field(description="the case's state at this partner after the report")

@@ -201,6 +201,50 @@ class BreakerReset(_Entry):
     kind: Literal["breaker_reset"] = "breaker_reset"
     partner: str
     previous: str = Field(description="the breaker's state before: closed, open or half_open")
+class RetentionPurge(_Entry):
+    """Personal data the gateway deleted: how much of each kind, never what. ``subject``
+    names the person when an erasure request caused it; a scheduled run has none."""
+
+    case_references: int = Field(ge=0, description="cases whose bank case id was replaced by its token")
+    event_originals: int = Field(ge=0, description="reports' encrypted originals deleted")
+    event_texts: int = Field(ge=0, description="reports whose screened free text was deleted")
+    kind: Literal["retention_purge"] = "retention_purge"
+    package_plaintexts: int = Field(ge=0, description="packages' signed (plaintext) forms deleted")
+    package_sealed: int = Field(ge=0, description="packages' sealed forms deleted")
+    subject: Annotated[str | None, Field(pattern=r"^subj_[0-9a-f]{32}$")] = None
+    trigger: Literal["retention", "erasure"]
+    v: Literal[1] = 1
+
+
+class ErasureRequested(_Entry):
+    """A data subject's erasure request (PIPL art. 47): cases and partners, by count and id."""
+
+    cases: int = Field(ge=0, description="assignments (case and partner) found about the person")
+    erasure_id: str
+    held: int = Field(ge=0, description="of them under a legal hold: their erasure waits")
+    kind: Literal["erasure_requested"] = "erasure_requested"
+    notices: int = Field(ge=0, description="sealed deletion requests queued")
+    partners: list[str]
+    reason: str
+    subject: Token
+    v: Literal[1] = 1
+
+
+class ErasureCompleted(_Entry):
+    """Every partner attested deletion and everything the gateway held was deleted."""
+
+    erasure_id: str
+    kind: Literal["erasure_completed"] = "erasure_completed"
+    subject: Token
+    v: Literal[1] = 1
+
+
+class LegalHold(_Entry):
+    """A case put under a legal hold (nothing of it is purged or erased) or released."""
+
+    case: Token
+    kind: Literal["legal_hold", "legal_hold_released"]
+    reason: str
     v: Literal[1] = 1
 
 
@@ -219,5 +263,9 @@ Entry = (
     | TokenRevoked
     | Redelivery
     | BreakerReset
+    | RetentionPurge
+    | ErasureRequested
+    | ErasureCompleted
+    | LegalHold
 )
 AuditEntry = Annotated[Entry, Field(discriminator="kind")]

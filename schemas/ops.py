@@ -196,3 +196,27 @@ class OpenAPIDocument(BaseModel):
     openapi: str
     info: dict[str, Any]
     paths: dict[str, Any]
+
+
+class ErasureCase(BaseModel):
+    partner: str
+    case_token: str
+    outcome: str
+    detail: str | None = None
+    state: str | None = None
+    deletion_due: str | None = None
+    attested_at: str | None = None
+
+
+class ErasureStatus(BaseModel):
+    """Where a data subject's erasure request stands (`gateway subject status`)."""
+
+    erasure_id: str
+    subject: str = Field(description="the person's audit pseudonym, never their identity")
+    reason: str
+    requested_at: str
+    completed_at: str | None
+    complete: bool
+    attested: int = Field(description="cases whose partner attested deletion")
+    cases: list[ErasureCase]
+    waiting_for: list[str]

@@ -102,6 +102,17 @@ class Supervision(_Model):
     )
 
 
+class RetentionDays(_Model):
+    """Days this partner's data is kept, per kind, where they differ from the rule pack's
+    ``[retention.personal]`` (the moment each counts from is the pack's)."""
+
+    package_sealed: int | None = Field(default=None, ge=0, le=36600)
+    package_plaintext: int | None = Field(default=None, ge=0, le=36600)
+    event_original: int | None = Field(default=None, ge=0, le=36600)
+    event_text: int | None = Field(default=None, ge=0, le=36600)
+    case_reference: int | None = Field(default=None, ge=0, le=36600)
+
+
 #: What a partner id looks like.
 PARTNER_ID = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
@@ -129,6 +140,7 @@ class PartnerProfile(_Model):
     policy: dict[Purpose, PurposePolicy] = Field(min_length=1)
     limits: Limits = Field(default_factory=Limits)
     supervision: Supervision = Field(default_factory=Supervision)
+    retention: RetentionDays = Field(default_factory=RetentionDays)
     adapter_config: dict[str, Any] = Field(
         default_factory=dict, description="the [adapter_config] table, checked by the adapter"
     )

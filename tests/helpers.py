@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from gateway.cli.main import cli
 from gateway.config import load_settings
 from gateway.core import Gateway, open_database
+from gateway.lifecycle.columns import open_package
 from gateway.onboarding import registry
 from gateway.onboarding.keys import generate_encryption_key
 from gateway.storage import Row, Transaction
@@ -135,3 +136,10 @@ def roll_back_audit_log(sql: Sql, state: tuple[int, bytes]) -> None:
         if (row["idx"] + 1) << row["height"] > size:
             sql("DELETE FROM audit_nodes WHERE height = ? AND idx = ?", (row["height"], row["idx"]))
     sql("UPDATE audit_tree SET size = ?, nodes = ? WHERE id = 1", (size, nodes))
+async def stored_package(gw: Gateway, package_id: str) -> Row:
+    """A package's row with its signed and sealed forms decrypted (they are stored
+    encrypted at rest, `gateway.storage.atrest`)."""
+    async with gw.db.transaction() as tx:
+        row = await tx.fetchone("SELECT * FROM packages WHERE id = ?", (package_id,))
+        assert row is not None, package_id
+        return await open_package(gw.keyring, tx, row)

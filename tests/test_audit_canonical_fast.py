@@ -20,12 +20,16 @@ from schemas.audit import (
     DeletionAttested,
     DisclosedField,
     Disclosure,
+    ErasureCompleted,
+    ErasureRequested,
     KeyRetired,
     KeyRotated,
+    LegalHold,
     PartnerChange,
     PartnerTest,
     Recall,
     Redelivery,
+    RetentionPurge,
     TokenCreated,
     TokenRevoked,
     ViolationFound,
@@ -35,6 +39,7 @@ from schemas.audit import (
 AT = "2026-01-01T00:00:00.000000Z"
 TOKEN = "case_" + "ab" * 16
 DIGEST = "sha256:" + "cd" * 32
+SUBJECT = "subj_" + "ef" * 16
 
 
 def exact(entry: BaseModel) -> bytes:
@@ -80,6 +85,20 @@ def every_kind(text: str, number: int) -> list[BaseModel]:
         TokenRevoked(at=AT, actor=text, token_id=text),
         Redelivery(at=AT, actor=text, case=TOKEN, package_id=text, partner=text, reason=text),
         BreakerReset(at=AT, actor=text, partner=text, previous=text),
+        RetentionPurge(
+            at=AT, actor=text, trigger="retention", package_sealed=number % 2**31, package_plaintexts=0,
+            event_originals=1, event_texts=2, case_references=3,
+        ),
+        RetentionPurge(
+            at=AT, actor=text, trigger="erasure", subject=SUBJECT, package_sealed=0, package_plaintexts=1,
+            event_originals=0, event_texts=0, case_references=0,
+        ),
+        ErasureRequested(
+            at=AT, actor=text, cases=2, erasure_id=text, held=number % 7, notices=1, partners=[text, "p"],
+            reason=text, subject=SUBJECT,
+        ),
+        ErasureCompleted(at=AT, actor=text, erasure_id=text, subject=SUBJECT),
+        LegalHold(at=AT, actor=text, case=TOKEN, kind="legal_hold_released", reason=text),
     ]
 
 

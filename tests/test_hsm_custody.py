@@ -20,7 +20,7 @@ from gateway.config import load_settings, render_config
 from gateway.core import Gateway
 from gateway.onboarding.hsm import AUDIT_KEY_ID, Pkcs11Custody
 from gateway.placement.seal import verify_signed
-from tests.helpers import EXAMPLES, SAMPLE_KEY_CURVES, invoke, sample_case, write_partner_keys
+from tests.helpers import EXAMPLES, SAMPLE_KEY_CURVES, invoke, sample_case, stored_package, write_partner_keys
 from tests.softhsm import LABEL, PIN, SoftToken
 
 _workspaces = itertools.count(1)
@@ -63,7 +63,9 @@ def hsm_workspace(
 
 def test_init_makes_the_keys_in_the_token_and_no_private_key_file(hsm_workspace: Path) -> None:
     bank = hsm_workspace / "keys" / "bank"
-    assert sorted(p.name for p in bank.iterdir()) == ["audit-log.vkey", "jwks.json", "pseudonym.key"]
+    # The storage key-encryption key is a file under every custody so far (see docs/data-protection.md).
+    files = ["audit-log.vkey", "jwks.json", "pseudonym.key", "storage.kek"]
+    assert sorted(p.name for p in bank.iterdir()) == files
     custody = Pkcs11Custody(load_settings(hsm_workspace))
     kid = json.loads((bank / "jwks.json").read_text())["keys"][0]["kid"]
     labels = ((custody.config.audit_label, AUDIT_KEY_ID), (custody.config.signing_label, kid.encode()))
@@ -92,9 +94,8 @@ def test_checkpoints_and_packages_verify_with_the_published_keys(hsm_workspace: 
     second = ok("-c", hsm_workspace, "place", sample_case("case-1002.json"), *place[2:]).strip()
 
     async def signed_tokens() -> list[str]:
-        async with await Gateway.open(load_settings(hsm_workspace)) as gw, gw.db.transaction() as tx:
-            rows = await tx.fetchall("SELECT id, signed FROM packages ORDER BY created_at")
-        return [row["signed"] for row in rows if row["id"] in (first, second)]
+        async with await Gateway.open(load_settings(hsm_workspace)) as gw:
+            return [(await stored_package(gw, package))["signed"] for package in (first, second)]
 
     signed = asyncio.run(signed_tokens())
     assert len(signed) == 2

@@ -28,7 +28,7 @@ from gateway.http import create_app
 from gateway.placement import service as placement
 from gateway.placement.seal import verify_signed
 from schemas.case import Case
-from tests.helpers import EXAMPLES, copy_profile, invoke, sample_case, write_partner_keys
+from tests.helpers import EXAMPLES, copy_profile, invoke, sample_case, stored_package, write_partner_keys
 from tests.partners import PARTNER, agency_workspace, place_many
 
 PLUGIN = '''
@@ -287,8 +287,7 @@ async def test_a_key_custody_plugin_signs_packages_and_checkpoints(
     async with await Gateway.open(load_settings(onboarded)) as gw:
         case = Case.model_validate_json(sample_case().read_bytes())
         placed = await placement.place(gw, case, "acme-collect", "collection", actor="test")
-        async with gw.db.transaction() as tx:
-            signed = await tx.fetchval("SELECT signed FROM packages WHERE id = ?", (placed.package_id,))
+        signed = (await stored_package(gw, placed.package_id))["signed"]
         vault = acme_hooks.VAULT[0]
         assert vault.signed == 1
         assert verify_signed(signed, vault.public_jwks())["jti"] == placed.package_id

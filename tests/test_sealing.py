@@ -20,7 +20,7 @@ from gateway.onboarding.keys import SETTLE_SECONDS
 from gateway.placement import service as placement
 from gateway.placement.seal import choose_encryption_key
 from schemas.case import Case
-from tests.helpers import fail_audit_inserts, invoke, sample_case, write_partner_keys
+from tests.helpers import fail_audit_inserts, invoke, sample_case, stored_package, write_partner_keys
 
 CASE = Case.model_validate_json(sample_case().read_text())
 
@@ -41,8 +41,7 @@ def open_package(sealed: str, partner_private: dict, bank_jwks: dict) -> tuple[d
 
 
 async def sealed_of(gw: Gateway, package_id: str) -> str:
-    async with gw.db.transaction() as tx:
-        return await tx.fetchval("SELECT sealed FROM packages WHERE id = ?", (package_id,))
+    return str((await stored_package(gw, package_id))["sealed"])
 
 
 @pytest.mark.parametrize(

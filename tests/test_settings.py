@@ -47,6 +47,7 @@ OVERRIDES = {
     "breaker.cooldown_seconds": "10",
     "audit_witnesses": "[]",
     "pkcs11": "null",
+    "retention_seconds": "60",
 }
 
 

@@ -6,7 +6,6 @@ exported bundle on their own machine; the other commands open the workspace.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ from gateway.audit.cosignature import Witness
 from gateway.audit.errors import AuditError
 from gateway.audit.signer import fingerprint, vkey_path
 from gateway.audit.verify import Summary, WitnessPolicy, read_known
-from gateway.cli.common import echo_json, run, table, with_gateway
+from gateway.cli.common import echo_json, read_id_number, run, table, with_gateway
 from gateway.placement.service import case_token, person_token
 
 if TYPE_CHECKING:
@@ -87,7 +86,7 @@ def _warn_unpinned(key: str, source: str) -> None:
 
 
 def _detail(entry: dict[str, Any]) -> str:
-    for key in ("purpose", "reason", "event_type", "rule", "new_kid", "role"):
+    for key in ("purpose", "reason", "event_type", "rule", "new_kid", "role", "trigger"):
         if entry.get(key):
             return str(entry[key])
     return ""
@@ -298,14 +297,7 @@ async def log_cmd(
 @with_gateway
 async def subject(gw: Gateway, id_type: str, id_number: str, as_json: bool) -> None:
     """Every disclosure about one person: to whom, when, why, which fields (PIPL art. 45)."""
-    if id_number == "-":
-        if sys.stdin.isatty():
-            id_number = click.prompt("Identity document number", hide_input=True, err=True)
-        else:
-            id_number = sys.stdin.readline()
-        if not id_number.strip():
-            raise click.BadParameter("no number on standard input", param_hint="--id-number")
-    token = person_token(gw, id_type, id_number.strip())
+    token = person_token(gw, id_type, read_id_number(id_number))
     report = await query.subject_disclosures(gw.db, token)
     if as_json:
         echo_json({"subject": token, "disclosures": report})

@@ -7,6 +7,7 @@ import functools
 import getpass
 import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -51,6 +52,21 @@ def with_gateway(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         return run(main())
 
     return wrapper
+
+
+def read_id_number(value: str) -> str:
+    """An identity document number given as ``-``: read from standard input (a prompt
+    that does not echo on a terminal), so it stays out of the process list and the
+    shell history. Any other value is taken as it is."""
+    if value != "-":
+        return value.strip()
+    if sys.stdin.isatty():
+        value = click.prompt("Identity document number", hide_input=True, err=True)
+    else:
+        value = sys.stdin.readline()
+    if not value.strip():
+        raise click.BadParameter("no number on standard input", param_hint="--id-number")
+    return value.strip()
 
 
 def echo_json(data: Any) -> None:

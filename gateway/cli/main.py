@@ -19,6 +19,7 @@ from gateway.cli import (
     audit,
     delivery,
     keys,
+    lifecycle,
     operations,
     partners,
     placement,
@@ -90,6 +91,8 @@ COMMANDS: tuple[click.Command, ...] = (
     audit.audit,
     operations.breaker,
     witness.witness,
+    lifecycle.retention,
+    lifecycle.subject,
 )
 for command in COMMANDS:
     cli.add_command(command)
@@ -98,6 +101,9 @@ delivery.deliveries_cmd.add_command(operations.requeue_cmd)
 serve.tokens_group.add_command(operations.tokens_list)
 serve.tokens_group.add_command(operations.tokens_revoke)
 supervision.cases.add_command(operations.cases_show)
+for command in (lifecycle.case_hold, lifecycle.case_release, lifecycle.case_holds):
+    supervision.cases.add_command(command)
+keys.keys.add_command(lifecycle.keys_rotate_storage)
 
 
 

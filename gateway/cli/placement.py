@@ -148,6 +148,14 @@ async def package_show(gw: Gateway, package_id: str, as_json: bool) -> None:
         f"package {info['package_id']} -> {info['partner']} ({info['purpose']}), "
         f"{info['state']}, sealed {info['sealing']}"
     )
+    if info["claims"] is None:
+        click.echo(
+            f"its content was deleted ({info['purged_at'] or 'erasure'}): retention or an erasure request; "
+            f"digest {info['payload_digest']}; fields sent:"
+        )
+        for field in info["fields"]:
+            click.echo(f"  {field['path']:<40} {field['transform']}")
+        return
     click.echo(f"case {info['case_id']} appears to the partner as {info['claims']['case_ref']}")
     for path, value in flatten(info["claims"]["data"]):
         click.echo(f"  {path:<40} {value}")

@@ -19,7 +19,7 @@ from gateway.config import (
     load_settings,
     render_config,
 )
-from gateway.core import open_database
+from gateway.core import open_database, storage_keyring
 from gateway.errors import ConfigError, GatewayError
 from gateway.plugin.manager import describe, get_plugin_manager, key_custody
 from gateway.storage import redact
@@ -87,8 +87,13 @@ def _init(config_path: Path, bank_id: str, bank_name: str, signing_alg: str) -> 
     settings.partners_dir.mkdir(parents=True, exist_ok=True)
 
     async def create_db() -> None:
-        db = await open_database(settings.database_url)
-        await db.close()
+        keyring = storage_keyring(key_custody(get_plugin_manager(), settings), settings)
+        db = await open_database(settings.database_url, keyring)
+        try:
+            async with db.transaction() as tx:
+                await keyring.ready(tx)  # the key-encryption key of the data at rest
+        finally:
+            await db.close()
 
     run(create_db())
     click.echo(f"database ready: {redact(settings.database_url)}")

@@ -33,6 +33,7 @@ from gateway.core import Gateway
 from gateway.delivery import breaker, presend, report
 from gateway.delivery.outcome import Outcome
 from gateway.errors import PartnerRejected, Retryable
+from gateway.lifecycle.columns import open_package
 from gateway.plugin.adapter import OutboundPackage, Receipt
 from gateway.storage import Row, Transaction
 from gateway.supervision.redact import redact, values_of
@@ -147,12 +148,7 @@ async def claim(
         allowed = await breaker.gate(tx, partner_id, now, probe, len(rows)) if rows else None
         if allowed is not None and allowed.allowed < len(rows):
             rows = rows[: allowed.allowed]
-        until = isotime(now + timedelta(seconds=lease))
-        await tx.executemany(
-            "UPDATE packages SET state = 'sending', lease_owner = ?, lease_until = ?,"
-            " attempts = attempts + 1 WHERE id = ?",
-            [(owner, until, r["id"]) for r in rows],
-        )
+        rows = await _take(gw, tx, rows, owner, isotime(now + timedelta(seconds=lease)))
     wake = allowed.wake_at if allowed else None
     held = sum(1 for s in stopped if s.until)
     return Claim(
@@ -183,6 +179,17 @@ async def _due(tx: Transaction, partner_id: str, active: bool, due: str, limit: 
                 (partner_id, state, due, limit - len(rows)),
             )
     return rows
+
+
+async def _take(gw: Gateway, tx: Transaction, rows: list[Row], owner: str, until: str) -> list[Row]:
+    """Lease ``rows`` to ``owner``; return them with their sealed and signed forms
+    decrypted (they are stored encrypted, `gateway.storage.atrest`)."""
+    await tx.executemany(
+        "UPDATE packages SET state = 'sending', lease_owner = ?, lease_until = ?,"
+        " attempts = attempts + 1 WHERE id = ?",
+        [(owner, until, r["id"]) for r in rows],
+    )
+    return [await open_package(gw.keyring, tx, r) for r in rows]
 
 
 def _claimed(row: Row) -> Claimed:

@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
-from gateway.http import auditor, dashboard, health, metrics, operator
+from gateway.http import auditor, dashboard, erasures, health, metrics, operator
 from gateway.http.appkeys import GATEWAY, SETTINGS, TIMEOUTS, WORKERS, Timeouts
 from gateway.http.callbacks import MAX_BODY, receive, receive_in_format
 from gateway.http.observe import observe
@@ -20,9 +20,17 @@ from gateway.http.problems import problem, problems, refusals
 from gateway.http.routes import Route, json_response, parameters
 from gateway.http.workers import Workers
 from gateway.inbound import poller
+from gateway.lifecycle import timer as retention_timer
 from gateway.ops import watch
 from schemas import ops
-from schemas.api import CallbackResponse, PlacementRequest, PlacementResponse, RecallRequest, RecallResponse
+from schemas.api import (
+    CallbackResponse,
+    ErasureRequest,
+    PlacementRequest,
+    PlacementResponse,
+    RecallRequest,
+    RecallResponse,
+)
 
 #: On every answer, data or problem: operator and auditor answers hold personal data,
 #: so none is kept by a browser or proxy cache, read as another type than it says,
@@ -143,6 +151,24 @@ ROUTES: list[Route] = [
         "Partners and their status",
         ("operator", "auditor"),
         response=ops.Partners,
+    ),
+    Route(
+        "POST",
+        "/v1/erasures",
+        erasures.create_erasure,
+        "A data subject's erasure request: recall everywhere, delete locally",
+        ("operator",),
+        ErasureRequest,
+        ops.ErasureStatus,
+        status=201,
+    ),
+    Route(
+        "GET",
+        "/v1/erasures/{erasure_id}",
+        erasures.get_erasure,
+        "Where an erasure request stands, per partner",
+        ("operator", "auditor"),
+        response=ops.ErasureStatus,
     ),
     Route(
         "GET",
@@ -267,6 +293,8 @@ def create_app(
         workers.start("dispatcher", dispatcher.run())
         workers.start("poller", poller.run(gw, stop))
         workers.start("watch", watch.run(gw, stop))
+        if gw.settings.retention_seconds > 0:
+            workers.start("retention timer", retention_timer.run(gw, stop, gw.settings.retention_seconds))
         yield
         dispatcher.stop()
         stop.set()

@@ -23,6 +23,7 @@ from gateway.config import first_error
 from gateway.core import Gateway
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from gateway.inbound import lifecycle, webhooks
+from gateway.lifecycle.screen import stored_event
 from gateway.onboarding import golive, registry
 from gateway.storage import Transaction
 from gateway.supervision.history import HISTORY, as_contact, as_request, contact_history, time_barred
@@ -195,7 +196,7 @@ async def _take_in(
 ) -> Ingested:
     """Store the report, move the case, check it; its audit entries go to ``entries``."""
     partner_id = record.id
-    event_id = await _store_event(tx, partner_id, assignment, event, body, channel, webhook_id, now)
+    event_id = await _store_event(gw, tx, partner_id, assignment, event, channel, webhook_id, now)
     await _move(tx, assignment, event, state, now)
     actor = f"partner:{partner_id}"
     entries.append(
@@ -238,18 +239,21 @@ async def _take_in(
 
 
 async def _store_event(
+    gw: Gateway,
     tx: Transaction,
     partner_id: str,
     assignment: dict[str, Any],
     event: Any,
-    body: bytes,
     channel: Channel,
     webhook_id: str,
     now: datetime,
 ) -> int:
+    """Store the report: its free text screened, the original encrypted (`gateway.lifecycle.screen`)."""
+    raw = event.model_dump_json()
+    body, original = await stored_event(gw.keyring, tx, partner_id, webhook_id, assignment, raw)
     event_id = await tx.fetchval(
         "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at, received_at,"
-        " source, webhook_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        " source, webhook_id, body, original) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             partner_id,
             assignment["case_ref"],
@@ -260,7 +264,8 @@ async def _store_event(
             isotime(now),
             channel,
             webhook_id,
-            event.model_dump_json(),
+            body,
+            original,
         ),
     )
     return int(event_id)

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.audit.checkpoint import NoteKey as CheckpointKey
 from gateway.onboarding.keys import JWK, KeyStore, generate_signing_key
+from gateway.storage.atrest import KeyWrapper
 
 
 class PackageSigner(Protocol):
@@ -61,6 +62,12 @@ class KeyCustody:
         """A new package-signing key, not yet in use: `Rotation.install` publishes it
         and signs with it from then on (the old public key stays published)."""
         raise NotImplementedError
+
+    def storage_keys(self) -> KeyWrapper | None:
+        """The key-encryption keys of the data at rest (`gateway.storage.atrest`), if this
+        custody holds them (an HSM or a KMS wraps and unwraps); None: they are a 0600 file,
+        ``keys/bank/storage.kek``."""
+        return None
 
 
 @dataclass(frozen=True)

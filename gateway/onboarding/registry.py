@@ -72,6 +72,8 @@ def digest_profile(profile: PartnerProfile) -> str:
     data = profile.model_dump(mode="json")
     if data["callback_format"] == "standard-webhooks":
         del data["callback_format"]
+    if not any(value is not None for value in data["retention"].values()):
+        del data["retention"]
     for policy in data["policy"].values():
         for rule in policy["fields"].values():
             if not rule["options"]:

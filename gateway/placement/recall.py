@@ -91,6 +91,13 @@ async def offboard(gw: Gateway, partner_id: str, reason: str, *, actor: str) -> 
     return Offboarded(done, removed)
 
 
+async def recall_in(
+    gw: Gateway, tx: Transaction, record: registry.PartnerRecord, row: dict[str, Any], reason: str, actor: str
+) -> Recalled:
+    """Recall the open assignment ``row`` in ``tx`` (an erasure request recalls several)."""
+    return await _recall(gw, tx, record, row, reason, actor)
+
+
 async def _recall(
     gw: Gateway, tx: Transaction, record: registry.PartnerRecord, row: dict[str, Any], reason: str, actor: str
 ) -> Recalled:
@@ -124,6 +131,7 @@ async def _recall(
             subject=row["subject_token"],
             fields=[],
             at=isotime(now),
+            keyring=gw.keyring,
         )
         notice_id = notice.package_id
     await gw.record(

@@ -20,10 +20,14 @@ from zoneinfo import ZoneInfo
 from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.errors import NotFound, PolicyViolation
+from gateway.lifecycle.columns import open_package
+from gateway.lifecycle.columns import seal_package as seal_columns
+from gateway.lifecycle.purge import purged_package
 from gateway.onboarding import registry
 from gateway.placement.minimize import contact_points, disclosed_fields, minimize, tokenised_points
 from gateway.placement.seal import choose_encryption_key, encrypt, sign, verify_signed
 from gateway.storage import Transaction
+from gateway.storage.atrest import KeyRing
 from schemas.audit import DisclosedField, Disclosure
 from schemas.case import Case
 from schemas.package import PACKAGE_SCHEMA, PackageClaims
@@ -139,8 +143,13 @@ async def enqueue(
     fields: list[dict[str, str]],
     at: str,
     due: str | None = None,
+    keyring: KeyRing,
 ) -> None:
-    """Put a sealed package in the outbox, due at ``due`` (default now)."""
+    """Put a sealed package in the outbox, due at ``due`` (default now); its signed and
+    sealed forms are stored encrypted under the subject's data key."""
+    signed, sealed = await seal_columns(
+        keyring, tx, subject, package.package_id, package.signed, package.sealed
+    )
     await tx.execute(
         "INSERT INTO packages (id, partner_id, case_id, case_ref, subject_token, purpose, sealing,"
         " sealed, signed, payload_digest, fields, created_at, expires_at, state, next_attempt_at)"
@@ -153,8 +162,8 @@ async def enqueue(
             subject,
             package.claims["purpose"],
             profile.sealing,
-            package.sealed,
-            package.signed,
+            sealed,
+            signed,
             package.package_digest,  # the column kept its name
             json.dumps(fields),
             at,
@@ -334,7 +343,7 @@ async def _place_in(
             due = isotime(opening or gw.now())
         await enqueue(
             tx, package, profile,
-            case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due,
+            case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due, keyring=gw.keyring,
         )
         await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
         await record_contact_points(gw, tx, case, entry.subject, partner_id, policy)
@@ -409,8 +418,12 @@ async def show(gw: Gateway, package_id: str) -> dict[str, Any]:
     """The package as the partner will read it, from the signed token itself."""
     async with gw.db.transaction() as tx:
         row = await tx.fetchone("SELECT * FROM packages WHERE id = ?", (package_id,))
+        if row is not None:
+            row = await open_package(gw.keyring, tx, row)
     if row is None:
         raise NotFound(f"no package {package_id!r} (see `gateway package list`)")
+    if row["signed"] is None:
+        return purged_package(row)
     claims = verify_signed(row["signed"], gw.custody.public_jwks(gw.now()))
     return {
         "package_id": row["id"],

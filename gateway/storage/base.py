@@ -115,6 +115,11 @@ class Database(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    async def compact(self) -> bool:
+        """Let go of copies of deleted data the backend still keeps in its files (after a
+        purge); False if it could not now. A backend that keeps none does nothing here."""
+        return True
+
     def translate_ddl(self, sql: str) -> str:
         """A migration statement in this backend's type names."""
         return sql

@@ -291,6 +291,50 @@ MIGRATIONS: list[list[Step]] = [
             PRIMARY KEY (size, witness)
         )""",
     ],
+    [
+        # Personal data lifecycle (gateway/lifecycle/): data keys of encryption at rest
+        # (gateway/storage/atrest.py), what each retention purge left behind, the
+        # original of a partner's free text (encrypted; the body keeps it screened),
+        # legal holds and erasure requests. The upgrade step encrypts what is stored.
+        """CREATE TABLE data_keys (
+            id TEXT PRIMARY KEY,
+            scope TEXT NOT NULL UNIQUE,
+            kek_id TEXT NOT NULL,
+            wrapped BLOB NOT NULL
+        )""",
+        "ALTER TABLE packages ADD COLUMN sealed_purged_at TEXT",
+        "ALTER TABLE packages ADD COLUMN plaintext_purged_at TEXT",
+        "ALTER TABLE events ADD COLUMN original TEXT",
+        "ALTER TABLE events ADD COLUMN original_purged_at TEXT",
+        "ALTER TABLE events ADD COLUMN text_purged_at TEXT",
+        "ALTER TABLE assignments ADD COLUMN reference_purged_at TEXT",
+        "CREATE INDEX packages_subject ON packages (subject_token)",
+        """CREATE TABLE legal_holds (
+            case_token TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            held_at TEXT NOT NULL,
+            actor TEXT NOT NULL
+        )""",
+        """CREATE TABLE erasures (
+            id TEXT PRIMARY KEY,
+            subject_token TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            requested_at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            completed_at TEXT
+        )""",
+        "CREATE INDEX erasures_subject ON erasures (subject_token)",
+        """CREATE TABLE erasure_cases (
+            erasure_id TEXT NOT NULL REFERENCES erasures(id),
+            partner_id TEXT NOT NULL,
+            case_ref TEXT NOT NULL,
+            case_token TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (erasure_id, partner_id, case_ref)
+        )""",
+        DataStep("encrypt-at-rest"),
+    ],
 ]
 
 

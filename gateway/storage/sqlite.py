@@ -59,6 +59,9 @@ PRAGMAS = (
     "synchronous=NORMAL",
     "foreign_keys=ON",
     f"busy_timeout={BUSY_TIMEOUT_MS}",
+    # Deleted and overwritten content is zeroed in the file, not left in free space
+    # (a purge of personal data must not survive in the database file).
+    "secure_delete=ON",
 )
 
 
@@ -354,6 +357,23 @@ class SQLiteDatabase(Database):
         if self._conn.in_transaction:
             with suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
+
+    async def compact(self) -> bool:
+        """Copy the WAL back and truncate it: the WAL keeps earlier versions of the pages
+        a purge changed. Waits (up to the busy timeout) for readers of other processes;
+        False if one still held it (the next purge's compaction tries again)."""
+
+        def truncate() -> bool:
+            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            try:
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                self._conn.execute("PRAGMA busy_timeout=0")
+            return not busy
+
+        async with self._lock:
+            with _translated():
+                return await _in_thread(truncate)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.checkpointer.close)

@@ -42,6 +42,7 @@ from gateway.supervision.base import (
     zone_named,
 )
 from gateway.supervision.limitation import Limitation
+from gateway.supervision.retention import PersonalRetention
 from gateway.supervision.rules_people import (
     MediumOptOut,
     StopAll,
@@ -257,6 +258,10 @@ class VisitStaff(ContactRule):
 
 class Retention(Rule):
     years: int = Field(ge=1)
+    personal: PersonalRetention = Field(
+        default_factory=PersonalRetention,
+        description="personal data, per kind (gateway/supervision/retention.py)",
+    )
 
 
 class RulePack(BaseModel):

@@ -8,25 +8,28 @@ from typing import Any
 
 from gateway.core import Gateway
 from gateway.errors import NotFound
+from gateway.placement.service import case_token
 
 
 async def case_timeline(gw: Gateway, case_id: str) -> dict[str, Any]:
+    # Where retention replaced the bank's case id by the case's token, by the token.
+    ids = (case_id, case_token(gw, case_id))
     async with gw.db.transaction() as tx:
         assignments = await tx.fetchall(
             "SELECT partner_id, purpose, state, placed_at, accepted_at, recalled_at, deletion_due,"
             " attested_at"
-            " FROM assignments WHERE case_id = ? ORDER BY placed_at",
-            (case_id,),
+            " FROM assignments WHERE case_id IN (?, ?) ORDER BY placed_at",
+            ids,
         )
         events = await tx.fetchall(
             "SELECT id, partner_id, type, occurred_at, received_at, source, body FROM events"
-            " WHERE case_id = ? ORDER BY occurred_at, id",
-            (case_id,),
+            " WHERE case_id IN (?, ?) ORDER BY occurred_at, id",
+            ids,
         )
         violations = await tx.fetchall(
             "SELECT id, partner_id, rule, source, message, evidence, event_id, at FROM violations"
-            " WHERE case_id = ? ORDER BY id",
-            (case_id,),
+            " WHERE case_id IN (?, ?) ORDER BY id",
+            ids,
         )
     if not assignments:
         raise NotFound(f"no case {case_id!r} has been placed")
