@@ -26,6 +26,7 @@ from gateway.onboarding.keys import new_webhook_secret, secret_id
 from gateway.placement.minimize import check_rule
 from gateway.placement.seal import keyset_problem
 from gateway.plugin.adapter import Adapter
+from gateway.plugin.http import endpoint_origin
 from gateway.storage import Transaction
 from gateway.supervision.redact import check_reason
 from schemas.audit import ChangeKind, KeyRetired, PartnerChange, SecretChange, WebhookSecretChanged
@@ -86,6 +87,10 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
     def fail(field: str, problem: str) -> ProfileError:
         return ProfileError(source, field, problem)
 
+    try:
+        endpoint_origin(profile.endpoint)
+    except ValueError as exc:
+        raise fail("endpoint", str(exc)) from None
     adapter = _check_adapter(gw, profile, fail)
     _check_sealing(gw, profile, fail)
     if profile.callback_format not in gw.callback_formats:

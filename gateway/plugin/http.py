@@ -16,16 +16,18 @@ partner reference is stored, so an operator can follow it up.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDictProxy
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from gateway.errors import PartnerRejected, PartnerTimeout, PartnerUnavailable
 from gateway.plugin.adapter import Adapter, AdapterConfig, PollResult
@@ -34,6 +36,80 @@ from gateway.supervision.redact import redact
 #: Largest answer body read; a bigger one is cut off and reported, never held in memory.
 MAX_BODY = 1 << 20
 RETRY_STATUSES = frozenset({408, 425, 429})
+
+#: What a path under the endpoint may not hold, even percent-encoded: each could move
+#: the request to another host (``@``, ``//``, ``\``) or split it (control characters).
+_UNSAFE_IN_PATH = re.compile(r"@|//|\\|[\x00-\x1f\x7f-\x9f]")
+_UNSAFE_IN_ENDPOINT = re.compile(r"[\s\\\x00-\x1f\x7f-\x9f]")
+
+
+def _named(found: str) -> str:
+    if found == "\\":
+        return "a backslash"
+    if len(found) == 1 and not found.isprintable():
+        return f"a control character (U+{ord(found):04X})"
+    return repr(found)
+
+
+def check_path(path: str) -> str:
+    """A path under the endpoint (``packages_path``, ``send_path``...): one leading ``/``
+    and nothing that could leave the endpoint's host, however often percent-encoded.
+    Raises ValueError; returns the path (a pydantic validator)."""
+    if not path.startswith("/"):
+        raise ValueError(f"path {path!r} must start with a single '/' (a path under the endpoint)")
+    layer = path
+    for _ in range(8):  # %252f is %2f is /: every decoding is looked at
+        found = _UNSAFE_IN_PATH.search(layer)
+        if found:
+            encoded = "" if layer is path else " (percent-encoded)"
+            raise ValueError(
+                f"path {path!r} holds {_named(found.group())}{encoded}; only a plain path under the endpoint"
+            )
+        decoded = unquote(layer)
+        if decoded == layer:
+            return path
+        layer = decoded
+    raise ValueError(f"path {path!r} is percent-encoded too many times")
+
+
+def _optional_path(path: str | None) -> str | None:
+    return check_path(path) if path else path  # "" or none: no such request
+
+
+#: A path field of an adapter's config.
+UrlPath = Annotated[str, AfterValidator(check_path)]
+OptionalUrlPath = Annotated[str | None, AfterValidator(_optional_path)]
+
+
+def endpoint_origin(endpoint: str) -> str:
+    """``scheme://host[:port]`` and the endpoint's own path, if any, without a trailing
+    ``/``: what every request's path is joined onto. Raises ValueError for an endpoint
+    without a host, with user information, a query or a fragment, or anything else
+    that could make the host ambiguous."""
+    unsafe = _UNSAFE_IN_ENDPOINT.search(endpoint)
+    if unsafe:
+        raise ValueError(f"endpoint {endpoint!r} holds {_named(unsafe.group())}")
+    parts = urlsplit(endpoint)
+    if "@" in parts.netloc:
+        raise ValueError(f"endpoint {endpoint!r} holds user information (user@host); name the host only")
+    if not parts.hostname:
+        raise ValueError(f"endpoint {endpoint!r} names no host")
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise ValueError(f"endpoint {endpoint!r} has an invalid port") from None
+    if parts.query or parts.fragment or "?" in endpoint or "#" in endpoint:
+        raise ValueError(f"endpoint {endpoint!r} may not hold a query or a fragment")
+    base = parts.path.rstrip("/")
+    if base:
+        check_path(base)
+    return f"{parts.scheme}://{parts.netloc}{base}"
+
+
+def url_for(endpoint: str, path: str) -> str:
+    """The URL of ``path`` under ``endpoint``: the one way request URLs are built, so
+    that a profile's path never names another host."""
+    return endpoint_origin(endpoint) + check_path(path)
 
 
 class HttpConfig(AdapterConfig):
@@ -57,6 +133,7 @@ class HttpConfig(AdapterConfig):
 
 
 def check_endpoint(endpoint: str, config: HttpConfig, sealing: str) -> None:
+    endpoint_origin(endpoint)
     if endpoint.startswith("https://"):
         return
     if endpoint.startswith("http://") and config.allow_insecure_http and sealing == "jwe":
@@ -187,7 +264,7 @@ class HttpAdapter(Adapter):
         self, method: str, path: str, *, what: str, **kwargs: Any
     ) -> Answer:
         """Send one request; return a 2xx answer or raise the matching gateway error."""
-        url = self.profile.endpoint.rstrip("/") + path
+        url = url_for(self.profile.endpoint, path)
         where = f"{what} {url}"
         try:
             # No redirects: the endpoint was checked at onboarding (https, or http only

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import DeliveryError, PartnerRejected, PartnerTimeout, PartnerUnavailable
 from gateway.plugin.adapter import Adapter, AdapterConfig, OutboundPackage, Receipt
+from gateway.plugin.http import endpoint_origin
 from gateway.plugin.templates import check_profile_messages, first, render
 from gateway.supervision.redact import redact
 from schemas.partner import PartnerProfile
@@ -58,6 +59,7 @@ class EmailSmtpAdapter(Adapter):
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
         config = EmailConfig.model_validate(profile.adapter_config)
+        endpoint_origin(profile.endpoint)
         if not profile.endpoint.startswith("smtp://") or not urlsplit(profile.endpoint).port:
             raise ValueError(f"endpoint {profile.endpoint!r} must be smtp://HOST:PORT")
         if config.tls == "none" and not config.insecure_no_tls:
