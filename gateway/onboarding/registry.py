@@ -125,7 +125,8 @@ def _check_adapter(gw: Gateway, profile: PartnerProfile, fail: Fail) -> Adapter:
         return cls.for_profile(profile)
     except ValidationError as exc:
         where, _, problem = first_error(exc).partition(": ")
-        raise fail(f"adapter_config.{where}", problem) from None
+        field = "adapter_config" if where == "(top level)" else f"adapter_config.{where}"
+        raise fail(field, problem) from None
     except ValueError as exc:
         raise fail("adapter_config", str(exc)) from None
 

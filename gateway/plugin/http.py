@@ -27,8 +27,9 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDictProxy
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
+from gateway.controls import CONTROLS, describe
 from gateway.errors import PartnerRejected, PartnerTimeout, PartnerUnavailable
 from gateway.plugin.adapter import Adapter, AdapterConfig, PollResult
 from gateway.supervision.redact import redact
@@ -39,16 +40,12 @@ RETRY_STATUSES = frozenset({408, 425, 429})
 
 #: What a path under the endpoint may not hold, even percent-encoded: each could move
 #: the request to another host (``@``, ``//``, ``\``) or split it (control characters).
-_UNSAFE_IN_PATH = re.compile(r"@|//|\\|[\x00-\x1f\x7f-\x9f]")
-_UNSAFE_IN_ENDPOINT = re.compile(r"[\s\\\x00-\x1f\x7f-\x9f]")
+_UNSAFE_IN_PATH = re.compile(rf"@|//|\\|{CONTROLS.pattern}")
+_UNSAFE_IN_ENDPOINT = re.compile(rf"\s|\\|{CONTROLS.pattern}")
 
 
 def _named(found: str) -> str:
-    if found == "\\":
-        return "a backslash"
-    if len(found) == 1 and not found.isprintable():
-        return f"a control character (U+{ord(found):04X})"
-    return repr(found)
+    return describe(found) if len(found) == 1 else repr(found)
 
 
 def check_path(path: str) -> str:
@@ -112,17 +109,55 @@ def url_for(endpoint: str, path: str) -> str:
     return endpoint_origin(endpoint) + check_path(path)
 
 
+def readable_file(path: Path) -> Path:
+    """A file the profile names (a CA bundle, a client certificate or key) must be there
+    and readable now: otherwise every attempt would fail the same way."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    return path
+
+
+#: A file an adapter's config names.
+ReadableFile = Annotated[Path, AfterValidator(readable_file)]
+
+
+def check_tls_files(ca_file: Path | None, cert: Path | None = None, key: Path | None = None) -> None:
+    """Load the TLS files as the session will, without the system's CA store (cheap):
+    raise ValueError, naming the setting, if one is not what it should be."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if key and not cert:
+        raise ValueError("client_key is set without client_cert")
+    try:
+        if ca_file:
+            ctx.load_verify_locations(cafile=str(ca_file))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"ca_file {str(ca_file)!r} is not a PEM CA bundle: {exc}") from None
+    try:
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"client_cert/client_key cannot be loaded as a PEM pair: {exc}") from None
+
+
 class HttpConfig(AdapterConfig):
-    ca_file: Path | None = Field(
+    ca_file: ReadableFile | None = Field(
         default=None, description="extra CA bundle to trust (the partner's private CA)"
     )
-    client_cert: Path | None = Field(default=None, description="mTLS certificate (PEM)")
-    client_key: Path | None = Field(default=None, description="mTLS private key (PEM)")
+    client_cert: ReadableFile | None = Field(default=None, description="mTLS certificate (PEM)")
+    client_key: ReadableFile | None = Field(default=None, description="mTLS private key (PEM)")
     allow_insecure_http: bool = Field(
         default=False,
         description="accept http:// endpoints for packages; for local development only, refused "
         "with tls-only and for a status feed",
     )
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> HttpConfig:
+        check_tls_files(self.ca_file, self.client_cert, self.client_key)
+        return self
 
     def ssl_context(self) -> ssl.SSLContext:
         """Certificate verification is always on; there is no switch to turn it off."""
@@ -251,9 +286,14 @@ class HttpAdapter(Adapter):
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                ssl=self.config.ssl_context(), limit=self.profile.limits.concurrency
-            )
+            try:
+                context = self.config.ssl_context()
+            except OSError as exc:  # ssl.SSLError too: the files changed since onboarding
+                raise PartnerUnavailable(
+                    f"partner {self.profile.id!r}: the TLS files of adapter_config cannot be "
+                    f"loaded ({exc}); fix them, or the profile"
+                ) from None
+            connector = aiohttp.TCPConnector(ssl=context, limit=self.profile.limits.concurrency)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.profile.limits.timeout),
