@@ -19,8 +19,9 @@ from gateway.config import (
     load_settings,
     render_config,
 )
+from gateway.controls import check_text
 from gateway.core import open_database
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, InvalidInput
 from gateway.plugin.manager import describe, get_plugin_manager, key_custody
 from gateway.storage import redact
 from schemas import export as schema_export
@@ -68,9 +69,12 @@ def _init(config_path: Path, bank_id: str, bank_name: str, signing_alg: str) -> 
         click.echo(f"kept existing {config_path}")
     else:
         try:
+            check_text(bank_name, "bank name")
             Settings(bank_id=bank_id, bank_name=bank_name, signing_alg=signing_alg)  # type: ignore[arg-type]
         except ValidationError as exc:
             raise click.BadParameter(first_error(exc)) from None
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc)) from None
         config_path.write_text(render_config(bank_id, bank_name, signing_alg), encoding="utf-8")
         click.echo(f"wrote {config_path}")
     try:
