@@ -14,6 +14,7 @@ be moved or copied as a whole.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 import typing
@@ -352,7 +353,7 @@ def render_config(bank_id: str, bank_name: str, signing_alg: str = "ES256") -> s
 # name and a double underscore before it (GATEWAY_DISPATCH__LEASE_SECONDS=60).
 # `gateway config show` prints what is in effect and where it came from.
 bank_id = "{bank_id}"
-bank_name = "{bank_name}"
+bank_name = {json.dumps(bank_name, ensure_ascii=False)}
 # SQLite file by default; several instances share one PostgreSQL with
 # postgresql://USER@HOST:PORT/DB. Keep the password out of this file: name a file holding
 # it (a mounted secret) in database_password_file, or set GATEWAY_DATABASE_PASSWORD.

@@ -16,14 +16,12 @@ import click
 
 from gateway import jsontext
 from gateway.config import Settings, load_settings
+from gateway.controls import CONTROLS
 from gateway.core import Gateway
 from gateway.errors import GatewayError
 
 T = TypeVar("T")
 MAX_SPAN_DAYS = 36500
-#: Control characters (C0, DEL, C1) and the bidirectional overrides: shown escaped in
-#: tables, so that a stored text cannot move the cursor, recolour or fake rows.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def actor() -> str:
@@ -103,7 +101,7 @@ def flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
 def printable(value: Any) -> str:
     """``value`` as one line of text a terminal shows as it is: control characters
     (CR, LF, ESC, ...) escaped, so a stored text cannot fake a row or move the cursor."""
-    return _UNSAFE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), str(value))
+    return CONTROLS.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), str(value))
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -19,8 +19,10 @@ from gateway.config import (
     load_settings,
     render_config,
 )
+from gateway.controls import check_text
 from gateway.core import open_database, storage_keyring
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, InvalidInput
+from gateway.onboarding.keys import CONFIG_MODE, DIR_MODE, make_dir, write_file
 from gateway.plugin.manager import describe, get_plugin_manager, key_custody
 from gateway.storage import redact
 from schemas import export as schema_export
@@ -63,15 +65,18 @@ def init(obj: dict[str, Any], directory: Path | None, bank_id: str, bank_name: s
 
 
 def _init(config_path: Path, bank_id: str, bank_name: str, signing_alg: str) -> None:
-    config_path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(config_path.parent, DIR_MODE)
     if config_path.exists():
         click.echo(f"kept existing {config_path}")
     else:
         try:
+            check_text(bank_name, "bank name")
             Settings(bank_id=bank_id, bank_name=bank_name, signing_alg=signing_alg)  # type: ignore[arg-type]
         except ValidationError as exc:
             raise click.BadParameter(first_error(exc)) from None
-        config_path.write_text(render_config(bank_id, bank_name, signing_alg), encoding="utf-8")
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc)) from None
+        write_file(config_path, render_config(bank_id, bank_name, signing_alg).encode(), CONFIG_MODE)
         click.echo(f"wrote {config_path}")
     try:
         settings = load_settings(config_path)
@@ -84,7 +89,7 @@ def _init(config_path: Path, bank_id: str, bank_name: str, signing_alg: str) -> 
     click.echo(
         f"keys in {settings.keys_dir}: " + (", ".join(made) + " generated" if made else "all present, kept")
     )
-    settings.partners_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(settings.partners_dir, DIR_MODE)
 
     async def create_db() -> None:
         keyring = storage_keyring(key_custody(get_plugin_manager(), settings), settings)

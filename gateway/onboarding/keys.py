@@ -47,13 +47,36 @@ SIGNING_CURVES = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
 ENCRYPTION_CURVES = {("EC", "P-256"), ("EC", "P-384"), ("EC", "P-521"), ("OKP", "X25519")}
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret atomically, readable by the owner only (0600 from the first byte:
-    a new file of a unique name, never one left behind with other permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+#: Modes set explicitly, whatever the umask: keys directories and secrets are the
+#: owner's only; other directories (the workspace, partners/) the owner's and its group's.
+KEYS_DIR_MODE = 0o700
+DIR_MODE = 0o750
+PRIVATE_MODE = 0o600
+PUBLIC_MODE = 0o644
+CONFIG_MODE = 0o640
+
+
+def make_dir(path: Path, mode: int) -> None:
+    """Create ``path`` and its missing parents with ``mode`` exactly (a umask only takes
+    bits away from what mkdir asks, and a permissive one leaves them); a directory that
+    existed keeps its mode."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode)
+            directory.chmod(mode)
+
+
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``path`` atomically with ``mode`` from the first byte: a new file of a
+    unique name, never one left behind with other permissions, renamed over it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         try:
+            os.fchmod(fd, mode)
             fh = os.fdopen(fd, "wb")
         except BaseException:
             os.close(fd)
@@ -69,11 +92,17 @@ def write_private(path: Path, data: bytes) -> None:
         raise
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret atomically, readable by the owner only (0600), in a directory
+    made the owner's only if it is new."""
+    make_dir(path.parent, KEYS_DIR_MODE)
+    write_file(path, data, PRIVATE_MODE)
+
+
 def write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write a public file (a JWKS, a verifier key) atomically, 0644."""
+    make_dir(path.parent, KEYS_DIR_MODE)
+    write_file(path, data, PUBLIC_MODE)
 
 
 def generate_signing_key(alg: str) -> JWK:
@@ -180,8 +209,8 @@ class KeyStore:
         """Create whatever bank key is missing; never overwrite one. Return what was made."""
         made = []
         # The bank's private keys live here: the directory itself is the owner's only.
-        self.bank.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.bank.chmod(0o700)
+        make_dir(self.bank, KEYS_DIR_MODE)
+        self.bank.chmod(KEYS_DIR_MODE)
         if not self.signing_path.exists():
             self._install_signing_key(generate_signing_key(alg), retired=[])
             made.append("signing key")
@@ -194,12 +223,12 @@ class KeyStore:
             )
             write_private(self.bank / "audit-log.pem", pem)
             made.append("audit log key")
-        self.partners.mkdir(parents=True, exist_ok=True)
+        make_dir(self.partners, KEYS_DIR_MODE)
         return made
 
     def generate_pseudonym_key(self) -> list[str]:
         """The pseudonymization master key, if missing (a file with every custody)."""
-        self.bank.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dir(self.bank, KEYS_DIR_MODE)
         if (self.bank / "pseudonym.key").exists():
             return []
         write_private(self.bank / "pseudonym.key", os.urandom(32).hex().encode())

@@ -26,6 +26,7 @@ from gateway.onboarding.keys import new_webhook_secret, secret_id
 from gateway.placement.minimize import check_rule
 from gateway.placement.seal import keyset_problem
 from gateway.plugin.adapter import Adapter
+from gateway.plugin.http import endpoint_origin
 from gateway.storage import Transaction
 from gateway.supervision.redact import check_reason
 from schemas.audit import ChangeKind, KeyRetired, PartnerChange, SecretChange, WebhookSecretChanged
@@ -88,6 +89,10 @@ def check_profile(gw: Gateway, profile: PartnerProfile, source: str, today: date
     def fail(field: str, problem: str) -> ProfileError:
         return ProfileError(source, field, problem)
 
+    try:
+        endpoint_origin(profile.endpoint)
+    except ValueError as exc:
+        raise fail("endpoint", str(exc)) from None
     adapter = _check_adapter(gw, profile, fail)
     _check_sealing(gw, profile, fail)
     if profile.callback_format not in gw.callback_formats:
@@ -122,7 +127,8 @@ def _check_adapter(gw: Gateway, profile: PartnerProfile, fail: Fail) -> Adapter:
         return cls.for_profile(profile)
     except ValidationError as exc:
         where, _, problem = first_error(exc).partition(": ")
-        raise fail(f"adapter_config.{where}", problem) from None
+        field = "adapter_config" if where == "(top level)" else f"adapter_config.{where}"
+        raise fail(field, problem) from None
     except ValueError as exc:
         raise fail("adapter_config", str(exc)) from None
 

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from gateway.clock import isotime
+from gateway.controls import check_text
 from gateway.core import Gateway
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from schemas.audit import TokenCreated, TokenRevoked
@@ -38,6 +39,7 @@ async def create(
     """A new token, shown once; with ``expires_in`` it is refused (401) after that."""
     if role not in ROLES:
         raise InvalidInput(f"unknown role {role!r} (choose {', '.join(ROLES)})")
+    check_text(label, "label")
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     now = gw.now()

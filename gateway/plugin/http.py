@@ -16,17 +16,20 @@ partner reference is stored, so an operator can follow it up.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDictProxy
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
+from gateway.controls import CONTROLS, describe
 from gateway.errors import PartnerRejected, PartnerTimeout, PartnerUnavailable
 from gateway.plugin.adapter import Adapter, AdapterConfig, PollResult
 from gateway.supervision.redact import redact
@@ -35,18 +38,126 @@ from gateway.supervision.redact import redact
 MAX_BODY = 1 << 20
 RETRY_STATUSES = frozenset({408, 425, 429})
 
+#: What a path under the endpoint may not hold, even percent-encoded: each could move
+#: the request to another host (``@``, ``//``, ``\``) or split it (control characters).
+_UNSAFE_IN_PATH = re.compile(rf"@|//|\\|{CONTROLS.pattern}")
+_UNSAFE_IN_ENDPOINT = re.compile(rf"\s|\\|{CONTROLS.pattern}")
+
+
+def _named(found: str) -> str:
+    return describe(found) if len(found) == 1 else repr(found)
+
+
+def check_path(path: str) -> str:
+    """A path under the endpoint (``packages_path``, ``send_path``...): one leading ``/``
+    and nothing that could leave the endpoint's host, however often percent-encoded.
+    Raises ValueError; returns the path (a pydantic validator)."""
+    if not path.startswith("/"):
+        raise ValueError(f"path {path!r} must start with a single '/' (a path under the endpoint)")
+    layer = path
+    for _ in range(8):  # %252f is %2f is /: every decoding is looked at
+        found = _UNSAFE_IN_PATH.search(layer)
+        if found:
+            encoded = "" if layer is path else " (percent-encoded)"
+            raise ValueError(
+                f"path {path!r} holds {_named(found.group())}{encoded}; only a plain path under the endpoint"
+            )
+        decoded = unquote(layer)
+        if decoded == layer:
+            return path
+        layer = decoded
+    raise ValueError(f"path {path!r} is percent-encoded too many times")
+
+
+def _optional_path(path: str | None) -> str | None:
+    return check_path(path) if path else path  # "" or none: no such request
+
+
+#: A path field of an adapter's config.
+UrlPath = Annotated[str, AfterValidator(check_path)]
+OptionalUrlPath = Annotated[str | None, AfterValidator(_optional_path)]
+
+
+def endpoint_origin(endpoint: str) -> str:
+    """``scheme://host[:port]`` and the endpoint's own path, if any, without a trailing
+    ``/``: what every request's path is joined onto. Raises ValueError for an endpoint
+    without a host, with user information, a query or a fragment, or anything else
+    that could make the host ambiguous."""
+    unsafe = _UNSAFE_IN_ENDPOINT.search(endpoint)
+    if unsafe:
+        raise ValueError(f"endpoint {endpoint!r} holds {_named(unsafe.group())}")
+    parts = urlsplit(endpoint)
+    if "@" in parts.netloc:
+        raise ValueError(f"endpoint {endpoint!r} holds user information (user@host); name the host only")
+    if not parts.hostname:
+        raise ValueError(f"endpoint {endpoint!r} names no host")
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise ValueError(f"endpoint {endpoint!r} has an invalid port") from None
+    if parts.query or parts.fragment or "?" in endpoint or "#" in endpoint:
+        raise ValueError(f"endpoint {endpoint!r} may not hold a query or a fragment")
+    base = parts.path.rstrip("/")
+    if base:
+        check_path(base)
+    return f"{parts.scheme}://{parts.netloc}{base}"
+
+
+def url_for(endpoint: str, path: str) -> str:
+    """The URL of ``path`` under ``endpoint``: the one way request URLs are built, so
+    that a profile's path never names another host."""
+    return endpoint_origin(endpoint) + check_path(path)
+
+
+def readable_file(path: Path) -> Path:
+    """A file the profile names (a CA bundle, a client certificate or key) must be there
+    and readable now: otherwise every attempt would fail the same way."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    return path
+
+
+#: A file an adapter's config names.
+ReadableFile = Annotated[Path, AfterValidator(readable_file)]
+
+
+def check_tls_files(ca_file: Path | None, cert: Path | None = None, key: Path | None = None) -> None:
+    """Load the TLS files as the session will, without the system's CA store (cheap):
+    raise ValueError, naming the setting, if one is not what it should be."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if key and not cert:
+        raise ValueError("client_key is set without client_cert")
+    try:
+        if ca_file:
+            ctx.load_verify_locations(cafile=str(ca_file))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"ca_file {str(ca_file)!r} is not a PEM CA bundle: {exc}") from None
+    try:
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"client_cert/client_key cannot be loaded as a PEM pair: {exc}") from None
+
 
 class HttpConfig(AdapterConfig):
-    ca_file: Path | None = Field(
+    ca_file: ReadableFile | None = Field(
         default=None, description="extra CA bundle to trust (the partner's private CA)"
     )
-    client_cert: Path | None = Field(default=None, description="mTLS certificate (PEM)")
-    client_key: Path | None = Field(default=None, description="mTLS private key (PEM)")
+    client_cert: ReadableFile | None = Field(default=None, description="mTLS certificate (PEM)")
+    client_key: ReadableFile | None = Field(default=None, description="mTLS private key (PEM)")
     allow_insecure_http: bool = Field(
         default=False,
         description="accept http:// endpoints for packages; for local development only, refused "
         "with tls-only and for a status feed",
     )
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> HttpConfig:
+        check_tls_files(self.ca_file, self.client_cert, self.client_key)
+        return self
 
     def ssl_context(self) -> ssl.SSLContext:
         """Certificate verification is always on; there is no switch to turn it off."""
@@ -57,6 +168,7 @@ class HttpConfig(AdapterConfig):
 
 
 def check_endpoint(endpoint: str, config: HttpConfig, sealing: str) -> None:
+    endpoint_origin(endpoint)
     if endpoint.startswith("https://"):
         return
     if endpoint.startswith("http://") and config.allow_insecure_http and sealing == "jwe":
@@ -174,9 +286,14 @@ class HttpAdapter(Adapter):
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                ssl=self.config.ssl_context(), limit=self.profile.limits.concurrency
-            )
+            try:
+                context = self.config.ssl_context()
+            except OSError as exc:  # ssl.SSLError too: the files changed since onboarding
+                raise PartnerUnavailable(
+                    f"partner {self.profile.id!r}: the TLS files of adapter_config cannot be "
+                    f"loaded ({exc}); fix them, or the profile"
+                ) from None
+            connector = aiohttp.TCPConnector(ssl=context, limit=self.profile.limits.concurrency)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.profile.limits.timeout),
@@ -187,7 +304,7 @@ class HttpAdapter(Adapter):
         self, method: str, path: str, *, what: str, **kwargs: Any
     ) -> Answer:
         """Send one request; return a 2xx answer or raise the matching gateway error."""
-        url = self.profile.endpoint.rstrip("/") + path
+        url = url_for(self.profile.endpoint, path)
         where = f"{what} {url}"
         try:
             # No redirects: the endpoint was checked at onboarding (https, or http only

@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from gateway.controls import check_text
 from gateway.errors import InvalidInput
 from schemas.api import MAX_REASON
 
@@ -87,7 +88,9 @@ REASON_NUMBER = re.compile(r"\d(?:[ ./-]?\d){6,}")
 def check_reason(reason: str) -> None:
     """Refuse an operator's reason (recall, offboarding, suspension) that holds what
     looks like personal data: it is written to the audit log, which holds pseudonymous
-    tokens only, and a recall's reason is sent to the partner. The value is not quoted."""
+    tokens only, and a recall's reason is sent to the partner. The value is not quoted. Nor
+    may it hold control or bidirectional characters (`gateway.controls`)."""
+    check_text(reason, "reason")
     if len(reason) > MAX_REASON:
         raise InvalidInput(f"the reason is {len(reason)} characters long; at most {MAX_REASON}")
     found = (

@@ -14,13 +14,22 @@ from pydantic import Field
 
 from gateway.errors import DeliveryError
 from gateway.plugin.adapter import AdapterConfig, OutboundPackage, PollResult, Receipt
-from gateway.plugin.http import HttpAdapter, HttpConfig, check_endpoint, check_status_feed, json_field, status_feed
+from gateway.plugin.http import (
+    HttpAdapter,
+    HttpConfig,
+    OptionalUrlPath,
+    UrlPath,
+    check_endpoint,
+    check_status_feed,
+    json_field,
+    status_feed,
+)
 from schemas.partner import PartnerProfile
 
 
 class AgencyConfig(HttpConfig):
-    packages_path: str = Field(default="/packages", description="POST target, under endpoint")
-    status_feed_path: str | None = Field(
+    packages_path: UrlPath = Field(default="/packages", description="POST target, under endpoint")
+    status_feed_path: OptionalUrlPath = Field(
         default=None, description="GET feed of status events, for partners that cannot push"
     )
     poll_interval: float = Field(default=300.0, gt=0, description="seconds between polls")

@@ -18,13 +18,22 @@ from pydantic import Field
 
 from gateway.errors import DeliveryError
 from gateway.plugin.adapter import AdapterConfig, OutboundPackage, PollResult, Receipt
-from gateway.plugin.http import HttpAdapter, HttpConfig, check_endpoint, check_status_feed, json_field, status_feed
+from gateway.plugin.http import (
+    HttpAdapter,
+    HttpConfig,
+    OptionalUrlPath,
+    UrlPath,
+    check_endpoint,
+    check_status_feed,
+    json_field,
+    status_feed,
+)
 from schemas.partner import PartnerProfile
 
 
 class ArbitrationConfig(HttpConfig):
-    filings_path: str = Field(default="/filings", description="POST target, under endpoint")
-    status_path: str | None = Field(default="/filings/status", description="GET status feed")
+    filings_path: UrlPath = Field(default="/filings", description="POST target, under endpoint")
+    status_path: OptionalUrlPath = Field(default="/filings/status", description="GET status feed")
     poll_interval: float = Field(default=3600.0, gt=0, description="seconds between polls")
 
 

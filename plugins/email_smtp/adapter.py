@@ -14,10 +14,12 @@ from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 import aiosmtplib
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.controls import control_in
 from gateway.errors import DeliveryError, PartnerRejected, PartnerTimeout, PartnerUnavailable
 from gateway.plugin.adapter import Adapter, AdapterConfig, OutboundPackage, Receipt
+from gateway.plugin.http import ReadableFile, check_tls_files, endpoint_origin
 from gateway.plugin.templates import check_profile_messages, first, render
 from gateway.supervision.redact import redact
 from schemas.partner import PartnerProfile
@@ -26,8 +28,16 @@ from schemas.partner import PartnerProfile
 class Template(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subject: str = Field(min_length=1)
+    subject: str = Field(min_length=1, description="one line: no control characters")
     text: str = Field(min_length=1, description="plain-text body with {field.path} slots")
+
+    @field_validator("subject")
+    @classmethod
+    def _one_line(cls, subject: str) -> str:
+        found = control_in(subject)
+        if found:
+            raise ValueError(f"the subject holds {found}; a mail header is one line of text")
+        return subject
 
 
 class EmailConfig(AdapterConfig):
@@ -36,9 +46,14 @@ class EmailConfig(AdapterConfig):
     insecure_no_tls: bool = Field(
         default=False, description="must be true for tls = 'none'; local development only"
     )
-    ca_file: str | None = None
+    ca_file: ReadableFile | None = None
     recipient_field: str = "debtor.email"
     templates: dict[str, Template] = Field(min_length=1, description="by purpose")
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> EmailConfig:
+        check_tls_files(self.ca_file)
+        return self
 
 
 def smtp_error(code: int, message: str, where: str) -> DeliveryError:
@@ -58,6 +73,7 @@ class EmailSmtpAdapter(Adapter):
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
         config = EmailConfig.model_validate(profile.adapter_config)
+        endpoint_origin(profile.endpoint)
         if not profile.endpoint.startswith("smtp://") or not urlsplit(profile.endpoint).port:
             raise ValueError(f"endpoint {profile.endpoint!r} must be smtp://HOST:PORT")
         if config.tls == "none" and not config.insecure_no_tls:
@@ -86,8 +102,8 @@ class EmailSmtpAdapter(Adapter):
         url = urlsplit(self.profile.endpoint)
         where = f"mail for package {package.package_id} via {url.hostname}:{url.port}"
         tls = self.config.tls
-        context = ssl.create_default_context(cafile=self.config.ca_file) if tls != "none" else None
         try:
+            context = ssl.create_default_context(cafile=self.config.ca_file) if tls != "none" else None
             _, reply = await aiosmtplib.send(
                 msg,
                 hostname=url.hostname,

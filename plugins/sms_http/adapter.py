@@ -15,7 +15,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.plugin.adapter import AdapterConfig, OutboundPackage, Receipt
-from gateway.plugin.http import HttpAdapter, HttpConfig, check_endpoint, json_field
+from gateway.plugin.http import HttpAdapter, HttpConfig, UrlPath, check_endpoint, json_field
 from gateway.plugin.templates import check_profile_messages, first, render, slots
 from schemas.partner import PartnerProfile
 
@@ -28,7 +28,7 @@ class Template(BaseModel):
 
 
 class SmsConfig(HttpConfig):
-    send_path: str = "/messages"
+    send_path: UrlPath = "/messages"
     recipient_field: str = Field(
         default="debtor.phones[].number", description="minimized field that holds the number"
     )
