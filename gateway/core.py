@@ -25,7 +25,7 @@ from gateway.onboarding.custody import KeyCustody
 from gateway.onboarding.keys import KeyStore
 from gateway.ops.plugin import OpsPlugin
 from gateway.placement.transforms import Transform
-from gateway.plugin.adapter import Adapter
+from gateway.plugin.adapter import Adapter, Resources
 from gateway.plugin.events import Event, emit
 from gateway.plugin.manager import (
     adapters,
@@ -126,6 +126,11 @@ class Gateway:
             self.witnesses,
             final=final,
         )
+
+    @functools.cached_property
+    def adapter_resources(self) -> Resources:
+        """What adapters are lent: the key store, the package signer, a state folder."""
+        return Resources(self.keys, self.custody.package_signer, self.settings.base_dir / "spool")
 
     @functools.cached_property
     def writer(self) -> GroupWriter:

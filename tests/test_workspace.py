@@ -236,11 +236,12 @@ def test_plugins_lists_builtin_adapters_as_json() -> None:
     result = invoke("plugins")
     plugins = json.loads(result.output)
     adapters = sorted(a for p in plugins for a in p["adapters"])
-    assert adapters == ["agency_http", "arbitration_http", "email_smtp", "sms_http"]
+    assert adapters == ["agency_http", "arbitration_http", "email_smtp", "sftp_batch", "sms_http"]
     assert all(p["builtin"] for p in plugins)
     hooks = {p["name"]: p["hooks"] for p in plugins}
     assert hooks.pop("gateway.onboarding.file_custody") == ["gateway_key_custody"]
     assert hooks.pop("gateway.onboarding.hsm") == ["gateway_key_custody"]
+    assert hooks.pop("plugins.sms_http") == ["gateway_register_adapters", "gateway_register_callback_formats"]
     assert all(h == ["gateway_register_adapters"] for h in hooks.values())
 
 

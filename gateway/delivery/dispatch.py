@@ -137,7 +137,7 @@ class Dispatcher:
         try:
             if cls is None:
                 raise ValueError(f"adapter {record.profile.adapter!r} is not installed")
-            adapter = cls.for_profile(record.profile)
+            adapter = cls.for_profile(record.profile, self.gw.adapter_resources)
         except ValueError as exc:
             log.error("partner %s skipped: %s (fix the profile, `gateway partners add --update`)",
                       record.id, exc)

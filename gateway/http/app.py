@@ -103,7 +103,8 @@ ROUTES: list[Route] = [
         "POST",
         "/v1/partners/{partner_id}/callbacks/{format}",
         receive_in_format,
-        "A partner reports in a callback format its profile names (a plugin's)",
+        "A partner reports in a callback format its profile names (a plugin's);"
+        " a report the format finds nothing to take in (an interim status) is answered 200",
         response=CallbackResponse,
         status=202,
         tags=("partners",),

@@ -65,6 +65,8 @@ async def receive_in_format(request: web.Request) -> web.StreamResponse:
     )
     message_id = fmt.verify(request.headers, body, credentials, gw.now().timestamp())
     event = fmt.event_json(body)
+    if event is None:
+        return json_response({"ignored": "the report carries no status the gateway takes in"}, status=200)
     return _answer(
         partner_id, await inbound.ingest(gw, partner_id, event, channel="callback", webhook_id=message_id)
     )

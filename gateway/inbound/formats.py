@@ -39,9 +39,11 @@ class CallbackFormat:
         it are refused). Raise ``gateway.errors.Unauthorized`` (401) or ``InvalidInput``."""
         raise NotImplementedError
 
-    def event_json(self, body: bytes) -> bytes:
+    def event_json(self, body: bytes) -> bytes | None:
         """The report as one status event, JSON in the shape of ``schemas/events.py``;
-        the pipeline validates it (422 when it does not fit)."""
+        the pipeline validates it (422 when it does not fit). None: an authentic report
+        that carries nothing to take in (a provider's interim status), acknowledged with
+        200 and not stored."""
         raise NotImplementedError
 
 

@@ -52,7 +52,7 @@ def pollable(gw: Gateway, record: registry.PartnerRecord) -> Adapter | None:
     cls = gw.adapters.get(record.profile.adapter)
     if cls is None or not read_feed(record):
         return None
-    adapter = cls.for_profile(record.profile)
+    adapter = cls.for_profile(record.profile, gw.adapter_resources)
     return adapter if adapter.poll_interval() is not None else None
 
 

@@ -9,6 +9,8 @@
     KEYS_DIR/bank/audit-log.pem    Ed25519 key that signs audit checkpoints (private, 0600)
     KEYS_DIR/partners/ID.jwks.json partners' public keys (encryption; Ed25519 for v1a callbacks)
     KEYS_DIR/partners/ID.whsec     shared secrets for v1 callbacks, newest last (0600)
+    KEYS_DIR/partners/NAME.secret  credentials a profile names: API keys, passwords (0600)
+    KEYS_DIR/partners/NAME.key     the bank's SSH private key for a file partner (0600)
 
 Private material is only ever read here and handed to the code that uses it; no
 function returns it as text for printing.
@@ -364,16 +366,41 @@ class KeyStore:
 
     # -- partners' public keys ----------------------------------------------------------
 
-    def partner_file(self, relative: str) -> str:
-        """The file a profile's ``jwks`` names, which must lie in keys/partners/: a
-        profile must not make the gateway open (and quote in its errors) any file."""
+    def partner_file(self, relative: str, suffix: str = ".json", example: str = "NAME.jwks.json") -> str:
+        """The file a profile names (``jwks``, a credential), which must lie in
+        keys/partners/: a profile must not make the gateway open (and quote in its
+        errors) any file."""
         path = os.path.normpath(os.path.join(self.root, relative))
-        if os.path.dirname(path) != os.path.normpath(self.partners) or not path.endswith(".json"):
-            raise KeyStoreError(
-                f"{relative!r} is not a file of {self.partners}/: name the partner's key set "
-                "partners/NAME.jwks.json"
-            )
+        if os.path.dirname(path) != os.path.normpath(self.partners) or not path.endswith(suffix):
+            raise KeyStoreError(f"{relative!r} is not a file of {self.partners}/: name it partners/{example}")
         return path
+
+    def partner_secret_path(self, relative: str) -> Path:
+        """A credential a profile names by file (an API key, a password, an SSH key):
+        ``partners/NAME.secret`` or ``partners/NAME.key`` in the key store, readable by
+        its owner only, like the bank's own keys."""
+        suffix = ".key" if relative.endswith(".key") else ".secret"
+        path = self.partner_file(relative, suffix, "NAME.secret (or NAME.key for a private key)")
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise KeyStoreError(
+                f"{path} is missing: save the credential there, readable by its owner only"
+            ) from None
+        if mode & 0o077:
+            raise KeyStoreError(f"{path} is readable by others (mode {mode & 0o777:o}): chmod 600 it")
+        return Path(path)
+
+    def partner_secret(self, relative: str) -> bytes:
+        """The credential in ``partners/NAME.secret`` (one line, the newline dropped)."""
+
+        def load(path: Path) -> bytes:
+            secret = path.read_bytes().rstrip(b"\r\n")
+            if not secret:
+                raise KeyStoreError(f"{path} is empty")
+            return secret
+
+        return self._load("partner secret", self.partner_secret_path(relative), load)  # type: ignore[no-any-return]
 
     def partner_keyset(self, relative: str) -> KeySet:
         def load(path: Path) -> KeySet:

@@ -124,7 +124,7 @@ def _check_adapter(gw: Gateway, profile: PartnerProfile, fail: Fail) -> Adapter:
             f"adapter {cls.name!r} serves {', '.join(sorted(cls.kinds))}, not {profile.kind!r}",
         )
     try:
-        return cls.for_profile(profile)
+        return cls.for_profile(profile, gw.adapter_resources)
     except ValidationError as exc:
         where, _, problem = first_error(exc).partition(": ")
         field = "adapter_config" if where == "(top level)" else f"adapter_config.{where}"

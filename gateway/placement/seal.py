@@ -99,6 +99,19 @@ def sign(claims: dict[str, Any], signer: PackageSigner) -> str:
     return (signing_input + b"." + _b64(signature)).decode("ascii")
 
 
+def sign_detached(payload: bytes, signer: PackageSigner) -> str:
+    """A compact JWS of ``payload`` with the payload left out (RFC 7515 appendix F:
+    ``header..signature``), for a file that travels beside its signature: the verifier
+    puts the file's base64url back between the dots."""
+    header = {"alg": signer.alg, "kid": signer.kid}
+    protected = _b64(json.dumps(header, separators=(",", ":")).encode())
+    try:
+        signature = signer.sign(protected + b"." + _b64(payload))
+    except Exception as exc:  # a device or plugin failure, whatever its type
+        raise SealingError(f"cannot sign with key {signer.kid}: {type(exc).__name__}") from None
+    return (protected + b".." + _b64(signature)).decode("ascii")
+
+
 def encrypt(signed: str, recipient: JWK) -> str:
     header = {"alg": KEY_ALG, "enc": CONTENT_ENC, "cty": "JWT", "kid": recipient.kid}
     with _sealing(f"cannot encrypt package to key {recipient.kid}"):

@@ -9,12 +9,19 @@ never retries by itself: retries, rate limits and the circuit breaker live in th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from gateway.errors import DeliveryError
 from schemas.partner import PartnerProfile
+
+if TYPE_CHECKING:
+    from gateway.onboarding.custody import PackageSigner
+    from gateway.onboarding.keys import KeyStore
 
 
 class AdapterConfig(BaseModel):
@@ -48,6 +55,19 @@ class PollResult:
     cursor: str | None = None
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What the gateway lends an adapter besides its profile, for adapters that need it
+    (``Gateway.adapter_resources``): none of it is ever written in a profile."""
+
+    keys: KeyStore
+    """The key store: credentials a profile names by file (`KeyStore.partner_secret`)."""
+    signer: Callable[[], PackageSigner]
+    """The bank's package signer (the key custody's), for files the bank signs."""
+    state_dir: Path
+    """The workspace's folder for adapters' own state; each uses ``state_dir / partner id``."""
+
+
 class Adapter:
     #: The name profiles use in ``adapter = "..."``.
     name: ClassVar[str]
@@ -55,9 +75,12 @@ class Adapter:
     kinds: ClassVar[frozenset[str]]
     Config: ClassVar[type[AdapterConfig]] = AdapterConfig
 
-    def __init__(self, profile: PartnerProfile, config: AdapterConfig) -> None:
+    def __init__(
+        self, profile: PartnerProfile, config: AdapterConfig, resources: Resources | None = None
+    ) -> None:
         self.profile = profile
         self.config = config
+        self.resources = resources
 
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
@@ -66,9 +89,17 @@ class Adapter:
         return cls.Config.model_validate(profile.adapter_config)
 
     @classmethod
-    def for_profile(cls, profile: PartnerProfile) -> Adapter:
-        """An adapter for ``profile``, its config checked; opens no connection."""
-        return cls(profile, cls.check_profile(profile))
+    def for_profile(cls, profile: PartnerProfile, resources: Resources | None = None) -> Adapter:
+        """An adapter for ``profile``, its config checked; opens no connection. With
+        ``resources`` (onboarding, dispatch, polling), an adapter that reads credentials
+        checks them here and raises ValueError naming the field."""
+        return cls(profile, cls.check_profile(profile), resources)
+
+    def lent(self) -> Resources:
+        """The resources; an adapter made without them cannot reach its credentials."""
+        if self.resources is None:
+            raise DeliveryError(f"adapter {self.name} for {self.profile.id!r} was made without the key store")
+        return self.resources
 
     async def deliver(self, package: OutboundPackage) -> Receipt:
         raise NotImplementedError

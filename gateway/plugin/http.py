@@ -87,7 +87,10 @@ def endpoint_origin(endpoint: str) -> str:
     if unsafe:
         raise ValueError(f"endpoint {endpoint!r} holds {_named(unsafe.group())}")
     parts = urlsplit(endpoint)
-    if "@" in parts.netloc:
+    # SFTP names its login user in the URL (sftp://user@host); nothing else may, and a
+    # password never (it belongs in keys/partners/).
+    login_allowed = parts.scheme == "sftp" and parts.password is None and parts.netloc.count("@") == 1
+    if "@" in parts.netloc and not login_allowed:
         raise ValueError(f"endpoint {endpoint!r} holds user information (user@host); name the host only")
     if not parts.hostname:
         raise ValueError(f"endpoint {endpoint!r} names no host")

@@ -28,6 +28,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "plugins.arbitration_http",
     "plugins.sms_http",
     "plugins.email_smtp",
+    "plugins.sftp_batch",
 )
 ENTRY_POINT_GROUP = "gateway"
 

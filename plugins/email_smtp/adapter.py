@@ -1,5 +1,12 @@
 """Adapter for email over SMTP (aiosmtplib): short templated reminders, TLS required.
 
+``[adapter_config.auth]`` logs in with SMTP AUTH (``username``, and the password in its
+file of the key store, ``password_file = "partners/NAME.secret"``, 0600). A profile
+asking for AUTH without TLS is refused at onboarding: the password would cross the
+network in clear. aiosmtplib logs in only after STARTTLS (or on the implicit-TLS
+connection), and a relay that refuses the login is an operator's problem to fix, not the
+package's: retried (``PartnerUnavailable``), never dead.
+
 One connection per message (reminders are few and rate-limited). The ``Message-ID`` is
 derived from the package id, so a resend after a crash is recognisably the same message
 to the relay and to the recipient's mail client. SMTP replies map onto the error tree:
@@ -17,8 +24,8 @@ import aiosmtplib
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.controls import control_in
-from gateway.errors import DeliveryError, PartnerRejected, PartnerTimeout, PartnerUnavailable
-from gateway.plugin.adapter import Adapter, AdapterConfig, OutboundPackage, Receipt
+from gateway.errors import DeliveryError, GatewayError, PartnerRejected, PartnerTimeout, PartnerUnavailable
+from gateway.plugin.adapter import Adapter, AdapterConfig, OutboundPackage, Receipt, Resources
 from gateway.plugin.http import ReadableFile, check_tls_files, endpoint_origin
 from gateway.plugin.templates import check_profile_messages, first, render
 from gateway.supervision.redact import redact
@@ -40,6 +47,11 @@ class Template(BaseModel):
         return subject
 
 
+class SmtpAuth(AdapterConfig):
+    username: str = Field(min_length=1)
+    password_file: str = Field(description="the password's file in the key store: partners/NAME.secret")
+
+
 class EmailConfig(AdapterConfig):
     sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     tls: Literal["starttls", "implicit", "none"] = "starttls"
@@ -48,6 +60,7 @@ class EmailConfig(AdapterConfig):
     )
     ca_file: ReadableFile | None = None
     recipient_field: str = "debtor.email"
+    auth: SmtpAuth | None = Field(default=None, description="SMTP AUTH; only over TLS")
     templates: dict[str, Template] = Field(min_length=1, description="by purpose")
 
     @model_validator(mode="after")
@@ -78,9 +91,28 @@ class EmailSmtpAdapter(Adapter):
             raise ValueError(f"endpoint {profile.endpoint!r} must be smtp://HOST:PORT")
         if config.tls == "none" and not config.insecure_no_tls:
             raise ValueError("adapter_config.tls = 'none' needs insecure_no_tls = true (development only)")
+        if config.tls == "none" and config.auth is not None:  # the password would cross in clear
+            raise ValueError("auth needs TLS: tls = 'starttls' or 'implicit'")
         texts = {p: [t.subject, t.text] for p, t in config.templates.items()}
         check_profile_messages(profile, texts, config.recipient_field)
         return config
+
+    def __init__(
+        self, profile: PartnerProfile, config: AdapterConfig, resources: Resources | None = None
+    ) -> None:
+        super().__init__(profile, config, resources)
+        if resources is not None and self.config.auth is not None:
+            try:
+                resources.keys.partner_secret(self.config.auth.password_file)
+            except GatewayError as exc:
+                raise ValueError(f"auth.password_file: {exc}") from None
+
+    def login(self) -> tuple[str | None, str | None]:
+        """The user name and password to log in with, if the profile logs in."""
+        auth = self.config.auth
+        if auth is None:
+            return None, None
+        return auth.username, self.lent().keys.partner_secret(auth.password_file).decode()
 
     def message_texts(self, purpose: str) -> list[str]:
         template = self.config.templates.get(purpose)
@@ -102,6 +134,8 @@ class EmailSmtpAdapter(Adapter):
         url = urlsplit(self.profile.endpoint)
         where = f"mail for package {package.package_id} via {url.hostname}:{url.port}"
         tls = self.config.tls
+        context = ssl.create_default_context(cafile=self.config.ca_file) if tls != "none" else None
+        username, password = self.login()
         try:
             context = ssl.create_default_context(cafile=self.config.ca_file) if tls != "none" else None
             _, reply = await aiosmtplib.send(
@@ -112,7 +146,14 @@ class EmailSmtpAdapter(Adapter):
                 start_tls=tls == "starttls",
                 tls_context=context,
                 timeout=self.profile.limits.timeout,
+                username=username,
+                password=password,
             )
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise PartnerUnavailable(
+                f"{where}: SMTP {exc.code}: the relay refused the login; check adapter_config.auth"
+                " and its password file", status=exc.code,
+            ) from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
             raise smtp_error(refused.code, refused.message, where) from None
