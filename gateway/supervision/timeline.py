@@ -13,8 +13,8 @@ from gateway.errors import NotFound
 async def case_timeline(gw: Gateway, case_id: str) -> dict[str, Any]:
     async with gw.db.transaction() as tx:
         assignments = await tx.fetchall(
-            "SELECT partner_id, purpose, state, placed_at, accepted_at, recalled_at, deletion_due,"
-            " attested_at"
+            "SELECT partner_id, purpose, state, placed_at, accepted_at, recalled_at, recall_reason,"
+            " deletion_due, attested_at, timezone"
             " FROM assignments WHERE case_id = ? ORDER BY placed_at",
             (case_id,),
         )
