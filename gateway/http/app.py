@@ -19,6 +19,7 @@ from gateway.http.observe import observe
 from gateway.http.openapi import document
 from gateway.http.problems import problems
 from gateway.http.routes import Route, json_response, parameters
+from gateway.http.ui import mount as mount_dashboard
 from gateway.inbound import poller
 from gateway.ops import watch
 from schemas import ops
@@ -265,4 +266,5 @@ def create_app(
         app.cleanup_ctx.append(workers_ctx)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
+    mount_dashboard(app)  # the supervisor dashboard under /ui (gateway.http.ui)
     return app

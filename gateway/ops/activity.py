@@ -36,7 +36,7 @@ async def activity(db: Database, now: datetime) -> dict[str, dict[str, int]]:
             (*FAILED, isotime(day_start(now))),
         )
         for row in attempts:
-            counts = out.setdefault(row["partner_id"], _empty())
+            counts = out.setdefault(row["partner_id"], empty())
             counts["delivered_today"], counts["failed_today"] = int(row["delivered"]), int(row["failed"])
         for days in VIOLATION_DAYS:
             rows = await tx.fetchall(
@@ -44,9 +44,9 @@ async def activity(db: Database, now: datetime) -> dict[str, dict[str, int]]:
                 (isotime(now - timedelta(days=days)),),
             )
             for row in rows:
-                out.setdefault(row["partner_id"], _empty())[f"violations_{days}d"] = int(row["n"])
+                out.setdefault(row["partner_id"], empty())[f"violations_{days}d"] = int(row["n"])
     return out
 
 
-def _empty() -> dict[str, int]:
+def empty() -> dict[str, int]:
     return {"delivered_today": 0, "failed_today": 0, **{f"violations_{d}d": 0 for d in VIOLATION_DAYS}}
