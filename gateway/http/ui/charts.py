@@ -85,7 +85,7 @@ def line(chart_id: str, title: str, weeks: list[date], values: list[float | None
     top = max(known, default=0) or 1.0
     if unit == "%":
         top = max(top, 0.01)
-    fmt = "{:.0%}" if unit == "%" else "{:.1f}"
+    fmt = ("{:.0%}" if top >= 0.1 else "{:.1%}") if unit == "%" else "{:.1f}"
     chart = Chart(chart_id, title, unit, labels, ticks=_ticks(top, fmt))
     for i, value in enumerate(values):
         if value is not None:
