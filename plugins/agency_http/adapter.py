@@ -14,7 +14,14 @@ from pydantic import Field
 
 from gateway.errors import DeliveryError
 from gateway.plugin.adapter import AdapterConfig, OutboundPackage, PollResult, Receipt
-from gateway.plugin.http import HttpAdapter, HttpConfig, check_endpoint, check_status_feed, json_field, status_feed
+from gateway.plugin.http import (
+    HttpAdapter,
+    HttpConfig,
+    check_endpoint,
+    check_status_feed,
+    json_field,
+    status_feed,
+)
 from schemas.partner import PartnerProfile
 
 

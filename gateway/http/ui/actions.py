@@ -24,6 +24,11 @@ STATUSES = {"suspend": "suspended", "reinstate": "active"}
 CHUNK = 1 << 16
 
 
+def see_other(target: str) -> web.Response:
+    """A redirect that can carry cookies (a raised one would lose them)."""
+    return web.Response(status=303, headers={"Location": target})
+
+
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     sessions.check_csrf(request.cookies.get(sessions.LOGIN_COOKIE, ""), form.get(sessions.CSRF_FIELD))
@@ -34,7 +39,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         response = render(request, "login.html", status=401, csrf=str(form.get(sessions.CSRF_FIELD)),
                           next=target, error=str(exc))  # fmt: skip
         return response
-    response = web.HTTPSeeOther(target)
+    response = see_other(target)
     age = sessions.seconds_until(session.expires_at, gateway_of(request).now())
     sessions.set_cookie(request, response, sessions.COOKIE, secret, age)
     response.del_cookie(sessions.LOGIN_COOKIE, path=sessions.PATH)
@@ -43,7 +48,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 async def logout(request: web.Request) -> web.StreamResponse:
     await sessions.sign_out(gateway_of(request), request.cookies.get(sessions.COOKIE))
-    response = web.HTTPSeeOther("/ui/login")
+    response = see_other("/ui/login")
     response.del_cookie(sessions.COOKIE, path=sessions.PATH)
     return response
 
