@@ -23,8 +23,10 @@ test-sqlite: $(STAMP)
 test-postgresql: $(STAMP)
 	$(BIN)/python -m pytest -q --db postgresql
 
+# `make demo DEMO_ARGS=--keep-serving` leaves the dashboard running at the end.
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/python -m gateway.demo
+	$(BIN)/python -m gateway.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway plugins schemas tests bench

@@ -5,6 +5,7 @@ upgraded in place; an instance without the key refuses instead of forking keys."
 from __future__ import annotations
 
 import asyncio
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -143,7 +144,13 @@ _BEFORE_7 = [
             ("assignments", "reference_purged_at"),
         )
     ),
-    f"DELETE FROM schema_version WHERE version = {_AT_REST}",
+    # The versions after it run again too: their tables go as well.
+    *(
+        f"DROP TABLE {table}"
+        for steps in MIGRATIONS[_AT_REST:]
+        for table in re.findall(r"CREATE TABLE (\w+)", " ".join(str(step) for step in steps))
+    ),
+    f"DELETE FROM schema_version WHERE version >= {_AT_REST}",
 ]
 
 

@@ -8,12 +8,14 @@ callbacks (one breaking the contact-hours rule), scorecards, and the audit log v
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -267,8 +269,42 @@ async def amain() -> None:
     print(f"\nworkspace kept in {WORKSPACE.relative_to(REPO)}/ ; try: gateway -c {WORKSPACE.name} audit log")
 
 
+async def dashboard(port: int, keep_serving: bool) -> None:
+    """A token for the dashboard, its URL, and (``keep_serving``) the server, until Ctrl-C."""
+    print("\n== 9. The supervisor dashboard")
+    token = (await gateway("tokens", "create", "--role", "operator", "--label", "demo dashboard",
+                           "--expires", "1d")).strip()  # fmt: skip
+    url = f"http://127.0.0.1:{port}/ui/"
+    if not keep_serving:
+        print(f"  start it:  gateway -c {WORKSPACE.name} serve --port {port} --no-workers")
+        print(f"  open {url} and sign in with this operator token (valid one day):\n  {token}")
+        return
+    print(f"$ gateway serve --port {port} --no-workers")
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "-c", str(WORKSPACE), "serve", "--port", str(port), "--no-workers",
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    print(f"\ndashboard: {url}\ntoken:     {token}\n(serving until Ctrl-C)", flush=True)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, server.terminate)
+    try:
+        await server.wait()
+    finally:
+        if server.returncode is None:
+            server.terminate()
+            await server.wait()
+
+
 def main() -> None:
-    asyncio.run(amain())
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--keep-serving", action="store_true",
+                        help="leave gateway serve running for the dashboard (Ctrl-C stops it)")
+    parser.add_argument("--port", type=int, default=8080, help="the dashboard's port (default 8080)")
+    args = parser.parse_args()
+    try:
+        asyncio.run(amain())
+        asyncio.run(dashboard(args.port, args.keep_serving))
+    except KeyboardInterrupt:
+        print("\nstopped")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from gateway.http.observe import observe
 from gateway.http.openapi import document
 from gateway.http.problems import problem, problems, refusals
 from gateway.http.routes import Route, json_response, parameters
+from gateway.http.ui import mount as mount_dashboard
 from gateway.http.workers import Workers
 from gateway.inbound import poller
 from gateway.lifecycle import timer as retention_timer
@@ -316,4 +317,5 @@ def create_app(
         app.cleanup_ctx.append(workers_ctx)
     for route in ROUTES:
         app.router.add_route(route.method, route.match or route.path, route.handler)
+    mount_dashboard(app)  # the supervisor dashboard under /ui (gateway.http.ui)
     return app

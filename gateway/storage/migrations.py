@@ -335,6 +335,17 @@ MIGRATIONS: list[list[Step]] = [
         )""",
         DataStep("encrypt-at-rest"),
     ],
+    [
+        # Dashboard: signed-in browser sessions, each opened with an API token (whose
+        # role and revocation it follows); only SHA-256 of the session secret is stored.
+        """CREATE TABLE ui_sessions (
+            secret_hash TEXT PRIMARY KEY,
+            token_id TEXT NOT NULL REFERENCES api_tokens(id),
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX ui_sessions_expiry ON ui_sessions (expires_at)",
+    ],
 ]
 
 

@@ -160,6 +160,10 @@ class Rule(BaseModel):
     id: str = Field(pattern=r"^[a-z]+\.[a-z0-9-]+$")
     source: str = Field(min_length=1)
     note: str = ""
+    title: str = ""
+    """A short name for people (dashboards); the id when empty."""
+    title_zh: str = ""
+    """The same name in Chinese, where the pack gives one."""
 
     def breach(self, contact: Contact | None, message: str, **evidence: Any) -> Breach:
         return Breach(rule=self.id, source=self.source, message=message, evidence=evidence, contact=contact)

@@ -6,7 +6,7 @@ import json
 import math
 import statistics
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +16,9 @@ from gateway.core import Gateway
 from gateway.onboarding import registry
 from gateway.ops.checks import AWAITING_DELETION, OVERDUE
 from gateway.supervision.history import limitation_events
+
+#: Weeks of scorecard history the dashboard charts.
+WEEKS = 12
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,48 @@ def _rate(part: float, whole: float) -> float | None:
 
 
 async def scorecard(gw: Gateway, partner_id: str) -> Scorecard:
-    record = await registry.get(gw, partner_id)
+    record, cases, events, violation_times = await _inputs(gw, partner_id)
+    return _card(record, cases, events, len(violation_times), gw.now())
+
+
+async def history(gw: Gateway, partner_id: str, weeks: int = WEEKS) -> list[tuple[date, Scorecard]]:
+    """The scorecard as it stood at the end of each of the last ``weeks`` weeks (Monday
+    to Sunday, UTC; the current week up to now): the same figures as `scorecard`, from
+    the cases placed, events that occurred and violations found by then."""
+    record, cases, events, violation_times = await _inputs(gw, partner_id)
     now = gw.now()
+    out = []
+    for start in week_starts(now, weeks):
+        end = min(datetime.combine(start + timedelta(days=7), time(), UTC), now)
+        known = [_as_of(c, end) for c in cases if _at(c["placed_at"]) < end]
+        happened = [e for e in events if _at(e["occurred_at"]) < end]
+        found = sum(1 for at in violation_times if _at(at) < end)
+        out.append((start, _card(record, known, happened, found, end)))
+    return out
+
+
+def week_starts(now: datetime, weeks: int) -> list[date]:
+    """The Mondays (UTC) of the last ``weeks`` weeks, oldest first, this week's last."""
+    monday = now.astimezone(UTC).date() - timedelta(days=now.astimezone(UTC).weekday())
+    return [monday - timedelta(weeks=n) for n in range(weeks - 1, -1, -1)]
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _as_of(case: dict[str, Any], end: datetime) -> dict[str, Any]:
+    """A case as it stood at ``end``: not yet accepted if acceptance came later."""
+    if case["accepted_at"] and _at(case["accepted_at"]) >= end:
+        return {**case, "accepted_at": None}
+    return case
+
+
+async def _inputs(
+    gw: Gateway, partner_id: str
+) -> tuple[registry.PartnerRecord, list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """The partner, its cases, its events (oldest first) and when its violations were found."""
+    record = await registry.get(gw, partner_id)
     async with gw.db.transaction() as tx:
         cases = await tx.fetchall(
             "SELECT case_ref, placed_at, accepted_at, amount_placed FROM assignments WHERE partner_id = ?",
@@ -63,7 +106,18 @@ async def scorecard(gw: Gateway, partner_id: str) -> Scorecard:
             "SELECT case_ref, type, occurred_at, body FROM events WHERE partner_id = ? ORDER BY occurred_at",
             (partner_id,),
         )
-        violations = await tx.fetchval("SELECT COUNT(*) FROM violations WHERE partner_id = ?", (partner_id,))
+        found = await tx.fetchall("SELECT at FROM violations WHERE partner_id = ?", (partner_id,))
+    return record, cases, events, [r["at"] for r in found]
+
+
+def _card(
+    record: registry.PartnerRecord,
+    cases: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    violations: int,
+    now: datetime,
+) -> Scorecard:
+    """The one definition of every scorecard figure, over the rows given, at ``now``."""
     sla = timedelta(hours=record.profile.supervision.ack_sla_hours)
     latencies, breaches = [], 0
     for case in cases:
@@ -85,7 +139,7 @@ async def scorecard(gw: Gateway, partner_id: str) -> Scorecard:
     placed_total = sum(Decimal(c["amount_placed"]) for c in cases)
     paid_total = sum((Decimal(p["amount"]) for p in payments), Decimal(0))
     return Scorecard(
-        partner=partner_id,
+        partner=record.id,
         status=record.status,
         cases=len(cases),
         ack_latency_hours=round(statistics.median(latencies), 2) if latencies else None,
@@ -120,14 +174,60 @@ async def scorecards(gw: Gateway) -> list[Scorecard]:
     return [await scorecard(gw, r.id) for r in await registry.list_all(gw)]
 
 
-async def violations(gw: Gateway, partner_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    sql = "SELECT id, at, partner_id, case_id, rule, message FROM violations"
-    params: tuple[Any, ...] = ()
-    if partner_id:
-        sql += " WHERE partner_id = ?"
-        params = (partner_id,)
+@dataclass(frozen=True)
+class ViolationFilter:
+    """Which violations: by partner, rule, and when found (``[since, until)``, RFC 3339)."""
+
+    partner: str | None = None
+    rule: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    def where(self) -> tuple[str, tuple[Any, ...]]:
+        clauses = [("partner_id = ?", self.partner), ("rule = ?", self.rule),
+                   ("at >= ?", self.since), ("at < ?", self.until)]  # fmt: skip
+        kept = [(sql, value) for sql, value in clauses if value]
+        if not kept:
+            return "", ()
+        return " WHERE " + " AND ".join(sql for sql, _ in kept), tuple(v for _, v in kept)
+
+
+async def violations(
+    gw: Gateway,
+    partner_id: str | None = None,
+    limit: int = 100,
+    *,
+    where: ViolationFilter | None = None,
+    detail: bool = False,
+) -> list[dict[str, Any]]:
+    """Violations, newest first; with ``detail``, also the rule's source and the evidence
+    (for those who may read a case's timeline)."""
+    where = where or ViolationFilter(partner=partner_id)
+    sql, params = where.where()
+    columns = "id, at, partner_id, case_id, rule, message" + (", source, evidence" if detail else "")
     async with gw.db.transaction() as tx:
-        return await tx.fetchall(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+        rows = await tx.fetchall(f"SELECT {columns} FROM violations{sql} ORDER BY id DESC LIMIT ?",
+                                 (*params, limit))  # fmt: skip
+    if detail:
+        for row in rows:
+            row["evidence"] = json.loads(row["evidence"])
+    return rows
+
+
+async def violations_by_week(gw: Gateway, partner_id: str, weeks: int = WEEKS) -> dict[str, list[int]]:
+    """Rule -> violations found in each of the weeks of `week_starts` (oldest first)."""
+    starts = week_starts(gw.now(), weeks)
+    since = datetime.combine(starts[0], time(), UTC)
+    async with gw.db.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT rule, at FROM violations WHERE partner_id = ? AND at >= ?", (partner_id, isotime(since))
+        )
+    out: dict[str, list[int]] = {}
+    for row in rows:
+        week = (_at(row["at"]) - since).days // 7
+        if 0 <= week < weeks:
+            out.setdefault(row["rule"], [0] * weeks)[week] += 1
+    return dict(sorted(out.items()))
 
 
 async def overdue_attestations(gw: Gateway, *, overdue_only: bool = True) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ async def case_timeline(gw: Gateway, case_id: str) -> dict[str, Any]:
     ids = (case_id, case_token(gw, case_id))
     async with gw.db.transaction() as tx:
         assignments = await tx.fetchall(
-            "SELECT partner_id, purpose, state, placed_at, accepted_at, recalled_at, deletion_due,"
-            " attested_at"
+            "SELECT partner_id, purpose, state, placed_at, accepted_at, recalled_at, recall_reason,"
+            " deletion_due, attested_at, timezone"
             " FROM assignments WHERE case_id IN (?, ?) ORDER BY placed_at",
             ids,
         )
