@@ -23,7 +23,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -31,6 +33,17 @@ ENV_VAR = "GATEWAY_TEST_PG"
 # Durability off for the throwaway test cluster only: the tests kill processes, never
 # the machine. Benchmarks start the cluster with PostgreSQL's defaults.
 FAST = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
+def _run(coro: Any) -> Any:
+    """``asyncio.run``, in a thread of its own when this one already runs a loop (a
+    browser driver's, in the dashboard's tests)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _free_port() -> int:
@@ -144,7 +157,7 @@ class Cluster:
             finally:
                 await conn.close()
 
-        asyncio.run(create())
+        _run(create())
         return f"{self.url}{'&' if '?' in self.url else '?'}search_path={name}"
 
     def clone_schema(self, source: str, target: str) -> None:
@@ -163,7 +176,7 @@ class Cluster:
             finally:
                 await conn.close()
 
-        asyncio.run(clone())
+        _run(clone())
 
     def __enter__(self) -> Cluster:
         return self.start()

@@ -28,11 +28,14 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, templates: Templates) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("ui")
-    with templates.building(root / "ws"):
-        env = dict(os.environ)
-        # In a thread of its own: the browser's driver may already run a loop in this one.
-        with ThreadPoolExecutor(1) as pool:
-            built = pool.submit(asyncio.run, populate(root)).result()
+    def build() -> tuple[Site, dict[str, str]]:
+        # In a thread of its own: the browser's driver may already run a loop in this
+        # one, and making the PostgreSQL schema runs one too.
+        with templates.building(root / "ws"):
+            return asyncio.run(populate(root)), dict(os.environ)
+
+    with ThreadPoolExecutor(1) as pool:
+        built, env = pool.submit(build).result()
     server = serve(built, env)
     try:
         yield built
