@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.errors import ConfigError, InvalidInput
 from gateway.supervision.rules import Breach, Contact, RulePack, load_rule_pack, read_rule_pack
+from tests.rule_contacts import contact
 
 SH = "Asia/Shanghai"
 NY = "America/New_York"
@@ -26,18 +27,6 @@ def at(zone: str, y: int, mo: int, d: int, h: int, mi: int = 0) -> datetime:
     return datetime(y, mo, d, h, mi, tzinfo=ZoneInfo(zone))
 
 
-def contact(when: datetime, **fields: object) -> Contact:
-    values: dict[str, object] = {
-        "channel": "voice",
-        "target": "debtor",
-        "outcome": "no_answer",
-        "partner": "agency-a",
-        "debt": "case-1",
-        "debtor": "subj-1",
-        "number": "num-1",
-    }
-    values.update(fields)
-    return Contact(at=when, **values)  # type: ignore[arg-type]
 
 
 def ids(breaches: list[Breach]) -> set[str]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from gateway.supervision.rules import Breach, Contact, load_rule_pack
+from gateway.supervision.rules import Breach, load_rule_pack
+from tests.rule_contacts import contact as call
 
 SH = "Asia/Shanghai"
 NY = "America/New_York"
@@ -20,18 +21,6 @@ def at(zone: str, d: int, h: int, mi: int = 0) -> datetime:
     return datetime(2024, 3, d, h, mi, tzinfo=ZoneInfo(zone))
 
 
-def call(when: datetime, **fields: object) -> Contact:
-    values: dict[str, object] = {
-        "channel": "voice",
-        "target": "debtor",
-        "outcome": "no_answer",
-        "partner": "agency-a",
-        "debt": "case-1",
-        "debtor": "subj-1",
-        "number": "num-1",
-    }
-    values.update(fields)
-    return Contact(at=when, **values)  # type: ignore[arg-type]
 
 
 def of_rule(breaches: list[Breach], rule: str) -> list[Breach]:

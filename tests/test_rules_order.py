@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.supervision.rules import Breach, Contact, Request, RulePack, load_rule_pack
+from tests.rule_contacts import contact as call
 
 SH = "Asia/Shanghai"
 NY = "America/New_York"
@@ -20,18 +21,6 @@ US = load_rule_pack("us-reg-f")
 START = datetime(2024, 3, 1, tzinfo=ZoneInfo(SH))
 
 
-def call(when: datetime, **fields: object) -> Contact:
-    values: dict[str, object] = {
-        "channel": "voice",
-        "target": "debtor",
-        "outcome": "no_answer",
-        "partner": "agency-a",
-        "debt": "case-1",
-        "debtor": "subj-1",
-        "number": "num-1",
-    }
-    values.update(fields)
-    return Contact(at=when, **values)  # type: ignore[arg-type]
 
 
 #: Rules whose breaches a later report can only add to. cn.third-party-before-unreachable

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from gateway.supervision.rules import Breach, Contact, Request, load_rule_pack
+from tests.rule_contacts import contact
 
 SH = "Asia/Shanghai"
 NY = "America/New_York"
@@ -18,18 +19,6 @@ def at(zone: str, d: int, h: int, mi: int = 0) -> datetime:
     return datetime(2024, 3, d, h, mi, tzinfo=ZoneInfo(zone))
 
 
-def contact(when: datetime, **fields: object) -> Contact:
-    values: dict[str, object] = {
-        "channel": "voice",
-        "target": "debtor",
-        "outcome": "no_answer",
-        "partner": "agency-a",
-        "debt": "case-1",
-        "debtor": "subj-1",
-        "number": "num-1",
-    }
-    values.update(fields)
-    return Contact(at=when, **values)  # type: ignore[arg-type]
 
 
 def third(when: datetime, **fields: object) -> Contact:
