@@ -257,6 +257,27 @@ ROUTES: list[Route] = [
 ]
 
 
+async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    gw, workers = app[GATEWAY], app[WORKERS]
+    dispatcher = Dispatcher(gw)
+    stop = asyncio.Event()
+    workers.start("dispatcher", dispatcher.run())
+    workers.start("poller", poller.run(gw, stop))
+    workers.start("watch", watch.run(gw, stop))
+    if gw.settings.retention_seconds > 0:
+        workers.start("retention timer", retention_timer.run(gw, stop, gw.settings.retention_seconds))
+    yield
+    dispatcher.stop()
+    stop.set()
+    await workers.stop()
+
+async def upkeep_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Appended before the workers: cleaned up after them, so the last checkpoint
+    # covers what the dispatcher wrote as it stopped.
+    async with app[GATEWAY].audit_upkeep(final=True):
+        yield
+
+
 def create_app(
     settings: Settings, *, gateway: Gateway | None = None, workers: bool = False,
     timeouts: Timeouts | None = None, upkeep: bool | None = None,
@@ -266,8 +287,9 @@ def create_app(
     dispatcher, the poller and the operations watch run in the same process and stop
     cleanly with it. With ``upkeep`` (by default with ``workers``; ``gateway serve``
     always), the audit checkpoint timer and witness submissions run too, and a last
-    checkpoint is signed and submitted at shutdown. ``timeouts`` bound how long a client may take to send a
-    request; a request refused before any handler runs is logged in one line."""
+    checkpoint is signed and submitted at shutdown. ``timeouts`` bound how long a client
+    may take to send a request; a request refused before any handler runs is logged in
+    one line."""
     timeouts = timeouts or Timeouts()
     app = web.Application(
         middlewares=[observe, problems, parameters],
@@ -286,26 +308,6 @@ def create_app(
             return
         async with await Gateway.open(settings) as gw:
             app[GATEWAY] = gw
-            yield
-
-    async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
-        gw, workers = app[GATEWAY], app[WORKERS]
-        dispatcher = Dispatcher(gw)
-        stop = asyncio.Event()
-        workers.start("dispatcher", dispatcher.run())
-        workers.start("poller", poller.run(gw, stop))
-        workers.start("watch", watch.run(gw, stop))
-        if gw.settings.retention_seconds > 0:
-            workers.start("retention timer", retention_timer.run(gw, stop, gw.settings.retention_seconds))
-        yield
-        dispatcher.stop()
-        stop.set()
-        await workers.stop()
-
-    async def upkeep_ctx(app: web.Application) -> AsyncIterator[None]:
-        # Appended before the workers: cleaned up after them, so the last checkpoint
-        # covers what the dispatcher wrote as it stopped.
-        async with app[GATEWAY].audit_upkeep(final=True):
             yield
 
     app.cleanup_ctx.append(gateway_ctx)

@@ -10,14 +10,12 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
 from gateway.core import Gateway
 from gateway.errors import GatewayError, Unauthorized
 from gateway.http.appkeys import GATEWAY
 from gateway.http.ui import sessions
-from gateway.http.ui.format import FILTERS
 
 HERE = Path(__file__).parent
 SESSION = web.RequestKey("ui_session", sessions.Session)
@@ -102,31 +100,3 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def ui_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Content-Security-Policy"] = CSP
-
-
-def create() -> web.Application:
-    from gateway.http.ui import actions, pages
-
-    ui = web.Application(middlewares=[guard])
-    env = aiohttp_jinja2.setup(
-        ui,
-        loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=jinja2.select_autoescape(default=True),
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters.update(FILTERS)
-    ui.on_response_prepare.append(ui_headers)
-    ui.router.add_static("/static", HERE / "static", name="static")
-    for method, path, handler in [*pages.ROUTES, *actions.ROUTES]:
-        ui.router.add_route(method, path, handler)
-    return ui
-
-
-async def to_ui(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/ui/")
-
-
-def mount(app: web.Application) -> None:
-    """Serve the dashboard under ``/ui`` of ``app``."""
-    app.router.add_get("/ui", to_ui)  # before the sub-application, which takes /ui/...
-    app.add_subapp("/ui", create())
