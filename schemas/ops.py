@@ -138,19 +138,21 @@ class Partners(RootModel[list[PartnerSummary]]):
 
 
 class Scorecard(_Out):
+    """A partner's conduct (`gateway scorecard`, ``GET /v1/partners/{id}/scorecard``)."""
+
     partner: str
     status: str
     cases: int
-    ack_latency_hours: float | None
-    sla_breaches: int
+    ack_latency_hours: float | None = Field(description="median time from placement to acceptance")
+    sla_breaches: int = Field(description="cases not accepted within ack_sla_hours (late, or waiting)")
     contact_attempts: int
     right_party_contact_rate: float | None
     promise_to_pay_rate: float | None
     promise_kept_rate: float | None
-    recovery_rate: float | None
+    recovery_rate: float | None = Field(description="reported payments over the amount placed")
     complaint_rate: float | None
     violations: int
-    violation_rate: float | None
+    violation_rate: float | None = Field(description="violations per contact attempt")
 
 
 class Checkpoint(_Out):

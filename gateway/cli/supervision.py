@@ -18,7 +18,7 @@ async def scorecard(gw: Gateway, partner_id: str | None, as_json: bool) -> None:
     cards = (
         [await supervision.scorecard(gw, partner_id)] if partner_id else await supervision.scorecards(gw)
     )
-    rows = [c.as_dict() for c in cards]
+    rows = [c.model_dump() for c in cards]
     if as_json:
         echo_json(rows)
         return

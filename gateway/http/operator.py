@@ -100,4 +100,4 @@ async def list_partners(request: web.Request) -> web.Response:
 async def get_scorecard(request: web.Request) -> web.Response:
     await principal(request, "operator", "auditor")
     card = await supervision.scorecard(request.app[GATEWAY], request.match_info["partner_id"])
-    return json_response(card.as_dict())
+    return json_response(card.model_dump())

@@ -142,20 +142,3 @@ _PURGES = {
     "event_text": _texts,
     "case_reference": _references,
 }
-
-
-def purged_package(row: dict[str, Any]) -> dict[str, Any]:
-    """What `gateway package show` says of a package whose plaintext was purged."""
-    return {
-        "package_id": row["id"],
-        "partner": row["partner_id"],
-        "case_id": row["case_id"],
-        "purpose": row["purpose"],
-        "state": row["state"],
-        "sealing": row["sealing"],
-        "created_at": row["created_at"],
-        "fields": json.loads(row["fields"]),
-        "payload_digest": row["payload_digest"],
-        "purged_at": row["plaintext_purged_at"],
-        "claims": None,
-    }

@@ -22,7 +22,6 @@ from gateway.core import Gateway
 from gateway.errors import NotFound, PolicyViolation
 from gateway.lifecycle.columns import open_package
 from gateway.lifecycle.columns import seal_package as seal_columns
-from gateway.lifecycle.purge import purged_package
 from gateway.onboarding import registry
 from gateway.placement.minimize import contact_points, disclosed_fields, minimize, tokenised_points
 from gateway.placement.seal import choose_encryption_key, encrypt, sign, verify_signed
@@ -422,10 +421,7 @@ async def show(gw: Gateway, package_id: str) -> dict[str, Any]:
             row = await open_package(gw.keyring, tx, row)
     if row is None:
         raise NotFound(f"no package {package_id!r} (see `gateway package list`)")
-    if row["signed"] is None:
-        return purged_package(row)
-    claims = verify_signed(row["signed"], gw.custody.public_jwks(gw.now()))
-    return {
+    view = {
         "package_id": row["id"],
         "partner": row["partner_id"],
         "case_id": row["case_id"],
@@ -434,8 +430,11 @@ async def show(gw: Gateway, package_id: str) -> dict[str, Any]:
         "sealing": row["sealing"],
         "created_at": row["created_at"],
         "fields": json.loads(row["fields"]),
-        "claims": claims,
     }
+    if row["signed"] is None:  # its plaintext was purged (`gateway retention run`)
+        purged = {"payload_digest": row["payload_digest"], "purged_at": row["plaintext_purged_at"]}
+        return {**view, **purged, "claims": None}
+    return {**view, "claims": verify_signed(row["signed"], gw.custody.public_jwks(gw.now()))}
 
 
 async def list_packages(gw: Gateway, partner_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

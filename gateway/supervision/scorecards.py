@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,33 +16,10 @@ from gateway.core import Gateway
 from gateway.onboarding import registry
 from gateway.ops.checks import AWAITING_DELETION, OVERDUE
 from gateway.supervision.history import limitation_events
+from schemas.ops import Scorecard
 
 #: Weeks of scorecard history the dashboard charts.
 WEEKS = 12
-
-
-@dataclass(frozen=True)
-class Scorecard:
-    partner: str
-    status: str
-    cases: int
-    ack_latency_hours: float | None
-    """Median time from placement to the partner's acceptance."""
-    sla_breaches: int
-    """Cases not accepted within the profile's ack_sla_hours (late, or still waiting)."""
-    contact_attempts: int
-    right_party_contact_rate: float | None
-    promise_to_pay_rate: float | None
-    promise_kept_rate: float | None
-    recovery_rate: float | None
-    """Reported payments over the amount placed."""
-    complaint_rate: float | None
-    violations: int
-    violation_rate: float | None
-    """Violations per contact attempt."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _rate(part: float, whole: float) -> float | None:

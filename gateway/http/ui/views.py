@@ -97,7 +97,7 @@ async def partner(gw: Gateway, partner_id: str) -> dict[str, Any]:
     trends.append(charts.stacked("violations_by_rule", "Violations by rule per week", weeks, by_rule))
     contract = record.profile.contract
     return {
-        "record": record, "card": card.as_dict(), "charts": trends,
+        "record": record, "card": card.model_dump(), "charts": trends,
         "contract": contract.model_dump(mode="json"),
         "contract_state": contract_state(contract.valid_from, contract.valid_to, gw.now().date()),
         "policy": policy(record),
