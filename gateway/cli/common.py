@@ -98,6 +98,16 @@ def flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, data)]
 
 
+def echo_rows(rows: list[dict[str, Any]], as_json: bool, empty: str = "none") -> None:
+    """Rows as JSON, or as a table (a missing value shown as ``-``), or ``empty`` if none."""
+    if as_json:
+        echo_json(rows)
+    elif not rows:
+        click.echo(empty)
+    else:
+        click.echo(table([{k: "-" if v is None else v for k, v in r.items()} for r in rows]))
+
+
 def printable(value: Any) -> str:
     """``value`` as one line of text a terminal shows as it is: control characters
     (CR, LF, ESC, ...) escaped, so a stored text cannot fake a row or move the cursor."""

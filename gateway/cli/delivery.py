@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gateway import logs
-from gateway.cli.common import echo_json, table, with_gateway
+from gateway.cli.common import echo_rows, with_gateway
 from gateway.delivery import control, outbox
 from gateway.delivery.dispatch import Dispatcher, Options, Stats
 from gateway.errors import NotFound
@@ -130,10 +130,7 @@ def deliveries_cmd(
     @with_gateway
     async def show(gw: Gateway) -> None:
         rows = await control.deliveries(gw, partner_id, state, limit)
-        if as_json:
-            echo_json(rows)
-        else:
-            click.echo(table(rows) if rows else "no packages")
+        echo_rows(rows, as_json, "no packages")
 
     ctx.invoke(show)
 
@@ -145,7 +142,4 @@ def deliveries_cmd(
 async def package_attempts(gw: Gateway, package_id: str, as_json: bool) -> None:
     """Every delivery attempt of one package: when, answer, latency, error."""
     rows = await attempts(gw, package_id)
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(table(rows) if rows else f"no attempts for {package_id} yet")
+    echo_rows(rows, as_json, f"no attempts for {package_id} yet")

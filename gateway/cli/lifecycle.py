@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from gateway.cli.common import actor, echo_json, read_id_number, table, with_gateway
+from gateway.cli.common import actor, echo_json, echo_rows, read_id_number, table, with_gateway
 from gateway.core import Gateway
 from gateway.lifecycle import erasure
 from gateway.lifecycle import retention as lifecycle
@@ -144,10 +144,7 @@ async def case_release(gw: Gateway, case_id: str, reason: str) -> None:
 async def case_holds(gw: Gateway, as_json: bool) -> None:
     """Cases under a legal hold (by their audit token)."""
     rows = await erasure.holds(gw)
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(table(rows) if rows else "none")
+    echo_rows(rows, as_json)
 
 
 @click.command("rotate-storage")

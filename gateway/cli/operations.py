@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from gateway.cli.common import actor, echo_json, flatten, table, with_gateway
+from gateway.cli.common import actor, echo_json, echo_rows, flatten, table, with_gateway
 from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.delivery import control, requeue
@@ -25,10 +25,6 @@ def _moment(text: str | None, name: str) -> str | None:
     except ValueError:
         raise click.BadParameter(f"{text!r}: write an RFC 3339 time or a date", param_hint=name) from None
     return isotime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    return table([{k: "-" if v is None else v for k, v in r.items()} for r in rows]) if rows else "none"
 
 
 def _details(body: dict[str, Any]) -> str:
@@ -87,17 +83,14 @@ def breaker() -> None:
 async def breaker_show(gw: Gateway, partner_id: str | None, as_json: bool) -> None:
     """Each partner's breaker: state, failures in its window, open until when."""
     rows = await control.breakers(gw, partner_id)
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(_table(rows))
+    echo_rows(rows, as_json)
 
 
 @breaker.command("reset")
 @click.argument("partner_id")
 @with_gateway
 async def breaker_reset(gw: Gateway, partner_id: str) -> None:
-    """Close the partner's breaker now (and end a Retry-After pause); recorded in the audit log."""
+    """Close the partner's breaker now and forget its failures; recorded in the audit log."""
     previous = await control.reset_breaker(gw, partner_id, actor=actor())
     click.echo(f"breaker of {partner_id} closed (was {previous})")
 
@@ -108,10 +101,7 @@ async def breaker_reset(gw: Gateway, partner_id: str) -> None:
 async def tokens_list(gw: Gateway, as_json: bool) -> None:
     """API tokens: id, role, label, created, expires, revoked, status (never the secret)."""
     rows = await tokens.list_tokens(gw)
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(_table(rows))
+    echo_rows(rows, as_json)
 
 
 @click.command("revoke")

@@ -12,7 +12,7 @@ import click
 from aiohttp import web
 
 from gateway import logs
-from gateway.cli.common import actor, echo_json, parse_span, run, settings_of, table, with_gateway
+from gateway.cli.common import actor, echo_rows, parse_span, run, settings_of, with_gateway
 from gateway.core import Gateway
 from gateway.http import create_app
 from gateway.inbound import poller
@@ -74,14 +74,7 @@ def listen(host: str, port: int) -> socket.socket:
 async def poll(gw: Gateway, as_json: bool) -> None:
     """Fetch status feeds of partners that cannot push, once (for cron)."""
     rows = poller.summary(await poller.poll_once(gw))
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(
-            table([{k: "-" if v is None else v for k, v in r.items()} for r in rows])
-            if rows
-            else "no pollable partners"
-        )
+    echo_rows(rows, as_json, "no pollable partners")
 
 @click.group("tokens")
 def tokens_group() -> None:

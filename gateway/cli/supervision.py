@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gateway.cli.common import echo_json, parse_span, table, with_gateway
+from gateway.cli.common import echo_json, echo_rows, parse_span, table, with_gateway
 from gateway.core import Gateway
 from gateway.supervision import scorecards as supervision
 
@@ -36,10 +36,7 @@ async def scorecard(gw: Gateway, partner_id: str | None, as_json: bool) -> None:
 async def violations_cmd(gw: Gateway, partner_id: str | None, limit: int, as_json: bool) -> None:
     """Rule breaches found in partners' reports, newest first, with the rule and why."""
     rows = await supervision.violations(gw, partner_id, limit)
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(table(rows) if rows else "none")
+    echo_rows(rows, as_json)
 
 @click.command()
 @click.option("--overdue", is_flag=True, help="Only those past their deadline.")
@@ -48,10 +45,7 @@ async def violations_cmd(gw: Gateway, partner_id: str | None, limit: int, as_jso
 async def attestations(gw: Gateway, overdue: bool, as_json: bool) -> None:
     """Recalled cases still waiting for the partner's deletion attestation."""
     rows = await supervision.overdue_attestations(gw, overdue_only=overdue)
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(table(rows) if rows else "none")
+    echo_rows(rows, as_json)
 
 @click.group()
 def cases() -> None:
@@ -64,7 +58,4 @@ def cases() -> None:
 async def cases_expiring(gw: Gateway, within: str, as_json: bool) -> None:
     """Cases whose limitation period ends within the window (or has ended)."""
     rows = await supervision.expiring(gw, parse_span(within))
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(table(rows) if rows else "none")
+    echo_rows(rows, as_json)
