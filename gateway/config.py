@@ -55,7 +55,9 @@ class BreakerPolicy(BaseModel):
     )
 
 
-AlertKind = Literal["partner_suspended", "dead", "attestation_overdue", "checkpoint_overdue"]
+AlertKind = Literal[
+    "partner_suspended", "dead", "attestation_overdue", "checkpoint_overdue", "status_file_refused"
+]
 ALERT_KINDS: tuple[AlertKind, ...] = typing.get_args(AlertKind)
 
 

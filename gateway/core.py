@@ -129,8 +129,8 @@ class Gateway:
 
     @functools.cached_property
     def adapter_resources(self) -> Resources:
-        """What adapters are lent: the key store, the package signer, a state folder."""
-        return Resources(self.keys, self.custody.package_signer, self.settings.base_dir / "spool")
+        """What adapters are lent: the key store, the package signer, a state folder, events."""
+        return Resources(self.keys, self.custody.package_signer, self.settings.base_dir / "spool", self.emit)
 
     @functools.cached_property
     def writer(self) -> GroupWriter:

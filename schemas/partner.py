@@ -123,7 +123,11 @@ class PartnerProfile(_Model):
     kind: Kind
     adapter: str = Field(min_length=1, description="name of a registered adapter plugin")
     endpoint: str = Field(min_length=1)
-    sealing: Literal["jwe", "tls-only"] = "jwe"
+    sealing: Literal["jwe", "tls-only", "openpgp"] = Field(
+        default="jwe",
+        description="jwe: packages sealed as nested JWTs; openpgp: signed and encrypted with OpenPGP by a "
+        "file adapter (sftp_batch); tls-only: rendered messages for sms and email providers",
+    )
     callback_format: str = Field(
         default="standard-webhooks",
         pattern=r"^[a-z][a-z0-9_-]{0,39}$",

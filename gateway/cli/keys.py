@@ -9,7 +9,8 @@ import click
 from gateway.cli.common import actor, echo_json, settings_of, with_gateway
 from gateway.core import Gateway
 from gateway.errors import GatewayError
-from gateway.onboarding import registry, rotation
+from gateway.onboarding import openpgp, registry, rotation
+from gateway.onboarding.keys import KeyStore
 from gateway.plugin.manager import get_plugin_manager, key_custody
 
 
@@ -76,3 +77,72 @@ def keys_jwks(obj: dict[str, Any]) -> None:
         echo_json(key_custody(get_plugin_manager(), settings_of(obj)).public_jwks())
     except GatewayError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@keys.group("openpgp")
+def keys_openpgp() -> None:
+    """The bank's OpenPGP key, for file partners that take only OpenPGP.
+
+    It signs their placement batches, manifests and recall notices; they encrypt
+    nothing to it. The secret key is keys/bank/openpgp.key (0600, no passphrase), its
+    public certificate keys/bank/openpgp.asc, which `export` prints for partners.
+    """
+
+
+def _keystore(obj: dict[str, Any]) -> KeyStore:
+    return KeyStore(settings_of(obj).keys_dir)
+
+
+def _made(what: str, key: openpgp.BankKey) -> None:
+    click.echo(
+        f"bank OpenPGP key {what}: {key.fingerprint}; give partners `gateway keys openpgp export` "
+        "and its fingerprint"
+    )
+
+
+@keys_openpgp.command("generate")
+@click.option("--user-id", default=None, help='The key\'s user id [default: "BANK-NAME <BANK-ID>"].')
+@click.option("--valid-days", type=click.IntRange(1, 3650), default=730, show_default=True,
+              help="Days until the key expires; extend or replace it before then.")  # fmt: skip
+@click.option("--replace", is_flag=True, help="Replace an existing key (every partner must import the new one).")
+@click.pass_obj
+def keys_openpgp_generate(obj: dict[str, Any], user_id: str | None, valid_days: int, replace: bool) -> None:
+    """Make the bank's OpenPGP key (Ed25519 signing, Cv25519 encryption subkeys)."""
+    settings = settings_of(obj)
+    uid = user_id or f"{settings.bank_name or settings.bank_id} <{settings.bank_id}>"
+    try:
+        key = openpgp.generate_bank_key(_keystore(obj), uid, valid_days, replace=replace)
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
+    _made("generated", key)
+
+
+@keys_openpgp.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--replace", is_flag=True, help="Replace an existing key (every partner must import the new one).")
+@click.pass_obj
+def keys_openpgp_import(obj: dict[str, Any], file: str, replace: bool) -> None:
+    """Take the bank's OpenPGP key from FILE (- for standard input): a secret key
+    exported without a passphrase, e.g. `gpg --export-secret-keys --armor FPR`. Delete
+    FILE once imported."""
+    with click.open_file(file, "rb") as handle:
+        data = handle.read()
+    try:
+        key = openpgp.import_bank_key(_keystore(obj), data, "standard input" if file == "-" else file,
+                                      replace=replace)  # fmt: skip
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
+    _made("imported", key)
+
+
+@keys_openpgp.command("export")
+@click.pass_obj
+def keys_openpgp_export(obj: dict[str, Any]) -> None:
+    """Print the bank's public OpenPGP key (armored) for partners; its fingerprint goes
+    to stderr, to be confirmed with them out of band."""
+    try:
+        key = openpgp.bank_key(_keystore(obj))
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"fingerprint: {key.fingerprint}", err=True)
+    click.echo(key.public(), nl=False)

@@ -118,6 +118,12 @@ def _check_adapter(gw: Gateway, profile: PartnerProfile, fail: Fail) -> Adapter:
             "adapter",
             f"unknown adapter {profile.adapter!r} (installed: {known}; see `gateway plugins`)",
         )
+    if profile.sealing not in cls.sealings:
+        raise fail(
+            "sealing",
+            f"adapter {cls.name!r} cannot deliver {profile.sealing!r} packages "
+            f"(it delivers: {', '.join(sorted(cls.sealings))})",
+        )
     if profile.kind not in cls.kinds:
         raise fail(
             "kind",

@@ -2,7 +2,8 @@
 ``[[alerts.email]]``), fed by ``gateway_event``.
 
 Alerted (`alert_of`, the one rule): a partner suspended automatically, a package
-dead, a deletion attestation overdue, an audit checkpoint overdue. An alert carries
+dead, a deletion attestation overdue, an audit checkpoint overdue, a partner's status
+file refused (its signature bad or missing). An alert carries
 the event's ids and tokens, never personal data.
 
 A failing sink never blocks or undoes the action: the hook only puts the alert on the
@@ -73,6 +74,9 @@ def alert_of(event: Event) -> Alert | None:
     if event.kind == "checkpoint_overdue":
         return Alert(event.kind, f"audit checkpoint overdue: {d.get('waiting')} entries waiting "
                      f"{d.get('lag_seconds')} s", event)  # fmt: skip
+    if event.kind == "status_file_refused":
+        return Alert(event.kind, f"status file {d.get('file')} of {partner} refused and moved to "
+                     f"{d.get('moved_to')}: {d.get('reason')}", event)  # fmt: skip
     return None
 
 

@@ -115,7 +115,7 @@ async def _recall(
         (isotime(now), reason, due, profile.id, row["case_ref"]),
     )
     notice_id = None
-    if profile.sealing == "jwe":
+    if profile.sealing != "tls-only":  # a partner that opens packages gets the notice as one
         notice = seal_package(
             gw,
             profile,

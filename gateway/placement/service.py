@@ -105,7 +105,8 @@ def seal_package(
     *,
     test: bool = False,
 ) -> Sealed:
-    """Sign as the bank and, for ``jwe`` partners, encrypt to the partner's key. A go-live
+    """Sign as the bank and, for ``jwe`` partners, encrypt to the partner's key (an
+    ``openpgp`` partner's adapter encrypts the claims itself, in its files). A go-live
     test package (``test``) carries the claim ``"test": true``; others have no such claim."""
     now = gw.now()
     package_id = "pkg_" + uuid.uuid4().hex

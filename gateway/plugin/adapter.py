@@ -22,6 +22,7 @@ from schemas.partner import PartnerProfile
 if TYPE_CHECKING:
     from gateway.onboarding.custody import PackageSigner
     from gateway.onboarding.keys import KeyStore
+    from gateway.plugin.events import Event
 
 
 class AdapterConfig(BaseModel):
@@ -37,7 +38,7 @@ class OutboundPackage:
     purpose: str
     sealing: str
     sealed: str
-    """The compact JWE (sealing ``jwe``) or signed JWS (``tls-only``) to send."""
+    """The compact JWE (sealing ``jwe``) or signed JWS (``tls-only``, ``openpgp``) to send."""
     claims: dict[str, Any]
     """The minimized claims, for adapters that must render them (SMS, email)."""
 
@@ -66,6 +67,9 @@ class Resources:
     """The bank's package signer (the key custody's), for files the bank signs."""
     state_dir: Path
     """The workspace's folder for adapters' own state; each uses ``state_dir / partner id``."""
+    emit: Callable[[list[Event]], None] | None = None
+    """Tells the ``gateway_event`` subscribers (alerts) of what the adapter saw, such as a
+    partner's file it refused."""
 
 
 class Adapter:
@@ -74,6 +78,9 @@ class Adapter:
     #: The partner kinds this adapter can serve.
     kinds: ClassVar[frozenset[str]]
     Config: ClassVar[type[AdapterConfig]] = AdapterConfig
+    #: The profiles' ``sealing`` values this adapter can deliver: ``openpgp`` only where
+    #: the adapter itself encrypts (it receives the signed claims, not a JWE).
+    sealings: ClassVar[frozenset[str]] = frozenset({"jwe", "tls-only"})
 
     def __init__(
         self, profile: PartnerProfile, config: AdapterConfig, resources: Resources | None = None

@@ -16,7 +16,14 @@ files (``NAME.jsonl`` with ``NAME.jsonl.jws``) in name order, verified and read 
 events that the poller takes in through the pipeline, each once by its ``id``. The
 cursor names the page's files: the next poll, which runs once the page's events are
 taken in, moves them to ``processed_dir``. A file that fails its signature or does not
-read as events is moved to ``rejected_dir`` at once, nothing of it applied.
+read as events, or whose signature has not come ``signature_wait`` seconds after it, is
+moved to ``rejected_dir`` at once, nothing of it applied, and a
+``status_file_refused`` event is raised (an alert).
+
+Partners that take only OpenPGP (``sealing = "openpgp"``) get the files of
+`plugins.sftp_batch.pgpfiles` instead: the same batches, windows and journal, the
+records encrypted to the key ``[adapter_config.openpgp]`` pins and signed by the bank's
+OpenPGP key, and their status files signed with OpenPGP (``NAME.jsonl.asc``).
 """
 
 from __future__ import annotations
@@ -29,16 +36,28 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import asyncssh
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from gateway.clock import utcnow
-from gateway.errors import GatewayError
+from gateway.clock import isotime, utcnow
+from gateway.errors import GatewayError, SealingError
+from gateway.onboarding import openpgp
 from gateway.plugin.adapter import Adapter, AdapterConfig, OutboundPackage, PollResult, Receipt, Resources
-from plugins.sftp_batch import files, remote
+from gateway.plugin.events import Event
+from plugins.sftp_batch import files, pgpfiles, remote
 from plugins.sftp_batch.spool import Spool
 from schemas.partner import PartnerProfile
 
 log = logging.getLogger(__name__)
+
+
+class OpenPgpConfig(AdapterConfig):
+    key: str = Field(description="the partner's public OpenPGP key: partners/NAME.asc")
+    fingerprint: str = Field(description="that key's fingerprint (40 hex digits), confirmed with the partner")
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str) -> str:
+        return openpgp.normal_fingerprint(value)
 
 
 class SftpConfig(AdapterConfig):
@@ -53,6 +72,10 @@ class SftpConfig(AdapterConfig):
     poll_interval: float | None = Field(default=300.0, gt=0, description="seconds between status polls")
     files_per_poll: int = Field(default=20, ge=1, le=1000, description="status files read per poll")
     retain_days: int = Field(default=7, ge=1, description="days batches stay in the journal")
+    signature_wait: float = Field(
+        default=900.0, gt=0, description="seconds a status file may wait for its signature file"
+    )
+    openpgp: OpenPgpConfig | None = Field(default=None, description="for sealing = 'openpgp'")
 
 
 @dataclass
@@ -66,6 +89,7 @@ class SftpBatchAdapter(Adapter):
     name = "sftp_batch"
     kinds: ClassVar[frozenset[str]] = frozenset({"agency", "arbitration"})
     Config = SftpConfig
+    sealings: ClassVar[frozenset[str]] = frozenset({"jwe", "openpgp"})
     config: SftpConfig
 
     def __init__(
@@ -77,16 +101,27 @@ class SftpBatchAdapter(Adapter):
         self._window: Window | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._spool: Spool | None = None
+        self.signature_suffix = (
+            pgpfiles.STATUS_SIGNATURE if self.config.openpgp is not None else files.STATUS_SIGNATURE
+        )
         if resources is not None:
             self.client_key()  # onboarding: the key is there, private to its owner, and a key
+            if self.config.openpgp is not None:
+                self.partner_cert()  # the partner's key as the profile pins it
+                try:
+                    openpgp.bank_key(resources.keys)
+                except GatewayError as exc:
+                    raise ValueError(f"the bank's OpenPGP key: {exc}") from None
 
     @classmethod
     def check_profile(cls, profile: PartnerProfile) -> AdapterConfig:
         config = SftpConfig.model_validate(profile.adapter_config)
         remote.Endpoint.parse(profile.endpoint)
         remote.pinned_keys(config.host_keys)
-        if profile.sealing != "jwe":
-            raise ValueError("a file partner receives sealed packages: sealing = 'jwe'")
+        if profile.sealing == "openpgp" and config.openpgp is None:
+            raise ValueError("sealing 'openpgp' needs [adapter_config.openpgp] (the partner's key)")
+        if profile.sealing != "openpgp" and config.openpgp is not None:
+            raise ValueError("[adapter_config.openpgp] is for sealing = 'openpgp'; this profile has 'jwe'")
         if config.max_records > profile.limits.concurrency:
             raise ValueError(
                 f"max_records ({config.max_records}) exceeds limits.concurrency "
@@ -107,6 +142,29 @@ class SftpBatchAdapter(Adapter):
             raise ValueError(f"client_key: {exc}") from None
         except (asyncssh.KeyImportError, OSError) as exc:
             raise ValueError(f"client_key: not an SSH private key without a passphrase: {exc}") from None
+
+    def partner_cert(self) -> Any:
+        """The partner's OpenPGP key, checked now (ValueError naming what is wrong)."""
+        assert self.config.openpgp is not None
+        pinned = self.config.openpgp
+        try:
+            return openpgp.partner_cert(self.lent().keys, pinned.key, pinned.fingerprint, utcnow())
+        except GatewayError as exc:
+            raise ValueError(f"openpgp.key: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"openpgp.key: {exc}") from None
+
+    def build_batch(self, packages: list[OutboundPackage]) -> files.Batch:
+        now = utcnow()
+        batch_id = files.new_batch_id(now)
+        if self.config.openpgp is None:
+            return files.build_batch(batch_id, self.profile.id, packages, self.lent().signer(), now)
+        try:
+            recipient = self.partner_cert()
+            bank = openpgp.bank_key(self.lent().keys, now)
+        except (GatewayError, ValueError) as exc:  # expired or replaced since onboarding
+            raise SealingError(f"batch for {self.profile.id}: {exc}") from None
+        return pgpfiles.build_batch(batch_id, self.profile.id, packages, bank, recipient, now)
 
     def spool(self) -> Spool:
         if self._spool is None:
@@ -143,11 +201,7 @@ class SftpBatchAdapter(Adapter):
                 await window.full.wait()
         self._window = None
         try:
-            now = utcnow()
-            batch = files.build_batch(
-                files.new_batch_id(now), self.profile.id, list(window.packages.values()),
-                self.lent().signer(), now,
-            )
+            batch = self.build_batch(list(window.packages.values()))
             self.spool().write(batch)
         except asyncio.CancelledError:
             window.sealed.cancel()
@@ -191,7 +245,11 @@ class SftpBatchAdapter(Adapter):
         events: list[dict[str, Any]] = []
         async with self.session(self.profile.limits.timeout) as sftp:
             await self._file_away(sftp, handed)
-            for entry in await self._ready(sftp, {h["name"] for h in handed}):
+            ready, unsigned = await self._ready(sftp, {h["name"] for h in handed})
+            for name in unsigned:
+                wait = f"{self.config.signature_wait:g}"
+                await self._refuse(sftp, {"name": name}, f"no {name}{self.signature_suffix} after {wait} s")
+            for entry in ready:
                 taken = await self._read_status(sftp, entry)
                 if taken is not None:
                     page.append(entry)
@@ -207,22 +265,30 @@ class SftpBatchAdapter(Adapter):
                 attrs = await sftp.stat(path)
                 if (attrs.size, attrs.mtime) != (entry["size"], entry["mtime"]):
                     continue
-                for suffix in ("", ".jws"):
+                for suffix in ("", self.signature_suffix):
                     await remote.move(sftp, path + suffix, self.config.processed_dir,
                                       entry["name"] + suffix, entry["sha256"][:12])
 
-    async def _ready(self, sftp: asyncssh.SFTPClient, skip: set[str]) -> list[dict[str, Any]]:
-        """The status files with their signature beside them, in name order."""
+    async def _ready(
+        self, sftp: asyncssh.SFTPClient, skip: set[str]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The status files with their signature beside them, in name order; and those
+        whose signature has not come within ``signature_wait`` (their mtime, the server's)."""
         names = {str(n.filename): n.attrs for n in await sftp.readdir(self.config.status_dir)}
-        ready = sorted(
+        status = sorted(
             name for name in names
-            if name.endswith(files.STATUS) and not name.startswith(".") and name + ".jws" in names
-            and name not in skip
+            if name.endswith(files.STATUS) and not name.startswith(".") and name not in skip
         )
+        ready = [name for name in status if name + self.signature_suffix in names]
+        overdue = utcnow().timestamp() - self.config.signature_wait
+        unsigned = [
+            name for name in status
+            if name + self.signature_suffix not in names and (names[name].mtime or 0) < overdue
+        ]
         return [
             {"name": name, "size": names[name].size, "mtime": names[name].mtime}
             for name in ready[: self.config.files_per_poll]
-        ]
+        ], unsigned
 
     async def _read_status(
         self, sftp: asyncssh.SFTPClient, entry: dict[str, Any]
@@ -231,18 +297,38 @@ class SftpBatchAdapter(Adapter):
         path = f"{self.config.status_dir}/{entry['name']}"
         try:
             content = await remote.read_small(sftp, path)
-            signature = await remote.read_small(sftp, path + ".jws")
+            signature = await remote.read_small(sftp, path + self.signature_suffix)
             entry["sha256"] = files.sha256(content)
-            keys = self.lent().keys.partner_signature_keys(self.profile.jwks)
-            if not files.verify_detached(content, signature, keys):
-                raise ValueError("its signature does not verify with the partner's keys")
+            problem = self._signature_problem(content, signature)
+            if problem:
+                raise ValueError(problem)
             return files.status_events(content)
         except (ValueError, UnicodeDecodeError) as exc:
-            log.warning("partner %s: status file %s refused: %s", self.profile.id, entry["name"], exc)
-            tag = entry.get("sha256", "x")[:12]
-            for suffix in ("", ".jws"):
-                await remote.move(sftp, path + suffix, self.config.rejected_dir, entry["name"] + suffix, tag)
+            await self._refuse(sftp, entry, str(exc))
             return None
+
+    def _signature_problem(self, content: bytes, signature: bytes) -> str | None:
+        """Why ``signature`` is not the partner's over ``content``, or None."""
+        if self.config.openpgp is None:
+            keys = self.lent().keys.partner_signature_keys(self.profile.jwks)
+            if files.verify_detached(content, signature, keys):
+                return None
+            return "its signature does not verify with the partner's keys"
+        return openpgp.verify_detached(content, signature, self.partner_cert())
+
+    async def _refuse(self, sftp: asyncssh.SFTPClient, entry: dict[str, Any], reason: str) -> None:
+        """Move a refused status file (and its signature) to rejected_dir; say so in the
+        log and as a ``status_file_refused`` event (an alert). Nothing of it is applied."""
+        name = entry["name"]
+        log.warning("partner %s: status file %s refused: %s", self.profile.id, name, reason)
+        path = f"{self.config.status_dir}/{name}"
+        tag = entry.get("sha256", "x")[:12]
+        for suffix in ("", self.signature_suffix):
+            await remote.move(sftp, path + suffix, self.config.rejected_dir, name + suffix, tag)
+        emit = self.lent().emit
+        if emit is not None:
+            detail = {"file": name, "reason": reason, "moved_to": self.config.rejected_dir}
+            emit([Event("status_file_refused", isotime(utcnow()), self.profile.id, detail=detail)])
 
     async def aclose(self) -> None:
         for task in list(self._tasks.values()):

@@ -1,0 +1,249 @@
+"""OpenPGP keys, for file partners that take only OpenPGP (Sequoia PGP, in process,
+through pysequoia: no GnuPG home and no agent on the gateway's side).
+
+::
+
+    KEYS_DIR/bank/openpgp.key      the bank's OpenPGP key, secret (0600, no passphrase)
+    KEYS_DIR/bank/openpgp.asc      its public certificate, for partners (0644)
+    KEYS_DIR/partners/NAME.asc     a partner's public certificate, named in its profile
+
+The bank's key signs placement batches, their manifests and recall notices; a
+partner's certificate is what they are encrypted to and what its status files are
+verified with. A partner's certificate is checked before it is used (`partner_cert`):
+it must parse, be public, carry the fingerprint its profile pins, not be expired or
+revoked, and have a live encryption-capable subkey.
+
+pysequoia's errors carry a Rust backtrace where ``RUST_BACKTRACE`` is set: only their
+first line is ever quoted, and never the key material.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pysequoia
+from pysequoia.packet import Packet, PacketPile, SignatureType, Tag
+
+from gateway.errors import KeyStoreError
+from gateway.onboarding.keys import KEYS_DIR_MODE, KeyStore, make_dir, write_private, write_public
+
+SECRET_FILE = "openpgp.key"
+PUBLIC_FILE = "openpgp.asc"
+#: How a fingerprint is written in a profile: 40 hex digits (v4), spaces allowed.
+FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def normal_fingerprint(text: str) -> str:
+    """``text`` as 40 upper-case hex digits; ValueError if it is not a v4 fingerprint."""
+    compact = "".join(text.split())
+    if not FINGERPRINT.fullmatch(compact):
+        raise ValueError(f"fingerprint {text!r} is not 40 hex digits (gpg --fingerprint shows it)")
+    return compact.upper()
+
+
+@dataclass(frozen=True)
+class BankKey:
+    key: pysequoia.Tsk
+    fingerprint: str
+
+    def signer(self) -> pysequoia.PySigner:
+        return self.key.signer()
+
+    def public(self) -> str:
+        return str(self.key.extract_certificate())
+
+
+# -- the bank's key ---------------------------------------------------------------------
+
+
+def secret_path(keys: KeyStore) -> Path:
+    return keys.bank / SECRET_FILE
+
+
+def public_path(keys: KeyStore) -> Path:
+    return keys.bank / PUBLIC_FILE
+
+
+def _check_bank_key(key: pysequoia.Tsk, now: datetime, where: str) -> BankKey:
+    cert = key.extract_certificate()
+    try:
+        key.signer()
+    except Exception as exc:  # a public certificate, or a secret key under a passphrase
+        raise KeyStoreError(
+            f"{where}: no usable secret signing key ({first_line(exc)}); export it with its secret "
+            "part and without a passphrase (gpg --export-secret-keys --armor; remove the passphrase first)"
+        ) from None
+    if cert.is_revoked:
+        raise KeyStoreError(f"{where}: the key is revoked")
+    if cert.expiration is not None and cert.expiration <= now:
+        raise KeyStoreError(f"{where}: the key expired on {cert.expiration:%Y-%m-%d}")
+    return BankKey(key, cert.fingerprint.upper())
+
+
+def bank_key(keys: KeyStore, now: datetime | None = None) -> BankKey:
+    """The bank's OpenPGP key; KeyStoreError saying which command makes it."""
+    path = secret_path(keys)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyStoreError(
+            f"{path} is missing: make the bank's OpenPGP key with `gateway keys openpgp generate` "
+            "(or import one with `gateway keys openpgp import`)"
+        ) from None
+    if mode & 0o077:
+        raise KeyStoreError(f"{path} is readable by others (mode {mode & 0o777:o}): chmod 600 it")
+    try:
+        key = pysequoia.Tsk.from_bytes(path.read_bytes())
+    except Exception as exc:  # pysequoia raises RuntimeError/ValueError for bad input
+        raise KeyStoreError(f"{path}: not an OpenPGP key ({first_line(exc)}); restore it from backup") \
+            from None
+    return _check_bank_key(key, now or datetime.now(UTC), str(path))
+
+
+def _install(keys: KeyStore, key: pysequoia.Tsk) -> None:
+    make_dir(keys.bank, KEYS_DIR_MODE)
+    write_private(secret_path(keys), str(key).encode())
+    write_public(public_path(keys), str(key.extract_certificate()).encode())
+
+
+def generate_bank_key(keys: KeyStore, user_id: str, valid_days: int, *, replace: bool = False) -> BankKey:
+    """Make the bank's OpenPGP key (Ed25519 to sign, Cv25519 to decrypt)."""
+    _refuse_existing(keys, replace)
+    key = pysequoia.Tsk.generate(
+        user_id,
+        profile=pysequoia.Profile.RFC4880,  # v4 keys: what GnuPG 2.2 and every partner tool read
+        cipher_suite=pysequoia.CipherSuite.Cv25519,
+        validity_seconds=valid_days * 86400,
+    )
+    _install(keys, key)
+    return _check_bank_key(key, datetime.now(UTC), "generated key")
+
+
+def import_bank_key(keys: KeyStore, data: bytes, source: str, *, replace: bool = False) -> BankKey:
+    """Take the bank's OpenPGP key from an exported secret key (armored or binary)."""
+    _refuse_existing(keys, replace)
+    try:
+        key = pysequoia.Tsk.from_bytes(data)
+    except Exception as exc:  # pysequoia raises RuntimeError/ValueError for bad input
+        raise KeyStoreError(f"{source}: not an OpenPGP secret key ({first_line(exc)})") from None
+    checked = _check_bank_key(key, datetime.now(UTC), source)
+    _install(keys, key)
+    return checked
+
+
+def _refuse_existing(keys: KeyStore, replace: bool) -> None:
+    if secret_path(keys).exists() and not replace:
+        current = bank_key(keys).fingerprint
+        raise KeyStoreError(
+            f"the bank already has an OpenPGP key ({current}); --replace makes a new one, and every "
+            "OpenPGP partner must then import the new public key (`gateway keys openpgp export`)"
+        )
+
+
+# -- partners' certificates --------------------------------------------------------------
+
+
+def partner_cert_path(keys: KeyStore, relative: str) -> Path:
+    return Path(keys.partner_file(relative, ".asc", "NAME.asc"))
+
+
+def partner_cert(keys: KeyStore, relative: str, fingerprint: str, now: datetime) -> pysequoia.Cert:
+    """The partner's certificate, checked; ValueError in one line saying what is wrong."""
+    path = partner_cert_path(keys, relative)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path} is missing: save the partner's public OpenPGP key there") from None
+    try:
+        packets = list(PacketPile.from_bytes(data))
+        cert = pysequoia.Cert.from_bytes(data)
+    except Exception as exc:  # pysequoia raises RuntimeError/ValueError for bad input
+        raise ValueError(f"{path}: not an OpenPGP public key ({first_line(exc)})") from None
+    if any(p.tag in (Tag.SecretKey, Tag.SecretSubkey) for p in packets):
+        raise ValueError(
+            f"{path} holds secret key material: the bank needs only the public key; the partner "
+            "should treat that key as exposed and make a new one"
+        )
+    found = cert.fingerprint.upper()
+    if found != normal_fingerprint(fingerprint):
+        raise ValueError(
+            f"{path} has fingerprint {found}, not the {normal_fingerprint(fingerprint)} the profile names: "
+            "confirm the key with the partner (by fingerprint, out of band)"
+        )
+    if cert.is_revoked:
+        raise ValueError(f"{path}: the partner's key {found} is revoked; ask the partner for its new key")
+    if cert.expiration is not None and cert.expiration <= now:
+        raise ValueError(
+            f"{path}: the partner's key {found} expired on {cert.expiration:%Y-%m-%d}; ask the partner "
+            "to extend it (gpg --quick-set-expire) and send it again"
+        )
+    if not _live_encryption_subkey(packets, now) or not _encrypts(cert):
+        raise ValueError(
+            f"{path}: the partner's key {found} has no live encryption-capable subkey; ask the partner "
+            "to add one (gpg --quick-add-key FINGERPRINT cv25519 encr)"
+        )
+    return cert
+
+
+def _encrypts(cert: pysequoia.Cert) -> bool:
+    try:
+        pysequoia.encrypt(b"", recipients=[cert])
+    except Exception:  # no subkey the library would encrypt to
+        return False
+    return True
+
+
+def _live_encryption_subkey(packets: list[Packet], now: datetime) -> bool:
+    """Whether a subkey's binding says it encrypts and has not expired at ``now``
+    (the library encrypts to an expired subkey without a word)."""
+    created: datetime | None = None
+    for packet in packets:
+        tag = packet.tag
+        if tag in (Tag.PublicSubkey, Tag.SecretSubkey):
+            created = packet.key_created
+        elif tag in (Tag.PublicKey, Tag.SecretKey, Tag.UserID):
+            created = None
+        elif tag == Tag.Signature and created and packet.signature_type == SignatureType.SubkeyBinding:
+            flags = packet.key_flags
+            period = packet.key_validity_period
+            encrypts = flags is not None and (flags.transport_encryption or flags.storage_encryption)
+            if encrypts and (period is None or period == timedelta(0) or created + period > now):
+                return True
+    return False
+
+
+# -- using them ----------------------------------------------------------------------------
+
+
+def encrypt_signed(data: bytes, recipient: pysequoia.Cert, bank: BankKey) -> bytes:
+    """``data`` signed by the bank and encrypted to ``recipient`` (one binary message,
+    what ``gpg --decrypt`` opens and verifies)."""
+    return pysequoia.encrypt(data, recipients=[recipient], signer=bank.signer(), armor=False)
+
+
+def sign_detached(data: bytes, bank: BankKey) -> bytes:
+    """The bank's armored detached signature over ``data`` (``gpg --verify SIG DATA``)."""
+    return pysequoia.sign(bank.signer(), data, mode=pysequoia.SignatureMode.DETACHED, armor=True)
+
+
+def verify_detached(data: bytes, signature: bytes, signer: pysequoia.Cert) -> str | None:
+    """None if ``signature`` is a valid detached signature over ``data`` by ``signer``'s
+    key; otherwise why not, in a line."""
+    try:
+        sig = pysequoia.Sig.from_bytes(signature)
+    except Exception as exc:  # pysequoia raises RuntimeError/ValueError for bad input
+        return f"its signature file is not an OpenPGP signature ({first_line(exc)})"
+    try:
+        result = pysequoia.verify(bytes=data, store=lambda _ids: [signer], signature=sig)
+    except Exception as exc:  # no valid signature, or one by another key
+        return f"its signature does not verify with the partner's OpenPGP key ({first_line(exc)})"
+    if not result.valid_sigs:
+        return "its signature does not verify with the partner's OpenPGP key"
+    return None
