@@ -73,6 +73,10 @@ def public_path(keys: KeyStore) -> Path:
 
 def _check_bank_key(key: pysequoia.Tsk, now: datetime, where: str) -> BankKey:
     cert = key.extract_certificate()
+    if cert.is_revoked:
+        raise KeyStoreError(f"{where}: the key is revoked")
+    if cert.expiration is not None and cert.expiration <= now:
+        raise KeyStoreError(f"{where}: the key expired on {cert.expiration:%Y-%m-%d}")
     try:
         key.signer()
     except Exception as exc:  # a public certificate, or a secret key under a passphrase
@@ -80,10 +84,6 @@ def _check_bank_key(key: pysequoia.Tsk, now: datetime, where: str) -> BankKey:
             f"{where}: no usable secret signing key ({first_line(exc)}); export it with its secret "
             "part and without a passphrase (gpg --export-secret-keys --armor; remove the passphrase first)"
         ) from None
-    if cert.is_revoked:
-        raise KeyStoreError(f"{where}: the key is revoked")
-    if cert.expiration is not None and cert.expiration <= now:
-        raise KeyStoreError(f"{where}: the key expired on {cert.expiration:%Y-%m-%d}")
     return BankKey(key, cert.fingerprint.upper())
 
 

@@ -101,9 +101,8 @@ class SftpBatchAdapter(Adapter):
         self._window: Window | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._spool: Spool | None = None
-        self.signature_suffix = (
-            pgpfiles.STATUS_SIGNATURE if self.config.openpgp is not None else files.STATUS_SIGNATURE
-        )
+        #: Appended to a status file's name: its detached signature.
+        self.signature_suffix = pgpfiles.STATUS_SIGNATURE if self.config.openpgp is not None else ".jws"
         if resources is not None:
             self.client_key()  # onboarding: the key is there, private to its owner, and a key
             if self.config.openpgp is not None:

@@ -35,7 +35,8 @@ from plugins.sftp_batch.files import DATA, MANIFEST, Batch, sha256
 
 ENCRYPTED = DATA + ".pgp"
 SIGNATURE = MANIFEST + ".asc"
-STATUS_SIGNATURE = DATA + ".asc"
+#: Appended to a status file's name: its detached signature.
+STATUS_SIGNATURE = ".asc"
 
 
 def build_batch(
