@@ -76,7 +76,8 @@ class Gpg:
 
     def signed_by(self, result: subprocess.CompletedProcess[bytes]) -> list[str]:
         """The primary fingerprints of the valid signatures gpg reported."""
-        status = [line.split() for line in result.stderr.decode(errors="replace").splitlines() if line.startswith("[GNUPG:] ")]
+        lines = result.stderr.decode(errors="replace").splitlines()
+        status = [line.split() for line in lines if line.startswith("[GNUPG:] ")]
         return [fields[-1] for fields in status if fields[1] == "VALIDSIG"]
 
 
@@ -89,7 +90,8 @@ def gpg() -> Iterator[Gpg]:
     keys = Gpg(
         home, binary,
         partner=maker.new_key("PGP Agency <ops@pgp-agency.example>", "cert,sign", subkey=True),
-        expired=maker.new_key("Lapsed <old@pgp-agency.example>", "cert,sign", subkey=True, at="20200101T000000"),
+        expired=maker.new_key("Lapsed <old@pgp-agency.example>", "cert,sign", subkey=True,
+                              at="20200101T000000"),
         sign_only=maker.new_key("No Encryption <sig@pgp-agency.example>", "cert,sign", subkey=False),
     )  # fmt: skip
     try:
@@ -118,7 +120,8 @@ def pgp_workspace(ws: Path, gpg: Gpg, port: int, agency: Agency, *, key: str | N
     host = agency.host_key.export_public_key().decode().strip()
     text = re.sub(r'host_keys = \[".*"\]', f'host_keys = ["{host}"]', text)
     text = re.sub(r'fingerprint = ".*"', f'fingerprint = "{fingerprint or gpg.partner}"', text)
-    text = text.replace("concurrency = 200", "concurrency = 10").replace("max_records = 200", "max_records = 10")
+    text = text.replace("concurrency = 200", "concurrency = 10")
+    text = text.replace("max_records = 200", "max_records = 10")
     text = text.replace("max_wait = 20", "max_wait = 0.5").replace("timeout = 60", "timeout = 10")
     profile = ws / f"{PARTNER}.toml"
     profile.write_text(text)
@@ -207,7 +210,8 @@ async def test_the_partner_decrypts_and_verifies_a_batch_and_gets_only_the_minim
     case = read_case(CASE)
     for record in opened:
         package = record["package"]
-        assert (package["jti"], package["aud"], package["purpose"]) == (record["package_id"], PARTNER, "collection")
+        named = (package["jti"], package["aud"], package["purpose"])
+        assert named == (record["package_id"], PARTNER, "collection")
         assert leaves(package["data"]) == DISCLOSED
         assert package["data"]["debtor"]["id_number"].endswith(case.debtor.id_number[-4:])
         assert case.debtor.id_number not in json.dumps(record)
@@ -275,7 +279,9 @@ async def test_a_status_file_with_a_bad_or_missing_signature_is_refused_with_an_
         at = gw.now().isoformat()
         outbound = agency.root / "outbound"
         sign_status(gpg, outbound, "forged.jsonl", [accepted(placed.case_ref, 1, at)], gpg.sign_only)
-        tampered = sign_status(gpg, outbound, "tampered.jsonl", [accepted(placed.case_ref, 2, at)], gpg.partner)
+        tampered = sign_status(
+            gpg, outbound, "tampered.jsonl", [accepted(placed.case_ref, 2, at)], gpg.partner
+        )
         tampered.write_bytes(tampered.read_bytes().replace(b"FA-2", b"FA-9"))
         unsigned = outbound / "unsigned.jsonl"
         unsigned.write_bytes(json.dumps(accepted(placed.case_ref, 3, at)).encode() + b"\n")
@@ -297,7 +303,7 @@ async def test_a_status_file_with_a_bad_or_missing_signature_is_refused_with_an_
     refused = {e.detail["file"]: e for e in seen.events if e.kind == "status_file_refused"}
     assert sorted(refused) == ["forged.jsonl", "tampered.jsonl", "unsigned.jsonl"]
     assert "does not verify with the partner's OpenPGP key" in refused["forged.jsonl"].detail["reason"]
-    assert "no unsigned.jsonl.asc after 900 s" == refused["unsigned.jsonl"].detail["reason"]
+    assert refused["unsigned.jsonl"].detail["reason"] == "no unsigned.jsonl.asc after 900 s"
     alerts = [alert_of(e) for e in refused.values()]
     assert all(a is not None and a.kind == "status_file_refused" and PARTNER in a.summary for a in alerts)
     assert placed.case_ref not in json.dumps([e.detail for e in refused.values()])

@@ -89,6 +89,9 @@ def keys_openpgp() -> None:
     """
 
 
+REPLACE_HELP = "Replace an existing key (every OpenPGP partner must then import the new one)."
+
+
 def _keystore(obj: dict[str, Any]) -> KeyStore:
     return KeyStore(settings_of(obj).keys_dir)
 
@@ -104,7 +107,7 @@ def _made(what: str, key: openpgp.BankKey) -> None:
 @click.option("--user-id", default=None, help='The key\'s user id [default: "BANK-NAME <BANK-ID>"].')
 @click.option("--valid-days", type=click.IntRange(1, 3650), default=730, show_default=True,
               help="Days until the key expires; extend or replace it before then.")  # fmt: skip
-@click.option("--replace", is_flag=True, help="Replace an existing key (every partner must import the new one).")
+@click.option("--replace", is_flag=True, help=REPLACE_HELP)
 @click.pass_obj
 def keys_openpgp_generate(obj: dict[str, Any], user_id: str | None, valid_days: int, replace: bool) -> None:
     """Make the bank's OpenPGP key (Ed25519 signing, Cv25519 encryption subkeys)."""
@@ -119,7 +122,7 @@ def keys_openpgp_generate(obj: dict[str, Any], user_id: str | None, valid_days: 
 
 @keys_openpgp.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-@click.option("--replace", is_flag=True, help="Replace an existing key (every partner must import the new one).")
+@click.option("--replace", is_flag=True, help=REPLACE_HELP)
 @click.pass_obj
 def keys_openpgp_import(obj: dict[str, Any], file: str, replace: bool) -> None:
     """Take the bank's OpenPGP key from FILE (- for standard input): a secret key

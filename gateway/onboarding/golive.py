@@ -83,8 +83,10 @@ async def _check_partner(gw: Gateway, partner_id: str, purpose: str | None) -> S
     problem = None
     if record.status == "offboarded":
         problem = f"{partner_id} is offboarded"
-    elif profile.sealing != "jwe":
+    elif profile.sealing == "tls-only":
         problem = f"{partner_id} is {profile.sealing}: it receives messages, not sealed packages"
+    elif profile.sealing != "jwe":
+        problem = f"{partner_id} is {profile.sealing}: the go-live check is for partners opening JWE packages"
     elif purpose is not None and purpose not in profile.policy:
         problem = f"{partner_id}'s profile has no [policy.{purpose}] (it has: {', '.join(profile.policy)})"
     signing = _signing_means(gw, profile)

@@ -11,6 +11,8 @@
     KEYS_DIR/partners/ID.whsec     shared secrets for v1 callbacks, newest last (0600)
     KEYS_DIR/partners/NAME.secret  credentials a profile names: API keys, passwords (0600)
     KEYS_DIR/partners/NAME.key     the bank's SSH private key for a file partner (0600)
+    KEYS_DIR/partners/NAME.asc     an OpenPGP partner's public key (gateway.onboarding.openpgp,
+                                   which also keeps the bank's OpenPGP key in bank/openpgp.*)
 
 Private material is only ever read here and handed to the code that uses it; no
 function returns it as text for printing.

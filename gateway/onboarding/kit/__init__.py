@@ -89,9 +89,10 @@ async def write_kit(gw: Gateway, partner_id: str, directory: Path, gateway_url: 
     """Write the kit of ``partner_id`` into ``directory`` (new or empty); return its files."""
     profile = (await registry.get(gw, partner_id)).profile
     if profile.sealing != "jwe":
+        what = "rendered messages" if profile.sealing == "tls-only" else "OpenPGP files"
         raise Conflict(
-            f"partner {partner_id!r} is {profile.sealing}: it receives rendered messages, not sealed "
-            "packages, and the kit is for partners that open packages"
+            f"partner {partner_id!r} is {profile.sealing}: it receives {what}, not JWE packages, and "
+            "the kit is for partners that open JWE packages"
         )
     links = urls(gateway_url, partner_id)
     files = _files(gw, profile, links)
