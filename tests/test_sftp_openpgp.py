@@ -341,6 +341,29 @@ def test_onboarding_refuses_an_openpgp_partner_before_the_bank_has_its_key(tmp_p
     assert "the bank's OpenPGP key" in refused.output and "gateway keys openpgp generate" in refused.output
 
 
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        (lambda t: t.replace('adapter = "sftp_batch"', 'adapter = "agency_http"'), "sealing",
+         "adapter 'agency_http' cannot deliver 'openpgp' packages"),
+        (lambda t: t.split("[adapter_config.openpgp]")[0], "adapter_config",
+         "sealing 'openpgp' needs [adapter_config.openpgp]"),
+        (lambda t: t.replace('sealing = "openpgp"', 'sealing = "jwe"\njwks = "partners/x.jwks.json"'),
+         "adapter_config", "[adapter_config.openpgp] is for sealing = 'openpgp'"),
+    ],
+)  # fmt: skip
+def test_openpgp_sealing_goes_only_with_an_adapter_that_encrypts_and_a_pinned_key(
+    tmp_path: Path, gpg: Gpg, change: Any, field: str, problem: str
+) -> None:
+    ws = tmp_path / "ws"
+    profile = pgp_workspace(ws, gpg, 22, Agency(tmp_path / "agency", port=22))
+    profile.write_text(change(profile.read_text()))
+    refused = invoke("-c", ws, "partners", "add", profile)
+    assert refused.exit_code == 1
+    [line] = refused.output.splitlines()
+    assert line.startswith(f"Error: {profile}: {field}: ") and problem in line
+
+
 def test_the_bank_key_is_private_and_a_gpg_key_can_be_imported(tmp_path: Path, gpg: Gpg) -> None:
     ws = init_workspace(tmp_path / "ws")
     made = invoke("-c", ws, "keys", "openpgp", "generate")

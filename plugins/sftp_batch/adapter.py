@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import asyncssh
+import pysequoia
 from pydantic import Field, field_validator
 
 from gateway.clock import isotime, utcnow
@@ -142,15 +143,13 @@ class SftpBatchAdapter(Adapter):
         except (asyncssh.KeyImportError, OSError) as exc:
             raise ValueError(f"client_key: not an SSH private key without a passphrase: {exc}") from None
 
-    def partner_cert(self) -> Any:
+    def partner_cert(self) -> pysequoia.Cert:
         """The partner's OpenPGP key, checked now (ValueError naming what is wrong)."""
         assert self.config.openpgp is not None
         pinned = self.config.openpgp
         try:
             return openpgp.partner_cert(self.lent().keys, pinned.key, pinned.fingerprint, utcnow())
-        except GatewayError as exc:
-            raise ValueError(f"openpgp.key: {exc}") from None
-        except ValueError as exc:
+        except (GatewayError, ValueError) as exc:
             raise ValueError(f"openpgp.key: {exc}") from None
 
     def build_batch(self, packages: list[OutboundPackage]) -> files.Batch:
