@@ -7,12 +7,15 @@ passphrase) in a throwaway GnuPG home, 0700, whose agent is stopped at the end."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -220,6 +223,31 @@ async def test_the_partner_decrypts_and_verifies_a_batch_and_gets_only_the_minim
     batch_id = packages[0]["partner_ref"]
     assert files == [f"{batch_id}.jsonl.pgp", f"{batch_id}.manifest.json", f"{batch_id}.manifest.json.asc"]
     assert b"debtor" not in (agency.root / "inbound" / f"{batch_id}.jsonl.pgp").read_bytes()
+
+
+async def test_an_openpgp_batch_killed_mid_upload_is_resent_whole_and_still_opens(
+    tmp_path: Path, gpg: Gpg
+) -> None:
+    async with pgp_partner(tmp_path, gpg) as (gw, agency, _):
+        placed = await place(gw, 4)
+        agency.hold = True
+        env = {**os.environ, "GATEWAY_DISPATCH__LEASE_SECONDS": "1"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "-c", str(gw.settings.base_dir), "dispatch", "--once", "--quiet",
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        async with asyncio.timeout(30):
+            await agency.holding.wait()
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        [partial] = [p.name for p in (agency.root / "inbound").iterdir()]
+        agency.hold = False
+        agency.released.set()
+        await asyncio.sleep(1.2)  # the dead dispatcher's leases expire
+        stats = await Dispatcher(gw).run_once()
+        [(batch_id, records)] = open_batches(gpg, gw, agency).items()
+    assert partial == f".{batch_id}.jsonl.pgp.part" and stats.delivered == 4
+    assert sorted(r["package_id"] for r in records) == sorted(p.package_id for p in placed)
 
 
 async def test_a_recall_notice_goes_to_the_partner_as_an_openpgp_file(tmp_path: Path, gpg: Gpg) -> None:
