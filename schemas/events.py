@@ -68,7 +68,9 @@ class ContactAttempt(_Event):
     target: Literal["debtor", "third_party"]
     outcome: Literal["no_answer", "connected", "left_message", "wrong_party", "refused"]
     number_token: Reference | None = Field(
-        default=None, description="token of the number or address contacted, as received"
+        default=None,
+        description="token of the number or address contacted, as received: the value itself when the "
+        "number arrived as a token, else the token beside it (number_token beside number)",
     )
     staff_count: int | None = Field(default=None, ge=1, description="visits only")
     text: Text | None = Field(default=None, description="template or note")
@@ -89,8 +91,8 @@ class ContactRequest(_Event):
     )
     number_token: Reference | None = Field(
         default=None,
-        description="token of the number or address the request is about, as received "
-        "(required for stop_third_party; for workplace, the work number)",
+        description="token of the number or address the request is about, as received, itself or "
+        "beside the number (required for stop_third_party; for workplace, the work number)",
     )
 
     @model_validator(mode="after")

@@ -32,7 +32,10 @@ class PackageClaims(BaseModel):
         'keep: the field\'s own type, decimals as text in plain notation ("52310.45"), dates as '
         '"YYYY-MM-DD"; mask: text with * in place of the hidden characters ("**************1234"); '
         'token: "tok_" and 32 hex digits; year: an integer; bucket: a range as text ("<1000", '
-        '"1000..<10000", ">=50000"). The partner kit holds the exact schema of each purpose\'s data. '
+        '"1000..<10000", ">=50000"). A number or address sent in another form than its token has its '
+        'token beside it, under the same name with _token added ("number_token" beside "number"): '
+        "report it as number_token on contacts with that number. "
+        'The partner kit holds the exact schema of each purpose\'s data. '
         'A recall notice (purpose "recall") holds only {"recall": {"reason", "deletion_due", "attest_with"}}.'
     )
     test: bool = Field(

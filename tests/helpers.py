@@ -55,11 +55,24 @@ async def dial_by_token(
 ) -> None:
     """Re-onboard the sample partner profile ``name`` so that it receives the numbers at
     ``paths`` as tokens, which it then reports as ``number_token``."""
+    await receive_numbers(gw, folder, name, purpose, "token", paths)
+
+
+async def receive_numbers(
+    gw: Gateway,
+    folder: Path,
+    name: str,
+    purpose: str,
+    transform: str,
+    paths: tuple[str, ...] = ("debtor.phones[].number",),
+) -> None:
+    """Re-onboard the sample partner profile ``name`` so that it receives the numbers at
+    ``paths`` through ``transform`` (``keep``: in clear, with their tokens beside them)."""
     text = (EXAMPLES / "partners" / name).read_text()
     field = f"[policy.{purpose}.fields]\n"
     for path in paths:
         text = text.replace(f'"{path}" = "keep"\n', "")
-        text = text.replace(field, field + f'"{path}" = "token"\n')
+        text = text.replace(field, field + f'"{path}" = "{transform}"\n')
     profile = folder / name
     profile.write_text(text)
     await registry.add(gw, profile, actor="test", update=True)

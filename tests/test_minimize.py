@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.onboarding.keys import Pseudonymizer
-from gateway.placement.minimize import TRANSFORMS_FOR, leaf_kind, leaf_paths, minimize
+from gateway.placement.minimize import TOKEN_BESIDE, TRANSFORMS_FOR, leaf_kind, leaf_paths, minimize, sent_paths
 from schemas.case import Case
 from schemas.partner import PurposePolicy
 from tests.helpers import sample_case
@@ -55,7 +55,7 @@ def test_emergency_contacts_and_id_numbers_leave_only_when_named() -> None:
         policy({"emergency_contacts[].phone": {"transform": "mask", "first": 3, "last": 4}}),
         TOKENS,
     )
-    assert named == {"emergency_contacts": [{"phone": "139****1111"}]}
+    assert named == {"emergency_contacts": [{"phone": "139****1111", "phone_token": TOKENS.token("13900001111")}]}
 
 
 def test_transforms() -> None:
@@ -73,11 +73,27 @@ def test_transforms() -> None:
         ),
         TOKENS,
     )
-    assert out["debtor"]["phones"] == [{"number": "138****1999"}, {"number": "010****1234"}]
+    assert [phone["number"] for phone in out["debtor"]["phones"]] == ["138****1999", "010****1234"]
     assert re.fullmatch(r"tok_[0-9a-f]{32}", out["debtor"]["id_number"])
     assert out["debtor"]["id_number"] == TOKENS.token("110101199003071234")
     assert Pseudonymizer(b"j" * 32).token("110101199003071234") != out["debtor"]["id_number"]
     assert out["loan"] == {"overdue_since": 2026, "outstanding": "50000..<100000"}
+
+
+def test_a_number_in_clear_carries_its_token_beside_it() -> None:
+    """What a partner that dials reports back as number_token: the token a partner that
+    receives only tokens would have had, next to the number it dials."""
+    case = Case.model_validate(CASE)
+    fields = {"debtor.phones[].number": "keep", "debtor.email": "keep", "emergency_contacts[].phone": "token"}
+    out = minimize(case, policy(fields), TOKENS)
+    tokenised = minimize(case, policy({"debtor.phones[].number": "token"}), TOKENS)
+    assert out["debtor"]["phones"] == [
+        {"number": phone.number, "number_token": dialled["number"]}
+        for phone, dialled in zip(case.debtor.phones, tokenised["debtor"]["phones"], strict=True)
+    ]
+    assert out["debtor"]["email_token"] == TOKENS.token(case.debtor.email)
+    assert out["emergency_contacts"] == [{"phone": TOKENS.token(c.phone)} for c in case.emergency_contacts]
+    assert sent_paths(policy(fields)) == set(fields) | {"debtor.phones[].number_token", "debtor.email_token"}
 
 
 # -- property: nothing unlisted ever appears -----------------------------------------
@@ -161,7 +177,11 @@ def test_no_unlisted_field_or_value_ever_leaves(case: Case, fields: dict[str, An
     pol = policy(fields)
     out = minimize(case, pol, TOKENS)
     sent = {p for p, r in pol.fields.items() if r.transform != "drop"}
-    assert leaf_paths_of(out) <= sent
+    beside = {TOKEN_BESIDE[p] for p in sent if p in TOKEN_BESIDE and pol.fields[p].transform != "token"}
+    assert leaf_paths_of(out) <= sent | beside == sent_paths(pol)
+    for path in beside:  # a token beside every number or address that left otherwise
+        assert all(re.fullmatch(r"tok_[0-9a-f]{32}", v) for v in values_at(out, path))
+        assert len(values_at(out, path)) == len(values_at(case.model_dump(mode="json"), path.removesuffix("_token")))
     serialized = json.dumps(out, ensure_ascii=False)
     source = case.model_dump(mode="json")
     for path in TEXT_LEAVES - {p for p, r in pol.fields.items() if r.transform == "keep"}:

@@ -85,7 +85,7 @@ def test_a_thousand_rows_are_placed_through_the_mapping(onboarded: Path, tmp_pat
     # What the partner receives, read back from the signed package: typed, normalized.
     shown = invoke("-c", onboarded, "package", "show", lines[3][1], "--json")
     data = json.loads(shown.stdout)["claims"]["data"]
-    assert data["debtor"]["phones"] == [{"number": "+8613800000003"}, {"number": "+861065550003"}]
+    assert [phone["number"] for phone in data["debtor"]["phones"]] == ["+8613800000003", "+861065550003"]
     assert data["loan"]["outstanding"] == "52313.45" and data["loan"]["overdue_since"] == "2026-04-04"
     assert data["debtor"]["name"] == "Debtor 3" and data["loan"]["overdue_days"] == 197
 

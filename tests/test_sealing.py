@@ -108,9 +108,10 @@ async def test_tls_only_package_is_signed_not_encrypted(gw: Gateway) -> None:
         jwt=await sealed_of(gw, placed.package_id),
         key=jw_jwk.JWKSet.from_json(json.dumps(gw.keys.public_jwks())),
     )
+    tokens = gw.keys.pseudonymizer("partner:notify-sms")
     assert json.loads(token.claims)["data"] == {
         "debtor": {
-            "phones": [{"number": "13812341999"}, {"number": "01065551234"}],
+            "phones": [{"number": n, "number_token": tokens.token(n)} for n in ("13812341999", "01065551234")],
             "timezone": "Asia/Shanghai",
         },
         "loan": {

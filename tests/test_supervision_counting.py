@@ -20,7 +20,7 @@ from gateway.placement import service as placement
 from gateway.supervision.rules import load_rule_pack
 from schemas.case import Case
 from tests.callbacks import dumps, event, signed_headers
-from tests.helpers import dial_by_token, sample_case
+from tests.helpers import dial_by_token, receive_numbers, sample_case
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CASE = Case.model_validate_json(sample_case().read_text())
@@ -95,6 +95,32 @@ async def test_one_number_is_capped_across_partners(gw: Gateway, tmp_path: Path)
     seventh = await report(gw, arb.partner, call(arb.ref, local(20, 11), arb.mobile))
     assert [b.rule for b in seventh.violations] == ["cn.attempts-per-number-daily"]
     assert seventh.violations[0].evidence["count"] == 7
+
+
+async def test_partners_who_dial_numbers_in_clear_report_the_token_beside_them_and_share_the_cap(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    placed = []
+    for name, partner, purpose in (
+        ("acme-collect.toml", "acme-collect", "collection"),
+        ("shenzhen-arbitration.toml", "sz-arbitration", "arbitration"),
+    ):
+        await receive_numbers(gw, tmp_path, name, purpose, "keep")
+        done = await placement.place(gw, CASE, partner, purpose, actor="test")
+        await report(gw, partner, event(done.case_ref, "accepted", at=local(19, 9)))
+        mobile = done.claims["data"]["debtor"]["phones"][0]
+        assert mobile["number"] == CASE.debtor.phones[0].number  # in clear, to dial
+        placed.append(Placed(partner, done.case_ref, mobile["number_token"]))
+    acme, arb = placed
+    assert acme.mobile != arb.mobile  # each partner's token is its own
+    found = []
+    for minute in range(5):  # ten calls to one number on one day, the partners in turn
+        for who in (acme, arb):
+            reported = await report(gw, who.partner, call(who.ref, local(20, 9, minute), who.mobile))
+            found += reported.violations
+    assert [(b.rule, b.evidence["count"]) for b in found] == [
+        ("cn.attempts-per-number-daily", count) for count in (7, 8, 9, 10)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 Default deny. A policy is an allow-list of *leaf* field paths (``debtor.name``,
 ``debtor.phones[].number``), each with a transform; anything not listed never leaves.
 Paths naming a whole object (``debtor``, ``emergency_contacts[]``) are refused, so ID
-numbers and emergency contacts leave only when a profile names them field by field.
+numbers and emergency contacts leave only when a profile names them field by field. A
+number or address that leaves in another form than its token (in clear, masked) carries
+its token beside it (``TOKEN_BESIDE``), the one listed field a profile does not write.
 """
 
 from __future__ import annotations
@@ -157,24 +159,53 @@ def contact_points(case: Case) -> list[ContactPoint]:
     return points
 
 
+#: Where the token of a number or address goes when the number or address itself leaves
+#: in another form (in clear, masked): beside it, so that a partner who dials the number
+#: reports its token (``number_token``) as a partner who received only the token does.
+TOKEN_BESIDE: dict[str, str] = {path: path + "_token" for path in CONTACT_FIELDS}
+#: How a token beside a number is made: the ``token`` transform's own rule.
+_TOKEN_RULE = FieldRule(transform="token")
+
+
+def tokens_beside(policy: PurposePolicy) -> dict[str, str]:
+    """The numbers and addresses ``policy`` sends other than as their token, each with the
+    path of the token that goes beside it (``debtor.phones[].number_token``)."""
+    return {
+        path: TOKEN_BESIDE[path]
+        for path, rule in policy.fields.items()
+        if path in TOKEN_BESIDE and rule.transform not in ("token", "drop")
+    }
+
+
+def sent_paths(policy: PurposePolicy) -> set[str]:
+    """Every leaf path a package under ``policy`` may hold: the fields it lists (but the
+    dropped ones) and the tokens beside its numbers and addresses."""
+    listed = {path for path, rule in policy.fields.items() if rule.transform != "drop"}
+    return listed | set(tokens_beside(policy).values())
+
+
 def tokenised_points(
     case: Case, policy: PurposePolicy, tokens: Pseudonymizer
 ) -> list[tuple[str, ContactPoint]]:
-    """The contact points ``policy`` sends as tokens, each with the token the partner
-    receives (and reports back as ``number_token``)."""
-    sent = {path for path, rule in policy.fields.items() if rule.transform == "token"}
+    """The contact points ``policy`` sends, in any form, each with the token the partner
+    receives for it (as the value itself, or beside it) and reports back as ``number_token``."""
+    sent = {path for path, rule in policy.fields.items() if rule.transform != "drop"}
     return [(partner_token(p.value, tokens), p) for p in contact_points(case) if p.path in sent]
 
 
 def minimize(
     case: Case, policy: PurposePolicy, tokens: Pseudonymizer, transforms: Mapping[str, Transform] = BUILTIN
 ) -> dict[str, Any]:
-    """The payload for one partner and purpose: only listed leaves, transformed."""
+    """The payload for one partner and purpose: only listed leaves, transformed, and the
+    token beside each number or address that leaves other than as its token."""
     source = case.model_dump(mode="python")
     out: dict[str, Any] = {}
     for path, rule in policy.fields.items():
         if rule.transform != "drop":
             _copy(source, parse_path(path), transforms[rule.transform], rule, tokens, out)
+    for path, beside in tokens_beside(policy).items():
+        leaf = parse_path(beside)[-1].name
+        _copy(source, parse_path(path), BUILTIN["token"], _TOKEN_RULE, tokens, out, leaf)
     return out
 
 
@@ -185,25 +216,27 @@ def _copy(
     rule: FieldRule,
     tokens: Pseudonymizer,
     out: dict[str, Any],
+    leaf: str | None = None,
 ) -> None:
+    """Copy the value at ``segments`` through ``transform`` into ``out``, under the same
+    path (or with its last name changed to ``leaf``)."""
     head, rest = segments[0], segments[1:]
     value = src.get(head.name)
     if value is None:
         return
     if not rest:
-        out[head.name] = transform.apply(value, rule, tokens)
+        out[leaf or head.name] = transform.apply(value, rule, tokens)
     elif head.is_list:
         items = out.setdefault(head.name, [{} for _ in value])
         for item, target in zip(value, items, strict=True):
-            _copy(item, rest, transform, rule, tokens, target)
+            _copy(item, rest, transform, rule, tokens, target, leaf)
     else:
-        _copy(value, rest, transform, rule, tokens, out.setdefault(head.name, {}))
+        _copy(value, rest, transform, rule, tokens, out.setdefault(head.name, {}), leaf)
 
 
 def disclosed_fields(policy: PurposePolicy) -> list[dict[str, str]]:
-    """What a disclosure reveals, for the audit log: paths and transforms, no values."""
-    return [
-        {"path": path, "transform": rule.transform}
-        for path, rule in sorted(policy.fields.items())
-        if rule.transform != "drop"
-    ]
+    """What a disclosure reveals, for the audit log: paths and transforms (the tokens
+    beside numbers included), no values."""
+    listed = [(path, rule.transform) for path, rule in policy.fields.items() if rule.transform != "drop"]
+    beside = [(path, "token") for path in tokens_beside(policy).values()]
+    return [{"path": path, "transform": transform} for path, transform in sorted(listed + beside)]

@@ -21,7 +21,8 @@ from gateway.core import Gateway
 from gateway.errors import Conflict, InvalidInput
 from gateway.onboarding import registry
 from gateway.onboarding.kit import guide, sample
-from gateway.onboarding.kit.schema import data_schema, shared_schemas, value_schema
+from gateway.onboarding.kit.schema import data_schema, shared_schemas, token_beside_schema, value_schema
+from gateway.placement.minimize import tokens_beside
 from gateway.placement.seal import CONTENT_ENC, KEY_ALG, usable_for_encryption
 from schemas.partner import PartnerProfile
 
@@ -189,11 +190,16 @@ def _purpose_table(gw: Gateway, profile: PartnerProfile, purpose: str) -> str:
         "| field | transform | arrives as |",
         "| --- | --- | --- |",
     ]
-    for path, rule in profile.policy[purpose].fields.items():  # type: ignore[index]
+    policy = profile.policy[purpose]  # type: ignore[index]
+    besides = tokens_beside(policy)
+    for path, rule in policy.fields.items():
         if rule.transform == "drop":
             continue
         shape = value_schema(path, rule, gw.transforms[rule.transform])
         rows.append(f"| `{path}` | {rule.transform} | {_shape(shape)} |")
+        if (beside := besides.get(path)) is not None:
+            token = _shape(token_beside_schema(path))
+            rows.append(f"| `{beside}` | token of `{path}`: report it as `number_token` | {token} |")
     return "\n".join(rows)
 
 

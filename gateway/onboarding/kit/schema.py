@@ -4,7 +4,9 @@ Built from the partner's policy: each listed path becomes a property, nested as
 ``minimize`` nests it, and each value is described by its transform (``json_schema``),
 or, for a transform that keeps the field's type, by the field's own type in the case
 model as it leaves (decimals as text, dates as ISO text). Dropped fields are absent;
-every object forbids properties the policy does not list.
+every object forbids properties the policy does not list. A number or address that
+leaves other than as its token has its token beside it (``number_token`` beside
+``number``), described here like any listed field.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.placement.minimize import leaf_kind, parse_path
-from gateway.placement.transforms import DECIMAL_PATTERN, Transform
+from gateway.placement.minimize import leaf_kind, parse_path, tokens_beside
+from gateway.placement.transforms import BUILTIN, DECIMAL_PATTERN, Transform
 from schemas import export
 from schemas.case import Case
 from schemas.partner import FieldRule, PurposePolicy
@@ -64,6 +66,16 @@ def value_schema(path: str, rule: FieldRule, transform: Transform) -> dict[str, 
     return transform.json_schema(rule)
 
 
+def token_beside_schema(path: str) -> dict[str, Any]:
+    """The token that goes beside the number or address at ``path``."""
+    schema = BUILTIN["token"].json_schema(FieldRule(transform="token"))
+    return {
+        **schema,
+        "description": f"the token of {parse_path(path)[-1].name}: report it as number_token "
+        "on every contact with this number or address",
+    }
+
+
 def _object() -> dict[str, Any]:
     return {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
 
@@ -106,6 +118,8 @@ def data_schema(
         if rule.transform == "drop":
             continue
         _place(root, path, value_schema(path, rule, transforms[rule.transform]), field_schema(path)[1])
+    for path, beside in tokens_beside(policy).items():
+        _place(root, beside, token_beside_schema(path), field_schema(path)[1])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"data-{purpose}.schema.json",
