@@ -62,7 +62,8 @@ def test_the_kit_says_where_and_how(kit: Path, onboarded: Path) -> None:
     text = (kit / "PARTNER.md").read_text()
     for needed in (facts["callback_url"], facts["jwks_url"], "Idempotency-Key", "/filings", "Retry-After",
                    "mTLS", "?since=", "Rotating your keys", "`debtor.id_number` | keep",
-                   "`debtor.address.line_token` | token of `debtor.address.line`: report it as `number_token`"):
+                   "`debtor.address.line_token` | token of `debtor.address.line`: report it as "
+                   "`number_token`"):
         assert needed in text, needed
     for path in guide.SNIPPETS.values():
         assert (kit / "code" / path).read_text().rstrip() in text
@@ -220,7 +221,8 @@ def test_the_data_schema_follows_each_transform() -> None:
     assert debtor["phones"]["items"]["properties"]["number"]["pattern"] == "^tok_[0-9a-f]{32}$"
     assert "number_token" not in debtor["phones"]["items"]["properties"]  # the number is its token
     assert debtor["email_token"]["pattern"] == "^tok_[0-9a-f]{32}$"  # the email left otherwise
-    assert data["debtor"]["email_token"] == Pseudonymizer(b"k" * 32).token(synthetic_case().debtor.email or "")
+    email = synthetic_case().debtor.email or ""
+    assert data["debtor"]["email_token"] == Pseudonymizer(b"k" * 32).token(email)
     assert loan["outstanding"]["enum"] == ["<1000", "1000..<10000", "10000..<50000", ">=50000"]
     assert loan["overdue_since"]["type"] == loan["overdue_days"]["type"] == "integer"
     assert loan["principal"]["type"] == "string" and loan["last_payment_date"]["format"] == "date"

@@ -111,7 +111,9 @@ async def test_tls_only_package_is_signed_not_encrypted(gw: Gateway) -> None:
     tokens = gw.keys.pseudonymizer("partner:notify-sms")
     assert json.loads(token.claims)["data"] == {
         "debtor": {
-            "phones": [{"number": n, "number_token": tokens.token(n)} for n in ("13812341999", "01065551234")],
+            "phones": [
+                {"number": n, "number_token": tokens.token(n)} for n in ("13812341999", "01065551234")
+            ],
             "timezone": "Asia/Shanghai",
         },
         "loan": {
