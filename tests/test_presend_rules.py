@@ -242,3 +242,33 @@ async def test_a_medium_the_debtor_closed_with_an_agency_is_closed_to_the_gatewa
         assert dead["last_error"].startswith("refused by the rule pack: us.medium-opt-out")
         assert (await package(gw, mail.package_id))["state"] == "delivered"
         assert stats.dead == 1
+
+
+async def test_a_stop_the_sms_provider_reports_for_one_number_closes_it_to_the_agency_too(
+    tmp_path: Path,
+) -> None:
+    """Both partners receive the numbers in clear, each with its own token beside them:
+    the provider's STOP names the number by its token, the agency's texts by theirs."""
+    clock = Clock()
+    async with messaging(tmp_path, clock) as (gw, _):
+        gw.rules = load_rule_pack("us-reg-f")
+        case = read_case(CASE)
+        sms = await placement.place(gw, case, "notify-sms", "reminder", actor="t")
+        mobile = sms.claims["data"]["debtor"]["phones"][0]
+        stop = event(sms.case_ref, "contact_request", at=clock.now, kind="opt_out", channel="sms",
+                     number_token=mobile["number_token"])  # fmt: skip
+        assert (await report(gw, "notify-sms", stop, "w1")).violations == []
+        clock.advance(60)
+
+        agency = await placement.place(gw, case, "acme-collect", "collection", actor="t")
+        await report(gw, "acme-collect", event(agency.case_ref, "accepted", at=clock.now), "w2")
+        phones = agency.claims["data"]["debtor"]["phones"]
+        assert phones[0]["number"] == mobile["number"] and phones[0]["number_token"] != mobile["number_token"]
+
+        def text(phone: dict[str, str]) -> dict[str, Any]:
+            return {**sms_contact(agency.case_ref, clock.now), "number_token": phone["number_token"],
+                    "text": "Your payment is due. Reply STOP to opt out."}  # fmt: skip
+
+        assert (await report(gw, "acme-collect", text(phones[1]), "w3")).violations == []
+        stopped = await report(gw, "acme-collect", text(phones[0]), "w4")
+        assert [b.rule for b in stopped.violations] == ["us.medium-opt-out"]
