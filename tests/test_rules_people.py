@@ -3,6 +3,7 @@ make (United States), each across partners."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -72,6 +73,22 @@ def test_cn_third_party_only_once_the_debtor_is_unreachable() -> None:
     assert rule(CN.check_contact(early, [*UNREACHABLE, sms], SH), "cn.third-party-before-unreachable") == []
     answered = contact(at(SH, 1, 14), outcome="refused")
     assert rule(CN.check_contact(early, [*UNREACHABLE, answered], SH), "cn.third-party-before-unreachable")
+
+
+def test_cn_unreachable_counts_the_calls_on_record_when_the_third_party_call_was_reported() -> None:
+    """A failed call reported after the third-party call does not make the debtor
+    unreachable for it: the pipeline and the whole record agree, and nothing is withdrawn."""
+    name = "cn.third-party-before-unreachable"
+    reported_at_once = [replace(c, known_at=c.at) for c in UNREACHABLE]
+    reported_late = replace(reported_at_once[2], known_at=at(SH, 1, 18))
+    early = replace(third(at(SH, 1, 15)), known_at=at(SH, 1, 15))
+    assert rule(CN.check_contact(early, reported_at_once, SH), name) == []
+    history = [*reported_at_once[:2], reported_late]
+    [hit] = rule(CN.breaches([*history, early], SH), name)
+    assert hit.contact is early and hit.evidence["failed_attempts"] == 2
+    [first] = rule(CN.check_contact(early, history[:2], SH), name)  # the third party's report first
+    assert rule(CN.check_contact(reported_late, [*history[:2], early], SH), name) == []  # not withdrawn
+    assert [first.contact] == [h.contact for h in rule(CN.check_contact(early, history, SH), name)]
 
 
 def test_cn_a_third_party_call_reported_without_its_text_is_flagged() -> None:

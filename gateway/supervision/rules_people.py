@@ -13,7 +13,7 @@ gateway learnt of them (`Request.binds`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -45,8 +45,10 @@ class ThirdPartyAfterUnreachable(Rule):
     """Third parties only once the debtor could not be reached (失联): ``failed_attempts``
     failed calls in a row since the debtor last spoke with a caller.
 
-    Judged on the calls on record: a failed attempt reported after the third-party call
-    does not withdraw a breach already raised.
+    Judged on the calls on record when the third-party contact was reported: those made
+    before it that the gateway had learnt of by then (``Contact.learnt``). A call reported
+    after it does not count for it, so a late report neither withdraws nor adds a breach
+    of this rule, and its breaches do not depend on the order reports arrive in.
     """
 
     failed_attempts: int = Field(ge=1)
@@ -54,15 +56,27 @@ class ThirdPartyAfterUnreachable(Rule):
     channels: frozenset[Channel] = CALLS
 
     def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
-        failures = 0  # failed calls since the debtor was last reached
+        calls: list[Contact] = []  # the debtor's calls so far, in time order
         for contact in situation.contacts:
             if contact.target == "debtor" and contact.channel in self.channels:
-                if contact.outcome in self.failed_outcomes:
-                    failures += 1
-                elif contact.outcome in CONVERSATION:
-                    failures = 0
-            elif _third_party(contact) and failures < self.failed_attempts:
-                yield contact, failures
+                calls.append(contact)
+            elif _third_party(contact):
+                failures = self.failures(calls, contact.learnt)
+                if failures < self.failed_attempts:
+                    yield contact, failures
+
+    def failures(self, calls: Iterable[Contact], known: datetime) -> int:
+        """Failed calls in a row since the debtor was last reached, among ``calls`` the
+        gateway had learnt of by ``known``."""
+        failures = 0
+        for call in calls:
+            if call.learnt > known:
+                continue
+            if call.outcome in self.failed_outcomes:
+                failures += 1
+            elif call.outcome in CONVERSATION:
+                failures = 0
+        return failures
 
     def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
         return self.breach(
