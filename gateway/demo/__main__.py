@@ -148,7 +148,9 @@ async def report_back(port: int, partners: DemoPartners) -> None:
         ("acme-collect", {"type": "accepted", "case_ref": ref, "occurred_at": at(9, 0)})
         for ref in agency_refs
     ]
-    call = {"type": "contact_attempt", "channel": "voice", "target": "debtor"}
+    # The agency dials the mobile number it received in clear and reports the token beside it.
+    mobile = partners.received["agency"][0]["claims"]["data"]["debtor"]["phones"][0]["number_token"]
+    call = {"type": "contact_attempt", "channel": "voice", "target": "debtor", "number_token": mobile}
     reports += [
         (
             "acme-collect",
