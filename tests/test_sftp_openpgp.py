@@ -43,10 +43,11 @@ from tests.toolchains import debian_tool
 
 EXAMPLE = REPO / "examples" / "channels" / "files-agency-pgp.toml"
 PARTNER = "pgp-agency"
-#: What the example profile discloses for collection: the partner must get these leaves, no more.
+#: What the example profile discloses for collection: the partner must get these leaves, no more
+#: (the numbers it receives in clear come with their tokens beside them, to report back).
 DISCLOSED = {
-    "debtor.name", "debtor.phones[].number", "debtor.id_number", "debtor.timezone",
-    "loan.currency", "loan.outstanding", "loan.overdue_since",
+    "debtor.name", "debtor.phones[].number", "debtor.phones[].number_token", "debtor.id_number",
+    "debtor.timezone", "loan.currency", "loan.outstanding", "loan.overdue_since",
 }  # fmt: skip
 
 
