@@ -4,6 +4,7 @@ has: its own private key and the bank's published JWKS."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -16,10 +17,11 @@ from jwcrypto import jwt as jw_jwt
 from gateway.core import Gateway
 from gateway.errors import PolicyViolation, StorageError
 from gateway.onboarding import registry
-from gateway.onboarding.keys import SETTLE_SECONDS
+from gateway.onboarding.keys import SETTLE_SECONDS, generate_encryption_key
 from gateway.placement import service as placement
-from gateway.placement.seal import choose_encryption_key
+from gateway.placement.seal import choose_encryption_key, encrypt, keyset_problem
 from schemas.case import Case
+from schemas.package import PackageClaims
 from tests.helpers import fail_audit_inserts, invoke, sample_case, stored_package, write_partner_keys
 
 CASE = Case.model_validate_json(sample_case().read_text())
@@ -70,6 +72,40 @@ async def test_partner_opens_package_with_jwcrypto(
     assert {f"loan.{name}" for name in claims["data"]["loan"]} == {
         p for p in listed if p.startswith("loan.")
     }
+
+
+@pytest.mark.parametrize("crv", ["P-256", "P-384", "P-521", "X25519"])
+async def test_every_partner_curve_opens_with_jwcrypto(gw: Gateway, crv: str) -> None:
+    """The JWE is built on cryptography's primitives (ECDH-ES, Concat KDF, A256KW,
+    A256GCM): for every curve a partner may publish, an independent library opens it,
+    the epk has the curve's full-size coordinates, and the claims are the schema's."""
+    partner = generate_encryption_key(crv)
+    placed = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    package = await stored_package(gw, placed.package_id)
+    recipient = choose_encryption_key({"keys": [partner.as_dict(private=False)]})
+    outer, inner, claims = open_package(
+        encrypt(package["signed"], recipient), partner.as_dict(private=True), gw.keys.public_jwks()
+    )
+    assert outer["kid"] == partner.kid and outer["epk"]["crv"] == crv and outer["cty"] == "JWT"
+    size = {"P-256": 32, "P-384": 48, "P-521": 66, "X25519": 32}[crv]
+    coordinates = ["x"] if crv == "X25519" else ["x", "y"]
+    assert all(len(base64url_bytes(outer["epk"][c])) == size for c in coordinates)
+    assert inner == {"alg": "ES256", "kid": gw.keys.signing_key().kid, "typ": "JWT"}
+    assert claims == placed.claims
+    as_schema = PackageClaims.model_validate(claims).model_dump(mode="json", by_alias=True, exclude={"test"})
+    assert as_schema == claims
+
+
+def test_a_small_order_x25519_key_is_refused_before_any_package() -> None:
+    """A key set whose X25519 key is of small order (all zeros) passes every field check;
+    only the key agreement refuses it, and onboarding says so."""
+    bad = {**generate_encryption_key("X25519").as_dict(private=False), "x": "A" * 43}
+    problem = keyset_problem([bad])
+    assert problem is not None and "trial encryption failed" in problem
+
+
+def base64url_bytes(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 async def test_package_still_verifies_after_bank_key_rotation(

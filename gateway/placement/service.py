@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,7 +29,7 @@ from gateway.storage import Transaction
 from gateway.storage.atrest import KeyRing
 from schemas.audit import DisclosedField, Disclosure
 from schemas.case import Case
-from schemas.package import PACKAGE_SCHEMA, PackageClaims
+from schemas.package import PACKAGE_SCHEMA
 from schemas.partner import LEGAL_PURPOSES, PartnerProfile, PurposePolicy
 
 
@@ -110,18 +110,22 @@ def seal_package(
     test package (``test``) carries the claim ``"test": true``; others have no such claim."""
     now = gw.now()
     package_id = "pkg_" + uuid.uuid4().hex
-    claims = PackageClaims(
-        iss=gw.settings.bank_id,
-        aud=profile.id,
-        iat=int(now.timestamp()),
-        exp=int((now + timedelta(days=profile.package_ttl_days)).timestamp()),
-        jti=package_id,
-        purpose=purpose,
-        schema=PACKAGE_SCHEMA,
-        case_ref=case_ref,
-        data=data,
-        test=test,
-    ).model_dump(mode="json", by_alias=True, exclude=None if test else {"test"})
+    iat = int(now.timestamp())
+    # `schemas.package.PackageClaims` as JSON, built as such: its fields are plain values
+    # and ``data`` is JSON already (what transforms give), so a model would only copy it.
+    claims: dict[str, Any] = {
+        "iss": gw.settings.bank_id,
+        "aud": profile.id,
+        "iat": iat,
+        "exp": iat + profile.package_ttl_days * 86400,
+        "jti": package_id,
+        "purpose": purpose,
+        "schema": PACKAGE_SCHEMA,
+        "case_ref": case_ref,
+        "data": data,
+    }
+    if test:
+        claims["test"] = True
     signed = sign(claims, gw.custody.package_signer())
     if profile.sealing == "jwe":
         assert profile.jwks is not None  # checked at onboarding
