@@ -23,6 +23,7 @@ from gateway.errors import NotFound, PolicyViolation
 from gateway.lifecycle.columns import open_package
 from gateway.lifecycle.columns import seal_package as seal_columns
 from gateway.onboarding import registry
+from gateway.onboarding.keys import Pseudonymizer
 from gateway.placement.minimize import contact_points, disclosed_fields, minimize, tokenised_points
 from gateway.placement.seal import choose_encryption_key, encrypt, sign, verify_signed
 from gateway.storage import Transaction
@@ -42,18 +43,19 @@ class Placement:
     claims: dict[str, Any]
 
 
-def subject_token(gw: Gateway, case: Case) -> str:
-    """The audit-scope pseudonym of the debtor, the key of a PIPL access report."""
-    return person_token(gw, case.debtor.id_type, case.debtor.id_number)
+def subject_token(gw: Gateway, case: Case, audit: Pseudonymizer | None = None) -> str:
+    """The audit-scope pseudonym of the debtor, the key of a PIPL access report.
+    (``audit``: the audit scope's pseudonymizer, when the caller holds it already.)"""
+    return person_token(gw, case.debtor.id_type, case.debtor.id_number, audit)
 
 
-def person_token(gw: Gateway, id_type: str, id_number: str) -> str:
+def person_token(gw: Gateway, id_type: str, id_number: str, audit: Pseudonymizer | None = None) -> str:
     """The audit-scope pseudonym of a person by identity document, as written in cases."""
-    return gw.keys.pseudonymizer("audit").token(f"{id_type}:{id_number}", prefix="subj_")
+    return (audit or gw.keys.pseudonymizer("audit")).token(f"{id_type}:{id_number}", prefix="subj_")
 
 
-def case_token(gw: Gateway, case_id: str) -> str:
-    return gw.keys.pseudonymizer("audit").token(f"case:{case_id}", prefix="case_")
+def case_token(gw: Gateway, case_id: str, audit: Pseudonymizer | None = None) -> str:
+    return (audit or gw.keys.pseudonymizer("audit")).token(f"case:{case_id}", prefix="case_")
 
 
 def check_policy(record: registry.PartnerRecord, purpose: str, gw: Gateway) -> None:
@@ -196,11 +198,11 @@ def check_limitation(gw: Gateway, case: Case, purpose: str) -> None:
         )
 
 
-def number_id(gw: Gateway, value: str) -> str:
+def number_id(gw: Gateway, value: str, audit: Pseudonymizer | None = None) -> str:
     """The bank-side identity of a number or address: the same for every partner, a
     keyed pseudonym (never the number itself)."""
     normal = "".join(value.split()).casefold()
-    return gw.keys.pseudonymizer("audit").token(f"contact:{normal}", prefix="num_")
+    return (audit or gw.keys.pseudonymizer("audit")).token(f"contact:{normal}", prefix="num_")
 
 
 async def record_contact_points(
@@ -209,21 +211,25 @@ async def record_contact_points(
     """Record the debtor's numbers and addresses under their bank-side identities (with
     their labels and zones), and which token this partner received for each, so that
     reports naming a partner's token count against the same number for every partner."""
-    for point in contact_points(case):
-        await tx.execute(
+    audit = gw.keys.pseudonymizer("audit")
+    points = contact_points(case)
+    ids = {point.value: number_id(gw, point.value, audit) for point in points}
+    if points:
+        await tx.executemany(
             "INSERT INTO contact_points (subject_token, number_id, kind, label, timezone)"
             " VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (subject_token, number_id) DO UPDATE SET kind = excluded.kind,"
             " label = excluded.label, timezone = excluded.timezone",
-            (subject, number_id(gw, point.value), point.kind, point.label, point.timezone),
+            [(subject, ids[p.value], p.kind, p.label, p.timezone) for p in points],
         )
     tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
-    for token, point in tokenised_points(case, policy, tokens):
-        await tx.execute(
+    sent = tokenised_points(case, policy, tokens)
+    if sent:
+        await tx.executemany(
             "INSERT INTO number_tokens (partner_id, token, number_id, subject_token) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (partner_id, token) DO UPDATE SET number_id = excluded.number_id,"
             " subject_token = excluded.subject_token",
-            (partner_id, token, number_id(gw, point.value), subject),
+            [(partner_id, token, ids[point.value], subject) for token, point in sent],
         )
 
 
@@ -314,7 +320,9 @@ async def _place_in(
     profile = record.profile
     policy = profile.policy[purpose]  # type: ignore[index]
     tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
+    audit = gw.keys.pseudonymizer("audit")
     fields = disclosed_fields(policy)
+    disclosed = [DisclosedField(**f) for f in fields]  # frozen: one list for the batch
     for case in cases:
         case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
         try:
@@ -332,9 +340,9 @@ async def _place_in(
             partner=partner_id,
             purpose=purpose,
             legal_basis=policy.legal_basis,
-            subject=subject_token(gw, case),
-            case=case_token(gw, case.case_id),
-            fields=[DisclosedField(**f) for f in fields],
+            subject=subject_token(gw, case, audit),
+            case=case_token(gw, case.case_id, audit),
+            fields=disclosed,
             package_digest=package.package_digest,
             sealing=profile.sealing,
         )
