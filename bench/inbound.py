@@ -12,8 +12,8 @@ Raw: an aiohttp handler that reads the body and answers 202 with a small JSON bo
 
 Floor: for scale, what the least a signed callback costs with this stack: the gateway's
 own signature check, schema validation and dedupe insert, committed, and nothing else
-(no case, lifecycle, compliance, event row or audit entry). Its ratio to raw shows how
-much of the goal's budget those four steps alone take.
+(no case, lifecycle, compliance, event row or audit entry). The goal's figure is the
+floor server's CPU per callback divided by the gateway server's: >= 0.6, moonshot 0.8.
 
 Both servers run the same way: alone in a child process of their own (aiohttp
 ``AppRunner`` + ``TCPSite`` on 127.0.0.1, port 0, no access log), one after the other.
@@ -26,14 +26,14 @@ The workload is realistic rather than best-case: ``--cases`` cases (two per debt
 the compliance history spans cases) are placed through the real placement; every case
 first reports ``accepted``, then a mix of contact attempts inside the debtor's contact
 hours over the last week (about 3 in 4) and promises to pay or payments. All requests
-must come back 202; the script fails otherwise. Goal: ratio gateway / raw >= 0.6.
+must come back 202; the script fails otherwise.
 
 As wall rates on a shared machine swing with load, the script also prints CPU seconds
 (user+sys, all threads) per request of each server's child process (/proc/PID/stat) and
 of the client (this process, ``time.process_time``), taken around the timed runs and
 their client sessions only (not the server's start or the warm-up); raw and floor count
-all RAW_ROUNDS rounds, divided by all their requests. With the server the bottleneck,
-raw server CPU / gateway server CPU is the goal's ratio in a form load does not move.
+all RAW_ROUNDS rounds, divided by all their requests. Floor server CPU / gateway server
+CPU is the goal's figure, in a form load moves little (both servers run the same way).
 """
 
 from __future__ import annotations
@@ -340,9 +340,11 @@ def print_cpu(n: int, raw: Cpu, floor: Cpu, gw: Cpu, profiled: bool) -> None:
     print(f"  gateway server {gw_us:6.0f} µs, client {gw.here * us:6.0f} µs"
           + (" (server under cProfile)" if profiled else ""))
     print(f"CPU ratio raw server / gateway server: {raw_us / gw_us:.2f} (load-independent form of"
-          f" the goal's ratio, the server being the bottleneck; goal 0.6)")
+          f" the wall-clock ratio, the server being the bottleneck)")
     print(f"CPU ratio raw server / floor server: {raw_us / floor_us:.2f} (load-independent form of"
           f" the floor / raw ratio, the server being the bottleneck)")
+    print(f"FLOOR / GATEWAY (the goal's figure): floor server {floor_us:.0f} µs / gateway server"
+          f" {gw_us:.0f} µs = {floor_us / gw_us:.2f} (goal >= 0.6, moonshot 0.8)")
 
 
 def main() -> None:
@@ -393,7 +395,7 @@ def main() -> None:
     print(f"floor (signature, schema, dedupe insert, commit; no case, rules or audit): "
           f"{n / floor_s:8.0f} requests/s  ({floor_s:.2f} s, median of {RAW_ROUNDS})")
     ratio = raw_s / gw_s
-    print(f"ratio gateway / raw: {ratio:.2f} (goal >= 0.6); the floor / raw: {raw_s / floor_s:.2f}")
+    print(f"ratio gateway / raw: {ratio:.2f}; the floor / raw: {raw_s / floor_s:.2f}")
     print_cpu(n, raw_cpu, floor_cpu, gw_cpu, profiled=bool(args.profile))
     if gw_status != Counter({202: n}) or raw_status != Counter({202: n}) or floor_status != Counter({202: n}):
         sys.exit("not every request was answered 202")

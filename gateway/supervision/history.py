@@ -16,6 +16,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from gateway.clock import isotime
 from gateway.storage import Row, Transaction
 from gateway.supervision.base import Contact, Request
@@ -60,15 +62,16 @@ class Record:
 
 
 async def numbers_of(tx: Transaction, subject: str) -> Numbers:
-    tokens = await tx.fetchall(
-        "SELECT partner_id, token, number_id FROM number_tokens WHERE subject_token = ?", (subject,)
-    )
-    points = await tx.fetchall(
-        "SELECT number_id, label, timezone FROM contact_points WHERE subject_token = ?", (subject,)
+    # One statement for both tables: a token row has a partner, a contact point none.
+    rows = await tx.fetchall(
+        "SELECT partner_id, token, number_id, NULL AS label, NULL AS timezone FROM number_tokens"
+        " WHERE subject_token = ? UNION ALL SELECT NULL, NULL, number_id, label, timezone"
+        " FROM contact_points WHERE subject_token = ?",
+        (subject, subject),
     )
     return Numbers(
-        {(r["partner_id"], r["token"]): r["number_id"] for r in tokens},
-        {r["number_id"]: (r["label"], r["timezone"]) for r in points},
+        {(r["partner_id"], r["token"]): r["number_id"] for r in rows if r["partner_id"] is not None},
+        {r["number_id"]: (r["label"], r["timezone"]) for r in rows if r["partner_id"] is None},
     )
 
 
@@ -78,21 +81,26 @@ async def contact_history(
     """The debtor's contacts from ``since`` to ``until`` by every partner, the gateway's
     own SMS and email included (stored as ``source = 'gateway'`` events, see
     :mod:`gateway.delivery.presend`), their third-party contacts before that, and every
-    request they made; ``exclude`` is the event being judged (ids start at 1)."""
+    request they made; ``exclude`` is the event being judged (ids start at 1). The
+    events come in one statement (each report checks its history)."""
     numbers = await numbers_of(tx, subject)
-    select = "SELECT id, partner_id, case_id, type, body, received_at FROM events WHERE subject_token = ?"
+    start, end = isotime(since), isotime(until)
     rows = await tx.fetchall(
-        f"{select} AND type = 'contact_attempt' AND occurred_at >= ? AND occurred_at <= ? AND id != ?",
-        (subject, isotime(since), isotime(until), exclude),
+        "SELECT id, partner_id, case_id, type, body, received_at, occurred_at >= ? AS recent"
+        " FROM events WHERE subject_token = ? AND ("
+        "(type = 'contact_attempt' AND occurred_at >= ? AND occurred_at <= ? AND id != ?)"
+        " OR (type = 'contact_attempt' AND occurred_at < ? AND body LIKE ?)"
+        " OR (type = 'contact_request' AND id != ?)) ORDER BY occurred_at, id",
+        (start, subject, start, end, exclude, start, _THIRD_PARTY, exclude),
     )
-    rows += await tx.fetchall(
-        f"{select} AND type = 'contact_attempt' AND occurred_at < ? AND body LIKE ?",
-        (subject, isotime(since), _THIRD_PARTY),
-    )
-    asked = await tx.fetchall(f"{select} AND type = 'contact_request' AND id != ?", (subject, exclude))
+    recent: list[Row] = []
+    older: list[Row] = []
+    asked: list[Row] = []
+    for row in rows:
+        (asked if row["type"] == "contact_request" else recent if row["recent"] else older).append(row)
     return Record(
-        [as_contact(r, json.loads(r["body"]), subject, numbers) for r in rows],
-        [as_request(r, json.loads(r["body"]), numbers) for r in asked],
+        [as_contact(r, orjson.loads(r["body"]), subject, numbers) for r in recent + older],
+        [as_request(r, orjson.loads(r["body"]), numbers) for r in asked],
         numbers,
     )
 
