@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -315,8 +315,8 @@ async def _check(
     if event.type == "contact_request":
         request = as_request(row, body, record.numbers)
         return gw.rules.check_request(request, record.contacts, tz, record.requests)
-    current = as_contact(row, body, subject, record.numbers)
-    current = replace(current, time_barred=time_barred(gw.rules, assignment, at))
+    barred = time_barred(gw.rules, assignment, at)
+    current = as_contact(row, body, subject, record.numbers, time_barred=barred)
     return gw.rules.check_contact(current, record.contacts, tz, record.requests)
 
 

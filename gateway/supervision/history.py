@@ -105,9 +105,11 @@ async def contact_history(
     )
 
 
-def as_contact(row: Row, body: dict[str, Any], subject: str, numbers: Numbers) -> Contact:
+def as_contact(
+    row: Row, body: dict[str, Any], subject: str, numbers: Numbers, *, time_barred: bool = False
+) -> Contact:
     """A stored (or just received) contact report; ``row`` gives the partner, the case,
-    the event id and when the gateway received it."""
+    the event id and when the gateway received it (``time_barred``: the debt was, then)."""
     number = numbers.resolve(row["partner_id"], body.get("number_token"))
     return Contact(
         at=datetime.fromisoformat(body["occurred_at"]),
@@ -124,6 +126,7 @@ def as_contact(row: Row, body: dict[str, Any], subject: str, numbers: Numbers) -
         known_at=_when(row.get("received_at")),
         zones=numbers.zones(number),
         place=numbers.label(number),
+        time_barred=time_barred,
     )
 
 
