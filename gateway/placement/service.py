@@ -23,9 +23,10 @@ from gateway.errors import NotFound, PolicyViolation
 from gateway.lifecycle.columns import open_package
 from gateway.lifecycle.columns import seal_package as seal_columns
 from gateway.onboarding import registry
+from gateway.onboarding.custody import PackageSigner
 from gateway.onboarding.keys import Pseudonymizer
 from gateway.placement.minimize import contact_points, disclosed_fields, minimize, tokenised_points
-from gateway.placement.seal import choose_encryption_key, encrypt, sign, verify_signed
+from gateway.placement.seal import Recipient, choose_encryption_key, encrypt, sign, verify_signed
 from gateway.storage import Transaction
 from gateway.storage.atrest import KeyRing
 from schemas.audit import DisclosedField, Disclosure
@@ -98,6 +99,25 @@ class Sealed:
     a guessed record, and the partner's copy checks it."""
 
 
+@dataclass(frozen=True)
+class SealingKeys:
+    """What seals a partner's packages: the bank's signer, and the partner's key for
+    ``jwe`` partners (None for others)."""
+
+    signer: PackageSigner
+    recipient: Recipient | None
+
+
+def sealing_keys(gw: Gateway, profile: PartnerProfile) -> SealingKeys:
+    """The keys as the key files stand now (each look-up checks its file, so a rotation
+    or a partner's new key set counts from the next look-up): once per batch of packages."""
+    recipient = None
+    if profile.sealing == "jwe":
+        assert profile.jwks is not None  # checked at onboarding
+        recipient = gw.keys.from_partner_keyset(profile.jwks, "encryption key", choose_encryption_key)
+    return SealingKeys(gw.custody.package_signer(), recipient)
+
+
 def seal_package(
     gw: Gateway,
     profile: PartnerProfile,
@@ -106,10 +126,12 @@ def seal_package(
     data: dict[str, Any],
     *,
     test: bool = False,
+    keys: SealingKeys | None = None,
 ) -> Sealed:
     """Sign as the bank and, for ``jwe`` partners, encrypt to the partner's key (an
     ``openpgp`` partner's adapter encrypts the claims itself, in its files). A go-live
-    test package (``test``) carries the claim ``"test": true``; others have no such claim."""
+    test package (``test``) carries the claim ``"test": true``; others have no such claim.
+    ``keys``: `sealing_keys` of this profile, when the caller seals several packages."""
     now = gw.now()
     package_id = "pkg_" + uuid.uuid4().hex
     iat = int(now.timestamp())
@@ -128,13 +150,9 @@ def seal_package(
     }
     if test:
         claims["test"] = True
-    signed = sign(claims, gw.custody.package_signer())
-    if profile.sealing == "jwe":
-        assert profile.jwks is not None  # checked at onboarding
-        key = gw.keys.from_partner_keyset(profile.jwks, "encryption key", choose_encryption_key)
-        sealed = encrypt(signed, key)
-    else:
-        sealed = signed
+    keys = keys or sealing_keys(gw, profile)
+    signed = sign(claims, keys.signer)
+    sealed = signed if keys.recipient is None else encrypt(signed, keys.recipient)
     digest = "sha256:" + hashlib.sha256(sealed.encode("ascii")).hexdigest()
     return Sealed(package_id, claims, signed, sealed, digest)
 
@@ -323,6 +341,7 @@ async def _place_in(
     audit = gw.keys.pseudonymizer("audit")
     fields = disclosed_fields(policy)
     disclosed = [DisclosedField(**f) for f in fields]  # frozen: one list for the batch
+    keys: SealingKeys | None = None  # looked up for the first package sealed
     for case in cases:
         case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
         try:
@@ -331,7 +350,9 @@ async def _place_in(
         except PolicyViolation as refused:
             outcomes.append(refused)
             continue
-        package = seal_package(gw, profile, purpose, case_ref, minimize(case, policy, tokens, gw.transforms))
+        keys = keys or sealing_keys(gw, profile)
+        data = minimize(case, policy, tokens, gw.transforms)
+        package = seal_package(gw, profile, purpose, case_ref, data, keys=keys)
         at = isotime(gw.now())
         entry = Disclosure(
             at=at,
@@ -346,22 +367,26 @@ async def _place_in(
             package_digest=package.package_digest,
             sealing=profile.sealing,
         )
-        due = at
-        if profile.kind in ("sms", "email"):
-            # The gateway itself contacts the debtor here: a reminder due outside the
-            # contact hours of the debtor's time zone waits until the window opens.
-            # A debtor on file in more than one zone waits for an hour convenient in all.
-            opening = gw.rules.next_allowed(gw.now(), case.debtor.timezone, debtor_zones(case))
-            due = isotime(opening or gw.now())
         await enqueue(
-            tx, package, profile,
-            case_id=case.case_id, subject=entry.subject, fields=fields, at=at, due=due, keyring=gw.keyring,
+            tx, package, profile, case_id=case.case_id, subject=entry.subject, fields=fields, at=at,
+            due=_due(gw, profile, case, at), keyring=gw.keyring,
         )
         await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
         await record_contact_points(gw, tx, case, entry.subject, partner_id, policy)
         entries.append(entry)
         outcomes.append(Placement(package.package_id, partner_id, purpose, case_ref, package.claims))
     return outcomes
+
+
+def _due(gw: Gateway, profile: PartnerProfile, case: Case, at: str) -> str:
+    """When the package is due: now, but where the gateway itself contacts the debtor
+    (SMS, email), a reminder due outside the contact hours of the debtor's time zone
+    waits until the window opens; a debtor on file in more than one zone waits for an
+    hour convenient in all."""
+    if profile.kind not in ("sms", "email"):
+        return at
+    opening = gw.rules.next_allowed(gw.now(), case.debtor.timezone, debtor_zones(case))
+    return isotime(opening or gw.now())
 
 
 async def check_not_recalled(tx: Transaction, case_id: str, partner_id: str, case_ref: str) -> None:
