@@ -32,7 +32,7 @@ from gateway.errors import Conflict, DeliveryError
 from gateway.inbound.webhooks import Signed
 from gateway.onboarding import registry
 from gateway.onboarding.kit.sample import test_package
-from gateway.placement.service import Sealed
+from gateway.placement.package import Sealed
 from gateway.plugin.adapter import OutboundPackage
 from gateway.storage import Transaction
 from schemas.audit import PartnerTest

@@ -16,7 +16,8 @@ from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.errors import Conflict, NotFound
 from gateway.onboarding import registry
-from gateway.placement.service import enqueue, seal_package
+from gateway.placement.package import seal_package
+from gateway.placement.service import enqueue
 from gateway.storage import Transaction
 from gateway.supervision.redact import check_reason
 from schemas.audit import PartnerChange, Recall

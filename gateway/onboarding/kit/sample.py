@@ -26,8 +26,8 @@ from gateway.core import Gateway
 from gateway.inbound import webhooks
 from gateway.onboarding.keys import JWK, Pseudonymizer, generate_encryption_key
 from gateway.placement.minimize import minimize
+from gateway.placement.package import Sealed, seal_package
 from gateway.placement.seal import encrypt
-from gateway.placement.service import Sealed, seal_package
 from schemas.case import Case
 from schemas.partner import PartnerProfile
 
