@@ -9,10 +9,11 @@ import multiprocessing
 import os
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from gateway.demo.partners import ThrowawayCA
 from gateway.onboarding.keys import SETTLE_SECONDS, KeyStore, generate_encryption_key
 
 REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 def process_cpu(pid: int) -> float:
@@ -116,3 +118,12 @@ def make_workspace(
         .replace("[adapter_config]", f'[adapter_config]\nca_file = "{ca.ca_file}"')
     )
     return profile
+
+
+def run_loop(main: Coroutine[Any, Any, T], loop: str = "asyncio") -> T:
+    """Run ``main`` on asyncio's own event loop or on uvloop's (``--loop`` of the benches)."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)

@@ -133,8 +133,6 @@ def message(
 ) -> Contact:
     """The gateway's message as the rule pack sees a contact: its texts are what the
     partner's adapter says it sends (`Adapter.message_texts`)."""
-    cls = adapters.get(record.profile.adapter)
-    texts = cls.for_profile(record.profile).message_texts(purpose) if cls else []
     return Contact(
         at=at,
         channel=record.profile.kind,
@@ -143,9 +141,26 @@ def message(
         partner=record.id,
         debt=case_id,
         debtor=subject,
-        text="\n".join(texts) or None,
+        text=_text(adapters, record, purpose),
         zones=zones,
     )
+
+
+#: The texts of each partner's messages, by adapter, profile digest and purpose: making
+#: the adapter checks its whole profile (TLS files read), which is not a per-message cost.
+_TEXTS: dict[tuple[type[Adapter], str, str], str | None] = {}
+
+
+def _text(adapters: Adapters, record: registry.PartnerRecord, purpose: str) -> str | None:
+    cls = adapters.get(record.profile.adapter)
+    if cls is None:
+        return None
+    key = (cls, record.profile_digest, purpose)
+    if key not in _TEXTS:
+        if len(_TEXTS) >= 256:
+            _TEXTS.clear()
+        _TEXTS[key] = "\n".join(cls.for_profile(record.profile).message_texts(purpose)) or None
+    return _TEXTS[key]
 
 
 async def screen(

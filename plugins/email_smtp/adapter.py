@@ -7,16 +7,17 @@ network in clear. aiosmtplib logs in only after STARTTLS (or on the implicit-TLS
 connection), and a relay that refuses the login is an operator's problem to fix, not the
 package's: retried (``PartnerUnavailable``), never dead.
 
-One connection per message (reminders are few and rate-limited). The ``Message-ID`` is
-derived from the package id, so a resend after a crash is recognisably the same message
-to the relay and to the recipient's mail client. SMTP replies map onto the error tree:
-4xx is temporary (``PartnerUnavailable``), 5xx permanent (``PartnerRejected``).
+Connections stay open and carry many messages, up to
+``adapter_config.messages_per_connection`` each (:mod:`plugins.email_smtp.connections`).
+The ``Message-ID`` is derived from the package id, so a resend after a crash is
+recognisably the same message to the relay and to the recipient's mail client. SMTP
+replies map onto the error tree: 4xx is temporary (``PartnerUnavailable``), 5xx
+permanent (``PartnerRejected``).
 """
 
 from __future__ import annotations
 
 import ssl
-from email.message import EmailMessage
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -29,6 +30,8 @@ from gateway.plugin.adapter import Adapter, AdapterConfig, OutboundPackage, Rece
 from gateway.plugin.http import ReadableFile, check_tls_files, endpoint_origin
 from gateway.plugin.templates import check_profile_messages, first, render
 from gateway.supervision.redact import redact
+from plugins.email_smtp.connections import Connections
+from plugins.email_smtp.mime import Mail
 from schemas.partner import PartnerProfile
 
 
@@ -62,6 +65,10 @@ class EmailConfig(AdapterConfig):
     recipient_field: str = "debtor.email"
     auth: SmtpAuth | None = Field(default=None, description="SMTP AUTH; only over TLS")
     templates: dict[str, Template] = Field(min_length=1, description="by purpose")
+    messages_per_connection: int = Field(
+        default=100, ge=1, le=10000,
+        description="messages sent over one SMTP connection before it is closed and another opened",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _tls_files(self) -> EmailConfig:
@@ -106,6 +113,8 @@ class EmailSmtpAdapter(Adapter):
                 resources.keys.partner_secret(self.config.auth.password_file)
             except GatewayError as exc:
                 raise ValueError(f"auth.password_file: {exc}") from None
+        self.connections = Connections(self._connect, self.config.messages_per_connection)
+        self._tls: ssl.SSLContext | None = None
 
     def login(self) -> tuple[str | None, str | None]:
         """The user name and password to log in with, if the profile logs in."""
@@ -118,37 +127,49 @@ class EmailSmtpAdapter(Adapter):
         template = self.config.templates.get(purpose)
         return [template.subject, template.text] if template else []
 
-    def message(self, package: OutboundPackage) -> EmailMessage:
+    def message(self, package: OutboundPackage) -> Mail:
         data = package.claims["data"]
         template = self.config.templates[package.purpose]
-        msg = EmailMessage()
-        msg["From"] = self.config.sender
-        msg["To"] = first(data, self.config.recipient_field, "recipient_field")
-        msg["Subject"] = render(template.subject, data)
-        msg["Message-ID"] = f"<{package.package_id}@{self.config.sender.rsplit('@', 1)[1]}>"
-        msg.set_content(render(template.text, data))
-        return msg
+        return Mail(
+            sender=self.config.sender,
+            recipient=first(data, self.config.recipient_field, "recipient_field"),
+            subject=render(template.subject, data),
+            message_id=f"<{package.package_id}@{self.config.sender.rsplit('@', 1)[1]}>",
+            text=render(template.text, data),
+        )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """Made once: loading the system's CA store takes longer than sending a message."""
+        if self._tls is None and self.config.tls != "none":
+            self._tls = ssl.create_default_context(cafile=self.config.ca_file)
+        return self._tls
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        url = urlsplit(self.profile.endpoint)
+        username, password = self.login()
+        client = aiosmtplib.SMTP(
+            hostname=url.hostname,
+            port=url.port,
+            use_tls=self.config.tls == "implicit",
+            start_tls=self.config.tls == "starttls",
+            tls_context=self.tls_context(),
+            timeout=self.profile.limits.timeout,
+            username=username,
+            password=password,
+        )
+        try:
+            await client.connect()
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     async def deliver(self, package: OutboundPackage) -> Receipt:
-        msg = self.message(package)
+        mail = self.message(package)
         url = urlsplit(self.profile.endpoint)
         where = f"mail for package {package.package_id} via {url.hostname}:{url.port}"
-        tls = self.config.tls
-        context = ssl.create_default_context(cafile=self.config.ca_file) if tls != "none" else None
-        username, password = self.login()
         try:
-            context = ssl.create_default_context(cafile=self.config.ca_file) if tls != "none" else None
-            _, reply = await aiosmtplib.send(
-                msg,
-                hostname=url.hostname,
-                port=url.port,
-                use_tls=tls == "implicit",
-                start_tls=tls == "starttls",
-                tls_context=context,
-                timeout=self.profile.limits.timeout,
-                username=username,
-                password=password,
-            )
+            reply = await self.connections.send(mail.sender, mail.recipient, mail.as_bytes(), mail.utf8)
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise PartnerUnavailable(
                 f"{where}: SMTP {exc.code}: the relay refused the login; check adapter_config.auth"
@@ -165,4 +186,7 @@ class EmailSmtpAdapter(Adapter):
             # Refused connection, no STARTTLS offered, certificate not trusted: the
             # message is never sent in clear, and a later try may find things fixed.
             raise PartnerUnavailable(f"{where}: {type(exc).__name__}: {exc}") from None
-        return Receipt(partner_ref=msg["Message-ID"], status=reply[:3], detail=reply)
+        return Receipt(partner_ref=mail.message_id, status=reply[:3], detail=reply)
+
+    async def aclose(self) -> None:
+        await self.connections.aclose()

@@ -1,0 +1,105 @@
+"""Open SMTP connections of one email partner, each sending many messages.
+
+A connection costs a TCP connect, the greeting, EHLO, STARTTLS (a TLS handshake), EHLO
+again and perhaps AUTH: several milliseconds of CPU, more than the message itself. So
+an adapter keeps the connections it opened and sends the next messages over them; as
+many are open as attempts run at once (the partner's ``limits.concurrency``).
+
+- A connection carries at most ``messages_per_connection`` messages (the profile's
+  ``adapter_config``; relays limit it, often to a few dozen or a hundred), then QUIT.
+- An error the relay *answered* (4xx, 5xx: refused recipient, full mailbox) leaves the
+  connection usable: aiosmtplib resets the envelope (RSET) and it goes back to the pool.
+- Anything else (a connection lost, a timeout, a cancelled attempt, a protocol error)
+  closes it: its state is unknown. The next message opens a new one; the failed one is
+  the core's to retry, never resent here, since the relay may have taken it.
+- A connection the relay closed while idle is seen closed and dropped before use; one
+  idle longer than ``IDLE_SECONDS`` is closed too (relays drop idle clients after a
+  few minutes, RFC 5321 §4.5.3.2.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+#: Longest a connection waits unused in the pool before it is closed instead of reused.
+IDLE_SECONDS = 60.0
+QUIT_TIMEOUT = 5.0
+
+
+@dataclass
+class Connection:
+    client: aiosmtplib.SMTP
+    sent: int = 0
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+class Connections:
+    def __init__(self, connect: Callable[[], Awaitable[aiosmtplib.SMTP]], per_connection: int) -> None:
+        self._connect = connect
+        self.per_connection = per_connection
+        self._idle: list[Connection] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self.opened = 0
+        """Connections opened so far (for tests and the bench)."""
+
+    async def send(self, sender: str, recipient: str, message: bytes, utf8: bool) -> str:
+        """Send one message; return the relay's reply to its DATA. Errors are aiosmtplib's
+        (and OSError): the caller translates them."""
+        conn = await self._take()
+        options = ["SMTPUTF8"] if utf8 else []
+        try:
+            _, reply = await conn.client.sendmail(sender, [recipient], message, mail_options=options)
+        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+            self._give_back(conn)  # answered, and the envelope reset: still usable
+            raise
+        except BaseException:
+            conn.client.close()
+            raise
+        conn.sent += 1
+        self._give_back(conn)
+        return reply
+
+    async def _take(self) -> Connection:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.client.is_connected and now - conn.idle_since < IDLE_SECONDS:
+                return conn
+            self._quit(conn)
+        client = await self._connect()
+        self.opened += 1
+        return Connection(client)
+
+    def _give_back(self, conn: Connection) -> None:
+        if conn.sent >= self.per_connection or not conn.client.is_connected:
+            self._quit(conn)
+        else:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+
+    def _quit(self, conn: Connection) -> None:
+        """Say QUIT and close, apart from the attempt (its result is known already)."""
+        if not conn.client.is_connected:
+            conn.client.close()
+            return
+        task = asyncio.ensure_future(_quit(conn.client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        while self._idle:
+            self._quit(self._idle.pop())
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+        await client.quit(timeout=QUIT_TIMEOUT)
+    client.close()
