@@ -7,8 +7,14 @@ rows with a ``next_attempt_at``, the circuit breaker is ``partner_state``. A lan
 finds nothing due sleeps until the next due time (at most ``idle`` seconds, so packages
 placed by other processes are picked up), never spins.
 
-Attempt results are written in group commits: whichever finished attempt takes the
-write lock first stores every result waiting at that moment, one transaction for many.
+Claims and results go in groups. A lane holds claimed packages ahead, as many as it can
+send well within their lease at the pace it measures (its rate limit, its concurrency
+and the partner's latency), so one claim transaction takes tens of packages; a package
+whose lease would end before its attempt could is given back unsent. Attempt results
+are written by one writer task: it stores, in one transaction, every result that came in
+while attempts were in flight, up to ``batch`` of them or ``GROUP_WAIT`` seconds, and at
+once when nothing else is in flight or a failure is among them (the breaker must see it
+before the lane sends again).
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ from gateway.plugin.adapter import Adapter, OutboundPackage, Receipt
 from gateway.supervision.redact import redact, values_of
 
 log = logging.getLogger(__name__)
+
+#: Longest a result waits for others to share its transaction. A crash in that time
+#: loses no package: its lease expires and it is sent again, with the same idempotency key.
+GROUP_WAIT = 0.05
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,9 @@ class Dispatcher:
         self.stopping = asyncio.Event()
         self.lanes: dict[str, Lane] = {}
         self._pending: list[outbox.Outcome] = []
+        self._failed = False
+        self.sending = 0
+        """Attempts under way in every lane, whose results the writer may wait for."""
         self._wake = asyncio.Event()
         self._written = asyncio.Event()
         self._written.set()
@@ -149,6 +162,7 @@ class Dispatcher:
         so the breaker has seen it before this worker sends again; so does everyone
         when results pile up faster than the database takes them."""
         self._pending.append(result)
+        self._failed = self._failed or result.signal == "failure"
         self._written.clear()
         self._wake.set()
         if self._writer is None:
@@ -169,9 +183,21 @@ class Dispatcher:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                batch, self._pending = self._pending, []
+                await self._gather()
+                batch, self._pending, self._failed = self._pending, [], False
                 await self._store(batch)
             self._written.set()
+
+    async def _gather(self) -> None:
+        """Let the results of attempts under way join the group (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + GROUP_WAIT
+        while len(self._pending) < self.options.batch and self.sending and not self._failed:
+            left = until - loop.time()
+            if left <= 0:
+                return
+            self._wake.clear()
+            await _wait(self._wake, left)
 
     async def _store(self, batch: list[outbox.Outcome]) -> None:
         """Store one batch; nothing it raises may end the writer, whose silence would
@@ -199,9 +225,9 @@ class Dispatcher:
 
 
 class Lane:
-    """One partner's worker pool: a refill loop claims packages ahead in batches (at
-    most twice ``concurrency`` held), ``concurrency`` workers send them, each send
-    first taking a token from the rate limiter."""
+    """One partner's worker pool: a refill loop claims packages ahead in batches (see
+    :meth:`ahead`), ``concurrency`` workers send them, each send first taking a token
+    from the rate limiter."""
 
     def __init__(self, dispatcher: Dispatcher, record: registry.PartnerRecord, adapter: Adapter) -> None:
         self.d = dispatcher
@@ -210,8 +236,10 @@ class Lane:
         self.limits = record.profile.limits
         self.adapter = adapter
         self.bucket = TokenBucket(self.limits.rate_per_second)
-        self.queue: asyncio.Queue[outbox.Claimed | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[Held | None] = asyncio.Queue()
         self.busy = 0
+        self.latency: float | None = None
+        """Seconds an attempt takes, a moving average (None: none made yet)."""
         self.changed = asyncio.Event()
         self.ended = asyncio.Event()
         """Set once the lane is retired or the dispatcher stops."""
@@ -252,9 +280,10 @@ class Lane:
             if item is None:
                 markers += 1
             else:
-                unsent.append(item.package.package_id)
+                unsent.append(item.claimed.package.package_id)
         for _ in range(markers):
             self.queue.put_nowait(None)
+        self.changed.set()
         if unsent:
             await outbox.unclaim(self.d.gw, self.d.owner, unsent)
 
@@ -263,46 +292,75 @@ class Lane:
         self.ended.set()
         self.changed.set()
 
+    def ahead(self) -> int:
+        """How many packages to hold claimed: what the lane sends in half a lease at the
+        pace it measured (the rate limit, or ``concurrency`` attempts of the average
+        latency), at least twice ``concurrency``, at most two claims of ``batch``. Large
+        claims cost fewer transactions; a crash strands no more than the lease."""
+        floor = 2 * self.limits.concurrency
+        if self.latency is None:
+            return floor
+        pace = min(self.limits.concurrency / max(self.latency, 1e-3), self.limits.rate_per_second)
+        return max(floor, min(2 * self.d.options.batch, int(pace * self.d.options.lease / 2)))
+
     async def _refill(self, cutoff: str | None) -> None:
-        limit = self.limits.concurrency
         while not self.done:
             self.changed.clear()
-            # Refill at half a round left, up to twice the concurrency held: claims come
-            # in batches, yet a crash strands little.
-            if self.queue.qsize() > limit // 2:
+            ahead = self.ahead()
+            # Refill at half of it left, so the workers never run dry.
+            if self.queue.qsize() > ahead // 2:
                 await _wait(self.changed, None)
                 continue
-            want = min(2 * limit - self.queue.qsize() - self.busy, self.d.options.batch)
+            want = min(ahead - self.queue.qsize() - self.busy, self.d.options.batch)
+            lease = self.d.options.lease
             claim = await outbox.claim(
-                self.d.gw, self.partner_id, self.d.owner, want, self.d.options.lease, cutoff,
+                self.d.gw, self.partner_id, self.d.owner, want, lease, cutoff,
                 probe_seconds=breaker.probe_lease(self.limits.timeout),
             )
             self.d.stats.dead += claim.expired + claim.refused
+            lease_ends = time.monotonic() + lease
             for claimed in claim.packages:
-                self.queue.put_nowait(claimed)
+                self.queue.put_nowait(Held(claimed, lease_ends))
             if claim.packages or claim.held or claim.refused:
                 continue  # held or refused ones may have hidden more that are due
-            if cutoff is not None:
-                if not self.queue.qsize() and not self.busy:
-                    if self.d.all_written:
-                        return
-                    await self.d.flushed()  # results may let more through (a probe passed)
-                    continue
-                await _wait(self.changed, None)
+            # Nothing more due: look again once what is held is sent (results may let
+            # more through: a probe passed), or, serving, at the next due time.
+            if self.queue.qsize() or self.busy:
+                await self._drained(None if cutoff is not None else self._sleep_for(claim.wake_at))
+            elif cutoff is None:
+                await _wait(self.ended, self._sleep_for(claim.wake_at))
+            elif self.d.all_written:
+                return
             else:
-                await _wait(self.changed, self._sleep_for(claim.wake_at))
+                await self.d.flushed()
+
+    async def _drained(self, timeout: float | None) -> None:
+        """Wait until nothing is held or under way, the lane ends, or ``timeout`` passes."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while (self.queue.qsize() or self.busy) and not self.done:
+                    self.changed.clear()
+                    await self.changed.wait()
 
     async def _worker(self) -> None:
-        while (claimed := await self.queue.get()) is not None:
+        while (held := await self.queue.get()) is not None:
             self.busy += 1  # before any await, so the refill loop never sees it idle
             try:
-                if await self._token():
-                    await self._send(claimed)
-                else:  # stopping: not sent, so not in flight; back to the outbox
-                    await outbox.unclaim(self.d.gw, self.d.owner, [claimed.package.package_id])
+                # Not sent if stopping, nor if the lease could end during the attempt
+                # (another dispatcher may claim it then): back to the outbox.
+                if await self._token() and self._in_lease(held):
+                    await self._send(held.claimed)
+                else:
+                    await outbox.unclaim(self.d.gw, self.d.owner, [held.claimed.package.package_id])
             finally:
                 self.busy -= 1
                 self.changed.set()
+
+    def _in_lease(self, held: Held) -> bool:
+        """Whether an attempt started now ends within the claim's lease: it has more
+        than the attempt timeout left (or half the lease, if that is shorter)."""
+        margin = min(self.limits.timeout, self.d.options.lease / 2)
+        return held.lease_ends - time.monotonic() > margin
 
     async def _token(self) -> bool:
         """Take a token of the rate limiter; False if the lane ends first (a slow rate
@@ -331,7 +389,13 @@ class Lane:
     async def _send(self, claimed: outbox.Claimed) -> None:
         started = self.d.gw.now()
         t0 = time.perf_counter()
-        result = await self._attempt(claimed.package)
+        self.d.sending += 1
+        try:
+            result = await self._attempt(claimed.package)
+        finally:
+            self.d.sending -= 1
+        seconds = time.perf_counter() - t0
+        self.latency = seconds if self.latency is None else 0.8 * self.latency + 0.2 * seconds
         if isinstance(result, TimeoutError):
             result = PartnerTimeout(f"no answer within {self.limits.timeout:g} s")
         elif isinstance(result, Exception):
@@ -348,8 +412,7 @@ class Lane:
                     redact(str(exc), sent),
                     "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
                 )
-        latency_ms = (time.perf_counter() - t0) * 1000
-        outcome = outbox.judge(claimed, self.limits, started, latency_ms, result, self.d.gw.now())
+        outcome = outbox.judge(claimed, self.limits, started, seconds * 1000, result, self.d.gw.now())
         self.d.stats.count(outcome.state)
         await self.d.record(outcome)
 
@@ -375,6 +438,15 @@ class Lane:
         if not isinstance(exc, Exception):
             raise exc
         return exc
+
+
+@dataclass(frozen=True)
+class Held:
+    """A package claimed ahead, waiting in its lane's queue."""
+
+    claimed: outbox.Claimed
+    lease_ends: float
+    """`time.monotonic` at which the claim's lease ends."""
 
 
 def _forget(task: asyncio.Future[Any]) -> None:

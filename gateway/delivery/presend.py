@@ -65,7 +65,7 @@ from gateway.onboarding import registry
 from gateway.plugin.adapter import Adapter
 from gateway.storage import Lock, Row, Transaction
 from gateway.supervision.base import local_time
-from gateway.supervision.history import HISTORY, Record, contact_history, time_barred
+from gateway.supervision.history import HISTORY, Record, contact_histories, time_barred
 from gateway.supervision.rules import Breach, Contact, Request, RulePack
 from schemas.events import ContactAttempt
 from schemas.package import RECALL_PURPOSE
@@ -166,28 +166,26 @@ def _text(adapters: Adapters, record: registry.PartnerRecord, purpose: str) -> s
 async def screen(
     gw: Gateway, tx: Transaction, partner_id: str, rows: list[Row], now: datetime
 ) -> list[Stopped]:
-    """Judge the packages just claimed for ``partner_id``; return those that must not go now."""
+    """Judge the packages just claimed for ``partner_id``; return those that must not go
+    now. The debtors' histories and the assignments are read for all of them at once."""
     record = await registry.fetch(tx, partner_id)
     if record.profile.kind not in MESSAGING:
         return []
+    subjects = sorted({row["subject_token"] for row in rows})  # sorted: never a deadlock
+    await tx.take_turns_all(Lock.DEBTOR_CONTACTS, subjects)
+    messages = [row for row in rows if row["purpose"] != RECALL_PURPOSE]
+    if not messages:
+        return []
     claimed = {row["id"] for row in rows}
-    for subject in sorted({row["subject_token"] for row in rows}):  # sorted: never a deadlock
-        await tx.take_turns(Lock.DEBTOR_CONTACTS, subject)
-    histories: dict[str, Record] = {}
+    histories = await _histories(
+        gw.adapters, tx, sorted({row["subject_token"] for row in messages}), now, claimed
+    )
+    assignments = await _assignments(tx, partner_id, [row["case_ref"] for row in messages])
     stopped = []
-    for row in rows:
-        if row["purpose"] == RECALL_PURPOSE:
-            continue
+    for row in messages:
         subject = row["subject_token"]
-        if subject not in histories:
-            histories[subject] = await _history(gw.adapters, tx, subject, now, claimed)
         known = histories[subject]
-        assignment = await tx.fetchone(
-            "SELECT timezone, last_due_date, last_reset, limitation_events FROM assignments"
-            " WHERE partner_id = ? AND case_ref = ?",
-            (partner_id, row["case_ref"]),
-        )
-        assert assignment is not None  # written with the package
+        assignment = assignments[row["case_ref"]]  # written with the package
         tz = assignment["timezone"]
         zones = known.numbers.zones(None)
         contact = replace(
@@ -202,6 +200,15 @@ async def screen(
     return stopped
 
 
+async def _assignments(tx: Transaction, partner_id: str, case_refs: list[str]) -> dict[str, Row]:
+    found = await tx.fetchall(
+        "SELECT case_ref, timezone, last_due_date, last_reset, limitation_events FROM assignments"
+        f" WHERE partner_id = ? AND case_ref IN ({', '.join('?' * len(case_refs))})",
+        (partner_id, *case_refs),
+    )
+    return {row["case_ref"]: row for row in found}
+
+
 def _stopped(package_id: str, verdict: Verdict, tz: str) -> Stopped:
     rules = "; ".join(f"{b.rule}: {b.message}" for b in verdict.breaches)
     if verdict.until:
@@ -210,21 +217,29 @@ def _stopped(package_id: str, verdict: Verdict, tz: str) -> Stopped:
     return Stopped(package_id, None, f"refused by the rule pack: {rules}")
 
 
-async def _history(
-    adapters: Adapters, tx: Transaction, subject: str, now: datetime, claimed: set[str]
-) -> Record:
-    """Reported and recorded contacts and requests, and the gateway's messages to the
-    debtor in flight."""
-    known = await contact_history(tx, subject, now - HISTORY, now + HISTORY)
+async def _histories(
+    adapters: Adapters, tx: Transaction, subjects: list[str], now: datetime, claimed: set[str]
+) -> dict[str, Record]:
+    """Reported and recorded contacts and requests of each debtor, and the gateway's
+    messages to them in flight."""
+    known = await contact_histories(tx, subjects, now - HISTORY, now + HISTORY)
     rows = await tx.fetchall(
-        "SELECT id, partner_id, case_id, purpose FROM packages"
-        " WHERE subject_token = ? AND state = 'sending' AND purpose != ?",
-        (subject, RECALL_PURPOSE),
+        "SELECT id, partner_id, case_id, purpose, subject_token FROM packages"
+        f" WHERE subject_token IN ({', '.join('?' * len(subjects))}) AND state = 'sending' AND purpose != ?",
+        (*subjects, RECALL_PURPOSE),
     )
+    records: dict[str, registry.PartnerRecord] = {}
     for row in rows:
-        record = await registry.fetch(tx, row["partner_id"])
-        if row["id"] not in claimed and record.profile.kind in MESSAGING:
-            known.contacts.append(message(adapters, record, row["purpose"], row["case_id"], subject, now))
+        if row["id"] in claimed:
+            continue
+        if row["partner_id"] not in records:
+            records[row["partner_id"]] = await registry.fetch(tx, row["partner_id"])
+        record = records[row["partner_id"]]
+        if record.profile.kind in MESSAGING:
+            subject = row["subject_token"]
+            known[subject].contacts.append(
+                message(adapters, record, row["purpose"], row["case_id"], subject, now)
+            )
     return known
 
 

@@ -51,6 +51,12 @@ class Transaction(ABC):
         """Hold ``lock`` (for ``item``, e.g. one debtor) until the transaction ends,
         waiting while another transaction holds it."""
 
+    async def take_turns_all(self, lock: Lock, items: Sequence[str]) -> None:
+        """`take_turns` on each of ``items``, in the order given (callers sort them, so
+        two transactions never wait for each other in a circle)."""
+        for item in items:
+            await self.take_turns(lock, item)
+
     @abstractmethod
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; return the number of rows it changed."""

@@ -14,7 +14,7 @@ A ``search_path`` (or any other server setting) may ride in the URL's query stri
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 
@@ -109,6 +109,15 @@ class PostgresTransaction(Transaction):
             await self.execute("SELECT pg_advisory_xact_lock(?)", (int(lock),))
         else:
             await self.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (int(lock), item))
+
+    async def take_turns_all(self, lock: Lock, items: Sequence[str]) -> None:
+        """One statement for all: unnest yields the items in their order, and each row
+        takes its lock as the scan reaches it."""
+        if items:
+            await self.execute(
+                "SELECT pg_advisory_xact_lock(?, hashtext(item)) FROM unnest(?::text[]) AS item",
+                (int(lock), list(items)),
+            )
 
 
 class PostgresDatabase(Database):

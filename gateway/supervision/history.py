@@ -11,6 +11,7 @@ whichever partner called it. The zones and labels on file for each number come a
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -62,17 +63,27 @@ class Record:
 
 
 async def numbers_of(tx: Transaction, subject: str) -> Numbers:
+    return (await numbers_of_all(tx, [subject]))[subject]
+
+
+async def numbers_of_all(tx: Transaction, subjects: Sequence[str]) -> dict[str, Numbers]:
+    """`numbers_of` each of ``subjects`` (distinct), in one statement for all."""
     # One statement for both tables: a token row has a partner, a contact point none.
+    marks = _marks(subjects)
     rows = await tx.fetchall(
-        "SELECT partner_id, token, number_id, NULL AS label, NULL AS timezone FROM number_tokens"
-        " WHERE subject_token = ? UNION ALL SELECT NULL, NULL, number_id, label, timezone"
-        " FROM contact_points WHERE subject_token = ?",
-        (subject, subject),
+        "SELECT subject_token, partner_id, token, number_id, NULL AS label, NULL AS timezone"
+        f" FROM number_tokens WHERE subject_token IN ({marks}) UNION ALL SELECT subject_token, NULL,"
+        f" NULL, number_id, label, timezone FROM contact_points WHERE subject_token IN ({marks})",
+        (*subjects, *subjects),
     )
-    return Numbers(
-        {(r["partner_id"], r["token"]): r["number_id"] for r in rows if r["partner_id"] is not None},
-        {r["number_id"]: (r["label"], r["timezone"]) for r in rows if r["partner_id"] is None},
-    )
+    found = {subject: Numbers() for subject in subjects}
+    for r in rows:
+        numbers = found[r["subject_token"]]
+        if r["partner_id"] is not None:
+            numbers.tokens[(r["partner_id"], r["token"])] = r["number_id"]
+        else:
+            numbers.points[r["number_id"]] = (r["label"], r["timezone"])
+    return found
 
 
 async def contact_history(
@@ -83,26 +94,43 @@ async def contact_history(
     :mod:`gateway.delivery.presend`), their third-party contacts before that, and every
     request they made; ``exclude`` is the event being judged (ids start at 1). The
     events come in one statement (each report checks its history)."""
-    numbers = await numbers_of(tx, subject)
+    return (await contact_histories(tx, [subject], since, until, exclude))[subject]
+
+
+async def contact_histories(
+    tx: Transaction, subjects: Sequence[str], since: datetime, until: datetime, exclude: int = 0
+) -> dict[str, Record]:
+    """`contact_history` of each of ``subjects`` (distinct), in the same two statements
+    for all of them (the gateway's messages of one claim are judged together)."""
+    numbers = await numbers_of_all(tx, subjects)
     start, end = isotime(since), isotime(until)
     rows = await tx.fetchall(
-        "SELECT id, partner_id, case_id, type, body, received_at, occurred_at >= ? AS recent"
-        " FROM events WHERE subject_token = ? AND ("
+        "SELECT id, partner_id, case_id, type, body, received_at, subject_token, occurred_at >= ? AS recent"
+        f" FROM events WHERE subject_token IN ({_marks(subjects)}) AND ("
         "(type = 'contact_attempt' AND occurred_at >= ? AND occurred_at <= ? AND id != ?)"
         " OR (type = 'contact_attempt' AND occurred_at < ? AND body LIKE ?)"
         " OR (type = 'contact_request' AND id != ?)) ORDER BY occurred_at, id",
-        (start, subject, start, end, exclude, start, _THIRD_PARTY, exclude),
+        (start, *subjects, start, end, exclude, start, _THIRD_PARTY, exclude),
     )
-    recent: list[Row] = []
-    older: list[Row] = []
-    asked: list[Row] = []
+    recent: dict[str, list[Row]] = {subject: [] for subject in subjects}
+    older: dict[str, list[Row]] = {subject: [] for subject in subjects}
+    asked: dict[str, list[Row]] = {subject: [] for subject in subjects}
     for row in rows:
-        (asked if row["type"] == "contact_request" else recent if row["recent"] else older).append(row)
-    return Record(
-        [as_contact(r, orjson.loads(r["body"]), subject, numbers) for r in recent + older],
-        [as_request(r, orjson.loads(r["body"]), numbers) for r in asked],
-        numbers,
-    )
+        kind = asked if row["type"] == "contact_request" else recent if row["recent"] else older
+        kind[row["subject_token"]].append(row)
+    return {
+        subject: Record(
+            [as_contact(r, orjson.loads(r["body"]), subject, numbers[subject])
+             for r in recent[subject] + older[subject]],
+            [as_request(r, orjson.loads(r["body"]), numbers[subject]) for r in asked[subject]],
+            numbers[subject],
+        )
+        for subject in subjects
+    }
+
+
+def _marks(items: Sequence[object]) -> str:
+    return ", ".join("?" * len(items))
 
 
 def as_contact(

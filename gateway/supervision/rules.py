@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -296,9 +297,13 @@ class RulePack(BaseModel):
     def retention_years(self) -> int:
         return self.retention.years
 
+    @cached_property
+    def every_rule(self) -> tuple[Rule, ...]:
+        return tuple(value for value in dict(self).values() if isinstance(value, Rule))
+
     def rules(self) -> list[Rule]:
         """Every rule of the pack, in field order."""
-        return [value for value in dict(self).values() if isinstance(value, Rule)]
+        return list(self.every_rule)
 
     def breaches(
         self, contacts: Iterable[Contact], debtor_tz: str, requests: Iterable[Request] = ()

@@ -22,6 +22,7 @@ groups it matched.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,8 @@ from gateway.supervision.base import Breach, Channel, Contact, ContactRule, loca
 
 _GAP = r"[\W_]*"  # \W is Unicode-aware: CJK characters are word characters, punctuation is not
 #: Where a sentence ends, for ``near`` and for negated opt-out notices.
+#: Texts whose banned-wording verdicts `BannedPhrases` keeps (by digest).
+JUDGED_TEXTS = 256
 _SENTENCE = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)")
 
 
@@ -200,8 +203,25 @@ class BannedPhrases(ContactRule):
 
     groups: list[PhraseGroup] = Field(min_length=1)
 
+    @cached_property
+    def judged(self) -> dict[bytes, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """What `found` found in the texts judged lately, by a digest of the text (the
+        text itself is not kept: a partner's report may hold personal data). The
+        gateway's own messages repeat one template each, judged before every send."""
+        return {}
+
     def found(self, text: str) -> tuple[list[str], list[str]]:
         """The banned phrases in ``text``, and the sources of their groups."""
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        known = self.judged.get(key)
+        if known is None:
+            if len(self.judged) >= JUDGED_TEXTS:
+                self.judged.clear()
+            phrases, sources = self._find(text)
+            known = self.judged[key] = (tuple(phrases), tuple(sources))
+        return list(known[0]), list(known[1])
+
+    def _find(self, text: str) -> tuple[list[str], list[str]]:
         phrases: list[str] = []
         sources: list[str] = []
         for group in self.groups:

@@ -159,6 +159,8 @@ class EmailSmtpAdapter(Adapter):
         )
         try:
             await client.connect()
+            if client.is_ehlo_or_helo_needed:  # again after STARTTLS, as RFC 3207 asks
+                await client.ehlo()
         except BaseException:
             client.close()
             raise

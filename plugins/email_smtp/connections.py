@@ -52,11 +52,12 @@ class Connections:
         """Send one message; return the relay's reply to its DATA. Errors are aiosmtplib's
         (and OSError): the caller translates them."""
         conn = await self._take()
-        options = ["SMTPUTF8"] if utf8 else []
         try:
-            _, reply = await conn.client.sendmail(sender, [recipient], message, mail_options=options)
+            reply = await _transaction(conn.client, sender, recipient, message, utf8)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-            self._give_back(conn)  # answered, and the envelope reset: still usable
+            with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+                await conn.client.rset()  # answered: a new envelope, and still usable
+            self._give_back(conn)
             raise
         except BaseException:
             conn.client.close()
@@ -97,6 +98,29 @@ class Connections:
             self._quit(self._idle.pop())
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+async def _transaction(
+    client: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes, utf8: bool
+) -> str:
+    """MAIL, RCPT and DATA for one message: what ``SMTP.sendmail`` does, less parsing the
+    addresses twice more (about a sixth of a message's CPU here): the schemas checked them
+    (no white space, one ``@``) and aiosmtplib refuses a command with a control character.
+    Returns the relay's reply to the DATA."""
+    options = b""
+    if utf8:
+        if not client.supports_extension("smtputf8"):
+            raise aiosmtplib.SMTPNotSupported("the relay does not take non-ASCII addresses (no SMTPUTF8)")
+        options = b" SMTPUTF8"
+    reply = await client.execute_command(b"MAIL", b"FROM:<" + sender.encode() + b">" + options)
+    if reply.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+    reply = await client.execute_command(b"RCPT", b"TO:<" + recipient.encode() + b">")
+    if reply.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientsRefused(
+            [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)]
+        )
+    return (await client.data(message)).message
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:
