@@ -203,7 +203,7 @@ async def screen(
 async def _assignments(tx: Transaction, partner_id: str, case_refs: list[str]) -> dict[str, Row]:
     found = await tx.fetchall(
         "SELECT case_ref, timezone, last_due_date, last_reset, limitation_events FROM assignments"
-        f" WHERE partner_id = ? AND case_ref IN ({', '.join('?' * len(case_refs))})",
+        f" WHERE partner_id = ? AND case_ref IN ({_marks(case_refs)})",
         (partner_id, *case_refs),
     )
     return {row["case_ref"]: row for row in found}
@@ -225,7 +225,7 @@ async def _histories(
     known = await contact_histories(tx, subjects, now - HISTORY, now + HISTORY)
     rows = await tx.fetchall(
         "SELECT id, partner_id, case_id, purpose, subject_token FROM packages"
-        f" WHERE subject_token IN ({', '.join('?' * len(subjects))}) AND state = 'sending' AND purpose != ?",
+        f" WHERE subject_token IN ({_marks(subjects)}) AND state = 'sending' AND purpose != ?",
         (*subjects, RECALL_PURPOSE),
     )
     records: dict[str, registry.PartnerRecord] = {}
@@ -246,22 +246,27 @@ async def _histories(
 async def record_sent(
     adapters: Adapters, tx: Transaction, outcomes: Sequence[Outcome], now: datetime
 ) -> None:
-    """Store each delivered message of an sms or email partner as the debtor's contact."""
-    records: dict[str, registry.PartnerRecord] = {}
-    for outcome in outcomes:
-        if outcome.state != "delivered":
+    """Store each delivered message of an sms or email partner as the debtor's contact;
+    the packages and the contacts already stored are read for all of them at once."""
+    delivered = [o for o in outcomes if o.state == "delivered"]
+    records = {p: await registry.fetch(tx, p) for p in {o.partner_id for o in delivered}}
+    sent = [o for o in delivered if records[o.partner_id].profile.kind in MESSAGING]
+    if not sent:
+        return
+    ids = [o.package_id for o in sent]
+    found = await tx.fetchall(
+        "SELECT id, case_ref, case_id, subject_token, purpose FROM packages"
+        f" WHERE id IN ({_marks(ids)}) AND purpose != ?", (*ids, RECALL_PURPOSE),
+    )  # fmt: skip
+    packages = {row["id"]: row for row in found}
+    seen = await _recorded(tx, list(packages.values()))
+    events = []
+    for outcome in sent:
+        row = packages.get(outcome.package_id)
+        if row is None or outcome.package_id in seen:
             continue
-        if outcome.partner_id not in records:
-            records[outcome.partner_id] = await registry.fetch(tx, outcome.partner_id)
+        seen.add(outcome.package_id)
         record = records[outcome.partner_id]
-        if record.profile.kind not in MESSAGING:
-            continue
-        row = await tx.fetchone(
-            "SELECT case_ref, case_id, subject_token, purpose FROM packages WHERE id = ?",
-            (outcome.package_id,),
-        )
-        if row is None or row["purpose"] == RECALL_PURPOSE or await _recorded(tx, row, outcome.package_id):
-            continue
         contact = message(adapters, record, row["purpose"], row["case_id"], row["subject_token"], now)
         body = ContactAttempt(
             type="contact_attempt",
@@ -273,28 +278,29 @@ async def record_sent(
             outcome="left_message",
             text=contact.text[:4000] if contact.text else None,
         )
-        await tx.execute(
-            "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at,"
-            " received_at, source, webhook_id, body)"
-            " VALUES (?, ?, ?, ?, 'contact_attempt', ?, ?, 'gateway', ?, ?)",
-            (
-                record.id,
-                row["case_ref"],
-                row["case_id"],
-                row["subject_token"],
-                outcome.started_at,
-                isotime(now),
-                outcome.package_id,
-                body.model_dump_json(),
-            ),
-        )
-
-
-async def _recorded(tx: Transaction, row: Row, package_id: str) -> bool:
-    """A second worker that took over an expired lease may report the same delivery."""
-    return bool(
-        await tx.fetchval(
-            "SELECT COUNT(*) FROM events WHERE subject_token = ? AND source = 'gateway' AND webhook_id = ?",
-            (row["subject_token"], package_id),
-        )
+        events.append((record.id, row["case_ref"], row["case_id"], row["subject_token"], outcome.started_at,
+                       isotime(now), outcome.package_id, body.model_dump_json()))  # fmt: skip
+    await tx.executemany(
+        "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at,"
+        " received_at, source, webhook_id, body)"
+        " VALUES (?, ?, ?, ?, 'contact_attempt', ?, ?, 'gateway', ?, ?)",
+        events,
     )
+
+
+async def _recorded(tx: Transaction, packages: list[Row]) -> set[str]:
+    """Those of ``packages`` whose delivery is stored already: a second worker that took
+    over an expired lease may report the same delivery."""
+    if not packages:
+        return set()
+    subjects = sorted({row["subject_token"] for row in packages})
+    ids = [row["id"] for row in packages]
+    found = await tx.fetchall(
+        f"SELECT webhook_id FROM events WHERE subject_token IN ({_marks(subjects)}) AND source = 'gateway'"
+        f" AND webhook_id IN ({_marks(ids)})", (*subjects, *ids),
+    )  # fmt: skip
+    return {row["webhook_id"] for row in found}
+
+
+def _marks(items: Sequence[object]) -> str:
+    return ", ".join("?" * len(items))
