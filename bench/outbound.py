@@ -2,6 +2,7 @@
 
     python bench/outbound.py                 # 2000 packages, end to end vs raw
     python bench/outbound.py --backlog 100000  # queue a backlog, drain it, watch memory
+    python bench/outbound.py --loop both       # the same run on asyncio's loop, then uvloop's
 
 End to end is: place (policy, minimize, seal, outbox row and audit entry in one
 transaction) -> dispatch (claim under lease, rate and concurrency limits) -> POST over
@@ -57,7 +58,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import Cpu, agency_process, cpu_used, keys_settled, make_workspace
+from bench.common import Cpu, agency_process, cpu_used, keys_settled, make_workspace, run_loop
 from gateway.cli.placement import read_case
 from gateway.config import load_settings
 from gateway.core import Gateway
@@ -199,7 +200,7 @@ async def raw_posts(port: int, ca: ThrowawayCA, bodies: list[str], agency_pid: i
 
 async def end_to_end(
     gw: Gateway, port: int, ca: ThrowawayCA, count: int, single: int, agency_pid: int
-) -> None:
+) -> dict[str, float]:
     case = read_case(REPO / "examples" / "cases" / "case-1001.json")
     # One at a time, as `POST /v1/placements` places: a transaction per case.
     start = time.perf_counter()
@@ -222,7 +223,8 @@ async def end_to_end(
         async for _, placed_one in placement.place_many(gw, cases, "bench", "collection", actor="bench"):
             assert isinstance(placed_one, placement.Placement), placed_one
         placed, placed_cpu = time.perf_counter(), time.process_time()
-        stats = await Dispatcher(gw, Options(batch=100)).run_once()
+        with cpu_used(agency_pid) as dispatch_cpu:
+            stats = await Dispatcher(gw, Options(batch=100)).run_once()
         done = time.perf_counter()
     assert stats.delivered == count, stats
     async with gw.db.transaction() as tx:
@@ -244,6 +246,10 @@ async def end_to_end(
     print_cpu(count, count / raw, raw_cpu, e2e_cpu, seal, floor_seal_s)
     print(f"  of the gateway's end to end: placement {(placed_cpu - start_cpu) / count * 1e6:.0f} µs,"
           f" dispatch {(e2e_cpu.here - (placed_cpu - start_cpu)) / count * 1e6:.0f} µs per package")
+    print(f"dispatch alone, CPU per package: gateway {dispatch_cpu.here * 1e6 / count:.0f} µs"
+          f" + agency {dispatch_cpu.server * 1e6 / count:.0f} µs")
+    return {"dispatch_rate": count / (done - placed), "dispatch_us": dispatch_cpu.here * 1e6 / count,
+            "e2e_us": e2e_cpu.here * 1e6 / count}
 
 
 async def backlog(gw: Gateway, count: int) -> None:
@@ -293,7 +299,7 @@ async def backlog(gw: Gateway, count: int) -> None:
           f"({stats.rate:.0f}/s); peak RSS {peak:.0f} MiB")
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ca = ThrowawayCA(root / "ca")
@@ -309,9 +315,9 @@ async def main(args: argparse.Namespace) -> None:
             try:
                 if args.backlog:
                     await backlog(gw, args.backlog)
-                else:
-                    assert server.pid is not None  # started above
-                    await end_to_end(gw, port, ca, args.packages, args.packages // 4, server.pid)
+                    return {}
+                assert server.pid is not None  # started above
+                return await end_to_end(gw, port, ca, args.packages, args.packages // 4, server.pid)
             finally:
                 await gw.close()
         finally:
@@ -323,4 +329,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", type=int, default=2000, help="end-to-end run size")
     parser.add_argument("--backlog", type=int, default=0, help="queue N packages, then drain")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="asyncio",
+                        help="the event loop; both: the whole run on each, then side by side")
+    arguments = parser.parse_args()
+    loops = ("asyncio", "uvloop") if arguments.loop == "both" else (arguments.loop,)
+    results = {}
+    for loop in loops:
+        print(f"-- event loop: {loop}")
+        results[loop] = run_loop(main(arguments), loop)
+    if len(results) == 2 and not arguments.backlog:
+        a, u = results["asyncio"], results["uvloop"]
+        print(f"uvloop / asyncio: dispatch rate {u['dispatch_rate'] / a['dispatch_rate']:.2f}x;"
+              f" gateway CPU per package, dispatch alone {a['dispatch_us']:.0f} -> {u['dispatch_us']:.0f} µs"
+              f" ({a['dispatch_us'] / u['dispatch_us']:.2f}x less), end to end {a['e2e_us']:.0f} ->"
+              f" {u['e2e_us']:.0f} µs ({a['e2e_us'] / u['e2e_us']:.2f}x less)")

@@ -179,6 +179,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning"] = Field(
         default="info", description="`serve` and `dispatch`; debug adds a line per delivery and disclosure"
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto",
+        description="`serve` and `dispatch`: auto runs on uvloop where it is installed"
+        " (pip install 'agency-gateway[uvloop]'), else on asyncio's own loop",
+    )
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="also serve /metrics without a token on this port; 0: no"
     )

@@ -4,12 +4,14 @@ port it cannot take is one clear line, not a traceback."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.partners import agency_workspace, place_many
 
@@ -20,10 +22,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def serve(ws: Path, port: int) -> asyncio.subprocess.Process:
+async def serve(ws: Path, port: int, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "-c", str(ws), "serve", "--port", str(port), "--no-workers",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
 
@@ -123,3 +125,41 @@ async def test_a_slow_request_head_is_cut_off_and_a_refused_request_is_one_log_l
     assert len(log) == len(MALFORMED), log
     said = "WARNING gateway.http.server: Error handling request from 127.0.0.1 (HTTP 400, "
     assert all(line.startswith(said) for line in log), log
+
+
+@pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+async def test_serve_runs_on_uvloop_where_installed_unless_the_setting_says_asyncio(
+    onboarded: Path, setting: str | None, loop: str
+) -> None:
+    port = free_port()
+    proc = await serve(onboarded, port, {"GATEWAY_EVENT_LOOP": setting} if setting else None)
+    try:
+        assert proc.stderr is not None
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        assert f"(event loop: {loop};" in line, line
+        url = f"http://127.0.0.1:{port}/healthz"
+        async with aiohttp.ClientSession() as session, session.get(url) as answer:
+            assert answer.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_an_event_loop_setting_that_cannot_be_met_is_one_line(onboarded: Path) -> None:
+    """Asking for uvloop where it is not installed: the line says how to install it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import sys; sys.modules['uvloop'] = None; from gateway.cli.main import main; main()",
+        "-c", str(onboarded), "dispatch", "--once",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "GATEWAY_EVENT_LOOP": "uvloop"},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and out == b""
+    assert err.decode().strip() == (
+        "Error: event_loop = 'uvloop' in gateway.toml, but uvloop is not installed: "
+        "pip install 'agency-gateway[uvloop]', or set event_loop = 'auto'"
+    )

@@ -34,6 +34,7 @@ OVERRIDES = {
     "watch_seconds": "5",
     "log_format": "json",
     "log_level": "debug",
+    "event_loop": "asyncio",
     "metrics_port": "9102",
     "metrics_host": "127.0.0.2",
     "alerts.webhooks": "[]",

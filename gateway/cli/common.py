@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import getpass
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
 
-from gateway import jsontext
+from gateway import eventloop, jsontext
 from gateway.config import Settings, load_settings
 from gateway.controls import CONTROLS
 from gateway.core import Gateway
@@ -28,26 +27,37 @@ def actor() -> str:
     return os.environ.get("GATEWAY_ACTOR") or f"cli:{getpass.getuser()}"
 
 
-def run(coro: Awaitable[T]) -> T:
-    """Run a coroutine, turning gateway errors into one clean CLI line."""
+def run(coro: Coroutine[Any, Any, T], event_loop: str = "asyncio") -> T:
+    """Run a coroutine on the loop ``event_loop`` names (`gateway.eventloop`: the
+    long-running commands pass the ``event_loop`` setting), turning gateway errors into
+    one clean CLI line."""
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return eventloop.run(coro, event_loop)
     except GatewayError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def with_gateway(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     """Open the workspace named by --config for the command, and close it after."""
+    return _with_gateway(fn, service=False)
 
+
+def with_gateway_service(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """`with_gateway` for a long-running command: on the loop of the ``event_loop`` setting."""
+    return _with_gateway(fn, service=True)
+
+
+def _with_gateway(fn: Callable[..., Awaitable[Any]], service: bool) -> Callable[..., Any]:
     @click.pass_obj
     @functools.wraps(fn)
     def wrapper(obj: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        settings = settings_of(obj) if service else None
+
         async def main() -> Any:
-            settings = load_settings(obj["config"])
-            async with await Gateway.open(settings) as gw:
+            async with await Gateway.open(settings or load_settings(obj["config"])) as gw:
                 return await fn(gw, *args, **kwargs)
 
-        return run(main())
+        return run(main(), settings.event_loop if settings else "asyncio")
 
     return wrapper
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gateway import logs
-from gateway.cli.common import echo_rows, with_gateway
+from gateway.cli.common import echo_rows, with_gateway, with_gateway_service
 from gateway.delivery import control, outbox
 from gateway.delivery.dispatch import Dispatcher, Options, Stats
 from gateway.errors import NotFound
@@ -90,7 +90,7 @@ async def attempts(gw: Gateway, package_id: str) -> list[dict[str, Any]]:
               help="Log lines as text or JSON (JSON: no progress lines) [default: log_format].")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve /metrics (no token) on metrics_host:PORT [default: metrics_port in gateway.toml].")
-@with_gateway
+@with_gateway_service
 async def dispatch(
     gw: Gateway, once: bool, lease: float | None, idle: float | None, quiet: bool,
     log_format: str | None, metrics_port: int | None,
@@ -100,6 +100,7 @@ async def dispatch(
     On SIGTERM or Ctrl-C it stops claiming, lets attempts in flight finish, gives
     back what it still holds and exits 0. Several dispatchers may share a workspace.
     Its settings are the workspace's ``[dispatch]`` and ``[breaker]`` (`gateway config show`).
+    It runs on uvloop where that is installed (``event_loop`` in gateway.toml).
     """
     fmt = log_format or gw.settings.log_format
     logs.configure(fmt, logs.level(gw.settings.log_level))  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from aiohttp import web
 
-from gateway import logs
+from gateway import eventloop, logs
 from gateway.cli.common import actor, echo_rows, parse_span, run, settings_of, with_gateway
 from gateway.core import Gateway
 from gateway.http import create_app
@@ -32,7 +32,8 @@ def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool, log_forma
 
     Always (with --no-workers too) the audit log gets a checkpoint every
     audit_checkpoint_seconds while it grows and one as serve stops, each submitted to
-    the witnesses of gateway.toml."""
+    the witnesses of gateway.toml. It runs on uvloop where that is installed
+    (``event_loop`` in gateway.toml)."""
     settings = settings_of(obj)
     logs.configure(log_format or settings.log_format, logs.level(settings.log_level))  # type: ignore[arg-type]
     sock = listen(host, port)  # before anything starts: a taken port sends nothing
@@ -44,7 +45,8 @@ def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool, log_forma
         try:
             await web.SockSite(runner, sock).start()
             bound = sock.getsockname()[1]
-            click.echo(f"serving on http://{host}:{bound} (Ctrl-C or SIGTERM to stop)", err=True)
+            click.echo(f"serving on http://{host}:{bound} (event loop: {loop_name};"
+                       " Ctrl-C or SIGTERM to stop)", err=True)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,8 +55,9 @@ def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool, log_forma
         finally:
             await runner.cleanup()
 
+    loop_name = eventloop.name(settings.event_loop)
     with sock:
-        run(main())
+        run(main(), settings.event_loop)
 
 
 def listen(host: str, port: int) -> socket.socket:
