@@ -21,20 +21,27 @@ Goals: appends >= 50k/s; verify <= 2x the raw hashes; a proof < 1 ms.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on the path, where bench/email.py would hide
+# the standard library's email package: the checkout takes the folder's place.
+REPO = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
+else:  # imported (by the tests, another bench)
+    sys.path.insert(0, str(REPO))
+
 import argparse
 import asyncio
 import hashlib
 import random
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

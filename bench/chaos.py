@@ -39,6 +39,17 @@ not how long a backoff policy chooses to wait.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on the path, where bench/email.py would hide
+# the standard library's email package: the checkout takes the folder's place.
+REPO = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
+else:  # imported (by the tests, another bench)
+    sys.path.insert(0, str(REPO))
+
 import argparse
 import asyncio
 import hashlib
@@ -48,18 +59,13 @@ import random
 import signal
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from bench.common import keys_settled, make_workspace
 from gateway.cli.placement import read_case

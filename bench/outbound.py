@@ -32,6 +32,17 @@ gateway's CPU end to end + the agency's CPU for it. Goal >= 0.5, moonshot 0.7.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on the path, where bench/email.py would hide
+# the standard library's email package: the checkout takes the folder's place.
+REPO = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
+else:  # imported (by the tests, another bench)
+    sys.path.insert(0, str(REPO))
+
 import argparse
 import asyncio
 import base64
@@ -41,11 +52,9 @@ import multiprocessing
 import os
 import resource
 import ssl
-import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -54,9 +63,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from bench.common import Cpu, agency_process, cpu_used, keys_settled, make_workspace, run_loop
 from gateway.cli.placement import read_case

@@ -15,18 +15,24 @@ own code. A wrapper adds about a microsecond per call.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on the path, where bench/email.py would hide
+# the standard library's email package: the checkout takes the folder's place.
+REPO = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
+else:  # imported (by the tests, another bench)
+    sys.path.insert(0, str(REPO))
+
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from aiohttp import web
 

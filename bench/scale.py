@@ -43,23 +43,29 @@ more machines would scale.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on the path, where bench/email.py would hide
+# the standard library's email package: the checkout takes the folder's place.
+REPO = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
+else:  # imported (by the tests, another bench)
+    sys.path.insert(0, str(REPO))
+
 import argparse
 import asyncio
 import multiprocessing
 import os
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from bench.common import agency_process, make_workspace
 from gateway.cli.placement import read_case

@@ -73,6 +73,8 @@ class Agency:
     port: int = 0
     decrypt: bool = True
     """False for volume tests: effects still counted per key, packages left sealed."""
+    peers: set[Any] = field(default_factory=set)
+    """The client ends (address, port) requests came from: one per TCP connection."""
 
     def open(self, token: str) -> dict[str, Any]:
         sealed = jwe.JWE()
@@ -83,6 +85,7 @@ class Agency:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         key = request.headers.get("Idempotency-Key", "")
         self.requests[key] += 1
+        self.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
         body = await request.text()
         mode = self.script.popleft() if self.script else self.default
         if self.delay:

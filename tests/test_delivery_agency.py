@@ -55,6 +55,15 @@ async def test_packages_reach_the_agency_once_each_with_its_reference(tmp_path: 
         assert all(a["outcome"] == "delivered" and a["status"] == "201" for a in attempts)
 
 
+async def test_a_partners_https_connections_are_kept_and_reused(tmp_path: Path) -> None:
+    async with agency_workspace(tmp_path, limits="concurrency = 2") as (gw, agency, _):
+        await place_many(gw, 30)
+        stats = await Dispatcher(gw).run_once()
+        assert stats.delivered == 30
+        # 30 requests over at most `concurrency` TLS connections, not one each.
+        assert 1 <= len(agency.peers) <= 2
+
+
 async def test_faults_are_retried_until_delivered(tmp_path: Path) -> None:
     clock = Clock()
     async with agency_workspace(tmp_path, limits=FAST, clock=clock) as (gw, agency, _):

@@ -113,7 +113,9 @@ class EmailSmtpAdapter(Adapter):
                 resources.keys.partner_secret(self.config.auth.password_file)
             except GatewayError as exc:
                 raise ValueError(f"auth.password_file: {exc}") from None
-        self.connections = Connections(self._connect, self.config.messages_per_connection)
+        self.connections = Connections(
+            self._connect, self.config.messages_per_connection, self.profile.limits.timeout
+        )
         self._tls: ssl.SSLContext | None = None
 
     def login(self) -> tuple[str | None, str | None]:
