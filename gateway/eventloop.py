@@ -1,8 +1,8 @@
 """The event loop of the long-running commands, `serve` and `dispatch`.
 
 uvloop (libuv, with its own TLS and socket transports) takes less CPU than asyncio's own
-loop for the same work: in `bench/email.py` a message dispatched over kept SMTP
-connections cost about a quarter less (docs/benchmarks.md has the figures). It is an
+loop for the same work: about 15% less a package dispatched over HTTPS and 10-20% a
+message over SMTP; callbacks cost the same (docs/benchmarks.md has the figures). It is an
 optional extra, ``pip install 'agency-gateway[uvloop]'``; ``event_loop`` in gateway.toml
 says which loop runs: ``auto`` (uvloop where installed), ``asyncio`` or ``uvloop``.
 """
