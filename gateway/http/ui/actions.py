@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.audit import bundle
 from gateway.delivery import requeue as requeuing
 from gateway.errors import GatewayError, InvalidInput
+from gateway.http.routes import read_form
 from gateway.http.ui import sessions
 from gateway.http.ui.pages import safe_next
 from gateway.http.ui.web import gateway_of, need, render
@@ -30,7 +31,7 @@ def see_other(target: str) -> web.Response:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     sessions.check_csrf(request.cookies.get(sessions.LOGIN_COOKIE, ""), form.get(sessions.CSRF_FIELD))
     target = safe_next(str(form.get("next", "")))
     try:

@@ -87,8 +87,9 @@ async def sign_in(gw: Gateway, token: str) -> tuple[str, Session]:
 
 
 async def current(gw: Gateway, secret: str | None) -> Session | None:
-    """The session of this cookie, if it and its token are both still good."""
-    if not secret:
+    """The session of this cookie, if it and its token are both still good (a cookie
+    that is not ASCII, as no session's is, is none)."""
+    if not secret or not secret.isascii():
         return None
     async with gw.db.transaction() as tx:
         row = await tx.fetchone(
@@ -105,14 +106,17 @@ async def current(gw: Gateway, secret: str | None) -> Session | None:
 
 
 async def sign_out(gw: Gateway, secret: str | None) -> None:
-    if secret:
+    if secret and secret.isascii():
         async with gw.db.transaction() as tx:
             await tx.execute("DELETE FROM ui_sessions WHERE secret_hash = ?", (_hash(secret),))
 
 
 def check_csrf(expected: str, given: object) -> None:
-    """403 unless the form's token is the one this session (or sign-in form) was given."""
-    if not isinstance(given, str) or not expected or not hmac.compare_digest(expected, given):
+    """403 unless the form's token is the one this session (or sign-in form) was given.
+    Tokens are ASCII; any other text (which `hmac.compare_digest` refuses with a
+    TypeError) is a wrong one."""
+    given = given if isinstance(given, str) and given.isascii() else ""
+    if not given or not expected.isascii() or not hmac.compare_digest(expected, given):
         raise Forbidden("the form's security token is missing or stale: reload the page and try again")
 
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.core import Gateway
 from gateway.errors import GatewayError, Unauthorized
 from gateway.http.appkeys import GATEWAY
+from gateway.http.routes import read_form
 from gateway.http.ui import sessions
 
 HERE = Path(__file__).parent
@@ -80,7 +81,7 @@ async def _authorize(request: web.Request) -> None:
         raise Unauthorized("your session has ended: sign in again")
     request[SESSION] = session
     if request.method == "POST":
-        form = await request.post()
+        form = await read_form(request)
         sessions.check_csrf(session.csrf, form.get(sessions.CSRF_FIELD))
 
 

@@ -1,0 +1,151 @@
+"""What the fuzz bench (bench/fuzz.py) found, each kept fixed: input no one should send
+is refused with a 4xx, never a 500 and an error in the log."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from joserfc import jwt
+from joserfc.jwk import OctKey
+
+from gateway.cli.placement import read_case
+from gateway.config import load_settings
+from gateway.core import Gateway
+from gateway.demo.partners import ThrowawayCA
+from gateway.http import create_app
+from gateway.http.ui import sessions
+from gateway.onboarding import registry, tokens
+from gateway.placement import service as placement
+from tests.partners import CASE, Clock, init_workspace
+from tests.test_providers import SECRET, sms_profile, write_secret
+
+
+@pytest.fixture
+async def client(gw: Gateway, aiohttp_client: Any) -> TestClient:
+    return await aiohttp_client(create_app(gw.settings, gateway=gw))
+
+
+@asynccontextmanager
+async def serving(gw: Gateway) -> AsyncIterator[int]:
+    """The app as `gateway serve` runs it (aiohttp's test server would instead cancel a
+    handler whose client hangs up); its port."""
+    runner = web.AppRunner(create_app(gw.settings, gateway=gw), handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+async def raw(port: int, data: bytes, *, hang_up: bool = False) -> bytes:
+    """Send ``data`` as it is; the server's status line (or nothing, when hanging up)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    try:
+        return b"" if hang_up else await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_form_token_that_is_not_ascii_is_a_wrong_one(
+    gw: Gateway, client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hmac.compare_digest raises TypeError on non-ASCII text: it was a 500 on sign-in
+    and on every dashboard action."""
+    page = await client.get("/ui/login")
+    assert page.status == 200
+    token = await tokens.create(gw, "admin", "t", actor="test")
+    sign_in = await client.post("/ui/login", data={"token": token, "csrf": "é"}, allow_redirects=False)
+    assert sign_in.status == 403
+    secret, _ = await sessions.sign_in(gw, token)
+    client.session.cookie_jar.update_cookies({sessions.COOKIE: secret})
+    action = await client.post("/ui/audit/bundle", data={"csrf": "令牌"}, allow_redirects=False)
+    assert action.status == 403
+    assert errors(caplog) == []
+
+
+async def test_a_session_cookie_that_is_not_ascii_is_no_session(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cookie byte that is not UTF-8 reached the session's hash as a lone surrogate:
+    UnicodeEncodeError, a 500."""
+    for path in (b"/ui/", b"/ui/logout"):
+        head = b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nCookie: gw_session=\xff\r\n\r\n"
+        answer = await raw(client.port, head)
+        assert answer.split()[1] in (b"303", b"405"), answer
+    answer = await raw(client.port, b"POST /ui/logout HTTP/1.1\r\nHost: x\r\nCookie: gw_session=\xc3\xa9\r\n"
+                       b"Content-Length: 0\r\nConnection: close\r\n\r\n")  # fmt: skip
+    assert answer.split()[1] == b"401", answer
+    assert errors(caplog) == []
+
+
+async def wait_for_access_line(caplog: pytest.LogCaptureFixture, path: str) -> int:
+    """The status of the first request to ``path`` in the access log, once it is there."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for record in caplog.records:
+            if record.name == "gateway.access" and f" {path} " in record.getMessage():
+                return int(record.getMessage().split()[2])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no access line for {path}")
+
+
+@pytest.mark.parametrize(
+    ("path", "route", "media"),
+    [("/v1/partners/acme-collect/callbacks", "/v1/partners/{partner_id}/callbacks", "application/json"),
+     ("/v1/placements", "/v1/placements", "application/json"),
+     ("/ui/login", "/ui/login", "application/x-www-form-urlencoded")],
+)  # fmt: skip
+async def test_a_client_hanging_up_mid_body_is_a_refusal_not_a_fault(
+    gw: Gateway, caplog: pytest.LogCaptureFixture, path: str, route: str, media: str
+) -> None:
+    """A body cut off by the client raised ConnectionResetError in the handler: a 500
+    and an ERROR line per request, an easy way to flood the log."""
+    caplog.set_level(logging.INFO)
+    token = await tokens.create(gw, "operator", "t", actor="test")
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {media}\r\nContent-Length: 100\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n")  # fmt: skip
+    async with serving(gw) as port:
+        await raw(port, head.encode() + b'{"case', hang_up=True)
+        assert await wait_for_access_line(caplog, route) == 400
+    assert errors(caplog) == []
+
+
+async def test_a_receipt_jwt_with_a_hash_that_is_not_ascii_is_refused(
+    tmp_path: Path, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider receipt whose JWT claims a non-ASCII payload_hash was a TypeError."""
+    ws = init_workspace(tmp_path / "ws")
+    write_secret(ws, "vonage-sms.secret", SECRET)
+    async with await Gateway.open(load_settings(ws), clock=Clock()) as gw:
+        await registry.add(gw, sms_profile(ws, 443, ThrowawayCA(tmp_path / "ca"), "basic"), actor="t")
+        placed = await placement.place(gw, read_case(CASE), "vonage-sms", "reminder", actor="t")
+        gw.keys.add_webhook_secret("vonage-sms")
+        [secret] = gw.keys.webhook_secrets("vonage-sms")
+        client = await aiohttp_client(create_app(gw.settings, gateway=gw))
+        body = f'{{"message_uuid": "u-1", "status": "delivered", "client_ref": "{placed.case_ref}"}}'.encode()
+        for payload_hash in ("é" * 64, ["not", "text"], hashlib.sha256(body).hexdigest().upper()):
+            claims = {"iat": int(gw.now().timestamp()), "payload_hash": payload_hash}
+            token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(secret))
+            answer = await client.post("/v1/partners/vonage-sms/callbacks/vonage-messages", data=body,
+                                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            assert answer.status == 401, (payload_hash, await answer.text())
+            assert re.search("payload_hash", (await answer.json())["detail"])
+    assert errors(caplog) == []
