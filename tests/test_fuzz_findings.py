@@ -128,10 +128,12 @@ async def test_a_client_hanging_up_mid_body_is_a_refusal_not_a_fault(
     assert errors(caplog) == []
 
 
-async def test_a_receipt_jwt_with_a_hash_that_is_not_ascii_is_refused(
+async def test_receipt_jwt_claims_no_provider_sends_are_refused(
     tmp_path: Path, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A provider receipt whose JWT claims a non-ASCII payload_hash was a TypeError."""
+    """Signed with the provider's secret, yet wrong: a non-ASCII payload_hash was a
+    TypeError, an iat beyond any float an OverflowError (500s), and an iat of NaN
+    passed the freshness check."""
     ws = init_workspace(tmp_path / "ws")
     write_secret(ws, "vonage-sms.secret", SECRET)
     async with await Gateway.open(load_settings(ws), clock=Clock()) as gw:
@@ -148,4 +150,12 @@ async def test_a_receipt_jwt_with_a_hash_that_is_not_ascii_is_refused(
                                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
             assert answer.status == 401, (payload_hash, await answer.text())
             assert re.search("payload_hash", (await answer.json())["detail"])
+        good_hash = hashlib.sha256(body).hexdigest()
+        for iat in (10**400, float("nan"), float("inf"), "now", 2**53 + 1):
+            claims = {"iat": iat, "payload_hash": good_hash}
+            token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(secret))
+            answer = await client.post("/v1/partners/vonage-sms/callbacks/vonage-messages", data=body,
+                                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            assert answer.status == 401, (iat, await answer.text())
+            assert "iat" in (await answer.json())["detail"]
     assert errors(caplog) == []

@@ -51,7 +51,9 @@ class VonageReceipts(CallbackFormat):
         if not (isinstance(given, str) and given.isascii() and hmac.compare_digest(given, expected)):
             raise Unauthorized("the JWT's payload_hash is not the body's: the body was changed")
         iat = claims.get("iat")
-        if not isinstance(iat, int | float) or abs(now - iat) > TOLERANCE_SECONDS:
+        # Written so that an integer beyond any float (OverflowError) or NaN is refused too.
+        fresh = isinstance(iat, int | float) and abs(iat) < 2**53 and abs(now - iat) <= TOLERANCE_SECONDS
+        if not fresh:
             raise Unauthorized(f"the JWT's iat is missing or more than {TOLERANCE_SECONDS} s off")
         receipt = _receipt(body)
         return f"vonage:{receipt['message_uuid']}:{receipt['status']}"
