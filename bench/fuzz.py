@@ -18,9 +18,18 @@ document's own schemas in bench/fuzzvalues.py) comes in windows of one kind at a
 
 Before and after each refused window the rows of every table are counted: any
 difference is a row stored from refused input. For open windows, every authentic
-report that was refused (4xx other than 409) must not be found in the callbacks table
-under its message id. Ten connections that send one byte and stop run throughout:
-each must be closed by the server within the header timeout (10 s) plus 5 s.
+report that was refused must not be found in the callbacks table under its message
+id (except a 409: a replay, or a report the case's state does not allow, which the
+gateway refuses and flags for review by design). Ten connections that send one byte
+and stop run throughout: each must be closed by the server within the header timeout
+(10 s) plus 5 s.
+
+Status classes besides 1xx-5xx: "hung up" (a raw request the client closes on purpose
+once sent, as a slowloris that gives up), "held" (a raw request left incomplete on
+purpose, such as a chunked body without its last chunk, that the server rightly waits
+on: the client hangs up after 1.5 s), "closed" (the server closed the connection
+without an answer, as it does with some malformed HTTP), "timeout" (no answer within
+30 s: a goal missed).
 
 Goals, checked at the end (exit status 1 if one is missed): 0 answers 5xx, 0 rows
 stored from refused input, 0 requests without an answer in 30 s, every slow connection
