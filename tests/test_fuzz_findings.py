@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 import time
@@ -27,7 +28,7 @@ from gateway.http import create_app
 from gateway.http.ui import sessions
 from gateway.onboarding import registry, tokens
 from gateway.placement import service as placement
-from tests.partners import CASE, Clock, init_workspace
+from tests.partners import CASE, Clock, init_workspace, rows
 from tests.test_providers import SECRET, sms_profile, write_secret
 
 
@@ -132,8 +133,8 @@ async def test_receipt_jwt_claims_no_provider_sends_are_refused(
     tmp_path: Path, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Signed with the provider's secret, yet wrong: a non-ASCII payload_hash was a
-    TypeError, an iat beyond any float an OverflowError (500s), and an iat of NaN
-    passed the freshness check."""
+    TypeError, an iat beyond any float an OverflowError (500s), an iat of NaN passed
+    the freshness check, and a message id with a NUL was a 500 on PostgreSQL."""
     ws = init_workspace(tmp_path / "ws")
     write_secret(ws, "vonage-sms.secret", SECRET)
     async with await Gateway.open(load_settings(ws), clock=Clock()) as gw:
@@ -158,4 +159,15 @@ async def test_receipt_jwt_claims_no_provider_sends_are_refused(
                                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
             assert answer.status == 401, (iat, await answer.text())
             assert "iat" in (await answer.json())["detail"]
+        # Authentic, but its message id (the format's, from the receipt) holds a NUL, which
+        # PostgreSQL refuses in text (a 500 there), or is longer than any webhook-id may be.
+        for uuid in ("u-\x00", "u-\n", "u" * 300):
+            sent = json.dumps({"message_uuid": uuid, "status": "delivered", "client_ref": placed.case_ref,
+                               "timestamp": gw.now().isoformat()}).encode()  # fmt: skip
+            claims = {"iat": int(gw.now().timestamp()), "payload_hash": hashlib.sha256(sent).hexdigest()}
+            token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(secret))
+            answer = await client.post("/v1/partners/vonage-sms/callbacks/vonage-messages", data=sent,
+                                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            assert answer.status == 422, (uuid, await answer.text())
+        assert await rows(gw, "SELECT webhook_id FROM callbacks") == []
     assert errors(caplog) == []

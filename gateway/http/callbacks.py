@@ -22,6 +22,8 @@ from gateway.inbound.formats import Credentials
 from gateway.onboarding import golive, registry
 
 MAX_BODY = 1024 * 1024
+#: The longest message id a report may carry, as ``webhook-id`` (`webhooks.read`).
+MAX_MESSAGE_ID = 200
 
 
 async def receive(request: web.Request) -> web.StreamResponse:
@@ -74,6 +76,11 @@ async def receive_in_format(request: web.Request) -> web.StreamResponse:
         gw.keys.webhook_secrets(partner_id), gw.keys.partner_signature_keys(record.profile.jwks)
     )
     message_id = fmt.verify(request.headers, body, credentials, gw.now().timestamp())
+    if len(message_id) > MAX_MESSAGE_ID or not message_id.isprintable():
+        # As for a webhook-id: what a format reads from the report (a NUL, which
+        # PostgreSQL refuses in text, was a 500) is refused before it is stored.
+        raise InvalidInput(f"the report's message id must be at most {MAX_MESSAGE_ID} printable characters",
+                           status=422)  # fmt: skip
     event = fmt.event_json(body)
     if event is None:
         return json_response({"ignored": "the report carries no status the gateway takes in"}, status=200)
