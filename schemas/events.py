@@ -47,7 +47,8 @@ Text = Annotated[str, Field(max_length=4000)]
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    case_ref: str = Field(min_length=1, max_length=100)
+    # No control characters: a NUL, which PostgreSQL refuses in text, made the look-up a 500.
+    case_ref: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
     occurred_at: Moment
     package_id: Reference | None = None
 

@@ -28,6 +28,7 @@ from gateway.http import create_app
 from gateway.http.ui import sessions
 from gateway.onboarding import registry, tokens
 from gateway.placement import service as placement
+from tests.callbacks import dumps, event, placed_with_secrets, post, signed_headers
 from tests.partners import CASE, Clock, init_workspace, rows
 from tests.test_providers import SECRET, sms_profile, write_secret
 
@@ -161,8 +162,11 @@ async def test_receipt_jwt_claims_no_provider_sends_are_refused(
             assert "iat" in (await answer.json())["detail"]
         # Authentic, but its message id (the format's, from the receipt) holds a NUL, which
         # PostgreSQL refuses in text (a 500 there), or is longer than any webhook-id may be.
-        for uuid in ("u-\x00", "u-\n", "u" * 300):
-            sent = json.dumps({"message_uuid": uuid, "status": "delivered", "client_ref": placed.case_ref,
+        # And a case_ref with a NUL (a 500 on PostgreSQL, as through the Standard Webhooks route).
+        good = placed.case_ref
+        bad = [("u-\x00", good), ("u-\n", good), ("u" * 300, good), ("u-2", "c\x00"), ("u-3", "\x00")]
+        for uuid, ref in bad:
+            sent = json.dumps({"message_uuid": uuid, "status": "delivered", "client_ref": ref,
                                "timestamp": gw.now().isoformat()}).encode()  # fmt: skip
             claims = {"iat": int(gw.now().timestamp()), "payload_hash": hashlib.sha256(sent).hexdigest()}
             token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(secret))
@@ -170,4 +174,20 @@ async def test_receipt_jwt_claims_no_provider_sends_are_refused(
                                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
             assert answer.status == 422, (uuid, await answer.text())
         assert await rows(gw, "SELECT webhook_id FROM callbacks") == []
+    assert errors(caplog) == []
+
+
+async def test_a_case_ref_with_a_control_character_is_invalid(
+    gw: Gateway, client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Signed by the partner, with a NUL in its case_ref: PostgreSQL refused the look-up
+    (a 500); now the event is invalid (422) on every backend, and nothing is stored."""
+    setup = await placed_with_secrets(gw)
+    for ref in ("\x00", setup["agency_ref"] + "\x00", "case_\x1b[2J"):
+        body = dumps(event(ref, "accepted"))
+        headers = signed_headers(setup["secrets"]["acme-collect"], body)
+        answer = await post(client, "acme-collect", body, headers)
+        assert answer.status == 422, (ref, await answer.text())
+        assert "case_ref" in (await answer.json())["detail"]
+    assert await rows(gw, "SELECT webhook_id FROM callbacks") == []
     assert errors(caplog) == []
