@@ -168,6 +168,8 @@ class Fuzzer:
         data = self.pick(self.pools.bodies["POST /v1/partners/{partner_id}/callbacks"])
         if isinstance(data, dict) and self.chance(0.7) and partner in self.t.case_refs:
             data = {**data, "case_ref": self.pick(self.t.case_refs[partner])}
+        elif isinstance(data, dict) and self.chance(0.3):
+            data = {**data, "case_ref": self.pick(self.pools.strings)}
         return partner, encode(data)
 
     def signed(self, secret: bytes, msg_id: str, stamp: str, body: bytes) -> str:
