@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import Cpu, cpu_used
 from bench.fuzzgen import Fuzzer
-from bench.fuzzprobe import Probe, RssSampler, send_http, send_raw, slow_connections
+from bench.fuzzprobe import Probe, RssSampler, rss_kb, send_http, send_raw, slow_connections
 from bench.fuzzsite import build_workspace, prepare, serving, target
 from bench.fuzztarget import Pools
 from gateway.config import load_settings
@@ -71,6 +71,8 @@ class Result:
     leaked_reports: int = 0
     slow_not_cut: int = 0
     rss_kb: tuple[int, int, int] = (0, 0, 0)
+    rss_quarters: list[int] = field(default_factory=list)
+    """serve's RSS (kB) after a quarter, half, three quarters and all of the requests."""
     cpu: Cpu = field(default_factory=Cpu)
     log_problems: list[str] = field(default_factory=list)
 
@@ -135,6 +137,8 @@ async def attack(ws: Path, port: int, pid: int, requests: int, concurrency: int,
                     count = min(window, requests - done)
                     await run_window(probe, fuzzer, count, refused=(done // window) % 2 == 0, result=result)
                     done += count
+                    while len(result.rss_quarters) < 4 * done // requests:
+                        result.rss_quarters.append(rss_kb(pid))
         result.seconds = time.perf_counter() - started
         result.slow_not_cut = await slow
         result.leaked_reports = await probe.leaked_reports()
@@ -166,7 +170,8 @@ def report(result: Result, rss_growth_mb: float) -> list[str]:
     print(f"answers 5xx:          {result.classes['5xx']}")
     print(f"rows stored from refused input: {sum(result.refused_rows.values())} "
           f"(+ {result.leaked_reports} refused reports found stored)")  # fmt: skip
-    print(f"serve RSS (MB):       start {start / 1024:.1f}, peak {peak / 1024:.1f}, end {end / 1024:.1f}")
+    print(f"serve RSS (MB):       start {start / 1024:.1f}, peak {peak / 1024:.1f}, end {end / 1024:.1f}; "
+          "after each quarter " + " ".join(f"{kb / 1024:.1f}" for kb in result.rss_quarters))  # fmt: skip
     print(f"CPU s per 1000 requests: serve {1000 * result.cpu.server / max(result.sent, 1):.2f}, "
           f"this client {1000 * result.cpu.here / max(result.sent, 1):.2f}")  # fmt: skip
     print(f"slow connections not cut: {result.slow_not_cut}; serve log problems: {len(result.log_problems)}")

@@ -187,7 +187,7 @@ class Fuzzer:
             signature = self.signed(self.rng.randbytes(24), msg_id, stamp, body)  # someone else's secret
         elif trick == 1:
             stamp = self.pick(
-                [str(now - 3600), str(now + 3600), "0", "-1", "99999999999999", "1e9", " 1", ""]
+                [str(now - 3600), str(now + 3600), "0", "-1", "99999999999999", "1e9", " 1", "", f"²{now}"]
             )
             signature = self.signed(secret, msg_id, stamp, body)
         elif trick == 2:
