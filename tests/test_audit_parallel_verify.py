@@ -11,7 +11,7 @@ tests use a SQLite file whichever backend the suite runs against.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import merkle, query
-from gateway.audit.errors import VerificationFailed
+from gateway.audit import merkle, query, ranges
+from gateway.audit.errors import AuditError, VerificationFailed
 from gateway.audit.signer import LogSigner
 from gateway.audit.verify import Summary
 from gateway.core import open_database
@@ -93,6 +93,21 @@ def same(a: Summary, b: Summary) -> None:
     assert {**a.as_dict(), "seconds": 0} == {**b.as_dict(), "seconds": 0}
 
 
+def children() -> list[int]:
+    """The processes this one started that are still there (zombies too: not waited for)."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                status = (Path(entry.path) / "status").read_text()
+            except OSError:
+                continue  # ended meanwhile
+            if f"\nPPid:\t{me}\n" in status:
+                found.append(int(entry.name))
+    return found
+
+
 @pytest.mark.parametrize("range_size", RANGES)
 @pytest.mark.parametrize("deep", [False, True], ids=["hashes", "deep"])
 def test_a_good_log_gives_the_same_summary_both_ways(
@@ -111,7 +126,8 @@ def test_a_small_log_stays_in_process(log_file: Path, vkey: str) -> None:
     seen: list[int] = []
     summary = query._verify_sqlite_file(str(log_file), query.Trust(vkey), seen.append, False, workers=WORKERS)
     same(summary, single(log_file, vkey, False))
-    assert seen == [ENTRIES]  # one batch read in order, not range by range
+    # Batches read in order, not range by range.
+    assert seen == [*range(ranges.BULK, ENTRIES, ranges.BULK), ENTRIES]
 
 
 # -- tampering: the same verdict both ways ----------------------------------------------
@@ -327,7 +343,7 @@ def test_tampering_gets_the_same_verdict_both_ways(
         single(log_file, vkey, deep)
     with pytest.raises(VerificationFailed) as many:
         parallel(log_file, vkey, deep, range_size=range_size)
-    assert not multiprocessing.active_children()  # the workers are gone, whatever was found
+    assert not children()  # the workers are gone, whatever was found
     assert (many.value.index, many.value.last, many.value.size) == (
         one.value.index,
         one.value.last,
@@ -355,3 +371,16 @@ async def test_verify_database_uses_the_workers_and_can_be_kept_in_process(
         await db.close()
     same(many, one)
     assert seen[-1] == ENTRIES
+
+
+def test_a_worker_that_dies_ends_the_verify_with_an_error(
+    log_file: Path, vkey: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker process that ends before answering (killed, out of memory) ends the
+    verify with an error that says so, not with a hang or a verdict; none is left."""
+    from gateway.audit import parallel as module
+
+    monkeypatch.setattr(module, "_BOOT", "import os; os._exit(3)")
+    with pytest.raises(AuditError, match=r"a worker process ended unexpectedly \(exit code 3\)"):
+        parallel(log_file, vkey, False)
+    assert not children()

@@ -173,10 +173,14 @@ def _serialize(entry: BaseModel, plan: _Plan) -> bytes | None:
         # written as 3.0 here and as 3 by the exact path.
         if type(fields[name]) not in _INT_OR_NONE:
             return None
+    stripped = None
     for name in optional:
         if fields[name] is None:
-            fields = {name: value for name, value in fields.items() if value is not None}
-            break
+            # A copy without it, in the same order (a dict copy is a C loop, a fifth of
+            # the time of a comprehension that leaves out the None values).
+            if stripped is None:
+                stripped = fields = fields.copy()
+            del stripped[name]
     try:
         return _dumps(fields, default=_nested_fields, option=options)
     except orjson.JSONEncodeError:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ _MAX_SIZE = 2**64 - 1
 # At most 20 digits, enough for any uint64, so int() never sees a huge string.
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
+# Control characters: those of a line (C0 and DEL), and those of a note's text (C0 but
+# the newline). As patterns: a verify checks a thousand notes a million entries.
+_LINE_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 
 
 class NoteKey(Protocol):
@@ -99,7 +104,7 @@ class Checkpoint:
 def _check_line(what: str, line: str) -> None:
     if not line:
         raise CheckpointError(f"empty {what}")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in line):
+    if _LINE_CONTROL.search(line):
         raise CheckpointError(f"{what} {line!r} contains a control character")
 
 
@@ -143,6 +148,13 @@ def format_vkey(key_name: str, public_key: Ed25519PublicKey, alg: int = ALG_ED25
 
 def parse_vkey(vkey: str, alg: int = ALG_ED25519) -> tuple[str, Ed25519PublicKey]:
     """The key name and Ed25519 public key of a verifier key string of type `alg`."""
+    return _parsed_vkey(vkey, alg)[:2]
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_vkey(vkey: str, alg: int) -> tuple[str, Ed25519PublicKey, bytes]:
+    """`parse_vkey`, and the key id, once per key: a verify opens a thousand notes
+    with one key. (A key that is refused raises, and is not kept.)"""
     # The name cannot hold '+' but the base64 key can, so split from the left.
     parts = vkey.split("+", 2)
     if len(parts) != 3:
@@ -156,15 +168,16 @@ def parse_vkey(vkey: str, alg: int = ALG_ED25519) -> tuple[str, Ed25519PublicKey
         what = "an Ed25519 key" if alg == ALG_ED25519 else "an Ed25519 witness key"
         raise CheckpointError(f"verifier key is not {what} (0x{alg:02x} and 32 bytes)")
     public_key = Ed25519PublicKey.from_public_bytes(key[1:])
-    if key_id(name, public_key, alg).hex() != id_hex:
+    wanted_id = key_id(name, public_key, alg)
+    if wanted_id.hex() != id_hex:
         raise CheckpointError(f"verifier key id {id_hex} does not match the key")
-    return name, public_key
+    return name, public_key, wanted_id
 
 
 def _check_note_text(text: str) -> None:
     if not text.endswith("\n"):
         raise CheckpointError("note text does not end with a newline")
-    if any(ord(c) < 0x20 and c != "\n" for c in text):
+    if _TEXT_CONTROL.search(text):
         raise CheckpointError("note text contains a control character")
     try:
         text.encode()
@@ -188,8 +201,7 @@ def open_note(note: str, vkey: str) -> str:
     Signatures by other keys (witness cosignatures, say) are ignored; there must be
     at least one by this key, and every signature line by it must verify.
     """
-    name, public_key = parse_vkey(vkey)
-    wanted_id = key_id(name, public_key)
+    name, public_key, wanted_id = _parsed_vkey(vkey, ALG_ED25519)
     text, signatures = split_note(note)
     verified = False
     for signer, blob in signatures:

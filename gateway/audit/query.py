@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from datetime import time as dtime
 from typing import TYPE_CHECKING, Any
 
-from gateway.audit import log, parallel
+from gateway.audit import log, parallel, ranges
 from gateway.audit.errors import VerificationFailed
 from gateway.audit.log import CheckpointRecord
 from gateway.audit.verify import LogVerifier, Progress, Summary, WitnessPolicy, start_verifier
@@ -262,7 +262,7 @@ def _lookup_mismatch_sqlite(path: str) -> tuple[int, str] | None:
     stored = ", ".join(column for column, _ in LOOKUP_COLUMNS)
     copied = ", ".join(f"json_extract(leaf, '$.{member}')" for _, member in LOOKUP_COLUMNS)
     differs = " OR ".join(f"{c} IS NOT json_extract(leaf, '$.{m}')" for c, m in LOOKUP_COLUMNS)
-    conn = parallel.connect(path)
+    conn = ranges.connect(path)
     conn.text_factory = str
     try:
         row = conn.execute(
@@ -344,9 +344,10 @@ def _verify_sqlite_file(
     stop: threading.Event | None = None,
 ) -> Summary:
     """The bulk read of a SQLite file, in this thread or, for a log of `min_entries`
-    or more (by default `parallel.MIN_ENTRIES`) when more than one worker is to be had,
-    by worker processes, `range_size` entries a task (`parallel.RANGE`)."""
-    conn = parallel.connect(path)
+    or more (by default `parallel.MIN_ENTRIES`) when more than one process is to be
+    had, by this process and worker processes, `range_size` entries a range
+    (`parallel.RANGE`)."""
+    conn = ranges.connect(path)
     try:
         conn.execute("BEGIN")  # a read transaction: entries, checkpoints and state agree
         # Each alone, as SQLite answers a lone MIN or MAX of the key from the b-tree's edge.
@@ -361,7 +362,7 @@ def _verify_sqlite_file(
             verifier = trust.verifier(_sqlite_notes(conn), progress, deep)
             state = conn.execute("SELECT size, nodes FROM audit_tree WHERE id = 1").fetchone()
             if checkers is not None:
-                checkers.feed(verifier, stop)
+                checkers.feed(verifier, conn, stop)
             else:
                 _feed_in_process(conn, verifier, deep=deep, keyed=keyed)
         finally:
@@ -408,8 +409,8 @@ def _sqlite_notes(conn: Any) -> list[tuple[int, str]]:
 
 def _feed_in_process(conn: Any, verifier: LogVerifier, *, deep: bool, keyed: bool) -> None:
     """Every entry, in index order, read and checked in this thread."""
-    cursor = conn.execute(f"{parallel.entries_sql(deep or not keyed)} ORDER BY idx")
-    while rows := cursor.fetchmany(parallel.BULK):
+    cursor = conn.execute(f"{ranges.entries_sql(deep or not keyed)} ORDER BY idx")
+    while rows := cursor.fetchmany(ranges.BULK):
         if not keyed:
             verifier.feed(rows)
         elif deep:
