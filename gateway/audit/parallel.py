@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import selectors
 import sqlite3
 import subprocess
 import sys
@@ -106,9 +106,12 @@ class RangeWorkers:
         self._unassigned = 0  # the first entry of the ranges no process has yet
         self._results: dict[int, RangeResult] = {}
         self._workers: list[_Worker] = []
+        self._answers = selectors.DefaultSelector()
         try:
             for _ in range(max(workers - 1, 1)):
-                self._workers.append(_Worker(path, deep))
+                worker = _Worker(path, deep)
+                self._workers.append(worker)
+                self._answers.register(worker.fd, selectors.EVENT_READ, worker)
             self._top_up()
         except BaseException:
             self.close()
@@ -116,6 +119,7 @@ class RangeWorkers:
 
     def close(self) -> None:
         """End the workers (at once: a range under way is of no more use) and wait for them."""
+        self._answers.close()
         for worker in self._workers:
             worker.stop()
 
@@ -159,11 +163,10 @@ class RangeWorkers:
     def _collect(self, *, wait: bool) -> None:
         """Take in the results the workers have written (waiting for one if `wait`), and
         hand them new ranges."""
-        busy = {worker.fd: worker for worker in self._workers if worker.pending}
-        if busy:
-            ready, _, _ = select.select(list(busy), [], [], None if wait else 0)
-            for fd in ready:
-                self._results.update(busy[fd].read())
+        if any(worker.pending for worker in self._workers):
+            # A worker with nothing to do writes nothing: it is ready only once it ended.
+            for key, _ in self._answers.select(None if wait else 0):
+                self._results.update(key.data.read())
         self._top_up()
 
     def _top_up(self) -> None:
