@@ -205,7 +205,7 @@ class _Worker:
             fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         except (ImportError, AttributeError, OSError):
             pass  # not on Linux, or above the system's limit: a worker may then wait to write
-        self._send({"sys_path": sys.path, "path": path, "deep": deep})
+        self._send({"sys_path": [str(entry) for entry in sys.path], "path": path, "deep": deep})
 
     def assign(self, first: int, end: int) -> None:
         self._send(f"{first} {end}")
