@@ -200,12 +200,11 @@ class _Worker:
         self._tasks = self._proc.stdin
         self.fd = self._proc.stdout.fileno()
         try:
-            import fcntl
-
-            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        except (ImportError, AttributeError, OSError):
-            pass  # not on Linux, or above the system's limit: a worker may then wait to write
-        self._send({"sys_path": [str(entry) for entry in sys.path], "path": path, "deep": deep})
+            _enlarge(self.fd)
+            self._send({"sys_path": [str(entry) for entry in sys.path], "path": path, "deep": deep})
+        except BaseException:
+            self.stop()
+            raise
 
     def assign(self, first: int, end: int) -> None:
         self._send(f"{first} {end}")
@@ -246,11 +245,20 @@ class _Worker:
         return AuditError(f"audit verify: a worker process ended unexpectedly (exit code {code})")
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
-            if self.pending:
-                self._proc.kill()
-            self._tasks.close()  # at the end of its tasks, a worker ends
-        self._proc.wait()
+        """End the process: at once if it still has ranges, else at the end of its tasks."""
+        if self.pending and self._proc.poll() is None:
+            self._proc.kill()
         self._tasks.close()
+        self._proc.wait()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
+
+
+def _enlarge(fd: int) -> None:
+    """Make the pipe of `fd` hold PIPE_BYTES, where the system lets it (Linux)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):
+        pass  # elsewhere, or above the system's limit: a worker may then wait to write
