@@ -325,8 +325,10 @@ class RulePack(BaseModel):
         names its contact (`Breach.contact`).
         """
         zone = zone_named(debtor_tz)
-        before = Situation.of(history, requests, zone)
         after = Situation.of([*history, contact], requests, zone)
+        # The same contacts less the new one, in the same order (no second sort), and
+        # the same memo of local days.
+        before = Situation(tuple(c for c in after.contacts if c is not contact), after.requests, zone, after._days)
         return self._added(before, after, contact)
 
     def check_request(
@@ -339,18 +341,22 @@ class RulePack(BaseModel):
         """What a request reported late adds: contacts made after it that it forbade."""
         zone = zone_named(debtor_tz)
         before = Situation.of(history, requests, zone)
-        return self._added(before, Situation.of(history, [*requests, request], zone), None)
+        after = Situation(before.contacts, (*before.requests, request), zone, before._days)
+        return self._added(before, after, None)
 
     def _added(self, before: Situation, after: Situation, new: Contact | None) -> list[Breach]:
         found: list[Breach] = []
-        for rule in self.rules():
+        for rule in self.every_rule:
             if isinstance(rule, ContactRule):
                 if new is not None and (breach := rule.judge(new, after.zone)) is not None:
                     found.append(breach)
                 continue
+            hits = list(rule.hits(after))
+            if not hits:
+                continue  # nothing broken now, so nothing added (most rules, most reports)
             # Only the new ones are worded: a situation may hold many known breaches.
             known = {id(contact) for contact, _ in rule.hits(before)}
-            found += [rule.describe(c, detail, after) for c, detail in rule.hits(after) if id(c) not in known]
+            found += [rule.describe(c, detail, after) for c, detail in hits if id(c) not in known]
         return found
 
     def check_template(self, text: str, channel: str) -> list[Breach]:
