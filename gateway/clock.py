@@ -9,8 +9,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: The last moment formatted and its text: a request stamps the same ``now`` on each of
+#: its rows and audit entries (a tuple, so a reader in another thread sees both or neither).
+_last: tuple[datetime | None, str] = (None, "")
+
+
 def isotime(moment: datetime) -> str:
     """The one timestamp format stored and logged: UTC, RFC 3339, microseconds."""
+    global _last
+    last, text = _last
+    if last is moment:
+        return text
     # isoformat, not strftime: it pads years below 1000, so every stored time has one
     # width and text order is time order.
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    text = moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    _last = (moment, text)
+    return text

@@ -198,7 +198,10 @@ async def _take_in(
     """Store the report, move the case, check it; its audit entries go to ``entries``."""
     partner_id = record.id
     raw = event.model_dump_json()
-    event_id = await _store_event(gw, tx, partner_id, assignment, event, raw, channel, webhook_id, now)
+    parsed = orjson.loads(raw)  # the event as JSON values, as stored events are read back
+    event_id = await _store_event(
+        gw, tx, partner_id, assignment, event, raw, parsed, channel, webhook_id, now
+    )
     await _move(tx, assignment, event, state, now)
     actor = f"partner:{partner_id}"
     entries.append(
@@ -222,7 +225,7 @@ async def _take_in(
                 body_digest=digest(body),
             )
         )
-    breaches = await _check(gw, tx, partner_id, assignment, event, raw, event_id, now)
+    breaches = await _check(gw, tx, partner_id, assignment, event, parsed, event_id, now)
     # A violation is charged to the partner of the contact that broke the rule, which a
     # late report may reveal for another partner: each charged partner may be suspended.
     charged: dict[str, registry.PartnerRecord] = {}
@@ -247,13 +250,14 @@ async def _store_event(
     assignment: dict[str, Any],
     event: Any,
     raw: str,
+    parsed: dict[str, Any],
     channel: Channel,
     webhook_id: str,
     now: datetime,
 ) -> int:
-    """Store the report (``raw``: its JSON): its free text screened, the original
-    encrypted (`gateway.lifecycle.screen`)."""
-    body, original = await stored_event(gw.keyring, tx, partner_id, webhook_id, assignment, raw)
+    """Store the report (``raw``: its JSON, ``parsed``: the same as JSON values): its
+    free text screened, the original encrypted (`gateway.lifecycle.screen`)."""
+    body, original = await stored_event(gw.keyring, tx, partner_id, webhook_id, assignment, raw, parsed)
     event_id = await tx.fetchval(
         "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at, received_at,"
         " source, webhook_id, body, original) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -296,7 +300,7 @@ async def _check(
     partner_id: str,
     assignment: dict[str, Any],
     event: Any,
-    raw: str,
+    body: dict[str, Any],
     event_id: int,
     now: datetime,
 ) -> list[Breach]:
@@ -310,7 +314,6 @@ async def _check(
     record = await contact_history(tx, subject, at - HISTORY, at + HISTORY, event_id)
     row = {"id": event_id, "partner_id": partner_id, "case_id": assignment["case_id"]}
     row["received_at"] = isotime(now)
-    body = orjson.loads(raw)  # the event as JSON values, as stored events are read back
     tz = assignment["timezone"]
     if event.type == "contact_request":
         request = as_request(row, body, record.numbers)

@@ -65,11 +65,18 @@ def screened(body: dict[str, Any], known: Iterable[str], withheld: bool) -> str:
 
 
 async def stored_event(
-    keyring: KeyRing, tx: Transaction, partner_id: str, webhook_id: str | None, case: dict[str, Any], raw: str
+    keyring: KeyRing,
+    tx: Transaction,
+    partner_id: str,
+    webhook_id: str | None,
+    case: dict[str, Any],
+    raw: str,
+    parsed: dict[str, Any] | None = None,
 ) -> tuple[str, str | None]:
-    """What is stored of a report (``raw``, its JSON) about the assignment ``case``: the
-    body with its free text screened, and the original encrypted (None: no free text)."""
-    body = json.loads(raw)
+    """What is stored of a report (``raw``, its JSON; ``parsed``, the same parsed, if the
+    caller has it) about the assignment ``case``: the body with its free text screened,
+    and the original encrypted (None: no free text)."""
+    body = json.loads(raw) if parsed is None else parsed
     if not free_text(body):
         return raw, None
     subject = case["subject_token"]

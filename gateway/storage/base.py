@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from enum import IntEnum
 from typing import Any
 
@@ -88,17 +88,10 @@ class Transaction(ABC):
     rolled the whole transaction back (SQLite does on some I/O and memory errors), so
     nothing more may be written in it."""
 
-    @asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[None]:
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A part of the transaction that an error undoes on its own: what the block
         wrote is rolled back and the error raised, the rest of the transaction stays."""
-        await self.execute("SAVEPOINT part")
-        try:
-            yield
-        except Exception:
-            await self._end_part("ROLLBACK TO SAVEPOINT part", "RELEASE SAVEPOINT part")
-            raise
-        await self._end_part("RELEASE SAVEPOINT part")
+        return _Savepoint(self)
 
     async def _end_part(self, *statements: str) -> None:
         try:
@@ -107,6 +100,23 @@ class Transaction(ABC):
         except BaseException:
             self.broken = True
             raise
+
+
+class _Savepoint(AbstractAsyncContextManager[None]):
+    """`Transaction.savepoint` as a plain class: every report of a group takes one, and
+    a generator-based context manager costs a generator and its frames each time."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+
+    async def __aenter__(self) -> None:
+        await self._tx.execute("SAVEPOINT part")
+
+    async def __aexit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
+            await self._tx._end_part("RELEASE SAVEPOINT part")
+        elif issubclass(kind, Exception):
+            await self._tx._end_part("ROLLBACK TO SAVEPOINT part", "RELEASE SAVEPOINT part")
 
 
 class Database(ABC):

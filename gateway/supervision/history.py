@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,6 +50,10 @@ class Numbers:
         if number is not None:
             zone = self.points.get(number, (None, None))[1]
             return (zone,) if zone else ()
+        return self.every_zone
+
+    @cached_property
+    def every_zone(self) -> tuple[str, ...]:
         return tuple(sorted({zone for _, zone in self.points.values() if zone}))
 
     def label(self, number: str | None) -> str | None:
@@ -188,4 +193,4 @@ def time_barred(pack: RulePack, assignment: Row, at: datetime) -> bool:
 
 
 def _when(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return None if value is None else datetime.fromisoformat(value)  # "Z" reads as UTC

@@ -328,7 +328,8 @@ class RulePack(BaseModel):
         after = Situation.of([*history, contact], requests, zone)
         # The same contacts less the new one, in the same order (no second sort), and
         # the same memo of local days.
-        before = Situation(tuple(c for c in after.contacts if c is not contact), after.requests, zone, after._days)
+        others = tuple(c for c in after.contacts if c is not contact)
+        before = Situation(others, after.requests, zone, after._days)
         return self._added(before, after, contact)
 
     def check_request(
