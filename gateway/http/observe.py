@@ -78,6 +78,8 @@ def _record(
         if status >= 400:
             refusals.warning("callback refused: %s", _reason(response),
                              extra=context(request_id=rid, partner=partner, status=status))  # fmt: skip
+    if not log.isEnabledFor(logging.INFO):
+        return  # the line's fields are not even gathered
     log.info(
         "%s %s %d",
         request.method,

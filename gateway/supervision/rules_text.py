@@ -55,9 +55,9 @@ def _pattern(phrase: str) -> str:
     return _GAP.join(re.escape(char) for char in norm if not char.isspace())
 
 
-def sentences(text: str) -> list[str]:
-    """``text`` normalised and cut into sentences."""
-    return [part for part in _SENTENCE.split(normalise(text)) if part.strip()]
+def sentences(text: str, normalised: bool = False) -> list[str]:
+    """``text`` normalised (unless it is already) and cut into sentences."""
+    return [part for part in _SENTENCE.split(text if normalised else normalise(text)) if part.strip()]
 
 
 class PhraseList:
@@ -106,11 +106,11 @@ class PhraseGroup(BaseModel):
     def context(self) -> PhraseList:
         return PhraseList(self.near)
 
-    def find(self, text: str) -> list[str]:
+    def find(self, text: str, normalised: bool = False) -> list[str]:
         if not self.near:
-            return self.matcher.find(text)
+            return self.matcher.find(text, normalised)
         found: list[str] = []
-        for sentence in sentences(text):
+        for sentence in sentences(text, normalised):
             if self.context.find(sentence, normalised=True):
                 found += [p for p in self.matcher.find(sentence, normalised=True) if p not in found]
         return found
@@ -224,8 +224,9 @@ class BannedPhrases(ContactRule):
     def _find(self, text: str) -> tuple[list[str], list[str]]:
         phrases: list[str] = []
         sources: list[str] = []
+        norm = normalise(text)  # once for every group
         for group in self.groups:
-            if hit := [p for p in group.find(text) if p not in phrases]:
+            if hit := [p for p in group.find(norm, normalised=True) if p not in phrases]:
                 phrases += hit
                 sources += [group.source] if group.source not in sources else []
         return phrases, sources
