@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -131,6 +132,11 @@ class Situation:
     @classmethod
     def of(cls, contacts: Iterable[Contact], requests: Iterable[Request], zone: ZoneInfo) -> Situation:
         return cls(tuple(sorted(contacts, key=Contact.order)), tuple(requests), zone)
+
+    @cached_property
+    def third_parties(self) -> tuple[Contact, ...]:
+        """The contacts with third parties, in time order (most situations have none)."""
+        return tuple(c for c in self.contacts if c.target == "third_party")
 
     def day(self, moment: datetime) -> date:
         """The debtor's local calendar day of ``moment`` (remembered: rules ask often)."""

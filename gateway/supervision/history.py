@@ -59,6 +59,13 @@ class Numbers:
     def label(self, number: str | None) -> str | None:
         return None if number is None else self.points.get(number, (None, None))[0]
 
+    def place(self, number: str | None) -> tuple[str | None, tuple[str, ...]]:
+        """`label` and `zones` of ``number`` in one look-up."""
+        if number is None:
+            return None, self.every_zone
+        label, zone = self.points.get(number, (None, None))
+        return label, (zone,) if zone else ()
+
 
 @dataclass(frozen=True)
 class Record:
@@ -143,22 +150,26 @@ def as_contact(
 ) -> Contact:
     """A stored (or just received) contact report; ``row`` gives the partner, the case,
     the event id and when the gateway received it (``time_barred``: the debt was, then)."""
-    number = numbers.resolve(row["partner_id"], body.get("number_token"))
+    partner = row["partner_id"]
+    token = body.get("number_token")
+    number = None if token is None else numbers.tokens.get((partner, token))
+    place, zones = numbers.place(number)
+    received = row.get("received_at")
     return Contact(
         at=datetime.fromisoformat(body["occurred_at"]),
         channel=body["channel"],
         target=body["target"],
         outcome=body["outcome"],
-        partner=row["partner_id"],
+        partner=partner,
         debt=row["case_id"],
         debtor=subject,
         number=number,
         staff_count=body.get("staff_count"),
         text=body.get("text"),
         event=row.get("id"),
-        known_at=_when(row.get("received_at")),
-        zones=numbers.zones(number),
-        place=numbers.label(number),
+        known_at=None if received is None else datetime.fromisoformat(received),  # "Z" reads as UTC
+        zones=zones,
+        place=place,
         time_barred=time_barred,
     )
 

@@ -56,6 +56,8 @@ class ThirdPartyAfterUnreachable(Rule):
     channels: frozenset[Channel] = CALLS
 
     def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
+        if not situation.third_parties:
+            return
         calls: list[Contact] = []  # the debtor's calls so far, in time order
         for contact in situation.contacts:
             if contact.target == "debtor" and contact.channel in self.channels:
@@ -101,8 +103,9 @@ class ThirdPartyCaps(Rule):
         def counts(contact: Contact) -> bool:
             return _third_party(contact) and contact.channel in self.channels
 
-        per_day = {id(c): n for c, n, _ in ranked(situation.contacts, counts, lambda c: situation.day(c.at))}
-        for contact, rank, _ in ranked(situation.contacts, counts, lambda c: "all"):
+        contacts = situation.third_parties  # the only ones counted
+        per_day = {id(c): n for c, n, _ in ranked(contacts, counts, lambda c: situation.day(c.at))}
+        for contact, rank, _ in ranked(contacts, counts, lambda c: "all"):
             if per_day[id(contact)] > self.daily or rank > self.total:
                 yield contact, (per_day[id(contact)], rank)
 
@@ -125,9 +128,7 @@ class ThirdPartyOnce(Rule):
 
     def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         first: dict[str, Contact] = {}
-        for contact in situation.contacts:
-            if not _third_party(contact):
-                continue
+        for contact in situation.third_parties:
             if contact.number is None:
                 yield contact, None
             elif contact.number not in first:
@@ -154,9 +155,7 @@ class ThirdPartyStop(Rule):
     def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         asked = [r for r in situation.requests if r.kind == "stop_third_party"]
         refusals: list[Contact] = []
-        for contact in situation.contacts:
-            if not _third_party(contact):
-                continue
+        for contact in situation.third_parties:
             if contact.number is None:
                 yield contact, None
                 continue
