@@ -196,10 +196,22 @@ def limitation_events(assignment: Row) -> list[tuple[str, date]]:
     return [("acknowledgement", date.fromisoformat(reset))] if reset else []
 
 
+#: Limitation expiries a pack remembers (`RulePack.expiries`) before it starts over.
+EXPIRIES = 4096
+
+
 def time_barred(pack: RulePack, assignment: Row, at: datetime) -> bool:
     """Whether the assignment's debt was past its limitation period on the debtor's day of ``at``."""
-    due = date.fromisoformat(assignment["last_due_date"])
-    expires = pack.limitation_expires(due, limitation_events(assignment))
+    # Every report on a case asks: the answer depends only on these columns.
+    key = (assignment["last_due_date"], assignment.get("limitation_events"), assignment.get("last_reset"))
+    if key in pack.expiries:
+        expires = pack.expiries[key]
+    else:
+        due = date.fromisoformat(assignment["last_due_date"])
+        expires = pack.limitation_expires(due, limitation_events(assignment))
+        if len(pack.expiries) >= EXPIRIES:
+            pack.expiries.clear()
+        pack.expiries[key] = expires
     return expires is not None and at.astimezone(ZoneInfo(assignment["timezone"])).date() > expires
 
 

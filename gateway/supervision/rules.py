@@ -392,6 +392,12 @@ class RulePack(BaseModel):
         """The last day of the limitation period (see `Limitation.expires`)."""
         return self.limitation.expires(last_due_date, events)
 
+    @cached_property
+    def expiries(self) -> dict[tuple[str | None, ...], date | None]:
+        """`limitation_expires` remembered by the stored columns it was read from (dates
+        and event kinds, no personal data), for `gateway.supervision.history.time_barred`."""
+        return {}
+
 
 def load_rule_pack(name: str, plugin_packs: Mapping[str, Path] | None = None) -> RulePack:
     """The rule pack ``name`` (the ``rule_pack`` setting of gateway.toml): a packaged one,
