@@ -34,7 +34,7 @@ RequestKind = Literal["opt_out", "cease", "attorney", "workplace", "stop_third_p
 CONVERSATION: frozenset[str] = frozenset({"connected", "refused"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Contact:
     """One contact attempt, as the supervision pipeline sees it: tokens, never raw data.
 
