@@ -136,6 +136,11 @@ class DispatchSettings(BaseModel):
     refresh_seconds: float = Field(
         default=15.0, gt=0, description="seconds between looks for new or changed partners"
     )
+    slot_lease_seconds: float = Field(
+        default=10.0, ge=1, le=3600,
+        description="a dispatcher's hold on a partner's concurrency slots (at most half lease_seconds);"
+        " a killed one's return after it",
+    )
 
 
 class Settings(BaseSettings):
@@ -402,6 +407,11 @@ batch = 50
 # changed partners.
 idle_seconds = 2
 refresh_seconds = 15
+# A partner's rate_per_second and concurrency hold for all dispatchers together (kept in
+# the database); a dispatcher renews its hold on concurrency slots while it sends, and
+# the slots of one that was killed return after slot_lease_seconds (at most half of
+# lease_seconds).
+slot_lease_seconds = 10
 # The circuit breaker pauses a partner when at least failure_rate of its attempts in the
 # last window_seconds failed (counted once the window holds min_attempts), then lets one
 # probe through after cooldown_seconds. Every instance sharing the database must agree.

@@ -30,6 +30,7 @@ OVERRIDES = {
     "dispatch.batch": "7",
     "dispatch.idle_seconds": "0.5",
     "dispatch.refresh_seconds": "4",
+    "dispatch.slot_lease_seconds": "6",
     "checkpoint_max_lag_seconds": "30",
     "watch_seconds": "5",
     "log_format": "json",

@@ -1,7 +1,8 @@
 """The dispatcher: asyncio workers that take due packages from the outbox to partners.
 
-One lane per partner holds that partner's adapter, a concurrency limit (at most
-``limits.concurrency`` attempts in flight) and a token bucket (``rate_per_second``).
+One lane per partner holds that partner's adapter and its side of the partner's limits
+(at most ``limits.concurrency`` attempts in flight and ``rate_per_second``, counted for
+every dispatcher together in the database: :mod:`gateway.delivery.ratelimit`).
 Everything a crash must not lose lives in the database: claims are leases, retries are
 rows with a ``next_attempt_at``, the circuit breaker is ``partner_state``. A lane that
 finds nothing due sleeps until the next due time (at most ``idle`` seconds, so packages
@@ -35,7 +36,7 @@ from gateway.config import DispatchSettings
 from gateway.core import Gateway
 from gateway.delivery import breaker, outbox
 from gateway.delivery.breaker import BreakerPolicy
-from gateway.delivery.ratelimit import TokenBucket
+from gateway.delivery.limiter import PartnerLimiter
 from gateway.errors import GatewayError, PartnerTimeout
 from gateway.onboarding import registry
 from gateway.plugin.adapter import Adapter, OutboundPackage, Receipt
@@ -58,8 +59,16 @@ class Options:
     """Longest sleep of a lane with nothing due."""
     refresh: float = 15.0
     """Seconds between looks for new or changed partners (``run`` only)."""
+    slot_lease: float = 10.0
+    """Seconds a lane's hold on a partner's concurrency slots lasts unless renewed."""
     breaker: BreakerPolicy | None = None
     """The breaker's policy; None: the workspace's (``[breaker]`` in gateway.toml)."""
+
+    @property
+    def slot_lease_for_claims(self) -> float:
+        """The slot lease, at most half the claims' lease: a lane waiting for the slots
+        of a killed dispatcher must not outwait the leases of the packages it holds."""
+        return min(self.slot_lease, self.lease / 2)
 
     @classmethod
     def from_settings(cls, settings: DispatchSettings, **overrides: Any) -> Options:
@@ -70,6 +79,7 @@ class Options:
             "batch": settings.batch,
             "idle": settings.idle_seconds,
             "refresh": settings.refresh_seconds,
+            "slot_lease": settings.slot_lease_seconds,
         }
         return cls(**{**base, **overrides})
 
@@ -226,8 +236,8 @@ class Dispatcher:
 
 class Lane:
     """One partner's worker pool: a refill loop claims packages ahead in batches (see
-    :meth:`ahead`), ``concurrency`` workers send them, each send first taking a token
-    from the rate limiter."""
+    :meth:`ahead`), ``concurrency`` workers send them, each send first taking a slot and
+    a send time from the partner's limits, shared with other dispatchers."""
 
     def __init__(self, dispatcher: Dispatcher, record: registry.PartnerRecord, adapter: Adapter) -> None:
         self.d = dispatcher
@@ -235,12 +245,15 @@ class Lane:
         self.digest = record.profile_digest
         self.limits = record.profile.limits
         self.adapter = adapter
-        self.bucket = TokenBucket(self.limits.rate_per_second)
         self.queue: asyncio.Queue[Held | None] = asyncio.Queue()
         self.busy = 0
         self.latency: float | None = None
         """Seconds an attempt takes, a moving average (None: none made yet)."""
         self.changed = asyncio.Event()
+        self.limiter = PartnerLimiter(
+            dispatcher.gw.db, record.id, f"{dispatcher.owner}:{uuid.uuid4().hex[:8]}", self.limits,
+            dispatcher.options.slot_lease_for_claims, backlog=self.queue.qsize, on_change=self.changed.set,
+        )
         self.ended = asyncio.Event()
         """Set once the lane is retired or the dispatcher stops."""
         self._cleanups: set[asyncio.Future[Receipt]] = set()
@@ -266,6 +279,7 @@ class Lane:
             for _ in workers:
                 self.queue.put_nowait(None)
             await asyncio.gather(*workers)
+            await self.limiter.aclose()
             if self._cleanups:  # attempts abandoned at their timeout, still closing
                 await asyncio.wait(set(self._cleanups), timeout=self.limits.timeout)
             await self.adapter.aclose()
@@ -294,24 +308,31 @@ class Lane:
 
     def ahead(self) -> int:
         """How many packages to hold claimed: what the lane sends in half a lease at the
-        pace it measured (the rate limit, or ``concurrency`` attempts of the average
-        latency), at least twice ``concurrency``, at most two claims of ``batch``. Large
-        claims cost fewer transactions; a crash strands no more than the lease."""
-        floor = 2 * self.limits.concurrency
+        pace it measured (its share of the rate limit, or its usable slots' attempts of
+        the average latency), at least twice its usable slots, at most two claims of
+        ``batch``. Large claims cost fewer transactions; a crash strands no more than
+        the lease. The limits are shared with other dispatchers' lanes: a lane without
+        slots claims two, and asks for some."""
+        slots = self.limiter.usable
+        if not slots:
+            return 2
+        floor = 2 * slots
         if self.latency is None:
             return floor
-        pace = min(self.limits.concurrency / max(self.latency, 1e-3), self.limits.rate_per_second)
+        rate = self.limits.rate_per_second / self.limiter.sharers
+        pace = min(slots / max(self.latency, 1e-3), rate)
         return max(floor, min(2 * self.d.options.batch, int(pace * self.d.options.lease / 2)))
 
     async def _refill(self, cutoff: str | None) -> None:
         while not self.done:
             self.changed.clear()
             ahead = self.ahead()
-            # Refill at half of it left, so the workers never run dry.
-            if self.queue.qsize() > ahead // 2:
+            want = min(ahead - self.queue.qsize() - self.busy, self.d.options.batch)
+            # Refill at half of it left, so the workers never run dry (none if the lane's
+            # share of the slots shrank below what it holds).
+            if self.queue.qsize() > ahead // 2 or want < 1:
                 await _wait(self.changed, None)
                 continue
-            want = min(ahead - self.queue.qsize() - self.busy, self.d.options.batch)
             lease = self.d.options.lease
             claim = await outbox.claim(
                 self.d.gw, self.partner_id, self.d.owner, want, lease, cutoff,
@@ -348,9 +369,15 @@ class Lane:
             try:
                 # Not sent if stopping, nor if the lease could end during the attempt
                 # (another dispatcher may claim it then): back to the outbox.
-                if await self._token() and self._in_lease(held):
-                    await self._send(held.claimed)
-                else:
+                sent = False
+                if self._in_lease(held) and await self._token():
+                    try:
+                        if self._in_lease(held):
+                            sent = True
+                            await self._send(held.claimed)
+                    finally:
+                        self.limiter.release()
+                if not sent:
                     await outbox.unclaim(self.d.gw, self.d.owner, [held.claimed.package.package_id])
             finally:
                 self.busy -= 1
@@ -363,14 +390,13 @@ class Lane:
         return held.lease_ends - time.monotonic() > margin
 
     async def _token(self) -> bool:
-        """Take a token of the rate limiter; False if the lane ends first (a slow rate
-        must not hold a stopping dispatcher)."""
+        """Take a slot and a send time of the shared limits; False if the lane ends first
+        (a slow rate must not hold a stopping dispatcher)."""
         if self.done:
             return False
-        if self.bucket.available() >= 1:
-            await self.bucket.acquire()
+        if self.limiter.try_acquire():
             return True
-        token = asyncio.ensure_future(self.bucket.acquire())
+        token = asyncio.ensure_future(self.limiter.acquire())
         ended = asyncio.ensure_future(self.ended.wait())
         await asyncio.wait((token, ended), return_when=asyncio.FIRST_COMPLETED)
         ended.cancel()

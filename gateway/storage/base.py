@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +57,12 @@ class Transaction(ABC):
         two transactions never wait for each other in a circle)."""
         for item in items:
             await self.take_turns(lock, item)
+
+    async def clock(self) -> float:
+        """The database's clock, seconds since the epoch: the time every instance reads
+        alike (limits shared by instances count by it). A database in a file on this
+        host (SQLite) is shared by processes of this host only, so this host's clock."""
+        return time.time()
 
     @abstractmethod
     async def execute(self, sql: str, params: Params = ()) -> int:

@@ -346,6 +346,25 @@ MIGRATIONS: list[list[Step]] = [
         )""",
         "CREATE INDEX ui_sessions_expiry ON ui_sessions (expires_at)",
     ],
+    [
+        # Delivery: a partner's rate and concurrency limits hold for the whole deployment
+        # (gateway/delivery/ratelimit.py): the rate as the theoretical arrival time of
+        # the next send (GCRA), and each dispatcher lane's hold on concurrency slots,
+        # with its wish and an expiry (database clock, seconds since the epoch) after
+        # which a dead dispatcher's slots count no more.
+        """CREATE TABLE partner_limits (
+            partner_id TEXT PRIMARY KEY REFERENCES partners(id),
+            next_send REAL NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE partner_slots (
+            partner_id TEXT NOT NULL REFERENCES partners(id),
+            holder TEXT NOT NULL,
+            held INTEGER NOT NULL,
+            wanted INTEGER NOT NULL,
+            expires REAL NOT NULL,
+            PRIMARY KEY (partner_id, holder)
+        )""",
+    ],
 ]
 
 

@@ -104,6 +104,12 @@ class PostgresTransaction(Transaction):
             rows = await self._conn.fetch(placeholders(sql), *params)
         return [dict(row) for row in rows]
 
+    async def clock(self) -> float:
+        """The server's clock when asked (not the transaction's start: a lock waited
+        for in between would make it stale), shared by the instances on other hosts."""
+        value = await self.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+        return float(value)
+
     async def take_turns(self, lock: Lock, item: str | None = None) -> None:
         if item is None:
             await self.execute("SELECT pg_advisory_xact_lock(?)", (int(lock),))

@@ -1,0 +1,205 @@
+"""A lane's side of the shared limits (:mod:`gateway.delivery.ratelimit`): before each
+attempt a worker takes a concurrency slot of the lane's hold and a reserved send time.
+
+The lane keeps its hold on slots with a keeper task: it asks the database for slots
+when workers wait for one, renews the hold while it has any (at most every
+``RENEW_MOST`` seconds, or a quarter of the lease), asks again soon while it holds
+other than it wants (others may give back, or want some of its own), and gives all back
+once idle. Send times are reserved by whichever worker finds none left, for the
+others too (:func:`ratelimit.batch_size`), and the next ones as the last half of a
+batch goes while packages wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from gateway.delivery import ratelimit
+from gateway.errors import StorageError
+from gateway.storage import Database
+from schemas.partner import Limits
+
+log = logging.getLogger(__name__)
+
+#: Longest pause between renewals of a hold that is what the lane wants.
+RENEW_MOST = 0.5
+#: Pause between asks while the lane holds other than it wants.
+POLL = 0.2
+
+
+class PartnerLimiter:
+    def __init__(
+        self, db: Database, partner_id: str, holder: str, limits: Limits, lease: float,
+        backlog: Callable[[], int] = lambda: 0, on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``holder``: this lane's name in the database, unique to it. ``backlog``: the
+        lane's packages waiting for a worker (it wants slots for them too).
+        ``on_change``: called when the lane's usable slots change."""
+        self.db = db
+        self.partner_id = partner_id
+        self.holder = holder
+        self.rate = limits.rate_per_second
+        self.concurrency = limits.concurrency
+        self.lease = lease
+        self.backlog = backlog
+        self.on_change = on_change
+        self.usable = 0
+        """Attempts this lane may have in flight now."""
+        self.sharers = 1
+        """Lanes (of all dispatchers) that want this partner's slots, this one included."""
+        self.in_use = 0
+        self._held = 0
+        self._asking = False
+        self._slot_waiters = 0
+        self._token_waiters = 0
+        self._times: deque[float] = deque()
+        self._low = 0
+        """Send times left when the next ones are reserved."""
+        self._reserving: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._demand = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
+
+    def try_acquire(self) -> bool:
+        """Take a slot and a send time if both are there now, without waiting."""
+        if self._asking or self.in_use >= self.usable or not self._times:
+            return False
+        if self._times[0] > time.monotonic():
+            return False
+        self._times.popleft()
+        self.in_use += 1
+        self._reserve_ahead()
+        return True
+
+    async def acquire(self) -> None:
+        """Wait for a slot and then for a send time; :meth:`release` the slot after."""
+        await self._slot()
+        try:
+            await self._send_time()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    async def aclose(self) -> None:
+        """Stop the keeper and give back every slot (the lane's attempts are over)."""
+        if self._reserving is not None:
+            self._reserving.cancel()
+        if self._keeper is not None:  # it may have asked: a hold may be there
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            try:
+                async with self.db.transaction() as tx:
+                    await ratelimit.drop(tx, self.partner_id, self.holder)
+            except StorageError as exc:
+                log.warning("partner %s: slots not given back (they expire): %s", self.partner_id, exc)
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _slot(self) -> None:
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep())
+        self._slot_waiters += 1
+        try:
+            while self._asking or self.in_use >= self.usable:
+                if not self._held:
+                    self._demand.set()  # an idle lane has work: ask now
+                await self._changed.wait()
+        finally:
+            self._slot_waiters -= 1
+        self.in_use += 1
+
+    async def _send_time(self) -> None:
+        self._token_waiters += 1
+        try:
+            while not self._times:
+                if self._reserving is None:
+                    self._reserving = asyncio.create_task(self._reserve())
+                # Shielded: a worker that stops waiting does not cancel the others' batch.
+                await asyncio.shield(self._reserving)
+        finally:
+            self._token_waiters -= 1
+        at = self._times.popleft()
+        self._reserve_ahead()
+        delay = at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _reserve_ahead(self) -> None:
+        """Reserve the next send times while the last of these go, if more is waiting:
+        the workers then find them there instead of waiting for the round trip."""
+        if self._reserving is None and len(self._times) <= self._low and self._token_waiters + self.backlog():
+            self._reserving = asyncio.create_task(self._reserve())
+
+    async def _reserve(self) -> None:
+        try:
+            count = ratelimit.batch_size(self.rate, self._token_waiters + self.backlog())
+            self._low = count // 2
+            async with self.db.transaction() as tx:
+                now, times = await ratelimit.reserve(tx, self.partner_id, count, self.rate)
+            local = time.monotonic()
+            self._times.extend(local + at - now for at in times)
+        except Exception as exc:  # the waiting workers ask again after a pause
+            if isinstance(exc, StorageError):
+                log.warning("partner %s: could not reserve send times: %s", self.partner_id, exc)
+            else:
+                log.exception("partner %s: could not reserve send times", self.partner_id)
+            await asyncio.sleep(POLL)
+        finally:
+            self._reserving = None
+
+    def _wanted(self) -> int:
+        busy = self.in_use or self._slot_waiters or self.backlog()
+        return self.concurrency if busy else 0
+
+    async def _keep(self) -> None:
+        while True:
+            wanted = self._wanted()
+            if not wanted and not self._held:
+                self._demand.clear()
+                if not self._wanted():
+                    await self._demand.wait()
+                continue
+            await self._ask(wanted)
+            if not self._held and not self._wanted():
+                continue  # idle: wait for work
+            settled = self._held == self.usable == wanted
+            await asyncio.sleep(min(RENEW_MOST, self.lease / 4) if settled else POLL)
+
+    async def _ask(self, wanted: int) -> None:
+        """One round trip: no attempt starts meanwhile, so that what the database is
+        told is in use stays true until it answers."""
+        self._asking = True
+        try:
+            async with self.db.transaction() as tx:
+                got = await ratelimit.hold(
+                    tx, self.partner_id, self.holder, wanted=wanted, in_use=self.in_use,
+                    concurrency=self.concurrency, lease=self.lease,
+                )
+            self._held, usable, self.sharers = got.held, got.usable, got.sharers
+        except Exception as exc:
+            # Unknown whether the hold was renewed: start nothing until it is. The
+            # keeper goes on (its silence would let the hold expire under the lane).
+            if isinstance(exc, StorageError):
+                log.warning("partner %s: could not renew its concurrency slots: %s", self.partner_id, exc)
+            else:
+                log.exception("partner %s: could not renew its concurrency slots", self.partner_id)
+            usable = 0
+        finally:
+            self._asking = False
+        changed = usable != self.usable
+        self.usable = usable
+        self._wake()
+        if changed:
+            self.on_change()
