@@ -1,0 +1,214 @@
+"""A partner's limits hold for the whole deployment: two `gateway dispatch` processes on one
+database (PostgreSQL, or one SQLite file) send to one partner, which measures what it
+receives.
+
+The rate: in any window of W seconds the partner receives at most ``rate * W`` plus the
+bucket's burst (``max(1, rate)``, one second's worth) plus four for arrival jitter
+(the event loops of the test and of the dispatchers are busy; a send times one way
+may land a little early or late). Concurrency: the partner never has more requests in
+flight than the profile's ``concurrency``; when a dispatcher is killed (SIGKILL, no
+clean-up), its slots come back after ``slot_lease_seconds`` and the survivor uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.config import load_settings
+from gateway.core import Gateway
+from gateway.delivery import outbox, ratelimit
+from gateway.demo.partners import ThrowawayCA
+from gateway.onboarding import registry
+from tests.partners import PARTNER, Agency, Clock, agency_profile, init_workspace, place_many, serve
+from tests.test_scale_out import wait_for
+
+SLOT_LEASE = 2.0
+JITTER = 4
+
+
+@dataclass
+class MeteredAgency(Agency):
+    """The test agency, noting when each request arrives and how many are in flight."""
+
+    arrivals: list[float] = field(default_factory=list)
+    in_flight: int = 0
+    peaks: list[tuple[float, int]] = field(default_factory=list)
+    """(arrival, requests in flight with it) for each request."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        now = time.monotonic()
+        self.in_flight += 1
+        self.arrivals.append(now)
+        self.peaks.append((now, self.in_flight))
+        try:
+            return await super().handle(request)
+        finally:
+            self.in_flight -= 1
+
+
+@asynccontextmanager
+async def metered_workspace(tmp_path: Path, limits: str) -> AsyncIterator[tuple[Gateway, MeteredAgency]]:
+    ws = init_workspace(tmp_path / "ws")
+    ca = ThrowawayCA(tmp_path / "ca")
+    agency = MeteredAgency(private_jwk={}, bank_jwks=ws / "keys" / "bank" / "jwks.json", decrypt=False)
+    async with serve(agency, ca.server_context("agency")):
+        profile, agency.private_jwk = agency_profile(ws, agency.port, ca, limits=limits)
+        gw = await Gateway.open(load_settings(ws), clock=Clock())
+        try:
+            await registry.add(gw, profile, actor="test")
+            yield gw, agency
+        finally:
+            await gw.close()
+
+
+async def dispatcher(gw: Gateway) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "GATEWAY_DISPATCH__LEASE_SECONDS": "10",
+        "GATEWAY_DISPATCH__SLOT_LEASE_SECONDS": str(SLOT_LEASE),
+        "GATEWAY_DISPATCH__IDLE_SECONDS": "0.2",
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "-c", str(gw.settings.base_dir), "dispatch",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def stop(proc: asyncio.subprocess.Process) -> int:
+    """SIGTERM; the number of packages it delivered."""
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    return int(out.decode().split("delivered=")[1].split()[0])
+
+
+async def delivered(gw: Gateway, count: int) -> bool:
+    return (await outbox.counts(gw)).get("delivered") == count
+
+
+def most_in_window(arrivals: list[float], window: float) -> int:
+    """The most arrivals in any window of ``window`` seconds."""
+    times = sorted(arrivals)
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while times[first] <= at - window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+async def test_two_dispatchers_share_the_partners_rate(tmp_path: Path) -> None:
+    rate, count = 20, 200
+    limits = f"concurrency = 16\nrate_per_second = {rate}\ntimeout = 5"
+    async with metered_workspace(tmp_path, limits) as (gw, agency):
+        await place_many(gw, count)
+        first, second = await dispatcher(gw), await dispatcher(gw)
+        try:
+            await wait_for(lambda: delivered(gw, count), timeout=120, every=0.2)
+        finally:
+            by_first, by_second = await stop(first), await stop(second)
+    assert by_first + by_second == count and by_first > 20 and by_second > 20, "both must have sent"
+    burst = max(1, rate)
+    for window in (0.5, 1.0, 2.0, 4.0):
+        got = most_in_window(agency.arrivals, window)
+        assert got <= rate * window + burst + JITTER, f"{got} requests within {window} s"
+    # The sustained rate, past the burst: what one process alone may send.
+    spread = max(agency.arrivals) - min(agency.arrivals)
+    assert (len(agency.arrivals) - burst) / spread <= rate * 1.05
+    print(f"{count} packages in {spread:.1f} s: {by_first} + {by_second}; most in 1 s "
+          f"{most_in_window(agency.arrivals, 1.0)}, in 2 s {most_in_window(agency.arrivals, 2.0)}")
+
+
+async def test_two_dispatchers_share_the_concurrency_and_a_killed_ones_slots_return(tmp_path: Path) -> None:
+    concurrency, count = 3, 120
+    limits = f"concurrency = {concurrency}\nrate_per_second = 1000\ntimeout = 5"
+    async with metered_workspace(tmp_path, limits) as (gw, agency):
+        agency.delay = 0.15  # each request takes a while: the concurrency binds, not the rate
+        await place_many(gw, count)
+        first, second = await dispatcher(gw), await dispatcher(gw)
+        try:
+
+            async def both_hold() -> bool:
+                async with gw.db.transaction() as tx:
+                    held = [h for h in await ratelimit.holds(tx) if h["held"]]
+                return len(held) == 2 and len(agency.arrivals) >= 10
+
+            await wait_for(both_hold, timeout=60)
+            first.kill()  # SIGKILL: its hold on slots is left behind in the database
+            await first.wait()
+            killed_at = time.monotonic()
+            await wait_for(lambda: delivered(gw, count), timeout=120, every=0.2)
+
+            async def nothing_held() -> bool:  # the survivor gives back its slots once idle
+                async with gw.db.transaction() as tx:
+                    return not [h for h in await ratelimit.holds(tx) if h["held"]]
+
+            await wait_for(nothing_held, timeout=5)
+        finally:
+            if first.returncode is None:
+                first.kill()
+                await first.wait()
+            by_survivor = await stop(second)
+    assert max(n for _, n in agency.peaks) <= concurrency, "more requests in flight than allowed"
+    # After the lease, the survivor has every slot: the partner sees it use all of them.
+    after = [n for at, n in agency.peaks if at > killed_at + SLOT_LEASE + 0.5]
+    assert after and max(after) == concurrency
+    print(f"survivor delivered {by_survivor}; in flight at each arrival: {[n for _, n in agency.peaks]}")
+
+
+async def test_holds_taken_side_by_side_never_exceed_the_concurrency(tmp_path: Path) -> None:
+    """Many lanes of two instances ask at once (PostgreSQL: side by side in its pools):
+    the slots they hold never add up to more than the partner's concurrency, they end
+    up shared evenly, and a hold that is not renewed stops counting at its expiry."""
+    async with metered_workspace(tmp_path, "concurrency = 5") as (gw, _):
+        other = await Gateway.open(gw.settings)
+        try:
+
+            async def ask(db: Gateway, holder: str, wanted: int = 5, lease: float = 30) -> ratelimit.Hold:
+                async with db.db.transaction() as tx:
+                    return await ratelimit.hold(
+                        tx, PARTNER, holder, wanted=wanted, in_use=0, concurrency=5, lease=lease
+                    )
+
+            lanes = [(gw if n % 2 else other, f"lane-{n}") for n in range(4)]
+            for _ in range(3):
+                got = await asyncio.gather(*(ask(db, holder) for db, holder in lanes))
+                async with gw.db.transaction() as tx:
+                    held = {h["holder"]: h["held"] for h in await ratelimit.holds(tx)}
+                assert sum(held.values()) <= 5 and sum(g.held for g in got) <= 5
+            assert sorted(held.values()) == [1, 1, 1, 2]
+            # Three lanes stop without giving back; the fourth gets all once they expire.
+            await asyncio.gather(*(ask(db, holder, lease=0.5) for db, holder in lanes[:3]))
+            assert (await ask(*lanes[3])).usable < 5
+            await asyncio.sleep(0.6)
+            assert (await ask(*lanes[3])).usable == 5
+        finally:
+            await other.close()
+
+
+async def test_send_times_reserved_side_by_side_keep_the_rate(tmp_path: Path) -> None:
+    async with metered_workspace(tmp_path, "") as (gw, _):
+        other = await Gateway.open(gw.settings)
+        try:
+
+            async def reserve(db: Gateway) -> list[float]:
+                async with db.db.transaction() as tx:
+                    return (await ratelimit.reserve(tx, PARTNER, 5, rate=50))[1]
+
+            batches = await asyncio.gather(*(reserve(gw if n % 2 else other) for n in range(40)))
+        finally:
+            await other.close()
+    times = sorted(t for batch in batches for t in batch)
+    # 200 sends at 50/s: after the burst of 50, one every 20 ms, whoever reserved them.
+    assert times[-1] - times[0] >= (200 - 50) / 50 - 0.01
+    assert most_in_window(times, 1.0) <= 50 + 50
