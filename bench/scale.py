@@ -23,8 +23,8 @@ ThrowawayCA), answers like a real one (Idempotency-Key dedupe, JSON reference) a
 not decrypt; the backlog is a few packages sealed through the real placement whose rows
 are copied under new ids with portable SQL through the gateway's ``Transaction``, so
 the same code seeds both backends; the tables are ANALYZEd before the drain, as a
-database in service would be. The partner's limits (concurrency 32 and 100000/s per
-dispatcher process) are far above what one process reaches, so the partner profile is
+database in service would be. The partner's limits (concurrency 32 and 100000/s, shared
+by all dispatcher processes) are far above what one process reaches, so the partner profile is
 not the bottleneck: the gateway and its database are.
 
 Durability is not the same on both sides: PostgreSQL is a throwaway cluster started
@@ -241,7 +241,7 @@ def main(args: argparse.Namespace) -> None:
     count = 300 if args.quick else args.packages
     os.environ.pop(DATABASE_ENV_VAR, None)  # the workspaces name their own databases
     print(
-        f"{count} packages per scenario; {os.cpu_count()} CPUs; partner concurrency {CONCURRENCY}/process",
+        f"{count} packages per scenario; {os.cpu_count()} CPUs; partner concurrency {CONCURRENCY} shared",
         flush=True,
     )
     results: list[Result] = []
