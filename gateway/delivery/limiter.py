@@ -4,10 +4,11 @@ attempt a worker takes a concurrency slot of the lane's hold and a reserved send
 The lane keeps its hold on slots with a keeper task: it asks the database for slots
 when workers wait for one, renews the hold while it has any (at most every
 ``RENEW_MOST`` seconds, or a quarter of the lease), asks again soon while it holds
-other than it wants (others may give back, or want some of its own), and gives all back
-once idle. Send times are reserved by whichever worker finds none left, for the
-others too (:func:`ratelimit.batch_size`), and the next ones as the last half of a
-batch goes while packages wait.
+other than it wants (others may give back, or want some of its own), gives back what
+is over its share as soon as its attempts are down to it, and gives all back once
+idle. Send times are reserved by whichever worker finds none left, for the others too
+(:func:`ratelimit.batch_size`), and the next ones as the last half of a batch goes
+while packages wait.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class PartnerLimiter:
     def release(self) -> None:
         self.in_use -= 1
         self._wake()
+        if self.in_use == self.usable < self._held:
+            self._demand.set()  # down to its share: give back the rest now
 
     async def aclose(self) -> None:
         """Stop the keeper and give back every slot (the lane's attempts are over)."""
@@ -175,7 +178,10 @@ class PartnerLimiter:
             if not self._held and not self._wanted():
                 continue  # idle: wait for work
             settled = self._held == self.usable == wanted
-            await asyncio.sleep(min(RENEW_MOST, self.lease / 4) if settled else POLL)
+            self._demand.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(RENEW_MOST, self.lease / 4) if settled else POLL):
+                    await self._demand.wait()
 
     async def _ask(self, wanted: int) -> None:
         """One round trip: no attempt starts meanwhile, so that what the database is
