@@ -12,10 +12,7 @@ Claims and results go in groups. A lane holds claimed packages ahead, as many as
 send well within their lease at the pace it measures (its rate limit, its concurrency
 and the partner's latency), so one claim transaction takes tens of packages; a package
 whose lease would end before its attempt could is given back unsent. Attempt results
-are written by one writer task: it stores, in one transaction, every result that came in
-while attempts were in flight, up to ``batch`` of them or ``GROUP_WAIT`` seconds, and at
-once when nothing else is in flight or a failure is among them (the breaker must see it
-before the lane sends again).
+are stored in groups by one writer task (:mod:`gateway.delivery.results`).
 """
 
 from __future__ import annotations
@@ -28,75 +25,21 @@ import socket
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.config import DispatchSettings
 from gateway.core import Gateway
 from gateway.delivery import breaker, outbox
-from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.limiter import PartnerLimiter
+from gateway.delivery.options import Options, Stats
+from gateway.delivery.results import ResultWriter, wait_set
 from gateway.errors import GatewayError, PartnerTimeout
 from gateway.onboarding import registry
 from gateway.plugin.adapter import Adapter, OutboundPackage, Receipt
 from gateway.supervision.redact import redact, values_of
 
 log = logging.getLogger(__name__)
-
-#: Longest a result waits for others to share its transaction. A crash in that time
-#: loses no package: its lease expires and it is sent again, with the same idempotency key.
-GROUP_WAIT = 0.05
-
-
-@dataclass(frozen=True)
-class Options:
-    lease: float = 120.0
-    """Seconds a claim is held; a dead worker's packages are claimed again after it."""
-    batch: int = 50
-    """Most packages claimed in one transaction."""
-    idle: float = 2.0
-    """Longest sleep of a lane with nothing due."""
-    refresh: float = 15.0
-    """Seconds between looks for new or changed partners (``run`` only)."""
-    slot_lease: float = 10.0
-    """Seconds a lane's hold on a partner's concurrency slots lasts unless renewed."""
-    breaker: BreakerPolicy | None = None
-    """The breaker's policy; None: the workspace's (``[breaker]`` in gateway.toml)."""
-
-    @property
-    def slot_lease_for_claims(self) -> float:
-        """The slot lease, at most half the claims' lease: a lane waiting for the slots
-        of a killed dispatcher must not outwait the leases of the packages it holds."""
-        return min(self.slot_lease, self.lease / 2)
-
-    @classmethod
-    def from_settings(cls, settings: DispatchSettings, **overrides: Any) -> Options:
-        """The workspace's ``[dispatch]`` settings (gateway.toml, ``GATEWAY_DISPATCH__*``),
-        with ``overrides`` (a command's flags) over them."""
-        base = {
-            "lease": settings.lease_seconds,
-            "batch": settings.batch,
-            "idle": settings.idle_seconds,
-            "refresh": settings.refresh_seconds,
-            "slot_lease": settings.slot_lease_seconds,
-        }
-        return cls(**{**base, **overrides})
-
-
-@dataclass
-class Stats:
-    delivered: int = 0
-    retry_wait: int = 0
-    dead: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def count(self, state: str) -> None:
-        setattr(self, state, getattr(self, state) + 1)
-
-    @property
-    def rate(self) -> float:
-        return self.delivered / max(time.monotonic() - self.started, 1e-9)
 
 
 class Dispatcher:
@@ -108,14 +51,7 @@ class Dispatcher:
         self.stats = Stats()
         self.stopping = asyncio.Event()
         self.lanes: dict[str, Lane] = {}
-        self._pending: list[outbox.Outcome] = []
-        self._failed = False
-        self.sending = 0
-        """Attempts under way in every lane, whose results the writer may wait for."""
-        self._wake = asyncio.Event()
-        self._written = asyncio.Event()
-        self._written.set()
-        self._writer: asyncio.Task[None] | None = None
+        self.results = ResultWriter(gw, self.owner, self.policy, self.options.batch, self._halt)
 
     async def run_once(self) -> Stats:
         """Send everything due now (and leases expired by now), then return."""
@@ -146,7 +82,7 @@ class Dispatcher:
                     if lane:
                         lanes[record.id] = lane
                         tasks.append(asyncio.create_task(lane.run(None)))
-                await _wait(self.stopping, self.options.refresh)
+                await wait_set(self.stopping, self.options.refresh)
             await asyncio.gather(*tasks)
         finally:
             await self._shutdown()
@@ -167,68 +103,12 @@ class Dispatcher:
             return None
         return Lane(self, record, adapter)
 
-    async def record(self, result: outbox.Outcome) -> None:
-        """Hand one attempt's result to the writer. A failure waits until it is stored,
-        so the breaker has seen it before this worker sends again; so does everyone
-        when results pile up faster than the database takes them."""
-        self._pending.append(result)
-        self._failed = self._failed or result.signal == "failure"
-        self._written.clear()
-        self._wake.set()
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_loop())
-        if result.signal == "failure" or len(self._pending) > 10 * self.options.batch:
-            await self.flushed()
-
-    @property
-    def all_written(self) -> bool:
-        return self._written.is_set()
-
-    async def flushed(self) -> None:
-        """Wait until every result handed over so far is stored."""
-        await self._written.wait()
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                await self._gather()
-                batch, self._pending, self._failed = self._pending, [], False
-                await self._store(batch)
-            self._written.set()
-
-    async def _gather(self) -> None:
-        """Let the results of attempts under way join the group (see the module docstring)."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + GROUP_WAIT
-        while len(self._pending) < self.options.batch and self.sending and not self._failed:
-            left = until - loop.time()
-            if left <= 0:
-                return
-            self._wake.clear()
-            await _wait(self._wake, left)
-
-    async def _store(self, batch: list[outbox.Outcome]) -> None:
-        """Store one batch; nothing it raises may end the writer, whose silence would
-        leave every worker waiting for its failure to be stored."""
-        try:
-            held_back = await outbox.finish(self.gw, self.owner, batch, self.policy)
-            for partner_id in held_back:
-                # Claimed ahead but not sent: back to the outbox, so the breaker holds
-                # them, not this process's queue.
-                if lane := self.lanes.get(partner_id):
-                    await lane.halt()
-        except Exception:
-            # The leases expire and the packages are sent again; partners dedupe.
-            log.exception("could not store %d attempt results", len(batch))
+    async def _halt(self, partner_id: str) -> None:
+        if lane := self.lanes.get(partner_id):
+            await lane.halt()
 
     async def _shutdown(self) -> None:
-        await self.flushed()
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await self.results.close()
         released = await outbox.release(self.gw, self.owner)
         if released:
             log.warning("gave back %d leases of unfinished attempts", released)
@@ -331,7 +211,7 @@ class Lane:
             # Refill at half of it left, so the workers never run dry (none if the lane's
             # share of the slots shrank below what it holds).
             if self.queue.qsize() > ahead // 2 or want < 1:
-                await _wait(self.changed, None)
+                await wait_set(self.changed, None)
                 continue
             lease = self.d.options.lease
             claim = await outbox.claim(
@@ -349,11 +229,11 @@ class Lane:
             if self.queue.qsize() or self.busy:
                 await self._drained(None if cutoff is not None else self._sleep_for(claim.wake_at))
             elif cutoff is None:
-                await _wait(self.ended, self._sleep_for(claim.wake_at))
-            elif self.d.all_written:
+                await wait_set(self.ended, self._sleep_for(claim.wake_at))
+            elif self.d.results.all_written:
                 return
             else:
-                await self.d.flushed()
+                await self.d.results.flushed()
 
     async def _drained(self, timeout: float | None) -> None:
         """Wait until nothing is held or under way, the lane ends, or ``timeout`` passes."""
@@ -415,11 +295,11 @@ class Lane:
     async def _send(self, claimed: outbox.Claimed) -> None:
         started = self.d.gw.now()
         t0 = time.perf_counter()
-        self.d.sending += 1
+        self.d.results.sending += 1
         try:
             result = await self._attempt(claimed.package)
         finally:
-            self.d.sending -= 1
+            self.d.results.sending -= 1
         seconds = time.perf_counter() - t0
         self.latency = seconds if self.latency is None else 0.8 * self.latency + 0.2 * seconds
         if isinstance(result, TimeoutError):
@@ -440,7 +320,7 @@ class Lane:
                 )
         outcome = outbox.judge(claimed, self.limits, started, seconds * 1000, result, self.d.gw.now())
         self.d.stats.count(outcome.state)
-        await self.d.record(outcome)
+        await self.d.results.record(outcome)
 
     async def _attempt(self, package: OutboundPackage) -> Receipt | Exception:
         """One delivery, its answer or error, within the attempt timeout. At the timeout
@@ -479,11 +359,3 @@ def _forget(task: asyncio.Future[Any]) -> None:
     """An abandoned attempt's end is of no interest (its result is recorded already)."""
     if not task.cancelled():
         task.exception()
-
-
-async def _wait(event: asyncio.Event, timeout: float | None) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-    except TimeoutError:
-        pass
