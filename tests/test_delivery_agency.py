@@ -12,6 +12,7 @@ from gateway.core import Gateway
 from gateway.delivery import outbox
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.dispatch import Dispatcher, Options
+from gateway.errors import PartnerTimeout
 from gateway.onboarding import registry
 from tests.partners import CASE, PARTNER, Clock, agency_workspace, place_many, rows
 
@@ -272,6 +273,29 @@ async def test_a_dead_workers_lease_expires_and_the_package_is_sent(tmp_path: Pa
         assert [(h["outcome"], h["error_class"]) for h in history] == [
             ("abandoned", "LeaseExpired"), ("delivered", None)
         ]
+
+
+async def test_a_stale_claim_neither_gives_back_nor_finishes_its_replacement(tmp_path: Path) -> None:
+    """A worker that held a package past its lease must not undo the same process's new
+    claim of it: claims are told apart by their attempt number, not only their owner."""
+    clock = Clock()
+    async with agency_workspace(tmp_path, clock=clock) as (gw, _, _):
+        [pid] = await place_many(gw, 1)
+        [stale] = (await outbox.claim(gw, PARTNER, "worker-1", 10, lease=30)).packages
+        clock.advance(31)
+        [fresh] = (await outbox.claim(gw, PARTNER, "worker-1", 10, lease=30)).packages
+        assert (stale.attempt, fresh.attempt) == (1, 2)
+        await outbox.unclaim(gw, "worker-1", [stale])
+        [pkg] = await rows(gw, "SELECT state, attempts, lease_owner FROM packages")
+        assert (pkg["state"], pkg["attempts"], pkg["lease_owner"]) == ("sending", 2, "worker-1")
+        limits = (await registry.get(gw, PARTNER)).profile.limits
+        late = outbox.judge(stale, limits, gw.now(), 5.0, PartnerTimeout("late"), gw.now())
+        await outbox.finish(gw, "worker-1", [late], BreakerPolicy())
+        [pkg] = await rows(gw, "SELECT state, attempts FROM packages")
+        assert (pkg["state"], pkg["attempts"]) == ("sending", 2)
+        await outbox.unclaim(gw, "worker-1", [fresh])
+        [pkg] = await rows(gw, "SELECT id, state, attempts FROM packages")
+        assert (pkg["id"], pkg["state"], pkg["attempts"]) == (pid, "retry_wait", 1)
 
 
 async def test_mutual_tls_client_certificate(tmp_path: Path) -> None:

@@ -41,6 +41,10 @@ from gateway.supervision.redact import redact, values_of
 
 log = logging.getLogger(__name__)
 
+#: Seconds kept, past an attempt's timeout, for its result to be grouped and stored
+#: before the claim's lease ends (`GROUP_WAIT` and a transaction, with room to spare).
+STORE_ALLOWANCE = 2.0
+
 
 class Dispatcher:
     def __init__(self, gw: Gateway, options: Options | None = None) -> None:
@@ -174,7 +178,7 @@ class Lane:
             if item is None:
                 markers += 1
             else:
-                unsent.append(item.claimed.package.package_id)
+                unsent.append(item.claimed)
         for _ in range(markers):
             self.queue.put_nowait(None)
         self.changed.set()
@@ -214,12 +218,14 @@ class Lane:
                 await wait_set(self.changed, None)
                 continue
             lease = self.d.options.lease
+            # The lease counts from the claim's start in the database: count it from
+            # before the call here, so the lane's idea of it never runs late.
+            lease_ends = time.monotonic() + lease
             claim = await outbox.claim(
                 self.d.gw, self.partner_id, self.d.owner, want, lease, cutoff,
                 probe_seconds=breaker.probe_lease(self.limits.timeout),
             )
             self.d.stats.dead += claim.expired + claim.refused
-            lease_ends = time.monotonic() + lease
             for claimed in claim.packages:
                 self.queue.put_nowait(Held(claimed, lease_ends))
             if claim.packages or claim.held or claim.refused:
@@ -258,15 +264,17 @@ class Lane:
                     finally:
                         self.limiter.release()
                 if not sent:
-                    await outbox.unclaim(self.d.gw, self.d.owner, [held.claimed.package.package_id])
+                    await outbox.unclaim(self.d.gw, self.d.owner, [held.claimed])
             finally:
                 self.busy -= 1
                 self.changed.set()
 
     def _in_lease(self, held: Held) -> bool:
-        """Whether an attempt started now ends within the claim's lease: it has more
-        than the attempt timeout left (or half the lease, if that is shorter)."""
-        margin = min(self.limits.timeout, self.d.options.lease / 2)
+        """Whether an attempt started now, and its result's write, end within the claim's
+        lease: it has more than the attempt timeout (or half the lease, if that is
+        shorter) plus ``STORE_ALLOWANCE`` (or a quarter of the lease) left."""
+        lease = self.d.options.lease
+        margin = min(self.limits.timeout, lease / 2) + min(STORE_ALLOWANCE, lease / 4)
         return held.lease_ends - time.monotonic() > margin
 
     async def _token(self) -> bool:

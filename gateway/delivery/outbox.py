@@ -298,11 +298,11 @@ async def finish(
         await tx.executemany(
             "UPDATE packages SET state = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
             " lease_owner = NULL, lease_until = NULL, partner_ref = COALESCE(?, partner_ref),"
-            " last_error = ? WHERE id = ? AND lease_owner = ? AND state = 'sending'",
+            " last_error = ? WHERE id = ? AND lease_owner = ? AND attempts = ? AND state = 'sending'",
             [
                 (o.state, o.next_attempt_at, o.partner_ref,
                  None if o.state == "delivered" else f"{o.error_class}: {o.detail}",
-                 o.package_id, owner)
+                 o.package_id, owner, o.attempt)
                 for o in outcomes
             ],
         )
@@ -342,14 +342,16 @@ async def _cases(tx: Transaction, outcomes: list[Outcome]) -> dict[str, str]:
     return {r["id"]: r["case_id"] for r in found}
 
 
-async def unclaim(gw: Gateway, owner: str, package_ids: list[str]) -> None:
-    """Put claimed packages that were never sent back as they were before the claim."""
+async def unclaim(gw: Gateway, owner: str, claimed: list[Claimed]) -> None:
+    """Put claimed packages that were never sent back as they were before the claim.
+    A package is matched by its claim (owner and attempt number), not only its owner: if
+    its lease ran out and this process claimed it again, the newer claim stays."""
     async with gw.db.transaction() as tx:
         await tx.executemany(
             "UPDATE packages SET state = CASE WHEN attempts <= 1 THEN 'queued' ELSE 'retry_wait' END,"
             " attempts = attempts - 1, lease_owner = NULL, lease_until = NULL"
-            " WHERE id = ? AND lease_owner = ? AND state = 'sending'",
-            [(package_id, owner) for package_id in package_ids],
+            " WHERE id = ? AND lease_owner = ? AND attempts = ? AND state = 'sending'",
+            [(c.package.package_id, owner, c.attempt) for c in claimed],
         )
 
 

@@ -117,11 +117,13 @@ class PostgresTransaction(Transaction):
             await self.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (int(lock), item))
 
     async def take_turns_all(self, lock: Lock, items: Sequence[str]) -> None:
-        """One statement for all: unnest yields the items in their order, and each row
-        takes its lock as the scan reaches it."""
+        """One statement for all, each lock taken as the scan reaches its row, in the
+        order of the locks' keys (not the items'): two items with the same hash are one
+        lock, and every transaction takes its locks in one order, so none waits in a circle."""
         if items:
             await self.execute(
-                "SELECT pg_advisory_xact_lock(?, hashtext(item)) FROM unnest(?::text[]) AS item",
+                "SELECT pg_advisory_xact_lock(?, h) FROM"
+                " (SELECT DISTINCT hashtext(item) AS h FROM unnest(?::text[]) AS item ORDER BY h) AS keys",
                 (int(lock), list(items)),
             )
 
