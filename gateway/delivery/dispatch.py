@@ -191,10 +191,11 @@ class Lane:
         self.changed.set()
 
     def ahead(self) -> int:
-        """How many packages to hold claimed: what the lane sends in half a lease at the
-        pace it measured (its share of the rate limit, or its usable slots' attempts of
-        the average latency), at least twice its usable slots, at most two claims of
-        ``batch``. Large claims cost fewer transactions; a crash strands no more than
+        """How many packages to hold claimed: what the lane starts, at the pace it
+        measured (its share of the rate limit, or its usable slots' attempts of the
+        average latency), in four fifths of the time a claimed package may still start
+        (the lease less `_margin`); at least twice its usable slots, at most two claims
+        of ``batch``. Large claims cost fewer transactions; a crash strands no more than
         the lease. The limits are shared with other dispatchers' lanes: a lane without
         slots claims two, and asks for some."""
         slots = self.limiter.usable
@@ -205,7 +206,8 @@ class Lane:
             return floor
         rate = self.limits.rate_per_second / self.limiter.sharers
         pace = min(slots / max(self.latency, 1e-3), rate)
-        return max(floor, min(2 * self.d.options.batch, int(pace * self.d.options.lease / 2)))
+        window = self.d.options.lease - self._margin()
+        return max(floor, min(2 * self.d.options.batch, int(pace * window * 0.8)))
 
     async def _refill(self, cutoff: str | None) -> None:
         while not self.done:
@@ -273,9 +275,11 @@ class Lane:
         """Whether an attempt started now, and its result's write, end within the claim's
         lease: it has more than the attempt timeout (or half the lease, if that is
         shorter) plus ``STORE_ALLOWANCE`` (or a quarter of the lease) left."""
+        return held.lease_ends - time.monotonic() > self._margin()
+
+    def _margin(self) -> float:
         lease = self.d.options.lease
-        margin = min(self.limits.timeout, lease / 2) + min(STORE_ALLOWANCE, lease / 4)
-        return held.lease_ends - time.monotonic() > margin
+        return min(self.limits.timeout, lease / 2) + min(STORE_ALLOWANCE, lease / 4)
 
     async def _token(self) -> bool:
         """Take a slot and a send time of the shared limits; False if the lane ends first
