@@ -8,7 +8,9 @@ many are open as attempts run at once (the partner's ``limits.concurrency``).
 - A connection carries at most ``messages_per_connection`` messages (the profile's
   ``adapter_config``; relays limit it, often to a few dozen or a hundred), then QUIT.
 - An error the relay *answered* (4xx, 5xx: refused recipient, full mailbox) leaves the
-  connection usable: aiosmtplib resets the envelope (RSET) and it goes back to the pool.
+  connection usable: it is reset (RSET) and goes back to the pool. A relay that does not
+  answer the RSET within ``RSET_SECONDS`` (or the attempt's time left), or answers it
+  wrongly, costs the connection, never the refusal: the caller gets the refusal.
 - Anything else (a connection lost, a timeout, a cancelled attempt, a protocol error)
   closes it: its state is unknown. The next message opens a new one; the failed one is
   the core's to retry, never resent here, since the relay may have taken it.
@@ -30,6 +32,9 @@ import aiosmtplib
 #: Longest a connection waits unused in the pool before it is closed instead of reused.
 IDLE_SECONDS = 60.0
 QUIT_TIMEOUT = 5.0
+#: Longest a relay may take to answer RSET after a refusal; RSET does no work, so a
+#: relay slower than this is not worth keeping the connection to.
+RSET_SECONDS = 1.0
 
 
 @dataclass
@@ -48,27 +53,42 @@ class Connections:
         self.timeout = timeout
         self._idle: list[Connection] = []
         self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.opened = 0
         """Connections opened so far (for tests and the bench)."""
 
     async def send(self, sender: str, recipient: str, message: bytes, utf8: bool) -> str:
-        """Send one message; return the relay's reply to its DATA. Errors are aiosmtplib's
-        (and OSError): the caller translates them."""
+        """Send one message within ``timeout``; return the relay's reply to its DATA.
+        Errors are aiosmtplib's (and OSError): the caller translates them."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
         conn = await self._take()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout_at(deadline):
                 reply = await _transaction(conn.client, sender, recipient, message, utf8)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-            with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
-                await conn.client.rset()  # answered: a new envelope, and still usable
-            self._give_back(conn)
-            raise
+            await self._reset(conn, deadline)
+            raise  # the refusal, whatever became of the connection
         except BaseException:
             conn.client.close()
             raise
         conn.sent += 1
         self._give_back(conn)
         return reply
+
+    async def _reset(self, conn: Connection, deadline: float) -> None:
+        """RSET after a refusal, then back to the pool; on no answer in time, any error or
+        a cancelled attempt, the connection is closed (a cancellation goes on)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(min(deadline, loop.time() + RSET_SECONDS)):
+                await conn.client.rset(timeout=None)
+        except Exception:
+            conn.client.close()
+            return
+        except BaseException:
+            conn.client.close()
+            raise
+        self._give_back(conn)
 
     async def _take(self) -> Connection:
         now = time.monotonic()
@@ -82,7 +102,7 @@ class Connections:
         return Connection(client)
 
     def _give_back(self, conn: Connection) -> None:
-        if conn.sent >= self.per_connection or not conn.client.is_connected:
+        if self._closed or conn.sent >= self.per_connection or not conn.client.is_connected:
             self._quit(conn)
         else:
             conn.idle_since = time.monotonic()
@@ -98,6 +118,8 @@ class Connections:
         task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
+        """QUIT the idle connections; one in use is closed when its message is done."""
+        self._closed = True
         while self._idle:
             self._quit(self._idle.pop())
         if self._closing:
@@ -129,6 +151,8 @@ async def _transaction(
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:
-    with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-        await client.quit(timeout=QUIT_TIMEOUT)
-    client.close()
+    try:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            await client.quit(timeout=QUIT_TIMEOUT)
+    finally:  # cancelled too (the loop closing): never left open
+        client.close()
