@@ -1,5 +1,5 @@
-"""What the benchmarks share: a local agency process, a bench workspace, and CPU time
-of this process and of a server process around a timed run."""
+"""What the benchmarks share: a local agency process, a bench workspace, a backlog of
+queued packages, and CPU time of this process and of a server process around a timed run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import multiprocessing
 import os
 import ssl
 import time
-from collections.abc import Coroutine, Iterator
+import uuid
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,19 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from gateway.config import CONFIG_NAME, load_settings, render_config
+from gateway.core import Gateway
 from gateway.demo.partners import ThrowawayCA
+from gateway.lifecycle.columns import open_package, seal_package
 from gateway.onboarding.keys import SETTLE_SECONDS, KeyStore, generate_encryption_key
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+#: The columns a copied package takes from its seed as they are (not its id, nor the
+#: sealed values, which are bound to their row).
+COPIED = (
+    "partner_id, case_id, case_ref, subject_token, purpose, sealing,"
+    " payload_digest, fields, created_at, expires_at, state, next_attempt_at"
+)
 
 
 def process_cpu(pid: int) -> float:
@@ -118,6 +127,38 @@ def make_workspace(
         .replace("[adapter_config]", f'[adapter_config]\nca_file = "{ca.ca_file}"')
     )
     return profile
+
+
+async def copy_packages(gw: Gateway, seed_ids: Sequence[str], copies: int, step: int = 5000) -> None:
+    """Queue ``copies`` more packages, copies of the packages ``seed_ids`` under new ids.
+
+    A copy is what the gateway would store for the same placement under the new id: its
+    ``signed`` and ``sealed`` are opened and sealed again for the new row (stored values
+    are bound to their column and row, so a value copied as it is would not open), the
+    other columns are the seed's. One transaction per ``step`` copies; portable SQL, so
+    the same code seeds SQLite and PostgreSQL."""
+    async with gw.db.transaction() as tx:
+        rows = [await tx.fetchone("SELECT * FROM packages WHERE id = ?", (i,)) for i in seed_ids]
+        seeds = [await open_package(gw.keyring, tx, r) for r in rows if r is not None]
+    assert len(seeds) == len(seed_ids), "a seed package is missing"
+    made = 0
+    while made < copies:
+        batch = []
+        async with gw.db.transaction() as tx:
+            for i in range(made, min(made + step, copies)):
+                seed, new_id = seeds[i % len(seeds)], f"pkg_{uuid.uuid4().hex}"
+                signed, sealed = await seal_package(
+                    gw.keyring, tx, seed["subject_token"], new_id, seed["signed"], seed["sealed"]
+                )
+                batch.append((new_id, signed, sealed, seed["id"]))
+            # CAST: PostgreSQL must know the type of a parameter in a select list.
+            await tx.executemany(
+                f"INSERT INTO packages (id, signed, sealed, {COPIED})"
+                f" SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), {COPIED}"
+                " FROM packages WHERE id = ?",
+                batch,
+            )
+        made += len(batch)
 
 
 def run_loop(main: Coroutine[Any, Any, T], loop: str = "asyncio") -> T:

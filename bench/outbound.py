@@ -64,13 +64,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
-from bench.common import Cpu, agency_process, cpu_used, keys_settled, make_workspace, run_loop
+from bench.common import Cpu, agency_process, copy_packages, cpu_used, keys_settled, make_workspace, run_loop
 from gateway.cli.placement import read_case
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher, Options
 from gateway.demo.partners import ThrowawayCA
-from gateway.lifecycle.columns import open_package, seal_package
+from gateway.lifecycle.columns import open_package
 from gateway.onboarding import registry
 from gateway.placement import service as placement
 from gateway.placement.minimize import minimize
@@ -261,30 +261,8 @@ async def end_to_end(
 async def backlog(gw: Gateway, count: int) -> None:
     case = read_case(REPO / "examples" / "cases" / "case-1001.json")
     seeds = [await placement.place(gw, case, "bench", "collection", actor="bench") for _ in range(20)]
-    columns = ("partner_id, case_id, case_ref, subject_token, purpose, sealing,"
-               " payload_digest, fields, created_at, expires_at, state, next_attempt_at")
-    async with gw.db.transaction() as tx:
-        rows = [await tx.fetchone("SELECT * FROM packages WHERE id = ?", (s.package_id,)) for s in seeds]
-        clear = [await open_package(gw.keyring, tx, r) for r in rows if r is not None]
     start = time.perf_counter()
-    made = len(seeds)
-    while made < count:
-        step = min(10000, count - made)
-        async with gw.db.transaction() as tx:
-            copies = []
-            for i in range(step):
-                seed, new_id = clear[i % len(clear)], f"pkg_{uuid.uuid4().hex}"
-                # Stored values are bound to their row: each copy is sealed for its own id.
-                signed, sealed = await seal_package(
-                    gw.keyring, tx, seed["subject_token"], new_id, seed["signed"], seed["sealed"]
-                )
-                copies.append((new_id, signed, sealed, seed["id"]))
-            await tx.executemany(
-                f"INSERT INTO packages (id, signed, sealed, {columns})"
-                f" SELECT ?, ?, ?, {columns} FROM packages WHERE id = ?",
-                copies,
-            )
-        made += step
+    await copy_packages(gw, [s.package_id for s in seeds], count - len(seeds), step=10000)
     print(f"queued {count} packages in {time.perf_counter() - start:.1f} s; RSS {rss_mib():.0f} MiB")
     dispatcher = Dispatcher(gw, Options(batch=100))
 
