@@ -196,20 +196,27 @@ async def test_packages_go_in_batches_with_a_signed_manifest(tmp_path: Path) -> 
     assert not [p for p in (agency.root / "inbound").iterdir() if p.name.startswith(".")]
 
 
+async def kill_mid_upload(gw: Gateway, agency: Agency) -> str:
+    """Run ``gateway dispatch --once`` (leases of 1 s) until the agency holds its upload,
+    SIGKILL it there, and return the name of the one file left in the inbound folder."""
+    agency.hold = True
+    env = {**os.environ, "GATEWAY_DISPATCH__LEASE_SECONDS": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "-c", str(gw.settings.base_dir), "dispatch", "--once", "--quiet",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    async with asyncio.timeout(30):
+        await agency.holding.wait()
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    [partial] = [p.name for p in (agency.root / "inbound").iterdir()]
+    return partial
+
+
 async def test_a_batch_killed_mid_upload_is_resent_whole_under_the_same_id(tmp_path: Path) -> None:
     async with files_partner(tmp_path) as (gw, agency):
         placed = await place(gw, 7)
-        agency.hold = True
-        env = {**os.environ, "GATEWAY_DISPATCH__LEASE_SECONDS": "1"}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "-c", str(gw.settings.base_dir), "dispatch", "--once", "--quiet",
-            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        async with asyncio.timeout(30):
-            await agency.holding.wait()
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-        [partial] = [p.name for p in (agency.root / "inbound").iterdir()]
+        partial = await kill_mid_upload(gw, agency)
         interrupted = re.fullmatch(r"\.(B[0-9TZ-]+-[0-9a-f]{8})\.jsonl\.part", partial)
         assert interrupted, partial
         assert (await rows(gw, "SELECT DISTINCT state FROM packages")) == [{"state": "sending"}]

@@ -13,9 +13,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -38,7 +36,7 @@ from gateway.placement import service as placement
 from gateway.plugin.events import Event
 from tests.helpers import invoke
 from tests.partners import CASE, REPO, init_workspace, rows
-from tests.test_sftp_batch import Agency, accepted, serving
+from tests.test_sftp_batch import Agency, accepted, kill_mid_upload, serving
 from tests.toolchains import debian_tool
 
 EXAMPLE = REPO / "examples" / "channels" / "files-agency-pgp.toml"
@@ -231,17 +229,7 @@ async def test_an_openpgp_batch_killed_mid_upload_is_resent_whole_and_still_open
 ) -> None:
     async with pgp_partner(tmp_path, gpg) as (gw, agency, _):
         placed = await place(gw, 4)
-        agency.hold = True
-        env = {**os.environ, "GATEWAY_DISPATCH__LEASE_SECONDS": "1"}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "-c", str(gw.settings.base_dir), "dispatch", "--once", "--quiet",
-            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        async with asyncio.timeout(30):
-            await agency.holding.wait()
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-        [partial] = [p.name for p in (agency.root / "inbound").iterdir()]
+        partial = await kill_mid_upload(gw, agency)
         agency.hold = False
         agency.released.set()
         await asyncio.sleep(1.2)  # the dead dispatcher's leases expire
