@@ -210,13 +210,15 @@ def sign(secret: str, body: bytes) -> dict[str, str]:
 # -- the servers -----------------------------------------------------------------------------
 
 
+async def raw_handler(request: web.Request) -> web.Response:
+    """The raw server: read the body, answer 202."""
+    await request.read()
+    return web.json_response({"ok": True}, status=202)
+
+
 def serve(kind: str, ws: str, profile: str | None, conn: Any, loop: str = "asyncio") -> None:
     """Child process: run one server until the parent says stop."""
     gw: Gateway | None = None
-
-    async def raw(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response({"ok": True}, status=202)
 
     async def floor(request: web.Request) -> web.Response:
         """The least a callback takes with this stack: the gateway's own signature check,
@@ -247,7 +249,7 @@ def serve(kind: str, ws: str, profile: str | None, conn: Any, loop: str = "async
             app.router.add_post(PATH, floor)
         else:
             app = web.Application(client_max_size=1024 * 1024 + 1024)
-            app.router.add_post(PATH, raw)
+            app.router.add_post(PATH, raw_handler)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -358,7 +360,7 @@ def print_cpu(n: int, raw: Cpu, floor: Cpu, gw: Cpu, profiled: bool) -> None:
           f" {gw_us:.0f} µs = {floor_us / gw_us:.2f} (goal >= 0.6, moonshot 0.8)")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=4000, help="timed callbacks (default 4000)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
@@ -372,6 +374,11 @@ def main() -> None:
         parser.error(f"--cases must exceed {WARMUP + 4 * args.concurrency}")
     if args.requests < args.cases - WARMUP:
         parser.error(f"--requests must be at least --cases - {WARMUP} (one acceptance per case)")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-inbound-") as tmp:
         start = time.perf_counter()

@@ -358,14 +358,14 @@ def env_name(dotted: str) -> str:
     return ENV_PREFIX + dotted.upper().replace(".", ENV_NESTING)
 
 
-def render_config(bank_id: str, bank_name: str, signing_alg: str = "ES256") -> str:
-    return f"""\
+#: gateway.toml as `gateway init` writes it, each setting with what it does.
+CONFIG_TEMPLATE = """\
 # Agency Gateway workspace. Relative paths are relative to this file. Every setting can
 # be overridden by the environment: GATEWAY_ and its name in capitals, with a table's
 # name and a double underscore before it (GATEWAY_DISPATCH__LEASE_SECONDS=60).
 # `gateway config show` prints what is in effect and where it came from.
 bank_id = "{bank_id}"
-bank_name = {json.dumps(bank_name, ensure_ascii=False)}
+bank_name = {bank_name}
 # SQLite file by default; several instances share one PostgreSQL with
 # postgresql://USER@HOST:PORT/DB. Keep the password out of this file: name a file holding
 # it (a mounted secret) in database_password_file, or set GATEWAY_DATABASE_PASSWORD.
@@ -421,3 +421,9 @@ min_attempts = 20
 window_seconds = 60
 cooldown_seconds = 30
 """
+
+
+def render_config(bank_id: str, bank_name: str, signing_alg: str = "ES256") -> str:
+    return CONFIG_TEMPLATE.format(
+        bank_id=bank_id, bank_name=json.dumps(bank_name, ensure_ascii=False), signing_alg=signing_alg
+    )

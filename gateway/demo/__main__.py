@@ -182,6 +182,10 @@ async def report_back(port: int, partners: DemoPartners) -> None:
             },
         ),
     ]
+    await post_reports(port, reports)
+
+async def post_reports(port: int, reports: list[tuple[str, dict[str, Any]]]) -> None:
+    """Sign each report with its partner's webhook secret, post it, and print the answer."""
     async with aiohttp.ClientSession() as session:
         for partner, event in reports:
             body = json.dumps(event)
