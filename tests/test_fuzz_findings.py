@@ -20,17 +20,13 @@ from aiohttp.test_utils import TestClient
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
-from gateway.cli.placement import read_case
-from gateway.config import load_settings
 from gateway.core import Gateway
-from gateway.demo.partners import ThrowawayCA
 from gateway.http import create_app
 from gateway.http.ui import sessions
-from gateway.onboarding import registry, tokens
-from gateway.placement import service as placement
+from gateway.onboarding import tokens
 from tests.callbacks import dumps, event, placed_with_secrets, post, signed_headers
-from tests.partners import CASE, Clock, init_workspace, rows
-from tests.test_providers import SECRET, sms_profile, write_secret
+from tests.partners import rows
+from tests.test_providers import receipts_gateway
 
 
 @pytest.fixture
@@ -136,14 +132,7 @@ async def test_receipt_jwt_claims_no_provider_sends_are_refused(
     """Signed with the provider's secret, yet wrong: a non-ASCII payload_hash was a
     TypeError, an iat beyond any float an OverflowError (500s), an iat of NaN passed
     the freshness check, and a message id with a NUL was a 500 on PostgreSQL."""
-    ws = init_workspace(tmp_path / "ws")
-    write_secret(ws, "vonage-sms.secret", SECRET)
-    async with await Gateway.open(load_settings(ws), clock=Clock()) as gw:
-        await registry.add(gw, sms_profile(ws, 443, ThrowawayCA(tmp_path / "ca"), "basic"), actor="t")
-        placed = await placement.place(gw, read_case(CASE), "vonage-sms", "reminder", actor="t")
-        gw.keys.add_webhook_secret("vonage-sms")
-        [secret] = gw.keys.webhook_secrets("vonage-sms")
-        client = await aiohttp_client(create_app(gw.settings, gateway=gw))
+    async with receipts_gateway(tmp_path, aiohttp_client) as (gw, placed, secret, client):
         body = f'{{"message_uuid": "u-1", "status": "delivered", "client_ref": "{placed.case_ref}"}}'.encode()
         for payload_hash in ("é" * 64, ["not", "text"], hashlib.sha256(body).hexdigest().upper()):
             claims = {"iat": int(gw.now().timestamp()), "payload_hash": payload_hash}

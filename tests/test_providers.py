@@ -247,7 +247,12 @@ def receipt_token(secret: bytes, body: bytes, iat: float) -> str:
     return token.serialize()
 
 
-async def test_receipts_are_taken_in_and_forged_ones_refused(tmp_path: Path, aiohttp_client: Any) -> None:
+@asynccontextmanager
+async def receipts_gateway(
+    tmp_path: Path, aiohttp_client: Any
+) -> AsyncIterator[tuple[Gateway, Any, bytes, Any]]:
+    """A workspace with the Vonage SMS provider onboarded, one reminder placed to it, its
+    receipts' secret, and a client of the gateway's API."""
     ws = init_workspace(tmp_path / "ws")
     write_secret(ws, "vonage-sms.secret", SECRET)
     async with await Gateway.open(load_settings(ws), clock=Clock()) as gw:
@@ -255,7 +260,11 @@ async def test_receipts_are_taken_in_and_forged_ones_refused(tmp_path: Path, aio
         placed = await placement.place(gw, read_case(CASE), "vonage-sms", "reminder", actor="t")
         gw.keys.add_webhook_secret("vonage-sms")
         [secret] = gw.keys.webhook_secrets("vonage-sms")
-        client = await aiohttp_client(create_app(gw.settings, gateway=gw))
+        yield gw, placed, secret, await aiohttp_client(create_app(gw.settings, gateway=gw))
+
+
+async def test_receipts_are_taken_in_and_forged_ones_refused(tmp_path: Path, aiohttp_client: Any) -> None:
+    async with receipts_gateway(tmp_path, aiohttp_client) as (gw, placed, secret, client):
 
         async def post(receipt: dict[str, Any], key: bytes = secret, body: bytes | None = None) -> Any:
             sent = json.dumps(receipt).encode()
