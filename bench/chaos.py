@@ -53,7 +53,6 @@ else:  # imported (by the tests, another bench)
 import argparse
 import asyncio
 import hashlib
-import multiprocessing
 import os
 import random
 import signal
@@ -64,10 +63,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from bench.common import keys_settled, make_workspace
+from bench.common import PartnerProcess, keys_settled, make_workspace
 from gateway.cli.placement import read_case
 from gateway.config import DATABASE_ENV_VAR, ENV_VAR, load_settings
 from gateway.core import Gateway
@@ -167,31 +165,12 @@ def partner_process(cert: str, key: str, fault_rate: float, seed: int, ready: An
     asyncio.run(main())
 
 
-class Partner:
+class Partner(PartnerProcess):
     """The flaky partner in a process of its own."""
 
     def __init__(self, ca: ThrowawayCA, fault_rate: float, seed: int) -> None:
-        self.ca = ca
         cert, key = ca.issue("agency")
-        spawn = multiprocessing.get_context("spawn")
-        ready: Any = spawn.Queue()
-        self.process = spawn.Process(
-            target=partner_process, args=(str(cert), str(key), fault_rate, seed, ready), daemon=True
-        )
-        self.process.start()
-        self.port: int = ready.get(timeout=60)
-
-    async def stats(self) -> dict[str, Any]:
-        tls = ssl.create_default_context(cafile=str(self.ca.ca_file))
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session,
-            session.get(f"https://127.0.0.1:{self.port}/stats") as answer,
-        ):
-            return await answer.json()  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.join()
+        super().__init__(ca, partner_process, (str(cert), str(key), fault_rate, seed))
 
 
 async def place(ws: Path, profile: Path, count: int) -> float:

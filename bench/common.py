@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import web
 
 from gateway.config import CONFIG_NAME, load_settings, render_config
@@ -168,3 +169,28 @@ def run_loop(main: Coroutine[Any, Any, T], loop: str = "asyncio") -> T:
 
         return uvloop.run(main)
     return asyncio.run(main)
+
+
+class PartnerProcess:
+    """A local TLS partner in a process of its own: ``target(*args, ready)`` serves and
+    puts its port on ``ready``; ``GET /stats`` answers its counts."""
+
+    def __init__(self, ca: ThrowawayCA, target: Any, args: tuple[Any, ...], timeout: float = 60) -> None:
+        self.ca = ca
+        spawn = multiprocessing.get_context("spawn")
+        ready: Any = spawn.Queue()
+        self.process = spawn.Process(target=target, args=(*args, ready), daemon=True)
+        self.process.start()
+        self.port: int = ready.get(timeout=timeout)
+
+    async def stats(self) -> dict[str, Any]:
+        tls = ssl.create_default_context(cafile=str(self.ca.ca_file))
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session,
+            session.get(f"https://127.0.0.1:{self.port}/stats") as answer,
+        ):
+            return await answer.json()  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join()

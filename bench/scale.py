@@ -59,17 +59,13 @@ else:  # imported (by the tests, another bench)
 
 import argparse
 import asyncio
-import multiprocessing
 import os
-import ssl
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 
-import aiohttp
-
-from bench.common import agency_process, copy_packages, make_workspace
+from bench.common import PartnerProcess, agency_process, copy_packages, make_workspace
 from gateway.cli.placement import read_case
 from gateway.config import DATABASE_ENV_VAR, ENV_VAR, load_settings
 from gateway.core import Gateway
@@ -82,28 +78,11 @@ CONCURRENCY = 32
 SEEDS = 20
 
 
-class Agency:
+class Agency(PartnerProcess):
     """A fresh agency process per scenario, so its counts are that scenario's alone."""
 
     def __init__(self, ca: ThrowawayCA, cert: Path, key: Path) -> None:
-        self.ca = ca
-        spawn = multiprocessing.get_context("spawn")
-        ready: multiprocessing.Queue = spawn.Queue()  # type: ignore[type-arg]
-        self.process = spawn.Process(target=agency_process, args=(str(cert), str(key), ready), daemon=True)
-        self.process.start()
-        self.port: int = ready.get(timeout=30)
-
-    async def stats(self) -> dict[str, object]:
-        tls = ssl.create_default_context(cafile=str(self.ca.ca_file))
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session,
-            session.get(f"https://127.0.0.1:{self.port}/stats") as answer,
-        ):
-            return await answer.json()  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.join()
+        super().__init__(ca, agency_process, (str(cert), str(key)), timeout=30)
 
 
 async def seed(ws: Path, profile: Path, count: int) -> float:
