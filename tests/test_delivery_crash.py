@@ -25,6 +25,18 @@ async def start_dispatcher(ws: Path, *args: str) -> asyncio.subprocess.Process:
     )
 
 
+async def stopped(proc: asyncio.subprocess.Process, within: float) -> tuple[bytes, bytes]:
+    """SIGTERM ``proc`` and wait at most ``within`` seconds for it to exit (killed
+    otherwise, so no dispatcher outlives its test); its stdout and stderr."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(proc.communicate(), within)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     """Poll ``condition`` with short bounded waits; the other side is another process."""
     async with asyncio.timeout(timeout):
@@ -68,8 +80,7 @@ async def test_sigterm_finishes_in_flight_attempts_and_exits_0(tmp_path: Path) -
         await place_many(gw, 40)
         proc = await start_dispatcher(Path(gw.settings.base_dir))
         await until(lambda: sum(agency.requests.values()) >= 8)
-        proc.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(proc.communicate(), 10)
+        out, err = await stopped(proc, 10)
         assert proc.returncode == 0, err.decode()
         assert "delivered=" in out.decode()
         states = await outbox.counts(gw)
@@ -125,14 +136,8 @@ async def test_sigterm_ends_the_dispatcher_when_failures_in_flight_open_the_brea
         agency.default, agency.delay = "500", 1.0
         await place_many(gw, 60)
         proc = await start_dispatcher(Path(gw.settings.base_dir))
-        try:
-            await until(lambda: sum(agency.requests.values()) >= 20)
-            proc.send_signal(signal.SIGTERM)
-            out, err = await asyncio.wait_for(proc.communicate(), 3 + 5)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        await until(lambda: sum(agency.requests.values()) >= 20)
+        out, err = await stopped(proc, 3 + 5)
         assert proc.returncode == 0, err.decode()
         states = await outbox.counts(gw)
         assert states.get("sending", 0) == 0, "a lease was left behind"
@@ -147,15 +152,9 @@ async def test_sigterm_does_not_wait_for_the_rate_limiters_tokens(tmp_path: Path
     ):  # fmt: skip
         await place_many(gw, 10)
         proc = await start_dispatcher(Path(gw.settings.base_dir))
-        try:
-            await until(lambda: len(agency.effects) >= 1)
-            await asyncio.sleep(0.5)  # the other workers now wait for tokens
-            proc.send_signal(signal.SIGTERM)
-            out, err = await asyncio.wait_for(proc.communicate(), 2 + 3)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        await until(lambda: len(agency.effects) >= 1)
+        await asyncio.sleep(0.5)  # the other workers now wait for tokens
+        out, err = await stopped(proc, 2 + 3)
         assert proc.returncode == 0, err.decode()
         states = await outbox.counts(gw)
         assert states.get("delivered") == len(agency.effects) == 1
