@@ -7,7 +7,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,23 @@ async def start_dispatcher(ws: Path, *args: str) -> asyncio.subprocess.Process:
     )
 
 
-async def stopped(proc: asyncio.subprocess.Process, within: float) -> tuple[bytes, bytes]:
-    """SIGTERM ``proc`` and wait at most ``within`` seconds for it to exit (killed
-    otherwise, so no dispatcher outlives its test); its stdout and stderr."""
+@asynccontextmanager
+async def dispatcher(ws: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A `gateway dispatch` process, killed on the way out if it is still running (so no
+    dispatcher outlives a failed test)."""
+    proc = await start_dispatcher(ws)
     try:
-        proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(proc.communicate(), within)
+        yield proc
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def stopped(proc: asyncio.subprocess.Process, within: float) -> tuple[bytes, bytes]:
+    """SIGTERM ``proc``; its stdout and stderr once it exits, at most ``within`` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(proc.communicate(), within)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -78,9 +86,9 @@ async def test_sigterm_finishes_in_flight_attempts_and_exits_0(tmp_path: Path) -
     async with agency_workspace(tmp_path, limits=LIMITS) as (gw, agency, _):
         agency.delay = 0.3
         await place_many(gw, 40)
-        proc = await start_dispatcher(Path(gw.settings.base_dir))
-        await until(lambda: sum(agency.requests.values()) >= 8)
-        out, err = await stopped(proc, 10)
+        async with dispatcher(Path(gw.settings.base_dir)) as proc:
+            await until(lambda: sum(agency.requests.values()) >= 8)
+            out, err = await stopped(proc, 10)
         assert proc.returncode == 0, err.decode()
         assert "delivered=" in out.decode()
         states = await outbox.counts(gw)
@@ -135,9 +143,9 @@ async def test_sigterm_ends_the_dispatcher_when_failures_in_flight_open_the_brea
     ):  # fmt: skip
         agency.default, agency.delay = "500", 1.0
         await place_many(gw, 60)
-        proc = await start_dispatcher(Path(gw.settings.base_dir))
-        await until(lambda: sum(agency.requests.values()) >= 20)
-        out, err = await stopped(proc, 3 + 5)
+        async with dispatcher(Path(gw.settings.base_dir)) as proc:
+            await until(lambda: sum(agency.requests.values()) >= 20)
+            out, err = await stopped(proc, 3 + 5)
         assert proc.returncode == 0, err.decode()
         states = await outbox.counts(gw)
         assert states.get("sending", 0) == 0, "a lease was left behind"
@@ -151,10 +159,10 @@ async def test_sigterm_does_not_wait_for_the_rate_limiters_tokens(tmp_path: Path
         gw, agency, _,
     ):  # fmt: skip
         await place_many(gw, 10)
-        proc = await start_dispatcher(Path(gw.settings.base_dir))
-        await until(lambda: len(agency.effects) >= 1)
-        await asyncio.sleep(0.5)  # the other workers now wait for tokens
-        out, err = await stopped(proc, 2 + 3)
+        async with dispatcher(Path(gw.settings.base_dir)) as proc:
+            await until(lambda: len(agency.effects) >= 1)
+            await asyncio.sleep(0.5)  # the other workers now wait for tokens
+            out, err = await stopped(proc, 2 + 3)
         assert proc.returncode == 0, err.decode()
         states = await outbox.counts(gw)
         assert states.get("delivered") == len(agency.effects) == 1
