@@ -56,7 +56,6 @@ import hashlib
 import os
 import random
 import signal
-import ssl
 import subprocess
 import tempfile
 import time
@@ -65,7 +64,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.common import PartnerProcess, keys_settled, make_workspace
+from bench.common import PartnerProcess, keys_settled, make_workspace, serve_tls
 from gateway.cli.placement import read_case
 from gateway.config import DATABASE_ENV_VAR, ENV_VAR, load_settings
 from gateway.core import Gateway
@@ -153,16 +152,7 @@ def partner_process(cert: str, key: str, fault_rate: float, seed: int, ready: An
 
     logging.getLogger("aiohttp").setLevel(logging.CRITICAL)  # the cut answers are on purpose
 
-    async def main() -> None:
-        runner = web.AppRunner(partner_app(Ledger(), fault_rate, seed), access_log=None)
-        await runner.setup()
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(cert, key)
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
-        ready.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    asyncio.run(serve_tls(partner_app(Ledger(), fault_rate, seed), cert, key, ready))
 
 
 class Partner(PartnerProcess):

@@ -79,19 +79,21 @@ def agency_process(cert: str, key: str, ready: multiprocessing.Queue) -> None:  
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"requests": requests, "references": references})
 
-    async def main() -> None:
-        app = web.Application(client_max_size=1 << 20)
-        app.router.add_post("/packages", accept)
-        app.router.add_get("/stats", stats)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(cert, key)
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
-        ready.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
+    app = web.Application(client_max_size=1 << 20)
+    app.router.add_post("/packages", accept)
+    app.router.add_get("/stats", stats)
+    asyncio.run(serve_tls(app, cert, key, ready))
 
-    asyncio.run(main())
+
+async def serve_tls(app: web.Application, cert: str, key: str, ready: Any) -> None:
+    """Serve ``app`` over TLS on 127.0.0.1 until the process ends; put its port on ``ready``."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+    ready.put(runner.addresses[0][1])
+    await asyncio.Event().wait()
 
 
 def keys_settled() -> None:
