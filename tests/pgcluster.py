@@ -29,6 +29,8 @@ from typing import Any
 
 import asyncpg
 
+from tests.toolchains import apt_install
+
 ENV_VAR = "GATEWAY_TEST_PG"
 # Durability off for the throwaway test cluster only: the tests kill processes, never
 # the machine. Benchmarks start the cluster with PostgreSQL's defaults.
@@ -74,11 +76,7 @@ def install() -> Path:
             f"'postgresql' package, or set {ENV_VAR} to a postgresql:// URL"
         )
     _log("installing Debian's postgresql package")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"]
-    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=True)
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
+    apt_install("postgresql")
     found = find_bindir()
     if not found:
         raise RuntimeError("the postgresql package installed no server binaries")

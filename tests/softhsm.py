@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.toolchains import apt_install
+
 LABEL = "gateway-test"
 PIN = "246810"
 SO_PIN = "13579"
@@ -37,11 +39,7 @@ def install() -> Path:
     if os.geteuid() != 0:
         raise RuntimeError("SoftHSM2 not found and not root: install Debian's 'softhsm2' package")
     print("[softhsm] installing Debian's softhsm2 package", file=sys.stderr, flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "softhsm2"]
-    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=True)
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
+    apt_install("softhsm2")
     found = find_module()
     if not found:
         raise RuntimeError("the softhsm2 package installed no PKCS#11 library")

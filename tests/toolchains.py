@@ -40,6 +40,16 @@ def node_modules() -> Path:
     return modules
 
 
+def apt_install(package: str) -> None:
+    """Install Debian's ``package`` with apt-get (as root), updating the package lists
+    first only if the install fails without it."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
+
+
 def debian_tool(command: str, package: str) -> str:
     """The path of ``command``, installing Debian's ``package`` first if it is missing."""
     found = shutil.which(command)
@@ -48,11 +58,7 @@ def debian_tool(command: str, package: str) -> str:
     if os.geteuid() != 0:
         raise RuntimeError(f"{command} not found and not root: install Debian's {package!r} package")
     _log(f"installing Debian's {package} package")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
-    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=True)
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
+    apt_install(package)
     found = shutil.which(command)
     if found is None:
         raise RuntimeError(f"Debian's {package} package installed no {command}")

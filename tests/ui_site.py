@@ -28,6 +28,7 @@ from gateway.onboarding import registry, tokens
 from gateway.placement import recall
 from gateway.placement import service as placement
 from tests.partners import CASE, PARTNER, Clock, agency_profile, agency_workspace, rows
+from tests.toolchains import apt_install
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -43,11 +44,7 @@ def install_chromium() -> Path:
         return CHROMIUM
     if os.geteuid() != 0:
         raise RuntimeError("Chromium not found at /usr/bin/chromium and not root: install Debian's chromium")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=True)
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
+    apt_install("chromium")
     return CHROMIUM
 
 
