@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import getpass
 import os
 import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -21,6 +23,30 @@ from gateway.errors import GatewayError
 
 T = TypeVar("T")
 MAX_SPAN_DAYS = 36500
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def on_stop_signals(stop: Callable[[], None]) -> Callable[[], None]:
+    """Call ``stop`` on SIGINT (Ctrl-C) and SIGTERM, in the running loop; returns what
+    takes the handlers off again."""
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop)
+
+    def undo() -> None:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+    return undo
+
+
+async def until_stop_signal() -> None:
+    """Wait for SIGINT (Ctrl-C) or SIGTERM."""
+    stop = asyncio.Event()
+    on_stop_signals(stop.set)
+    await stop.wait()
 
 
 def actor() -> str:

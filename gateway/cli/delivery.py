@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from gateway import logs
-from gateway.cli.common import echo_rows, with_gateway, with_gateway_service
+from gateway.cli.common import echo_rows, on_stop_signals, with_gateway, with_gateway_service
 from gateway.delivery import control, outbox
 from gateway.delivery.dispatch import Dispatcher, Options, Stats
 from gateway.errors import NotFound
@@ -44,9 +43,7 @@ async def progress(gw: Gateway, stats: Stats, every: float = 1.0) -> None:
 
 async def dispatch_main(gw: Gateway, options: Options, once: bool, quiet: bool) -> dict[str, Any]:
     dispatcher = Dispatcher(gw, options)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, dispatcher.stop)
+    undo_signals = on_stop_signals(dispatcher.stop)
     cutoff = outbox.isotime(gw.now())
     reporter = None if quiet else asyncio.create_task(progress(gw, dispatcher.stats))
     try:
@@ -55,8 +52,7 @@ async def dispatch_main(gw: Gateway, options: Options, once: bool, quiet: bool) 
     finally:
         if reporter:
             reporter.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        undo_signals()
     counts = await outbox.counts(gw, cutoff)
     return {
         "delivered": stats.delivered,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import socket
 from typing import Any
 
@@ -12,7 +10,7 @@ import click
 from aiohttp import web
 
 from gateway import eventloop, logs
-from gateway.cli.common import actor, echo_rows, parse_span, run, settings_of, with_gateway
+from gateway.cli.common import actor, echo_rows, parse_span, run, settings_of, until_stop_signal, with_gateway
 from gateway.core import Gateway
 from gateway.http import create_app
 from gateway.inbound import poller
@@ -47,11 +45,7 @@ def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool, log_forma
             bound = sock.getsockname()[1]
             click.echo(f"serving on http://{host}:{bound} (event loop: {loop_name};"
                        " Ctrl-C or SIGTERM to stop)", err=True)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+            await until_stop_signal()
         finally:
             await runner.cleanup()
 

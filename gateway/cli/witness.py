@@ -6,9 +6,7 @@ verifier key to the bank (gateway.toml) and to the auditors (``--witness``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from aiohttp import web
 
 from gateway.audit import witness as witness_service
 from gateway.audit.cosignature import Witness
-from gateway.cli.common import run
+from gateway.cli.common import run, until_stop_signal
 from gateway.errors import GatewayError
 
 dir_option = click.option(
@@ -67,11 +65,7 @@ def serve(directory: Path, host: str, port: int) -> None:
             name = Witness.parse(service.vkey).fingerprint
             where = f"http://{host}:{port}"
             click.echo(f"witness {name} serving on {where} (Ctrl-C or SIGTERM to stop)", err=True)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+            await until_stop_signal()
         finally:
             await runner.cleanup()
 
