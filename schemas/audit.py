@@ -103,6 +103,26 @@ class KeyRetired(_Entry):
     v: Literal[1] = 1
 
 
+OpenPGPKeyChange = Literal["openpgp_key_generated", "openpgp_key_imported"]
+Fingerprint = Annotated[str, Field(pattern=r"^[0-9A-F]{40}$")]
+
+
+class OpenPGPKeySet(_Entry):
+    """The bank's OpenPGP key (which signs file partners' batches) made by the gateway
+    or imported, named by its fingerprint (v4: 40 upper-case hex digits), never by key
+    material. ``replaced``: a key was in place before (``--replace``); its fingerprint
+    is ``previous_fingerprint``, absent if that key's files could not be read."""
+
+    fingerprint: Fingerprint
+    key: Literal["bank-openpgp"]
+    kind: OpenPGPKeyChange
+    previous_fingerprint: Fingerprint | None = Field(
+        default=None, description="the key it replaced; absent when there was none or it was unreadable"
+    )
+    replaced: bool
+    v: Literal[1] = 1
+
+
 SecretChange = Literal["webhook_secret_added", "webhook_secret_removed"]
 
 
@@ -253,6 +273,7 @@ Entry = (
     | PartnerChange
     | KeyRotated
     | KeyRetired
+    | OpenPGPKeySet
     | WebhookSecretChanged
     | CallbackReceived
     | ViolationFound

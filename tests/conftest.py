@@ -21,6 +21,7 @@ import pytest
 from gateway.config import DATABASE_ENV_VAR, Settings, load_settings
 from gateway.core import Gateway, open_database
 from gateway.storage import Database
+from tests.gnupg import Gpg, partner_gnupg
 from tests.helpers import EXAMPLES, SAMPLE_KEY_CURVES, invoke, write_partner_keys
 from tests.pgcluster import Cluster
 
@@ -94,6 +95,13 @@ class Templates:
 @pytest.fixture(scope="session")
 def templates(pg_cluster: Cluster | None) -> Templates:
     return Templates(pg_cluster)
+
+
+@pytest.fixture(scope="session")
+def gpg() -> Iterator[Gpg]:
+    """A partner's GnuPG with its keys (tests/gnupg.py), for the OpenPGP tests."""
+    with partner_gnupg() as keys:
+        yield keys
 
 
 @pytest.fixture

@@ -1,9 +1,6 @@
 """File partners that take only OpenPGP: GnuPG's own ``gpg`` command plays the partner
-(as a partner's operator would run it) against batches the gateway leaves on a real
-SFTP server on 127.0.0.1, and signs the status files it sends back.
-
-The partner's keys are made once per session (Ed25519 to sign, Cv25519 to encrypt, no
-passphrase) in a throwaway GnuPG home, 0700, whose agent is stopped at the end."""
+(as a partner's operator would run it, tests/gnupg.py) against batches the gateway
+leaves on a real SFTP server on 127.0.0.1, and signs the status files it sends back."""
 
 from __future__ import annotations
 
@@ -12,12 +9,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +27,10 @@ from gateway.ops.alerts import alert_of
 from gateway.placement import recall
 from gateway.placement import service as placement
 from gateway.plugin.events import Event
+from tests.gnupg import Gpg
 from tests.helpers import invoke
 from tests.partners import CASE, REPO, init_workspace, rows
 from tests.test_sftp_batch import Agency, accepted, kill_mid_upload, serving
-from tests.toolchains import debian_tool
 
 EXAMPLE = REPO / "examples" / "channels" / "files-agency-pgp.toml"
 PARTNER = "pgp-agency"
@@ -47,62 +40,6 @@ DISCLOSED = {
     "debtor.name", "debtor.phones[].number", "debtor.phones[].number_token", "debtor.id_number",
     "debtor.timezone", "loan.currency", "loan.outstanding", "loan.overdue_since",
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Gpg:
-    """The partner's GnuPG: its home, its complete key, an expired one, a sign-only one."""
-
-    home: Path
-    binary: str
-    partner: str
-    expired: str
-    sign_only: str
-
-    def __call__(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        command = [self.binary, "--homedir", str(self.home), "--batch", "--no-tty", "--quiet",
-                   "--pinentry-mode", "loopback", "--passphrase", "", "--status-fd", "2"]  # fmt: skip
-        return subprocess.run([*command, *map(str, args)], capture_output=True, check=check, timeout=60)
-
-    def new_key(self, uid: str, usage: str, *, subkey: bool, at: str | None = None) -> str:
-        faked = ["--faked-system-time", at] if at else []
-        self(*faked, "--quick-gen-key", uid, "ed25519", usage, "1y")
-        listing = self("--with-colons", "--list-keys", uid).stdout.decode()
-        fingerprint = re.findall(r"^fpr:+([0-9A-F]{40}):", listing, re.M)[0]
-        if subkey:
-            self(*faked, "--quick-add-key", fingerprint, "cv25519", "encr", "1y")
-        return fingerprint
-
-    def export(self, fingerprint: str) -> bytes:
-        return self("--armor", "--export", fingerprint).stdout
-
-    def signed_by(self, result: subprocess.CompletedProcess[bytes]) -> list[str]:
-        """The primary fingerprints of the valid signatures gpg reported."""
-        lines = result.stderr.decode(errors="replace").splitlines()
-        status = [line.split() for line in lines if line.startswith("[GNUPG:] ")]
-        return [fields[-1] for fields in status if fields[1] == "VALIDSIG"]
-
-
-@pytest.fixture(scope="session")
-def gpg() -> Iterator[Gpg]:
-    binary = debian_tool("gpg", "gnupg")
-    home = Path(tempfile.mkdtemp(prefix="gpg-"))  # short: the agent's socket lives in it
-    home.chmod(0o700)
-    maker = Gpg(home, binary, "", "", "")
-    keys = Gpg(
-        home, binary,
-        partner=maker.new_key("PGP Agency <ops@pgp-agency.example>", "cert,sign", subkey=True),
-        expired=maker.new_key("Lapsed <old@pgp-agency.example>", "cert,sign", subkey=True,
-                              at="20200101T000000"),
-        sign_only=maker.new_key("No Encryption <sig@pgp-agency.example>", "cert,sign", subkey=False),
-    )  # fmt: skip
-    try:
-        yield keys
-    finally:
-        gpgconf = shutil.which("gpgconf")
-        if gpgconf:
-            subprocess.run([gpgconf, "--homedir", str(home), "--kill", "all"], check=False, timeout=30)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def pgp_workspace(ws: Path, gpg: Gpg, port: int, agency: Agency, *, key: str | None = None,
@@ -379,29 +316,3 @@ def test_openpgp_sealing_goes_only_with_an_adapter_that_encrypts_and_a_pinned_ke
     assert refused.exit_code == 1
     [line] = refused.output.splitlines()
     assert line.startswith(f"Error: {profile}: {field}: ") and problem in line
-
-
-def test_the_bank_key_is_private_and_a_gpg_key_can_be_imported(tmp_path: Path, gpg: Gpg) -> None:
-    ws = init_workspace(tmp_path / "ws")
-    made = invoke("-c", ws, "keys", "openpgp", "generate")
-    secret = ws / "keys" / "bank" / "openpgp.key"
-    assert made.exit_code == 0 and "PRIVATE" not in made.output
-    assert secret.stat().st_mode & 0o777 == 0o600 and secret.parent.stat().st_mode & 0o777 == 0o700
-    again = invoke("-c", ws, "keys", "openpgp", "generate")
-    assert again.exit_code == 1 and "--replace" in again.output
-    exported = tmp_path / "bank-secret.asc"
-    exported.write_bytes(gpg("--armor", "--export-secret-keys", gpg.partner).stdout)
-    imported = invoke("-c", ws, "keys", "openpgp", "import", "--replace", exported)
-    assert imported.exit_code == 0 and gpg.partner in imported.output
-    assert bank_fingerprint_of(ws) == gpg.partner and secret.stat().st_mode & 0o777 == 0o600
-    lapsed = tmp_path / "lapsed.asc"
-    lapsed.write_bytes(gpg("--armor", "--export-secret-keys", gpg.expired).stdout)
-    refused = invoke("-c", ws, "keys", "openpgp", "import", "--replace", lapsed)
-    assert refused.exit_code == 1 and "expired" in refused.output and bank_fingerprint_of(ws) == gpg.partner
-    public_only = tmp_path / "public.asc"
-    public_only.write_bytes(gpg.export(gpg.expired))
-    assert invoke("-c", ws, "keys", "openpgp", "import", "--replace", public_only).exit_code == 1
-
-
-def bank_fingerprint_of(ws: Path) -> str:
-    return invoke("-c", ws, "keys", "openpgp", "export").stderr.split()[-1]

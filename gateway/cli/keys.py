@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -96,10 +96,15 @@ def _keystore(obj: dict[str, Any]) -> KeyStore:
     return KeyStore(settings_of(obj).keys_dir)
 
 
-def _made(what: str, key: openpgp.BankKey) -> None:
+async def _set(
+    gw: Gateway, key: openpgp.BankKey, how: Literal["generated", "imported"], replace: bool
+) -> None:
+    """Install ``key``, recorded in the audit log, and say so."""
+    entry = await rotation.set_openpgp_key(gw, key, how, replace=replace, actor=actor())
+    before = f" (replacing {entry.previous_fingerprint or 'an unreadable key'})" if entry.replaced else ""
     click.echo(
-        f"bank OpenPGP key {what}: {key.fingerprint}; give partners `gateway keys openpgp export` "
-        "and its fingerprint"
+        f"bank OpenPGP key {how}: {key.fingerprint}{before}, recorded in the audit log; give partners "
+        "`gateway keys openpgp export` and its fingerprint"
     )
 
 
@@ -108,34 +113,27 @@ def _made(what: str, key: openpgp.BankKey) -> None:
 @click.option("--valid-days", type=click.IntRange(1, 3650), default=730, show_default=True,
               help="Days until the key expires; extend or replace it before then.")  # fmt: skip
 @click.option("--replace", is_flag=True, help=REPLACE_HELP)
-@click.pass_obj
-def keys_openpgp_generate(obj: dict[str, Any], user_id: str | None, valid_days: int, replace: bool) -> None:
-    """Make the bank's OpenPGP key (Ed25519 signing, Cv25519 encryption subkeys)."""
-    settings = settings_of(obj)
+@with_gateway
+async def keys_openpgp_generate(gw: Gateway, user_id: str | None, valid_days: int, replace: bool) -> None:
+    """Make the bank's OpenPGP key (Ed25519 signing, Cv25519 encryption subkeys); an
+    audit log entry records it."""
+    settings = gw.settings
     uid = user_id or f"{settings.bank_name or settings.bank_id} <{settings.bank_id}>"
-    try:
-        key = openpgp.generate_bank_key(_keystore(obj), uid, valid_days, replace=replace)
-    except GatewayError as exc:
-        raise click.ClickException(str(exc)) from None
-    _made("generated", key)
+    await _set(gw, openpgp.new_bank_key(uid, valid_days), "generated", replace)
 
 
 @keys_openpgp.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--replace", is_flag=True, help=REPLACE_HELP)
-@click.pass_obj
-def keys_openpgp_import(obj: dict[str, Any], file: str, replace: bool) -> None:
+@with_gateway
+async def keys_openpgp_import(gw: Gateway, file: str, replace: bool) -> None:
     """Take the bank's OpenPGP key from FILE (- for standard input): a secret key
     exported without a passphrase, e.g. `gpg --export-secret-keys --armor FPR`. Delete
-    FILE once imported."""
+    FILE once imported. An audit log entry records it (by fingerprint)."""
     with click.open_file(file, "rb") as handle:
         data = handle.read()
-    try:
-        key = openpgp.import_bank_key(_keystore(obj), data, "standard input" if file == "-" else file,
-                                      replace=replace)  # fmt: skip
-    except GatewayError as exc:
-        raise click.ClickException(str(exc)) from None
-    _made("imported", key)
+    key = openpgp.read_bank_key(data, "standard input" if file == "-" else file)
+    await _set(gw, key, "imported", replace)
 
 
 @keys_openpgp.command("export")

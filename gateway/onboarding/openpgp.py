@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pysequoia
@@ -34,6 +34,8 @@ SECRET_FILE = "openpgp.key"
 PUBLIC_FILE = "openpgp.asc"
 #: How a fingerprint is written in a profile: 40 hex digits (v4), spaces allowed.
 FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
+#: A packet without a time (the library answers None) sorts first.
+NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def first_line(exc: BaseException) -> str:
@@ -107,44 +109,88 @@ def bank_key(keys: KeyStore, now: datetime | None = None) -> BankKey:
     return _check_bank_key(key, now or datetime.now(UTC), str(path))
 
 
-def _install(keys: KeyStore, key: pysequoia.Tsk) -> None:
-    make_dir(keys.bank, KEYS_DIR_MODE)
-    write_private(secret_path(keys), str(key).encode())
-    write_public(public_path(keys), str(key.extract_certificate()).encode())
-
-
-def generate_bank_key(keys: KeyStore, user_id: str, valid_days: int, *, replace: bool = False) -> BankKey:
-    """Make the bank's OpenPGP key (Ed25519 to sign, Cv25519 to decrypt)."""
-    _refuse_existing(keys, replace)
+def new_bank_key(user_id: str, valid_days: int) -> BankKey:
+    """A new OpenPGP key for the bank (Ed25519 to sign, Cv25519 to decrypt), not yet
+    installed: `KeyFiles.install` does that."""
     key = pysequoia.Tsk.generate(
         user_id,
         profile=pysequoia.Profile.RFC4880,  # v4 keys: what GnuPG 2.2 and every partner tool read
         cipher_suite=pysequoia.CipherSuite.Cv25519,
         validity_seconds=valid_days * 86400,
     )
-    _install(keys, key)
     return _check_bank_key(key, datetime.now(UTC), "generated key")
 
 
-def import_bank_key(keys: KeyStore, data: bytes, source: str, *, replace: bool = False) -> BankKey:
-    """Take the bank's OpenPGP key from an exported secret key (armored or binary)."""
-    _refuse_existing(keys, replace)
+def read_bank_key(data: bytes, source: str) -> BankKey:
+    """The bank's OpenPGP key from an exported secret key (armored or binary), checked,
+    not yet installed."""
     try:
         key = pysequoia.Tsk.from_bytes(data)
     except Exception as exc:  # pysequoia raises RuntimeError/ValueError for bad input
         raise KeyStoreError(f"{source}: not an OpenPGP secret key ({first_line(exc)})") from None
-    checked = _check_bank_key(key, datetime.now(UTC), source)
-    _install(keys, key)
-    return checked
+    return _check_bank_key(key, datetime.now(UTC), source)
 
 
-def _refuse_existing(keys: KeyStore, replace: bool) -> None:
+def key_in_place(keys: KeyStore) -> tuple[bool, str | None]:
+    """Whether the bank has an OpenPGP key's files, and the key's fingerprint if they can
+    be read at all (an expired, revoked or exposed key still has one)."""
+    there = False
+    for path in (secret_path(keys), public_path(keys)):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        there = True
+        try:
+            return True, pysequoia.Cert.from_bytes(data).fingerprint.upper()
+        except Exception:  # pysequoia raises RuntimeError/ValueError for bad input
+            continue
+    return there, None
+
+
+def refuse_existing(keys: KeyStore, replace: bool) -> None:
     if secret_path(keys).exists() and not replace:
-        current = bank_key(keys).fingerprint
+        current = key_in_place(keys)[1] or "unreadable"
         raise KeyStoreError(
             f"the bank already has an OpenPGP key ({current}); --replace makes a new one, and every "
             "OpenPGP partner must then import the new public key (`gateway keys openpgp export`)"
         )
+
+
+class KeyFiles:
+    """The bank's OpenPGP key files, replaced together: `install` writes the new key's
+    (each file atomically), `undo` puts back what was there before, or removes them."""
+
+    def __init__(self, keys: KeyStore, key: BankKey) -> None:
+        self.dir = keys.bank
+        self.files = [
+            (public_path(keys), key.public().encode(), write_public),
+            (secret_path(keys), str(key.key).encode(), write_private),
+        ]
+        self.before = [_read(path) for path, _, _ in self.files]
+        self.touched = False
+
+    def install(self) -> None:
+        make_dir(self.dir, KEYS_DIR_MODE)
+        self.touched = True
+        for path, data, write in self.files:
+            write(path, data)
+
+    def undo(self) -> None:
+        if not self.touched:
+            return
+        for (path, _, write), before in zip(self.files, self.before, strict=True):
+            if before is None:
+                path.unlink(missing_ok=True)
+            else:
+                write(path, before)
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 # -- partners' certificates --------------------------------------------------------------
@@ -184,10 +230,12 @@ def partner_cert(keys: KeyStore, relative: str, fingerprint: str, now: datetime)
             f"{path}: the partner's key {found} expired on {cert.expiration:%Y-%m-%d}; ask the partner "
             "to extend it (gpg --quick-set-expire) and send it again"
         )
-    if not _live_encryption_subkey(packets, now) or not _encrypts(cert):
+    dead = _dead_encryption_subkeys(packets, now)
+    if dead is not None or not _encrypts(cert):
+        why = f" ({'; '.join(dead)})" if dead else ""
         raise ValueError(
-            f"{path}: the partner's key {found} has no live encryption-capable subkey; ask the partner "
-            "to add one (gpg --quick-add-key FINGERPRINT cv25519 encr)"
+            f"{path}: the partner's key {found} has no live encryption-capable subkey{why}; ask the "
+            "partner to add one (gpg --quick-add-key FINGERPRINT cv25519 encr)"
         )
     return cert
 
@@ -200,23 +248,59 @@ def _encrypts(cert: pysequoia.Cert) -> bool:
     return True
 
 
-def _live_encryption_subkey(packets: list[Packet], now: datetime) -> bool:
-    """Whether a subkey's binding says it encrypts and has not expired at ``now``
-    (the library encrypts to an expired subkey without a word)."""
-    created: datetime | None = None
+@dataclass
+class _Subkey:
+    fingerprint: str
+    created: datetime
+    binding: Packet | None = None  # its newest binding signature
+    revoked: bool = False
+
+
+def _subkeys(packets: list[Packet]) -> list[_Subkey]:
+    """The certificate's subkeys, each with its newest binding signature and whether a
+    revocation was issued for it. Signatures are taken as they stand (the library checks
+    them when it encrypts): a revocation, even one it would not accept, refuses the
+    subkey, the safe side."""
+    subkeys: list[_Subkey] = []
+    current: _Subkey | None = None
     for packet in packets:
         tag = packet.tag
         if tag in (Tag.PublicSubkey, Tag.SecretSubkey):
-            created = packet.key_created
-        elif tag in (Tag.PublicKey, Tag.SecretKey, Tag.UserID):
-            created = None
-        elif tag == Tag.Signature and created and packet.signature_type == SignatureType.SubkeyBinding:
-            flags = packet.key_flags
-            period = packet.key_validity_period
-            encrypts = flags is not None and (flags.transport_encryption or flags.storage_encryption)
-            if encrypts and (period is None or period == timedelta(0) or created + period > now):
-                return True
-    return False
+            current = _Subkey(str(packet.fingerprint).upper(), packet.key_created or NO_TIME)
+            subkeys.append(current)
+        elif tag in (Tag.PublicKey, Tag.SecretKey, Tag.UserID, Tag.UserAttribute):
+            current = None
+        elif tag != Tag.Signature or current is None:
+            continue
+        elif packet.signature_type == SignatureType.SubkeyRevocation:
+            current.revoked = True
+        elif packet.signature_type == SignatureType.SubkeyBinding and _newer(packet, current.binding):
+            current.binding = packet
+    return subkeys
+
+
+def _newer(signature: Packet, than: Packet | None) -> bool:
+    return than is None or (signature.signature_created or NO_TIME) >= (than.signature_created or NO_TIME)
+
+
+def _dead_encryption_subkeys(packets: list[Packet], now: datetime) -> list[str] | None:
+    """None if a subkey's newest binding says it encrypts and it is neither revoked nor
+    expired at ``now`` (the library encrypts to an expired subkey without a word);
+    otherwise why each encryption subkey is unusable (empty: there is none)."""
+    dead = []
+    for subkey in _subkeys(packets):
+        flags = subkey.binding.key_flags if subkey.binding else None
+        if flags is None or not (flags.transport_encryption or flags.storage_encryption):
+            continue
+        period = subkey.binding.key_validity_period if subkey.binding else None
+        ends = subkey.created + period if period else None
+        if subkey.revoked:
+            dead.append(f"encryption subkey {subkey.fingerprint} is revoked")
+        elif ends is not None and ends <= now:
+            dead.append(f"encryption subkey {subkey.fingerprint} expired on {ends:%Y-%m-%d}")
+        else:
+            return None
+    return dead
 
 
 # -- using them ----------------------------------------------------------------------------
