@@ -104,7 +104,7 @@ class KeyRetired(_Entry):
 
 
 OpenPGPKeyChange = Literal["openpgp_key_generated", "openpgp_key_imported"]
-Fingerprint = Annotated[str, Field(pattern=r"^[0-9A-F]{40}$")]
+FINGERPRINT_PATTERN = r"^[0-9A-F]{40}$"
 
 
 class OpenPGPKeySet(_Entry):
@@ -113,11 +113,13 @@ class OpenPGPKeySet(_Entry):
     material. ``replaced``: a key was in place before (``--replace``); its fingerprint
     is ``previous_fingerprint``, absent if that key's files could not be read."""
 
-    fingerprint: Fingerprint
+    fingerprint: str = Field(pattern=FINGERPRINT_PATTERN, description="the new key's fingerprint")
     key: Literal["bank-openpgp"]
     kind: OpenPGPKeyChange
-    previous_fingerprint: Fingerprint | None = Field(
-        default=None, description="the key it replaced; absent when there was none or it was unreadable"
+    previous_fingerprint: str | None = Field(
+        default=None,
+        pattern=FINGERPRINT_PATTERN,
+        description="the key it replaced; absent when there was none or it was unreadable",
     )
     replaced: bool
     v: Literal[1] = 1

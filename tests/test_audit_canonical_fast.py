@@ -25,6 +25,7 @@ from schemas.audit import (
     KeyRetired,
     KeyRotated,
     LegalHold,
+    OpenPGPKeySet,
     PartnerChange,
     PartnerTest,
     Recall,
@@ -40,6 +41,7 @@ AT = "2026-01-01T00:00:00.000000Z"
 TOKEN = "case_" + "ab" * 16
 DIGEST = "sha256:" + "cd" * 32
 SUBJECT = "subj_" + "ef" * 16
+FPR = "0123456789ABCDEF" * 2 + "01234567"
 
 
 def exact(entry: BaseModel) -> bytes:
@@ -66,6 +68,10 @@ def every_kind(text: str, number: int) -> list[BaseModel]:
         KeyRotated(at=AT, actor=text, key="bank-signing", old_kid=text, new_kid=text),
         KeyRetired(at=AT, actor=text, key="bank-signing", kid=text, compromised=False, published_until=AT),
         KeyRetired(at=AT, actor=text, key="bank-signing", kid=text, compromised=True),
+        OpenPGPKeySet(at=AT, actor=text, key="bank-openpgp", kind="openpgp_key_generated", fingerprint=FPR,
+                      replaced=False),
+        OpenPGPKeySet(at=AT, actor=text, key="bank-openpgp", kind="openpgp_key_imported", fingerprint=FPR,
+                      previous_fingerprint="0" * 40, replaced=True),
         WebhookSecretChanged(
             at=AT, actor=text, kind="webhook_secret_removed", partner=text, reason=text,
             secret_ids=[text, "a"],

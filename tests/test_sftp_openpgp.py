@@ -83,7 +83,7 @@ async def pgp_partner(tmp_path: Path, gpg: Gpg) -> AsyncIterator[tuple[Gateway, 
     agency = Agency(tmp_path / "agency")
     async with serving(agency):
         ws = tmp_path / "ws"
-        profile = pgp_workspace(ws, gpg, agency.port, agency)
+        profile = await asyncio.to_thread(pgp_workspace, ws, gpg, agency.port, agency)  # the CLI runs a loop
         bank_public = invoke("-c", ws, "keys", "openpgp", "export")
         assert bank_public.exit_code == 0 and "PRIVATE" not in bank_public.stdout
         (tmp_path / "bank.asc").write_text(bank_public.stdout)

@@ -20,6 +20,7 @@ first line is ever quoted, and never the key material.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,6 +141,9 @@ def key_in_place(keys: KeyStore) -> tuple[bool, str | None]:
             data = path.read_bytes()
         except FileNotFoundError:
             continue
+        except OSError:  # there, but not readable as a file
+            there = True
+            continue
         there = True
         try:
             return True, pysequoia.Cert.from_bytes(data).fingerprint.upper()
@@ -159,7 +163,8 @@ def refuse_existing(keys: KeyStore, replace: bool) -> None:
 
 class KeyFiles:
     """The bank's OpenPGP key files, replaced together: `install` writes the new key's
-    (each file atomically), `undo` puts back what was there before, or removes them."""
+    (each file atomically, so each is either the old one or the new one), `undo` puts
+    back what it replaced, or removes what it added."""
 
     def __init__(self, keys: KeyStore, key: BankKey) -> None:
         self.dir = keys.bank
@@ -167,23 +172,25 @@ class KeyFiles:
             (public_path(keys), key.public().encode(), write_public),
             (secret_path(keys), str(key.key).encode(), write_private),
         ]
-        self.before = [_read(path) for path, _, _ in self.files]
-        self.touched = False
+        self.started = False
+        self._written: list[tuple[Path, bytes | None, Callable[[Path, bytes], None]]] = []
 
     def install(self) -> None:
+        self.started = True
         make_dir(self.dir, KEYS_DIR_MODE)
-        self.touched = True
         for path, data, write in self.files:
+            before = _read(path)
             write(path, data)
+            self._written.append((path, before, write))
 
     def undo(self) -> None:
-        if not self.touched:
-            return
-        for (path, _, write), before in zip(self.files, self.before, strict=True):
+        while self._written:
+            path, before, write = self._written[-1]
             if before is None:
                 path.unlink(missing_ok=True)
             else:
                 write(path, before)
+            self._written.pop()
 
 
 def _read(path: Path) -> bytes | None:

@@ -79,6 +79,6 @@ def _not_set(files: openpgp.KeyFiles, entry: OpenPGPKeySet, exc: BaseException) 
     still = f"the bank's OpenPGP key is still {old}" if old else "the bank's OpenPGP key is unchanged"
     if not entry.replaced:
         still = "the bank still has no OpenPGP key"
-    if not files.touched:
+    if not files.started:
         return f"the audit log could not record the new OpenPGP key {new} ({exc}), so it was not set; {still}"
     return f"the new OpenPGP key {new} was not set ({exc}); nothing was recorded and {still}"
