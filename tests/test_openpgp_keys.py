@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +153,26 @@ def test_key_files_that_cannot_be_written_are_put_back_and_not_recorded(tmp_path
     assert line.endswith(f"nothing was recorded and the bank's OpenPGP key is still {old}")
     assert (bank / "openpgp.asc").read_bytes() == public
     assert [e["fingerprint"] for e in entries(ws)] == [old]
+
+
+def test_commands_at_once_set_one_key_and_one_entry(tmp_path: Path) -> None:
+    ws = init_workspace(tmp_path / "ws")
+    with workspace_sql(ws) as sql:  # the database made and migrated: the commands start alike
+        if load_settings(ws).database_url.startswith("postgres"):
+            # Slow appends, so that each command finds the others mid-way: one that read
+            # what is in place before taking its turn on the log would find no key too.
+            # (SQLite runs writers one at a time from their first statement.)
+            sql("CREATE FUNCTION slow_append() RETURNS trigger LANGUAGE plpgsql"
+                " AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$")
+            sql("CREATE TRIGGER slow BEFORE INSERT ON audit_entries"
+                " FOR EACH ROW EXECUTE FUNCTION slow_append()")
+    command = [sys.executable, "-m", "gateway", "-c", str(ws), "keys", "openpgp", "generate"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    results = [(run.wait(120), run.communicate()[1].decode()) for run in runs]
+    assert sorted(code for code, _ in results) == [0, 1, 1], results
+    assert all("the bank already has an OpenPGP key" in err for code, err in results if code)
+    [entry] = entries(ws)
+    assert entry["fingerprint"] == bank_fingerprint_of(ws) and entry["replaced"] is False
 
 
 # -- partners' keys whose encryption subkeys are revoked --------------------------------

@@ -11,7 +11,10 @@ The bank's key signs placement batches, their manifests and recall notices; a
 partner's certificate is what they are encrypted to and what its status files are
 verified with. A partner's certificate is checked before it is used (`partner_cert`):
 it must parse, be public, carry the fingerprint its profile pins, not be expired or
-revoked, and have a live encryption-capable subkey.
+revoked, and have a live encryption-capable subkey (neither expired nor revoked).
+
+Setting the bank's key is recorded in the audit log (`gateway.onboarding.rotation`):
+`KeyFiles` writes its files so that they can be put back if the entry is not committed.
 
 pysequoia's errors carry a Rust backtrace where ``RUST_BACKTRACE`` is set: only their
 first line is ever quoted, and never the key material.

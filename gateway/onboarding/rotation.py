@@ -10,6 +10,7 @@ from gateway.core import Gateway
 from gateway.errors import GatewayError, KeyStoreError
 from gateway.onboarding import openpgp
 from gateway.onboarding.custody import Rotation
+from gateway.storage.base import Lock
 from schemas.audit import KeyRotated, OpenPGPKeySet
 
 
@@ -38,23 +39,29 @@ async def set_openpgp_key(
     key is replaced only with ``replace``. Nothing is changed unless both are done: the
     entry is appended first and the files written in its transaction, and put back as
     they were if the transaction does not commit."""
-    openpgp.refuse_existing(gw.keys, replace)
-    replaced, previous = openpgp.key_in_place(gw.keys)
-    entry = OpenPGPKeySet(
-        at=isotime(gw.now()),
-        actor=actor,
-        fingerprint=key.fingerprint,
-        key="bank-openpgp",
-        kind="openpgp_key_generated" if how == "generated" else "openpgp_key_imported",
-        previous_fingerprint=previous,
-        replaced=replaced,
-    )
     files = openpgp.KeyFiles(gw.keys, key)
+    entry: OpenPGPKeySet | None = None
     try:
         async with gw.db.transaction() as tx:
+            # What is in place is read under the lock every append takes: two commands
+            # at once cannot both find no key, or both replace the same one.
+            await tx.take_turns(Lock.AUDIT_LOG)
+            openpgp.refuse_existing(gw.keys, replace)
+            replaced, previous = openpgp.key_in_place(gw.keys)
+            entry = OpenPGPKeySet(
+                at=isotime(gw.now()),
+                actor=actor,
+                fingerprint=key.fingerprint,
+                key="bank-openpgp",
+                kind="openpgp_key_generated" if how == "generated" else "openpgp_key_imported",
+                previous_fingerprint=previous,
+                replaced=replaced,
+            )
             await gw.record(tx, [entry])
             files.install()
     except BaseException as exc:
+        if entry is None:  # refused, or the database could not be reached: nothing to undo
+            raise
         failure = _undo(files, key, exc)
         if isinstance(exc, GatewayError | OSError) or failure:
             raise KeyStoreError(failure or _not_set(files, entry, exc)) from None
