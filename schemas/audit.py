@@ -223,6 +223,8 @@ class BreakerReset(_Entry):
     kind: Literal["breaker_reset"] = "breaker_reset"
     partner: str
     previous: str = Field(description="the breaker's state before: closed, open or half_open")
+
+
 class RetentionPurge(_Entry):
     """Personal data the gateway deleted: how much of each kind, never what. ``subject``
     names the person when an erasure request caused it; a scheduled run has none."""
