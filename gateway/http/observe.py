@@ -65,7 +65,7 @@ def _record(
     request: web.Request, rid: str, status: int, seconds: float, response: web.StreamResponse | None
 ) -> None:
     route = route_of(request)
-    metrics.REQUEST_SECONDS.labels(route, request.method).observe(seconds)
+    metrics.labelled(metrics.REQUEST_SECONDS, route, request.method).observe(seconds)
     # The id the caller was answered with, if the problem layer set one.
     rid = (response.headers.get(REQUEST_ID_HEADER) if response is not None else None) or rid
     partner = request.match_info.get("partner_id")
@@ -74,7 +74,7 @@ def _record(
         # request proved it is that partner's (or at least that the partner exists).
         partner = "unknown"
     if route == CALLBACK_ROUTE:
-        metrics.CALLBACKS.labels(partner or "unknown", str(status)).inc()
+        metrics.labelled(metrics.CALLBACKS, partner or "unknown", str(status)).inc()
         if status >= 400:
             refusals.warning("callback refused: %s", _reason(response),
                              extra=context(request_id=rid, partner=partner, status=status))  # fmt: skip

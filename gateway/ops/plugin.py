@@ -25,15 +25,9 @@ class OpsPlugin:
     @hookimpl
     def gateway_event(self, event: Event) -> None:
         metrics.observe_event(event)
-        fields = {k: v for k, v in event.detail.items() if k in ("rule", "actor", "cause", "error_class")}
-        log.log(
-            _level(event),
-            "%s",
-            event.kind,
-            extra=context(
-                partner=event.partner, package=event.detail.get("package_id"), case=event.case, **fields
-            ),
-        )
+        level = _level(event)
+        if log.isEnabledFor(level):  # the line's fields are gathered only when it is written
+            _log(event, level)
         self.alerts.offer(event)
 
     async def close(self) -> None:
@@ -44,3 +38,15 @@ def _level(event: Event) -> int:
     if alert_of(event):
         return logging.WARNING
     return logging.DEBUG if event.kind in FREQUENT else logging.INFO
+
+
+def _log(event: Event, level: int) -> None:
+    fields = {k: v for k, v in event.detail.items() if k in ("rule", "actor", "cause", "error_class")}
+    log.log(
+        level,
+        "%s",
+        event.kind,
+        extra=context(
+            partner=event.partner, package=event.detail.get("package_id"), case=event.case, **fields
+        ),
+    )
