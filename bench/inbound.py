@@ -3,6 +3,7 @@
     .venv/bin/python bench/inbound.py [--requests 4000] [--concurrency 16] [--cases 400]
     .venv/bin/python bench/inbound.py --profile /tmp/inbound.pstats   # cProfile the gateway
     .venv/bin/python bench/inbound.py --loop both   # the gateway server on asyncio's loop and on uvloop's
+    .venv/bin/python bench/inbound.py --history 1000   # each debtor with 1,000 earlier reports
 
 Gateway: ``POST /v1/partners/acme-collect/callbacks`` of ``create_app``: Standard
 Webhooks verification (v1, HMAC-SHA256), schema validation, dedupe by webhook-id,
@@ -124,6 +125,35 @@ async def place_cases(ws: Path, cases: int) -> tuple[list[str], str]:
             refs.append((await placement.place(gw, case, PARTNER, "collection", actor="bench")).case_ref)
         secret = gw.keys.add_webhook_secret(PARTNER).read_text().split()[-1]
     return refs, secret
+
+
+async def add_history(ws: Path, per_debtor: int, seed: int) -> None:
+    """Give each debtor ``per_debtor`` reports from before the timed window (older than
+    the rules' 8 days, one every 12 hours back from there), as if the partner had been
+    working the cases for months: contact attempts (1 in 100 to a third party),
+    promises to pay and payments, stored as the pipeline stores them. Only the length
+    of the history the rules read around each report changes, not what they find."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    async with await Gateway.open(load_settings(ws)) as gw, gw.db.transaction() as tx:
+        cases = await tx.fetchall("SELECT case_ref, case_id, subject_token FROM assignments")
+        debtors = {row["subject_token"]: row for row in cases}
+        rows = []
+        for subject, case in debtors.items():
+            for i in range(per_debtor):
+                at = now - timedelta(days=9, hours=12 * i)
+                event = work_event(rng, case["case_ref"], at, ZoneInfo("Asia/Shanghai"))
+                event["occurred_at"] = at.isoformat()
+                if event["type"] == "contact_attempt" and rng.random() < 0.01:
+                    event["target"] = "third_party"
+                body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+                rows.append((PARTNER, case["case_ref"], case["case_id"], subject, event["type"],
+                             isotime(at), isotime(at), "callback", body))
+        await tx.insert_many(
+            "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at,"
+            " received_at, source, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
 
 # -- the requests ----------------------------------------------------------------------------
@@ -366,6 +396,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     parser.add_argument("--cases", type=int, default=400, help="cases placed (default 400)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--history", type=int, default=0, metavar="N",
+                        help="reports each debtor already has from before the timed week (default 0)")
     parser.add_argument("--profile", metavar="FILE", help="write cProfile stats of the gateway server")
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="asyncio",
                         help="the servers' event loop; both: raw and floor on asyncio's, the gateway on each")
@@ -384,6 +416,8 @@ def main() -> None:
         start = time.perf_counter()
         ws = build_workspace(Path(tmp))
         refs, secret = asyncio.run(place_cases(ws, args.cases))
+        if args.history:
+            asyncio.run(add_history(ws, args.history, args.seed))
         keys_settled()  # the webhook secret was just written
         warm_bodies, timed_bodies = bodies(refs, args.requests, args.seed)
         warm = [(b, sign(secret, b)) for b in warm_bodies]
@@ -414,7 +448,7 @@ def main() -> None:
 
     n = len(timed)
     print(f"requests {n} (+{len(warm)} warm-up), concurrency {args.concurrency}, cases {args.cases} "
-          f"({args.cases // 2} debtors), setup {setup:.1f} s")
+          f"({args.cases // 2} debtors, {args.history} earlier reports each), setup {setup:.1f} s")
     print("mix: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common())
           + f"; body bytes min {sizes[0]} median {sizes[n // 2]} max {sizes[-1]}")
     print(f"raw aiohttp (read body, 202):  {n / raw_s:8.0f} requests/s  ({raw_s:.2f} s, median of "

@@ -365,6 +365,17 @@ MIGRATIONS: list[list[Step]] = [
             PRIMARY KEY (partner_id, holder)
         )""",
     ],
+    [
+        # Supervision: a person's contact history (read for each contact report they
+        # are the subject of, gateway/supervision/history.py) by kind of event and
+        # time, instead of every event of the person, from the first placement on.
+        "CREATE INDEX events_subject_type ON events (subject_token, type, occurred_at)",
+        # ... and their contacts of third parties, counted over all time. The query names
+        # the same terms, literally, or the index is not used; the same columns as the
+        # index above, or SQLite's planner prefers that one (more terms).
+        "CREATE INDEX events_third_party ON events (subject_token, type, occurred_at) WHERE"
+        """ type = 'contact_attempt' AND body LIKE '%"target":"third_party"%'""",
+    ],
 ]
 
 

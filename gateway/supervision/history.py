@@ -28,8 +28,10 @@ from gateway.supervision.rules import RulePack
 #: How far around a contact others are read for frequency rules (7-in-7 needs a week
 #: plus a day), before it and after it: a late report may complete a breach.
 HISTORY = timedelta(days=8)
-#: Third-party contacts older than the window, for rules that count them ever.
-_THIRD_PARTY = '%"target":"third_party"%'
+#: Third-party contacts older than the window, for rules that count them ever: the
+#: terms of the partial index ``events_third_party`` (migration 15), literally.
+_THIRD_PARTY = """type = 'contact_attempt' AND body LIKE '%"target":"third_party"%'"""
+_SELECT = "SELECT id, partner_id, case_id, type, body, received_at, subject_token, occurred_at,"
 
 
 @dataclass(frozen=True)
@@ -117,12 +119,8 @@ async def contact_histories(
     numbers = await numbers_of_all(tx, subjects)
     start, end = isotime(since), isotime(until)
     rows = await tx.fetchall(
-        "SELECT id, partner_id, case_id, type, body, received_at, subject_token, occurred_at >= ? AS recent"
-        f" FROM events WHERE subject_token IN ({_marks(subjects)}) AND ("
-        "(type = 'contact_attempt' AND occurred_at >= ? AND occurred_at <= ? AND id != ?)"
-        " OR (type = 'contact_attempt' AND occurred_at < ? AND body LIKE ?)"
-        " OR (type = 'contact_request' AND id != ?)) ORDER BY occurred_at, id",
-        (start, *subjects, start, end, exclude, start, _THIRD_PARTY, exclude),
+        history_statement(len(subjects)),
+        (*subjects, start, end, exclude, *subjects, start, start, *subjects, exclude),
     )
     recent: dict[str, list[Row]] = {subject: [] for subject in subjects}
     older: dict[str, list[Row]] = {subject: [] for subject in subjects}
@@ -139,6 +137,22 @@ async def contact_histories(
         )
         for subject in subjects
     }
+
+
+def history_statement(subjects: int) -> str:
+    """The events of `contact_histories` for ``subjects`` people; its parameters: the
+    subjects, start, end, the excluded id; the subjects, start; start, the subjects, the
+    excluded id. Three ranges of migration 15's indexes, whatever the length of a
+    person's history: contacts in the window, third-party contacts before it, requests."""
+    marks = ", ".join("?" * subjects)
+    return (
+        f"{_SELECT} TRUE AS recent FROM events WHERE subject_token IN ({marks}) AND type = 'contact_attempt'"
+        " AND occurred_at >= ? AND occurred_at <= ? AND id != ?"
+        f" UNION ALL {_SELECT} FALSE FROM events WHERE subject_token IN ({marks}) AND {_THIRD_PARTY}"
+        " AND occurred_at < ?"
+        f" UNION ALL {_SELECT} occurred_at >= ? FROM events WHERE subject_token IN ({marks})"
+        " AND type = 'contact_request' AND id != ? ORDER BY occurred_at, id"
+    )
 
 
 def _marks(items: Sequence[object]) -> str:
