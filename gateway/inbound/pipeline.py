@@ -11,7 +11,6 @@ its webhook id, so that it is flagged once however often it is sent.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -23,21 +22,19 @@ from gateway.clock import isotime
 from gateway.config import first_error
 from gateway.core import Gateway
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
-from gateway.inbound import lifecycle, webhooks
+from gateway.inbound import lifecycle, violations, webhooks
 from gateway.lifecycle.screen import stored_event
 from gateway.onboarding import golive, registry
 from gateway.storage import Transaction
 from gateway.supervision.history import HISTORY, as_contact, as_request, contact_history, time_barred
 from gateway.supervision.rules import Breach
-from schemas.audit import CallbackReceived, DeletionAttested, PartnerChange, ViolationFound
+from schemas.audit import CallbackReceived, DeletionAttested
 from schemas.events import StatusEvent
 
 EVENT = TypeAdapter(StatusEvent)
 Channel = Literal["callback", "poll"]
 #: How far ahead of the gateway's clock a reported time may be (clocks drift).
 FUTURE_SKEW = timedelta(minutes=5)
-#: Violations counted for automatic suspension.
-SUSPENSION_WINDOW = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -70,13 +67,6 @@ def digest(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-@dataclass(frozen=True)
-class _Flagged:
-    """A report the case's state does not allow: refused (409), flagged for review."""
-
-    refusal: str
-
-
 async def ingest(
     gw: Gateway,
     partner_id: str,
@@ -100,11 +90,11 @@ async def ingest(
     committed."""
     event = parse_event(body, gw.now())
 
-    async def job(tx: Transaction, entries: list[Any]) -> Ingested | _Flagged:
+    async def job(tx: Transaction, entries: list[Any]) -> Ingested | violations.Flagged:
         return await _admit(gw, tx, entries, partner_id, webhook_id, event, body, channel)
 
     outcome = await gw.writer.run(job)
-    if isinstance(outcome, _Flagged):
+    if isinstance(outcome, violations.Flagged):
         raise Conflict(outcome.refusal)
     return outcome
 
@@ -118,7 +108,7 @@ async def _admit(
     event: Any,
     body: bytes,
     channel: Channel,
-) -> Ingested | _Flagged:
+) -> Ingested | violations.Flagged:
     try:
         record = await registry.fetch(tx, partner_id)
     except NotFound:
@@ -147,7 +137,7 @@ async def _admit(
         check_polled(record, assignment["state"])
     state = lifecycle.next_state(assignment["state"], event.type)
     if state is None:
-        return await _flag_transition(tx, entries, record, assignment, event.type, now)
+        return await violations.flag_transition(tx, entries, record, assignment, event.type, now)
     return await _take_in(gw, tx, entries, record, assignment, event, state, body, channel, webhook_id, now)
 
 
@@ -230,14 +220,14 @@ async def _take_in(
     # late report may reveal for another partner: each charged partner may be suspended.
     charged: dict[str, registry.PartnerRecord] = {}
     for breach in breaches:
-        entry = await _store_violation(tx, partner_id, assignment, breach, event_id, now)
+        entry = await violations.store_violation(tx, partner_id, assignment, breach, event_id, now)
         entries.append(entry)
         if entry.partner not in charged:
             own = entry.partner == partner_id
             charged[entry.partner] = record if own else await registry.fetch(tx, entry.partner)
     suspended = False
     for charged_id, charged_record in sorted(charged.items()):
-        if await _maybe_suspend(tx, charged_record, now, entries) and charged_id == partner_id:
+        if await violations.maybe_suspend(tx, charged_record, now, entries) and charged_id == partner_id:
             suspended = True
     status = "suspended" if suspended else record.status
     return Ingested(event_id, assignment["case_id"], state, breaches, suspended, status)
@@ -321,108 +311,3 @@ async def _check(
     barred = time_barred(gw.rules, assignment, at)
     current = as_contact(row, body, subject, record.numbers, time_barred=barred)
     return gw.rules.check_contact(current, record.contacts, tz, record.requests)
-
-
-async def _store_violation(
-    tx: Transaction,
-    partner_id: str,
-    assignment: dict[str, Any],
-    breach: Breach,
-    event_id: int | None,
-    now: datetime,
-) -> ViolationFound:
-    """Store a violation; return its audit entry for the caller to append.
-
-    A breach of an earlier contact (a late report completed a cap, a late request
-    forbade it) is charged to that contact: its partner, its case and its event, with
-    the report that revealed it in the evidence."""
-    case_id, case_token, evidence = assignment["case_id"], assignment["case_token"], breach.evidence
-    contact = breach.contact
-    if contact is not None and contact.event is not None and contact.event != event_id:
-        partner_id, case_id = contact.partner, contact.debt
-        case_token = await tx.fetchval(
-            "SELECT case_token FROM assignments WHERE case_id = ? LIMIT 1", (case_id,)
-        )
-        evidence = {**evidence, "found_on_event": event_id}
-        event_id = contact.event
-    violation_id = await tx.fetchval(
-        "INSERT INTO violations (partner_id, case_id, rule, source, message, evidence, event_id, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (
-            partner_id,
-            case_id,
-            breach.rule,
-            breach.source,
-            breach.message,
-            json.dumps(evidence, sort_keys=True, default=str),
-            event_id,
-            isotime(now),
-        ),
-    )
-    return ViolationFound(
-        at=isotime(now),
-        actor="system",
-        partner=partner_id,
-        case=case_token,
-        rule=breach.rule,
-        violation_id=int(violation_id),
-    )
-
-
-async def _maybe_suspend(
-    tx: Transaction, record: registry.PartnerRecord, now: datetime, entries: list[Any]
-) -> bool:
-    """Suspend a partner whose recent violations reach its profile's threshold."""
-    # Violations found at the same time by other transactions count once they commit:
-    # taking the partner's row lock first makes them take turns here, and the status
-    # read with it is the one they left.
-    status = await tx.fetchval(f"SELECT status FROM partners WHERE id = ?{tx.for_update}", (record.id,))
-    if status != "active":
-        return False
-    count = await tx.fetchval(
-        "SELECT COUNT(*) FROM violations WHERE partner_id = ? AND at >= ?",
-        (record.id, isotime(now - SUSPENSION_WINDOW)),
-    )
-    threshold = record.profile.supervision.violation_threshold
-    if count < threshold:
-        return False
-    reason = f"automatic: {count} violations in 30 days (threshold {threshold})"
-    await tx.execute(
-        "UPDATE partners SET status = 'suspended', status_reason = ?, updated_at = ? WHERE id = ?",
-        (reason, isotime(now), record.id),
-    )
-    entries.append(
-        PartnerChange(
-            kind="partner_suspended",
-            at=isotime(now),
-            actor="system",
-            partner=record.id,
-            profile_digest=record.profile_digest,
-            reason=reason,
-        )
-    )
-    return True
-
-
-async def _flag_transition(
-    tx: Transaction,
-    entries: list[Any],
-    record: registry.PartnerRecord,
-    assignment: dict[str, Any],
-    event_type: str,
-    now: datetime,
-) -> _Flagged:
-    """Flag a report the case's state does not allow: a violation, counted toward
-    suspension like any other (each is a report the partner signed)."""
-    breach = Breach(
-        rule="protocol.impossible-transition",
-        source="gateway case lifecycle (gateway/inbound/lifecycle.py)",
-        message=f"partner reported {event_type!r} on a case in state {assignment['state']!r}",
-        evidence={"state": assignment["state"], "event_type": event_type},
-    )
-    entries.append(await _store_violation(tx, record.id, assignment, breach, None, now))
-    await _maybe_suspend(tx, record, now, entries)
-    return _Flagged(
-        f"a {event_type!r} report is impossible for a case in state {assignment['state']!r}; "
-        "it was refused and flagged for review"
-    )
