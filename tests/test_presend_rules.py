@@ -23,7 +23,8 @@ from gateway.inbound import pipeline as inbound
 from gateway.onboarding import registry
 from gateway.onboarding.keys import generate_encryption_key
 from gateway.placement import service as placement
-from gateway.supervision.rules import CallsInDays, RulePack, load_rule_pack
+from gateway.supervision.rules import RulePack, load_rule_pack
+from gateway.supervision.rules_contact import CallsInDays
 from tests.callbacks import dumps, event
 from tests.partners import CASE, REPO, Clock, init_workspace, rows
 
