@@ -44,8 +44,9 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench.callbacks_load import PARTNER, build_workspace, place_cases, sign
 from bench.common import cpu_used, keys_settled
-from bench.inbound import PARTNER, Server, build_workspace, place_cases, sign
+from bench.inbound import Server
 
 MIB = 1024 * 1024
 #: ``v1,`` items separated by spaces that fit aiohttp's default header size (8190 bytes).

@@ -36,6 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bench import callbacks_load
 from bench import inbound as inbound_bench
 from bench.common import keys_settled
 from bench.outbound import workspace
@@ -149,11 +150,11 @@ async def placements(root: Path, count: int) -> None:
 
 
 async def callbacks(ws: Path, count: int) -> None:
-    refs, secret = await inbound_bench.place_cases(ws, max(400, count // 8))
+    refs, secret = await callbacks_load.place_cases(ws, max(400, count // 8))
     keys_settled()
-    warm_bodies, timed_bodies = inbound_bench.bodies(refs, count, seed=7)
-    warm = [(b, inbound_bench.sign(secret, b)) for b in warm_bodies]
-    timed = [(b, inbound_bench.sign(secret, b)) for b in timed_bodies]
+    warm_bodies, timed_bodies = callbacks_load.bodies(refs, count, seed=7)
+    warm = [(b, callbacks_load.sign(secret, b)) for b in warm_bodies]
+    timed = [(b, callbacks_load.sign(secret, b)) for b in timed_bodies]
     async with await Gateway.open(load_settings(ws)) as gw:
         runner = web.AppRunner(create_app(gw.settings, gateway=gw), access_log=None)
         await runner.setup()
@@ -179,7 +180,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
         root = Path(tmp)
         asyncio.run(placements(root / "out", args.placements))
-        ws = inbound_bench.build_workspace(root / "in")  # runs the CLI: outside the loop
+        ws = callbacks_load.build_workspace(root / "in")  # runs the CLI: outside the loop
         asyncio.run(callbacks(ws, args.callbacks))
 
 
