@@ -118,7 +118,7 @@ class RangeWorkers:
             raise
 
     def close(self) -> None:
-        """End the workers (at once: a range under way is of no more use) and wait for them."""
+        """End the workers (at once: a range under way is of no more use) and reap them."""
         self._answers.close()
         for worker in self._workers:
             worker.stop()
@@ -245,8 +245,10 @@ class _Worker:
         return AuditError(f"audit verify: a worker process ended unexpectedly (exit code {code})")
 
     def stop(self) -> None:
-        """End the process: at once if it still has ranges, else at the end of its tasks."""
-        if self.pending and self._proc.poll() is None:
+        """End the process at once: it only reads, and whatever it has not answered is
+        of no more use. Waiting for it to close its connection and its interpreter
+        after its last range cost ~30 ms at the end of every verify."""
+        if self._proc.poll() is None:
             self._proc.kill()
         self._tasks.close()
         self._proc.wait()

@@ -409,14 +409,12 @@ def _sqlite_notes(conn: Any) -> list[tuple[int, str]]:
 
 def _feed_in_process(conn: Any, verifier: LogVerifier, *, deep: bool, keyed: bool) -> None:
     """Every entry, in index order, read and checked in this thread."""
-    cursor = conn.execute(f"{ranges.entries_sql(deep or not keyed)} ORDER BY idx")
+    cursor = conn.execute(f"{ranges.ENTRIES_SQL} ORDER BY idx")
     while rows := cursor.fetchmany(ranges.BULK):
-        if not keyed:
-            verifier.feed(rows)
-        elif deep:
+        if keyed:
             verifier.feed_ordered(rows)
         else:
-            verifier.feed_prefixed(rows)
+            verifier.feed(rows)
 
 
 def _stored_row(row: dict[str, Any]) -> tuple[int, Any, bytes]:

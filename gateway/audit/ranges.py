@@ -9,7 +9,6 @@ needs of the lint (pydantic, the entry schemas) is imported only when the lint r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import sqlite3
@@ -17,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from gateway.audit.merkle import levels_of
+from gateway.audit.merkle import leaf_hashes, levels_of
 from gateway.audit.verify import check_batch
 
 if TYPE_CHECKING:
@@ -37,20 +36,19 @@ def connect(path: str) -> sqlite3.Connection:
     leaves read as UTF-8 bytes without a str round trip, no implicit transactions."""
     conn = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True, isolation_level=None)
     conn.text_factory = bytes
-    # Pages straight from the file's mapping, not a read() call each (the log's pages
-    # are read once, in order); SQLite caps it at its compile-time limit.
-    conn.execute("PRAGMA mmap_size = 4294967296")
+    # Each page read() into a small page cache, which stays in the CPU's cache: 10%
+    # less CPU for a whole read than the file's pages mapped in (first touches fault
+    # them in, and unmapping them at the end cost ~25 ms per 500,000 entries, as the
+    # connection closed or a worker process ended).
+    conn.execute("PRAGMA mmap_size = 0")
+    conn.execute("PRAGMA cache_size = -256")
     return conn
 
 
-def entries_sql(deep: bool) -> str:
-    """The rows as `check_batch` takes them: with the lint, the leaf itself; without,
-    the leaf with the leaf-hash prefix in front, concatenated by SQLite (one bytes
-    object a row to hash, no copy in Python)."""
-    leaf = "leaf" if deep else "X'00' || leaf"
-    # A NULL stored hash (the column changed outside the gateway) reads as one that
-    # does not match: None is what a bundle, which stores none, gives.
-    return f"SELECT idx, {leaf}, COALESCE(leaf_hash, X'') FROM audit_entries"
+#: The rows as `check_batch` takes them. A NULL stored hash (the column changed outside
+#: the gateway) reads as one that does not match: None is what a bundle, which stores
+#: none, gives.
+ENTRIES_SQL = "SELECT idx, leaf, COALESCE(leaf_hash, X'') FROM audit_entries"
 
 
 def check_range(conn: sqlite3.Connection, first: int, end: int, deep: bool) -> RangeResult:
@@ -67,19 +65,18 @@ def check_range(conn: sqlite3.Connection, first: int, end: int, deep: bool) -> R
     if whole is not None:
         return b"".join(whole), None, _upper_levels(first, whole)
     # The lint, or something is wrong: row by row, naming the entry.
-    select = entries_sql(deep)
-    cursor = conn.execute(f"{select} WHERE idx >= ? AND idx < ? ORDER BY idx", (first, end))
+    cursor = conn.execute(f"{ENTRIES_SQL} WHERE idx >= ? AND idx < ? ORDER BY idx", (first, end))
     parts: list[bytes] = []
     expected = first
     problem: Problem | None = None
     while problem is None and (rows := cursor.fetchmany(BULK)):
-        digests, problem = check_batch(rows, expected, deep=deep, prefixed=not deep)
+        digests, problem = check_batch(rows, expected, deep=deep)
         parts += digests
         expected += len(digests)
     cursor.close()
     if problem is None and expected < end:
-        after = conn.execute(f"{select} WHERE idx >= ? ORDER BY idx LIMIT 1", (end,)).fetchall()
-        problem = check_batch(after, expected, deep=deep, prefixed=not deep)[1]
+        after = conn.execute(f"{ENTRIES_SQL} WHERE idx >= ? ORDER BY idx LIMIT 1", (end,)).fetchall()
+        problem = check_batch(after, expected, deep=deep)[1]
     return b"".join(parts), problem, [] if problem else _upper_levels(first, parts)
 
 
@@ -91,14 +88,12 @@ def _hashed_whole(conn: sqlite3.Connection, first: int, end: int) -> list[bytes]
     `end - first` rows between them are every index of the range, in order."""
     # A NULL stored hash reads as None, which matches no digest.
     cursor = conn.execute(
-        "SELECT X'00' || leaf, leaf_hash FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-        (first, end),
+        "SELECT leaf, leaf_hash FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx", (first, end)
     )
-    sha = hashlib.sha256
     parts: list[bytes] = []
     try:
         while rows := cursor.fetchmany(BULK):
-            digests = [sha(leaf).digest() for leaf, _ in rows]
+            digests = leaf_hashes([leaf for leaf, _ in rows])
             if [stored for _, stored in rows] != digests:
                 return None
             parts += digests

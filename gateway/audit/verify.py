@@ -237,11 +237,6 @@ class LogVerifier:
         read in order does (see `check_batch`)."""
         self._take(*check_batch(rows, self._next, deep=self.deep))
 
-    def feed_prefixed(self, rows: Sequence[Row]) -> None:
-        """`feed_ordered` for rows whose leaf comes with the leaf-hash prefix 0x00 in
-        front (as SQL ``X'00' || leaf`` reads it), hashed then without a copy here."""
-        self._take(*check_batch(rows, self._next, deep=self.deep, prefixed=True))
-
     def feed_digests(
         self, first: int, digests: bytes, problem: Problem | None = None, upper: Sequence[bytes] = ()
     ) -> None:
@@ -426,32 +421,25 @@ def check_rows(rows: Iterable[Row], expected: int, *, deep: bool) -> tuple[list[
     return digests, None
 
 
-def check_batch(
-    rows: Sequence[Row], expected: int, *, deep: bool, prefixed: bool = False
-) -> tuple[list[bytes], Problem | None]:
+def check_batch(rows: Sequence[Row], expected: int, *, deep: bool) -> tuple[list[bytes], Problem | None]:
     """`check_rows` for rows whose indices strictly increase (a rowid read in order,
-    `gateway.audit.parallel.keyed_by_index`): then the first and last index alone show there is no gap, and
-    without the lint the hashes are computed and compared a batch at a time; anything
-    off goes row by row, naming the entry. `prefixed`: each leaf comes with the
-    leaf-hash prefix 0x00 in front (SQL ``X'00' || leaf``)."""
+    `gateway.audit.parallel.keyed_by_index`): then the first and last index alone show
+    there is no gap, and without the lint the hashes are computed and compared a batch
+    at a time; anything off goes row by row, naming the entry."""
     if (
         not deep
         and rows
         and rows[0][0] == expected
         and rows[-1][0] == expected + len(rows) - 1
     ):
-        sha = hashlib.sha256
         try:
-            if prefixed:
-                digests = [sha(leaf).digest() for _, leaf, _ in rows]
-            else:
-                digests = [sha(b"\x00" + leaf).digest() for _, leaf, _ in rows]
+            digests = merkle.leaf_hashes([leaf for _, leaf, _ in rows])
         except TypeError:  # a leaf that is not text (NULL): `check_rows` names it
             digests = []
         if digests and [stored for _, _, stored in rows] == digests:
             return digests, None
         # A changed leaf or hash, or none stored: row by row, naming the entry.
-    return check_rows(_unprefixed(rows) if prefixed else rows, expected, deep=deep)
+    return check_rows(rows, expected, deep=deep)
 
 
 def _split_digests(blob: bytes) -> list[bytes]:
@@ -463,8 +451,3 @@ def _split_digests(blob: bytes) -> list[bytes]:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _unprefixed(rows: Sequence[Row]) -> list[Row]:
-    # SQL's X'00' || NULL is NULL.
-    return [(index, leaf if leaf is None else leaf[1:], stored) for index, leaf, stored in rows]
