@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from gateway.audit import merkle
+from gateway.audit import merkle, proofcheck
 from gateway.audit.checkpoint import parse_and_verify
 from gateway.cli.main import cli
 from gateway.config import load_settings
@@ -118,7 +118,7 @@ def test_prove_prints_a_proof_anyone_can_check(placed: Path) -> None:
     cp = parse_and_verify(proof["checkpoint"], vkey_of(placed))
     leaf_hash = merkle.leaf_hash(proof["leaf"].encode())
     assert base64.b64encode(leaf_hash).decode() == proof["leaf_hash"]
-    merkle.verify_inclusion(leaf_hash, 5, cp.size, [base64.b64decode(h) for h in proof["proof"]], cp.root)
+    proofcheck.verify_inclusion(leaf_hash, 5, cp.size, [base64.b64decode(h) for h in proof["proof"]], cp.root)
     older = json.loads(ok("-c", placed, "audit", "prove", "1", "--size", "3"))
     assert (older["size"], older["checkpoint"]) == (3, None)
 
@@ -126,7 +126,7 @@ def test_prove_prints_a_proof_anyone_can_check(placed: Path) -> None:
 def test_consistency_links_an_old_size_to_the_latest_checkpoint(placed: Path) -> None:
     ok("-c", placed, "audit", "checkpoint")
     got = json.loads(ok("-c", placed, "audit", "consistency", "3"))
-    merkle.verify_consistency(
+    proofcheck.verify_consistency(
         3,
         7,
         [base64.b64decode(h) for h in got["proof"]],

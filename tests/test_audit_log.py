@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audit import log, merkle, proofs, query
+from gateway.audit import log, merkle, proofcheck, proofs, query
 from gateway.audit.canonical import canonical_json, parse_canonical
 from gateway.audit.checkpoint import parse_and_verify
 from gateway.audit.errors import AuditError
@@ -137,7 +137,7 @@ async def test_proofs_from_the_database_match_the_in_memory_tree(db: Database, s
         for index in {0, size // 2, size - 1, min(16, size - 1), min(64, size - 1)}:
             got = await proofs.inclusion_proof(db, index, size)
             assert got.proof == tree.inclusion_proof(index, size)
-            merkle.verify_inclusion(got.leaf_hash, index, size, got.proof, tree.root(size))
+            proofcheck.verify_inclusion(got.leaf_hash, index, size, got.proof, tree.root(size))
         for old in {1, max(1, size // 3), size}:
             consistency = await proofs.consistency_proof(db, old, size)
             assert consistency.proof == tree.consistency_proof(old, size)
@@ -188,7 +188,7 @@ async def test_a_default_proof_is_against_the_latest_checkpoint(db: Database, si
     got = (await proofs.inclusion_proof(db, 7)).as_dict()
     assert got["size"] == 120
     cp = parse_and_verify(got["checkpoint"], signer.vkey)
-    merkle.verify_inclusion(
+    proofcheck.verify_inclusion(
         base64.b64decode(got["leaf_hash"]), 7, 120, [base64.b64decode(p) for p in got["proof"]], cp.root
     )
     assert merkle.leaf_hash(got["leaf"].encode()) == base64.b64decode(got["leaf_hash"])

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.audit import log as audit_log
 from gateway.audit.checkpoint import parse_and_verify
-from gateway.audit.merkle import verify_consistency, verify_inclusion
+from gateway.audit.proofcheck import verify_consistency, verify_inclusion
 from gateway.core import Gateway
 from gateway.http import create_app
 from gateway.onboarding import tokens

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from gateway.audit import merkle
+from gateway.audit import merkle, proofcheck
 from gateway.audit.errors import VerificationFailed
 
 if TYPE_CHECKING:
@@ -341,8 +341,8 @@ class LogVerifier:
             latest = self._checkpoints[-1]
             proof = self._tree.consistency_proof(known.size, signed)
             try:
-                merkle.verify_consistency(known.size, signed, proof, known.root, latest.root)
-            except merkle.ProofError as exc:
+                proofcheck.verify_consistency(known.size, signed, proof, known.root, latest.root)
+            except proofcheck.ProofError as exc:
                 raise VerificationFailed(
                     f"fork: the checkpoint at size {signed} is not consistent with the one you kept "
                     f"(size {known.size}): {exc}"
@@ -373,8 +373,8 @@ class LogVerifier:
                 previous = checkpoints[self._next_checkpoint - 1]
                 try:
                     proof = tree.consistency_proof(old, cp.size)
-                    merkle.verify_consistency(old, cp.size, proof, previous.root, cp.root)
-                except merkle.ProofError as exc:
+                    proofcheck.verify_consistency(old, cp.size, proof, previous.root, cp.root)
+                except proofcheck.ProofError as exc:
                     raise VerificationFailed(f"not consistent with size {old}: {exc}", size=cp.size) from None
             self._good_size = cp.size
             self._next_checkpoint += 1

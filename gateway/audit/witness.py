@@ -34,7 +34,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import merkle
+from gateway.audit import merkle, proofcheck
 from gateway.audit.checkpoint import Checkpoint, CheckpointError, parse_and_verify, parse_vkey
 from gateway.audit.cosignature import Witness, cosign, witness_vkey
 from gateway.clock import isotime, utcnow
@@ -216,8 +216,8 @@ def _check_extends(row: tuple[int, bytes] | None, old: int, proof: list[bytes], 
     if old == 0:
         return  # the first checkpoint seen of this log
     try:
-        merkle.verify_consistency(old, cp.size, proof, root, cp.root)
-    except merkle.ProofError as exc:
+        proofcheck.verify_consistency(old, cp.size, proof, root, cp.root)
+    except proofcheck.ProofError as exc:
         raise Refused(422, f"not consistent with the checkpoint cosigned at size {old}: {exc}") from None
 
 
