@@ -53,7 +53,7 @@ from contextlib import contextmanager
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import log, parallel, proofs, query, witnessing
+from gateway.audit import log, parallel, proofs, query, verifydb, witnessing
 from gateway.audit.cosignature import Witness
 from gateway.audit.signer import LogSigner
 from gateway.core import open_database
@@ -252,7 +252,7 @@ async def verify_runs(
         raw_cpu = (time.process_time() - raw_cpu) * entries / min(entries, 1_000_000)
         cpu = cpu_seconds()
         start = time.perf_counter()
-        summary = await query.verify_database(db, signer.vkey, deep=deep, workers=workers)
+        summary = await verifydb.verify_database(db, signer.vkey, deep=deep, workers=workers)
         seconds = time.perf_counter() - start
         cpu = cpu_seconds() - cpu
         assert summary.entries == entries

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import merkle, query, ranges
+from gateway.audit import merkle, ranges, verifydb
 from gateway.audit.errors import AuditError, VerificationFailed
 from gateway.audit.signer import LogSigner
 from gateway.audit.verify import Summary
@@ -70,17 +70,17 @@ def vkey(template: tuple[Path, str]) -> str:
 
 
 def single(path: Path, vkey: str, deep: bool, progress: list[int] | None = None) -> Summary:
-    return query._verify_sqlite_file(
-        str(path), query.Trust(vkey), None if progress is None else progress.append, deep, workers=1
+    return verifydb._verify_sqlite_file(
+        str(path), verifydb.Trust(vkey), None if progress is None else progress.append, deep, workers=1
     )
 
 
 def parallel(
     path: Path, vkey: str, deep: bool, progress: list[int] | None = None, range_size: int = RANGE
 ) -> Summary:
-    return query._verify_sqlite_file(
+    return verifydb._verify_sqlite_file(
         str(path),
-        query.Trust(vkey),
+        verifydb.Trust(vkey),
         None if progress is None else progress.append,
         deep,
         workers=WORKERS,
@@ -124,7 +124,8 @@ def test_a_good_log_gives_the_same_summary_both_ways(
 def test_a_small_log_stays_in_process(log_file: Path, vkey: str) -> None:
     """Below the threshold no worker is started; the default threshold is far above this log."""
     seen: list[int] = []
-    summary = query._verify_sqlite_file(str(log_file), query.Trust(vkey), seen.append, False, workers=WORKERS)
+    trust = verifydb.Trust(vkey)
+    summary = verifydb._verify_sqlite_file(str(log_file), trust, seen.append, False, workers=WORKERS)
     same(summary, single(log_file, vkey, False))
     # Batches read in order, not range by range.
     assert seen == [*range(ranges.BULK, ENTRIES, ranges.BULK), ENTRIES]
@@ -365,8 +366,8 @@ async def test_verify_database_uses_the_workers_and_can_be_kept_in_process(
     db = await open_database(f"sqlite:///{log_file}")
     try:
         seen: list[int] = []
-        many = await query.verify_database(db, vkey, seen.append, deep=False, workers=WORKERS)
-        one = await query.verify_database(db, vkey, deep=False, workers=1)
+        many = await verifydb.verify_database(db, vkey, seen.append, deep=False, workers=WORKERS)
+        one = await verifydb.verify_database(db, vkey, deep=False, workers=1)
     finally:
         await db.close()
     same(many, one)

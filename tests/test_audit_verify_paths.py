@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import log, merkle, query
+from gateway.audit import log, merkle, verifydb
 from gateway.audit.errors import VerificationFailed
 from gateway.audit.signer import LogSigner
 from gateway.storage import Database
@@ -30,8 +30,8 @@ async def fill(db: Database, signer: LogSigner, count: int, batch: int = 5) -> N
 async def verify(db: Database, vkey: str, how: str) -> object:
     deep = how.endswith("deep")
     if how.startswith("streamed"):
-        return await query._verify_streamed(db, query.Trust(vkey), None, deep)
-    return await query.verify_database(db, vkey, deep=deep)
+        return await verifydb._verify_streamed(db, verifydb.Trust(vkey), None, deep)
+    return await verifydb.verify_database(db, vkey, deep=deep)
 
 
 HOWS = ["bulk-deep", "bulk-hashes", "streamed-deep", "streamed-hashes"]
@@ -41,7 +41,7 @@ HOWS = ["bulk-deep", "bulk-hashes", "streamed-deep", "streamed-hashes"]
 async def test_an_untouched_log_verifies_every_way(db: Database, signer: LogSigner, how: str) -> None:
     await fill(db, signer, 45)
     seen: list[int] = []
-    summary = await query.verify_database(db, signer.vkey, seen.append, deep=how.endswith("deep"))
+    summary = await verifydb.verify_database(db, signer.vkey, seen.append, deep=how.endswith("deep"))
     assert (summary.entries, summary.checkpoints, summary.unsigned) == (45, 4, 5)
     assert seen[-1] == 45
     again = await verify(db, signer.vkey, how)

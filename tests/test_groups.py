@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.audit.query import verify_database
+from gateway.audit.verifydb import verify_database
 from gateway.cli.audit import workspace_vkey
 from gateway.core import Gateway
 from gateway.errors import Conflict, PolicyViolation, StorageError

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.audit import query
+from gateway.audit import query, verifydb
 from gateway.cli.audit import workspace_vkey
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
@@ -96,7 +96,7 @@ async def _the_log_records_counts_and_verifies(gw: Gateway) -> None:
     assert {e["entry"]["trigger"] for e in entries} == {"retention"} and all(
         "subject" not in e["entry"] for e in entries
     )
-    summary = await query.verify_database(gw.db, workspace_vkey(gw), None, deep=True)
+    summary = await verifydb.verify_database(gw.db, workspace_vkey(gw), None, deep=True)
     assert summary.entries == (await fetch(gw, "SELECT COUNT(*) AS n FROM audit_entries"))[0]["n"]
 
 

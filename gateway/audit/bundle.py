@@ -36,9 +36,10 @@ from gateway.audit.files import (
     read_text_capped,
 )
 from gateway.audit.log import CheckpointRecord, checkpoint_now
-from gateway.audit.query import checkpoints, stream_entries, verify_database
+from gateway.audit.query import checkpoints, stream_entries
 from gateway.audit.signer import LogSigner, fingerprint
 from gateway.audit.verify import Progress, Row, Summary, WitnessPolicy, read_known, start_verifier
+from gateway.audit.verifydb import verify_database
 from gateway.clock import isotime, utcnow
 from gateway.storage import Database
 

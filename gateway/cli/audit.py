@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from gateway.audit import bundle, files, log, proofs, query, witnessing
+from gateway.audit import bundle, files, log, proofs, query, verifydb, witnessing
 from gateway.audit.checkpoint import CheckpointError, parse_vkey
 from gateway.audit.cosignature import Witness
 from gateway.audit.errors import AuditError
@@ -164,7 +164,7 @@ async def verify(
     if vkey is None:
         _warn_unpinned(key, f"the workspace ({vkey_path(gw.keys)})")
     kept = read_known(known.read_text(encoding="utf-8"), key) if known else None
-    summary = await query.verify_database(
+    summary = await verifydb.verify_database(
         gw.db, key, _progress, deep=not hashes_only, known=kept, witnesses=policy
     )
     _echo_summary(summary, as_json)
