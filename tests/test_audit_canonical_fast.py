@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError
 
-from gateway.audit import canonical, log, verify
+from gateway.audit import canonical, entrycheck, log
 from gateway.storage import Database
 from schemas.audit import (
     BreakerReset,
@@ -309,7 +309,7 @@ V1_LEAF = (
 
 
 def test_a_disclosure_written_before_version_2_keeps_its_bytes_and_meaning() -> None:
-    check = verify._lint()[0]  # what `audit verify` and `verify-bundle` run on each leaf
+    check = entrycheck.leaf_lint()[0]  # what `audit verify` and `verify-bundle` run on each leaf
     entry = check(V1_LEAF)
     assert isinstance(entry, Disclosure) and entry.v == 1
     assert entry.payload_digest == DIGEST and entry.package_digest is None

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.checkpoint import CheckpointError, parse_vkey
+from gateway.audit.entrycheck import Progress, Row
 from gateway.audit.errors import AuditError, VerificationFailed
 from gateway.audit.files import (
     LINE_MOST,
@@ -38,7 +39,7 @@ from gateway.audit.files import (
 from gateway.audit.log import CheckpointRecord, checkpoint_now
 from gateway.audit.query import checkpoints, stream_entries
 from gateway.audit.signer import LogSigner, fingerprint
-from gateway.audit.verify import Progress, Row, Summary, WitnessPolicy, read_known, start_verifier
+from gateway.audit.verify import Summary, WitnessPolicy, read_known, start_verifier
 from gateway.audit.verifydb import verify_database
 from gateway.clock import isotime, utcnow
 from gateway.storage import Database

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
+from gateway.audit.entrycheck import check_batch
 from gateway.audit.merkle import leaf_hashes, levels_of
-from gateway.audit.verify import check_batch
 
 if TYPE_CHECKING:
-    from gateway.audit.verify import Problem
+    from gateway.audit.entrycheck import Problem
 
 #: Rows per fetch of the verify read: about 1 MB of leaves, which stay in the CPU's
 #: cache from the read to the hash (10,000 rows a fetch made the whole check 10% slower).

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit import log, parallel, ranges
+from gateway.audit.entrycheck import Progress
 from gateway.audit.errors import VerificationFailed
-from gateway.audit.verify import LogVerifier, Progress, Summary, WitnessPolicy, start_verifier
+from gateway.audit.verify import LogVerifier, Summary, WitnessPolicy, start_verifier
 from gateway.storage import Database
 
 if TYPE_CHECKING:
