@@ -144,7 +144,12 @@ _BEFORE_7 = [
             ("assignments", "reference_purged_at"),
         )
     ),
-    # The versions after it run again too: their tables go as well.
+    # The versions after it run again too: their tables and indexes go as well.
+    *(
+        f"DROP INDEX IF EXISTS {index}"
+        for steps in MIGRATIONS[_AT_REST:]
+        for index in re.findall(r"CREATE INDEX (\w+)", " ".join(str(step) for step in steps))
+    ),
     *(
         f"DROP TABLE {table}"
         for steps in MIGRATIONS[_AT_REST:]
