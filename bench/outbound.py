@@ -3,6 +3,7 @@
     python bench/outbound.py                 # 2000 packages, end to end vs raw
     python bench/outbound.py --backlog 100000  # queue a backlog, drain it, watch memory
     python bench/outbound.py --loop both       # the same run on asyncio's loop, then uvloop's
+    python bench/outbound.py --profile /tmp/out  # cProfile: /tmp/out.placement.pstats, .dispatch.pstats
 
 End to end is: place (policy, minimize, seal, outbox row and audit entry in one
 transaction) -> dispatch (claim under lease, rate and concurrency limits) -> POST over
@@ -46,6 +47,7 @@ else:  # imported (by the tests, another bench)
 import argparse
 import asyncio
 import base64
+import cProfile
 import hashlib
 import json
 import multiprocessing
@@ -55,6 +57,8 @@ import ssl
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -174,6 +178,21 @@ def print_cpu(count: int, raw_rate: float, raw: Cpu, e2e: Cpu, seal: float, floo
           f" = {floor / e2e_pkg:.2f} (goal >= 0.5, moonshot 0.7)")
 
 
+@contextmanager
+def profiled(prefix: str | None, phase: str) -> Iterator[None]:
+    """cProfile the block into PREFIX.PHASE.pstats (nothing without a prefix)."""
+    if not prefix:
+        yield
+        return
+    profiler = cProfile.Profile(time.thread_time)  # CPU of the loop, not time waited
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(f"{prefix}.{phase}.pstats")
+
+
 async def workspace(root: Path, port: int, ca: ThrowawayCA) -> Gateway:
     profile = make_workspace(root / "ws", port, ca, CONCURRENCY)
     gw = await Gateway.open(load_settings(root / "ws"))
@@ -205,7 +224,8 @@ async def raw_posts(port: int, ca: ThrowawayCA, bodies: list[str], agency_pid: i
 
 
 async def end_to_end(
-    gw: Gateway, port: int, ca: ThrowawayCA, count: int, single: int, agency_pid: int
+    gw: Gateway, port: int, ca: ThrowawayCA, count: int, single: int, agency_pid: int,
+    profile: str | None = None,
 ) -> dict[str, float]:
     case = read_case(REPO / "examples" / "cases" / "case-1001.json")
     # One at a time, as `POST /v1/placements` places: a transaction per case.
@@ -226,10 +246,11 @@ async def end_to_end(
     cases = [case] * count
     with cpu_used(agency_pid) as e2e_cpu:
         start, start_cpu = time.perf_counter(), time.process_time()
-        async for _, placed_one in placement.place_many(gw, cases, "bench", "collection", actor="bench"):
-            assert isinstance(placed_one, placement.Placement), placed_one
+        with profiled(profile, "placement"):
+            async for _, placed_one in placement.place_many(gw, cases, "bench", "collection", actor="bench"):
+                assert isinstance(placed_one, placement.Placement), placed_one
         placed, placed_cpu = time.perf_counter(), time.process_time()
-        with cpu_used(agency_pid) as dispatch_cpu:
+        with cpu_used(agency_pid) as dispatch_cpu, profiled(profile, "dispatch"):
             stats = await Dispatcher(gw, Options(batch=100)).run_once()
         done = time.perf_counter()
     assert stats.delivered == count, stats
@@ -301,7 +322,9 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                     await backlog(gw, args.backlog)
                     return {}
                 assert server.pid is not None  # started above
-                return await end_to_end(gw, port, ca, args.packages, args.packages // 4, server.pid)
+                return await end_to_end(
+                    gw, port, ca, args.packages, args.packages // 4, server.pid, args.profile
+                )
             finally:
                 await gw.close()
         finally:
@@ -315,6 +338,9 @@ if __name__ == "__main__":
     parser.add_argument("--backlog", type=int, default=0, help="queue N packages, then drain")
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="asyncio",
                         help="the event loop; both: the whole run on each, then side by side")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="write cProfile stats of the gateway: PREFIX.placement.pstats,"
+                        " PREFIX.dispatch.pstats (the CPU figures then include the profiler's cost)")
     arguments = parser.parse_args()
     loops = ("asyncio", "uvloop") if arguments.loop == "both" else (arguments.loop,)
     results = {}

@@ -31,10 +31,10 @@ async def seal_package(
     keyring: KeyRing, tx: Transaction, subject: str, package_id: str, signed: str, sealed: str
 ) -> tuple[str, str]:
     """The ``signed`` and ``sealed`` columns of a package, encrypted under its subject's key."""
-    return (
-        await keyring.seal(tx, subject, signed_at(package_id), signed),
-        await keyring.seal(tx, subject, sealed_at(package_id), sealed),
+    signed, sealed = await keyring.seal_all(
+        tx, subject, [(signed_at(package_id), signed), (sealed_at(package_id), sealed)]
     )
+    return signed, sealed
 
 
 async def open_package(keyring: KeyRing, tx: Transaction, row: dict[str, Any]) -> dict[str, Any]:

@@ -188,12 +188,13 @@ def sent_paths(policy: PurposePolicy) -> set[str]:
 
 
 def tokenised_points(
-    case: Case, policy: PurposePolicy, tokens: Pseudonymizer
+    points: list[ContactPoint], policy: PurposePolicy, tokens: Pseudonymizer
 ) -> list[tuple[str, ContactPoint]]:
-    """The contact points ``policy`` sends, in any form, each with the token the partner
-    receives for it (as the value itself, or beside it) and reports back as ``number_token``."""
+    """The contact points of a case (`contact_points`) that ``policy`` sends, in any form,
+    each with the token the partner receives for it (as the value itself, or beside it)
+    and reports back as ``number_token``."""
     sent = {path for path, rule in policy.fields.items() if rule.transform != "drop"}
-    return [(partner_token(p.value, tokens), p) for p in contact_points(case) if p.path in sent]
+    return [(partner_token(p.value, tokens), p) for p in points if p.path in sent]
 
 
 def minimize(

@@ -17,7 +17,7 @@ from gateway.core import Gateway
 from gateway.errors import Conflict, NotFound
 from gateway.onboarding import registry
 from gateway.placement.package import seal_package
-from gateway.placement.service import enqueue
+from gateway.placement.rows import enqueue
 from gateway.storage import Transaction
 from gateway.supervision.redact import check_reason
 from schemas.audit import PartnerChange, Recall

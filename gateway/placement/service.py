@@ -11,7 +11,6 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,14 +18,19 @@ from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.errors import NotFound, PolicyViolation
 from gateway.lifecycle.columns import open_package
-from gateway.lifecycle.columns import seal_package as seal_columns
 from gateway.onboarding import registry
 from gateway.onboarding.keys import Pseudonymizer
-from gateway.placement.minimize import contact_points, disclosed_fields, minimize, tokenised_points
-from gateway.placement.package import Sealed, SealingKeys, seal_package, sealing_keys
+from gateway.placement.minimize import (
+    ContactPoint,
+    contact_points,
+    disclosed_fields,
+    minimize,
+    tokenised_points,
+)
+from gateway.placement.package import SealingKeys, seal_package, sealing_keys
+from gateway.placement.rows import PlacementRows, package_row
 from gateway.placement.seal import verify_signed
-from gateway.storage import Transaction
-from gateway.storage.atrest import KeyRing
+from gateway.storage import Row, Transaction
 from schemas.audit import DisclosedField, Disclosure
 from schemas.case import Case
 from schemas.partner import LEGAL_PURPOSES, PartnerProfile, PurposePolicy
@@ -84,46 +88,6 @@ def check_policy(record: registry.PartnerRecord, purpose: str, gw: Gateway) -> N
         )
 
 
-async def enqueue(
-    tx: Transaction,
-    package: Sealed,
-    profile: PartnerProfile,
-    *,
-    case_id: str,
-    subject: str,
-    fields: list[dict[str, str]],
-    at: str,
-    due: str | None = None,
-    keyring: KeyRing,
-) -> None:
-    """Put a sealed package in the outbox, due at ``due`` (default now); its signed and
-    sealed forms are stored encrypted under the subject's data key."""
-    signed, sealed = await seal_columns(
-        keyring, tx, subject, package.package_id, package.signed, package.sealed
-    )
-    await tx.execute(
-        "INSERT INTO packages (id, partner_id, case_id, case_ref, subject_token, purpose, sealing,"
-        " sealed, signed, payload_digest, fields, created_at, expires_at, state, next_attempt_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
-        (
-            package.package_id,
-            profile.id,
-            case_id,
-            package.claims["case_ref"],
-            subject,
-            package.claims["purpose"],
-            profile.sealing,
-            sealed,
-            signed,
-            package.package_digest,  # the column kept its name
-            json.dumps(fields),
-            at,
-            isotime(datetime.fromtimestamp(package.claims["exp"], UTC)),
-            due or at,
-        ),
-    )
-
-
 def check_limitation(gw: Gateway, case: Case, purpose: str) -> None:
     """A time-barred claim is not taken to arbitration or court (Civil Code art. 188;
     12 CFR 1006.26(b)). The period counts the case's events the rule pack says restart
@@ -143,44 +107,10 @@ def check_limitation(gw: Gateway, case: Case, purpose: str) -> None:
         )
 
 
-def number_id(gw: Gateway, value: str, audit: Pseudonymizer | None = None) -> str:
-    """The bank-side identity of a number or address: the same for every partner, a
-    keyed pseudonym (never the number itself)."""
-    normal = "".join(value.split()).casefold()
-    return (audit or gw.keys.pseudonymizer("audit")).token(f"contact:{normal}", prefix="num_")
-
-
-async def record_contact_points(
-    gw: Gateway, tx: Transaction, case: Case, subject: str, partner_id: str, policy: PurposePolicy
-) -> None:
-    """Record the debtor's numbers and addresses under their bank-side identities (with
-    their labels and zones), and which token this partner received for each, so that
-    reports naming a partner's token count against the same number for every partner."""
-    audit = gw.keys.pseudonymizer("audit")
-    points = contact_points(case)
-    ids = {point.value: number_id(gw, point.value, audit) for point in points}
-    if points:
-        await tx.executemany(
-            "INSERT INTO contact_points (subject_token, number_id, kind, label, timezone)"
-            " VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (subject_token, number_id) DO UPDATE SET kind = excluded.kind,"
-            " label = excluded.label, timezone = excluded.timezone",
-            [(subject, ids[p.value], p.kind, p.label, p.timezone) for p in points],
-        )
-    tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
-    sent = tokenised_points(case, policy, tokens)
-    if sent:
-        await tx.executemany(
-            "INSERT INTO number_tokens (partner_id, token, number_id, subject_token) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (partner_id, token) DO UPDATE SET number_id = excluded.number_id,"
-            " subject_token = excluded.subject_token",
-            [(partner_id, token, ids[point.value], subject) for token, point in sent],
-        )
-
-
-def debtor_zones(case: Case) -> list[str]:
-    """Every time zone on file for the debtor besides the main one."""
-    zones = {point.timezone for point in contact_points(case)}
+def debtor_zones(case: Case, points: list[ContactPoint] | None = None) -> list[str]:
+    """Every time zone on file for the debtor besides the main one (``points``: the
+    case's `contact_points`, when the caller has them)."""
+    zones = {point.timezone for point in (contact_points(case) if points is None else points)}
     return sorted(z for z in zones if z and z != case.debtor.timezone)
 
 
@@ -249,6 +179,22 @@ async def place_batch(
     return await gw.writer.run(job)
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """What every placement of a batch shares, looked up once for the batch."""
+
+    partner_id: str
+    purpose: str
+    actor: str
+    profile: PartnerProfile
+    policy: PurposePolicy
+    tokens: Pseudonymizer
+    audit: Pseudonymizer
+    disclosed: list[DisclosedField]
+    fields: str
+    """``disclosed`` as the packages' ``fields`` column holds it (JSON)."""
+
+
 async def _place_in(
     gw: Gateway,
     tx: Transaction,
@@ -258,124 +204,120 @@ async def _place_in(
     purpose: str,
     actor: str,
 ) -> list[Placement | PolicyViolation]:
-    """The placements of `cases` in ``tx``; their disclosures go to ``entries``."""
+    """The placements of `cases` in ``tx``; their disclosures go to ``entries``, their
+    rows to the database at the end (`gateway.placement.rows`)."""
     outcomes: list[Placement | PolicyViolation] = []
     record = await registry.fetch(tx, partner_id, share=True)
     check_policy(record, purpose, gw)
     profile = record.profile
     policy = profile.policy[purpose]  # type: ignore[index]
     tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
-    audit = gw.keys.pseudonymizer("audit")
     fields = disclosed_fields(policy)
-    disclosed = [DisclosedField(**f) for f in fields]  # frozen: one list for the batch
+    batch = _Batch(
+        partner_id, purpose, actor, profile, policy, tokens, gw.keys.pseudonymizer("audit"),
+        [DisclosedField(**f) for f in fields], json.dumps(fields),  # frozen: one list for the batch
+    )
+    refs = [tokens.token(f"case:{case.case_id}", prefix="case_") for case in cases]
+    recalled = await _recalled(tx, partner_id, refs)
+    rows = PlacementRows()
     keys: SealingKeys | None = None  # looked up for the first package sealed
-    for case in cases:
-        case_ref = tokens.token(f"case:{case.case_id}", prefix="case_")
+    for case, case_ref in zip(cases, refs, strict=True):
         try:
             check_limitation(gw, case, purpose)
-            await check_not_recalled(tx, case.case_id, partner_id, case_ref)
+            check_not_recalled(case.case_id, partner_id, recalled.get(case_ref))
         except PolicyViolation as refused:
             outcomes.append(refused)
             continue
         keys = keys or sealing_keys(gw, profile)
-        data = minimize(case, policy, tokens, gw.transforms)
-        package = seal_package(gw, profile, purpose, case_ref, data, keys=keys)
-        at = isotime(gw.now())
-        entry = Disclosure(
-            at=at,
-            actor=actor,
-            package_id=package.package_id,
-            partner=partner_id,
-            purpose=purpose,
-            legal_basis=policy.legal_basis,
-            subject=subject_token(gw, case, audit),
-            case=case_token(gw, case.case_id, audit),
-            fields=disclosed,
-            package_digest=package.package_digest,
-            sealing=profile.sealing,
-        )
-        await enqueue(
-            tx, package, profile, case_id=case.case_id, subject=entry.subject, fields=fields, at=at,
-            due=_due(gw, profile, case, at), keyring=gw.keyring,
-        )
-        await _assign(tx, case, partner_id, case_ref, entry, purpose, at)
-        await record_contact_points(gw, tx, case, entry.subject, partner_id, policy)
-        entries.append(entry)
-        outcomes.append(Placement(package.package_id, partner_id, purpose, case_ref, package.claims))
+        outcomes.append(await _place_one(gw, tx, batch, keys, case, case_ref, rows, entries))
+    await rows.write(tx)
     return outcomes
 
 
-def _due(gw: Gateway, profile: PartnerProfile, case: Case, at: str) -> str:
+async def _place_one(
+    gw: Gateway,
+    tx: Transaction,
+    batch: _Batch,
+    keys: SealingKeys,
+    case: Case,
+    case_ref: str,
+    rows: PlacementRows,
+    entries: list[Any],
+) -> Placement:
+    """Minimize and seal one case; its rows go to ``rows``, its disclosure to ``entries``."""
+    profile, audit = batch.profile, batch.audit
+    data = minimize(case, batch.policy, batch.tokens, gw.transforms)
+    package = seal_package(gw, profile, batch.purpose, case_ref, data, keys=keys)
+    at = isotime(gw.now())
+    entry = Disclosure(
+        at=at,
+        actor=batch.actor,
+        package_id=package.package_id,
+        partner=batch.partner_id,
+        purpose=batch.purpose,
+        legal_basis=batch.policy.legal_basis,
+        subject=subject_token(gw, case, audit),
+        case=case_token(gw, case.case_id, audit),
+        fields=batch.disclosed,
+        package_digest=package.package_digest,
+        sealing=profile.sealing,
+    )
+    points = contact_points(case)
+    rows.packages.append(await package_row(
+        tx, package, profile, case_id=case.case_id, subject=entry.subject, fields=batch.fields, at=at,
+        due=_due(gw, profile, case, at, points), keyring=gw.keyring,
+    ))  # fmt: skip
+    rows.assign(case, batch.partner_id, case_ref, entry.case, entry.subject, batch.purpose, at)
+    sent = tokenised_points(points, batch.policy, batch.tokens)
+    rows.contacts(entry.subject, batch.partner_id, points, sent, audit)
+    entries.append(entry)
+    return Placement(package.package_id, batch.partner_id, batch.purpose, case_ref, package.claims)
+
+
+def _due(gw: Gateway, profile: PartnerProfile, case: Case, at: str, points: list[ContactPoint]) -> str:
     """When the package is due: now, but where the gateway itself contacts the debtor
     (SMS, email), a reminder due outside the contact hours of the debtor's time zone
-    waits until the window opens; a debtor on file in more than one zone waits for an
-    hour convenient in all."""
+    waits until the window opens; a debtor on file in more than one zone (``points``,
+    the case's contact points) waits for an hour convenient in all."""
     if profile.kind not in ("sms", "email"):
         return at
-    opening = gw.rules.next_allowed(gw.now(), case.debtor.timezone, debtor_zones(case))
+    opening = gw.rules.next_allowed(gw.now(), case.debtor.timezone, debtor_zones(case, points))
     return isotime(opening or gw.now())
 
 
-async def check_not_recalled(tx: Transaction, case_id: str, partner_id: str, case_ref: str) -> None:
+async def _recalled(tx: Transaction, partner_id: str, case_refs: list[str]) -> dict[str, Row]:
+    """The assignments of ``case_refs`` at the partner that stand recalled, by case_ref:
+    one query for a batch (a placement never recalls, so what it finds holds for the
+    whole batch)."""
+    found: dict[str, Row] = {}
+    unique = list(dict.fromkeys(case_refs))
+    for first in range(0, len(unique), _REFS_PER_QUERY):
+        chunk = unique[first : first + _REFS_PER_QUERY]
+        marks = ", ".join("?" for _ in chunk)
+        for row in await tx.fetchall(
+            "SELECT case_ref, recalled_at, deletion_due FROM assignments WHERE partner_id = ?"
+            f" AND state = 'recalled' AND case_ref IN ({marks})",
+            (partner_id, *chunk),
+        ):
+            found[row["case_ref"]] = row
+    return found
+
+
+#: Case refs per query of `_recalled`: well under SQLite's oldest limit of parameters (999).
+_REFS_PER_QUERY = 500
+
+
+def check_not_recalled(case_id: str, partner_id: str, recall: Row | None) -> None:
     """A case recalled from a partner goes to it again only once it attested deleting
-    what it had (PIPL art. 21): until then the recall stands."""
-    prior = await tx.fetchone(
-        "SELECT state, recalled_at, deletion_due FROM assignments WHERE partner_id = ? AND case_ref = ?",
-        (partner_id, case_ref),
-    )
-    if prior is not None and prior["state"] == "recalled":
+    what it had (PIPL art. 21): until then the recall stands. ``recall``: the case's
+    assignment at the partner if it stands recalled (`_recalled`)."""
+    if recall is not None:
         raise PolicyViolation(
             "recalled",
-            f"case {case_id} was recalled from {partner_id!r} ({prior['recalled_at']}) and its "
-            f"deletion is not attested yet (due {prior['deletion_due']}); it can go to them again "
+            f"case {case_id} was recalled from {partner_id!r} ({recall['recalled_at']}) and its "
+            f"deletion is not attested yet (due {recall['deletion_due']}); it can go to them again "
             "once they report deletion_attested",
         )
-
-
-#: Assignments a new placement starts over: the partner finished with the case.
-_OVER = "assignments.state IN ('ended', 'deleted')"
-
-
-async def _assign(
-    tx: Transaction, case: Case, partner_id: str, case_ref: str, entry: Disclosure, purpose: str, at: str
-) -> None:
-    """Record what supervision needs to know of the case at this partner (no personal
-    data beyond the debtor's time zone, which the contact-hours rules need). A case
-    placed again while the partner works on it keeps its state; one the partner had
-    returned, closed or deleted starts over as placed."""
-    loan = case.loan
-    reset = str(loan.last_acknowledged) if loan.last_acknowledged else None
-    events = json.dumps([[kind, str(day)] for kind, day in loan.limitation_events()])
-    await tx.execute(
-        "INSERT INTO assignments (partner_id, case_ref, case_id, case_token, subject_token, purpose,"
-        " timezone,"
-        " currency, amount_placed, last_due_date, last_reset, limitation_events, state, placed_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'placed', ?)"
-        " ON CONFLICT (partner_id, case_ref) DO UPDATE SET timezone = excluded.timezone,"
-        " amount_placed = excluded.amount_placed, last_due_date = excluded.last_due_date,"
-        " last_reset = excluded.last_reset, limitation_events = excluded.limitation_events,"
-        f" state = CASE WHEN {_OVER} THEN 'placed' ELSE assignments.state END,"
-        f" placed_at = CASE WHEN {_OVER} THEN excluded.placed_at ELSE assignments.placed_at END,"
-        + ", ".join(
-            f"{column} = CASE WHEN {_OVER} THEN NULL ELSE assignments.{column} END"
-            for column in ("accepted_at", "recalled_at", "recall_reason", "deletion_due", "attested_at")
-        ),
-        (
-            partner_id,
-            case_ref,
-            case.case_id,
-            entry.case,
-            entry.subject,
-            purpose,
-            case.debtor.timezone,
-            loan.currency,
-            str(loan.outstanding),
-            str(loan.last_due_date),
-            reset,
-            events,
-            at,
-        ),
-    )
 
 
 async def show(gw: Gateway, package_id: str) -> dict[str, Any]:

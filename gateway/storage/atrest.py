@@ -29,6 +29,7 @@ import os
 import secrets
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -164,10 +165,19 @@ class KeyRing:
 
     async def seal(self, tx: Transaction, scope: str, where: str, value: str) -> str:
         """``value`` encrypted under ``scope``'s data key, bound to ``where`` (column and row)."""
+        (sealed,) = await self.seal_all(tx, scope, [(where, value)])
+        return sealed
+
+    async def seal_all(self, tx: Transaction, scope: str, values: Sequence[tuple[str, str]]) -> list[str]:
+        """`seal` of each ``(where, value)``, the data key looked up once for them all."""
         key_id, key = await self._key_for(tx, scope)
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = key.encrypt(nonce, value.encode("utf-8"), where.encode("utf-8"))
-        return f"{PREFIX}{key_id}:" + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+        head = f"{PREFIX}{key_id}:"
+        stored = []
+        for where, value in values:
+            nonce = os.urandom(NONCE_BYTES)
+            sealed = key.encrypt(nonce, value.encode("utf-8"), where.encode("utf-8"))
+            stored.append(head + base64.urlsafe_b64encode(nonce + sealed).decode("ascii"))
+        return stored
 
     async def open(self, tx: Transaction, where: str, stored: str) -> str | None:
         """The value ``seal`` stored; None when it was purged or its data key deleted."""
