@@ -184,7 +184,7 @@ def profiled(prefix: str | None, phase: str) -> Iterator[None]:
     if not prefix:
         yield
         return
-    profiler = cProfile.Profile(time.thread_time)  # CPU of the loop, not time waited
+    profiler = cProfile.Profile()  # wall time: the wait for events shows as select.epoll.poll
     profiler.enable()
     try:
         yield

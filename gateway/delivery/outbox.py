@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from gateway.clock import isotime
 from gateway.core import Gateway
 from gateway.delivery import breaker, presend, report
@@ -84,7 +86,11 @@ def truncate(text: str, limit: int = DETAIL_LIMIT) -> str:
 def signed_claims(signed: str) -> dict[str, Any]:
     """The claims of our own signed token, read without verifying: the row is ours."""
     payload = signed.split(".")[1]
-    data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    text = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    try:
+        data: dict[str, Any] = orjson.loads(text)  # a third of json.loads's time
+    except orjson.JSONDecodeError:  # what orjson does not take (an integer over 64 bits)
+        data = json.loads(text)
     return data
 
 

@@ -286,6 +286,17 @@ class HttpAdapter(Adapter):
 
     config: HttpConfig
     _session: aiohttp.ClientSession | None = None
+    _urls: dict[str, str] | None = None
+
+    def url(self, path: str) -> str:
+        """`url_for` the profile's endpoint, once per path (the profile is the adapter's
+        for its whole life: a changed profile gets a new adapter)."""
+        if self._urls is None:
+            self._urls = {}
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = url_for(self.profile.endpoint, path)
+        return url
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -307,7 +318,7 @@ class HttpAdapter(Adapter):
         self, method: str, path: str, *, what: str, **kwargs: Any
     ) -> Answer:
         """Send one request; return a 2xx answer or raise the matching gateway error."""
-        url = url_for(self.profile.endpoint, path)
+        url = self.url(path)
         where = f"{what} {url}"
         try:
             # No redirects: the endpoint was checked at onboarding (https, or http only
