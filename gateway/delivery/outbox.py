@@ -20,7 +20,6 @@ the same package id as idempotency key; the partner's effect happens once.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import random
@@ -29,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import pybase64
 
 from gateway.clock import isotime
 from gateway.core import Gateway
@@ -86,7 +86,7 @@ def truncate(text: str, limit: int = DETAIL_LIMIT) -> str:
 def signed_claims(signed: str) -> dict[str, Any]:
     """The claims of our own signed token, read without verifying: the row is ours."""
     payload = signed.split(".")[1]
-    text = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    text = pybase64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
     try:
         data: dict[str, Any] = orjson.loads(text)  # a third of json.loads's time
     except orjson.JSONDecodeError:  # what orjson does not take (an integer over 64 bits)

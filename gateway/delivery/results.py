@@ -43,6 +43,7 @@ class ResultWriter:
         """Attempts under way in every lane, whose results the writer may wait for."""
         self._pending: list[outbox.Outcome] = []
         self._failed = False
+        self._gathering = False
         self._wake = asyncio.Event()
         self._written = asyncio.Event()
         self._written.set()
@@ -55,7 +56,10 @@ class ResultWriter:
         self._pending.append(result)
         self._failed = self._failed or result.signal == "failure"
         self._written.clear()
-        self._wake.set()
+        if not self._gathering or self._group_ready():
+            # While a group gathers, only what ends the wait wakes the writer (not
+            # every result: a wake-up and a new timeout each cost more than storing it).
+            self._wake.set()
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop())
         if result.signal == "failure" or len(self._pending) > 10 * self.batch:
@@ -79,16 +83,25 @@ class ResultWriter:
                 await self._store(batch)
             self._written.set()
 
+    def _group_ready(self) -> bool:
+        """Whether the group gathered so far is to be stored now: full, holding a
+        failure, or nothing else under way (no result to wait for)."""
+        return len(self._pending) >= self.batch or self._failed or not self.sending
+
     async def _gather(self) -> None:
         """Let the results of attempts under way join the group (see the module docstring)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + GROUP_WAIT
-        while len(self._pending) < self.batch and self.sending and not self._failed:
-            left = until - loop.time()
-            if left <= 0:
-                return
-            self._wake.clear()
-            await wait_set(self._wake, left)
+        self._gathering = True
+        try:
+            while not self._group_ready():
+                left = until - loop.time()
+                if left <= 0:
+                    return
+                self._wake.clear()
+                await wait_set(self._wake, left)
+        finally:
+            self._gathering = False
 
     async def _store(self, batch: list[outbox.Outcome]) -> None:
         """Store one batch; nothing it raises may end the writer, whose silence would

@@ -12,7 +12,6 @@ tests/test_partner_kit.py: joserfc, jwcrypto and Node's jose).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pybase64
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -116,7 +116,7 @@ def _sealing(what: str) -> Iterator[None]:
 
 
 def _b64(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+    return pybase64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def sign(claims: dict[str, Any], signer: PackageSigner) -> str:

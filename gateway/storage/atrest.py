@@ -23,7 +23,6 @@ retired by a rotation.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import secrets
@@ -33,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+import pybase64  # base64 in SIMD: every package's stored values, 5-8x the standard library
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -176,7 +176,7 @@ class KeyRing:
         for where, value in values:
             nonce = os.urandom(NONCE_BYTES)
             sealed = key.encrypt(nonce, value.encode("utf-8"), where.encode("utf-8"))
-            stored.append(head + base64.urlsafe_b64encode(nonce + sealed).decode("ascii"))
+            stored.append(head + pybase64.urlsafe_b64encode(nonce + sealed).decode("ascii"))
         return stored
 
     async def open(self, tx: Transaction, where: str, stored: str) -> str | None:
@@ -189,7 +189,7 @@ class KeyRing:
         key = await self._key(tx, key_id)
         if key is None:
             return None
-        raw = base64.urlsafe_b64decode(data)
+        raw = pybase64.urlsafe_b64decode(data)
         try:
             return key.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], where.encode("utf-8")).decode("utf-8")
         except InvalidTag:
