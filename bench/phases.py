@@ -48,7 +48,9 @@ from gateway.demo.partners import ThrowawayCA
 from gateway.http import create_app
 from gateway.inbound import pipeline as inbound
 from gateway.inbound import webhooks
+from gateway.placement import package
 from gateway.placement import service as placement
+from gateway.placement.rows import PlacementRows
 from gateway.storage.groups import GroupWriter
 from gateway.storage.sqlite import SQLiteDatabase
 from gateway.supervision.rules import RulePack
@@ -61,12 +63,14 @@ PLACEMENT: list[Step] = [
     (1, "partner row (FOR SHARE)", placement.registry, "fetch"),
     (1, "minimize", placement, "minimize"),
     (1, "seal_package", placement, "seal_package"),
-    (2, "sign (JWS, ES256)", placement, "sign"),
-    (2, "encrypt (JWE, ECDH-ES+A256KW)", placement, "encrypt"),
+    (2, "sign (JWS, ES256)", package, "sign"),
+    (2, "encrypt (JWE, ECDH-ES+A256KW)", package, "encrypt"),
     (1, "subject token", placement, "subject_token"),
     (1, "case token", placement, "case_token"),
-    (1, "outbox row", placement, "enqueue"),
-    (1, "assignment row", placement, "_assign"),
+    (1, "outbox row (sealed at rest)", placement, "package_row"),
+    (1, "assignment row", PlacementRows, "assign"),
+    (1, "contact points and tokens", PlacementRows, "contacts"),
+    (1, "rows (a statement a table)", PlacementRows, "write"),
     (1, "audit append", audit_log, "append"),
     (1, "commit", SQLiteDatabase, "_commit"),
 ]
