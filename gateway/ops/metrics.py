@@ -81,8 +81,8 @@ def labelled(metric: Any, *values: str) -> Any:
 
 def observe_attempts(outcomes: Iterable[Outcome]) -> None:
     for o in outcomes:
-        DELIVERIES.labels(o.partner_id, "retry" if o.state == "retry_wait" else o.state).inc()
-        ATTEMPT_SECONDS.labels(o.partner_id).observe(o.latency_ms / 1000)
+        labelled(DELIVERIES, o.partner_id, "retry" if o.state == "retry_wait" else o.state).inc()
+        labelled(ATTEMPT_SECONDS, o.partner_id).observe(o.latency_ms / 1000)
 
 
 def observe_event(event: Event) -> None:
