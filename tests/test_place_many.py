@@ -17,6 +17,7 @@ from gateway.config import load_settings
 from gateway.core import Gateway, open_database
 from gateway.errors import PolicyViolation, StorageError
 from gateway.onboarding import registry
+from gateway.placement import recall
 from gateway.placement import service as placement
 from schemas.case import Case
 from tests.helpers import fail_audit_inserts, invoke, sample_case, workspace_sql
@@ -199,6 +200,38 @@ async def test_a_batch_that_fails_leaves_nothing_of_itself(gw: Gateway) -> None:
     assert placed == {c.case_id for c, _ in first}
     async with gw.db.transaction() as tx:
         assert await tx.fetchval("SELECT COUNT(*) FROM assignments") == 2
+
+
+async def test_a_batch_refuses_a_recalled_case_and_writes_every_row_of_the_others(gw: Gateway) -> None:
+    """A batch writes its rows a table at a time: each placed case still gets its
+    package, assignment, contact points and number tokens, and a case recalled from the
+    partner (found by one query for the batch) is refused, even named twice."""
+    assert case_data(0)["debtor"]["phones"] == case_data(2)["debtor"]["phones"]
+    cases = [Case.model_validate(case_data(n)) for n in range(3)]
+    await placement.place(gw, cases[1], "acme-collect", "collection", actor="t")
+    await recall.recall(gw, cases[1].case_id, "acme-collect", "complaint review", actor="t")
+    batch = [cases[0], cases[1], cases[2], cases[1], cases[0]]
+    outcomes = [o async for _, o in placement.place_many(gw, batch, "acme-collect", "collection", actor="t")]
+    refused = [o for o in outcomes if isinstance(o, PolicyViolation)]
+    assert [o.rule for o in refused] == ["recalled", "recalled"]
+    assert [isinstance(o, placement.Placement) for o in outcomes] == [True, False, True, False, True]
+    placed = [o for o in outcomes if isinstance(o, placement.Placement)]
+    async with gw.db.transaction() as tx:
+        for p in placed:
+            row = await tx.fetchone("SELECT case_id, state FROM packages WHERE id = ?", (p.package_id,))
+            assert row is not None and row["state"] == "queued"
+        states = await tx.fetchall("SELECT case_id, state FROM assignments ORDER BY case_id")
+        points = await tx.fetchall("SELECT DISTINCT subject_token FROM contact_points")
+        tokens = await tx.fetchall("SELECT DISTINCT subject_token FROM number_tokens")
+        disclosures = await tx.fetchval("SELECT COUNT(*) FROM audit_entries WHERE kind = 'disclosure'")
+    assert [(r["case_id"], r["state"]) for r in states] == [
+        (cases[0].case_id, "placed"), (cases[1].case_id, "recalled"), (cases[2].case_id, "placed"),
+    ]  # fmt: skip
+    assert len(points) == 3  # three debtors, each with their numbers on file
+    # The three share their phone numbers: the partner's token for each names the debtor
+    # it was last sent for, the upserts running in the order of the batch.
+    assert [r["subject_token"] for r in tokens] == [placement.subject_token(gw, cases[0])]
+    assert disclosures == 1 + len(placed)
 
 
 async def test_limitation_is_checked_per_case(gw: Gateway) -> None:
