@@ -213,10 +213,9 @@ async def _place_in(
     policy = profile.policy[purpose]  # type: ignore[index]
     tokens = gw.keys.pseudonymizer(f"partner:{partner_id}")
     fields = disclosed_fields(policy)
-    batch = _Batch(
-        partner_id, purpose, actor, profile, policy, tokens, gw.keys.pseudonymizer("audit"),
-        [DisclosedField(**f) for f in fields], json.dumps(fields),  # frozen: one list for the batch
-    )
+    disclosed = [DisclosedField(**f) for f in fields]  # frozen: one list for the batch
+    audit = gw.keys.pseudonymizer("audit")
+    batch = _Batch(partner_id, purpose, actor, profile, policy, tokens, audit, disclosed, json.dumps(fields))
     refs = [tokens.token(f"case:{case.case_id}", prefix="case_") for case in cases]
     recalled = await _recalled(tx, partner_id, refs)
     rows = PlacementRows()
