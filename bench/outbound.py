@@ -3,7 +3,7 @@
     python bench/outbound.py                 # 2000 packages, end to end vs raw
     python bench/outbound.py --backlog 100000  # queue a backlog, drain it, watch memory
     python bench/outbound.py --loop both       # the same run on asyncio's loop, then uvloop's
-    python bench/outbound.py --profile /tmp/out  # cProfile: /tmp/out.placement.pstats, .dispatch.pstats
+    python bench/outbound.py --profile out     # cProfile: out.placement.pstats, out.dispatch.pstats
 
 End to end is: place (policy, minimize, seal, outbox row and audit entry in one
 transaction) -> dispatch (claim under lease, rate and concurrency limits) -> POST over
