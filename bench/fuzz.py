@@ -48,8 +48,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Run as a script, this folder comes first on the path, where bench/email.py would hide
+# the standard library's email package: the checkout takes the folder's place.
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
+else:  # imported (by the tests, another bench)
+    sys.path.insert(0, str(REPO))
 
 from bench.common import Cpu, cpu_used
 from bench.fuzzgen import Fuzzer
