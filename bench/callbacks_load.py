@@ -21,7 +21,7 @@ from gateway.clock import isotime
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.onboarding import registry
-from gateway.onboarding.keys import generate_encryption_key
+from gateway.onboarding.jwk import generate_encryption_key
 from gateway.placement import service as placement
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,8 @@ from gateway.config import CONFIG_NAME, load_settings, render_config
 from gateway.core import Gateway
 from gateway.demo.partners import ThrowawayCA
 from gateway.lifecycle.columns import open_package, seal_package
-from gateway.onboarding.keys import SETTLE_SECONDS, KeyStore, generate_encryption_key
+from gateway.onboarding.jwk import generate_encryption_key
+from gateway.onboarding.keys import SETTLE_SECONDS, KeyStore
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")

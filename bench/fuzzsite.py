@@ -27,7 +27,7 @@ from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.http.app import ROUTES
 from gateway.onboarding import registry, tokens
-from gateway.onboarding.keys import generate_encryption_key
+from gateway.onboarding.jwk import generate_encryption_key
 from gateway.placement import service as placement
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from gateway.config import load_settings
 from gateway.core import Gateway, open_database
 from gateway.lifecycle.columns import open_package
 from gateway.onboarding import registry
-from gateway.onboarding.keys import generate_encryption_key
+from gateway.onboarding.jwk import generate_encryption_key
 from gateway.storage import Row, Transaction
 from schemas.audit import KeyRotated
 

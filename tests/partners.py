@@ -27,7 +27,8 @@ from gateway.config import CONFIG_NAME, load_settings, render_config
 from gateway.core import Gateway
 from gateway.demo.partners import ThrowawayCA
 from gateway.onboarding import registry
-from gateway.onboarding.keys import KeyStore, generate_encryption_key
+from gateway.onboarding.jwk import generate_encryption_key
+from gateway.onboarding.keys import KeyStore
 from gateway.placement import service as placement
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from gateway.delivery.dispatch import Dispatcher
 from gateway.demo.partners import DemoPartners, ThrowawayCA
 from gateway.errors import ProfileError
 from gateway.onboarding import registry
-from gateway.onboarding.keys import generate_encryption_key
+from gateway.onboarding.jwk import generate_encryption_key
 from gateway.placement import service as placement
 from tests.partners import CASE, REPO, Clock, init_workspace, rows
 

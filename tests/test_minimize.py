@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.onboarding.keys import Pseudonymizer
+from gateway.onboarding.pseudonyms import Pseudonymizer
 from gateway.placement.minimize import (
     TOKEN_BESIDE,
     TRANSFORMS_FOR,

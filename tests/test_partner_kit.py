@@ -17,10 +17,10 @@ import jsonschema
 import pytest
 from jwcrypto import jwe, jwk
 
-from gateway.onboarding.keys import Pseudonymizer
 from gateway.onboarding.kit import guide
 from gateway.onboarding.kit.sample import synthetic_case
 from gateway.onboarding.kit.schema import data_schema
+from gateway.onboarding.pseudonyms import Pseudonymizer
 from gateway.placement.minimize import minimize
 from gateway.placement.transforms import BUILTIN, Transform
 from schemas.partner import FieldRule, PurposePolicy

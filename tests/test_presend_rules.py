@@ -21,7 +21,7 @@ from gateway.delivery.dispatch import Dispatcher
 from gateway.demo.partners import DemoPartners
 from gateway.inbound import pipeline as inbound
 from gateway.onboarding import registry
-from gateway.onboarding.keys import generate_encryption_key
+from gateway.onboarding.jwk import generate_encryption_key
 from gateway.placement import service as placement
 from gateway.supervision.rules import RulePack, load_rule_pack
 from gateway.supervision.rules_contact import CallsInDays

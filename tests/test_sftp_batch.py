@@ -30,7 +30,7 @@ from gateway.delivery.dispatch import Dispatcher
 from gateway.errors import PartnerUnavailable
 from gateway.inbound import pipeline, poller
 from gateway.onboarding import registry
-from gateway.onboarding.keys import generate_encryption_key
+from gateway.onboarding.jwk import generate_encryption_key
 from gateway.placement import service as placement
 from tests.partners import CASE, REPO, init_workspace, rows
 

@@ -29,7 +29,7 @@ from gateway.http import create_app
 from gateway.http.app import ROUTES
 from gateway.inbound import webhooks
 from gateway.onboarding import tokens
-from gateway.onboarding.keys import generate_encryption_key
+from gateway.onboarding.jwk import generate_encryption_key
 from gateway.placement import service as placement
 from gateway.placement.seal import choose_encryption_key
 from schemas.case import Case

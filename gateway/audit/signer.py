@@ -17,7 +17,8 @@ from pathlib import Path
 
 from gateway.audit.checkpoint import Checkpoint, NoteKey, format_vkey, key_id, parse_vkey, sign_checkpoint
 from gateway.audit.errors import AuditError
-from gateway.onboarding.keys import KeyStore, write_public
+from gateway.onboarding.files import write_public
+from gateway.onboarding.keys import KeyStore
 
 #: A checkpoint is signed whenever an append makes the size cross a multiple of this.
 DEFAULT_CHECKPOINT_EVERY = 1000

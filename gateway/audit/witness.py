@@ -39,7 +39,7 @@ from gateway.audit.checkpoint import Checkpoint, CheckpointError, parse_and_veri
 from gateway.audit.cosignature import Witness, cosign, witness_vkey
 from gateway.clock import isotime, utcnow
 from gateway.errors import ConfigError
-from gateway.onboarding.keys import write_private, write_public
+from gateway.onboarding.files import write_private, write_public
 
 logger = logging.getLogger(__name__)
 KEY, VKEY, LOGS, STORE = "witness.pem", "witness.vkey", "logs", "witness.db"

@@ -22,7 +22,7 @@ from gateway.config import (
 from gateway.controls import check_text
 from gateway.core import open_database, storage_keyring
 from gateway.errors import ConfigError, GatewayError, InvalidInput
-from gateway.onboarding.keys import CONFIG_MODE, DIR_MODE, make_dir, write_file
+from gateway.onboarding.files import CONFIG_MODE, DIR_MODE, make_dir, write_file
 from gateway.plugin.manager import describe, get_plugin_manager, key_custody
 from gateway.storage import redact
 from schemas import export as schema_export

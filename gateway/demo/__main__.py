@@ -32,7 +32,7 @@ import aiohttp
 
 from gateway.cli.common import flatten
 from gateway.demo.partners import DemoPartners
-from gateway.onboarding.keys import generate_encryption_key
+from gateway.onboarding.jwk import generate_encryption_key
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

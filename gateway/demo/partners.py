@@ -38,7 +38,7 @@ from joserfc import jwe, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from gateway.onboarding.keys import JWK, import_jwk
+from gateway.onboarding.jwk import JWK, import_jwk
 
 HOST = "127.0.0.1"
 KINDS = ("agency", "arbitration", "sms", "email")

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.audit.checkpoint import NoteKey as CheckpointKey
-from gateway.onboarding.keys import JWK, KeyStore, generate_signing_key
+from gateway.onboarding.jwk import JWK, generate_signing_key
+from gateway.onboarding.keys import KeyStore
 from gateway.storage.atrest import KeyWrapper
 
 

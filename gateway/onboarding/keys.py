@@ -21,12 +21,10 @@ function returns it as text for printing.
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -36,129 +34,23 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc.jwk import ECKey, KeySet, OKPKey
+from joserfc.jwk import KeySet
 
 from gateway.clock import isotime, utcnow
 from gateway.errors import Conflict, KeyStoreError, NotFound
+from gateway.onboarding.files import (
+    KEYS_DIR_MODE,
+    make_dir,
+    write_private,
+    write_public,
+)
+from gateway.onboarding.jwk import JWK, check_public_jwks, generate_signing_key, import_jwk
+from gateway.onboarding.pseudonyms import Pseudonymizer
 
-JWK = ECKey | OKPKey
 T = TypeVar("T")
 #: Key files changed more recently than this are not cached (see KeyStore._load).
 SETTLE_SECONDS = 2.0
-SIGNING_CURVES = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
-#: Key types a partner may publish for ECDH-ES key agreement.
-ENCRYPTION_CURVES = {("EC", "P-256"), ("EC", "P-384"), ("EC", "P-521"), ("OKP", "X25519")}
 
-
-#: Modes set explicitly, whatever the umask: keys directories and secrets are the
-#: owner's only; other directories (the workspace, partners/) the owner's and its group's.
-KEYS_DIR_MODE = 0o700
-DIR_MODE = 0o750
-PRIVATE_MODE = 0o600
-PUBLIC_MODE = 0o644
-CONFIG_MODE = 0o640
-
-
-def make_dir(path: Path, mode: int) -> None:
-    """Create ``path`` and its missing parents with ``mode`` exactly (a umask only takes
-    bits away from what mkdir asks, and a permissive one leaves them); a directory that
-    existed keeps its mode."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            directory.mkdir(mode)
-            directory.chmod(mode)
-
-
-def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` atomically with ``mode`` from the first byte: a new file of a
-    unique name, never one left behind with other permissions, renamed over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            os.fchmod(fd, mode)
-            fh = os.fdopen(fd, "wb")
-        except BaseException:
-            os.close(fd)
-            raise
-        with fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret atomically, readable by the owner only (0600), in a directory
-    made the owner's only if it is new."""
-    make_dir(path.parent, KEYS_DIR_MODE)
-    write_file(path, data, PRIVATE_MODE)
-
-
-def write_public(path: Path, data: bytes) -> None:
-    """Write a public file (a JWKS, a verifier key) atomically, 0644."""
-    make_dir(path.parent, KEYS_DIR_MODE)
-    write_file(path, data, PUBLIC_MODE)
-
-
-def generate_signing_key(alg: str) -> JWK:
-    kty, crv = SIGNING_CURVES[alg]
-    key: JWK = (
-        ECKey.generate_key(crv, private=True) if kty == "EC" else OKPKey.generate_key(crv, private=True)  # type: ignore[arg-type]
-    )
-    key.ensure_kid()
-    return import_jwk({**key.as_dict(private=True), "alg": alg, "use": "sig"})
-
-
-def generate_encryption_key(crv: str = "P-256") -> JWK:
-    """A partner-side key pair (used by the demo and tests, never by the bank)."""
-    key: JWK = (
-        OKPKey.generate_key("X25519", private=True)
-        if crv == "X25519"
-        else ECKey.generate_key(crv, private=True)
-    )
-    key.ensure_kid()
-    return import_jwk({**key.as_dict(private=True), "use": "enc", "alg": "ECDH-ES+A256KW"})
-
-
-def import_jwk(data: dict[str, Any]) -> JWK:
-    kty = data.get("kty")
-    if kty == "EC":
-        return ECKey.import_key(data)
-    if kty == "OKP":
-        return OKPKey.import_key(data)
-    raise KeyStoreError(f"unsupported key type {kty!r} (expected EC or OKP)")
-
-
-#: JWK members that only a private (or secret) key has (RFC 7518 section 6).
-PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
-
-
-def check_public_jwks(data: Any, path: Path) -> None:
-    """A partner's key set as published: ``{"keys": [...]}``, every key public and
-    named by a ``kid`` (the partner picks its private key by it when it rotates; a key
-    without one would get a thumbprint it never chose)."""
-    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise KeyStoreError(f'{path}: not a JWKS: expected an object {{"keys": [...]}}')
-    for number, key in enumerate(data["keys"], start=1):
-        if not isinstance(key, dict):
-            raise KeyStoreError(f"{path}: key {number} is not a JSON object")
-        name = f"key {number}" + (f" (kid {key['kid']!r})" if key.get("kid") else "")
-        private = [member for member in PRIVATE_MEMBERS if member in key]
-        if private:
-            raise KeyStoreError(
-                f"{path}: {name} holds private key material ({', '.join(private)}): the bank needs "
-                "only the public part; the partner should treat that key as exposed and make a new one"
-            )
-        if not key.get("kid"):
-            raise KeyStoreError(f"{path}: {name} has no kid; ask the partner to name each key")
 
 
 class KeyStore:
@@ -505,30 +397,3 @@ def secret_id(secret: str) -> str:
     """How a webhook secret is named in lists and in the audit log: 12 hex digits of
     its SHA-256, which tell nothing of the 256-bit secret."""
     return hashlib.sha256(secret.strip().encode()).hexdigest()[:12]
-
-
-_SHA256_BLOCK = 64
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
-
-
-class Pseudonymizer:
-    """Keyed HMAC-SHA256 pseudonyms: stable per subject and scope, not reversible
-    without the key (a plain hash of an 11-digit phone number is)."""
-
-    def __init__(self, key: bytes) -> None:
-        # HMAC-SHA256 (RFC 2104) from its two keyed hash states, made once: a token
-        # copies them (C calls only), 0.4x the time of `hmac.new` per token, which
-        # placing a package asks for a dozen times. The same tokens as `hmac.new`.
-        if len(key) > _SHA256_BLOCK:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(_SHA256_BLOCK, b"\0")
-        self._inner = hashlib.sha256(key.translate(_IPAD))
-        self._outer = hashlib.sha256(key.translate(_OPAD))
-
-    def token(self, value: str, prefix: str = "tok_") -> str:
-        inner = self._inner.copy()
-        inner.update(value.encode("utf-8"))
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return prefix + outer.hexdigest()[:32]

@@ -32,7 +32,8 @@ import pysequoia
 from pysequoia.packet import Packet, PacketPile, SignatureType, Tag
 
 from gateway.errors import KeyStoreError
-from gateway.onboarding.keys import KEYS_DIR_MODE, KeyStore, make_dir, write_private, write_public
+from gateway.onboarding.files import KEYS_DIR_MODE, make_dir, write_private, write_public
+from gateway.onboarding.keys import KeyStore
 
 SECRET_FILE = "openpgp.key"
 PUBLIC_FILE = "openpgp.asc"

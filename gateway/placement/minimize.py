@@ -21,7 +21,7 @@ from typing import Any, Union
 
 from pydantic import BaseModel
 
-from gateway.onboarding.keys import Pseudonymizer
+from gateway.onboarding.pseudonyms import Pseudonymizer
 from gateway.placement.transforms import BUILTIN, Transform, partner_token
 from schemas.case import Case
 from schemas.partner import FieldRule, PurposePolicy

@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.clock import isotime
 from gateway.lifecycle.columns import seal_package as seal_columns
-from gateway.onboarding.keys import Pseudonymizer
+from gateway.onboarding.pseudonyms import Pseudonymizer
 from gateway.placement.minimize import ContactPoint
 from gateway.placement.package import Sealed
 from gateway.storage import Transaction

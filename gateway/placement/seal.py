@@ -32,7 +32,7 @@ from joserfc.jwk import KeySet
 
 from gateway.errors import SealingError
 from gateway.onboarding.custody import PackageSigner
-from gateway.onboarding.keys import ENCRYPTION_CURVES, JWK, import_jwk
+from gateway.onboarding.jwk import ENCRYPTION_CURVES, JWK, import_jwk
 
 KEY_ALG = "ECDH-ES+A256KW"
 SIGNING_ALGS = ["ES256", "EdDSA"]

@@ -19,7 +19,7 @@ from gateway.core import Gateway
 from gateway.errors import NotFound, PolicyViolation
 from gateway.lifecycle.columns import open_package
 from gateway.onboarding import registry
-from gateway.onboarding.keys import Pseudonymizer
+from gateway.onboarding.pseudonyms import Pseudonymizer
 from gateway.placement.minimize import (
     ContactPoint,
     contact_points,

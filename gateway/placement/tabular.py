@@ -22,7 +22,7 @@ import openpyxl
 from pydantic import ValidationError
 
 from gateway.errors import InvalidInput
-from gateway.onboarding.keys import write_private
+from gateway.onboarding.files import write_private
 from gateway.placement.mapping import Mapping, Target, convert
 from schemas.case import Case
 

@@ -18,7 +18,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from gateway.onboarding.keys import Pseudonymizer
+from gateway.onboarding.pseudonyms import Pseudonymizer
 from schemas.partner import FieldRule
 
 

@@ -95,7 +95,7 @@ class FileKek:
         return keys
 
     def _write(self, keys: list[tuple[str, bytes]]) -> None:
-        from gateway.onboarding.keys import write_private
+        from gateway.onboarding.files import write_private
 
         write_private(self.path, "".join(f"{kid} {key.hex()}\n" for kid, key in keys).encode("ascii"))
 

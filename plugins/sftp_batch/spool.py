@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from gateway.onboarding.keys import write_private
+from gateway.onboarding.files import write_private
 from plugins.sftp_batch.files import Batch
 
 

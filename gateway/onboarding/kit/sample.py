@@ -24,7 +24,8 @@ from joserfc.jwk import OKPKey
 
 from gateway.core import Gateway
 from gateway.inbound import webhooks
-from gateway.onboarding.keys import JWK, Pseudonymizer, generate_encryption_key
+from gateway.onboarding.jwk import JWK, generate_encryption_key
+from gateway.onboarding.pseudonyms import Pseudonymizer
 from gateway.placement.minimize import minimize
 from gateway.placement.package import Sealed, seal_package
 from gateway.placement.seal import encrypt
