@@ -156,3 +156,11 @@ async def stored_package(gw: Gateway, package_id: str) -> Row:
         row = await tx.fetchone("SELECT * FROM packages WHERE id = ?", (package_id,))
         assert row is not None, package_id
         return await open_package(gw.keyring, tx, row)
+
+
+async def reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill ``proc`` and wait for it if it is still running: in a test's ``finally``, so
+    no `serve` or `dispatch` process outlives a failed test."""
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()

@@ -27,7 +27,7 @@ from gateway.core import Gateway
 from gateway.http import create_app
 from gateway.onboarding import tokens
 from gateway.storage import Database
-from tests.helpers import invoke
+from tests.helpers import invoke, reap
 from tests.test_serve import free_port
 
 T = TypeVar("T")
@@ -261,9 +261,7 @@ async def test_serve_without_workers_keeps_the_tail_signed_and_signs_at_shutdown
             await asyncio.wait_for(proc.wait(), 60)
             assert await covered_at(settings)
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await reap(proc)
 
 
 def test_dispatch_signs_what_is_left_as_it_stops(onboarded: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.delivery import outbox
+from tests.helpers import reap
 from tests.partners import agency_workspace, place_many, rows
 
 LIMITS = "concurrency = 8\nrate_per_second = 1000\ntimeout = 2"
@@ -34,9 +35,7 @@ async def dispatcher(ws: Path) -> AsyncIterator[asyncio.subprocess.Process]:
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
 
 
 async def stopped(proc: asyncio.subprocess.Process, within: float) -> tuple[bytes, bytes]:

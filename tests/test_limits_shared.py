@@ -29,6 +29,7 @@ from gateway.core import Gateway
 from gateway.delivery import outbox, ratelimit
 from gateway.demo.partners import ThrowawayCA
 from gateway.onboarding import registry
+from tests.helpers import reap
 from tests.partners import PARTNER, Agency, Clock, agency_profile, init_workspace, place_many, serve
 from tests.test_scale_out import wait_for
 
@@ -155,9 +156,7 @@ async def test_two_dispatchers_share_the_concurrency_and_a_killed_ones_slots_ret
 
             await wait_for(nothing_held, timeout=5)
         finally:
-            if first.returncode is None:
-                first.kill()
-                await first.wait()
+            await reap(first)
             by_survivor = await stop(second)
     assert max(n for _, n in agency.peaks) <= concurrency, "more requests in flight than allowed"
     # After the lease, the survivor has every slot: the partner sees it use all of them.

@@ -19,7 +19,7 @@ import aiohttp
 
 from gateway.onboarding import tokens
 from tests.callbacks import dumps, signed_headers
-from tests.helpers import sample_case
+from tests.helpers import reap, sample_case
 from tests.partners import PARTNER, Clock, agency_workspace, rows
 from tests.test_serve import free_port
 
@@ -127,9 +127,7 @@ async def _serve(ws: Path, token: str, secret: str) -> str:
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
     assert proc.returncode == 0, err.decode()
     return err.decode()
 

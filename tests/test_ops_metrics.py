@@ -30,7 +30,7 @@ from gateway.placement import service as placement
 from gateway.storage.migrations import MIGRATIONS
 from schemas.case import Case
 from tests.callbacks import dumps, event, signed_headers
-from tests.helpers import sample_case
+from tests.helpers import reap, sample_case
 from tests.partners import PARTNER, Clock, agency_workspace, place_many
 from tests.test_serve import free_port
 
@@ -179,9 +179,7 @@ async def test_dispatch_serves_metrics_on_its_own_port(onboarded: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
 
 
 async def ready(client: TestClient) -> tuple[int, dict[str, Any]]:

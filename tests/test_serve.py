@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.helpers import reap
 from tests.partners import agency_workspace, place_many
 
 
@@ -50,9 +51,7 @@ async def test_serve_answers_stops_on_sigterm_and_refuses_a_port_in_use(onboarde
         first.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(first.wait(), 60) == 0
     finally:
-        if first.returncode is None:
-            first.kill()
-            await first.wait()
+        await reap(first)
 
 
 async def test_a_port_in_use_is_one_line_even_with_failing_deliveries_due(tmp_path: Path) -> None:
@@ -73,9 +72,7 @@ async def test_a_port_in_use_is_one_line_even_with_failing_deliveries_due(tmp_pa
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), 3 + 5)
             finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+                await reap(proc)
         assert proc.returncode == 1 and out == b""
         assert err.decode().strip() == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
         assert not agency.requests
@@ -118,9 +115,7 @@ async def test_a_slow_request_head_is_cut_off_and_a_refused_request_is_one_log_l
         assert await asyncio.wait_for(proc.wait(), 60) == 0
         log = (await proc.stderr.read()).decode().splitlines()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
     log = [line for line in log if "gateway.audit.timer" not in line]  # the shutdown checkpoint
     assert len(log) == len(MALFORMED), log
     said = "WARNING gateway.http.server: Error handling request from 127.0.0.1 (HTTP 400, "
@@ -143,9 +138,7 @@ async def test_serve_runs_on_uvloop_where_installed_unless_the_setting_says_asyn
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
 
 
 async def test_an_event_loop_setting_that_cannot_be_met_is_one_line(onboarded: Path) -> None:
