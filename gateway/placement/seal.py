@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pybase64
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -123,11 +124,7 @@ def sign(claims: dict[str, Any], signer: PackageSigner) -> str:
     """The compact JWS (RFC 7515) of ``claims``, signed by the key custody's signer: the
     private key may live in an HSM, so the signing input is built here and only the
     signature is asked of the custody. Every JOSE library verifies it (tests/test_sealing.py)."""
-    try:
-        payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise SealingError(f"cannot sign package: claims are not plain JSON ({exc})") from None
-    signing_input = _jws_header(signer.alg, signer.kid) + b"." + _b64(payload.encode())
+    signing_input = _jws_header(signer.alg, signer.kid) + b"." + _b64(claims_json(claims))
     try:
         signature = signer.sign(signing_input)
     except Exception as exc:  # a device or plugin failure, whatever its type
@@ -146,6 +143,27 @@ def sign_detached(payload: bytes, signer: PackageSigner) -> str:
     except Exception as exc:  # a device or plugin failure, whatever its type
         raise SealingError(f"cannot sign with key {signer.kid}: {type(exc).__name__}") from None
     return (protected + b".." + _b64(signature)).decode("ascii")
+
+
+def claims_json(claims: dict[str, Any]) -> bytes:
+    """``claims`` as compact UTF-8 JSON, by orjson (a sixteenth of `json.dumps`'s time):
+    for the strings, integers, booleans, lists and objects that claims hold, the same
+    bytes as `json.dumps` with ``separators=(",", ":"), ensure_ascii=False``. What orjson
+    will not write (a key that is no string, an integer over 64 bits) goes to
+    `json.dumps`, which refuses what is not plain JSON; so does a text with a ``null``
+    in it (rare: minimizing leaves absent values out), as orjson writes NaN and the
+    infinities as ``null`` where `json.dumps` refuses them."""
+    try:
+        payload = orjson.dumps(claims)
+    except TypeError:  # a key that is no string, an integer over 64 bits, another type
+        payload = b"null"
+    if b"null" not in payload:
+        return payload
+    try:
+        text = json.dumps(claims, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SealingError(f"cannot sign package: claims are not plain JSON ({exc})") from None
+    return text.encode()
 
 
 _JWS_HEADERS: dict[tuple[str, str], bytes] = {}
@@ -180,7 +198,7 @@ def encrypt(signed: str, recipient: Recipient | JWK) -> str:
         why = exc or type(exc).__name__
         raise SealingError(f"cannot encrypt package to key {recipient.kid}: {why}") from None
     header = {"alg": KEY_ALG, "enc": CONTENT_ENC, "cty": "JWT", "kid": recipient.kid, "epk": epk}
-    protected = _b64(json.dumps(header, separators=(",", ":")).encode())
+    protected = _b64(orjson.dumps(header))
     kek = hashlib.sha256(b"\x00\x00\x00\x01" + shared + _OTHER_INFO).digest()
     cek, iv = os.urandom(32), os.urandom(12)
     sealed = AESGCM(cek).encrypt(iv, signed.encode("ascii"), protected)
