@@ -142,7 +142,14 @@ async def copy_packages(gw: Gateway, seed_ids: Sequence[str], copies: int, step:
     other columns are the seed's. One transaction per ``step`` copies; portable SQL, so
     the same code seeds SQLite and PostgreSQL."""
     async with gw.db.transaction() as tx:
-        rows = [await tx.fetchone("SELECT * FROM packages WHERE id = ?", (i,)) for i in seed_ids]
+        rows = [
+            await tx.fetchone(
+                "SELECT p.*, b.sealed, b.signed FROM packages p"
+                " JOIN package_bodies b ON b.package_id = p.id WHERE p.id = ?",
+                (i,),
+            )
+            for i in seed_ids
+        ]
         seeds = [await open_package(gw.keyring, tx, r) for r in rows if r is not None]
     assert len(seeds) == len(seed_ids), "a seed package is missing"
     made = 0
@@ -157,10 +164,13 @@ async def copy_packages(gw: Gateway, seed_ids: Sequence[str], copies: int, step:
                 batch.append((new_id, signed, sealed, seed["id"]))
             # CAST: PostgreSQL must know the type of a parameter in a select list.
             await tx.executemany(
-                f"INSERT INTO packages (id, signed, sealed, {COPIED})"
-                f" SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), {COPIED}"
-                " FROM packages WHERE id = ?",
-                batch,
+                f"INSERT INTO packages (id, {COPIED})"
+                f" SELECT CAST(? AS TEXT), {COPIED} FROM packages WHERE id = ?",
+                [(new_id, seed_id) for new_id, _, _, seed_id in batch],
+            )
+            await tx.executemany(
+                "INSERT INTO package_bodies (package_id, signed, sealed) VALUES (?, ?, ?)",
+                [(new_id, signed, sealed) for new_id, signed, sealed, _ in batch],
             )
         made += len(batch)
 

@@ -263,7 +263,9 @@ async def end_to_end(
         done = time.perf_counter()
     assert stats.delivered == count, stats
     async with gw.db.transaction() as tx:
-        stored = await tx.fetchall("SELECT id, sealed FROM packages LIMIT ?", (count,))
+        stored = await tx.fetchall(
+            "SELECT package_id AS id, sealed FROM package_bodies LIMIT ?", (count,)
+        )
         bodies = [(await open_package(gw.keyring, tx, r))["sealed"] for r in stored]
     raw, raw_cpu = await raw_posts(port, ca, bodies, agency_pid)
     writes = durable_writes_cpu(bodies, placement.BATCH)

@@ -153,7 +153,11 @@ async def stored_package(gw: Gateway, package_id: str) -> Row:
     """A package's row with its signed and sealed forms decrypted (they are stored
     encrypted at rest, `gateway.storage.atrest`)."""
     async with gw.db.transaction() as tx:
-        row = await tx.fetchone("SELECT * FROM packages WHERE id = ?", (package_id,))
+        row = await tx.fetchone(
+            "SELECT p.*, b.sealed, b.signed FROM packages p JOIN package_bodies b ON b.package_id = p.id"
+            " WHERE p.id = ?",
+            (package_id,),
+        )
         assert row is not None, package_id
         return await open_package(gw.keyring, tx, row)
 

@@ -78,7 +78,8 @@ async def test_a_value_moved_to_another_row_does_not_open(gw: Gateway) -> None:
     second = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
     async with gw.db.transaction() as tx:
         await tx.execute(
-            "UPDATE packages SET signed = (SELECT signed FROM packages WHERE id = ?) WHERE id = ?",
+            "UPDATE package_bodies SET signed = (SELECT signed FROM package_bodies WHERE package_id = ?)"
+            " WHERE package_id = ?",
             (first.package_id, second.package_id),
         )
     with pytest.raises(StorageError, match="does not decrypt"):
@@ -91,14 +92,14 @@ def test_rotation_rewraps_the_data_keys_and_leaves_the_rows(onboarded: Path) -> 
     )
     package_id = placed.output.strip()
     with workspace_sql(onboarded) as sql:
-        rows = sql("SELECT id, signed, sealed FROM packages")
+        rows = sql("SELECT package_id, signed, sealed FROM package_bodies")
         keys = sql("SELECT id, kek_id, wrapped FROM data_keys")
     kek = onboarded / "keys" / "bank" / "storage.kek"
     old = kek.read_text().split()[0]
     rotated = invoke("-c", onboarded, "keys", "rotate-storage")
     assert rotated.exit_code == 0 and f"retired {old}" in rotated.output, rotated.output
     with workspace_sql(onboarded) as sql:
-        assert sql("SELECT id, signed, sealed FROM packages") == rows
+        assert sql("SELECT package_id, signed, sealed FROM package_bodies") == rows
         after = sql("SELECT id, kek_id, wrapped FROM data_keys")
     new = kek.read_text().split()[0]
     assert new != old and len(kek.read_text().strip().split("\n")) == 1
@@ -128,6 +129,12 @@ _AT_REST = next(
 )
 #: What that migration added, taken away again: the database as an older gateway left it.
 _BEFORE_7 = [
+    # A package's body back in its row, where it was until version 16.
+    *(
+        f"ALTER TABLE packages ADD COLUMN {c} TEXT NOT NULL DEFAULT ''" for c in ("sealed", "signed")
+    ),
+    "UPDATE packages SET sealed = (SELECT sealed FROM package_bodies WHERE package_id = id),"
+    " signed = (SELECT signed FROM package_bodies WHERE package_id = id)",
     "DROP TABLE erasure_cases",
     "DROP TABLE erasures",
     "DROP TABLE legal_holds",

@@ -40,7 +40,8 @@ async def test_a_value_copied_as_it_is_to_another_row_does_not_open(gw: Gateway)
     async with gw.db.transaction() as tx:
         copy_id = await tx.fetchval("SELECT id FROM packages WHERE id != ?", (seed.package_id,))
         await tx.execute(
-            "UPDATE packages SET signed = (SELECT signed FROM packages WHERE id = ?) WHERE id = ?",
+            "UPDATE package_bodies SET signed = (SELECT signed FROM package_bodies WHERE package_id = ?)"
+            " WHERE package_id = ?",
             (seed.package_id, copy_id),
         )
     with pytest.raises(StorageError, match="does not decrypt"):

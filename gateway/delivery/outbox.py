@@ -50,6 +50,9 @@ _COLUMNS = (
     "id, partner_id, case_id, case_ref, subject_token, purpose, sealing, sealed, signed, attempts,"
     " expires_at, retry_base"
 )
+#: Packages with their bodies (``sealed`` and ``signed``, a table of their own that a
+#: claim reads and never writes: the lease and the result rewrite a small row only).
+_WITH_BODIES = "packages JOIN package_bodies ON package_id = id"
 
 
 @dataclass(frozen=True)
@@ -172,16 +175,16 @@ async def _due(tx: Transaction, partner_id: str, active: bool, due: str, limit: 
     new ones; of a partner that is not active, recall notices only."""
     only = "" if active else f" AND purpose = '{RECALL_PURPOSE}'"
     rows = await tx.fetchall(
-        f"SELECT {_COLUMNS}, lease_owner, lease_until FROM packages WHERE partner_id = ?"
-        f" AND state = 'sending' AND lease_until <= ?{only} LIMIT ?{tx.skip_locked}",
+        f"SELECT {_COLUMNS}, lease_owner, lease_until FROM {_WITH_BODIES} WHERE partner_id = ?"
+        f" AND state = 'sending' AND lease_until <= ?{only} LIMIT ?{tx.skip_locked('packages')}",
         (partner_id, due, limit),
     )
     for state in ("retry_wait", "queued"):
         if len(rows) < limit:
             rows += await tx.fetchall(
-                f"SELECT {_COLUMNS}, NULL AS lease_owner, NULL AS lease_until FROM packages"
+                f"SELECT {_COLUMNS}, NULL AS lease_owner, NULL AS lease_until FROM {_WITH_BODIES}"
                 f" WHERE partner_id = ? AND state = ? AND next_attempt_at <= ?{only}"
-                f" ORDER BY next_attempt_at LIMIT ?{tx.skip_locked}",
+                f" ORDER BY next_attempt_at LIMIT ?{tx.skip_locked('packages')}",
                 (partner_id, state, due, limit - len(rows)),
             )
     return rows

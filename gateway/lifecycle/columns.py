@@ -1,10 +1,14 @@
 """The stored columns that hold personal data in clear text before encryption, and the
 associated data that binds each sealed value to its column and row.
 
-- ``packages.signed``: the signed JWS, the minimized case in base64url;
-- ``packages.sealed``: the JWE sent to the partner (for ``tls-only`` partners, the same
-  JWS as ``signed``);
+- ``package_bodies.signed``: the signed JWS, the minimized case in base64url;
+- ``package_bodies.sealed``: the JWE sent to the partner (for ``tls-only`` partners, the
+  same JWS as ``signed``);
 - ``events.original``: a partner's report as it came, free text unscreened.
+
+The two package columns were ``packages.signed`` and ``packages.sealed`` until schema
+version 16 moved them to a table of their own; their associated data still names
+``packages``, unchanged, so that values sealed before the move open after it.
 """
 
 from __future__ import annotations

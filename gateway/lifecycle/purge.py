@@ -67,19 +67,34 @@ async def purge(tx: Transaction, kind: Kind, where: str, params: Sequence[Any], 
 
 
 async def _sealed(tx: Transaction, where: str, params: Sequence[Any], now: str) -> int:
-    return await tx.execute(
-        "UPDATE packages SET sealed = '', sealed_purged_at = ? WHERE sealed_purged_at IS NULL"
-        f" AND state IN {FINAL} AND {NOT_HELD} AND ({where})",
-        (now, *params),
+    return await _bodies(
+        tx, "sealed", "sealed_purged_at", f"state IN {FINAL} AND {NOT_HELD} AND ({where})", params, now
     )
 
 
 async def _plaintext(tx: Transaction, where: str, params: Sequence[Any], now: str) -> int:
-    return await tx.execute(
-        "UPDATE packages SET signed = '', plaintext_purged_at = ? WHERE plaintext_purged_at IS NULL"
-        f" AND sealed_purged_at IS NOT NULL AND state IN {FINAL} AND {NOT_HELD} AND ({where})",
-        (now, *params),
+    return await _bodies(
+        tx,
+        "signed",
+        "plaintext_purged_at",
+        f"sealed_purged_at IS NOT NULL AND state IN {FINAL} AND {NOT_HELD} AND ({where})",
+        params,
+        now,
     )
+
+
+async def _bodies(
+    tx: Transaction, column: str, stamp: str, chosen: str, params: Sequence[Any], now: str
+) -> int:
+    """Blank ``column`` of the bodies (`package_bodies`) of the packages ``chosen`` selects
+    that still hold it, and note when in the package's ``stamp``; return how many."""
+    purged = await tx.fetchall(
+        f"UPDATE packages SET {stamp} = ? WHERE {stamp} IS NULL AND {chosen} RETURNING id", (now, *params)
+    )
+    await tx.executemany(
+        f"UPDATE package_bodies SET {column} = '' WHERE package_id = ?", [(r["id"],) for r in purged]
+    )
+    return len(purged)
 
 
 async def _originals(tx: Transaction, where: str, params: Sequence[Any], now: str) -> int:

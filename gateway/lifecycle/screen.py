@@ -45,13 +45,20 @@ def package_data(signed: str) -> Any:
     return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["data"]
 
 
-async def known_values(keyring: KeyRing, tx: Transaction, partner_id: str, case_ref: str) -> list[str]:
-    """What the partner received about the case: the values its text may echo."""
-    row = await tx.fetchone(
-        "SELECT id, signed FROM packages WHERE partner_id = ? AND case_ref = ? AND purpose != ?"
-        " ORDER BY created_at DESC LIMIT 1",
-        (partner_id, case_ref, RECALL_PURPOSE),
-    )
+#: The signed form of the newest package (not a recall notice) of a case at a partner.
+LATEST_SIGNED = (
+    "SELECT p.id, b.signed FROM packages p JOIN package_bodies b ON b.package_id = p.id"
+    " WHERE p.partner_id = ? AND p.case_ref = ? AND p.purpose != ? ORDER BY p.created_at DESC LIMIT 1"
+)
+
+
+async def known_values(
+    keyring: KeyRing, tx: Transaction, partner_id: str, case_ref: str, latest: str = LATEST_SIGNED
+) -> list[str]:
+    """What the partner received about the case: the values its text may echo.
+    ``latest``: the query of `LATEST_SIGNED` (the upgrade step has its own, for the
+    schema of its version)."""
+    row = await tx.fetchone(latest, (partner_id, case_ref, RECALL_PURPOSE))
     plain = await keyring.open(tx, signed_at(row["id"]), row["signed"]) if row else None
     return values_of(package_data(plain)) if plain else []
 
@@ -74,15 +81,16 @@ async def stored_event(
     case: dict[str, Any],
     raw: str,
     parsed: dict[str, Any] | None = None,
+    latest: str = LATEST_SIGNED,
 ) -> tuple[str, str | None]:
     """What is stored of a report (``raw``, its JSON; ``parsed``, the same parsed, if the
     caller has it) about the assignment ``case``: the body with its free text screened,
-    and the original encrypted (None: no free text)."""
+    and the original encrypted (None: no free text). ``latest``: see `known_values`."""
     body = json.loads(raw) if parsed is None else parsed
     if not free_text(body):
         return raw, None
     subject = case["subject_token"]
     withheld = await erasure_requested(tx, subject)
-    known = [] if withheld else await known_values(keyring, tx, partner_id, case["case_ref"])
+    known = [] if withheld else await known_values(keyring, tx, partner_id, case["case_ref"], latest)
     original = await keyring.seal(tx, subject, original_at(partner_id, webhook_id), raw)
     return screened(body, known, withheld), original

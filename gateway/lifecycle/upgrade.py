@@ -3,6 +3,10 @@
 Run once, inside the migrating transaction (`gateway.storage.migrations`): each
 report's free text is screened and its original sealed (while the packages it is
 screened against are still readable), then each package's ``signed`` and ``sealed``.
+
+It runs at its version (12), on that version's tables: there ``signed`` and ``sealed``
+are still columns of ``packages`` (version 16 moves them to ``package_bodies``), so the
+statements here name them there, and keep doing so.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ from gateway.storage.atrest import PREFIX, KeyRing
 from gateway.storage.migrations import DataStepFunction
 
 BATCH = 500
+#: `gateway.lifecycle.screen.LATEST_SIGNED` on the tables of version 12.
+_LATEST_SIGNED = (
+    "SELECT id, signed FROM packages WHERE partner_id = ? AND case_ref = ? AND purpose != ?"
+    " ORDER BY created_at DESC LIMIT 1"
+)
 
 
 def data_steps(keyring: KeyRing) -> dict[str, DataStepFunction]:
@@ -36,7 +45,7 @@ async def _events(keyring: KeyRing, tx: Transaction) -> None:
     ):
         for row in rows:
             body, original = await stored_event(
-                keyring, tx, row["partner_id"], row["webhook_id"], row, row["body"]
+                keyring, tx, row["partner_id"], row["webhook_id"], row, row["body"], latest=_LATEST_SIGNED
             )
             if original is not None:
                 await tx.execute(

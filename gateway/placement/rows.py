@@ -1,6 +1,7 @@
-"""The rows a placement writes besides its audit entry: the package in the outbox, the
-case's assignment at the partner, and the debtor's contact points with the tokens the
-partner received for them.
+"""The rows a placement writes besides its audit entry: the package in the outbox (and
+its body, the sealed and signed forms, in a table of their own), the case's assignment
+at the partner, and the debtor's contact points with the tokens the partner received
+for them.
 
 A batch of placements (`gateway.placement.service.place_batch`) gathers its rows here
 and writes each table with one statement for the whole batch, in the order the
@@ -28,9 +29,10 @@ from schemas.partner import PartnerProfile
 
 _PACKAGE = (
     "INSERT INTO packages (id, partner_id, case_id, case_ref, subject_token, purpose, sealing,"
-    " sealed, signed, payload_digest, fields, created_at, expires_at, state, next_attempt_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)"
+    " payload_digest, fields, created_at, expires_at, state, next_attempt_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)"
 )
+_BODY = "INSERT INTO package_bodies (package_id, sealed, signed) VALUES (?, ?, ?)"
 
 #: Assignments a new placement starts over: the partner finished with the case.
 _OVER = "assignments.state IN ('ended', 'deleted')"
@@ -73,15 +75,15 @@ async def package_row(
     at: str,
     due: str | None,
     keyring: KeyRing,
-) -> tuple[Any, ...]:
-    """The outbox row of a sealed package, due at ``due`` (default now); its signed and
-    sealed forms encrypted under the subject's data key. ``fields``: the disclosed
-    fields as JSON."""
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The outbox row of a sealed package, due at ``due`` (default now), and its body
+    row: its sealed and signed forms encrypted under the subject's data key.
+    ``fields``: the disclosed fields as JSON."""
     signed, sealed = await seal_columns(
         keyring, tx, subject, package.package_id, package.signed, package.sealed
     )
     claims = package.claims
-    return (
+    row = (
         package.package_id,
         profile.id,
         case_id,
@@ -89,14 +91,13 @@ async def package_row(
         subject,
         claims["purpose"],
         profile.sealing,
-        sealed,
-        signed,
         package.package_digest,  # the column kept its name
         fields,
         at,
         isotime(datetime.fromtimestamp(claims["exp"], UTC)),
         due or at,
     )
+    return row, (package.package_id, sealed, signed)
 
 
 async def enqueue(
@@ -112,11 +113,12 @@ async def enqueue(
     keyring: KeyRing,
 ) -> None:
     """Put one sealed package in the outbox, due at ``due`` (default now)."""
-    row = await package_row(
+    row, body = await package_row(
         tx, package, profile, case_id=case_id, subject=subject, fields=json.dumps(fields), at=at, due=due,
         keyring=keyring,
     )
     await tx.execute(_PACKAGE, row)
+    await tx.execute(_BODY, body)
 
 
 def number_id(value: str, audit: Pseudonymizer) -> str:
@@ -131,6 +133,7 @@ class PlacementRows:
     """The rows of a batch of placements, written by :meth:`write`."""
 
     packages: list[tuple[Any, ...]] = field(default_factory=list)
+    bodies: list[tuple[Any, ...]] = field(default_factory=list)
     assignments: list[tuple[Any, ...]] = field(default_factory=list)
     contact_points: list[tuple[Any, ...]] = field(default_factory=list)
     number_tokens: list[tuple[Any, ...]] = field(default_factory=list)
@@ -169,6 +172,7 @@ class PlacementRows:
     async def write(self, tx: Transaction) -> None:
         for sql, rows in (
             (_PACKAGE, self.packages),
+            (_BODY, self.bodies),
             (_ASSIGNMENT, self.assignments),
             (_CONTACT_POINT, self.contact_points),
             (_NUMBER_TOKEN, self.number_tokens),

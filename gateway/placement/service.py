@@ -262,10 +262,12 @@ async def _place_one(
         sealing=profile.sealing,
     )
     points = contact_points(case)
-    rows.packages.append(await package_row(
+    row, body = await package_row(
         tx, package, profile, case_id=case.case_id, subject=entry.subject, fields=batch.fields, at=at,
         due=_due(gw, profile, case, at, points), keyring=gw.keyring,
-    ))  # fmt: skip
+    )
+    rows.packages.append(row)
+    rows.bodies.append(body)
     rows.assign(case, batch.partner_id, case_ref, entry.case, entry.subject, batch.purpose, at)
     sent = tokenised_points(points, batch.policy, batch.tokens)
     rows.contacts(entry.subject, batch.partner_id, points, sent, audit)
@@ -322,7 +324,11 @@ def check_not_recalled(case_id: str, partner_id: str, recall: Row | None) -> Non
 async def show(gw: Gateway, package_id: str) -> dict[str, Any]:
     """The package as the partner will read it, from the signed token itself."""
     async with gw.db.transaction() as tx:
-        row = await tx.fetchone("SELECT * FROM packages WHERE id = ?", (package_id,))
+        row = await tx.fetchone(
+            "SELECT p.*, b.sealed, b.signed FROM packages p JOIN package_bodies b ON b.package_id = p.id"
+            " WHERE p.id = ?",
+            (package_id,),
+        )
         if row is not None:
             row = await open_package(gw.keyring, tx, row)
     if row is None:

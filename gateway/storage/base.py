@@ -31,9 +31,12 @@ class Transaction(ABC):
     for_share: str = ""
     """Appended to a SELECT of rows the transaction relies on unchanged until it ends:
     a change to them waits for it (readers with it do not wait for each other)."""
-    skip_locked: str = ""
-    """Appended to a SELECT that claims rows: rows another transaction holds are skipped."""
     _after_commit: list[Callable[[], None]] | None = None
+
+    def skip_locked(self, table: str) -> str:
+        """Appended to a SELECT that claims rows of ``table`` (it may join others, whose
+        rows are read, not locked): rows another transaction holds are skipped."""
+        return ""
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this transaction has committed (never if it rolls back).

@@ -376,6 +376,21 @@ MIGRATIONS: list[list[Step]] = [
         "CREATE INDEX events_third_party ON events (subject_token, type, occurred_at) WHERE"
         """ type = 'contact_attempt' AND body LIKE '%"target":"third_party"%'""",
     ],
+    [
+        # Delivery: a package's two large columns (the JWE sent and the JWS inside it,
+        # some 7 KB together, encrypted at rest) in a table of their own, written once at
+        # placement and blanked by purges: claiming a package and storing its result
+        # rewrite a small row, not the body's overflow pages. A purged value stays '',
+        # its time in packages.sealed_purged_at / plaintext_purged_at.
+        """CREATE TABLE package_bodies (
+            package_id TEXT PRIMARY KEY REFERENCES packages(id),
+            sealed TEXT NOT NULL,
+            signed TEXT NOT NULL
+        )""",
+        "INSERT INTO package_bodies (package_id, sealed, signed) SELECT id, sealed, signed FROM packages",
+        "ALTER TABLE packages DROP COLUMN sealed",
+        "ALTER TABLE packages DROP COLUMN signed",
+    ],
 ]
 
 

@@ -86,7 +86,9 @@ class PostgresTransaction(Transaction):
     dialect = "postgresql"
     for_update = " FOR UPDATE"
     for_share = " FOR SHARE"
-    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def skip_locked(self, table: str) -> str:
+        return f" FOR UPDATE OF {table} SKIP LOCKED"
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
