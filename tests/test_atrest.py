@@ -282,3 +282,19 @@ async def test_the_first_writers_of_an_upgraded_workspace_share_one_key(tmp_path
         for one in placed:
             assert (await placement.show(gw, one.package_id))["claims"]["data"]["debtor"]["name"] == "张伟"
     assert len((ws / "keys" / "bank" / "storage.kek").read_text().strip().split("\n")) == 1
+
+
+async def test_a_new_debtors_key_opens_in_another_instance_and_a_race_keeps_one_key(gw: Gateway) -> None:
+    # Two key rings over one database, as two processes: each caches what it made.
+    other = KeyRing(FileKek(gw.settings.keys_dir / "bank"))
+    async with gw.db.transaction() as tx:
+        sealed = await gw.keyring.seal(tx, "subj_new", "t.x 1", "张伟 13812341999")
+        assert await other.open(tx, "t.x 1", sealed) == "张伟 13812341999"  # read and unwrapped
+        # The other made the scope's key first: this one's insert stores nothing, and it
+        # seals with the key the other made.
+        assert await other.seal(tx, "subj_race", "t.x 2", "a") is not None
+        assert await gw.keyring._new_key(tx, "subj_race") is None
+        second = await gw.keyring.seal(tx, "subj_race", "t.x 3", "李娜")
+        assert await other.open(tx, "t.x 3", second) == "李娜"
+        keys = await tx.fetchall("SELECT scope FROM data_keys WHERE scope IN ('subj_new', 'subj_race')")
+    assert sorted(r["scope"] for r in keys) == ["subj_new", "subj_race"]

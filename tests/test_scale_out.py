@@ -58,10 +58,16 @@ async def test_two_gateways_drain_10k_packages_while_one_is_killed(tmp_path: Pat
         ws = Path(gw.settings.base_dir)
         first, second = [await gateway_process(ws, "dispatch", "--quiet") for _ in range(2)]
 
-        async def partner_saw(n: int) -> bool:
-            return len(agency.effects) >= n
+        owners: set[str] = set()
 
-        await wait_for(lambda: partner_saw(PACKAGES // 5), timeout=120)
+        async def both_at_work(n: int) -> bool:
+            # Each holds leases at some point before the kill (on a loaded machine one
+            # may start late: it must have claimed its share, not just be running).
+            held = await rows(gw, "SELECT DISTINCT lease_owner FROM packages WHERE state = 'sending'")
+            owners.update(r["lease_owner"] for r in held)
+            return len(owners) >= 2 and len(agency.effects) >= n
+
+        await wait_for(lambda: both_at_work(PACKAGES // 5), timeout=120)
         first.kill()  # SIGKILL: no clean-up of its leases
         await first.wait()
         at_kill = len(agency.effects)

@@ -202,22 +202,34 @@ class KeyRing:
         # (an erasure) must never seal anything again.
         row = await tx.fetchone("SELECT id FROM data_keys WHERE scope = ?", (scope,))
         if row is None:
-            await self._new_key(tx, scope)
+            made = await self._new_key(tx, scope)
+            if made is not None:
+                return made
+            # Another process made the scope's key in the meantime: that one it is.
             row = await tx.fetchone("SELECT id FROM data_keys WHERE scope = ?", (scope,))
             assert row is not None
         key = await self._key(tx, row["id"])
         assert key is not None
         return row["id"], key
 
-    async def _new_key(self, tx: Transaction, scope: str) -> None:
+    async def _new_key(self, tx: Transaction, scope: str) -> tuple[str, AESGCM] | None:
+        """A new data key for ``scope``, stored wrapped (its id, and the key to use now),
+        or None if another process stored one for it first. Every new debtor's first
+        package makes one: the key is used as made, not read back and unwrapped."""
         await self.ready(tx)
         key_id = "dk_" + uuid.uuid4().hex
-        kek_id, wrapped = self.wrapper.wrap(AESGCM.generate_key(256), _aad(key_id))
-        await tx.execute(
+        raw = AESGCM.generate_key(256)
+        kek_id, wrapped = self.wrapper.wrap(raw, _aad(key_id))
+        stored = await tx.execute(
             "INSERT INTO data_keys (id, scope, kek_id, wrapped) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (scope) DO NOTHING",
             (key_id, scope, kek_id, wrapped),
         )
+        if not stored:
+            return None
+        # Kept like a key read back; should the transaction roll back, nothing that
+        # stays names this id, and the cache lets it go in time.
+        return key_id, self._remember(key_id, AESGCM(raw))
 
     async def _key(self, tx: Transaction, key_id: str) -> AESGCM | None:
         key = self._keys.get(key_id)
@@ -227,7 +239,10 @@ class KeyRing:
         row = await tx.fetchone("SELECT kek_id, wrapped FROM data_keys WHERE id = ?", (key_id,))
         if row is None:
             return None
-        key = AESGCM(self.wrapper.unwrap(row["kek_id"], bytes(row["wrapped"]), _aad(key_id)))
+        raw = self.wrapper.unwrap(row["kek_id"], bytes(row["wrapped"]), _aad(key_id))
+        return self._remember(key_id, AESGCM(raw))
+
+    def _remember(self, key_id: str, key: AESGCM) -> AESGCM:
         self._keys[key_id] = key
         if len(self._keys) > CACHE_KEYS:
             self._keys.popitem(last=False)
