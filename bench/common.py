@@ -25,6 +25,7 @@ from gateway.demo.partners import ThrowawayCA
 from gateway.lifecycle.columns import open_package, seal_package
 from gateway.onboarding.jwk import generate_encryption_key
 from gateway.onboarding.keys import SETTLE_SECONDS, KeyStore
+from gateway.storage.atrest import FileKek
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -115,6 +116,7 @@ def make_workspace(
     (ws / CONFIG_NAME).write_text(config)
     settings = load_settings(ws)
     KeyStore(settings.keys_dir).generate()
+    FileKek(settings.keys_dir / "bank").create()  # the data keys' KEK, as `gateway init` makes it
     key = generate_encryption_key("P-256")
     (settings.keys_dir / "partners" / "bench.jwks.json").write_text(
         json.dumps({"keys": [key.as_dict(private=False)]})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from gateway.inbound import pipeline as inbound
 from gateway.lifecycle.columns import original_at
 from gateway.onboarding import registry
 from gateway.onboarding.custody import FileCustody
-from gateway.onboarding.keys import KeyStore
+from gateway.onboarding.keys import SETTLE_SECONDS, KeyStore
 from gateway.placement import service as placement
 from gateway.plugin.manager import get_plugin_manager
 from gateway.storage.atrest import FileKek, KeyRing
@@ -298,3 +299,18 @@ async def test_a_new_debtors_key_opens_in_another_instance_and_a_race_keeps_one_
         assert await other.open(tx, "t.x 3", second) == "李娜"
         keys = await tx.fetchall("SELECT scope FROM data_keys WHERE scope IN ('subj_new', 'subj_race')")
     assert sorted(r["scope"] for r in keys) == ["subj_new", "subj_race"]
+
+
+def test_a_kek_rotated_by_another_instance_counts_at_the_next_use(tmp_path: Path) -> None:
+    here, there = FileKek(tmp_path), FileKek(tmp_path)
+    first = here.create()
+    time.sleep(SETTLE_SECONDS + 0.2)  # settled: read once, then remembered
+    wrapped_before = [here.wrap(b"k" * 32, b"aad") for _ in range(3)]
+    assert [kid for kid, _ in wrapped_before] == [first] * 3
+    rotated = there.add_next()
+    kid, wrapped = here.wrap(b"k" * 32, b"aad")
+    assert kid == rotated and there.unwrap(kid, wrapped, b"aad") == b"k" * 32
+    assert here.unwrap(first, wrapped_before[0][1], b"aad") == b"k" * 32  # the old one still unwraps
+    there.retire_others()
+    with pytest.raises(KeyStoreError, match=first):
+        here.unwrap(first, wrapped_before[0][1], b"aad")

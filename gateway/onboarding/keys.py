@@ -25,7 +25,6 @@ import copy
 import hashlib
 import json
 import os
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +37,8 @@ from joserfc.jwk import KeySet
 
 from gateway.clock import isotime, utcnow
 from gateway.errors import Conflict, KeyStoreError, NotFound
+from gateway.filecache import SETTLE_SECONDS as SETTLE_SECONDS
+from gateway.filecache import FileCache
 from gateway.onboarding.files import (
     KEYS_DIR_MODE,
     make_dir,
@@ -48,8 +49,6 @@ from gateway.onboarding.jwk import JWK, check_public_jwks, generate_signing_key,
 from gateway.onboarding.pseudonyms import Pseudonymizer
 
 T = TypeVar("T")
-#: Key files changed more recently than this are not cached (see KeyStore._load).
-SETTLE_SECONDS = 2.0
 
 
 
@@ -58,9 +57,7 @@ class KeyStore:
         self.root = Path(root)
         self.bank = self.root / "bank"
         self.partners = self.root / "partners"
-        # Keyed by (what, file name as a string): a Path is slower to build and hash,
-        # and the check runs for every package and every callback.
-        self._cache: dict[tuple[str, str], tuple[tuple[int, int, int, int], Any]] = {}
+        self._files = FileCache()
         self._signing_file = os.fspath(self.signing_path)
         self._jwks_file = os.fspath(self.jwks_path)
         self._retired_file = os.fspath(self.retired_path)
@@ -69,26 +66,8 @@ class KeyStore:
         self._pseudonymizers: dict[str, tuple[bytes, Pseudonymizer]] = {}
 
     def _load(self, what: str, path: str | Path, loader: Callable[[Path], Any]) -> Any:
-        """``loader(path)``, remembered until the file changes: every package and every
-        callback reads key files, and a rotation or a partner's new JWKS must show at once.
-
-        The file is known by inode, size, mtime and ctime (writes here replace a file by
-        renaming a new one over it). A file changed less than SETTLE_SECONDS ago is read
-        every time, because file times are only as fine as the kernel's clock tick.
-        """
-        name = os.fspath(path)
-        try:
-            st = os.stat(name)
-        except FileNotFoundError:
-            return loader(Path(name))  # the loader says which command creates it
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        hit = self._cache.get((what, name))
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        value = loader(Path(name))
-        if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > SETTLE_SECONDS:
-            self._cache[(what, name)] = (stamp, value)
-        return value
+        """``loader(path)``, remembered until the file changes (`gateway.filecache`)."""
+        return self._files.load(what, path, loader)
 
     # -- the bank's signing keys -------------------------------------------------------
 

@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import KeyStoreError, StorageError
+from gateway.filecache import FileCache
 from gateway.storage.base import Database, Transaction
 
 PREFIX = "enc1:"
@@ -77,12 +78,18 @@ class FileKek:
 
     def __init__(self, bank_dir: Path) -> None:
         self.path = Path(bank_dir) / KEK_FILE
+        self._files = FileCache()
 
     def _keys(self) -> list[tuple[str, bytes]]:
+        """The KEKs, the current first, read again once the file changes (each new
+        debtor's data key is wrapped with the current one)."""
+        return list(self._files.load("kek", self.path, self._read))
+
+    def _read(self, path: Path) -> tuple[tuple[str, bytes], ...]:
         try:
-            text = self.path.read_text(encoding="ascii")
+            text = path.read_text(encoding="ascii")
         except FileNotFoundError:
-            return []
+            return ()
         keys = []
         for line in text.split("\n"):
             if line.strip():
@@ -92,7 +99,7 @@ class FileKek:
                 except ValueError:
                     problem = "a line is not 'ID HEX'; restore it from backup"
                     raise KeyStoreError(f"{self.path}: {problem}") from None
-        return keys
+        return tuple(keys)
 
     def _write(self, keys: list[tuple[str, bytes]]) -> None:
         from gateway.onboarding.files import write_private
