@@ -218,6 +218,8 @@ async def _place_in(
     batch = _Batch(partner_id, purpose, actor, profile, policy, tokens, audit, disclosed, json.dumps(fields))
     refs = [tokens.token(f"case:{case.case_id}", prefix="case_") for case in cases]
     recalled = await _recalled(tx, partner_id, refs)
+    # The debtors' data keys for the packages' stored columns, found or made at once.
+    await gw.keyring.prepare(tx, [subject_token(gw, case, audit) for case in cases])
     rows = PlacementRows()
     keys: SealingKeys | None = None  # looked up for the first package sealed
     for case, case_ref in zip(cases, refs, strict=True):

@@ -27,8 +27,9 @@ import contextlib
 import os
 import secrets
 import uuid
+import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +45,8 @@ PREFIX = "enc1:"
 NONCE_BYTES = 12
 #: Unwrapped data keys kept in memory (one per recent data subject).
 CACHE_KEYS = 4096
+#: Scopes per ``IN (...)`` of `KeyRing.prepare`: well within both databases' limits.
+_IN_CHUNK = 500
 KEK_FILE = "storage.kek"
 
 
@@ -169,6 +172,54 @@ class KeyRing:
     def __init__(self, wrapper: KeyWrapper) -> None:
         self.wrapper = wrapper
         self._keys: OrderedDict[str, AESGCM] = OrderedDict()
+        # The data keys `prepare` found or made, by scope, for the transaction it ran in
+        # (with the count of its parts undone then: a savepoint rolled back since may
+        # have taken new keys' rows with it).
+        self._prepared: weakref.WeakKeyDictionary[Transaction, tuple[int, dict[str, tuple[str, AESGCM]]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def prepare(self, tx: Transaction, scopes: Collection[str]) -> None:
+        """Find or make the data keys of ``scopes``, for the seals that follow in ``tx``:
+        in a few statements for them all (a batch of placements is mostly new debtors,
+        each a key to make), not two or three per seal. Kept for ``tx`` only: on SQLite
+        it holds the write lock, so no other process deletes a key meanwhile; on
+        PostgreSQL a key read at each seal could be deleted just as well after the read.
+        A key is made wrapped and used as made; where another process stored one for the
+        same scope first, its key is the one (read back and unwrapped)."""
+        wanted = sorted(set(scopes))
+        found = await self._key_ids(tx, wanted)
+        made = {}
+        missing = [scope for scope in wanted if scope not in found]
+        if missing:
+            await self.ready(tx)
+            rows = []
+            for scope in missing:
+                key_id, raw = "dk_" + uuid.uuid4().hex, AESGCM.generate_key(256)
+                kek_id, wrapped = self.wrapper.wrap(raw, _aad(key_id))
+                made[key_id] = raw
+                rows.append((key_id, scope, kek_id, wrapped))
+            await tx.executemany(
+                "INSERT INTO data_keys (id, scope, kek_id, wrapped) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (scope) DO NOTHING",
+                rows,
+            )
+            found.update(await self._key_ids(tx, missing))  # another process's, where it won
+        prepared = self._memo(tx)
+        for scope, key_id in found.items():
+            new = made.get(key_id)
+            key = self._remember(key_id, AESGCM(new)) if new is not None else await self._key(tx, key_id)
+            assert key is not None  # in this transaction since it was read
+            prepared[scope] = (key_id, key)
+
+    async def _key_ids(self, tx: Transaction, scopes: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for first in range(0, len(scopes), _IN_CHUNK):
+            chunk = scopes[first : first + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = await tx.fetchall(f"SELECT scope, id FROM data_keys WHERE scope IN ({marks})", chunk)
+            found.update((r["scope"], r["id"]) for r in rows)
+        return found
 
     async def seal(self, tx: Transaction, scope: str, where: str, value: str) -> str:
         """``value`` encrypted under ``scope``'s data key, bound to ``where`` (column and row)."""
@@ -205,38 +256,20 @@ class KeyRing:
             ) from None
 
     async def _key_for(self, tx: Transaction, scope: str) -> tuple[str, AESGCM]:
-        # Looked up every time, not cached by scope: a data key another process deleted
-        # (an erasure) must never seal anything again.
-        row = await tx.fetchone("SELECT id FROM data_keys WHERE scope = ?", (scope,))
-        if row is None:
-            made = await self._new_key(tx, scope)
-            if made is not None:
-                return made
-            # Another process made the scope's key in the meantime: that one it is.
-            row = await tx.fetchone("SELECT id FROM data_keys WHERE scope = ?", (scope,))
-            assert row is not None
-        key = await self._key(tx, row["id"])
-        assert key is not None
-        return row["id"], key
+        # Looked up in each transaction, not cached by scope beyond it: a data key
+        # another process deleted (an erasure) must never seal anything again.
+        found = self._memo(tx).get(scope)
+        if found is None:
+            await self.prepare(tx, [scope])
+            found = self._memo(tx)[scope]
+        return found
 
-    async def _new_key(self, tx: Transaction, scope: str) -> tuple[str, AESGCM] | None:
-        """A new data key for ``scope``, stored wrapped (its id, and the key to use now),
-        or None if another process stored one for it first. Every new debtor's first
-        package makes one: the key is used as made, not read back and unwrapped."""
-        await self.ready(tx)
-        key_id = "dk_" + uuid.uuid4().hex
-        raw = AESGCM.generate_key(256)
-        kek_id, wrapped = self.wrapper.wrap(raw, _aad(key_id))
-        stored = await tx.execute(
-            "INSERT INTO data_keys (id, scope, kek_id, wrapped) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (scope) DO NOTHING",
-            (key_id, scope, kek_id, wrapped),
-        )
-        if not stored:
-            return None
-        # Kept like a key read back; should the transaction roll back, nothing that
-        # stays names this id, and the cache lets it go in time.
-        return key_id, self._remember(key_id, AESGCM(raw))
+    def _memo(self, tx: Transaction) -> dict[str, tuple[str, AESGCM]]:
+        """What `prepare` found or made for ``tx``, unless a part of it was undone since."""
+        memo = self._prepared.get(tx)
+        if memo is None or memo[0] != tx.undone:
+            memo = self._prepared[tx] = (tx.undone, {})
+        return memo[1]
 
     async def _key(self, tx: Transaction, key_id: str) -> AESGCM | None:
         key = self._keys.get(key_id)
@@ -270,6 +303,7 @@ class KeyRing:
     async def shred(self, tx: Transaction, scope: str) -> int:
         """Delete ``scope``'s data key: what was sealed with it no longer opens anywhere."""
         rows = await tx.fetchall("SELECT id FROM data_keys WHERE scope = ?", (scope,))
+        self._memo(tx).pop(scope, None)
         for row in rows:
             self._keys.pop(row["id"], None)
         return await tx.execute("DELETE FROM data_keys WHERE scope = ?", (scope,))

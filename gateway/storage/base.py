@@ -32,6 +32,9 @@ class Transaction(ABC):
     """Appended to a SELECT of rows the transaction relies on unchanged until it ends:
     a change to them waits for it (readers with it do not wait for each other)."""
     _after_commit: list[Callable[[], None]] | None = None
+    undone: int = 0
+    """How many parts (`savepoint`) were rolled back so far: what the transaction made
+    before one may be gone, and whoever remembers it for the transaction must look again."""
 
     def skip_locked(self, table: str) -> str:
         """Appended to a SELECT that claims rows of ``table`` (it may join others, whose
@@ -126,6 +129,7 @@ class _Savepoint(AbstractAsyncContextManager[None]):
         if kind is None:
             await self._tx._end_part("RELEASE SAVEPOINT part")
         elif issubclass(kind, Exception):
+            self._tx.undone += 1
             await self._tx._end_part("ROLLBACK TO SAVEPOINT part", "RELEASE SAVEPOINT part")
 
 
