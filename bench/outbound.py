@@ -231,9 +231,26 @@ async def raw_posts(port: int, ca: ThrowawayCA, bodies: list[str], agency_pid: i
         return seconds, cpu
 
 
+def debtors(case: Case, count: int) -> list[Case]:
+    """``count`` copies of ``case``, each another case of another debtor: its own case id,
+    identity number and phone numbers."""
+    made = []
+    for i in range(count):
+        debtor = case.debtor.model_copy(update={
+            "id_number": f"11010119900{i:07d}",
+            "phones": [p.model_copy(update={"number": f"138{i:08d}"[:11]}) for p in case.debtor.phones[:1]]
+            + [p.model_copy(update={"number": f"010{i:08d}"}) for p in case.debtor.phones[1:]],
+        })
+        contacts = [c.model_copy(update={"phone": f"139{i:08d}"}) for c in case.emergency_contacts]
+        made.append(case.model_copy(update={
+            "case_id": f"C-BENCH-{i:07d}", "debtor": debtor, "emergency_contacts": contacts,
+        }))
+    return made
+
+
 async def end_to_end(
     gw: Gateway, port: int, ca: ThrowawayCA, count: int, single: int, agency_pid: int,
-    profile: str | None = None,
+    profile: str | None = None, same_debtor: bool = False,
 ) -> dict[str, float]:
     case = read_case(REPO / "examples" / "cases" / "case-1001.json")
     # One at a time, as `POST /v1/placements` places: a transaction per case.
@@ -250,8 +267,9 @@ async def end_to_end(
     await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
     callers_rate = single // CONCURRENCY * CONCURRENCY / (time.perf_counter() - start)
     await Dispatcher(gw, Options(batch=100)).run_once()
-    # End to end, as `gateway place DIR` places a day's cases: a transaction per batch.
-    cases = [case] * count
+    # End to end, as `gateway place DIR` places a day's cases: a transaction per batch,
+    # each case another debtor's (their own data key, tokens and assignment).
+    cases = [case] * count if same_debtor else debtors(case, count)
     with cpu_used(agency_pid) as e2e_cpu:
         start, start_cpu = time.perf_counter(), time.process_time()
         with profiled(profile, "placement"):
@@ -334,7 +352,8 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                     return {}
                 assert server.pid is not None  # started above
                 return await end_to_end(
-                    gw, port, ca, args.packages, args.packages // 4, server.pid, args.profile
+                    gw, port, ca, args.packages, args.packages // 4, server.pid, args.profile,
+                    same_debtor=args.same_debtor,
                 )
             finally:
                 await gw.close()
@@ -352,6 +371,10 @@ if __name__ == "__main__":
     parser.add_argument("--profile", metavar="PREFIX",
                         help="write cProfile stats of the gateway: PREFIX.placement.pstats,"
                         " PREFIX.dispatch.pstats (the CPU figures then include the profiler's cost)")
+    parser.add_argument("--same-debtor", action="store_true",
+                        help="every end-to-end package of one case, as this script placed them until"
+                        " 2026-12-05 (each debtor's first package makes its data key: the default"
+                        " workload, a debtor each, costs more and is what a day's cases are)")
     arguments = parser.parse_args()
     loops = ("asyncio", "uvloop") if arguments.loop == "both" else (arguments.loop,)
     results = {}
