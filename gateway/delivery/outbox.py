@@ -36,7 +36,7 @@ from gateway.delivery import breaker, presend, report
 from gateway.delivery.outcome import Outcome
 from gateway.errors import PartnerRejected, Retryable
 from gateway.lifecycle.columns import open_package
-from gateway.plugin.adapter import OutboundPackage, Receipt
+from gateway.plugin.adapter import ACCEPTED, OutboundPackage, Receipt
 from gateway.storage import Row, Transaction
 from gateway.supervision.redact import redact, values_of
 from schemas.package import RECALL_PURPOSE
@@ -267,10 +267,13 @@ def judge(
         "attempt": claimed.attempt, "started_at": isotime(started), "latency_ms": latency_ms,
     }
     # The partner's words are kept for operators, without the package's personal data.
-    sent = values_of(claimed.package.claims.get("data"))
     if isinstance(result, Receipt):
+        detail = result.detail
+        if detail != ACCEPTED:
+            detail = truncate(redact(detail, values_of(claimed.package.claims.get("data"))))
         return Outcome(**base, signal="success", state="delivered", status=result.status, error_class=None,
-                       detail=truncate(redact(result.detail, sent)), partner_ref=result.partner_ref)
+                       detail=detail, partner_ref=result.partner_ref)
+    sent = values_of(claimed.package.claims.get("data"))
     status = getattr(result, "status", None)
     detail = truncate(redact(str(result) or type(result).__name__, sent))
     # Anything that is not a known permanent refusal (a bug, an unexpected library

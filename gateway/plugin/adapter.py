@@ -43,6 +43,11 @@ class OutboundPackage:
     """The minimized claims, for adapters that must render them (SMS, email)."""
 
 
+#: A receipt's detail when the acknowledgement held what was asked of it and nothing
+#: else: the gateway's own word, no text of the partner's (so no personal data to redact).
+ACCEPTED = "accepted"
+
+
 @dataclass(frozen=True)
 class Receipt:
     partner_ref: str | None = None

@@ -31,7 +31,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from gateway.controls import CONTROLS, describe
 from gateway.errors import PartnerRejected, PartnerTimeout, PartnerUnavailable
-from gateway.plugin.adapter import Adapter, AdapterConfig, PollResult
+from gateway.plugin.adapter import ACCEPTED, Adapter, AdapterConfig, PollResult
 from gateway.supervision.redact import redact
 
 #: Largest answer body read; a bigger one is cut off and reported, never held in memory.
@@ -247,6 +247,7 @@ def check_status(answer: Answer, what: str) -> None:
     raise PartnerRejected(message, status=answer.status)
 
 
+
 def json_field(answer: Answer, key: str) -> tuple[str | None, str]:
     """(value of ``key`` in a JSON object ack, detail); a bad ack gives (None, why)."""
     if answer.too_large:
@@ -258,7 +259,7 @@ def json_field(answer: Answer, key: str) -> tuple[str | None, str]:
     value = data.get(key) if isinstance(data, dict) else None
     if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
         return None, f"accepted; acknowledgement has no {key!r}: {answer.snippet(120)}"
-    return str(value), "accepted"
+    return str(value), ACCEPTED
 
 
 def status_feed(answer: Answer, what: str) -> PollResult:
