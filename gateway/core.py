@@ -16,6 +16,7 @@ import pluggy
 from gateway.audit import log as audit_log
 from gateway.audit import timer as checkpoint_timer
 from gateway.audit import witnessing
+from gateway.audit.canonical import entry_fields
 from gateway.audit.signer import LogSigner, signer_for
 from gateway.clock import utcnow
 from gateway.config import Settings
@@ -143,7 +144,7 @@ class Gateway:
         if not entries:
             return
         indices = await audit_log.append(tx, entries, signer=self.audit_signer)
-        events = [Event.from_entry(entry) for entry in entries]
+        events = [Event.from_entry(entry, entry_fields(entry)) for entry in entries]
         every = self.audit_signer.every
         if indices[0] // every != (indices[-1] + 1) // every:
             events.append(Event("checkpoint", events[-1].at, detail={"size": indices[-1] + 1}))

@@ -323,3 +323,22 @@ def test_a_disclosure_written_before_version_2_keeps_its_bytes_and_meaning() -> 
     for leaf in mixed:
         with pytest.raises(ValidationError, match="disclosure has"):
             check(canonical.canonical_json(leaf))
+
+
+@settings(max_examples=100)
+@given(st.text(), st.integers(-(2**53) + 1, 2**53 - 1))
+def test_the_fields_events_get_are_model_dumps(text: str, number: int) -> None:
+    optionals = [Optionals(), Optionals(items=[DisclosedField(path="a", transform="k")])]
+    entries = [*every_kind(text, number), *optionals]
+    for entry in entries:
+        assert canonical.entry_fields(entry) == entry.model_dump(mode="json"), type(entry).__name__
+
+
+def test_an_entry_the_fast_path_refuses_gives_its_model_dump() -> None:
+    entry = ViolationFound(at=AT, actor="a", partner="p", case=TOKEN, rule="r", violation_id=3)
+    changed = entry.model_copy(update={"violation_id": 3.0})  # not validated
+    with pytest.warns(UserWarning):
+        expected = changed.model_dump(mode="json")
+    with pytest.warns(UserWarning):
+        assert canonical.entry_fields(changed) == expected
+    assert canonical.entry_fields(Masked(secret="raw"))["secret"] == "***"

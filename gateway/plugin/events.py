@@ -33,8 +33,10 @@ class Event:
     detail: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_entry(cls, entry: Entry) -> Event:
-        data = entry.model_dump(mode="json")
+    def from_entry(cls, entry: Entry, fields: dict[str, Any] | None = None) -> Event:
+        """The event of an audit entry; ``fields``: its fields as
+        ``entry.model_dump(mode="json")`` gives them, if the caller has them already."""
+        data = dict(fields) if fields is not None else entry.model_dump(mode="json")
         return cls(
             kind=data.pop("kind"),
             at=data.pop("at"),
