@@ -174,10 +174,18 @@ def entry_fields(entry: BaseModel) -> dict[str, Any]:
     return {name: _fields_of(value) for name, value in fields.items()}
 
 
+#: What a plain model's field holds as it is (anything else there is a nested model,
+#: or a list: `_plain_type`). Types, not isinstance: a model class's instance check is slow.
+_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def _fields_of(value: Any) -> Any:
-    if isinstance(value, list):
-        return [dict(v.__dict__) if isinstance(v, BaseModel) else v for v in value]
-    return dict(value.__dict__) if isinstance(value, BaseModel) else value
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    if kind is list:
+        return [v if type(v) in _AS_IS else dict(v.__dict__) for v in value]
+    return dict(value.__dict__)
 
 
 def _exact(entry: BaseModel) -> bytes:
