@@ -187,6 +187,8 @@ class KeyRing:
         PostgreSQL a key read at each seal could be deleted just as well after the read.
         A key is made wrapped and used as made; where another process stored one for the
         same scope first, its key is the one (read back and unwrapped)."""
+        # Sorted: two transactions making keys of the same scopes insert them in the same
+        # order, so neither waits for a unique key the other holds while holding one it wants.
         wanted = sorted(set(scopes))
         found = await self._key_ids(tx, wanted)
         made = {}
