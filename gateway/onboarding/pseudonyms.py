@@ -30,3 +30,24 @@ class Pseudonymizer:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return prefix + outer.hexdigest()[:32]
+
+    def remembering(self) -> Pseudonymizer:
+        """The same pseudonyms, each made once: for one placement, where a number's token
+        is asked for by its transform and again for supervision (`tokenised_points`).
+        Use one for a single placement only, never across placements or requests."""
+        return _Remembering(self)
+
+
+class _Remembering(Pseudonymizer):
+    """A `Pseudonymizer` that keeps the tokens it made (`Pseudonymizer.remembering`)."""
+
+    def __init__(self, base: Pseudonymizer) -> None:  # the base's keyed states, shared
+        self._inner = base._inner
+        self._outer = base._outer
+        self._made: dict[tuple[str, str], str] = {}
+
+    def token(self, value: str, prefix: str = "tok_") -> str:
+        made = self._made.get((value, prefix))
+        if made is None:
+            made = self._made[value, prefix] = super().token(value, prefix)
+        return made

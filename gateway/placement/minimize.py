@@ -201,42 +201,80 @@ def minimize(
     case: Case, policy: PurposePolicy, tokens: Pseudonymizer, transforms: Mapping[str, Transform] = BUILTIN
 ) -> dict[str, Any]:
     """The payload for one partner and purpose: only listed leaves, transformed, and the
-    token beside each number or address that leaves other than as its token. The case's
-    models are walked by attribute (a path names fields only, no serializer is involved),
-    rather than dumped whole for the few fields a policy lists."""
-    out: dict[str, Any] = {}
-    for path, rule in policy.fields.items():
-        if rule.transform != "drop":
-            _copy(case, parse_path(path), transforms[rule.transform], rule, tokens, out)
-    for path, beside in tokens_beside(policy).items():
-        leaf = parse_path(beside)[-1].name
-        _copy(case, parse_path(path), BUILTIN["token"], _TOKEN_RULE, tokens, out, leaf)
-    return out
+    token beside each number or address that leaves other than as its token (see
+    `Minimizer`, which a batch of placements makes once for its policy)."""
+    return Minimizer(policy, transforms)(case, tokens)
 
 
-def _copy(
-    src: BaseModel,
+#: One step of a `Minimizer`'s walk: the field's name, whether it is a list, the steps
+#: below it (None: a leaf), and for a leaf the name it leaves under, its transform and rule.
+_Step = tuple[str, bool, "tuple[_Step, ...] | None", str, Transform | None, FieldRule | None]
+
+
+class Minimizer:
+    """`minimize` under one policy, its paths parsed once and merged into a single walk
+    of the case: each object on the way (``debtor``, each phone) is visited once, however
+    many of its fields the policy lists. The payload is the same, key order included:
+    keys come in the order the policy first names them, the tokens beside last."""
+
+    def __init__(self, policy: PurposePolicy, transforms: Mapping[str, Transform] = BUILTIN) -> None:
+        root: list[list[Any]] = []
+        for path, rule in policy.fields.items():
+            if rule.transform != "drop":
+                _add(root, parse_path(path), None, transforms[rule.transform], rule)
+        for path, beside in tokens_beside(policy).items():
+            _add(root, parse_path(path), parse_path(beside)[-1].name, BUILTIN["token"], _TOKEN_RULE)
+        self._steps = _frozen(root)
+
+    def __call__(self, case: Case, tokens: Pseudonymizer) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        _walk(case, self._steps, tokens, out)
+        return out
+
+
+def _add(
+    level: list[list[Any]],
     segments: tuple[Segment, ...],
+    leaf: str | None,
     transform: Transform,
     rule: FieldRule,
-    tokens: Pseudonymizer,
-    out: dict[str, Any],
-    leaf: str | None = None,
 ) -> None:
-    """Copy the value at ``segments`` through ``transform`` into ``out``, under the same
-    path (or with its last name changed to ``leaf``)."""
+    """Add the path ``segments`` to the steps of ``level`` (its last name changed to
+    ``leaf`` if given), sharing the steps its parents already have."""
     head, rest = segments[0], segments[1:]
-    value = getattr(src, head.name, None)
-    if value is None:
-        return
     if not rest:
-        out[leaf or head.name] = transform.apply(value, rule, tokens)
-    elif head.is_list:
-        items = out.setdefault(head.name, [{} for _ in value])
-        for item, target in zip(value, items, strict=True):
-            _copy(item, rest, transform, rule, tokens, target, leaf)
-    else:
-        _copy(value, rest, transform, rule, tokens, out.setdefault(head.name, {}), leaf)
+        level.append([head.name, head.is_list, None, leaf or head.name, transform, rule])
+        return
+    for step in level:
+        if step[2] is not None and step[0] == head.name:
+            _add(step[2], rest, leaf, transform, rule)
+            return
+    below: list[list[Any]] = []
+    level.append([head.name, head.is_list, below, head.name, None, None])
+    _add(below, rest, leaf, transform, rule)
+
+
+def _frozen(level: list[list[Any]]) -> tuple[_Step, ...]:
+    return tuple(
+        (name, is_list, None if below is None else _frozen(below), key, transform, rule)
+        for name, is_list, below, key, transform, rule in level
+    )
+
+
+def _walk(src: BaseModel, steps: tuple[_Step, ...], tokens: Pseudonymizer, out: dict[str, Any]) -> None:
+    """Copy what ``steps`` name from ``src`` into ``out``, each leaf through its transform."""
+    for name, is_list, below, key, transform, rule in steps:
+        value = getattr(src, name, None)
+        if value is None:
+            continue
+        if below is None:
+            out[key] = transform.apply(value, rule, tokens)  # type: ignore[union-attr, arg-type]
+        elif is_list:
+            items = out.setdefault(name, [{} for _ in value])
+            for item, target in zip(value, items, strict=True):
+                _walk(item, below, tokens, target)
+        else:
+            _walk(value, below, tokens, out.setdefault(name, {}))
 
 
 def disclosed_fields(policy: PurposePolicy) -> list[dict[str, str]]:

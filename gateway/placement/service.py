@@ -22,9 +22,9 @@ from gateway.onboarding import registry
 from gateway.onboarding.pseudonyms import Pseudonymizer
 from gateway.placement.minimize import (
     ContactPoint,
+    Minimizer,
     contact_points,
     disclosed_fields,
-    minimize,
     tokenised_points,
 )
 from gateway.placement.package import SealingKeys, seal_package, sealing_keys
@@ -190,6 +190,7 @@ class _Batch:
     policy: PurposePolicy
     tokens: Pseudonymizer
     audit: Pseudonymizer
+    minimize: Minimizer
     disclosed: list[DisclosedField]
     fields: str
     """``disclosed`` as the packages' ``fields`` column holds it (JSON)."""
@@ -215,14 +216,18 @@ async def _place_in(
     fields = disclosed_fields(policy)
     disclosed = [DisclosedField(**f) for f in fields]  # frozen: one list for the batch
     audit = gw.keys.pseudonymizer("audit")
-    batch = _Batch(partner_id, purpose, actor, profile, policy, tokens, audit, disclosed, json.dumps(fields))
+    minimizer = Minimizer(policy, gw.transforms)
+    batch = _Batch(
+        partner_id, purpose, actor, profile, policy, tokens, audit, minimizer, disclosed, json.dumps(fields)
+    )
     refs = [tokens.token(f"case:{case.case_id}", prefix="case_") for case in cases]
     recalled = await _recalled(tx, partner_id, refs)
     # The debtors' data keys for the packages' stored columns, found or made at once.
-    await gw.keyring.prepare(tx, [subject_token(gw, case, audit) for case in cases])
+    subjects = [subject_token(gw, case, audit) for case in cases]
+    await gw.keyring.prepare(tx, subjects)
     rows = PlacementRows()
     keys: SealingKeys | None = None  # looked up for the first package sealed
-    for case, case_ref in zip(cases, refs, strict=True):
+    for case, case_ref, subject in zip(cases, refs, subjects, strict=True):
         try:
             check_limitation(gw, case, purpose)
             check_not_recalled(case.case_id, partner_id, recalled.get(case_ref))
@@ -230,7 +235,7 @@ async def _place_in(
             outcomes.append(refused)
             continue
         keys = keys or sealing_keys(gw, profile)
-        outcomes.append(await _place_one(gw, tx, batch, keys, case, case_ref, rows, entries))
+        outcomes.append(await _place_one(gw, tx, batch, keys, case, case_ref, subject, rows, entries))
     await rows.write(tx)
     return outcomes
 
@@ -242,12 +247,17 @@ async def _place_one(
     keys: SealingKeys,
     case: Case,
     case_ref: str,
+    subject: str,
     rows: PlacementRows,
     entries: list[Any],
 ) -> Placement:
-    """Minimize and seal one case; its rows go to ``rows``, its disclosure to ``entries``."""
+    """Minimize and seal one case (``subject``: its debtor's `subject_token`); its rows go
+    to ``rows``, its disclosure to ``entries``."""
     profile, audit = batch.profile, batch.audit
-    data = minimize(case, batch.policy, batch.tokens, gw.transforms)
+    # The partner's tokens of this case, each made once: a number's token is asked for by
+    # its transform and again by `tokenised_points` (kept for this placement only).
+    tokens = batch.tokens.remembering()
+    data = batch.minimize(case, tokens)
     package = seal_package(gw, profile, batch.purpose, case_ref, data, keys=keys)
     at = isotime(gw.now())
     entry = Disclosure(
@@ -257,7 +267,7 @@ async def _place_one(
         partner=batch.partner_id,
         purpose=batch.purpose,
         legal_basis=batch.policy.legal_basis,
-        subject=subject_token(gw, case, audit),
+        subject=subject,
         case=case_token(gw, case.case_id, audit),
         fields=batch.disclosed,
         package_digest=package.package_digest,
@@ -271,7 +281,7 @@ async def _place_one(
     rows.packages.append(row)
     rows.bodies.append(body)
     rows.assign(case, batch.partner_id, case_ref, entry.case, entry.subject, batch.purpose, at)
-    sent = tokenised_points(points, batch.policy, batch.tokens)
+    sent = tokenised_points(points, batch.policy, tokens)
     rows.contacts(entry.subject, batch.partner_id, points, sent, audit)
     entries.append(entry)
     return Placement(package.package_id, batch.partner_id, batch.purpose, case_ref, package.claims)
