@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -338,13 +339,21 @@ class Lane:
         """One delivery, its answer or error, within the attempt timeout. At the timeout
         the slot is free even if the adapter's clean-up (an SMTP QUIT, a TLS close)
         takes longer: that goes on apart, and the lane waits for it when it closes."""
+        # `asyncio.wait((task,), timeout=...)` with less on the way: one waiter, woken
+        # by the attempt's end or by the timeout, whichever comes first.
+        loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(self.adapter.deliver(package))
+        waiter = loop.create_future()
+        timer = loop.call_later(self.limits.timeout, _wake, waiter)
+        task.add_done_callback(functools.partial(_wake, waiter))
         try:
-            done, _ = await asyncio.wait((task,), timeout=self.limits.timeout)
+            await waiter
         except BaseException:
             task.cancel()
             raise
-        if not done:
+        finally:
+            timer.cancel()
+        if not task.done():
             task.cancel()
             self._cleanups.add(task)
             task.add_done_callback(_forget)
@@ -365,6 +374,12 @@ class Held:
     claimed: outbox.Claimed
     lease_ends: float
     """`time.monotonic` at which the claim's lease ends."""
+
+
+def _wake(waiter: asyncio.Future[None], *_: object) -> None:
+    """Wake `Lane._attempt` (by its timer, or as the attempt's done callback)."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _forget(task: asyncio.Future[Any]) -> None:
