@@ -41,6 +41,29 @@ def test_tokens_stay_hmac_sha256_of_the_scope_key() -> None:
         for value in ("110101199003071234", "contact:13812341999", "张伟", ""):
             mac = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
             assert Pseudonymizer(key).token(value, prefix="subj_") == "subj_" + mac[:32]
+            remembering = Pseudonymizer(key).remembering()  # a placement's: each token made once
+            for _ in range(2):
+                assert remembering.token(value, prefix="subj_") == "subj_" + mac[:32]
+                assert remembering.token(value) == "tok_" + mac[:32]
+
+
+def test_keys_come_in_the_order_the_policy_names_them() -> None:
+    """The payload a partner reads (and the bytes signed) keep the policy's order: each
+    object's keys as the policy first names them, the tokens beside numbers last."""
+    out = minimize(
+        Case.model_validate(CASE),
+        policy({
+            "loan.currency": "keep", "debtor.phones[].number": "keep", "debtor.name": "keep",
+            "loan.outstanding": "keep", "debtor.phones[].label": "keep",
+        }),
+        TOKENS,
+    )
+    assert list(out) == ["loan", "debtor"]
+    assert list(out["loan"]) == ["currency", "outstanding"]
+    assert list(out["debtor"]) == ["phones", "name"]
+    assert [list(phone) for phone in out["debtor"]["phones"]] == [["number", "label", "number_token"]] * len(
+        CASE["debtor"]["phones"]
+    )
 
 
 def test_every_case_leaf_is_addressable() -> None:
