@@ -7,9 +7,10 @@ is sent, so a crash loses nothing and the log never misses a disclosure.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,6 +31,7 @@ from gateway.placement.minimize import (
 from gateway.placement.package import SealingKeys, seal_package, sealing_keys
 from gateway.placement.rows import PlacementRows, package_row
 from gateway.placement.seal import verify_signed
+from gateway.placement.transforms import Transform
 from gateway.storage import Row, Transaction
 from schemas.audit import DisclosedField, Disclosure
 from schemas.case import Case
@@ -190,10 +192,15 @@ class _Batch:
     policy: PurposePolicy
     tokens: Pseudonymizer
     audit: Pseudonymizer
-    minimize: Minimizer
+    transforms: Mapping[str, Transform]
     disclosed: list[DisclosedField]
     fields: str
     """``disclosed`` as the packages' ``fields`` column holds it (JSON)."""
+
+    @functools.cached_property
+    def minimize(self) -> Minimizer:
+        """`minimize` under the batch's policy, made for the first package minimized."""
+        return Minimizer(self.policy, self.transforms)
 
 
 async def _place_in(
@@ -216,9 +223,9 @@ async def _place_in(
     fields = disclosed_fields(policy)
     disclosed = [DisclosedField(**f) for f in fields]  # frozen: one list for the batch
     audit = gw.keys.pseudonymizer("audit")
-    minimizer = Minimizer(policy, gw.transforms)
     batch = _Batch(
-        partner_id, purpose, actor, profile, policy, tokens, audit, minimizer, disclosed, json.dumps(fields)
+        partner_id, purpose, actor, profile, policy, tokens, audit, gw.transforms, disclosed,
+        json.dumps(fields),
     )
     refs = [tokens.token(f"case:{case.case_id}", prefix="case_") for case in cases]
     recalled = await _recalled(tx, partner_id, refs)
