@@ -50,6 +50,7 @@ from gateway.inbound import pipeline as inbound
 from gateway.inbound import webhooks
 from gateway.placement import package
 from gateway.placement import service as placement
+from gateway.placement.minimize import Minimizer
 from gateway.placement.rows import PlacementRows
 from gateway.storage.groups import GroupWriter
 from gateway.storage.sqlite import SQLiteDatabase
@@ -61,7 +62,7 @@ PLACEMENT: list[Step] = [
     (0, "place", placement, "place"),
     (1, "begin (BEGIN IMMEDIATE)", SQLiteDatabase, "_begin"),
     (1, "partner row (FOR SHARE)", placement.registry, "fetch"),
-    (1, "minimize", placement, "minimize"),
+    (1, "minimize", Minimizer, "__call__"),
     (1, "seal_package", placement, "seal_package"),
     (2, "sign (JWS, ES256)", package, "sign"),
     (2, "encrypt (JWE, ECDH-ES+A256KW)", package, "encrypt"),
