@@ -248,9 +248,9 @@ async def _store_event(
     """Store the report (``raw``: its JSON, ``parsed``: the same as JSON values): its
     free text screened, the original encrypted (`gateway.lifecycle.screen`)."""
     body, original = await stored_event(gw.keyring, tx, partner_id, webhook_id, assignment, raw, parsed)
-    event_id = await tx.fetchval(
+    return await tx.insert_id(
         "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at, received_at,"
-        " source, webhook_id, body, original) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        " source, webhook_id, body, original) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             partner_id,
             assignment["case_ref"],
@@ -265,7 +265,6 @@ async def _store_event(
             original,
         ),
     )
-    return int(event_id)
 
 
 async def _move(tx: Transaction, assignment: dict[str, Any], event: Any, state: str, now: datetime) -> None:

@@ -48,9 +48,9 @@ async def store_violation(
         )
         evidence = {**evidence, "found_on_event": event_id}
         event_id = contact.event
-    violation_id = await tx.fetchval(
+    violation_id = await tx.insert_id(
         "INSERT INTO violations (partner_id, case_id, rule, source, message, evidence, event_id, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             partner_id,
             case_id,
@@ -68,7 +68,7 @@ async def store_violation(
         partner=partner_id,
         case=case_token,
         rule=breach.rule,
-        violation_id=int(violation_id),
+        violation_id=violation_id,
     )
 
 

@@ -74,6 +74,11 @@ class Transaction(ABC):
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; return the number of rows it changed."""
 
+    async def insert_id(self, sql: str, params: Params = ()) -> int:
+        """Run ``sql``, a plain INSERT of one row (no ON CONFLICT, no RETURNING) into a
+        table whose key is its ``id`` column; return the new row's id."""
+        return int(await self.fetchval(sql + " RETURNING id", params))
+
     @abstractmethod
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
 

