@@ -61,6 +61,7 @@ class KeyStore:
         self._signing_file = os.fspath(self.signing_path)
         self._jwks_file = os.fspath(self.jwks_path)
         self._retired_file = os.fspath(self.retired_path)
+        self._partners_dir = os.fspath(self.partners)
         self._pseudonym_file = os.fspath(self.bank / "pseudonym.key")
         # Derived per scope, and derived again if the master key file changed.
         self._pseudonymizers: dict[str, tuple[bytes, Pseudonymizer]] = {}
@@ -321,18 +322,10 @@ class KeyStore:
         return len(kept)
 
     def webhook_secrets(self, partner_id: str) -> tuple[bytes, ...]:
-        def load(path: Path) -> tuple[bytes, ...]:
-            if not path.exists():
-                return ()
-            secrets = []
-            for line in path.read_text().split():
-                try:
-                    secrets.append(base64.b64decode(line.removeprefix("whsec_"), validate=True))
-                except ValueError:
-                    raise KeyStoreError(f"{path}: a line is not a whsec_ secret") from None
-            return tuple(secrets)
-
-        return self._load("webhook secrets", self.webhook_secret_path(partner_id), load)
+        # The file's name as a string: every callback asks, and a Path join costs more
+        # than the stat that tells whether the file changed.
+        name = os.path.join(self._partners_dir, partner_id + ".whsec")
+        return self._load("webhook secrets", name, _webhook_secrets)
 
     def partner_signature_keys(self, relative: str | None) -> tuple[Ed25519PublicKey, ...]:
         """The partner's Ed25519 keys for ``v1a`` callback signatures (``use: sig``)."""
@@ -376,3 +369,16 @@ def secret_id(secret: str) -> str:
     """How a webhook secret is named in lists and in the audit log: 12 hex digits of
     its SHA-256, which tell nothing of the 256-bit secret."""
     return hashlib.sha256(secret.strip().encode()).hexdigest()[:12]
+
+
+def _webhook_secrets(path: Path) -> tuple[bytes, ...]:
+    """The secrets of a partner's ``.whsec`` file (none if there is no file)."""
+    if not path.exists():
+        return ()
+    secrets = []
+    for line in path.read_text().split():
+        try:
+            secrets.append(base64.b64decode(line.removeprefix("whsec_"), validate=True))
+        except ValueError:
+            raise KeyStoreError(f"{path}: a line is not a whsec_ secret") from None
+    return tuple(secrets)
