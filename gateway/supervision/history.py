@@ -169,22 +169,24 @@ def as_contact(
     number = None if token is None else numbers.tokens.get((partner, token))
     place, zones = numbers.place(number)
     received = row.get("received_at")
+    # Positional, in `Contact`'s field order (a test holds them to it): a report's
+    # history makes one per earlier contact, and keywords cost a fifth more.
     return Contact(
-        at=datetime.fromisoformat(body["occurred_at"]),
-        channel=body["channel"],
-        target=body["target"],
-        outcome=body["outcome"],
-        partner=partner,
-        debt=row["case_id"],
-        debtor=subject,
-        number=number,
-        staff_count=body.get("staff_count"),
-        text=body.get("text"),
-        event=row.get("id"),
-        known_at=None if received is None else datetime.fromisoformat(received),  # "Z" reads as UTC
-        zones=zones,
-        place=place,
-        time_barred=time_barred,
+        datetime.fromisoformat(body["occurred_at"]),
+        body["channel"],
+        body["target"],
+        body["outcome"],
+        partner,
+        row["case_id"],
+        subject,
+        number,
+        body.get("staff_count"),
+        body.get("text"),
+        row.get("id"),
+        None if received is None else datetime.fromisoformat(received),  # "Z" reads as UTC
+        zones,
+        place,
+        time_barred,
     )
 
 
