@@ -108,3 +108,25 @@ async def test_a_large_insert_with_a_refused_row_leaves_nothing(db: Database) ->
         await tx.insert_many(AUDIT_ROW, audit_rows(0, BULK_ROWS + 1))  # and the database stays usable
     async with db.transaction() as tx:
         assert await tx.fetchval("SELECT COUNT(*) FROM audit_entries") == BULK_ROWS + 1
+
+
+EVENT = (
+    "INSERT INTO events (partner_id, case_ref, case_id, subject_token, type, occurred_at, received_at,"
+    " source, body) VALUES (?, 'ref', 'C-1', 'subj', 'accepted', 'now', 'now', 'callback', '{}')"
+)
+
+
+async def test_insert_id_is_the_id_of_the_row_just_inserted(db: Database) -> None:
+    async with db.transaction() as tx:
+        first = await tx.insert_id(EVENT, ("acme",))
+        await tx.execute(INSERT, ("between", "auditor"))  # another table's row in between
+        second = await tx.insert_id(EVENT, ("bank",))
+        rows = await tx.fetchall("SELECT id, partner_id FROM events ORDER BY id")
+    assert second > first
+    assert rows == [{"id": first, "partner_id": "acme"}, {"id": second, "partner_id": "bank"}]
+
+
+async def test_a_refused_insert_gives_no_id(db: Database) -> None:
+    with pytest.raises(StorageError, match="refused the change"):
+        async with db.transaction() as tx:
+            await tx.insert_id(EVENT, (None,))  # partner_id is NOT NULL
