@@ -243,4 +243,7 @@ async def test_limitation_is_checked_per_case(gw: Gateway) -> None:
     assert isinstance(outcomes[1], placement.Placement)
     async with gw.db.transaction() as tx:
         leaves = await tx.fetchall("SELECT leaf FROM audit_entries WHERE kind = 'disclosure'")
+        keys = await tx.fetchall("SELECT scope FROM data_keys")
     assert [json.loads(r["leaf"])["package_id"] for r in leaves] == [outcomes[1].package_id]
+    # A data key for the debtor placed, none for the one refused: nothing of theirs is stored.
+    assert [r["scope"] for r in keys] == [placement.subject_token(gw, fresh)]

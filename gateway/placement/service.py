@@ -229,17 +229,22 @@ async def _place_in(
     )
     refs = [tokens.token(f"case:{case.case_id}", prefix="case_") for case in cases]
     recalled = await _recalled(tx, partner_id, refs)
-    # The debtors' data keys for the packages' stored columns, found or made at once.
-    subjects = [subject_token(gw, case, audit) for case in cases]
-    await gw.keyring.prepare(tx, subjects)
-    rows = PlacementRows()
-    keys: SealingKeys | None = None  # looked up for the first package sealed
-    for case, case_ref, subject in zip(cases, refs, subjects, strict=True):
+    refused: dict[int, PolicyViolation] = {}
+    for i, (case, case_ref) in enumerate(zip(cases, refs, strict=True)):
         try:
             check_limitation(gw, case, purpose)
             check_not_recalled(case.case_id, partner_id, recalled.get(case_ref))
-        except PolicyViolation as refused:
-            outcomes.append(refused)
+        except PolicyViolation as refusal:
+            refused[i] = refusal
+    # The data keys of the debtors placed, for their packages' stored columns, found or
+    # made at once (none for a debtor whose case is refused: nothing of theirs is stored).
+    subjects = [subject_token(gw, case, audit) for case in cases]
+    await gw.keyring.prepare(tx, [s for i, s in enumerate(subjects) if i not in refused])
+    rows = PlacementRows()
+    keys: SealingKeys | None = None  # looked up for the first package sealed
+    for i, (case, case_ref, subject) in enumerate(zip(cases, refs, subjects, strict=True)):
+        if i in refused:
+            outcomes.append(refused[i])
             continue
         keys = keys or sealing_keys(gw, profile)
         outcomes.append(await _place_one(gw, tx, batch, keys, case, case_ref, subject, rows, entries))
