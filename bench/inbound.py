@@ -66,6 +66,7 @@ from aiohttp import web
 
 from bench.callbacks_load import PARTNER, WARMUP, add_history, bodies, build_workspace, place_cases, sign
 from bench.common import Cpu, cpu_used, keys_settled, run_loop
+from gateway import heap
 from gateway.clock import isotime
 from gateway.config import load_settings
 from gateway.core import Gateway
@@ -121,6 +122,7 @@ def serve(kind: str, ws: str, profile: str | None, conn: Any, loop: str = "async
             app.router.add_post(PATH, raw_handler)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
+        heap.settle()  # every server, as `gateway serve` does once started
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         conn.send(runner.addresses[0][1])
         loop = asyncio.get_running_loop()

@@ -72,6 +72,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from bench.common import Cpu, agency_process, copy_packages, cpu_used, keys_settled, make_workspace, run_loop
 from bench.floor_writes import durable_writes_cpu
+from gateway import heap
 from gateway.cli.placement import read_case
 from gateway.config import load_settings
 from gateway.core import Gateway
@@ -346,6 +347,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         try:
             port = ready.get(timeout=30)
             gw = await workspace(root, port, ca)
+            heap.settle()  # as `gateway place` and `gateway dispatch` do once the workspace is open
             try:
                 if args.backlog:
                     await backlog(gw, args.backlog)

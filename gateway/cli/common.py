@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from gateway import eventloop, jsontext
+from gateway import eventloop, heap, jsontext
 from gateway.config import Settings, load_settings
 from gateway.controls import CONTROLS
 from gateway.core import Gateway
@@ -81,6 +81,8 @@ def _with_gateway(fn: Callable[..., Awaitable[Any]], service: bool) -> Callable[
 
         async def main() -> Any:
             async with await Gateway.open(settings or load_settings(obj["config"])) as gw:
+                if service:
+                    heap.settle()  # a long-running process: its start-up objects stay
                 return await fn(gw, *args, **kwargs)
 
         return run(main(), settings.event_loop if settings else "asyncio")

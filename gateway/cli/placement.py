@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from gateway import heap
 from gateway.cli.common import actor, echo_json, flatten, table, with_gateway
 from gateway.config import first_error
 from gateway.core import Gateway
@@ -163,6 +164,7 @@ async def place_all(
     gw: Gateway, cases: Iterator[Case], total: int, rest_from: Callable[[int], str], run: Run
 ) -> None:
     """Place ``cases`` batch by batch, each printed as it commits, progress on stderr."""
+    heap.settle()  # placing in bulk: what start-up made stays for the run
     placed = refused = 0
     start = last = time.monotonic()
     batches = placement.place_many(gw, cases, run.partner_id, run.purpose, actor=actor(), batch=run.batch)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from aiohttp import web
 
-from gateway import eventloop, logs
+from gateway import eventloop, heap, logs
 from gateway.cli.common import actor, echo_rows, parse_span, run, settings_of, until_stop_signal, with_gateway
 from gateway.core import Gateway
 from gateway.http import create_app
@@ -40,6 +40,7 @@ def serve(obj: dict[str, Any], host: str, port: int, no_workers: bool, log_forma
         app = create_app(settings, workers=not no_workers, upkeep=True)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
+        heap.settle()  # the app and its gateway are open: what start-up made stays
         try:
             await web.SockSite(runner, sock).start()
             bound = sock.getsockname()[1]
