@@ -130,3 +130,15 @@ async def test_a_refused_insert_gives_no_id(db: Database) -> None:
     with pytest.raises(StorageError, match="refused the change"):
         async with db.transaction() as tx:
             await tx.insert_id(EVENT, (None,))  # partner_id is NOT NULL
+
+
+async def test_fetchall_in_reads_every_chunk_of_values(db: Database) -> None:
+    async with db.transaction() as tx:
+        await tx.executemany(EVENT, [(f"p{i}",) for i in range(1200)])
+        wanted = [f"p{i}" for i in range(1200)] + ["nobody"]
+        rows = await tx.fetchall_in(
+            "SELECT partner_id FROM events WHERE partner_id != ? AND partner_id IN ({marks})",
+            wanted,
+            ("p7",),
+        )
+    assert sorted(r["partner_id"] for r in rows) == sorted(f"p{i}" for i in range(1200) if i != 7)

@@ -293,7 +293,12 @@ class KeyStore:
     # -- callback verification ----------------------------------------------------------
 
     def webhook_secret_path(self, partner_id: str) -> Path:
-        return self.partners / f"{partner_id}.whsec"
+        return Path(self._webhook_secret_file(partner_id))
+
+    def _webhook_secret_file(self, partner_id: str) -> str:
+        # A string, not a Path: every callback asks, and a Path join costs more than the
+        # stat that tells whether the file changed.
+        return os.path.join(self._partners_dir, partner_id + ".whsec")
 
     def add_webhook_secret(self, partner_id: str, secret: str | None = None) -> Path:
         """Add ``secret`` (default: a new one, `new_webhook_secret`); older ones stay
@@ -322,10 +327,7 @@ class KeyStore:
         return len(kept)
 
     def webhook_secrets(self, partner_id: str) -> tuple[bytes, ...]:
-        # The file's name as a string: every callback asks, and a Path join costs more
-        # than the stat that tells whether the file changed.
-        name = os.path.join(self._partners_dir, partner_id + ".whsec")
-        return self._load("webhook secrets", name, _webhook_secrets)
+        return self._load("webhook secrets", self._webhook_secret_file(partner_id), _webhook_secrets)
 
     def partner_signature_keys(self, relative: str | None) -> tuple[Ed25519PublicKey, ...]:
         """The partner's Ed25519 keys for ``v1a`` callback signatures (``use: sig``)."""

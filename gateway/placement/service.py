@@ -314,22 +314,15 @@ async def _recalled(tx: Transaction, partner_id: str, case_refs: list[str]) -> d
     """The assignments of ``case_refs`` at the partner that stand recalled, by case_ref:
     one query for a batch (a placement never recalls, so what it finds holds for the
     whole batch)."""
-    found: dict[str, Row] = {}
-    unique = list(dict.fromkeys(case_refs))
-    for first in range(0, len(unique), _REFS_PER_QUERY):
-        chunk = unique[first : first + _REFS_PER_QUERY]
-        marks = ", ".join("?" for _ in chunk)
-        for row in await tx.fetchall(
-            "SELECT case_ref, recalled_at, deletion_due FROM assignments WHERE partner_id = ?"
-            f" AND state = 'recalled' AND case_ref IN ({marks})",
-            (partner_id, *chunk),
-        ):
-            found[row["case_ref"]] = row
-    return found
+    rows = await tx.fetchall_in(
+        "SELECT case_ref, recalled_at, deletion_due FROM assignments WHERE partner_id = ?"
+        " AND state = 'recalled' AND case_ref IN ({marks})",
+        list(dict.fromkeys(case_refs)),
+        (partner_id,),
+    )
+    return {row["case_ref"]: row for row in rows}
 
 
-#: Case refs per query of `_recalled`: well under SQLite's oldest limit of parameters (999).
-_REFS_PER_QUERY = 500
 
 
 def check_not_recalled(case_id: str, partner_id: str, recall: Row | None) -> None:

@@ -45,8 +45,6 @@ PREFIX = "enc1:"
 NONCE_BYTES = 12
 #: Unwrapped data keys kept in memory (one per recent data subject).
 CACHE_KEYS = 4096
-#: Scopes per ``IN (...)`` of `KeyRing.prepare`: well within both databases' limits.
-_IN_CHUNK = 500
 KEK_FILE = "storage.kek"
 
 
@@ -83,10 +81,10 @@ class FileKek:
         self.path = Path(bank_dir) / KEK_FILE
         self._files = FileCache()
 
-    def _keys(self) -> list[tuple[str, bytes]]:
+    def _keys(self) -> tuple[tuple[str, bytes], ...]:
         """The KEKs, the current first, read again once the file changes (each new
         debtor's data key is wrapped with the current one)."""
-        return list(self._files.load("kek", self.path, self._read))
+        return self._files.load("kek", self.path, self._read)
 
     def _read(self, path: Path) -> tuple[tuple[str, bytes], ...]:
         try:
@@ -104,7 +102,7 @@ class FileKek:
                     raise KeyStoreError(f"{self.path}: {problem}") from None
         return tuple(keys)
 
-    def _write(self, keys: list[tuple[str, bytes]]) -> None:
+    def _write(self, keys: Sequence[tuple[str, bytes]]) -> None:
         from gateway.onboarding.files import write_private
 
         write_private(self.path, "".join(f"{kid} {key.hex()}\n" for kid, key in keys).encode("ascii"))
@@ -215,13 +213,8 @@ class KeyRing:
             prepared[scope] = (key_id, key)
 
     async def _key_ids(self, tx: Transaction, scopes: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for first in range(0, len(scopes), _IN_CHUNK):
-            chunk = scopes[first : first + _IN_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            rows = await tx.fetchall(f"SELECT scope, id FROM data_keys WHERE scope IN ({marks})", chunk)
-            found.update((r["scope"], r["id"]) for r in rows)
-        return found
+        rows = await tx.fetchall_in("SELECT scope, id FROM data_keys WHERE scope IN ({marks})", scopes)
+        return {r["scope"]: r["id"] for r in rows}
 
     async def seal(self, tx: Transaction, scope: str, where: str, value: str) -> str:
         """``value`` encrypted under ``scope``'s data key, bound to ``where`` (column and row)."""

@@ -11,6 +11,10 @@ from contextlib import AbstractAsyncContextManager
 from enum import IntEnum
 from typing import Any
 
+#: Values per ``IN (...)`` of `Transaction.fetchall_in`: well under SQLite's oldest limit
+#: of parameters (999) and PostgreSQL's (32767).
+IN_CHUNK = 500
+
 Row = dict[str, Any]
 Params = Sequence[Any]
 
@@ -100,6 +104,15 @@ class Transaction(ABC):
     async def fetchval(self, sql: str, params: Params = ()) -> Any:
         row = await self.fetchone(sql, params)
         return None if row is None else next(iter(row.values()))
+
+    async def fetchall_in(self, sql: str, values: Sequence[Any], params: Params = ()) -> list[Row]:
+        """The rows of ``sql`` for every one of ``values``, `IN_CHUNK` of them a statement:
+        its ``{marks}`` becomes the chunk's ``?, ?, ...``, bound after ``params``."""
+        rows: list[Row] = []
+        for first in range(0, len(values), IN_CHUNK):
+            chunk = values[first : first + IN_CHUNK]
+            rows += await self.fetchall(sql.format(marks=", ".join("?" * len(chunk))), (*params, *chunk))
+        return rows
 
     broken: bool = False
     """Set when a savepoint could not be undone or released: the database may have
