@@ -27,8 +27,10 @@ from aiohttp import web
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery import outbox, ratelimit
+from gateway.delivery.limiter import PartnerLimiter
 from gateway.demo.partners import ThrowawayCA
 from gateway.onboarding import registry
+from schemas.partner import Limits
 from tests.helpers import reap
 from tests.partners import PARTNER, Agency, Clock, agency_profile, init_workspace, place_many, serve
 from tests.test_scale_out import wait_for
@@ -211,3 +213,37 @@ async def test_send_times_reserved_side_by_side_keep_the_rate(tmp_path: Path) ->
     # 200 sends at 50/s: after the burst of 50, one every 20 ms, whoever reserved them.
     assert times[-1] - times[0] >= (200 - 50) / 50 - 0.01
     assert most_in_window(times, 1.0) <= 50 + 50
+
+
+async def test_send_times_that_came_due_while_waiting_for_a_slot_are_not_sent_late(tmp_path: Path) -> None:
+    """A lane's first attempts hold every slot for a while (slow first connections, a
+    stalled process) while the send times it reserved ahead come due: those times are
+    not used late, on top of the burst the partner's bucket allows once the slots are
+    back, and every window still holds at most the burst plus the rate."""
+    rate, concurrency, count, slow = 20, 8, 40, 0.6
+    async with metered_workspace(tmp_path, "") as (gw, _):
+        waiting = count
+        limiter = PartnerLimiter(
+            gw.db, PARTNER, "lane-1", Limits(concurrency=concurrency, rate_per_second=rate), lease=5,
+            backlog=lambda: waiting,
+        )
+        sends: list[float] = []
+
+        async def attempt(number: int) -> None:
+            nonlocal waiting
+            await limiter.acquire()
+            waiting -= 1
+            sends.append(time.monotonic())
+            await asyncio.sleep(slow if number < concurrency else 0)
+            limiter.release()
+
+        try:
+            await asyncio.wait_for(asyncio.gather(*(attempt(n) for n in range(count))), 30)
+        finally:
+            await limiter.aclose()
+    assert len(sends) == count
+    assert max(sends[concurrency:]) - min(sends) > slow
+    burst = max(1, rate)
+    for window in (0.05, 0.5, 1.0, 2.0):
+        got = most_in_window(sends, window)
+        assert got <= rate * window + burst, f"{got} sends within {window} s"

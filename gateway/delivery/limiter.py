@@ -9,6 +9,11 @@ is over its share as soon as its attempts are down to it, and gives all back onc
 idle. Send times are reserved by whichever worker finds none left, for the others too
 (:func:`ratelimit.batch_size`), and the next ones as the last half of a batch goes
 while packages wait.
+
+A send time a worker takes more than ``STALE`` seconds after it came due is dropped (the
+workers waited that long for slots, or the process stalled): sent now, such times
+would bunch on top of the ones due now, and the partner would see more than its rate.
+A dropped time is lost, which can only slow the partner's traffic.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ log = logging.getLogger(__name__)
 RENEW_MOST = 0.5
 #: Pause between asks while the lane holds other than it wants.
 POLL = 0.2
+#: Seconds past its time after which a reserved send time is dropped, not used.
+STALE = 0.05
 
 
 class PartnerLimiter:
@@ -68,9 +75,10 @@ class PartnerLimiter:
 
     def try_acquire(self) -> bool:
         """Take a slot and a send time if both are there now, without waiting."""
-        if self._asking or self.in_use >= self.usable or not self._times:
+        if self._asking or self.in_use >= self.usable:
             return False
-        if self._times[0] > time.monotonic():
+        now = time.monotonic()
+        if not self._fresh(now) or self._times[0] > now:
             return False
         self._times.popleft()
         self.in_use += 1
@@ -126,7 +134,7 @@ class PartnerLimiter:
     async def _send_time(self) -> None:
         self._token_waiters += 1
         try:
-            while not self._times:
+            while not self._fresh(time.monotonic()):
                 if self._reserving is None:
                     self._reserving = asyncio.create_task(self._reserve())
                 # Shielded: a worker that stops waiting does not cancel the others' batch.
@@ -138,6 +146,13 @@ class PartnerLimiter:
         delay = at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    def _fresh(self, now: float) -> bool:
+        """Drop the send times more than ``STALE`` seconds past; whether one is left."""
+        times = self._times
+        while times and times[0] < now - STALE:
+            times.popleft()
+        return bool(times)
 
     def _reserve_ahead(self) -> None:
         """Reserve the next send times while the last of these go, if more is waiting:
