@@ -22,6 +22,7 @@ from gateway.audit.merkle import (
     leaf_hash,
     levels_of,
     node_hash,
+    prefix_subtrees,
     root_from_leaf_hashes,
 )
 from gateway.audit.proofcheck import ProofError, verify_consistency, verify_inclusion
@@ -365,21 +366,28 @@ def test_generators_refuse_bad_arguments() -> None:
 # A case hashes the tree at every size, hundreds of roots: its time says nothing of the
 # code (on a loaded machine the first case went over the 200 ms default).
 @settings(deadline=None)
-def test_blocks_hashed_elsewhere_give_the_same_tree(blocks: list[int]) -> None:
+def test_subtrees_of_blocks_hashed_elsewhere_give_the_root_at_every_size(blocks: list[int]) -> None:
     """Blocks of leaves with their inner levels (`levels_of`, as a verify worker makes
-    them) grow the same tree as the leaves alone: stored where aligned, hashed again
-    where not; roots and proofs agree at every size."""
-    tree = MerkleTree()
+    them): where a block starts on a multiple of its top subtree's size, the subtrees
+    of each of its prefixes (`prefix_subtrees`) pushed onto the range before it give the
+    root at that size; elsewhere its leaves are hashed again (`grow`)."""
+    rng = CompactRange()
     done = 0
     for count in blocks:
-        block = LEAVES[done : done + count]
-        tree.extend_levels(joined(levels_of(block)))
-        done += len(block)
-        assert len(tree) == done
-    for size in range(1, done + 1):
-        assert tree.root(size) == rfc_mth(LEAVES[:size])
-    if done > 1:
-        assert tree.consistency_proof(1, done) == TREE.consistency_proof(1, done)
+        leaves = LEAVES[done : done + count]
+        block = joined(levels_of(leaves))
+        if done % (1 << (len(block) - 1)):
+            rng.grow(leaves)
+        else:
+            for size in range(done + 1, done + len(leaves) + 1):
+                part = rng.copy()
+                for height, node in prefix_subtrees(block, size - done):
+                    part.push(height, node)
+                assert part.size == size and part.root() == rfc_mth(LEAVES[:size])
+            for height, node in prefix_subtrees(block, len(leaves)):
+                rng.push(height, node)
+        done += len(leaves)
+        assert rng.size == done and rng.root() == rfc_mth(LEAVES[:done])
 
 
 def joined(levels: list[list[bytes]]) -> list[bytes]:
@@ -387,28 +395,15 @@ def joined(levels: list[list[bytes]]) -> list[bytes]:
     return [b"".join(level) for level in levels]
 
 
-def test_an_aligned_block_keeps_its_levels_and_a_misaligned_one_is_hashed_again() -> None:
-    tree = MerkleTree()
-    tree.extend_levels(joined(levels_of(LEAVES[:8])))
-    aligned = levels_of(LEAVES[8:16])
-    aligned[1][0] = b"\x00" * 32  # stored as it came, and the node above not hashed again
-    tree.extend_levels(joined(aligned))
-    assert tree.subtree_hash(8, 10) == b"\x00" * 32
-    assert tree.subtree_hash(8, 12) == aligned[2][0] == rfc_mth(LEAVES[8:12])
-    assert tree.root(16) == node_hash(rfc_mth(LEAVES[:8]), aligned[3][0])
-    assert tree.leaf_hash(9) == LEAVES[9]
-    odd = MerkleTree()
-    odd.extend(LEAVES[:3])
-    forged = levels_of(LEAVES[3:7])
-    forged[1][0] = b"\x00" * 32  # would be wrong at offset 3; recomputed instead
-    odd.extend_levels(joined(forged))
-    assert odd.root() == rfc_mth(LEAVES[:7])
-
-
-def test_a_block_of_partial_hashes_is_refused() -> None:
-    tree = MerkleTree()
-    with pytest.raises(ValueError, match="32 bytes"):
-        tree.extend_levels([b"\x00" * 33])
-    assert len(tree) == 0
-    with pytest.raises(IndexError):
-        tree.leaf_hash(0)
+def test_a_pushed_subtree_is_taken_as_it_came_and_must_start_on_its_size() -> None:
+    rng = CompactRange()
+    rng.grow(LEAVES[:8])
+    rng.push(1, b"\x00" * 32)  # leaves 8 and 9, hashed elsewhere (here: wrongly)
+    assert rng.size == 10
+    assert rng.root() == node_hash(rfc_mth(LEAVES[:8]), b"\x00" * 32)
+    with pytest.raises(ValueError, match="height 2 cannot start at size 10"):
+        rng.push(2, rfc_mth(LEAVES[10:14]))
+    assert rng.size == 10
+    twin = rng.copy()
+    twin.push(1, rfc_mth(LEAVES[10:12]))
+    assert (twin.size, rng.size) == (12, 10)

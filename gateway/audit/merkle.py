@@ -9,8 +9,9 @@ appends, per-level builds) keep the work per node down to the SHA-256 call itsel
 because the auditor re-hashes the whole log and its cost is bound by the hashing.
 
 - `root_from_leaf_hashes`: the root of a list of leaf hashes, level by level.
-- `CompactRange`: O(log n) state to append leaves and read the root at every size
-  (the writer's state, and the auditor's while it checks checkpoints in a stream).
+- `CompactRange`: O(log n) state to append leaves (or whole subtrees hashed elsewhere)
+  and read the root at every size (the writer's state, and the auditor's while it
+  checks checkpoints in a stream).
 - `MerkleTree`: every level kept in memory, so roots and proofs at any earlier
   size cost O(log n) hashes.
 - `inclusion_proof` / `consistency_proof`: the RFC 9162 PROOF and SUBPROOF
@@ -164,6 +165,25 @@ class CompactRange:
         self._nodes = [new[h] if h in new else old[h] for h in _set_bits(size)]
         return completed
 
+    def push(self, height: int, node: bytes) -> None:
+        """Append a perfect subtree of ``2 ** height`` leaves whose hash is `node`,
+        hashed elsewhere; the size must be a multiple of ``2 ** height``."""
+        size = self._size
+        if size % (1 << height):
+            raise ValueError(f"a subtree of height {height} cannot start at size {size}")
+        nodes = self._nodes
+        above = size >> height
+        while above & 1:  # the range's node of this height is its left sibling
+            node = _sha256(b"\x01" + nodes.pop() + node).digest()
+            above >>= 1
+        nodes.append(node)
+        self._size = size + (1 << height)
+
+    def copy(self) -> CompactRange:
+        twin = CompactRange()
+        twin._size, twin._nodes = self._size, list(self._nodes)
+        return twin
+
     def root(self) -> bytes:
         nodes = self._nodes
         if not nodes:
@@ -187,10 +207,8 @@ def levels_of(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
 
 
 class _Level:
-    """One level of a `MerkleTree`: its hashes end to end in one bytearray. A million
-    leaves are then 64 MB less than as two million Python bytes objects, and a block
-    hashed elsewhere is stored with one copy instead of being split into objects (a
-    third of a verify's work in the parent process, at a million entries)."""
+    """One level of a `MerkleTree`: its hashes end to end in one bytearray (a million
+    leaves are then 64 MB less than as two million Python bytes objects)."""
 
     __slots__ = ("_data",)
 
@@ -208,9 +226,6 @@ class _Level:
 
     def extend(self, nodes: Sequence[bytes]) -> None:
         self._data += b"".join(nodes)
-
-    def extend_joined(self, joined: bytes) -> None:
-        self._data += joined
 
 
 class MerkleTree:
@@ -241,27 +256,6 @@ class MerkleTree:
         """`extend` without the length check, for SHA-256 digests just computed (the
         check costs a tenth of a verifier's tree work)."""
         self._add(0, new)
-
-    def extend_levels(self, block: Sequence[bytes]) -> None:
-        """Append a block of leaves whose inner nodes were hashed elsewhere (a worker
-        process): ``block[h]`` holds the block's nodes of height h end to end, 32 bytes
-        each, ``block[0]`` its leaf hashes, each level as `levels_of` makes them. The
-        tree's size must be a multiple of ``2 ** (len(block) - 1)``, so that no node of
-        the block pairs with one before it below its top level; otherwise the leaves
-        are hashed here. Raises ValueError for a level that is not whole hashes."""
-        if any(len(level) % HASH_SIZE for level in block):
-            raise ValueError(f"a level of hashes must be {HASH_SIZE} bytes a node")
-        levels = self._levels
-        top = len(block) - 1
-        count = len(block[0]) // HASH_SIZE
-        if len(self) % (1 << top) or any(len(block[h]) // HASH_SIZE != count >> h for h in range(top + 1)):
-            self.extend_digests(split_joined(block[0]))
-            return
-        for height, joined in enumerate(block[:top]):
-            if height == len(levels):
-                levels.append(_Level())
-            levels[height].extend_joined(joined)
-        self._add(top, split_joined(block[top]))
 
     def _add(self, height: int, nodes: Sequence[bytes]) -> None:
         """Append `nodes` at `height`, and above it the pairs they complete: each
@@ -311,6 +305,20 @@ class MerkleTree:
         if not 0 <= size <= len(self):
             raise ValueError(f"tree size {size} outside 0..{len(self)}")
         return size
+
+
+def prefix_subtrees(block: Sequence[bytes], count: int) -> list[tuple[int, bytes]]:
+    """The perfect subtrees, highest first, that make up the first `count` leaves of a
+    block whose levels are `block` (``block[h]`` its nodes of height h end to end, as
+    `levels_of` makes them, each concatenated), as (height, hash): what a
+    `CompactRange` at the block's start `push`es to take in those leaves."""
+    subtrees: list[tuple[int, bytes]] = []
+    done = 0
+    for height in _set_bits(count):
+        at = (done >> height) * HASH_SIZE
+        subtrees.append((height, block[height][at : at + HASH_SIZE]))
+        done += 1 << height
+    return subtrees
 
 
 def split_joined(joined: bytes) -> list[bytes]:
