@@ -179,14 +179,20 @@ async def callbacks(ws: Path, count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--placements", type=int, default=1000, help="timed placements (default 1000)")
-    parser.add_argument("--callbacks", type=int, default=3000, help="timed callbacks (default 3000)")
+    parser.add_argument("--placements", type=int, default=1000,
+                        help="timed placements (default 1000; 0 leaves them out)")
+    parser.add_argument("--callbacks", type=int, default=3000,
+                        help="timed callbacks (default 3000; 0 leaves them out)")
     args = parser.parse_args()
+    if args.placements < 0 or args.callbacks < 0:
+        parser.error("--placements and --callbacks take 0 or more")
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
         root = Path(tmp)
-        asyncio.run(placements(root / "out", args.placements))
-        ws = callbacks_load.build_workspace(root / "in")  # runs the CLI: outside the loop
-        asyncio.run(callbacks(ws, args.callbacks))
+        if args.placements:
+            asyncio.run(placements(root / "out", args.placements))
+        if args.callbacks:
+            ws = callbacks_load.build_workspace(root / "in")  # runs the CLI: outside the loop
+            asyncio.run(callbacks(ws, args.callbacks))
 
 
 if __name__ == "__main__":
