@@ -27,7 +27,7 @@ from aiohttp import web
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery import outbox, ratelimit
-from gateway.delivery.limiter import PartnerLimiter
+from gateway.delivery.limiter import STALE, PartnerLimiter
 from gateway.demo.partners import ThrowawayCA
 from gateway.onboarding import registry
 from schemas.partner import Limits
@@ -247,3 +247,38 @@ async def test_send_times_that_came_due_while_waiting_for_a_slot_are_not_sent_la
     for window in (0.05, 0.5, 1.0, 2.0):
         got = most_in_window(sends, window)
         assert got <= rate * window + burst, f"{got} sends within {window} s"
+
+
+async def test_a_lane_on_a_busy_event_loop_still_sends(tmp_path: Path) -> None:
+    """A neighbour holds the event loop longer than a send time may go stale, again and
+    again: the workers that waited for a batch of send times still take them (they are
+    not dropped as stale forever), and every attempt goes. (Each step of the loop takes
+    the neighbour's pause: a few attempts are enough, and slow.)"""
+    count = 4
+    async with metered_workspace(tmp_path, "") as (gw, _):
+        waiting = count
+        limiter = PartnerLimiter(
+            gw.db, PARTNER, "lane-1", Limits(concurrency=2, rate_per_second=1000), lease=5,
+            backlog=lambda: waiting,
+        )
+        done = asyncio.Event()
+
+        async def neighbour() -> None:  # a blocking call between every two steps of the loop
+            while not done.is_set():
+                time.sleep(STALE * 1.6)
+                await asyncio.sleep(0)
+
+        async def attempt() -> None:
+            nonlocal waiting
+            await limiter.acquire()
+            waiting -= 1
+            limiter.release()
+
+        busy = asyncio.ensure_future(neighbour())
+        try:
+            await asyncio.wait_for(asyncio.gather(*(attempt() for _ in range(count))), 60)
+        finally:
+            done.set()
+            await busy
+            await limiter.aclose()
+    assert waiting == 0

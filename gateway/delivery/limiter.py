@@ -13,7 +13,8 @@ while packages wait.
 A send time a worker takes more than ``STALE`` seconds after it came due is dropped (the
 workers waited that long for slots, or the process stalled): sent now, such times
 would bunch on top of the ones due now, and the partner would see more than its rate.
-A dropped time is lost, which can only slow the partner's traffic.
+A dropped time is lost, which can only slow the partner's traffic. The workers that
+waited for a batch take its times however late they wake: at most a batch goes late.
 """
 
 from __future__ import annotations
@@ -139,6 +140,10 @@ class PartnerLimiter:
                     self._reserving = asyncio.create_task(self._reserve())
                 # Shielded: a worker that stops waiting does not cancel the others' batch.
                 await asyncio.shield(self._reserving)
+                if self._times:
+                    # Just reserved: taken however late this worker woke, so that an
+                    # event loop busier than STALE cannot drop every batch unsent.
+                    break
         finally:
             self._token_waiters -= 1
         at = self._times.popleft()
