@@ -7,6 +7,8 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from gateway.onboarding import registry
 from gateway.onboarding.jwk import generate_encryption_key
 from gateway.onboarding.keys import SETTLE_SECONDS
 from gateway.placement import service as placement
+from gateway.placement.package import new_package_id
 from gateway.placement.seal import choose_encryption_key, encrypt, keyset_problem
 from schemas.case import Case
 from schemas.package import PackageClaims
@@ -319,3 +322,14 @@ async def test_settled_keys_are_reused_and_a_changed_key_file_is_used_at_once(
     )
     assert outer["kid"] == new_private["kid"] != first.kid
     assert inner["kid"] == gw.keys.signing_key().kid != old_signing
+
+
+def test_package_ids_sort_by_when_they_were_made_and_never_repeat() -> None:
+    """``pkg_`` and 32 hex digits, as before; later ids sort later (a batch's packages go
+    at the end of the indexes keyed by id), and ids made in the same millisecond differ."""
+    start = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+    later = [new_package_id(start + timedelta(milliseconds=ms)) for ms in (0, 1, 2, 1000, 86_400_000)]
+    assert later == sorted(later) and len(set(later)) == len(later)
+    same = {new_package_id(start) for _ in range(10_000)}
+    assert len(same) == 10_000
+    assert all(re.fullmatch(r"pkg_[0-9a-f]{32}", package_id) for package_id in same | set(later))
