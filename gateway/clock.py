@@ -1,7 +1,9 @@
-"""The one clock and the one timestamp format the gateway stores and logs."""
+"""The one clock and the one timestamp format the gateway stores and logs, and the ids
+that sort by time."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 
@@ -25,3 +27,11 @@ def isotime(moment: datetime) -> str:
     text = moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
     _last = (moment, text)
     return text
+
+
+def sortable_id(prefix: str, moment: datetime) -> str:
+    """`prefix` and 32 hex digits, as a UUID's: `moment` in milliseconds since the epoch
+    (48 bits), then 80 random bits. Ids made later sort later, so rows keyed by them go
+    at the end of their indexes rather than onto a page each all over them, pages that
+    every commit would then write."""
+    return f"{prefix}{int(moment.timestamp() * 1000):012x}{os.urandom(10).hex()}"

@@ -16,13 +16,13 @@ from jwcrypto import jwe as jw_jwe
 from jwcrypto import jwk as jw_jwk
 from jwcrypto import jwt as jw_jwt
 
+from gateway.clock import sortable_id
 from gateway.core import Gateway
 from gateway.errors import PolicyViolation, StorageError
 from gateway.onboarding import registry
 from gateway.onboarding.jwk import generate_encryption_key
 from gateway.onboarding.keys import SETTLE_SECONDS
 from gateway.placement import service as placement
-from gateway.placement.package import new_package_id
 from gateway.placement.seal import choose_encryption_key, encrypt, keyset_problem
 from schemas.case import Case
 from schemas.package import PackageClaims
@@ -328,8 +328,24 @@ def test_package_ids_sort_by_when_they_were_made_and_never_repeat() -> None:
     """``pkg_`` and 32 hex digits, as before; later ids sort later (a batch's packages go
     at the end of the indexes keyed by id), and ids made in the same millisecond differ."""
     start = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
-    later = [new_package_id(start + timedelta(milliseconds=ms)) for ms in (0, 1, 2, 1000, 86_400_000)]
+    later = [sortable_id("pkg_", start + timedelta(milliseconds=ms)) for ms in (0, 1, 2, 1000, 86_400_000)]
     assert later == sorted(later) and len(set(later)) == len(later)
-    same = {new_package_id(start) for _ in range(10_000)}
+    same = {sortable_id("pkg_", start) for _ in range(10_000)}
     assert len(same) == 10_000
     assert all(re.fullmatch(r"pkg_[0-9a-f]{32}", package_id) for package_id in same | set(later))
+
+
+async def test_packages_and_data_keys_made_later_have_ids_that_sort_later(gw: Gateway) -> None:
+    async def key_ids() -> set[str]:
+        async with gw.db.transaction() as tx:
+            return {row["id"] for row in await tx.fetchall("SELECT id FROM data_keys")}
+
+    first = await placement.place(gw, CASE, "acme-collect", "collection", actor="test")
+    before = await key_ids()
+    await asyncio.sleep(0.002)
+    other = Case.model_validate_json(sample_case("case-1002.json").read_text())
+    assert other.debtor != CASE.debtor  # another debtor: a data key of its own is made
+    second = await placement.place(gw, other, "acme-collect", "collection", actor="test")
+    made = await key_ids() - before
+    assert first.package_id < second.package_id
+    assert made and all(re.fullmatch(r"dk_[0-9a-f]{32}", key) and key > max(before) for key in made)

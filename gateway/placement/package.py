@@ -4,11 +4,10 @@ signed by the bank's custody and, for ``jwe`` partners, encrypted to the partner
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+from gateway.clock import sortable_id
 from gateway.core import Gateway
 from gateway.onboarding.custody import PackageSigner
 from gateway.placement.seal import Recipient, choose_encryption_key, encrypt, sign
@@ -47,14 +46,6 @@ def sealing_keys(gw: Gateway, profile: PartnerProfile) -> SealingKeys:
     return SealingKeys(gw.custody.package_signer(), recipient)
 
 
-def new_package_id(now: datetime) -> str:
-    """``pkg_`` and 32 hex digits, as a UUID's: the time in milliseconds (48 bits), then 80
-    random bits. Ids made later sort later, so a batch's packages go at the end of the
-    indexes keyed by their id (packages, bodies, attempts) instead of onto a page each
-    all over them, which every commit would then write."""
-    return f"pkg_{int(now.timestamp() * 1000):012x}{os.urandom(10).hex()}"
-
-
 def seal_package(
     gw: Gateway,
     profile: PartnerProfile,
@@ -70,7 +61,7 @@ def seal_package(
     test package (``test``) carries the claim ``"test": true``; others have no such claim.
     ``keys``: `sealing_keys` of this profile, when the caller seals several packages."""
     now = gw.now()
-    package_id = new_package_id(now)
+    package_id = sortable_id("pkg_", now)
     iat = int(now.timestamp())
     # `schemas.package.PackageClaims` as JSON, built as such: its fields are plain values
     # and ``data`` is JSON already (what transforms give), so a model would only copy it.

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
@@ -37,6 +36,7 @@ import pybase64  # base64 in SIMD: every package's stored values, 5-8x the stand
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway.clock import sortable_id, utcnow
 from gateway.errors import KeyStoreError, StorageError
 from gateway.filecache import FileCache
 from gateway.storage.base import Database, Transaction
@@ -193,9 +193,9 @@ class KeyRing:
         missing = [scope for scope in wanted if scope not in found]
         if missing:
             await self.ready(tx)
-            rows = []
+            rows, made_at = [], utcnow()
             for scope in missing:
-                key_id, raw = "dk_" + uuid.uuid4().hex, AESGCM.generate_key(256)
+                key_id, raw = sortable_id("dk_", made_at), AESGCM.generate_key(256)
                 kek_id, wrapped = self.wrapper.wrap(raw, _aad(key_id))
                 made[key_id] = raw
                 rows.append((key_id, scope, kek_id, wrapped))
