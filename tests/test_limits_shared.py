@@ -140,13 +140,7 @@ async def test_two_dispatchers_share_the_concurrency_and_a_killed_ones_slots_ret
         await place_many(gw, count)
         first, second = await dispatcher(gw), await dispatcher(gw)
         try:
-
-            async def both_hold() -> bool:
-                async with gw.db.transaction() as tx:
-                    held = [h for h in await ratelimit.holds(tx) if h["held"]]
-                return len(held) == 2 and len(agency.arrivals) >= 10
-
-            await wait_for(both_hold, timeout=60)
+            await wait_for(lambda: both_hold(gw, agency), timeout=60)
             first.kill()  # SIGKILL: its hold on slots is left behind in the database
             await first.wait()
             killed_at = time.monotonic()
@@ -160,11 +154,50 @@ async def test_two_dispatchers_share_the_concurrency_and_a_killed_ones_slots_ret
         finally:
             await reap(first)
             by_survivor = await stop(second)
-    assert max(n for _, n in agency.peaks) <= concurrency, "more requests in flight than allowed"
+    assert max(n for _, n in agency.peaks) <= concurrency, (
+        "more requests in flight than allowed; (seconds after the kill, in flight) at each arrival: "
+        f"{[(round(at - killed_at, 2), n) for at, n in agency.peaks]}"
+    )
     # After the lease, the survivor has every slot: the partner sees it use all of them.
     after = [n for at, n in agency.peaks if at > killed_at + SLOT_LEASE + 0.5]
     assert after and max(after) == concurrency
     print(f"survivor delivered {by_survivor}; in flight at each arrival: {[n for _, n in agency.peaks]}")
+
+
+async def both_hold(gw: Gateway, agency: MeteredAgency) -> bool:
+    """Whether both dispatchers hold slots and the partner has had some requests."""
+    async with gw.db.transaction() as tx:
+        held = [h for h in await ratelimit.holds(tx) if h["held"]]
+    return len(held) == 2 and len(agency.arrivals) >= 10
+
+
+async def test_a_dispatcher_paused_past_its_slot_lease_asks_again_before_it_sends(tmp_path: Path) -> None:
+    """A dispatcher stopped (SIGSTOP: a stalled machine, a debugger) for longer than the
+    slot lease loses its hold, and the other takes every slot. When it goes on (SIGCONT)
+    it starts nothing on the hold it had, but renews it first: the partner never has
+    more requests in flight than the concurrency, and every package is delivered."""
+    concurrency, count = 3, 150
+    limits = f"concurrency = {concurrency}\nrate_per_second = 1000\ntimeout = 5"
+    async with metered_workspace(tmp_path, limits) as (gw, agency):
+        agency.delay = 0.15
+        await place_many(gw, count)
+        first, second = await dispatcher(gw), await dispatcher(gw)
+        try:
+            await wait_for(lambda: both_hold(gw, agency), timeout=60)
+            first.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(SLOT_LEASE + 1)
+            resumed = len(agency.arrivals)
+            first.send_signal(signal.SIGCONT)
+            await wait_for(lambda: delivered(gw, count), timeout=120, every=0.2)
+        finally:
+            if first.returncode is None:
+                first.send_signal(signal.SIGCONT)
+            by_first, by_second = await stop(first), await stop(second)
+    assert by_first + by_second == count
+    assert resumed < count, "the other went on alone while the first was stopped"
+    assert max(n for _, n in agency.peaks) <= concurrency, (
+        f"more requests in flight than allowed; in flight at each arrival: {[n for _, n in agency.peaks]}"
+    )
 
 
 async def test_holds_taken_side_by_side_never_exceed_the_concurrency(tmp_path: Path) -> None:

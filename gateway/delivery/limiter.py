@@ -6,7 +6,10 @@ when workers wait for one, renews the hold while it has any (at most every
 ``RENEW_MOST`` seconds, or a quarter of the lease), asks again soon while it holds
 other than it wants (others may give back, or want some of its own), gives back what
 is over its share as soon as its attempts are down to it, and gives all back once
-idle. Send times are reserved by whichever worker finds none left, for the others too
+idle. A lane whose last renewal started more than a lease ago starts nothing until the
+keeper has renewed: its hold may have lapsed in the database (the process stalled, the
+keeper was late), and another lane may hold the slots by now.
+Send times are reserved by whichever worker finds none left, for the others too
 (:func:`ratelimit.batch_size`), and the next ones as the last half of a batch goes
 while packages wait.
 
@@ -63,6 +66,10 @@ class PartnerLimiter:
         """Lanes (of all dispatchers) that want this partner's slots, this one included."""
         self.in_use = 0
         self._held = 0
+        self._hold_until = 0.0
+        """When the hold may lapse in the database (monotonic): its last renewal's start
+        plus the lease. Past it, another lane may hold the slots: nothing starts here
+        until the keeper has renewed (the keeper was late, or the process stalled)."""
         self._asking = False
         self._slot_waiters = 0
         self._token_waiters = 0
@@ -76,9 +83,9 @@ class PartnerLimiter:
 
     def try_acquire(self) -> bool:
         """Take a slot and a send time if both are there now, without waiting."""
-        if self._asking or self.in_use >= self.usable:
-            return False
         now = time.monotonic()
+        if self._asking or self.in_use >= self.usable or now >= self._hold_until:
+            return False
         if not self._fresh(now) or self._times[0] > now:
             return False
         self._times.popleft()
@@ -124,9 +131,9 @@ class PartnerLimiter:
             self._keeper = asyncio.create_task(self._keep())
         self._slot_waiters += 1
         try:
-            while self._asking or self.in_use >= self.usable:
-                if not self._held:
-                    self._demand.set()  # an idle lane has work: ask now
+            while self._asking or self.in_use >= self.usable or self._lapsed():
+                if not self._held or self._lapsed():
+                    self._demand.set()  # an idle lane has work, or a hold to renew: ask now
                 await self._changed.wait()
         finally:
             self._slot_waiters -= 1
@@ -151,6 +158,9 @@ class PartnerLimiter:
         delay = at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    def _lapsed(self) -> bool:
+        return time.monotonic() >= self._hold_until
 
     def _fresh(self, now: float) -> bool:
         """Drop the send times more than ``STALE`` seconds past; whether one is left."""
@@ -207,6 +217,7 @@ class PartnerLimiter:
         """One round trip: no attempt starts meanwhile, so that what the database is
         told is in use stays true until it answers."""
         self._asking = True
+        started = time.monotonic()  # the database's expiry is at least a lease after this
         try:
             async with self.db.transaction() as tx:
                 got = await ratelimit.hold(
@@ -214,6 +225,7 @@ class PartnerLimiter:
                     concurrency=self.concurrency, lease=self.lease,
                 )
             self._held, usable, self.sharers = got.held, got.usable, got.sharers
+            self._hold_until = started + self.lease
         except Exception as exc:
             # Unknown whether the hold was renewed: start nothing until it is. The
             # keeper goes on (its silence would let the hold expire under the lane).
@@ -222,6 +234,7 @@ class PartnerLimiter:
             else:
                 log.exception("partner %s: could not renew its concurrency slots", self.partner_id)
             usable = 0
+            await asyncio.sleep(POLL)  # the next try after a pause, not at once in a loop
         finally:
             self._asking = False
         changed = usable != self.usable
