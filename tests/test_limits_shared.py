@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -315,3 +316,62 @@ async def test_a_lane_on_a_busy_event_loop_still_sends(tmp_path: Path) -> None:
             await busy
             await limiter.aclose()
     assert waiting == 0
+
+
+#: Another dispatcher's lane, in a process of its own: asks for both slots of the partner
+#: until it has them (the first lane's hold has lapsed), keeps them for a minute, says so.
+_TAKE_BOTH = """
+import asyncio, os
+from gateway.delivery import ratelimit
+from gateway.storage import open_database
+
+async def main():
+    db = await open_database(os.environ["TEST_DATABASE_URL"])
+    try:
+        while True:
+            async with db.transaction() as tx:
+                got = await ratelimit.hold(tx, os.environ["TEST_PARTNER"], "lane-b", wanted=2, in_use=2,
+                                           concurrency=2, lease=60)
+            if got.usable == 2:
+                print("both", flush=True)
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await db.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_lane_whose_hold_lapsed_starts_nothing_before_it_has_renewed(tmp_path: Path) -> None:
+    """A lane's process stalls past its slot lease (its keeper cannot renew), and another
+    dispatcher takes every slot meanwhile. When the lane goes on, a new attempt waits for
+    the lane's renewed share (none, now) instead of starting on the hold it had."""
+    lease = 0.5
+    async with metered_workspace(tmp_path, "") as (gw, _):
+        lane = PartnerLimiter(
+            gw.db, PARTNER, "lane-a", Limits(concurrency=2, rate_per_second=1000), lease=lease,
+            backlog=lambda: 1,
+        )
+        try:
+            await lane.acquire()  # the lane holds both slots
+            lane.release()
+            env = {**os.environ, "TEST_DATABASE_URL": gw.settings.database_url, "TEST_PARTNER": PARTNER}
+            other = subprocess.Popen([sys.executable, "-c", _TAKE_BOTH], env=env, stdout=subprocess.PIPE)
+            try:
+                # This process stalls (no await: the lane's keeper cannot run) until the
+                # other has both slots.
+                out, _ = other.communicate(timeout=60)
+            finally:
+                if other.poll() is None:
+                    other.kill()
+            assert other.returncode == 0 and out.strip() == b"both"
+            attempt = asyncio.ensure_future(lane.acquire())  # first thing once going on
+            await asyncio.sleep(0.5)
+            assert not attempt.done(), "an attempt started on a hold that had lapsed"
+            async with gw.db.transaction() as tx:
+                await ratelimit.drop(tx, PARTNER, "lane-b")
+            await asyncio.wait_for(attempt, 10)  # the slots given back: the lane's share again
+            lane.release()
+        finally:
+            await lane.aclose()
