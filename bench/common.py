@@ -22,9 +22,10 @@ from aiohttp import web
 from gateway.config import CONFIG_NAME, load_settings, render_config
 from gateway.core import Gateway
 from gateway.demo.partners import ThrowawayCA
+from gateway.filecache import SETTLE_SECONDS
 from gateway.lifecycle.columns import open_package, seal_package
 from gateway.onboarding.jwk import generate_encryption_key
-from gateway.onboarding.keys import SETTLE_SECONDS, KeyStore
+from gateway.onboarding.keys import KeyStore
 from gateway.storage.atrest import FileKek
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ async def serve_tls(app: web.Application, cert: str, key: str, ready: Any) -> No
 
 def keys_settled() -> None:
     """Wait until key files made just now are as a deployment's are: older than
-    SETTLE_SECONDS, so read once and cached (`KeyStore._load` re-reads a file changed
+    SETTLE_SECONDS, so read once and cached (`gateway.filecache` re-reads a file changed
     less than that ago on every use, which a fresh workspace would otherwise measure)."""
     time.sleep(SETTLE_SECONDS + 0.2)
 

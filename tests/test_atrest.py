@@ -16,11 +16,12 @@ import pytest
 from gateway.config import load_settings
 from gateway.core import Gateway, open_database
 from gateway.errors import KeyStoreError, StorageError
+from gateway.filecache import SETTLE_SECONDS
 from gateway.inbound import pipeline as inbound
 from gateway.lifecycle.columns import original_at
 from gateway.onboarding import registry
 from gateway.onboarding.custody import FileCustody
-from gateway.onboarding.keys import SETTLE_SECONDS, KeyStore
+from gateway.onboarding.keys import KeyStore
 from gateway.placement import service as placement
 from gateway.plugin.manager import get_plugin_manager
 from gateway.storage.atrest import FileKek, KeyRing

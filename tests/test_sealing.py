@@ -19,9 +19,9 @@ from jwcrypto import jwt as jw_jwt
 from gateway.clock import sortable_id
 from gateway.core import Gateway
 from gateway.errors import PolicyViolation, StorageError
+from gateway.filecache import SETTLE_SECONDS
 from gateway.onboarding import registry
 from gateway.onboarding.jwk import generate_encryption_key
-from gateway.onboarding.keys import SETTLE_SECONDS
 from gateway.placement import service as placement
 from gateway.placement.seal import choose_encryption_key, encrypt, keyset_problem
 from schemas.case import Case

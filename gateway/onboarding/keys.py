@@ -37,7 +37,6 @@ from joserfc.jwk import KeySet
 
 from gateway.clock import isotime, utcnow
 from gateway.errors import Conflict, KeyStoreError, NotFound
-from gateway.filecache import SETTLE_SECONDS as SETTLE_SECONDS
 from gateway.filecache import FileCache
 from gateway.onboarding.files import (
     KEYS_DIR_MODE,

@@ -323,8 +323,6 @@ async def _recalled(tx: Transaction, partner_id: str, case_refs: list[str]) -> d
     return {row["case_ref"]: row for row in rows}
 
 
-
-
 def check_not_recalled(case_id: str, partner_id: str, recall: Row | None) -> None:
     """A case recalled from a partner goes to it again only once it attested deleting
     what it had (PIPL art. 21): until then the recall stands. ``recall``: the case's

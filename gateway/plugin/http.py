@@ -247,7 +247,6 @@ def check_status(answer: Answer, what: str) -> None:
     raise PartnerRejected(message, status=answer.status)
 
 
-
 def json_field(answer: Answer, key: str) -> tuple[str | None, str]:
     """(value of ``key`` in a JSON object ack, detail); a bad ack gives (None, why)."""
     if answer.too_large:
