@@ -123,3 +123,9 @@ class PartnerTimeout(Retryable):
 
 class PartnerRejected(DeliveryError):
     pass
+
+
+class NotSent(DeliveryError):
+    """The attempt stopped before anything of the package left (see
+    :func:`gateway.plugin.adapter.before_sending`): no attempt is counted, the package
+    goes again."""

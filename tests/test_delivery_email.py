@@ -1,7 +1,8 @@
 """Email over kept SMTP connections, against aiosmtpd with STARTTLS on 127.0.0.1: a
 connection carries many messages up to the profile's limit, survives a refusal the relay
 answered, is closed (the refusal kept) when the relay is slow to answer the RSET after it,
-and is replaced when the relay drops it; the limit is checked at onboarding."""
+and is replaced when the relay drops it; a message whose concurrency slot lapsed before
+it left is not sent; the limit is checked at onboarding."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
 from gateway.demo.partners import ThrowawayCA
-from gateway.errors import ProfileError
+from gateway.errors import NotSent, ProfileError
 from gateway.onboarding import registry
 from gateway.placement import service as placement
+from gateway.plugin.adapter import slot_held
 from plugins.email_smtp.connections import Connections
 from schemas.case import Case
 from tests.partners import CASE, REPO, Clock, init_workspace, rows
@@ -199,6 +201,34 @@ async def test_an_attempt_cancelled_while_resetting_closes_its_connection(tmp_pa
         await asyncio.sleep(0.2)
         assert (relay.connections, relay.closed) == (1, 1)
         await connections.aclose()
+
+
+async def test_a_message_whose_slot_lapsed_is_not_sent_and_the_connection_is_kept(tmp_path: Path) -> None:
+    """The dispatcher's check just before a message leaves (its concurrency slot may have
+    lapsed while the process stalled): refused, nothing reaches the relay and the
+    connection goes back to the pool; the next message goes on it."""
+    relay = Relay()
+    async with serving(tmp_path, relay) as (port, ca):
+        tls = ssl.create_default_context(cafile=str(ca.ca_file))
+
+        async def connect() -> aiosmtplib.SMTP:
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=True, tls_context=tls)
+            await client.connect()
+            await client.ehlo()  # again after STARTTLS, as the adapter does
+            return client
+
+        connections = Connections(connect, per_connection=10, timeout=30)
+        message = b"Subject: x\r\n\r\nx\r\n"
+        try:
+            with slot_held(lambda: False), pytest.raises(NotSent):
+                await connections.send("reminders@bank.example", "debtor0@example.com", message, False)
+            assert relay.messages == [] and relay.connections == 1
+            with slot_held(lambda: True):
+                await connections.send("reminders@bank.example", "debtor0@example.com", message, False)
+            assert len(relay.messages) == 1
+            assert (relay.connections, relay.closed, connections.opened) == (1, 0, 1)
+        finally:
+            await connections.aclose()
 
 
 async def test_a_connection_the_relay_drops_is_replaced_and_the_message_retried(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ clean-up), its slots come back after ``slot_lease_seconds`` and the survivor use
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -23,14 +24,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery import outbox, ratelimit
-from gateway.delivery.limiter import STALE, PartnerLimiter
+from gateway.delivery.limiter import POLL, STALE, PartnerLimiter
 from gateway.demo.partners import ThrowawayCA
+from gateway.errors import NotSent
 from gateway.onboarding import registry
+from gateway.plugin.adapter import OutboundPackage, slot_held
 from schemas.partner import Limits
 from tests.helpers import reap
 from tests.partners import PARTNER, Agency, Clock, agency_profile, init_workspace, place_many, serve
@@ -175,8 +179,10 @@ async def both_hold(gw: Gateway, agency: MeteredAgency) -> bool:
 async def test_a_dispatcher_paused_past_its_slot_lease_asks_again_before_it_sends(tmp_path: Path) -> None:
     """A dispatcher stopped (SIGSTOP: a stalled machine, a debugger) for longer than the
     slot lease loses its hold, and the other takes every slot. When it goes on (SIGCONT)
-    it starts nothing on the hold it had, but renews it first: the partner never has
-    more requests in flight than the concurrency, and every package is delivered."""
+    it starts nothing on the hold it had, but renews it first, and an attempt that had
+    taken its slot before the stop (its request not yet sent: a TLS handshake under way)
+    is not sent on it: the partner never has more requests in flight than the
+    concurrency, and every package is delivered."""
     concurrency, count = 3, 150
     limits = f"concurrency = {concurrency}\nrate_per_second = 1000\ntimeout = 5"
     async with metered_workspace(tmp_path, limits) as (gw, agency):
@@ -375,3 +381,78 @@ async def test_a_lane_whose_hold_lapsed_starts_nothing_before_it_has_renewed(tmp
             lane.release()
         finally:
             await lane.aclose()
+
+
+async def test_a_lane_that_gets_no_slots_asks_again_at_a_steady_pace(tmp_path: Path) -> None:
+    """Another lane holds every slot: a lane with work waits for its share and asks the
+    database again every ``POLL`` seconds, not as fast as the database answers (each ask
+    is a write transaction, which every other dispatcher then waits for)."""
+    async with metered_workspace(tmp_path, "") as (gw, _):
+        async with gw.db.transaction() as tx:
+            await ratelimit.hold(tx, PARTNER, "lane-b", wanted=2, in_use=2, concurrency=2, lease=60)
+        lane = PartnerLimiter(
+            gw.db, PARTNER, "lane-a", Limits(concurrency=2, rate_per_second=1000), lease=5,
+            backlog=lambda: 1,
+        )
+        attempt = asyncio.ensure_future(lane.acquire())
+        renewals = set()  # each ask writes the lane's row with a new expiry
+        try:
+            watched = time.monotonic() + 1.0
+            while time.monotonic() < watched:
+                async with gw.db.transaction() as tx:
+                    mine = [h["expires"] for h in await ratelimit.holds(tx) if h["holder"] == "lane-a"]
+                renewals.update(mine)
+                await asyncio.sleep(0.01)
+            assert not attempt.done(), "the lane started an attempt on a slot another holds"
+        finally:
+            attempt.cancel()
+            await lane.aclose()
+    assert 1 <= len(renewals) <= 1 / POLL + 2, f"{len(renewals)} asks within a second"
+
+
+async def test_an_attempt_whose_slot_lapsed_before_it_left_is_not_sent(tmp_path: Path) -> None:
+    """A lane takes a slot; its process stalls past the lease before the request leaves;
+    another dispatcher takes every slot; the lane renews as soon as it goes on. The
+    request is not sent (the slot was taken before the lapse: it may be the other's
+    now), the partner sees nothing, and a slot taken later is good."""
+    lease = 0.5
+    async with metered_workspace(tmp_path, "") as (gw, agency):
+        lane = PartnerLimiter(
+            gw.db, PARTNER, "lane-a", Limits(concurrency=2, rate_per_second=1000), lease=lease,
+            backlog=lambda: 1,
+        )
+        record = await registry.get(gw, PARTNER)
+        adapter = gw.adapters[record.profile.adapter].for_profile(record.profile, gw.adapter_resources)
+        package = OutboundPackage("pkg_test", "C-1", "collection", "jwe", "a.b.c.d.e", {})
+        try:
+            epoch = await lane.acquire()
+            env = {**os.environ, "TEST_DATABASE_URL": gw.settings.database_url, "TEST_PARTNER": PARTNER}
+            other = subprocess.Popen([sys.executable, "-c", _TAKE_BOTH], env=env, stdout=subprocess.PIPE)
+            try:
+                out, _ = other.communicate(timeout=60)  # this process stalls meanwhile (no await)
+            finally:
+                if other.poll() is None:
+                    other.kill()
+            assert other.returncode == 0 and out.strip() == b"both"
+
+            async def renewed() -> bool:  # the lane's row again: its keeper went on
+                async with gw.db.transaction() as tx:
+                    return any(h["holder"] == "lane-a" for h in await ratelimit.holds(tx))
+
+            await wait_for(renewed, timeout=10, every=0.05)
+            assert not lane.holds(epoch)
+            with slot_held(functools.partial(lane.holds, epoch)), pytest.raises(NotSent):
+                await adapter.deliver(package)
+            assert agency.arrivals == []
+            lane.release()
+
+            async with gw.db.transaction() as tx:
+                await ratelimit.drop(tx, PARTNER, "lane-b")
+            epoch = await asyncio.wait_for(lane.acquire(), 10)
+            with slot_held(functools.partial(lane.holds, epoch)):
+                await adapter.deliver(package)
+            assert len(agency.arrivals) == 1
+            lane.release()
+        finally:
+            await lane.aclose()
+            await adapter.aclose()

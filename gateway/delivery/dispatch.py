@@ -35,9 +35,9 @@ from gateway.delivery import breaker, outbox
 from gateway.delivery.limiter import PartnerLimiter
 from gateway.delivery.options import Options, Stats
 from gateway.delivery.results import ResultWriter, wait_set
-from gateway.errors import GatewayError, PartnerTimeout
+from gateway.errors import GatewayError, NotSent, PartnerTimeout
 from gateway.onboarding import registry
-from gateway.plugin.adapter import Adapter, OutboundPackage, Receipt
+from gateway.plugin.adapter import Adapter, OutboundPackage, Receipt, slot_held
 from gateway.supervision.redact import redact, values_of
 
 log = logging.getLogger(__name__)
@@ -259,11 +259,11 @@ class Lane:
                 # Not sent if stopping, nor if the lease could end during the attempt
                 # (another dispatcher may claim it then): back to the outbox.
                 sent = False
-                if self._in_lease(held) and await self._token():
+                while not sent and self._in_lease(held) and (epoch := await self._token()) is not None:
                     try:
-                        if self._in_lease(held):
-                            sent = True
-                            await self._send(held.claimed)
+                        if not self._in_lease(held):
+                            break
+                        sent = await self._send(held.claimed, epoch)
                     finally:
                         self.limiter.release()
                 if not sent:
@@ -282,21 +282,21 @@ class Lane:
         lease = self.d.options.lease
         return min(self.limits.timeout, lease / 2) + min(STORE_ALLOWANCE, lease / 4)
 
-    async def _token(self) -> bool:
-        """Take a slot and a send time of the shared limits; False if the lane ends first
-        (a slow rate must not hold a stopping dispatcher)."""
+    async def _token(self) -> int | None:
+        """Take a slot and a send time of the shared limits; the slot's epoch, or None if
+        the lane ends first (a slow rate must not hold a stopping dispatcher)."""
         if self.done:
-            return False
-        if self.limiter.try_acquire():
-            return True
+            return None
+        if (epoch := self.limiter.try_acquire()) is not None:
+            return epoch
         token = asyncio.ensure_future(self.limiter.acquire())
         ended = asyncio.ensure_future(self.ended.wait())
         await asyncio.wait((token, ended), return_when=asyncio.FIRST_COMPLETED)
         ended.cancel()
         if token.done():
-            return True
+            return token.result()
         token.cancel()
-        return False
+        return None
 
     def _sleep_for(self, wake_at: str | None) -> float:
         idle = self.d.options.idle
@@ -305,14 +305,21 @@ class Lane:
         due = datetime.fromisoformat(wake_at.replace("Z", "+00:00"))
         return min(max((due - self.d.gw.now()).total_seconds(), 0.01), idle)
 
-    async def _send(self, claimed: outbox.Claimed) -> None:
+    async def _send(self, claimed: outbox.Claimed, epoch: int) -> bool:
+        """One attempt on a slot taken in ``epoch``, its outcome recorded; False if it
+        stopped before the package left (the slot lapsed: no attempt is counted)."""
         started = self.d.gw.now()
         t0 = time.perf_counter()
         self.d.results.sending += 1
         try:
-            result = await self._attempt(claimed.package)
+            with slot_held(functools.partial(self.limiter.holds, epoch)):
+                result = await self._attempt(claimed.package)
         finally:
             self.d.results.sending -= 1
+        if isinstance(result, NotSent):
+            package_id = claimed.package.package_id
+            log.warning("partner %s: package %s %s; it goes again", self.partner_id, package_id, result)
+            return False
         seconds = time.perf_counter() - t0
         self.latency = seconds if self.latency is None else 0.8 * self.latency + 0.2 * seconds
         if isinstance(result, TimeoutError):
@@ -334,6 +341,7 @@ class Lane:
         outcome = outbox.judge(claimed, self.limits, started, seconds * 1000, result, self.d.gw.now())
         self.d.stats.count(outcome.state)
         await self.d.results.record(outcome)
+        return True
 
     async def _attempt(self, package: OutboundPackage) -> Receipt | Exception:
         """One delivery, its answer or error, within the attempt timeout. At the timeout

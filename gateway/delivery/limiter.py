@@ -8,7 +8,11 @@ other than it wants (others may give back, or want some of its own), gives back 
 is over its share as soon as its attempts are down to it, and gives all back once
 idle. A lane whose last renewal started more than a lease ago starts nothing until the
 keeper has renewed: its hold may have lapsed in the database (the process stalled, the
-keeper was late), and another lane may hold the slots by now.
+keeper was late), and another lane may hold the slots by now. The slots taken before
+such a lapse are void: each is taken in an *epoch* of the hold, which a renewal that
+ends past the lapse time starts anew, and an attempt whose epoch is over is not sent
+(:meth:`PartnerLimiter.holds`, asked by the adapter just before the package leaves:
+:func:`gateway.plugin.adapter.before_sending`).
 Send times are reserved by whichever worker finds none left, for the others too
 (:func:`ratelimit.batch_size`), and the next ones as the last half of a batch goes
 while packages wait.
@@ -67,6 +71,11 @@ class PartnerLimiter:
         self.in_use = 0
         self._held = 0
         self._hold_until = 0.0
+        self._epoch = 0
+        """Renewals that ended past ``_hold_until``: a slot taken in an earlier epoch may be
+        another lane's by now."""
+        self._idle = False
+        """The keeper waits for work (it holds nothing and wants nothing)."""
         """When the hold may lapse in the database (monotonic): its last renewal's start
         plus the lease. Past it, another lane may hold the slots: nothing starts here
         until the keeper has renewed (the keeper was late, or the process stalled)."""
@@ -81,26 +90,38 @@ class PartnerLimiter:
         self._demand = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
 
-    def try_acquire(self) -> bool:
-        """Take a slot and a send time if both are there now, without waiting."""
+    def try_acquire(self) -> int | None:
+        """Take a slot and a send time if both are there now, without waiting; the
+        slot's epoch (see :meth:`holds`), or None."""
         now = time.monotonic()
         if self._asking or self.in_use >= self.usable or now >= self._hold_until:
-            return False
+            return None
         if not self._fresh(now) or self._times[0] > now:
-            return False
+            return None
         self._times.popleft()
         self.in_use += 1
         self._reserve_ahead()
-        return True
+        return self._epoch
 
-    async def acquire(self) -> None:
-        """Wait for a slot and then for a send time; :meth:`release` the slot after."""
-        await self._slot()
-        try:
-            await self._send_time()
-        except BaseException:
-            self.release()
-            raise
+    async def acquire(self) -> int:
+        """Wait for a slot and then for a send time; the slot's epoch (see :meth:`holds`).
+        :meth:`release` the slot after."""
+        while True:
+            await self._slot()
+            epoch = self._epoch
+            try:
+                await self._send_time()
+            except BaseException:
+                self.release()
+                raise
+            if self.holds(epoch):
+                return epoch
+            self.release()  # the hold lapsed while waiting for the send time: ask again
+
+    def holds(self, epoch: int) -> bool:
+        """Whether a slot taken in ``epoch`` is still the lane's: the hold has not lapsed
+        since (nor may it have lapsed and been renewed)."""
+        return epoch == self._epoch and not self._lapsed()
 
     def release(self) -> None:
         self.in_use -= 1
@@ -132,7 +153,7 @@ class PartnerLimiter:
         self._slot_waiters += 1
         try:
             while self._asking or self.in_use >= self.usable or self._lapsed():
-                if not self._held or self._lapsed():
+                if self._idle or self._lapsed():
                     self._demand.set()  # an idle lane has work, or a hold to renew: ask now
                 await self._changed.wait()
         finally:
@@ -202,7 +223,11 @@ class PartnerLimiter:
             if not wanted and not self._held:
                 self._demand.clear()
                 if not self._wanted():
-                    await self._demand.wait()
+                    self._idle = True
+                    try:
+                        await self._demand.wait()
+                    finally:
+                        self._idle = False
                 continue
             await self._ask(wanted)
             if not self._held and not self._wanted():
@@ -225,6 +250,9 @@ class PartnerLimiter:
                     concurrency=self.concurrency, lease=self.lease,
                 )
             self._held, usable, self.sharers = got.held, got.usable, got.sharers
+            if time.monotonic() >= self._hold_until:
+                # Maybe renewed after it lapsed: the slots taken before may be another's.
+                self._epoch += 1
             self._hold_until = started + self.lease
         except Exception as exc:
             # Unknown whether the hold was renewed: start nothing until it is. The

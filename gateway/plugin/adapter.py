@@ -5,24 +5,53 @@ the partner cannot push) fetches status events. It holds its own connections, op
 lazily and released in :meth:`aclose`. It translates foreign errors into
 ``gateway.errors`` (``PartnerUnavailable``, ``PartnerTimeout``, ``PartnerRejected``) and
 never retries by itself: retries, rate limits and the circuit breaker live in the core.
+It calls :func:`before_sending` once the last step that may wait before the package
+leaves (a connection, a TLS handshake) is done: the built-in HTTP and SMTP ones do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway.errors import DeliveryError
+from gateway.errors import DeliveryError, NotSent
 from schemas.partner import PartnerProfile
 
 if TYPE_CHECKING:
     from gateway.onboarding.custody import PackageSigner
     from gateway.onboarding.keys import KeyStore
     from gateway.plugin.events import Event
+
+
+_slot_held: ContextVar[Callable[[], bool] | None] = ContextVar("slot_held", default=None)
+
+
+def before_sending() -> None:
+    """Raise :class:`NotSent` if the concurrency slot the attempt took is no longer the
+    lane's. A process that stalls (stopped, swapped out, a blocked event loop) between
+    taking a slot and sending may find, when it goes on, that its hold lapsed and
+    another dispatcher took the slot: sent now, the partner would have more requests
+    in flight than its limit. Outside a dispatch attempt it does nothing."""
+    held = _slot_held.get()
+    if held is not None and not held():
+        raise NotSent("not sent: the concurrency slot lapsed before the package left (the process stalled)")
+
+
+@contextmanager
+def slot_held(check: Callable[[], bool]) -> Iterator[None]:
+    """For the core: :func:`before_sending` asks ``check`` within this block (and in tasks
+    started in it)."""
+    token = _slot_held.set(check)
+    try:
+        yield
+    finally:
+        _slot_held.reset(token)
 
 
 class AdapterConfig(BaseModel):

@@ -31,7 +31,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from gateway.controls import CONTROLS, describe
 from gateway.errors import PartnerRejected, PartnerTimeout, PartnerUnavailable
-from gateway.plugin.adapter import ACCEPTED, Adapter, AdapterConfig, PollResult
+from gateway.plugin.adapter import ACCEPTED, Adapter, AdapterConfig, PollResult, before_sending
 from gateway.supervision.redact import redact
 
 #: Largest answer body read; a bigger one is cut off and reported, never held in memory.
@@ -281,6 +281,15 @@ def status_feed(answer: Answer, what: str) -> PollResult:
     return PollResult(events=data["events"], cursor=data.get("cursor"))
 
 
+class _CheckedRequest(aiohttp.ClientRequest):
+    """A request that asks :func:`before_sending` once its connection is ready (after any
+    TCP and TLS handshake), just before its first byte is written."""
+
+    async def send(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        before_sending()
+        return await super().send(conn)
+
+
 class HttpAdapter(Adapter):
     """An adapter speaking HTTPS: one lazily opened session, closed by :meth:`aclose`."""
 
@@ -311,6 +320,7 @@ class HttpAdapter(Adapter):
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.profile.limits.timeout),
+                request_class=_CheckedRequest,
             )
         return self._session
 

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from gateway.errors import NotSent
+from gateway.plugin.adapter import before_sending
+
 #: Longest a connection waits unused in the pool before it is closed instead of reused.
 IDLE_SECONDS = 60.0
 QUIT_TIMEOUT = 5.0
@@ -62,6 +65,11 @@ class Connections:
         Errors are aiosmtplib's (and OSError): the caller translates them."""
         deadline = asyncio.get_running_loop().time() + self.timeout
         conn = await self._take()
+        try:
+            before_sending()
+        except NotSent:
+            self._give_back(conn)
+            raise
         try:
             async with asyncio.timeout_at(deadline):
                 reply = await _transaction(conn.client, sender, recipient, message, utf8)
