@@ -71,14 +71,14 @@ class PartnerLimiter:
         self.in_use = 0
         self._held = 0
         self._hold_until = 0.0
+        """When the hold may lapse in the database (monotonic): its last renewal's start
+        plus the lease. Past it, another lane may hold the slots: nothing starts here
+        until the keeper has renewed (the keeper was late, or the process stalled)."""
         self._epoch = 0
         """Renewals that ended past ``_hold_until``: a slot taken in an earlier epoch may be
         another lane's by now."""
         self._idle = False
         """The keeper waits for work (it holds nothing and wants nothing)."""
-        """When the hold may lapse in the database (monotonic): its last renewal's start
-        plus the lease. Past it, another lane may hold the slots: nothing starts here
-        until the keeper has renewed (the keeper was late, or the process stalled)."""
         self._asking = False
         self._slot_waiters = 0
         self._token_waiters = 0

@@ -62,7 +62,8 @@ class Connections:
 
     async def send(self, sender: str, recipient: str, message: bytes, utf8: bool) -> str:
         """Send one message within ``timeout``; return the relay's reply to its DATA.
-        Errors are aiosmtplib's (and OSError): the caller translates them."""
+        Errors are aiosmtplib's (and OSError): the caller translates them; NotSent (see
+        :func:`before_sending`) before anything is sent, the connection kept."""
         deadline = asyncio.get_running_loop().time() + self.timeout
         conn = await self._take()
         try:
