@@ -257,7 +257,8 @@ class Lane:
             self.busy += 1  # before any await, so the refill loop never sees it idle
             try:
                 # Not sent if stopping, nor if the lease could end during the attempt
-                # (another dispatcher may claim it then): back to the outbox.
+                # (another dispatcher may claim it then): back to the outbox. Stopped
+                # before it left (its slot lapsed: `_send` is False), it takes a new slot.
                 sent = False
                 while not sent and self._in_lease(held) and (epoch := await self._token()) is not None:
                     try:
