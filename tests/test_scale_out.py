@@ -70,6 +70,8 @@ async def test_two_gateways_drain_10k_packages_while_one_is_killed(tmp_path: Pat
         await wait_for(lambda: both_at_work(PACKAGES // 5), timeout=120)
         first.kill()  # SIGKILL: no clean-up of its leases
         await first.wait()
+        assert first.stderr is not None
+        killed_log = (await first.stderr.read()).decode(errors="replace")  # for a failure's message
         at_kill = len(agency.effects)
         assert at_kill < PACKAGES, "the kill must land mid-drain"
 
@@ -85,7 +87,9 @@ async def test_two_gateways_drain_10k_packages_while_one_is_killed(tmp_path: Pat
         assert set(agency.effects.values()) == {1}, "a package was acted on twice"
         # Both processes worked: the survivor delivered only part of the outbox itself.
         by_survivor = int(out.decode().split("delivered=")[1].split()[0])
-        assert 0 < by_survivor < PACKAGES
+        assert 0 < by_survivor < PACKAGES, (
+            f"the killed one recorded no delivery; its log ends:\n{killed_log[-2000:]}"
+        )
         # What the killed process held under lease was abandoned and taken over; only
         # those packages can have reached the partner twice, and its dedupe absorbed it.
         [abandoned] = await rows(gw, "SELECT COUNT(*) AS n FROM attempts WHERE outcome = 'abandoned'")
