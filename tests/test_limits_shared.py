@@ -456,3 +456,45 @@ async def test_an_attempt_whose_slot_lapsed_before_it_left_is_not_sent(tmp_path:
         finally:
             await lane.aclose()
             await adapter.aclose()
+
+
+async def test_time_spent_waiting_for_the_partners_lock_does_not_void_a_lanes_slots(tmp_path: Path) -> None:
+    """Another dispatcher keeps the partner's lock most of the time (1.2 s at a time, then
+    0.3 s free): each renewal of the lane waits for it, longer than its pause between
+    renewals. A renewal that took the lock in time kept the slots (nobody else could take
+    them meanwhile): the slot the lane took before stays its own all along. Counting
+    the lease from the start of each renewal, wait included, voided it every cycle."""
+    lease = 2.0
+    async with metered_workspace(tmp_path, "") as (gw, _):
+        other = await Gateway.open(gw.settings)
+        lane = PartnerLimiter(
+            gw.db, PARTNER, "lane-a", Limits(concurrency=2, rate_per_second=1000), lease=lease,
+            backlog=lambda: 1,
+        )
+        stop = asyncio.Event()
+
+        async def blocker() -> None:
+            while not stop.is_set():
+                async with other.db.transaction() as tx:
+                    await ratelimit.hold(tx, PARTNER, "blocker", wanted=0, in_use=0, concurrency=2, lease=1)
+                    await asyncio.sleep(1.2)
+                await asyncio.sleep(0.3)
+
+        lost: list[float] = []
+        busy = None
+        try:
+            epoch = await lane.acquire()
+            busy = asyncio.ensure_future(blocker())
+            started = time.monotonic()
+            while time.monotonic() < started + 5:
+                if not lane.holds(epoch):
+                    lost.append(round(time.monotonic() - started, 2))
+                await asyncio.sleep(0.02)
+            lane.release()
+        finally:
+            stop.set()
+            if busy is not None:
+                await busy
+            await lane.aclose()
+            await other.close()
+    assert not lost, f"the slot was void at (seconds): {lost}"

@@ -6,11 +6,13 @@ when workers wait for one, renews the hold while it has any (at most every
 ``RENEW_MOST`` seconds, or a quarter of the lease), asks again soon while it holds
 other than it wants (others may give back, or want some of its own), gives back what
 is over its share as soon as its attempts are down to it, and gives all back once
-idle. A lane whose last renewal started more than a lease ago starts nothing until the
-keeper has renewed: its hold may have lapsed in the database (the process stalled, the
-keeper was late), and another lane may hold the slots by now. The slots taken before
-such a lapse are void: each is taken in an *epoch* of the hold, which a renewal that
-ends past the lapse time starts anew, and an attempt whose epoch is over is not sent
+idle. A lane whose last renewal took the partner's lock more than a lease ago starts
+nothing until the keeper has renewed: its hold may have lapsed in the database (the
+process stalled, the keeper was late), and another lane may hold the slots by now. The
+slots taken before such a lapse are void: each is taken in an *epoch* of the hold, which
+a renewal that took the lock past the lapse time starts anew (a renewal that took it in
+time kept the slots: nobody else could take them meanwhile), and an attempt whose
+epoch is over is not sent
 (:meth:`PartnerLimiter.holds`, asked by the adapter just before the package leaves:
 :func:`gateway.plugin.adapter.before_sending`).
 Send times are reserved by whichever worker finds none left, for the others too
@@ -71,12 +73,13 @@ class PartnerLimiter:
         self.in_use = 0
         self._held = 0
         self._hold_until = 0.0
-        """When the hold may lapse in the database (monotonic): its last renewal's start
-        plus the lease. Past it, another lane may hold the slots: nothing starts here
-        until the keeper has renewed (the keeper was late, or the process stalled)."""
+        """When the hold may lapse in the database (monotonic): a lease after its last
+        renewal took the partner's lock (time spent waiting for the lock does not count).
+        Past it, another lane may hold the slots: nothing starts here until the keeper
+        has renewed (the keeper was late, or the process stalled)."""
         self._epoch = 0
-        """Renewals that ended past ``_hold_until``: a slot taken in an earlier epoch may be
-        another lane's by now."""
+        """Renewals that took the lock past ``_hold_until``: a slot taken in an earlier
+        epoch may be another lane's by now."""
         self._idle = False
         """The keeper waits for work (it holds nothing and wants nothing)."""
         self._asking = False
@@ -242,7 +245,6 @@ class PartnerLimiter:
         """One round trip: no attempt starts meanwhile, so that what the database is
         told is in use stays true until it answers."""
         self._asking = True
-        started = time.monotonic()  # the database's expiry is at least a lease after this
         try:
             async with self.db.transaction() as tx:
                 got = await ratelimit.hold(
@@ -250,10 +252,10 @@ class PartnerLimiter:
                     concurrency=self.concurrency, lease=self.lease,
                 )
             self._held, usable, self.sharers = got.held, got.usable, got.sharers
-            if time.monotonic() >= self._hold_until:
+            if got.locked_at >= self._hold_until:
                 # Maybe renewed after it lapsed: the slots taken before may be another's.
                 self._epoch += 1
-            self._hold_until = started + self.lease
+            self._hold_until = got.locked_at + self.lease
         except Exception as exc:
             # Unknown whether the hold was renewed: start nothing until it is. The
             # keeper goes on (its silence would let the hold expire under the lane).

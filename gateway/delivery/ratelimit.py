@@ -27,6 +27,7 @@ partner's ``partner_limits`` row (``FOR UPDATE``; SQLite's writers take turns an
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,6 +103,11 @@ class Hold:
     back slots it is still using)."""
     sharers: int = 1
     """Holders that want slots now, this one included: they share the rate too."""
+    locked_at: float = 0.0
+    """``time.monotonic()`` once the partner's lock was held: the hold lasts at least a
+    lease from then (its expiry counts from the database's clock, read after), and no
+    other holder could take its slots between the previous expiry and then if that was
+    not yet past (they take them under the same lock)."""
 
 
 async def hold(
@@ -114,6 +120,7 @@ async def hold(
     stay counted even beyond its share. ``concurrency``: the partner's limit.
     """
     await _lock(tx, partner_id)
+    locked_at = time.monotonic()
     now = await tx.clock()
     await tx.execute("DELETE FROM partner_slots WHERE partner_id = ? AND expires <= ?", (partner_id, now))
     others = await tx.fetchall(
@@ -134,7 +141,7 @@ async def hold(
             " wanted = excluded.wanted, expires = excluded.expires",
             (partner_id, holder, held, wanted, now + lease),
         )
-    return Hold(held, usable, sum(1 for want in wants.values() if want) or 1)
+    return Hold(held, usable, sum(1 for want in wants.values() if want) or 1, locked_at)
 
 
 async def drop(tx: Transaction, partner_id: str, holder: str) -> None:
