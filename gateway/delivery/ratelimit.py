@@ -104,10 +104,10 @@ class Hold:
     sharers: int = 1
     """Holders that want slots now, this one included: they share the rate too."""
     locked_at: float = 0.0
-    """``time.monotonic()`` once the partner's lock was held: the hold lasts at least a
-    lease from then (its expiry counts from the database's clock, read after), and no
-    other holder could take its slots between the previous expiry and then if that was
-    not yet past (they take them under the same lock)."""
+    """``time.monotonic()`` once the partner's lock was held. The hold lasts at least a
+    lease from then (its expiry counts from the database's clock, read after). Others
+    take expired slots only under this lock, so if the holder's previous hold had not
+    lapsed by then, the slots were its own all along."""
 
 
 async def hold(
