@@ -30,7 +30,7 @@ from aiohttp import web
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery import outbox, ratelimit
-from gateway.delivery.limiter import POLL, STALE, PartnerLimiter
+from gateway.delivery.limiter import STALE, PartnerLimiter
 from gateway.demo.partners import ThrowawayCA
 from gateway.errors import NotSent
 from gateway.onboarding import registry
@@ -381,33 +381,6 @@ async def test_a_lane_whose_hold_lapsed_starts_nothing_before_it_has_renewed(tmp
             lane.release()
         finally:
             await lane.aclose()
-
-
-async def test_a_lane_that_gets_no_slots_asks_again_at_a_steady_pace(tmp_path: Path) -> None:
-    """Another lane holds every slot: a lane with work waits for its share and asks the
-    database again every ``POLL`` seconds, not as fast as the database answers (each ask
-    is a write transaction, which every other dispatcher then waits for)."""
-    async with metered_workspace(tmp_path, "") as (gw, _):
-        async with gw.db.transaction() as tx:
-            await ratelimit.hold(tx, PARTNER, "lane-b", wanted=2, in_use=2, concurrency=2, lease=60)
-        lane = PartnerLimiter(
-            gw.db, PARTNER, "lane-a", Limits(concurrency=2, rate_per_second=1000), lease=5,
-            backlog=lambda: 1,
-        )
-        attempt = asyncio.ensure_future(lane.acquire())
-        renewals = set()  # each ask writes the lane's row with a new expiry
-        try:
-            watched = time.monotonic() + 1.0
-            while time.monotonic() < watched:
-                async with gw.db.transaction() as tx:
-                    mine = [h["expires"] for h in await ratelimit.holds(tx) if h["holder"] == "lane-a"]
-                renewals.update(mine)
-                await asyncio.sleep(0.01)
-            assert not attempt.done(), "the lane started an attempt on a slot another holds"
-        finally:
-            attempt.cancel()
-            await lane.aclose()
-    assert 1 <= len(renewals) <= 1 / POLL + 2, f"{len(renewals)} asks within a second"
 
 
 async def test_an_attempt_whose_slot_lapsed_before_it_left_is_not_sent(tmp_path: Path) -> None:

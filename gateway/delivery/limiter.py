@@ -80,8 +80,6 @@ class PartnerLimiter:
         self._epoch = 0
         """Renewals that took the lock past ``_hold_until``: a slot taken in an earlier
         epoch may be another lane's by now."""
-        self._idle = False
-        """The keeper waits for work (it holds nothing and wants nothing)."""
         self._asking = False
         self._slot_waiters = 0
         self._token_waiters = 0
@@ -156,7 +154,7 @@ class PartnerLimiter:
         self._slot_waiters += 1
         try:
             while self._asking or self.in_use >= self.usable or self._lapsed():
-                if self._idle or self._lapsed():
+                if not self._held or self._lapsed():
                     self._demand.set()  # an idle lane has work, or a hold to renew: ask now
                 await self._changed.wait()
         finally:
@@ -226,11 +224,7 @@ class PartnerLimiter:
             if not wanted and not self._held:
                 self._demand.clear()
                 if not self._wanted():
-                    self._idle = True
-                    try:
-                        await self._demand.wait()
-                    finally:
-                        self._idle = False
+                    await self._demand.wait()
                 continue
             await self._ask(wanted)
             if not self._held and not self._wanted():
