@@ -12,9 +12,8 @@ process stalled, the keeper was late), and another lane may hold the slots by no
 slots taken before such a lapse are void: each is taken in an *epoch* of the hold, which
 a renewal that took the lock past the lapse time starts anew (a renewal that took it in
 time kept the slots: nobody else could take them meanwhile), and an attempt whose
-epoch is over is not sent
-(:meth:`PartnerLimiter.holds`, asked by the adapter just before the package leaves:
-:func:`gateway.plugin.adapter.before_sending`).
+epoch is over is not sent (:meth:`PartnerLimiter.holds`, asked by the adapter just
+before the package leaves: :func:`gateway.plugin.adapter.before_sending`).
 Send times are reserved by whichever worker finds none left, for the others too
 (:func:`ratelimit.batch_size`), and the next ones as the last half of a batch goes
 while packages wait.
