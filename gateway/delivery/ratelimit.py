@@ -101,9 +101,9 @@ class Hold:
     usable: int
     """Attempts the holder may have in flight now (less than ``held`` while it gives
     back slots it is still using)."""
-    sharers: int = 1
+    sharers: int
     """Holders that want slots now, this one included: they share the rate too."""
-    locked_at: float = 0.0
+    locked_at: float
     """``time.monotonic()`` once the partner's lock was held. The hold lasts at least a
     lease from then (its expiry counts from the database's clock, read after). Others
     take expired slots only under this lock, so if the holder's previous hold had not
