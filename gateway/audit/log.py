@@ -15,14 +15,13 @@ of every leaf hash (see `gateway.audit.query`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.audit.canonical import canonical_entry as canonical
 from gateway.audit.errors import AuditError
-from gateway.audit.merkle import HASH_SIZE, CompactRange, Subtree, levels_of
+from gateway.audit.merkle import HASH_SIZE, LEAF_PREFIX, CompactRange, Subtree, levels_of
 from gateway.audit.signer import LogSigner
 from gateway.clock import isotime, utcnow
 from gateway.storage import Database, Lock, Transaction
@@ -111,13 +110,12 @@ _INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _Row = tuple[int, str, bytearray, str, str | None, str | None, str]
-_LEAF_PREFIX = hashlib.sha256(b"\x00")  # RFC 9162: a leaf hash is SHA-256(0x00 || leaf)
 
 
 def _rows(entries: Sequence[Entry], start: int, hashes: list[bytes]) -> list[_Row]:
     """The audit_entries rows of `entries` from index `start`; appends their leaf hashes."""
     rows = []
-    leaf_prefix = _LEAF_PREFIX.copy  # a copy of the hashed prefix: cheaper than a new hash
+    leaf_prefix = LEAF_PREFIX.copy  # a copy of the hashed prefix: cheaper than a new hash
     add_hash = hashes.append
     for index, entry in enumerate(entries, start):
         leaf = canonical(entry)
