@@ -21,6 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import merkle, ranges, verifydb
+from gateway.audit import parallel as parallel_module
+from gateway.audit.checkpoint import parse_and_verify
 from gateway.audit.errors import AuditError, VerificationFailed
 from gateway.audit.signer import LogSigner
 from gateway.audit.verify import Summary
@@ -119,6 +121,64 @@ def test_a_good_log_gives_the_same_summary_both_ways(
     assert (summary.entries, summary.checkpoints, summary.unsigned) == (ENTRIES, 30, 50)
     # Progress as each range is verified, in order.
     assert seen == sorted(seen) and len(seen) == -(-ENTRIES // range_size) and seen[-1] == ENTRIES
+
+
+@pytest.fixture(scope="module")
+def odd_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A log signed every 37 entries: its checkpoints fall at odd places within the
+    ranges (a worker then returns every level, the leaf hashes too) as well as even ones."""
+    path = tmp_path_factory.mktemp("parallel-odd") / "audit.db"
+    signer = LogSigner(ORIGIN, Ed25519PrivateKey.generate(), every=37)
+
+    async def build() -> None:
+        db = await open_database(f"sqlite:///{path}")
+        try:
+            await fill(db, signer, ENTRIES, batch=37)
+        finally:
+            await db.close()
+
+    asyncio.run(build())
+    return path, signer.vkey
+
+
+def test_checkpoints_anywhere_in_a_range_are_checked_both_ways(
+    odd_template: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Workers return a whole-subtree range's levels from the lowest one a root within it
+    needs: the same summary as in one process, a kept checkpoint at an odd size found,
+    and an entry rewritten with its stored hash (its range hashes through) caught at the
+    checkpoint after it, the same way."""
+    path = tmp_path / "audit.db"
+    shutil.copy(odd_template[0], path)
+    vkey = odd_template[1]
+    with sqlite3.connect(path) as conn:
+        [(note,)] = conn.execute("SELECT note FROM audit_checkpoints WHERE size = ?", (37 * 41,)).fetchall()
+    kept = parse_and_verify(note, vkey)
+    assert kept.size % 2 == 1 and 1024 < kept.size < 1536  # odd, inside the third range of 512
+    trust = verifydb.Trust(vkey, known=kept)
+    summary = verifydb._verify_sqlite_file(str(path), trust, None, False, workers=WORKERS, min_entries=0,
+                                           range_size=RANGE)
+    same(summary, verifydb._verify_sqlite_file(str(path), trust, None, False, workers=1))
+    assert summary.checkpoints == ENTRIES // 37
+
+    tamper(path, changed_leaf_and_hash)
+    with pytest.raises(VerificationFailed) as one:
+        verifydb._verify_sqlite_file(str(path), trust, None, False, workers=1)
+    with pytest.raises(VerificationFailed) as many:
+        verifydb._verify_sqlite_file(str(path), trust, None, False, workers=WORKERS, min_entries=0,
+                                     range_size=RANGE)
+    assert (many.value.index, many.value.last) == (one.value.index, one.value.last)
+    assert str(many.value) == str(one.value)
+    assert one.value.last == 37 * 47 - 1  # 1713 is in the checkpoint range ending at 1739
+
+
+def test_a_range_returns_the_levels_from_the_lowest_a_root_within_needs() -> None:
+    assert parallel_module.keep_from([], 0, 512) == 9  # nothing within: the top alone
+    assert parallel_module.keep_from([512], 0, 512) == 9  # at its end: the top
+    assert parallel_module.keep_from([100, 600], 512, 1024) == 3  # 88 = 0b1011000
+    assert parallel_module.keep_from([100, 513, 600], 512, 1024) == 0  # an odd place
+    assert parallel_module.keep_from([700], 0, 500) == 0  # no whole subtree: every level
+    assert parallel_module.keep_from([700], 256, 768) == 0  # not aligned on its size
 
 
 def test_a_small_log_stays_in_process(log_file: Path, vkey: str) -> None:

@@ -26,6 +26,7 @@ entries appended meanwhile are not read, as the single-process read would not se
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import selectors
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gateway.audit.errors import AuditError
@@ -103,6 +105,8 @@ class RangeWorkers:
         self.deep = deep
         self._end = end
         self._size = range_size
+        self._sizes: list[int] | None = None
+        """Where the verifier reads roots, once `feed` has it (`keep_from`)."""
         self._unassigned = 0  # the first entry of the ranges no process has yet
         self._results: dict[int, RangeResult] = {}
         self._workers: list[_Worker] = []
@@ -133,6 +137,7 @@ class RangeWorkers:
         AuditError if a worker process dies."""
         if verifier.deep != self.deep:
             raise ValueError("the verifier and the workers must agree on deep")
+        self._sizes = verifier.root_sizes()
         for first in range(0, self._end, self._size):
             last = min(first + self._size, self._end)
             result = self._result(first, conn)
@@ -155,7 +160,7 @@ class RangeWorkers:
                 break
             if self._left():
                 start, end = self._take()
-                results[start] = check_range(conn, start, end, self.deep)
+                results[start] = check_range(conn, start, end, self.deep, self._keep(start, end))
             else:
                 self._collect(wait=True)
         return results.pop(first)
@@ -175,7 +180,13 @@ class RangeWorkers:
         ahead = AHEAD if self._left() >= AHEAD * len(self._workers) else 1
         for worker in self._workers:
             while len(worker.pending) < ahead and self._left():
-                worker.assign(*self._take())
+                first, end = self._take()
+                worker.assign(first, end, self._keep(first, end))
+
+    def _keep(self, first: int, end: int) -> int:
+        """`keep_from` the verifier's sizes; every level while they are not known yet
+        (the ranges handed out as the workers start)."""
+        return 0 if self._sizes is None else keep_from(self._sizes, first, end)
 
     def _left(self) -> int:
         """How many ranges no process has yet."""
@@ -185,6 +196,20 @@ class RangeWorkers:
         first = self._unassigned
         self._unassigned = min(first + self._size, self._end)
         return first, self._unassigned
+
+
+def keep_from(sizes: Sequence[int], first: int, end: int) -> int:
+    """The lowest height of the range [first, end)'s levels the main process needs, if
+    the range is a whole subtree (`check_range` returns its levels): the verifier takes
+    the subtree whole and reads the root at each of `sizes` (sorted) within it from the
+    subtrees of that prefix, which lie no lower than its lowest set bit. The top alone
+    if no size falls within; everything (0) for a range that is no whole subtree."""
+    count = end - first
+    if count < 2 or count & (count - 1) or first % count:
+        return 0
+    top = count.bit_length() - 1
+    within = sizes[bisect.bisect_right(sizes, first) : bisect.bisect_left(sizes, end)]
+    return min([top, *(((size - first) & -(size - first)).bit_length() - 1 for size in within)])
 
 
 class _Worker:
@@ -206,8 +231,8 @@ class _Worker:
             self.stop()
             raise
 
-    def assign(self, first: int, end: int) -> None:
-        self._send(f"{first} {end}")
+    def assign(self, first: int, end: int, keep: int = 0) -> None:
+        self._send(f"{first} {end} {keep}")
         self.pending.append(first)
 
     def _send(self, message: object) -> None:

@@ -51,7 +51,7 @@ def connect(path: str) -> sqlite3.Connection:
 ENTRIES_SQL = "SELECT idx, leaf, COALESCE(leaf_hash, X'') FROM audit_entries"
 
 
-def check_range(conn: sqlite3.Connection, first: int, end: int, deep: bool) -> RangeResult:
+def check_range(conn: sqlite3.Connection, first: int, end: int, deep: bool, keep: int = 0) -> RangeResult:
     """The entries [first, end), the quick way without the lint (`_hashed_whole`), else
     (the lint, or anything wrong) through `check_batch`, which names the first problem.
     Returns their leaf hashes, concatenated, up to the first problem, and that problem
@@ -60,10 +60,14 @@ def check_range(conn: sqlite3.Connection, first: int, end: int, deep: bool) -> R
     and a range that starts on a multiple of the largest power of two within it (ranges
     of `parallel.RANGE` do), also the range's inner tree levels (`merkle.levels_of`,
     each concatenated): the main process then stores them instead of hashing them, and
-    the tree work, half the hashing, is spread over the processes too."""
+    the tree work, half the hashing, is spread over the processes too. `keep`: the
+    lowest height the caller needs of such a range's levels: with no problem, the
+    levels below it (the leaf hashes included) come back empty (`parallel.keep_from`:
+    a worker then writes a few kilobytes a range instead of 64 bytes an entry)."""
     whole = None if deep else _hashed_whole(conn, first, end)
     if whole is not None:
-        return b"".join(whole), None, _upper_levels(first, whole)
+        upper = _upper_levels(first, whole, keep)
+        return b"" if upper and keep else b"".join(whole), None, upper
     # The lint, or something is wrong: row by row, naming the entry.
     cursor = conn.execute(f"{ENTRIES_SQL} WHERE idx >= ? AND idx < ? ORDER BY idx", (first, end))
     parts: list[bytes] = []
@@ -109,12 +113,13 @@ def _hashed_whole(conn: sqlite3.Connection, first: int, end: int) -> list[bytes]
     return parts if len(parts) == end - first else None
 
 
-def _upper_levels(first: int, parts: list[bytes]) -> list[bytes]:
+def _upper_levels(first: int, parts: list[bytes], keep: int = 0) -> list[bytes]:
     """The inner levels of the range from `first` whose leaf hashes are `parts`, each
-    concatenated, if it starts on a multiple of the largest power of two within it;
-    else none (the main process hashes them)."""
+    concatenated (those below height `keep` left empty), if it starts on a multiple of
+    the largest power of two within it; else none (the main process hashes them)."""
     if len(parts) > 1 and first % (1 << (len(parts).bit_length() - 1)) == 0:
-        return [b"".join(level) for level in levels_of(parts)[1:]]
+        levels = enumerate(levels_of(parts)[1:], 1)
+        return [b"".join(level) if height >= keep else b"" for height, level in levels]
     return []
 
 
@@ -122,8 +127,9 @@ def serve(path: str, deep: bool, tasks: TextIO | None = None, results: BinaryIO 
     """A worker process's whole work: check each range "FIRST END" read from `tasks`
     (standard input), in order, and write each result to `results` (standard output)
     as one line of JSON, [first, problem, [the lengths of the leaf hashes and of each
-    level]], followed by those bytes. Ends when `tasks` ends: the main process closed
-    it, or is gone."""
+    level]], followed by those bytes. A task "FIRST END KEEP" asks for the levels from
+    height KEEP up only (see `check_range`). Ends when `tasks` ends: the main process
+    closed it, or is gone."""
     # Ctrl-C reaches the whole process group: the main process handles it and ends
     # the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -132,8 +138,8 @@ def serve(path: str, deep: bool, tasks: TextIO | None = None, results: BinaryIO 
     conn = connect(path)
     try:
         for line in tasks:
-            first, end = map(int, line.split())
-            digests, problem, upper = check_range(conn, first, end, deep)
+            first, end, *keep = map(int, line.split())
+            digests, problem, upper = check_range(conn, first, end, deep, *keep)
             head = json.dumps([first, problem, [len(digests), *map(len, upper)]])
             results.write(b"".join([head.encode(), b"\n", digests, *upper]))
             results.flush()

@@ -208,6 +208,14 @@ class LogVerifier:
     def size(self) -> int:
         return self._next
 
+    def root_sizes(self) -> list[int]:
+        """The sizes, in order, at which the feed reads the tree's root: each signed
+        checkpoint's and the kept checkpoint's."""
+        sizes = {cp.size for cp in self._checkpoints}
+        if self.known is not None:
+            sizes.add(self.known.size)
+        return sorted(sizes)
+
     def feed(self, rows: Iterable[Row]) -> None:
         self._take(*check_rows(rows, self._next, deep=self.deep))
 
@@ -230,23 +238,31 @@ class LogVerifier:
             if self._progress is not None:
                 self._progress(self._next)
             return
+        if upper and not digests:
+            raise ValueError(f"the block from index {first} left out levels and cannot be taken whole")
         self._take(_split_digests(digests), problem)
 
     def _take_block(self, block: list[bytes]) -> bool:
         """A block of leaves with its inner levels (see `feed_digests`): its subtrees
         go into the range as they came, the roots at the sizes within it read on the
-        way. False, and nothing taken, unless the block starts where its top subtree
-        may (a multiple of its size) and its levels are whole hashes of the right
-        counts: the leaves are then hashed here."""
+        way. The levels below some height may be left out (empty, the leaf hashes
+        too: `parallel.keep_from`) where no size within the block needs them. False,
+        and nothing taken, unless the block starts where its top subtree may (a
+        multiple of its size) and its levels are whole hashes of the right counts:
+        the leaves are then hashed here."""
         self._flush()  # nothing is pending between blocks
         rng, top = self._range, len(block) - 1
-        count = len(block[0]) // merkle.HASH_SIZE
+        keep = next((height for height, level in enumerate(block) if level), top)
+        count = (len(block[keep]) // merkle.HASH_SIZE) << keep
         if rng.size % (1 << top) or any(
-            len(level) != (count >> height) * merkle.HASH_SIZE for height, level in enumerate(block)
+            len(level) != ((count >> height) * merkle.HASH_SIZE if height >= keep else 0)
+            for height, level in enumerate(block)
         ):
             return False
         start = rng.size
         while (size := self._next_size()) is not None and size <= start + count:
+            if (size - start) % (1 << keep):
+                raise ValueError(f"the root at size {size} needs levels the block left out")
             part = rng.copy()
             for height, node in merkle.prefix_subtrees(block, size - start):
                 part.push(height, node)
