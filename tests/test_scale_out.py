@@ -17,12 +17,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
+
 from gateway.cli.placement import read_case
 from gateway.core import Gateway
 from gateway.delivery import outbox
 from gateway.onboarding import registry
 from gateway.placement import service as placement
 from tests.partners import CASE, PARTNER, agency_workspace, rows
+from tests.test_serve import free_port
 
 PACKAGES = 10_000
 LIMITS = "concurrency = 16\nrate_per_second = 100000\ntimeout = 5"
@@ -51,21 +54,41 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float, eve
             await asyncio.sleep(every)
 
 
+async def delivered_by(port: int) -> float:
+    """The deliveries a `gateway dispatch --metrics-port PORT` process has stored, from
+    its /metrics (0 until it serves them)."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return 0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gateway_deliveries_total{") and 'outcome="delivered"' in line
+    )
+
+
 async def test_two_gateways_drain_10k_packages_while_one_is_killed(tmp_path: Path) -> None:
     async with agency_workspace(tmp_path, limits=LIMITS) as (gw, agency, _):
         agency.decrypt = False  # 10k decryptions would measure jwcrypto, not the gateway
         ids = await place(gw, PACKAGES)
         ws = Path(gw.settings.base_dir)
-        first, second = [await gateway_process(ws, "dispatch", "--quiet") for _ in range(2)]
+        port = free_port()
+        first = await gateway_process(ws, "dispatch", "--quiet", "--metrics-port", str(port))
+        second = await gateway_process(ws, "dispatch", "--quiet")
 
         owners: set[str] = set()
 
         async def both_at_work(n: int) -> bool:
-            # Each holds leases at some point before the kill (on a loaded machine one
-            # may start late: it must have claimed its share, not just be running).
+            # Each holds leases at some point before the kill, and the one to be killed
+            # has stored deliveries of its own (on a loaded machine one may start late,
+            # or get its share of the partner's slots late: it must have worked, not
+            # just be running), while the drain is under way.
             held = await rows(gw, "SELECT DISTINCT lease_owner FROM packages WHERE state = 'sending'")
             owners.update(r["lease_owner"] for r in held)
-            return len(owners) >= 2 and len(agency.effects) >= n
+            return len(owners) >= 2 and len(agency.effects) >= n and await delivered_by(port) > 0
 
         await wait_for(lambda: both_at_work(PACKAGES // 5), timeout=120)
         first.kill()  # SIGKILL: no clean-up of its leases

@@ -4,9 +4,10 @@ attempt a worker takes a concurrency slot of the lane's hold and a reserved send
 The lane keeps its hold on slots with a keeper task: it asks the database for slots
 when workers wait for one, renews the hold while it has any (at most every
 ``RENEW_MOST`` seconds, or a quarter of the lease), asks again soon while it holds
-other than it wants (others may give back, or want some of its own), gives back what
-is over its share as soon as its attempts are down to it, and gives all back once
-idle. A lane whose last renewal took the partner's lock more than a lease ago starts
+other than it wants (others may give back, or want some of its own; while it gets none
+at all, after pauses from ``FIRST_PAUSE`` doubling up to ``POLL``), gives back what is
+over its share as soon as its attempts are down to it, and gives all back once idle. A
+lane whose last renewal took the partner's lock more than a lease ago starts
 nothing until the keeper has renewed: its hold may have lapsed in the database (the
 process stalled, the keeper was late), and another lane may hold the slots by now. The
 slots taken before such a lapse are void: each is taken in an *epoch* of the hold, which
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 RENEW_MOST = 0.5
 #: Pause between asks while the lane holds other than it wants.
 POLL = 0.2
+#: The first pause of a lane that got no slot at all (others hold every one), doubled
+#: at each ask that again gets none, up to POLL: prompt while the others are giving back
+#: its share, a few asks a second once they are not.
+FIRST_PAUSE = 0.01
 #: Seconds past its time after which a reserved send time is dropped, not used.
 STALE = 0.05
 
@@ -80,6 +85,8 @@ class PartnerLimiter:
         """Renewals that took the lock past ``_hold_until``: a slot taken in an earlier
         epoch may be another lane's by now."""
         self._asking = False
+        self._pause = FIRST_PAUSE
+        """The keeper's next pause while the lane gets no slot at all."""
         self._slot_waiters = 0
         self._token_waiters = 0
         self._times: deque[float] = deque()
@@ -228,6 +235,13 @@ class PartnerLimiter:
             await self._ask(wanted)
             if not self._held and not self._wanted():
                 continue  # idle: wait for work
+            if not self._held:
+                # Wanted, none got: the waiting workers would ask again at once, as fast
+                # as the database answers (thousands of write transactions a second).
+                await asyncio.sleep(self._pause)
+                self._pause = min(self._pause * 2, POLL)
+                continue
+            self._pause = FIRST_PAUSE
             settled = self._held == self.usable == wanted
             self._demand.clear()
             with contextlib.suppress(TimeoutError):
