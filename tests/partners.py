@@ -8,6 +8,7 @@ counts its *effects* per ``Idempotency-Key``: a resend must not act twice.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import ssl
 from collections import Counter, deque
@@ -127,6 +128,9 @@ class Agency:
             return web.json_response({"ref": 12, "ok": True}, status=201)
         if mode == "huge":
             return web.Response(status=201, body=b"x" * (2 << 20))
+        if mode == "gzipbomb":  # 64 KiB on the wire, 64 MiB once inflated
+            bomb = gzip.compress(b"0" * (64 << 20), compresslevel=9)
+            return web.Response(status=201, body=bomb, headers={"Content-Encoding": "gzip"})
         return web.json_response({"reference": f"REF-{key[-8:]}"}, status=201)
 
 

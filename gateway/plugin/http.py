@@ -283,11 +283,13 @@ def status_feed(answer: Answer, what: str) -> PollResult:
 
 async def _body(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
     """The answer's body, at most MAX_BODY bytes of it, and whether there was more. A
-    body whose Content-Length is within the limit is read at once (the parser reads no
-    more than that length: the usual small acknowledgement); any other, a chunk at a
-    time until the limit."""
+    body sent as it is (no Content-Encoding) whose Content-Length is within the limit is
+    read at once (the parser reads no more than that length: the usual small
+    acknowledgement); any other, a chunk at a time until the limit. A compressed body
+    always goes by chunks: its Content-Length says nothing of what it inflates to."""
     length = resp.content_length
-    if length is not None and length <= MAX_BODY:
+    plain = resp.headers.get("Content-Encoding", "identity") == "identity"
+    if plain and length is not None and length <= MAX_BODY:
         return await resp.read(), False
     body = bytearray()
     async for chunk in resp.content.iter_chunked(1 << 16):
