@@ -72,6 +72,44 @@ def witnessed(onboarded: Path, tmp_path: Path) -> Iterator[tuple[Path, RunningWi
         proc.stderr.close()
 
 
+#: A "witness" that answers every submission with 64 KiB of gzip that inflates to 64 MiB.
+HOSTILE = """
+import gzip, sys
+from aiohttp import web
+bomb = gzip.compress(b"0" * (64 << 20), compresslevel=9)
+async def add(request):
+    await request.read()
+    return web.Response(body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+app = web.Application()
+app.router.add_post("/add-checkpoint", add)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=lambda *_: print("ready", flush=True))
+"""
+
+
+def test_a_witness_answer_is_read_no_further_than_a_witness_would_write(onboarded: Path) -> None:
+    """A witness is somebody else's server: an answer past 64 KiB (here a gzip bomb, whose
+    Content-Length says 64 KiB) is cut there, not inflated into memory, and the checkpoint
+    stands without its cosignature."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", HOSTILE, str(port)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        key = witness_vkey("hostile.test/w", Ed25519PrivateKey.generate().public_key())
+        with (onboarded / "gateway.toml").open("a", encoding="utf-8") as config:
+            config.write(f'\n[[audit_witnesses]]\nurl = "http://127.0.0.1:{port}/"\nvkey = "{key}"\n')
+        grow(onboarded, 2)
+        result = invoke("-c", onboarded, "audit", "checkpoint")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert result.exit_code == 1
+    assert "answered with over 65536 bytes (HTTP 200), not a witness's answer" in result.output
+    assert "1 of 1 witnesses did not cosign" in result.output
+    assert result.stdout.startswith("example-bank/gateway-audit\n")  # signed by the bank all the same
+
+
 def cosigners(note: str, vkey: str) -> list[str]:
     return sorted(cosigned_by(note, [Witness.parse(vkey)]))
 

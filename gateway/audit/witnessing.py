@@ -28,6 +28,7 @@ from gateway.audit.cosignature import Witness, cosigned_by
 from gateway.clock import isotime, utcnow
 from gateway.config import WitnessSettings
 from gateway.errors import ConfigError
+from gateway.httpbody import read_capped
 from gateway.storage import Database
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ PERIOD = 2.0
 #: Seconds a witness has to answer one submission.
 TIMEOUT = 10.0
 SIZE_TYPE = "text/x.tlog.size"
+#: The most of a witness's answer read: a cosignature or a size is one short line.
+ANSWER_BYTES = 1 << 16
 
 
 @dataclass
@@ -117,7 +120,12 @@ async def submit(db: Database, target: Target, session: aiohttp.ClientSession) -
         body = await _request_body(db, old, record)
         url = target.url.rstrip("/") + "/add-checkpoint"
         async with session.post(url, data=body.encode(), headers={"Content-Type": "text/plain"}) as resp:
-            status, answer, kind = resp.status, await resp.text(), resp.content_type
+            data, more = await read_capped(resp, ANSWER_BYTES)
+            status, answer, kind = resp.status, data.decode("utf-8", "replace"), resp.content_type
+        if more:
+            target.size = None
+            why = f"answered with over {ANSWER_BYTES} bytes (HTTP {status}), not a witness's answer"
+            return Outcome(target.name, False, record.size, why)
         if status == 200:
             if not await _keep(db, target, record, answer):
                 return Outcome(target.name, False, record.size, "answered without a valid cosignature")

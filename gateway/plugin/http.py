@@ -31,6 +31,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from gateway.controls import CONTROLS, describe
 from gateway.errors import PartnerRejected, PartnerTimeout, PartnerUnavailable
+from gateway.httpbody import read_capped
 from gateway.plugin.adapter import ACCEPTED, Adapter, AdapterConfig, PollResult, before_sending
 from gateway.supervision.redact import redact
 
@@ -281,24 +282,6 @@ def status_feed(answer: Answer, what: str) -> PollResult:
     return PollResult(events=data["events"], cursor=data.get("cursor"))
 
 
-async def _body(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-    """The answer's body, at most MAX_BODY bytes of it, and whether there was more. A
-    body sent as it is (no Content-Encoding) whose Content-Length is within the limit is
-    read at once (the parser reads no more than that length: the usual small
-    acknowledgement); any other, a chunk at a time until the limit. A compressed body
-    always goes by chunks: its Content-Length says nothing of what it inflates to."""
-    length = resp.content_length
-    plain = resp.headers.get("Content-Encoding", "identity") == "identity"
-    if plain and length is not None and length <= MAX_BODY:
-        return await resp.read(), False
-    body = bytearray()
-    async for chunk in resp.content.iter_chunked(1 << 16):
-        body += chunk
-        if len(body) > MAX_BODY:
-            break
-    return bytes(body[:MAX_BODY]), len(body) > MAX_BODY
-
-
 class _CheckedRequest(aiohttp.ClientRequest):
     """A request that asks :func:`before_sending` once its connection is ready (after any
     TCP and TLS handshake), just before its first byte is written."""
@@ -352,7 +335,7 @@ class HttpAdapter(Adapter):
             # No redirects: the endpoint was checked at onboarding (https, or http only
             # for JWE in development); a redirect could send the body anywhere, in clear.
             async with self.session().request(method, url, allow_redirects=False, **kwargs) as resp:
-                answer = Answer(resp.status, *await _body(resp), resp.headers)
+                answer = Answer(resp.status, *await read_capped(resp, MAX_BODY), resp.headers)
         except TimeoutError:
             raise PartnerTimeout(
                 f"{where}: no answer within {self.profile.limits.timeout:g} s"
