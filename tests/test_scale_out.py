@@ -25,6 +25,7 @@ from gateway.delivery import outbox
 from gateway.onboarding import registry
 from gateway.placement import service as placement
 from tests.partners import CASE, PARTNER, agency_workspace, rows
+from tests.test_ops_metrics import parse, value
 from tests.test_serve import free_port
 
 PACKAGES = 10_000
@@ -63,11 +64,7 @@ async def delivered_by(port: int) -> float:
             text = await resp.text()
     except aiohttp.ClientError:
         return 0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("gateway_deliveries_total{") and 'outcome="delivered"' in line
-    )
+    return value(parse(text), "gateway_deliveries_total", partner=PARTNER, outcome="delivered")
 
 
 async def test_two_gateways_drain_10k_packages_while_one_is_killed(tmp_path: Path) -> None:

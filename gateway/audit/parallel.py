@@ -231,7 +231,7 @@ class _Worker:
             self.stop()
             raise
 
-    def assign(self, first: int, end: int, keep: int = 0) -> None:
+    def assign(self, first: int, end: int, keep: int) -> None:
         self._send(f"{first} {end} {keep}")
         self.pending.append(first)
 

@@ -124,12 +124,11 @@ def _upper_levels(first: int, parts: list[bytes], keep: int = 0) -> list[bytes]:
 
 
 def serve(path: str, deep: bool, tasks: TextIO | None = None, results: BinaryIO | None = None) -> None:
-    """A worker process's whole work: check each range "FIRST END" read from `tasks`
-    (standard input), in order, and write each result to `results` (standard output)
-    as one line of JSON, [first, problem, [the lengths of the leaf hashes and of each
-    level]], followed by those bytes. A task "FIRST END KEEP" asks for the levels from
-    height KEEP up only (see `check_range`). Ends when `tasks` ends: the main process
-    closed it, or is gone."""
+    """A worker process's whole work: check each range "FIRST END KEEP" read from
+    `tasks` (standard input), in order (KEEP: the lowest level wanted, see
+    `check_range`), and write each result to `results` (standard output) as one line of
+    JSON, [first, problem, [the lengths of the leaf hashes and of each level]], followed
+    by those bytes. Ends when `tasks` ends: the main process closed it, or is gone."""
     # Ctrl-C reaches the whole process group: the main process handles it and ends
     # the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -138,8 +137,8 @@ def serve(path: str, deep: bool, tasks: TextIO | None = None, results: BinaryIO 
     conn = connect(path)
     try:
         for line in tasks:
-            first, end, *keep = map(int, line.split())
-            digests, problem, upper = check_range(conn, first, end, deep, *keep)
+            first, end, keep = map(int, line.split())
+            digests, problem, upper = check_range(conn, first, end, deep, keep)
             head = json.dumps([first, problem, [len(digests), *map(len, upper)]])
             results.write(b"".join([head.encode(), b"\n", digests, *upper]))
             results.flush()
