@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwcrypto import jwe, jwk, jws, jwt
@@ -27,11 +28,12 @@ from gateway.cli.placement import read_case
 from gateway.config import load_settings
 from gateway.core import Gateway
 from gateway.delivery.dispatch import Dispatcher
-from gateway.errors import PartnerUnavailable
+from gateway.errors import NotSent, PartnerUnavailable
 from gateway.inbound import pipeline, poller
 from gateway.onboarding import registry
 from gateway.onboarding.jwk import generate_encryption_key
 from gateway.placement import service as placement
+from gateway.plugin.adapter import OutboundPackage, slot_held
 from tests.partners import CASE, REPO, init_workspace, rows
 
 EXAMPLE = REPO / "examples" / "channels" / "files-agency.toml"
@@ -233,6 +235,30 @@ async def test_a_batch_killed_mid_upload_is_resent_whole_under_the_same_id(tmp_p
     assert sorted(p.name for p in (agency.root / "inbound").iterdir()) == [
         f"{batch_id}.jsonl", f"{batch_id}.manifest.json", f"{batch_id}.manifest.json.jws"
     ]
+
+
+async def test_a_batch_whose_slot_lapsed_is_not_uploaded_and_goes_again_whole(tmp_path: Path) -> None:
+    """The dispatcher's check once the SFTP session is open, before the first file
+    leaves (the process may have stalled past its concurrency slots while the window
+    was open): nothing reaches the partner, the package gets NotSent (no attempt is
+    counted), and its next attempt uploads the batch the journal kept, under its id."""
+    async with files_partner(tmp_path) as (gw, agency):
+        record = await registry.get(gw, PARTNER)
+        adapter = gw.adapters[record.profile.adapter].for_profile(record.profile, gw.adapter_resources)
+        package = OutboundPackage("pkg_lapsed", "C-1", "collection", "jwe", "a.b.c.d.e", {})
+        try:
+            with slot_held(lambda: False), pytest.raises(NotSent):
+                await adapter.deliver(package)
+            assert list((agency.root / "inbound").iterdir()) == []
+            journalled = adapter.spool().batch_of("pkg_lapsed")
+            assert journalled is not None and not adapter.spool().is_sent(journalled)
+            with slot_held(lambda: True):
+                receipt = await adapter.deliver(package)
+        finally:
+            await adapter.aclose()
+    assert receipt.partner_ref == journalled and list(agency.batches()) == [journalled]
+    [record_line] = agency.batches()[journalled]["data"].splitlines()
+    assert json.loads(record_line)["package_id"] == "pkg_lapsed"
 
 
 def accepted(case_ref: str, n: int, at: str) -> dict[str, Any]:

@@ -7,8 +7,9 @@ waits for its window: the batch is sealed into the journal (`plugins.sftp_batch.
 uploaded (`plugins.sftp_batch.files` says what is in it), and then every package of it
 is delivered, the batch id as its partner reference. An upload that fails fails each of
 its packages; when the dispatcher retries one, the journal names its batch, which is
-uploaded again whole under the same id. The dispatcher hands over at most
-``limits.concurrency`` packages at once and cuts an attempt off after
+uploaded again whole under the same id; so is one whose upload stopped before its first
+file because the attempt's concurrency slot lapsed (`before_sending`). The dispatcher
+hands over at most ``limits.concurrency`` packages at once and cuts an attempt off after
 ``limits.timeout``: onboarding checks that ``max_records`` and ``max_wait`` fit.
 
 Status files are polled (``poll_interval``) from ``status_dir``: each page is the ready
@@ -42,7 +43,15 @@ from pydantic import Field, field_validator
 from gateway.clock import isotime, utcnow
 from gateway.errors import GatewayError, SealingError
 from gateway.onboarding import openpgp
-from gateway.plugin.adapter import Adapter, AdapterConfig, OutboundPackage, PollResult, Receipt, Resources
+from gateway.plugin.adapter import (
+    Adapter,
+    AdapterConfig,
+    OutboundPackage,
+    PollResult,
+    Receipt,
+    Resources,
+    before_sending,
+)
 from gateway.plugin.events import Event
 from plugins.sftp_batch import files, pgpfiles, remote
 from plugins.sftp_batch.spool import Spool
@@ -228,6 +237,11 @@ class SftpBatchAdapter(Adapter):
         batch = self.spool().read(batch_id)
         # What the attempt has left once its window closed (onboarding keeps it over half).
         async with self.session(self.profile.limits.timeout - self.config.max_wait) as sftp:
+            # The window and the login may have taken long enough for the process to
+            # stall past its concurrency slots (the task runs in the context of the
+            # delivery that started it): then nothing is uploaded, each package of the
+            # batch gets NotSent and goes again, and the journal keeps the batch whole.
+            before_sending()
             for name, content in batch.files:
                 await remote.put_atomic(sftp, self.config.upload_dir, name, content)
         self.spool().mark_sent(batch_id)
