@@ -135,7 +135,7 @@ class Agency:
 
 
 @asynccontextmanager
-async def serve(agency: Agency, tls: ssl.SSLContext) -> AsyncIterator[Agency]:
+async def serve(agency: Agency, tls: ssl.SSLContext | None) -> AsyncIterator[Agency]:
     app = web.Application()
     app.router.add_post("/packages", agency.handle)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)

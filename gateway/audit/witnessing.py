@@ -115,6 +115,9 @@ async def submit(db: Database, target: Target, session: aiohttp.ClientSession) -
         target.size = await _cosigned_size(db, target)
     if target.size == record.size:
         return Outcome(target.name, True, record.size, "already cosigned")
+    # On the disk before a witness sees it: a witness that cosigned a checkpoint the log
+    # then lost to a power cut would see the log's next one at that size as a fork.
+    await db.sync()
     old = min(target.size, record.size)
     for _ in range(2):  # a 409 tells the witness's size: one more try from there
         body = await _request_body(db, old, record)

@@ -229,8 +229,13 @@ class Lane:
                 probe_seconds=breaker.probe_lease(self.limits.timeout),
             )
             self.d.stats.dead += claim.expired + claim.refused
+            # On the disk before any of them leaves (`Database.sync`, one for the claim):
+            # a power cut must not take back a placement, and its disclosure in the
+            # audit log, whose package a partner has received. Queued at once all the
+            # same, where the breaker opening can take them back (`halt`).
+            synced = _synced(self.d.gw) if claim.packages else None
             for claimed in claim.packages:
-                self.queue.put_nowait(Held(claimed, lease_ends))
+                self.queue.put_nowait(Held(claimed, lease_ends, synced))
             if claim.packages or claim.held or claim.refused:
                 continue  # held or refused ones may have hidden more that are due
             # Nothing more due: look again once what is held is sent (results may let
@@ -256,6 +261,8 @@ class Lane:
         while (held := await self.queue.get()) is not None:
             self.busy += 1  # before any await, so the refill loop never sees it idle
             try:
+                if held.synced is not None:
+                    await held.synced
                 # Not sent if stopping, nor if the lease could end during the attempt
                 # (another dispatcher may claim it then): back to the outbox. Stopped
                 # before it left (its slot lapsed: `_send` is False), it takes a new slot.
@@ -383,6 +390,16 @@ class Held:
     claimed: outbox.Claimed
     lease_ends: float
     """`time.monotonic` at which the claim's lease ends."""
+    synced: asyncio.Future[None] | None = None
+    """Done once the claim, and what it claimed, is on the disk (`Database.sync`)."""
+
+
+def _synced(gw: Gateway) -> asyncio.Future[None]:
+    """`gw.db.sync()` under way; its error, if nobody is left to send (the breaker took
+    the claim back), goes no further than this."""
+    task = asyncio.ensure_future(gw.db.sync())
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
 
 
 def _wake(waiter: asyncio.Future[None], *_: object) -> None:

@@ -121,6 +121,7 @@ async def _start(gw: Gateway, profile: PartnerProfile, package: Sealed, timeout:
         )
         outcome = f"test package of synthetic data for {package.claims['purpose']} sent to {profile.endpoint}"
         await gw.record(tx, [_entry(gw, profile.id, package, "package_sent", outcome, actor)])
+    await gw.db.sync()  # the test and its audit entry on the disk before the package leaves
 
 
 async def _deliver(gw: Gateway, profile: PartnerProfile, package: Sealed) -> Step:

@@ -168,6 +168,14 @@ class Database(ABC):
         purge); False if it could not now. A backend that keeps none does nothing here."""
         return True
 
+    async def sync(self) -> None:
+        """Make every transaction committed so far durable (on the disk, not only in the
+        system's cache) before something leaves that the database must not forget after
+        a power cut: a package for a partner, a checkpoint for a witness. Raises
+        StorageError if the disk refuses. A backend whose commits are durable as they
+        return (PostgreSQL, `synchronous_commit` on) has nothing to do here."""
+        return None
+
     def translate_ddl(self, sql: str) -> str:
         """A migration statement in this backend's type names."""
         return sql
