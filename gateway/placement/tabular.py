@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 from pydantic import ValidationError
 
 from gateway.errors import InvalidInput
@@ -100,6 +99,8 @@ def _numbered(path: Path, rows: Iterator[Any]) -> Iterator[tuple[int, list[Any]]
 
 @contextlib.contextmanager
 def _xlsx_rows(path: Path, mapping: Mapping) -> Iterator[tuple[list[str], Iterator[tuple[int, list[Any]]]]]:
+    import openpyxl  # here, not at start-up: every gateway command would load it (~40 ms)
+
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises zipfile, KeyError, OSError... for a bad file

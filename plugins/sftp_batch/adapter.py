@@ -34,9 +34,8 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import asyncssh
 import pysequoia
 from pydantic import Field, field_validator
 
@@ -56,6 +55,9 @@ from gateway.plugin.events import Event
 from plugins.sftp_batch import files, pgpfiles, remote
 from plugins.sftp_batch.spool import Spool
 from schemas.partner import PartnerProfile
+
+if TYPE_CHECKING:
+    import asyncssh  # imported where used: every gateway command loads this plugin
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,8 @@ class SftpBatchAdapter(Adapter):
         return config
 
     def client_key(self) -> asyncssh.SSHKey:
+        import asyncssh
+
         try:
             path = self.lent().keys.partner_secret_path(self.config.client_key)
             return asyncssh.read_private_key(path)
@@ -271,6 +275,8 @@ class SftpBatchAdapter(Adapter):
     async def _file_away(self, sftp: asyncssh.SFTPClient, handed: list[dict[str, Any]]) -> None:
         """Move the files of the last page, whose events are taken in, to processed_dir,
         unless a file of that name is not the one read (a name reused since)."""
+        import asyncssh
+
         for entry in handed:
             path = f"{self.config.status_dir}/{entry['name']}"
             with contextlib.suppress(asyncssh.SFTPNoSuchFile):

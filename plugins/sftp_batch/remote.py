@@ -17,11 +17,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import asyncssh
-
 from gateway.errors import PartnerTimeout, PartnerUnavailable
+
+if TYPE_CHECKING:
+    import asyncssh
 
 #: Largest status file read; a bigger one is refused unread.
 MAX_FILE = 16 << 20
@@ -46,6 +48,8 @@ class Endpoint:
 
 def pinned_keys(lines: list[str]) -> list[asyncssh.SSHKey]:
     """The host keys a profile pins (``ssh-ed25519 AAAA...`` lines); ValueError if not."""
+    import asyncssh  # here, not at start-up: every gateway command would load it (~0.1 s)
+
     keys = []
     for number, line in enumerate(lines):
         try:
@@ -63,6 +67,8 @@ async def session(
 ) -> AsyncIterator[asyncssh.SFTPClient]:
     """An SFTP session with the partner, every foreign error translated; the whole
     block must finish within ``timeout`` seconds."""
+    import asyncssh
+
     try:
         async with asyncio.timeout(timeout):
             async with asyncssh.connect(
@@ -89,6 +95,8 @@ async def put_atomic(sftp: asyncssh.SFTPClient, folder: str, name: str, content:
     """Write ``folder/name`` under a temporary name, then rename it into place: the
     partner never sees half a file. An existing file of that name (an earlier try)
     is replaced."""
+    import asyncssh
+
     final = f"{folder}/{name}"
     temporary = f"{folder}/.{name}.part"
     async with sftp.open(temporary, "wb") as handle:
@@ -106,6 +114,8 @@ async def put_atomic(sftp: asyncssh.SFTPClient, folder: str, name: str, content:
 async def move(sftp: asyncssh.SFTPClient, source: str, folder: str, name: str, tag: str) -> None:
     """Move ``source`` to ``folder/name``, or ``folder/name.tag`` if that is taken
     (a partner reusing a file name); a file already gone is left alone."""
+    import asyncssh
+
     await sftp.makedirs(folder, exist_ok=True)
     target = f"{folder}/{name}"
     if await sftp.exists(target):
