@@ -4,7 +4,10 @@ measured in the same run, and its goal.
     .venv/bin/python bench/audit.py [--entries 1000000] [--batch 1000] [--no-witness]
 
 - appends/s, durable: disclosures through `log.append` into SQLite (the gateway's
-  backend, WAL, its pragmas), one transaction per batch, a checkpoint signed every 1000
+  backend, WAL, its pragmas: a commit is in the WAL, which survives the process, and is
+  on the disk once the next WAL checkpoint synced it, tens of milliseconds later, or once
+  something resting on it leaves, `Database.sync`), one transaction per batch, a
+  checkpoint signed every 1000
   entries; with witnessing on (the default), a `gateway witness serve` process on
   127.0.0.1 and the gateway's submission task running beside the appends, as `gateway
   serve` runs it (the latest checkpoint, every 0.5 s here), and how many checkpoints
