@@ -5,15 +5,15 @@ measured in the same run, and its goal.
 
 - appends/s, durable: disclosures through `log.append` into SQLite (the gateway's
   backend, WAL, its pragmas: a commit is in the WAL, which survives the process, and is
-  on the disk once the next WAL checkpoint synced it, tens of milliseconds later, or once
-  something resting on it leaves, `Database.sync`), one transaction per batch, a
+  on the disk once the next WAL checkpoint synced it, tens of milliseconds later, or
+  once something resting on it leaves, `Database.sync`), one transaction per batch, a
   checkpoint signed every 1000 entries; with witnessing on (the default), a `gateway
   witness serve` process on 127.0.0.1 and the gateway's submission task running beside
-  the appends, as `gateway serve` runs it (the latest checkpoint, every 0.5 s here),
-  and how many checkpoints it got cosigned. Floor: the same rows, serialized and hashed beforehand, inserted
-  with one `executemany` a batch into another database of the gateway's, committed
-  alike: storing them, and nothing of the log's own work (serializing, hashing, the
-  tree, the checkpoints);
+  the appends, as `gateway serve` runs it (the latest checkpoint, every 0.5 s here), and
+  how many checkpoints it got cosigned. Floor: the same rows, serialized and hashed
+  beforehand, inserted with one `executemany` a batch into another database of the
+  gateway's, committed alike: storing them, and nothing of the log's own work
+  (serializing, hashing, the tree, the checkpoints);
 - verify: `verify_database` from scratch over the whole log against its floor, 2n raw
   SHA-256 hashes (n leaves, n - 1 nodes) on one core: `deep=False`, what `gateway audit
   verify --hashes-only` runs (the cryptographic check, which the goal is about), on
