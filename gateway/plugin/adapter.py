@@ -6,8 +6,7 @@ lazily and released in :meth:`aclose`. It translates foreign errors into
 ``gateway.errors`` (``PartnerUnavailable``, ``PartnerTimeout``, ``PartnerRejected``) and
 never retries by itself: retries, rate limits and the circuit breaker live in the core.
 It calls :func:`before_sending` once the last step that may wait before the package
-leaves (a connection, a TLS handshake) is done: the built-in HTTP, SMTP and SFTP ones
-do.
+leaves (a connection, a TLS handshake, an SFTP login) is done: the built-in ones do.
 """
 
 from __future__ import annotations

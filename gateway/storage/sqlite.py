@@ -22,8 +22,8 @@ backstop should that thread fall far behind.
 So a commit is on the disk only once a checkpoint synced the WAL, tens of milliseconds
 later: a power cut (not a crash of the process) may lose the last commits. Nothing may
 leave the gateway on the strength of such a commit: before a package goes to a partner
-or a checkpoint to a witness, `SQLiteDatabase.sync` fsyncs the WAL (one fsync, in a
-thread, for a whole claim of packages).
+or a checkpoint to a witness, `SQLiteDatabase.sync` syncs the WAL (one `fdatasync`, in
+a thread, for a whole claim of packages).
 
 The trade-off: a statement that is slow by itself (a large scan, a big report query)
 blocks the event loop for its whole duration, and every other task with it. Work like
@@ -414,9 +414,9 @@ class SQLiteDatabase(Database):
                 self._conn.execute("ROLLBACK")
 
     async def sync(self) -> None:
-        """Commits append to the WAL without an fsync (`synchronous=NORMAL`): fsync it, in
-        a thread. Every process's commits are in that one file, or already copied into
-        the database file by a checkpoint, which synced them (and the WAL) first."""
+        """Commits append to the WAL without a sync (`synchronous=NORMAL`): sync it, in a
+        thread. Every process's commits are in that one file, or already copied into the
+        database file by a checkpoint, which synced them (and the WAL) first."""
         try:
             await asyncio.to_thread(_fsync, Path(f"{self.checkpointer.file}-wal"))
         except OSError as exc:
