@@ -179,3 +179,24 @@ async def test_a_transaction_waits_for_another_writer_without_stalling_the_loop(
     finally:
         other.close()
         await db.close()
+
+
+async def test_lanes_that_sync_the_wal_together_share_one_fdatasync(tmp_path: Path) -> None:
+    """Twenty callers at once (lanes finishing their claims together) share one sync; a
+    caller who asks while a sync runs gets one that began after it asked (the running
+    one may have begun before its commit), shared with whoever asks meanwhile."""
+    db = await SQLiteDatabase.open(str(tmp_path / "g.db"))
+    try:
+        async with db.transaction() as tx:
+            await tx.execute(ROW, ("t0", "first"))
+        await asyncio.gather(*(db.sync() for _ in range(20)))
+        assert db.wal_syncs.runs == 1
+        early = asyncio.ensure_future(db.sync())
+        for _ in range(3):
+            await asyncio.sleep(0)  # the sync under way, in its thread
+        async with db.transaction() as tx:
+            await tx.execute(ROW, ("t1", "second"))
+        await asyncio.gather(early, *(db.sync() for _ in range(5)))
+        assert db.wal_syncs.runs == 3
+    finally:
+        await db.close()

@@ -232,6 +232,50 @@ def _multi_row(sql: str, count: int) -> str:
     return f"{head} VALUES {', '.join([one] * count)}"
 
 
+class WalSyncs:
+    """Syncs of the WAL file at `path`, one at a time, shared: a caller waits for a sync
+    that began after it asked (one under way may have begun before its commit), and
+    every caller that asks while one runs shares the next. However many lanes finish
+    a claim together, one `fdatasync` runs and at most one more waits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runs = 0  # syncs run, for tests
+        self._next: asyncio.Future[None] | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    async def sync(self) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            if self._runner is None:
+                self._runner = asyncio.ensure_future(self._run())
+        # Shielded: a caller that stops waiting leaves the sync to the others.
+        await asyncio.shield(self._next)
+
+    async def _run(self) -> None:
+        round_: asyncio.Future[None] | None = None
+        try:
+            while (round_ := self._next) is not None:
+                self._next = None
+                try:
+                    await asyncio.to_thread(_fsync, self.path)
+                except OSError as exc:
+                    round_.set_exception(
+                        StorageError(f"database error: cannot write the WAL to disk: {exc.strerror}")
+                    )
+                    round_.exception()  # retrieved: each waiter gets it, if any is left
+                else:
+                    round_.set_result(None)
+                self.runs += 1
+        finally:
+            self._runner = None
+            # Ended by a cancellation (the loop closing): no caller is left waiting forever.
+            for left in (round_, self._next):
+                if left is not None and not left.done():
+                    left.cancel()
+            self._next = None
+
+
 def _fsync(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -328,6 +372,7 @@ class SQLiteDatabase(Database):
         self._lock = asyncio.Lock()
         self.checkpointer = Checkpointer(file)
         self._bulk = BulkWriter()
+        self.wal_syncs = WalSyncs(Path(f"{file}-wal"))
 
     @classmethod
     async def open(
@@ -415,12 +460,10 @@ class SQLiteDatabase(Database):
 
     async def sync(self) -> None:
         """Commits append to the WAL without a sync (`synchronous=NORMAL`): sync it, in a
-        thread. Every process's commits are in that one file, or already copied into the
-        database file by a checkpoint, which synced them (and the WAL) first."""
-        try:
-            await asyncio.to_thread(_fsync, Path(f"{self.checkpointer.file}-wal"))
-        except OSError as exc:
-            raise StorageError(f"database error: cannot write the WAL to disk: {exc.strerror}") from None
+        thread (`WalSyncs`). Every process's commits are in that one file, or already
+        copied into the database file by a checkpoint, which synced them (and the WAL)
+        first."""
+        await self.wal_syncs.sync()
 
     async def compact(self) -> bool:
         """Copy the WAL back and truncate it: the WAL keeps earlier versions of the pages
