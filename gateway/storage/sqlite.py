@@ -22,8 +22,8 @@ backstop should that thread fall far behind.
 So a commit is on the disk only once a checkpoint synced the WAL, tens of milliseconds
 later: a power cut (not a crash of the process) may lose the last commits. Nothing may
 leave the gateway on the strength of such a commit: before a package goes to a partner
-or a checkpoint to a witness, `SQLiteDatabase.sync` syncs the WAL (one `fdatasync`, in
-a thread, for a whole claim of packages).
+or a checkpoint to a witness, `SQLiteDatabase.sync` syncs the WAL (an `fdatasync` in a
+thread, for a whole claim of packages, shared with whoever asks meanwhile: `WalSyncs`).
 
 The trade-off: a statement that is slow by itself (a large scan, a big report query)
 blocks the event loop for its whole duration, and every other task with it. Work like
