@@ -261,7 +261,7 @@ class WalSyncs:
                     await asyncio.to_thread(_fsync, self.path)
                 except OSError as exc:
                     round_.set_exception(
-                        StorageError(f"database error: cannot write the WAL to disk: {exc.strerror}")
+                        StorageError(f"database error: cannot write {self.path} to disk: {exc.strerror}")
                     )
                     round_.exception()  # retrieved: each waiter gets it, if any is left
                 else:
