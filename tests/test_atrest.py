@@ -137,6 +137,8 @@ _BEFORE_7 = [
     ),
     "UPDATE packages SET sealed = (SELECT sealed FROM package_bodies WHERE package_id = id),"
     " signed = (SELECT signed FROM package_bodies WHERE package_id = id)",
+    # The index version 17 dropped, back.
+    "CREATE INDEX events_subject ON events (subject_token, occurred_at)",
     "DROP TABLE erasure_cases",
     "DROP TABLE erasures",
     "DROP TABLE legal_holds",

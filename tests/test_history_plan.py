@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.lifecycle.purge import NOT_HELD
 from gateway.storage import Database
 from gateway.supervision.history import history_statement
 
@@ -39,4 +40,27 @@ async def test_the_history_statement_reads_ranges_of_its_indexes(db: Database, c
     assert "events_subject_type" in plan, plan
     # Third-party contacts before the window: the partial index of those alone.
     assert "events_third_party" in plan, plan
+    assert "SCAN events" not in plan and "Seq Scan on events" not in plan, plan
+
+
+#: What finds a person's events by subject token outside the history: an erasure's
+#: count of kept originals, the purges it runs, the dispatcher's look-up of its own
+#: stored deliveries (`gateway.delivery.presend`).
+BY_SUBJECT = [
+    ("SELECT COUNT(*) FROM events WHERE subject_token = ? AND original IS NOT NULL", ("subj_1",)),
+    (f"SELECT id, body FROM events WHERE text_purged_at IS NULL AND {NOT_HELD} AND (subject_token = ?)",
+     ("subj_1",)),
+    (f"UPDATE events SET original = NULL, original_purged_at = ? WHERE original IS NOT NULL AND {NOT_HELD}"
+     " AND (subject_token = ?)", (START, "subj_1")),
+    ("SELECT webhook_id FROM events WHERE subject_token IN (?, ?) AND source = 'gateway'"
+     " AND webhook_id IN (?, ?)", ("subj_1", "subj_2", "pkg_1", "pkg_2")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("sql", "params"), BY_SUBJECT)
+async def test_a_persons_events_are_found_through_an_index(db: Database, sql: str, params: tuple) -> None:
+    # Since migration 17 the (subject, type, time) index is the only one led by the
+    # subject: the one led by (subject, time) was written by every report and read by none.
+    plan = await _plan(db, sql, params)
+    assert "events_subject_type" in plan or "events_third_party" in plan, plan
     assert "SCAN events" not in plan and "Seq Scan on events" not in plan, plan

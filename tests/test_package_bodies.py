@@ -19,8 +19,10 @@ from tests.partners import Clock, agency_workspace, place_many, rows
 LIMITS = "concurrency = 4\nrate_per_second = 1000\ntimeout = 2"
 BODIES = "SELECT package_id, sealed, signed FROM package_bodies ORDER BY package_id"
 
-#: Version 16 undone: the bodies back in their packages' rows, as version 15 kept them.
+#: Versions 16 and up undone: the bodies back in their packages' rows, as version 15
+#: kept them, and the index version 17 dropped.
 _BEFORE_16 = [
+    "CREATE INDEX events_subject ON events (subject_token, occurred_at)",
     *(f"ALTER TABLE packages ADD COLUMN {c} TEXT NOT NULL DEFAULT ''" for c in ("sealed", "signed")),
     "DROP TABLE package_bodies",
     "DELETE FROM schema_version WHERE version >= 16",
