@@ -136,3 +136,33 @@ def test_reports_arriving_after_random_delays_give_the_same_breaches(
     for pack, tz in ((CN, SH), (US, NY)):
         expected = {key(b) for b in pack.breaches(late, tz, asked) if b.rule in ALL}
         assert reported(pack, sorted([*late, *asked], key=arrival), tz, ALL) == expected
+
+
+def _raised(breaches: list[Breach]) -> set[tuple[str, int]]:
+    return {(b.rule, id(b.contact)) for b in breaches}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    history=st.lists(st.one_of(contacts, dense), max_size=20),
+    new=st.one_of(contacts, dense),
+    asked=st.lists(requests, max_size=3),
+    arrivals=st.lists(st.integers(0, 2), min_size=21, max_size=21),
+)
+def test_a_report_adds_exactly_what_judging_everything_again_adds(
+    history: list[Contact], new: Contact, asked: list[Request], arrivals: list[int]
+) -> None:
+    """`check_contact` judges some rules by the new contact alone, and skips those it
+    cannot change (a third-party rule, a contact with the debtor): what it finds is
+    still exactly what the whole situation has beyond the history's breaches, also when
+    reports were learnt of at the same moment (a frozen clock, one group of reports)."""
+    learnt = START + timedelta(days=6)
+    history = [
+        replace(c, known_at=learnt + timedelta(minutes=m)) for c, m in zip(history, arrivals, strict=False)
+    ]
+    new = replace(new, known_at=learnt + timedelta(minutes=2))  # the latest report, ties allowed
+    asked = [replace(r, known_at=r.at) for r in asked]
+    for pack, tz in ((CN, SH), (US, NY)):
+        before = _raised(pack.breaches(history, tz, asked))
+        expected = _raised(pack.breaches([*history, new], tz, asked)) - before
+        assert _raised(pack.check_contact(new, history, tz, asked)) == expected

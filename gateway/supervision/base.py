@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -182,6 +182,17 @@ class Rule(BaseModel):
 
     def describe(self, contact: Contact, detail: Any, situation: Situation) -> Breach:
         raise NotImplementedError
+
+    #: Whether the rule judges each contact apart from the other contacts (given the
+    #: requests): then reporting a contact can add a breach of its own only, and
+    #: `RulePack.check_contact` judges that one contact instead of every contact twice.
+    alone: ClassVar[bool] = False
+
+    def unchanged_by(self, contact: Contact, before: Situation) -> bool:
+        """Whether adding ``contact`` to ``before`` certainly leaves the rule's findings
+        as they were (a rule about third parties, a contact with the debtor): then
+        `RulePack.check_contact` skips the rule. False when it cannot tell."""
+        return False
 
     def findings(self, situation: Situation) -> Iterator[Breach]:
         """Every breach of this rule in ``situation``, each naming its contact."""

@@ -146,6 +146,15 @@ class RulePack(BaseModel):
                 if new is not None and (breach := rule.judge(new, after.zone)) is not None:
                     found.append(breach)
                 continue
+            if new is not None:
+                # A new contact: the rules that can say what it adds more cheaply than by
+                # comparing all their hits before and after (a long case has many).
+                if rule.unchanged_by(new, before):
+                    continue
+                if rule.alone:
+                    own = Situation((new,), after.requests, after.zone, after._days)
+                    found += [rule.describe(c, detail, after) for c, detail in rule.hits(own)]
+                    continue
             hits = list(rule.hits(after))
             if not hits:
                 continue  # nothing broken now, so nothing added (most rules, most reports)

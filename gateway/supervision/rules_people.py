@@ -67,6 +67,11 @@ class ThirdPartyAfterUnreachable(Rule):
                 if failures < self.failed_attempts:
                     yield contact, failures
 
+    def unchanged_by(self, contact: Contact, before: Situation) -> bool:
+        # A call can count only for third-party contacts reported after it was learnt of
+        # (`failures`), and it is learnt of as it is judged.
+        return not _third_party(contact) and all(t.learnt < contact.learnt for t in before.third_parties)
+
     def failures(self, calls: Iterable[Contact], known: datetime) -> int:
         """Failed calls in a row since the debtor was last reached, among ``calls`` the
         gateway had learnt of by ``known``."""
@@ -99,6 +104,9 @@ class ThirdPartyCaps(Rule):
     total: int = Field(ge=1)
     channels: frozenset[Channel] = CALLS
 
+    def unchanged_by(self, contact: Contact, before: Situation) -> bool:
+        return not _third_party(contact)  # only third-party contacts (and requests) count
+
     def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         def counts(contact: Contact) -> bool:
             return _third_party(contact) and contact.channel in self.channels
@@ -126,6 +134,9 @@ class ThirdPartyOnce(Rule):
     """A third party is contacted at most once (a second time only at their request,
     which is not modelled): every later contact with the same number or address breaches."""
 
+    def unchanged_by(self, contact: Contact, before: Situation) -> bool:
+        return not _third_party(contact)  # only third-party contacts (and requests) count
+
     def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         first: dict[str, Contact] = {}
         for contact in situation.third_parties:
@@ -151,6 +162,9 @@ class ThirdPartyOnce(Rule):
 
 class ThirdPartyStop(Rule):
     """A third party who refused or asked not to be contacted is not contacted again."""
+
+    def unchanged_by(self, contact: Contact, before: Situation) -> bool:
+        return not _third_party(contact)  # only third-party contacts (and requests) count
 
     def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         asked = [r for r in situation.requests if r.kind == "stop_third_party"]
@@ -210,6 +224,8 @@ _ASKED = {
 
 class _AfterRequest(Rule):
     """A rule broken by contacting someone after a request forbade it."""
+
+    alone = True  # each contact against the requests, whatever the other contacts
 
     def forbids(self, request: Request, contact: Contact) -> bool:
         raise NotImplementedError
