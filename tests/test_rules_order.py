@@ -138,31 +138,75 @@ def test_reports_arriving_after_random_delays_give_the_same_breaches(
         assert reported(pack, sorted([*late, *asked], key=arrival), tz, ALL) == expected
 
 
-def _raised(breaches: list[Breach]) -> set[tuple[str, int]]:
-    return {(b.rule, id(b.contact)) for b in breaches}
+def _raised(breaches: list[Breach]) -> list[tuple[str, int, str]]:
+    """Each breach by rule, contact and wording, in a stable order, repeats kept."""
+    return sorted((b.rule, id(b.contact), b.message) for b in breaches)
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    history=st.lists(st.one_of(contacts, dense), max_size=20),
-    new=st.one_of(contacts, dense),
-    asked=st.lists(requests, max_size=3),
-    arrivals=st.lists(st.integers(0, 2), min_size=21, max_size=21),
+def _added(pack: RulePack, history: list[Contact], new: Contact, tz: str, asked: list[Request]) -> list:
+    """What judging every contact again adds: the breaches with ``new`` whose contact did
+    not break the same rule without it, worded as with it."""
+    before = {(b.rule, id(b.contact)) for b in pack.breaches(history, tz, asked)}
+    after = pack.breaches([*history, new], tz, asked)
+    return _raised([b for b in after if (b.rule, id(b.contact)) not in before])
+
+
+#: Arrival times close together, so that reports learnt of at the same moment (a
+#: frozen clock, one group of reports) and a new report learnt of before stored ones
+#: (instances whose clocks differ) are common.
+_LEARNT = START + timedelta(days=6)
+arrivals = st.integers(-1, 2).map(lambda m: _LEARNT + timedelta(minutes=m))
+people = st.sampled_from(["agency-a", "agency-b", "gateway"])
+anywhere = st.builds(
+    call,
+    st.integers(0, 36 * 60 - 1).map(lambda m: START + timedelta(minutes=m)),
+    outcome=st.sampled_from(
+        ["no_answer", "no_answer", "wrong_party", "connected", "refused", "left_message"]
+    ),
+    number=st.sampled_from(["n1", "n2", "tp1", "tp2", None]),
+    target=st.sampled_from(["debtor", "debtor", "third_party"]),
+    channel=st.sampled_from(["voice", "voice", "ai_voice", "sms", "email"]),
+    place=st.sampled_from([None, "work"]),
+    partner=people,
+    known_at=arrivals,
 )
+asked_late = st.builds(
+    Request,
+    st.integers(0, 36 * 60 - 1).map(lambda m: START + timedelta(minutes=m)),
+    kind=st.sampled_from(["opt_out", "cease", "attorney", "workplace", "stop_third_party"]),
+    partner=people,
+    debt=st.just("case-1"),
+    channel=st.sampled_from(["voice", "sms", "email", None]),
+    number=st.sampled_from(["n1", "tp1", None]),
+    known_at=st.one_of(st.none(), arrivals),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=st.lists(anywhere, max_size=20), new=anywhere, asked=st.lists(asked_late, max_size=3))
 def test_a_report_adds_exactly_what_judging_everything_again_adds(
-    history: list[Contact], new: Contact, asked: list[Request], arrivals: list[int]
+    history: list[Contact], new: Contact, asked: list[Request]
 ) -> None:
     """`check_contact` judges some rules by the new contact alone, and skips those it
     cannot change (a third-party rule, a contact with the debtor): what it finds is
-    still exactly what the whole situation has beyond the history's breaches, also when
-    reports were learnt of at the same moment (a frozen clock, one group of reports)."""
-    learnt = START + timedelta(days=6)
-    history = [
-        replace(c, known_at=learnt + timedelta(minutes=m)) for c, m in zip(history, arrivals, strict=False)
-    ]
-    new = replace(new, known_at=learnt + timedelta(minutes=2))  # the latest report, ties allowed
-    asked = [replace(r, known_at=r.at) for r in asked]
+    still exactly what judging every contact again adds, wording and repeats included,
+    whoever reported what and whenever the gateway learnt of it."""
     for pack, tz in ((CN, SH), (US, NY)):
-        before = _raised(pack.breaches(history, tz, asked))
-        expected = _raised(pack.breaches([*history, new], tz, asked)) - before
-        assert _raised(pack.check_contact(new, history, tz, asked)) == expected
+        assert _raised(pack.check_contact(new, history, tz, asked)) == _added(pack, history, new, tz, asked)
+
+
+def test_a_call_reported_with_a_third_party_contact_can_make_it_a_breach() -> None:
+    # Three unanswered calls, then a third party: the debtor was unreachable. A report
+    # of a conversation before the third-party call, learnt of at the same moment as
+    # it (one group of reports), shows the debtor was reachable after all.
+    rule = "cn.third-party-before-unreachable"
+    morning, same = START + timedelta(hours=10), START + timedelta(hours=12)
+    history = [call(morning + timedelta(minutes=m), known_at=same) for m in (0, 10, 20)]
+    third = call(morning + timedelta(minutes=40), target="third_party", number="tp1", known_at=same)
+    spoke = call(morning + timedelta(minutes=30), outcome="connected", known_at=same)
+    assert [b for b in CN.check_contact(third, history, SH) if b.rule == rule] == []
+    found = [b.contact for b in CN.check_contact(spoke, [*history, third], SH) if b.rule == rule]
+    assert found == [third]
+    # Learnt of after the third-party call was reported, it does not count for it.
+    later = replace(spoke, known_at=same + timedelta(seconds=1))
+    assert [b for b in CN.check_contact(later, [*history, third], SH) if b.rule == rule] == []
