@@ -68,8 +68,9 @@ class ThirdPartyAfterUnreachable(Rule):
                     yield contact, failures
 
     def unchanged_by(self, contact: Contact, before: Situation) -> bool:
-        # A call can count only for third-party contacts reported after it was learnt of
-        # (`failures`), and it is learnt of as it is judged.
+        # A call counts for a third-party contact only if the gateway had learnt of it by
+        # the time it learnt of that contact (`failures`): one learnt of after every
+        # third-party contact on record counts for none of them.
         return not _third_party(contact) and all(t.learnt < contact.learnt for t in before.third_parties)
 
     def failures(self, calls: Iterable[Contact], known: datetime) -> int:
