@@ -41,7 +41,15 @@ def _third_party(contact: Contact) -> bool:
     return contact.target == "third_party"
 
 
-class ThirdPartyAfterUnreachable(Rule):
+class _AboutThirdParties(Rule):
+    """A rule on contacts with third parties: a contact with the debtor leaves what it
+    finds as it was (`Rule.unchanged_by`), unless a subclass says otherwise."""
+
+    def unchanged_by(self, contact: Contact, before: Situation) -> bool:
+        return not _third_party(contact)
+
+
+class ThirdPartyAfterUnreachable(_AboutThirdParties):
     """Third parties only once the debtor could not be reached (失联): ``failed_attempts``
     failed calls in a row since the debtor last spoke with a caller.
 
@@ -71,7 +79,8 @@ class ThirdPartyAfterUnreachable(Rule):
         # A call counts for a third-party contact only if the gateway had learnt of it by
         # the time it learnt of that contact (`failures`): one learnt of after every
         # third-party contact on record counts for none of them.
-        return not _third_party(contact) and all(t.learnt < contact.learnt for t in before.third_parties)
+        learnt_before = all(t.learnt < contact.learnt for t in before.third_parties)
+        return super().unchanged_by(contact, before) and learnt_before
 
     def failures(self, calls: Iterable[Contact], known: datetime) -> int:
         """Failed calls in a row since the debtor was last reached, among ``calls`` the
@@ -97,16 +106,13 @@ class ThirdPartyAfterUnreachable(Rule):
         )
 
 
-class ThirdPartyCaps(Rule):
+class ThirdPartyCaps(_AboutThirdParties):
     """Calls to third parties about one debtor: at most ``daily`` a local day and
     ``total`` in all, every partner together."""
 
     daily: int = Field(ge=1)
     total: int = Field(ge=1)
     channels: frozenset[Channel] = CALLS
-
-    def unchanged_by(self, contact: Contact, before: Situation) -> bool:
-        return not _third_party(contact)  # only third-party contacts (and requests) count
 
     def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         def counts(contact: Contact) -> bool:
@@ -131,12 +137,9 @@ class ThirdPartyCaps(Rule):
         )
 
 
-class ThirdPartyOnce(Rule):
+class ThirdPartyOnce(_AboutThirdParties):
     """A third party is contacted at most once (a second time only at their request,
     which is not modelled): every later contact with the same number or address breaches."""
-
-    def unchanged_by(self, contact: Contact, before: Situation) -> bool:
-        return not _third_party(contact)  # only third-party contacts (and requests) count
 
     def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         first: dict[str, Contact] = {}
@@ -161,11 +164,8 @@ class ThirdPartyOnce(Rule):
         )
 
 
-class ThirdPartyStop(Rule):
+class ThirdPartyStop(_AboutThirdParties):
     """A third party who refused or asked not to be contacted is not contacted again."""
-
-    def unchanged_by(self, contact: Contact, before: Situation) -> bool:
-        return not _third_party(contact)  # only third-party contacts (and requests) count
 
     def hits(self, situation: Situation) -> Iterator[tuple[Contact, Any]]:
         asked = [r for r in situation.requests if r.kind == "stop_third_party"]
