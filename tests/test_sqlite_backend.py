@@ -7,6 +7,7 @@ Run on every backend option: these tests open a SQLite file of their own.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -103,6 +104,50 @@ async def test_a_large_insert_keeps_to_the_parameters_sqlite_binds(tmp_path: Pat
         await db.close()
 
 
+def _in_the_file(db_file: Path) -> int:
+    """Rows of api_tokens in the database file itself, not counting the WAL."""
+    with sqlite3.connect(f"file:{db_file}?immutable=1", uri=True) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM api_tokens").fetchone()[0])
+
+
+async def test_a_commit_is_synced_at_once_and_copied_back_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A power cut loses tens of milliseconds of commits at most: the thread syncs the
+    # WAL (an fdatasync of its own; SQLite's checkpoint syncs are not seen here) soon
+    # after a commit, and copies it into the database file only copy_every later.
+    synced: list[tuple[float, str]] = []
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        synced.append((time.monotonic(), os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    file = tmp_path / "g.db"
+    db = await SQLiteDatabase.open(str(file))
+    try:
+        ckpt = db.checkpointer
+        deadline = time.monotonic() + 5
+        copies = ckpt.runs
+        while ckpt.runs == copies:  # the migrations' commits copied back: a copy just ran
+            assert time.monotonic() < deadline, "the WAL was never copied back"
+            await asyncio.sleep(0.005)
+        async with db.transaction() as tx:
+            await tx.execute(ROW, ("r1", "a label"))
+        committed = time.monotonic()
+        await asyncio.sleep(0.15)
+        wal_syncs = [at for at, path in synced if path == f"{file}-wal" and at > committed]
+        assert wal_syncs and wal_syncs[0] - committed < 0.15
+        assert _in_the_file(file) == 0  # still only in the WAL
+        while _in_the_file(file) == 0:
+            assert time.monotonic() < committed + ckpt.copy_every + 2, "never copied back"
+            await asyncio.sleep(0.02)
+        assert time.monotonic() - committed >= ckpt.copy_every * 0.9
+    finally:
+        await db.close()
+
+
 def test_only_a_one_row_insert_is_made_many_rows() -> None:
     assert _multi_row("INSERT INTO t (a, b) VALUES (?, ?)", 3) == (
         "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?)"
@@ -124,7 +169,7 @@ async def test_the_wal_is_copied_back_and_started_over_between_bursts(tmp_path: 
                 async with db.transaction() as tx:
                     await tx.execute(ROW, (f"r{burst}-{n}", label))
             sizes.append(wal.stat().st_size)
-            await asyncio.sleep(0.3)  # a lull: the thread catches up
+            await asyncio.sleep(db.checkpointer.copy_every + 0.3)  # a lull: the thread catches up
         async with db.transaction() as tx:
             assert await tx.fetchval("SELECT COUNT(*) FROM api_tokens") == 5 * commits
         # A burst is far below the backstop, so only the thread checkpointed; without

@@ -14,12 +14,13 @@ process. ``COMMIT`` runs inline too: in WAL mode with ``synchronous=NORMAL`` it 
 the transaction's pages to the WAL file and does not fsync. What made a COMMIT slow,
 the WAL checkpoint that SQLite runs in the committing connection once the WAL passes
 ``wal_autocheckpoint`` pages (copying pages into the database file and two fsyncs,
-1-34 ms), is moved to a `Checkpointer` thread with a connection of its own, which
-copies the WAL back while the loop goes on committing (SQLite lets one checkpoint run
-beside the writer). The automatic checkpoint stays, at a much larger size, as a
-backstop should that thread fall far behind.
+1-34 ms), is moved to a `Checkpointer` thread with a connection of its own
+(`gateway.storage.wal`), which syncs the WAL and copies it back while the loop goes on
+committing (SQLite lets one checkpoint run beside the writer). The automatic
+checkpoint stays, at a much larger size, as a backstop should that thread fall far
+behind.
 
-So a commit is on the disk only once a checkpoint synced the WAL, tens of milliseconds
+So a commit is on the disk only once that thread synced the WAL, tens of milliseconds
 later: a power cut (not a crash of the process) may lose the last commits. Nothing may
 leave the gateway on the strength of such a commit: before a package goes to a partner
 or a checkpoint to a witness, `SQLiteDatabase.sync` syncs the WAL (an `fdatasync` in a
@@ -53,6 +54,7 @@ from typing import TypeVar
 from gateway.errors import ConfigError, StorageError
 from gateway.storage.base import Database, Lock, Params, Row, Transaction
 from gateway.storage.migrations import DataStepFunction, migrate
+from gateway.storage.wal import Checkpointer, WalSyncs, wal_of
 
 T = TypeVar("T")
 
@@ -232,62 +234,6 @@ def _multi_row(sql: str, count: int) -> str:
     return f"{head} VALUES {', '.join([one] * count)}"
 
 
-class WalSyncs:
-    """Syncs of the WAL file at `path`, one at a time, shared: a caller waits for a sync
-    that began after it asked (one under way may have begun before its commit), and
-    every caller that asks while one runs shares the next. However many lanes finish
-    a claim together, one `fdatasync` runs and at most one more waits."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.runs = 0  # syncs run, for tests
-        self._next: asyncio.Future[None] | None = None
-        self._runner: asyncio.Task[None] | None = None
-
-    async def sync(self) -> None:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-            if self._runner is None:
-                self._runner = asyncio.ensure_future(self._run())
-        # Shielded: a caller that stops waiting leaves the sync to the others.
-        await asyncio.shield(self._next)
-
-    async def _run(self) -> None:
-        round_: asyncio.Future[None] | None = None
-        try:
-            while (round_ := self._next) is not None:
-                self._next = None
-                try:
-                    await asyncio.to_thread(_fsync, self.path)
-                except OSError as exc:
-                    round_.set_exception(
-                        StorageError(f"database error: cannot write {self.path} to disk: {exc.strerror}")
-                    )
-                    round_.exception()  # retrieved: each waiter gets it, if any is left
-                else:
-                    round_.set_result(None)
-                self.runs += 1
-        finally:
-            self._runner = None
-            # Ended by a cancellation (the loop closing): no caller is left waiting forever.
-            for left in (round_, self._next):
-                if left is not None and not left.done():
-                    left.cancel()
-            self._next = None
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return  # no WAL: the last connection checkpointed it whole (synced) and removed it
-    try:
-        # Its data, and its size where it grew: what SQLite's own sync of the WAL does.
-        getattr(os, "fdatasync", os.fsync)(fd)
-    finally:
-        os.close(fd)
-
-
 def _open(file: Path) -> sqlite3.Connection:
     # The database holds the signed packages, whose payload is personal data: a new
     # file is readable by its owner only (0600), and SQLite gives its -wal and -shm
@@ -305,58 +251,6 @@ def _open(file: Path) -> sqlite3.Connection:
     return conn
 
 
-class Checkpointer:
-    """Copies the WAL back into the database file, in a thread with its own connection.
-
-    `committed()`, called after every COMMIT, only sets an event. The thread wakes, runs
-    ``PRAGMA wal_checkpoint(PASSIVE)``, which neither waits for nor blocks the writer
-    (it copies what no reader still needs and leaves the rest for next time), then
-    rests `interval` seconds so that one checkpoint (two fsyncs) covers the commits of
-    that time. A checkpoint that fails loses nothing: the pages stay in the WAL, and
-    the next wake-up tries again. Once the WAL has been copied back whole, the next
-    writer starts it over from the beginning, so with any pause between writes the file
-    stays small; under writes without a pause it grows until BACKSTOP_PAGES, where the
-    committing connection checkpoints (little is left to copy by then) and starts over.
-    """
-
-    def __init__(self, file: Path, interval: float = 0.05) -> None:
-        self.file = file
-        self.interval = interval
-        self.runs = 0  # checkpoints run, for tests and benchmarks
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpointer", daemon=True)
-        self._thread.start()
-
-    def committed(self) -> None:
-        self._wake.set()
-
-    def close(self) -> None:
-        """Stop the thread, letting a checkpoint in progress finish."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            conn = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error:
-            return  # the committing connection's own checkpoints take over
-        try:
-            while True:
-                self._wake.wait()
-                if self._stop.is_set():
-                    return
-                self._wake.clear()
-                with suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.runs += 1
-                if self._stop.wait(self.interval):
-                    return
-        finally:
-            conn.close()
-
-
 class SQLiteDatabase(Database):
     dialect = "sqlite"
     # Writers take turns on the one connection anyway, so a group costs no parallelism
@@ -372,7 +266,7 @@ class SQLiteDatabase(Database):
         self._lock = asyncio.Lock()
         self.checkpointer = Checkpointer(file)
         self._bulk = BulkWriter()
-        self.wal_syncs = WalSyncs(Path(f"{file}-wal"))
+        self.wal_syncs = WalSyncs(wal_of(file))
 
     @classmethod
     async def open(
