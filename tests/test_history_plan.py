@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.lifecycle.purge import NOT_HELD
+from gateway.delivery.presend import recorded_statement
+from gateway.lifecycle import erasure
+from gateway.lifecycle.erasure import KEPT_ORIGINALS
+from gateway.lifecycle.purge import originals_statement, texts_statement
 from gateway.storage import Database
 from gateway.supervision.history import history_statement
 
@@ -43,18 +46,15 @@ async def test_the_history_statement_reads_ranges_of_its_indexes(db: Database, c
     assert "SCAN events" not in plan and "Seq Scan on events" not in plan, plan
 
 
-#: What finds a person's events by subject token outside the history: an erasure's
-#: count of kept originals, the purges it runs, the dispatcher's look-up of its own
-#: stored deliveries (`gateway.delivery.presend`).
+#: What finds a person's events by subject token outside the history, as the code
+#: writes it: an erasure's count of kept originals, the purges it runs, the
+#: dispatcher's look-up of its own stored deliveries (`gateway.delivery.presend`).
 BY_SUBJECT = [
-    ("SELECT COUNT(*) FROM events WHERE subject_token = ? AND original IS NOT NULL", ("subj_1",)),
-    (f"SELECT id, body FROM events WHERE text_purged_at IS NULL AND {NOT_HELD} AND (subject_token = ?)",
-     ("subj_1",)),
-    (f"UPDATE events SET original = NULL, original_purged_at = ? WHERE original IS NOT NULL AND {NOT_HELD}"
-     " AND (subject_token = ?)", (START, "subj_1")),
-    ("SELECT webhook_id FROM events WHERE subject_token IN (?, ?) AND source = 'gateway'"
-     " AND webhook_id IN (?, ?)", ("subj_1", "subj_2", "pkg_1", "pkg_2")),
-]  # fmt: skip
+    (KEPT_ORIGINALS, ("subj_1",)),
+    (texts_statement(erasure.BY_SUBJECT), ("subj_1",)),
+    (originals_statement(erasure.BY_SUBJECT), (START, "subj_1")),
+    (recorded_statement(2, 2), ("subj_1", "subj_2", "pkg_1", "pkg_2")),
+]
 
 
 @pytest.mark.parametrize(("sql", "params"), BY_SUBJECT)

@@ -295,11 +295,17 @@ async def _recorded(tx: Transaction, packages: list[Row]) -> set[str]:
         return set()
     subjects = sorted({row["subject_token"] for row in packages})
     ids = [row["id"] for row in packages]
-    found = await tx.fetchall(
-        f"SELECT webhook_id FROM events WHERE subject_token IN ({_marks(subjects)}) AND source = 'gateway'"
-        f" AND webhook_id IN ({_marks(ids)})", (*subjects, *ids),
-    )  # fmt: skip
+    found = await tx.fetchall(recorded_statement(len(subjects), len(ids)), (*subjects, *ids))
     return {row["webhook_id"] for row in found}
+
+
+def recorded_statement(subjects: int, packages: int) -> str:
+    """`_recorded`'s look-up of the stored deliveries of ``packages`` packages of
+    ``subjects`` people; its parameters: the subjects, then the package ids."""
+    return (
+        f"SELECT webhook_id FROM events WHERE subject_token IN ({', '.join('?' * subjects)})"
+        f" AND source = 'gateway' AND webhook_id IN ({', '.join('?' * packages)})"
+    )
 
 
 def _marks(items: Sequence[object]) -> str:

@@ -100,7 +100,7 @@ async def purge_subject(tx: Transaction, subject: str, at: str) -> Counts:
     """Everything about the person the gateway may delete now (see `gateway.lifecycle.purge`)."""
     counts = Counts()
     for kind in KINDS:
-        counts.add(kind, await purge(tx, kind, "subject_token = ?", (subject,), at))
+        counts.add(kind, await purge(tx, kind, BY_SUBJECT, (subject,), at))
     return counts
 
 
@@ -127,6 +127,12 @@ async def advance(gw: Gateway, tx: Transaction, at: str, actor: str) -> list[Any
     return entries
 
 
+#: How many of a person's reports still have their original kept.
+KEPT_ORIGINALS = "SELECT COUNT(*) FROM events WHERE subject_token = ? AND original IS NOT NULL"
+#: Whom an erasure's purges select (`gateway.lifecycle.purge.purge`): the person.
+BY_SUBJECT = "subject_token = ?"
+
+
 async def _open_parts(tx: Transaction, erasure_id: str, subject: str) -> int:
     """What the erasure still waits for: held cases, attestations, data not yet deletable."""
     held = await tx.fetchval(
@@ -138,9 +144,7 @@ async def _open_parts(tx: Transaction, erasure_id: str, subject: str) -> int:
     kept = await tx.fetchval(
         "SELECT COUNT(*) FROM packages WHERE subject_token = ? AND plaintext_purged_at IS NULL", (subject,)
     )
-    originals = await tx.fetchval(
-        "SELECT COUNT(*) FROM events WHERE subject_token = ? AND original IS NOT NULL", (subject,)
-    )
+    originals = await tx.fetchval(KEPT_ORIGINALS, (subject,))
     return int(held) + int(unattested) + int(kept) + int(originals)
 
 

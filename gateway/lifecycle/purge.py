@@ -97,19 +97,27 @@ async def _bodies(
     return len(purged)
 
 
-async def _originals(tx: Transaction, where: str, params: Sequence[Any], now: str) -> int:
-    return await tx.execute(
+def originals_statement(where: str) -> str:
+    """Blanks the kept originals of the reports ``where`` selects; its parameters: the
+    time, then ``where``'s."""
+    return (
         f"UPDATE events SET original = NULL, original_purged_at = ? WHERE original IS NOT NULL AND {NOT_HELD}"
-        f" AND ({where})",
-        (now, *params),
+        f" AND ({where})"
     )
+
+
+def texts_statement(where: str) -> str:
+    """The reports ``where`` selects whose free text is not purged yet."""
+    return f"SELECT id, body FROM events WHERE text_purged_at IS NULL AND {NOT_HELD} AND ({where})"
+
+
+async def _originals(tx: Transaction, where: str, params: Sequence[Any], now: str) -> int:
+    return await tx.execute(originals_statement(where), (now, *params))
 
 
 async def _texts(tx: Transaction, where: str, params: Sequence[Any], now: str) -> int:
     """Free text replaced by a mark; the rest of the report (type, times, amounts) stays."""
-    rows = await tx.fetchall(
-        f"SELECT id, body FROM events WHERE text_purged_at IS NULL AND {NOT_HELD} AND ({where})", params
-    )
+    rows = await tx.fetchall(texts_statement(where), params)
     count = 0
     for row in rows:
         body = json.loads(row["body"])
