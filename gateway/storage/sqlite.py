@@ -15,7 +15,7 @@ the transaction's pages to the WAL file and does not fsync. What made a COMMIT s
 the WAL checkpoint that SQLite runs in the committing connection once the WAL passes
 ``wal_autocheckpoint`` pages (copying pages into the database file and two fsyncs,
 1-34 ms), is moved to a `Checkpointer` thread with a connection of its own
-(`gateway.storage.wal`), which syncs the WAL and copies it back while the loop goes on
+(`gateway.storage.wal`), which copies the WAL back, syncing it, while the loop goes on
 committing (SQLite lets one checkpoint run beside the writer). The automatic
 checkpoint stays, at a much larger size, as a backstop should that thread fall far
 behind.

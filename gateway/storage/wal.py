@@ -1,12 +1,12 @@
-"""SQLite's write-ahead log off the request path: syncing it, and copying it back.
+"""SQLite's write-ahead log off the request path: copying it back, and syncing it.
 
 A commit appends its pages to the WAL without a sync (``synchronous=NORMAL``). Two
-things happen to them afterwards, both in threads:
+things happen to them afterwards, in threads:
 
-- the `Checkpointer` syncs the WAL within `Checkpointer.interval` of a commit (one
-  ``fdatasync`` for the commits of that time), so a power cut loses tens of
-  milliseconds of commits at most; and, less often (`Checkpointer.copy_every`), copies
-  the WAL back into the database file, so the WAL starts over and stays small;
+- the `Checkpointer` copies the WAL back into the database file within
+  `Checkpointer.interval` of a commit, syncing it on the way (or by itself, where a
+  reader keeps the pages from being copied), so a power cut loses tens of milliseconds
+  of commits at most, and the WAL starts over and stays small;
 - `WalSyncs` syncs it on demand, before anything leaves the gateway on the strength of
   a commit (a package to a partner, a checkpoint to a witness).
 """
@@ -17,7 +17,6 @@ import asyncio
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 from gateway.errors import StorageError
@@ -84,35 +83,34 @@ def sync_file(path: Path) -> None:
 
 
 class Checkpointer:
-    """Syncs the WAL and copies it back into the database file, in a thread with a
-    connection of its own.
+    """Copies the WAL back into the database file, in a thread with its own connection.
 
-    `committed()`, called after every COMMIT, only sets an event. The thread wakes and
-    makes the commits since its last round durable: with an ``fdatasync`` of the WAL,
-    or, once `copy_every` seconds have passed since the last copy, with ``PRAGMA
-    wal_checkpoint(PASSIVE)``, which syncs the WAL, copies into the database file what
-    no reader still needs (neither waiting for nor blocking the writer) and syncs that
-    file. It then rests `interval` seconds, so that one sync covers the commits of that
-    time. Should the commits stop, the copy follows `copy_every` after the last sync.
+    `committed()`, called after every COMMIT, only sets an event. The thread wakes, runs
+    ``PRAGMA wal_checkpoint(PASSIVE)``, which neither waits for nor blocks the writer
+    (it syncs the WAL, copies what no reader still needs into the database file, and
+    syncs that file), then rests `interval` seconds so that one checkpoint (two fsyncs)
+    covers the commits of that time. A checkpoint that could not copy everything (a
+    reader of another process, a long report or ``gateway audit verify``, still needs
+    the pages) may have copied, and so synced, nothing: the thread then syncs the WAL
+    itself, so that the commits are on the disk tens of milliseconds later all the same.
 
-    Copying every `copy_every` rather than at every round writes a page that the
-    commits of that time changed again and again (an index's, say) into the database
-    file once, not once a round: about half the kernel's time of a placement, with
-    the same tens of milliseconds a power cut may lose (see docs/benchmarks.md).
+    A checkpoint that fails loses nothing: the pages stay in the WAL, and the next
+    wake-up tries again. Once the WAL has been copied back whole, the next writer starts
+    it over from the beginning, so with any pause between writes the file stays small;
+    under writes without a pause it grows until the connection's ``wal_autocheckpoint``,
+    where the committing connection checkpoints (little is left to copy by then) and
+    starts over.
 
-    A round that fails loses nothing: the pages stay in the WAL, and the next tries
-    again. Once the WAL has been copied back whole, the next writer starts it over from
-    the beginning, so with any pause between writes the file stays small; under writes
-    without a pause it grows until the connection's ``wal_autocheckpoint``, where the
-    committing connection checkpoints (little is left to copy by then) and starts over.
+    (Copying less often, with the WAL synced on its own at every round, was measured:
+    2-4% less CPU a placement, 2-7% slower bulk writes, whose WAL then reached the
+    committing connection's checkpoint with more left to copy: see docs/benchmarks.md.)
     """
 
-    def __init__(self, file: Path, interval: float = 0.05, copy_every: float = 0.5) -> None:
+    def __init__(self, file: Path, interval: float = 0.05) -> None:
         self.file = file
         self.interval = interval
-        self.copy_every = copy_every
-        self.runs = 0  # copies (checkpoints) run, for tests and benchmarks
-        self.syncs = 0  # syncs of the WAL alone
+        self.runs = 0  # checkpoints run, for tests and benchmarks
+        self.syncs = 0  # syncs of the WAL by the thread itself (a checkpoint left pages)
         self._dirty = False  # committed since the last sync
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -124,8 +122,7 @@ class Checkpointer:
         self._wake.set()
 
     def close(self) -> None:
-        """Stop the thread, letting a round in progress finish; the commits it had not
-        synced yet are synced."""
+        """Stop the thread, letting a checkpoint in progress finish."""
         self._stop.set()
         self._wake.set()
         self._thread.join()
@@ -136,27 +133,28 @@ class Checkpointer:
         except sqlite3.Error:
             return  # the committing connection's own checkpoints take over
         try:
-            self._rounds(conn)
+            while True:
+                self._wake.wait()
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
+                self._dirty = False  # a checkpoint syncs the WAL before it copies
+                if not self._copy(conn):  # it may have copied, and so synced, nothing
+                    self._dirty = True
+                    self._sync()
+                if self._stop.wait(self.interval):
+                    return
         finally:
             conn.close()
 
-    def _rounds(self, conn: sqlite3.Connection) -> None:
-        copied = time.monotonic()
-        left = False  # synced, not yet copied back
-        while not self._stop.is_set():
-            woke = self._wake.wait(self.copy_every if left else None)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            if woke and time.monotonic() - copied < self.copy_every:
-                self._sync()
-                left = True
-            else:
-                self._dirty = False  # the checkpoint syncs the WAL first
-                left = not self._copy(conn)
-                copied = time.monotonic()
-            self._stop.wait(self.interval)
-        self._sync()  # stopping: what was committed since the last round
+    def _copy(self, conn: sqlite3.Connection) -> bool:
+        """Checkpoint; whether it copied back every frame of the WAL."""
+        try:
+            _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            return False
+        self.runs += 1
+        return bool(copied >= frames)
 
     def _sync(self) -> None:
         if not self._dirty:
@@ -168,12 +166,3 @@ class Checkpointer:
             self._dirty = True  # the next round tries again
             return
         self.syncs += 1
-
-    def _copy(self, conn: sqlite3.Connection) -> bool:
-        """Checkpoint; True if the WAL was copied back whole."""
-        try:
-            _, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error:
-            return False
-        self.runs += 1
-        return bool(copied >= pages)
