@@ -11,9 +11,9 @@ Seen from outside, with strace: ``gateway dispatch --once`` and ``gateway audit
 checkpoint`` over plain http (so the request shows in the trace), with a reader holding
 a snapshot from before their commits, so that no checkpoint can copy those pages back
 and sync the WAL on the way. The WAL is fsynced before the first request leaves. The
-checkpointer thread's own syncs, which follow each commit on their own schedule and so
-may or may not come before a request, do not count: only a sync that the sender waited
-for is a guarantee.
+checkpointer thread, whose checkpoint the reader keeps from copying, then syncs the WAL
+by itself, on its own schedule: those syncs may or may not come before a request, and
+do not count. Only a sync that the sender waited for is a guarantee.
 
 Run on every backend option: the workspace is a SQLite one.
 """
