@@ -13,7 +13,6 @@ import pytest
 
 from gateway.delivery.presend import recorded_statement
 from gateway.lifecycle import erasure
-from gateway.lifecycle.erasure import KEPT_ORIGINALS
 from gateway.lifecycle.purge import originals_statement, texts_statement
 from gateway.storage import Database
 from gateway.supervision.history import history_statement
@@ -49,15 +48,15 @@ async def test_the_history_statement_reads_ranges_of_its_indexes(db: Database, c
 #: What finds a person's events by subject token outside the history, as the code
 #: writes it: an erasure's count of kept originals, the purges it runs, the
 #: dispatcher's look-up of its own stored deliveries (`gateway.delivery.presend`).
-BY_SUBJECT = [
-    (KEPT_ORIGINALS, ("subj_1",)),
+SUBJECT_LOOKUPS = [
+    (erasure.KEPT_ORIGINALS, ("subj_1",)),
     (texts_statement(erasure.BY_SUBJECT), ("subj_1",)),
     (originals_statement(erasure.BY_SUBJECT), (START, "subj_1")),
     (recorded_statement(2, 2), ("subj_1", "subj_2", "pkg_1", "pkg_2")),
 ]
 
 
-@pytest.mark.parametrize(("sql", "params"), BY_SUBJECT)
+@pytest.mark.parametrize(("sql", "params"), SUBJECT_LOOKUPS)
 async def test_a_persons_events_are_found_through_an_index(db: Database, sql: str, params: tuple) -> None:
     # Since migration 17 the (subject, type, time) index is the only one led by the
     # subject: the one led by (subject, time) was written by every report and read by none.

@@ -11,6 +11,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -104,10 +106,14 @@ async def test_a_large_insert_keeps_to_the_parameters_sqlite_binds(tmp_path: Pat
         await db.close()
 
 
-def _in_the_file(db_file: Path) -> int:
-    """Rows of api_tokens in the database file itself, not counting the WAL."""
-    with sqlite3.connect(f"file:{db_file}?immutable=1", uri=True) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM api_tokens").fetchone()[0])
+def _in_the_file(db_file: Path) -> int | None:
+    """Rows of api_tokens in the database file itself, not counting the WAL (None if the
+    file could not be read while a checkpoint wrote it)."""
+    try:
+        with closing(sqlite3.connect(f"{db_file.as_uri()}?immutable=1", uri=True)) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM api_tokens").fetchone()[0])
+    except sqlite3.DatabaseError:
+        return None
 
 
 @pytest.fixture
@@ -118,11 +124,18 @@ def fdatasyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, str]]:
     real = os.fdatasync
 
     def recording(fd: int) -> None:
-        synced.append((time.monotonic(), os.readlink(f"/proc/self/fd/{fd}")))
+        synced.append((time.monotonic(), os.path.realpath(f"/proc/self/fd/{fd}")))
         real(fd)
 
     monkeypatch.setattr(os, "fdatasync", recording)
     return synced
+
+
+async def _until(done: Callable[[], bool], what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
 
 
 async def test_a_commit_no_checkpoint_can_copy_is_synced_all_the_same(
@@ -133,30 +146,60 @@ async def test_a_commit_no_checkpoint_can_copy_is_synced_all_the_same(
     # report, `gateway audit verify`), when it copies, and syncs, nothing. Then the
     # thread syncs the WAL itself: a power cut still loses tens of milliseconds at most.
     file = tmp_path / "g.db"
+    wal = os.path.realpath(f"{file}-wal")
     db = await SQLiteDatabase.open(str(file))
     reader = sqlite3.connect(file, isolation_level=None)
     try:
-        await asyncio.sleep(0.2)  # the migrations' commits copied back
+        await db.compact()  # the migrations' commits copied back
         reader.execute("BEGIN")
         reader.execute("SELECT COUNT(*) FROM api_tokens").fetchall()  # a snapshot from before
         copies = db.checkpointer.runs
+        before = time.monotonic()
         async with db.transaction() as tx:
             await tx.execute(ROW, ("r1", "a label"))
-        committed = time.monotonic()
-        await asyncio.sleep(0.2)
-        assert db.checkpointer.runs > copies  # a checkpoint ran
+
+        def after() -> list[float]:
+            return [at for at, path in fdatasyncs if path == wal and at > before]
+
+        await _until(lambda: bool(after()), "no sync of the WAL")
+        synced = min(after())
+        assert synced - before < 2  # soon, not once the reader is done
+        assert db.checkpointer.runs > copies  # a checkpoint ran first
         assert _in_the_file(file) == 0  # and could not copy the commit
-        wal_syncs = [at for at, path in fdatasyncs if path == f"{file}-wal" and at > committed]
-        assert wal_syncs and wal_syncs[0] - committed < 0.2
         reader.execute("COMMIT")
         # Once the reader is gone, the next commit's checkpoint copies both back.
         async with db.transaction() as tx:
             await tx.execute(ROW, ("r2", "a label"))
-        await asyncio.sleep(0.2)
-        assert _in_the_file(file) == 2
+        await _until(lambda: _in_the_file(file) == 2, "never copied back")
     finally:
         reader.close()
         await db.close()
+
+
+async def test_what_was_committed_last_is_on_the_disk_when_the_database_closes(
+    tmp_path: Path, fdatasyncs: list[tuple[float, str]]
+) -> None:
+    # Another process keeps the database open (here a reader with a snapshot), so
+    # closing is not the last connection's checkpoint: the thread's last round syncs.
+    file = tmp_path / "g.db"
+    wal = os.path.realpath(f"{file}-wal")
+    db = await SQLiteDatabase.open(str(file))
+    reader = sqlite3.connect(file, isolation_level=None)
+    try:
+        await db.compact()
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM api_tokens").fetchall()
+        db.checkpointer.interval = 60  # resting after its last round when the commit comes
+        async with db.transaction() as tx:
+            await tx.execute(ROW, ("r0", "a label"))
+        await _until(lambda: any(path == wal for _, path in fdatasyncs), "no sync of the WAL")
+        fdatasyncs.clear()
+        async with db.transaction() as tx:
+            await tx.execute(ROW, ("r1", "a label"))
+        await db.close()
+        assert [path for _, path in fdatasyncs] == [wal]
+    finally:
+        reader.close()
 
 
 def test_only_a_one_row_insert_is_made_many_rows() -> None:

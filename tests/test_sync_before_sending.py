@@ -48,15 +48,21 @@ def traced_calls(trace: str) -> list[tuple[str, str, str]]:
     return re.findall(r"^(\d+)\s+(\w+)\((.*)$", trace, flags=re.MULTILINE)
 
 
-def checkpointer_threads(calls: list[tuple[str, str, str]]) -> set[str]:
-    """The threads that open a database connection of their own: the checkpointer's
-    (`gateway.storage.wal.Checkpointer`). The gateway's connection is opened by a thread
-    that first creates the file if missing (O_EXCL, `gateway.storage.sqlite._open`)."""
-    opened: dict[str, set[str]] = {}
+def checkpointer_threads(calls: list[tuple[str, str, str]], database: str) -> set[str]:
+    """The threads that open a connection of their own to ``database`` (read-write,
+    never creating it): the checkpointer's (`gateway.storage.wal.Checkpointer`). The
+    gateway's connection is opened by a thread that first creates the file if missing
+    (O_EXCL, `gateway.storage.sqlite._open`)."""
+    opened: dict[str, set[frozenset[str]]] = {}
     for tid, name, rest in calls:
-        if name == "openat" and re.search(r'\.db", O_', rest):
-            opened.setdefault(tid, set()).add("excl" if "O_EXCL" in rest else "rdwr")
-    return {tid for tid, how in opened.items() if how == {"rdwr"}}
+        path = f'"{database}", '
+        if name in ("open", "openat") and path in rest:
+            flags = rest.split(path, 1)[1].split(",", 1)[0]
+            opened.setdefault(tid, set()).add(frozenset(flags.split("|")))
+    return {
+        tid for tid, flags in opened.items()
+        if all("O_RDWR" in f and "O_EXCL" not in f for f in flags)
+    }  # fmt: skip
 
 
 def traced(strace: str, trace: Path, ws: Path, *command: str) -> list[str]:
@@ -64,7 +70,7 @@ def traced(strace: str, trace: Path, ws: Path, *command: str) -> list[str]:
     sync, with the file each writes to and the first bytes written."""
     return [
         strace, "-f", "-y", "-s", "8", "-o", str(trace),
-        "-e", "trace=fsync,fdatasync,sendto,sendmsg,write,openat",
+        "-e", "trace=fsync,fdatasync,sendto,sendmsg,write,open,openat",
         sys.executable, "-m", "gateway", "-c", str(ws), *command,
     ]  # fmt: skip
 
@@ -84,12 +90,12 @@ def snapshot_held(database: str) -> Iterator[None]:
         reader.close()
 
 
-def synced_before(trace: Path, request: str) -> list[str]:
+def synced_before(trace: Path, request: str, database: str) -> list[str]:
     """The syncs of a WAL in ``trace`` before the first write or send of ``request``, the
     checkpointer's left out."""
     calls = traced_calls(trace.read_text())
-    checkpointer = checkpointer_threads(calls)
-    assert checkpointer, "the checkpointer's thread was not found in the trace"
+    checkpointer = checkpointer_threads(calls, database)
+    assert len(checkpointer) == 1, f"not one checkpointer thread in the trace: {checkpointer}"
     sends = ("sendto", "sendmsg", "write")
     first = next(i for i, (_, name, rest) in enumerate(calls) if name in sends and request in rest)
     return [
@@ -123,7 +129,8 @@ async def test_the_wal_is_on_the_disk_before_a_package_leaves(
             proc = await asyncio.create_subprocess_exec(*command)
             assert await asyncio.wait_for(proc.wait(), 120) == 0
     assert sorted(agency.requests) == sorted(placed)
-    assert synced_before(trace, '"POST /p'), "no fsync of the WAL before the first package left"
+    database = load_settings(ws).database_url.removeprefix("sqlite:///")
+    assert synced_before(trace, '"POST /p', database), "no fsync of the WAL before the first package left"
     async with await Gateway.open(load_settings(ws)) as again:
         states = await rows(again, "SELECT state FROM packages")
     assert [s["state"] for s in states] == ["delivered"] * PACKAGES
@@ -158,4 +165,7 @@ def test_a_checkpoint_is_on_the_disk_before_a_witness_sees_it(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{load_settings(ws).bank_id}/gateway-audit\n4\n")
     assert f"\u2014 {NAME} " in done.stdout, "the witness cosigned the checkpoint"
-    assert synced_before(trace, '"POST /a'), "no fsync of the WAL before the checkpoint went to the witness"
+    database = load_settings(ws).database_url.removeprefix("sqlite:///")
+    assert synced_before(trace, '"POST /a', database), (
+        "no fsync of the WAL before the checkpoint went to the witness"
+    )

@@ -303,10 +303,14 @@ def recorded_statement(subjects: int, packages: int) -> str:
     """`_recorded`'s look-up of the stored deliveries of ``packages`` packages of
     ``subjects`` people; its parameters: the subjects, then the package ids."""
     return (
-        f"SELECT webhook_id FROM events WHERE subject_token IN ({', '.join('?' * subjects)})"
-        f" AND source = 'gateway' AND webhook_id IN ({', '.join('?' * packages)})"
+        f"SELECT webhook_id FROM events WHERE subject_token IN ({_holes(subjects)})"
+        f" AND source = 'gateway' AND webhook_id IN ({_holes(packages)})"
     )
 
 
 def _marks(items: Sequence[object]) -> str:
-    return ", ".join("?" * len(items))
+    return _holes(len(items))
+
+
+def _holes(count: int) -> str:
+    return ", ".join("?" * count)

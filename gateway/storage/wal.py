@@ -14,12 +14,15 @@ things happen to them afterwards, in threads:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
 
 from gateway.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 
 def wal_of(file: Path) -> Path:
@@ -102,7 +105,7 @@ class Checkpointer:
     starts over.
 
     (Copying less often, with the WAL synced on its own at every round, was measured:
-    2-4% less CPU a placement, 2-7% slower bulk writes, whose WAL then reached the
+    3-4% less CPU a placement, 2-7% slower bulk writes, whose WAL then reached the
     committing connection's checkpoint with more left to copy: see docs/benchmarks.md.)
     """
 
@@ -110,8 +113,7 @@ class Checkpointer:
         self.file = file
         self.interval = interval
         self.runs = 0  # checkpoints run, for tests and benchmarks
-        self.syncs = 0  # syncs of the WAL by the thread itself (a checkpoint left pages)
-        self._dirty = False  # committed since the last sync
+        self._dirty = False  # committed since the last round began
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpointer", daemon=True)
@@ -122,7 +124,9 @@ class Checkpointer:
         self._wake.set()
 
     def close(self) -> None:
-        """Stop the thread, letting a checkpoint in progress finish."""
+        """Stop the thread, letting a round in progress finish; what was committed since
+        the last round gets one more (another process may keep the database open, so the
+        last connection's own checkpoint may not come)."""
         self._stop.set()
         self._wake.set()
         self._thread.join()
@@ -136,33 +140,33 @@ class Checkpointer:
             while True:
                 self._wake.wait()
                 if self._stop.is_set():
-                    return
+                    break
                 self._wake.clear()
-                self._dirty = False  # a checkpoint syncs the WAL before it copies
-                if not self._copy(conn):  # it may have copied, and so synced, nothing
-                    self._dirty = True
-                    self._sync()
+                self._round(conn)
                 if self._stop.wait(self.interval):
-                    return
+                    break
+            if self._dirty:
+                self._round(conn)
         finally:
             conn.close()
+
+    def _round(self, conn: sqlite3.Connection) -> None:
+        """The commits so far made durable: by a checkpoint, which syncs the WAL before it
+        copies; where it could not copy everything (a reader needs the pages, another
+        connection was checkpointing), it may have synced nothing, so by a sync."""
+        self._dirty = False
+        if self._copy(conn):
+            return
+        try:
+            sync_file(wal_of(self.file))
+        except OSError as exc:
+            log.warning("cannot write %s to disk: %s", wal_of(self.file), exc.strerror)
 
     def _copy(self, conn: sqlite3.Connection) -> bool:
         """Checkpoint; whether it copied back every frame of the WAL."""
         try:
-            _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error:
             return False
         self.runs += 1
-        return bool(copied >= frames)
-
-    def _sync(self) -> None:
-        if not self._dirty:
-            return
-        self._dirty = False
-        try:
-            sync_file(wal_of(self.file))
-        except OSError:
-            self._dirty = True  # the next round tries again
-            return
-        self.syncs += 1
+        return busy == 0 and copied >= frames
