@@ -11,8 +11,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 import pytest
@@ -138,6 +138,24 @@ async def _until(done: Callable[[], bool], what: str, seconds: float = 10) -> No
         await asyncio.sleep(0.01)
 
 
+@asynccontextmanager
+async def _reader_held(tmp_path: Path) -> AsyncIterator[tuple[Path, str, SQLiteDatabase, sqlite3.Connection]]:
+    """A database with everything so far copied back, and another connection holding a
+    read snapshot from then, so that no checkpoint can copy what is committed next: the
+    file, its WAL's path, the database and the reader."""
+    file = tmp_path / "g.db"
+    db = await SQLiteDatabase.open(str(file))
+    reader = sqlite3.connect(file, isolation_level=None)
+    try:
+        await db.compact()  # the migrations' commits copied back
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM api_tokens").fetchall()
+        yield file, os.path.realpath(f"{file}-wal"), db, reader
+    finally:
+        reader.close()
+        await db.close()
+
+
 async def test_a_commit_no_checkpoint_can_copy_is_synced_all_the_same(
     tmp_path: Path, fdatasyncs: list[tuple[float, str]]
 ) -> None:
@@ -145,14 +163,7 @@ async def test_a_commit_no_checkpoint_can_copy_is_synced_all_the_same(
     # it copies: unless a reader of another connection still needs the pages (a long
     # report, `gateway audit verify`), when it copies, and syncs, nothing. Then the
     # thread syncs the WAL itself: a power cut still loses tens of milliseconds at most.
-    file = tmp_path / "g.db"
-    wal = os.path.realpath(f"{file}-wal")
-    db = await SQLiteDatabase.open(str(file))
-    reader = sqlite3.connect(file, isolation_level=None)
-    try:
-        await db.compact()  # the migrations' commits copied back
-        reader.execute("BEGIN")
-        reader.execute("SELECT COUNT(*) FROM api_tokens").fetchall()  # a snapshot from before
+    async with _reader_held(tmp_path) as (file, wal, db, reader):
         copies = db.checkpointer.runs
         before = time.monotonic()
         async with db.transaction() as tx:
@@ -162,8 +173,7 @@ async def test_a_commit_no_checkpoint_can_copy_is_synced_all_the_same(
             return [at for at, path in fdatasyncs if path == wal and at > before]
 
         await _until(lambda: bool(after()), "no sync of the WAL")
-        synced = min(after())
-        assert synced - before < 2  # soon, not once the reader is done
+        assert min(after()) - before < 2  # soon, not once the reader is done
         assert db.checkpointer.runs > copies  # a checkpoint ran first
         assert _in_the_file(file) == 0  # and could not copy the commit
         reader.execute("COMMIT")
@@ -171,9 +181,6 @@ async def test_a_commit_no_checkpoint_can_copy_is_synced_all_the_same(
         async with db.transaction() as tx:
             await tx.execute(ROW, ("r2", "a label"))
         await _until(lambda: _in_the_file(file) == 2, "never copied back")
-    finally:
-        reader.close()
-        await db.close()
 
 
 async def test_what_was_committed_last_is_on_the_disk_when_the_database_closes(
@@ -181,14 +188,7 @@ async def test_what_was_committed_last_is_on_the_disk_when_the_database_closes(
 ) -> None:
     # Another process keeps the database open (here a reader with a snapshot), so
     # closing is not the last connection's checkpoint: the thread's last round syncs.
-    file = tmp_path / "g.db"
-    wal = os.path.realpath(f"{file}-wal")
-    db = await SQLiteDatabase.open(str(file))
-    reader = sqlite3.connect(file, isolation_level=None)
-    try:
-        await db.compact()
-        reader.execute("BEGIN")
-        reader.execute("SELECT COUNT(*) FROM api_tokens").fetchall()
+    async with _reader_held(tmp_path) as (_, wal, db, _):
         db.checkpointer.interval = 60  # resting after its last round when the commit comes
         async with db.transaction() as tx:
             await tx.execute(ROW, ("r0", "a label"))
@@ -198,8 +198,6 @@ async def test_what_was_committed_last_is_on_the_disk_when_the_database_closes(
             await tx.execute(ROW, ("r1", "a label"))
         await db.close()
         assert [path for _, path in fdatasyncs] == [wal]
-    finally:
-        reader.close()
 
 
 def test_only_a_one_row_insert_is_made_many_rows() -> None:
