@@ -7,6 +7,8 @@ Run on every backend option: these tests open a SQLite file of their own.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import sqlite3
 import threading
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from gateway.storage.sqlite import BACKSTOP_PAGES, BULK_ROWS, SQLiteDatabase, _multi_row
+from gateway.storage.wal import Checkpointer
 
 ROW = "INSERT INTO api_tokens (id, role, secret_hash, label, created_at) VALUES (?, 'auditor', 'x', ?, 'now')"
 
@@ -183,21 +186,60 @@ async def test_a_commit_no_checkpoint_can_copy_is_synced_all_the_same(
         await _until(lambda: _in_the_file(file) == 2, "never copied back")
 
 
-async def test_what_was_committed_last_is_on_the_disk_when_the_database_closes(
+async def test_what_was_committed_last_is_on_the_disk_when_the_checkpointer_stops(
     tmp_path: Path, fdatasyncs: list[tuple[float, str]]
 ) -> None:
     # Another process keeps the database open (here a reader with a snapshot), so
     # closing is not the last connection's checkpoint: the thread's last round syncs.
-    async with _reader_held(tmp_path) as (_, wal, db, _):
-        db.checkpointer.interval = 60  # resting after its last round when the commit comes
-        async with db.transaction() as tx:
-            await tx.execute(ROW, ("r0", "a label"))
+    # A checkpointer of its own that rests a minute after each round, beside a writer.
+    file = tmp_path / "g.db"
+    wal = os.path.realpath(f"{file}-wal")
+    writer = sqlite3.connect(file, isolation_level=None)
+    reader = sqlite3.connect(file, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE t (x)")
+    checkpointer = Checkpointer(file, interval=60)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM t").fetchall()  # no checkpoint copies what follows
+        writer.execute("INSERT INTO t VALUES (0)")
+        checkpointer.committed()
         await _until(lambda: any(path == wal for _, path in fdatasyncs), "no sync of the WAL")
-        fdatasyncs.clear()
+        fdatasyncs.clear()  # the thread rests now
+        writer.execute("INSERT INTO t VALUES (1)")
+        checkpointer.committed()
+        await asyncio.to_thread(checkpointer.close)
+        assert [path for _, path in fdatasyncs] == [wal]
+    finally:
+        checkpointer.close()
+        reader.close()
+        writer.close()
+
+
+async def test_a_sync_that_fails_is_logged_and_the_thread_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = os.fdatasync
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    async with _reader_held(tmp_path) as (_, _, db, _):
         async with db.transaction() as tx:
             await tx.execute(ROW, ("r1", "a label"))
-        await db.close()
-        assert [path for _, path in fdatasyncs] == [wal]
+
+        def logged() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if "g.db-wal" in r.getMessage()]
+
+        await _until(lambda: bool(logged()), "the failure was not logged")
+        record = logged()[0]
+        assert record.levelname == "WARNING" and os.strerror(errno.EIO) in record.getMessage()
+        synced: list[int] = []
+        monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append(fd) or real(fd))
+        async with db.transaction() as tx:
+            await tx.execute(ROW, ("r2", "a label"))
+        await _until(lambda: bool(synced), "the thread stopped after the failure")
 
 
 def test_only_a_one_row_insert_is_made_many_rows() -> None:
