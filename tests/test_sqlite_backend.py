@@ -291,6 +291,33 @@ async def test_what_was_committed_is_there_after_close_and_reopen(tmp_path: Path
         await again.close()
 
 
+async def test_close_waits_for_the_transaction_under_way(tmp_path: Path) -> None:
+    db = await SQLiteDatabase.open(str(tmp_path / "g.db"))
+    inside, go_on = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with db.transaction() as tx:
+            await tx.execute(ROW, ("t1", "label"))
+            inside.set()
+            await go_on.wait()
+            await tx.execute(ROW, ("t2", "label"))
+
+    task = asyncio.create_task(writer())
+    await inside.wait()
+    closing = asyncio.create_task(db.close())
+    await asyncio.sleep(0.2)
+    assert not closing.done()  # the writer is not cut off midway
+    go_on.set()
+    await task
+    await closing
+    again = await SQLiteDatabase.open(str(tmp_path / "g.db"))
+    try:
+        async with again.transaction() as tx:
+            assert await tx.fetchval("SELECT COUNT(*) FROM api_tokens") == 2
+    finally:
+        await again.close()
+
+
 async def test_a_transaction_waits_for_another_writer_without_stalling_the_loop(tmp_path: Path) -> None:
     db = await SQLiteDatabase.open(str(tmp_path / "g.db"))
     other = sqlite3.connect(tmp_path / "g.db", isolation_level=None, check_same_thread=False)

@@ -377,6 +377,9 @@ class SQLiteDatabase(Database):
                 return await _in_thread(truncate)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.checkpointer.close)
-        await asyncio.to_thread(self._bulk.close)
-        self._conn.close()
+        """Close once the transaction under way (if any) has ended, as PostgreSQL's pool
+        waits for its connections: a task still writing is not cut off midway."""
+        async with self._lock:
+            await asyncio.to_thread(self.checkpointer.close)
+            await asyncio.to_thread(self._bulk.close)
+            self._conn.close()
