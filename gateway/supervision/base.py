@@ -34,7 +34,7 @@ RequestKind = Literal["opt_out", "cease", "attorney", "workplace", "stop_third_p
 CONVERSATION: frozenset[str] = frozenset({"connected", "refused"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Contact:
     """One contact attempt, as the supervision pipeline sees it: tokens, never raw data.
 
@@ -43,6 +43,11 @@ class Contact:
     ``zones`` are time zones besides the debtor's where the person may be (the number's
     own zone, or every zone on file when the number is unknown): the contact must be
     convenient in each. ``known_at`` is when the gateway learnt of the contact.
+
+    A value: rules read it, and a changed copy is made with `dataclasses.replace`. Not
+    frozen: a report's check builds one per earlier contact in its window, and a frozen
+    dataclass sets each of its 15 fields through ``object.__setattr__`` (1.6 µs a
+    contact against 0.2).
     """
 
     at: datetime
