@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-sqlite test-postgresql demo lint schemas clean
+.PHONY: test test-sqlite test-postgresql demo bench lint schemas clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test-postgresql: $(STAMP)
 DEMO_ARGS ?=
 demo: $(STAMP)
 	$(BIN)/python -m gateway.demo $(DEMO_ARGS)
+
+# Every speed goal in one table (about a minute; docs/benchmarks.md). Apprise, which
+# bench/email.py compares with, comes with the bench extra.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/goals.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway plugins schemas tests bench

@@ -55,6 +55,7 @@ from contextlib import contextmanager
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench.common import Goal, add_goals_option, write_goals
 from gateway.audit import log, parallel, proofs, query, verifydb, witnessing
 from gateway.audit.cosignature import Witness
 from gateway.audit.signer import LogSigner
@@ -197,7 +198,7 @@ def met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-async def main(entries: int, batch: int, witness: bool) -> None:
+async def main(entries: int, batch: int, witness: bool, goals_json: str | None = None) -> None:
     leaf_size = len(log.canonical(disclosure(0)))
     raw = raw_hash_seconds(min(entries, 1_000_000), leaf_size) * entries / min(entries, 1_000_000)
     raw_rate = 2 * entries / raw
@@ -233,6 +234,7 @@ async def main(entries: int, batch: int, witness: bool) -> None:
     print("| --- | --- | --- | --- | --- |")
     for row in table:
         print("| " + " | ".join(row) + " |")
+    write_goals(goals_json, [Goal(*row[:4], met=row[4].startswith("met")) for row in table])
 
 
 async def verify_runs(
@@ -298,5 +300,6 @@ if __name__ == "__main__":
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--no-witness", action="store_true", help="appends without the witness submissions")
+    add_goals_option(parser)
     args = parser.parse_args()
-    asyncio.run(main(args.entries, args.batch, not args.no_witness))
+    asyncio.run(main(args.entries, args.batch, not args.no_witness, args.goals_json))

@@ -1,8 +1,10 @@
 """What the benchmarks share: a local agency process, a bench workspace, a backlog of
-queued packages, and CPU time of this process and of a server process around a timed run."""
+queued packages, CPU time of this process and of a server process around a timed run,
+and the goal figures a script hands to `bench/goals.py`."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import multiprocessing
@@ -12,7 +14,7 @@ import time
 import uuid
 from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +45,28 @@ def process_cpu(pid: int) -> float:
     # The command name (field 2) may hold spaces; utime and stime are fields 14 and 15.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One goal of issue 26 as a script measured it, for `bench/goals.py`'s table."""
+
+    figure: str
+    floor: str
+    gateway: str
+    goal: str
+    met: bool
+
+
+def write_goals(path: str | None, goals: Sequence[Goal]) -> None:
+    """Write ``goals`` as JSON to ``path`` (a script's ``--goals-json``), if given."""
+    if path:
+        Path(path).write_text(json.dumps([asdict(goal) for goal in goals], ensure_ascii=False))
+
+
+def add_goals_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--goals-json", metavar="FILE",
+                        help="also write the goal figures to FILE as JSON (see bench/goals.py)")
 
 
 @dataclass

@@ -65,7 +65,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.callbacks_load import PARTNER, WARMUP, add_history, bodies, build_workspace, place_cases, sign
-from bench.common import Cpu, cpu_used, keys_settled, run_loop
+from bench.common import Cpu, Goal, add_goals_option, cpu_used, keys_settled, run_loop, write_goals
 from gateway import heap
 from gateway.clock import isotime
 from gateway.config import load_settings
@@ -222,9 +222,9 @@ def run(kind: str, ws: Path, warm: list[Any], timed: list[Any], concurrency: int
         return (*runs[rounds // 2], cpu)
 
 
-def print_cpu(n: int, raw: Cpu, floor: Cpu, gw: Cpu, profiled: bool) -> None:
+def print_cpu(n: int, raw: Cpu, floor: Cpu, gw: Cpu, profiled: bool) -> tuple[float, float]:
     """CPU µs per request of each server and of the client (raw and floor: all RAW_ROUNDS
-    rounds), and the ratios of the servers' CPU."""
+    rounds), and the ratios of the servers' CPU; returns the floor's and the gateway's µs."""
     us = 1e6 / n
     raw_us, floor_us = raw.server * us / RAW_ROUNDS, floor.server * us / RAW_ROUNDS
     gw_us = gw.server * us
@@ -240,6 +240,7 @@ def print_cpu(n: int, raw: Cpu, floor: Cpu, gw: Cpu, profiled: bool) -> None:
           f" the floor / raw ratio, the server being the bottleneck)")
     print(f"FLOOR / GATEWAY (the goal's figure): floor server {floor_us:.0f} µs / gateway server"
           f" {gw_us:.0f} µs = {floor_us / gw_us:.2f} (goal >= 0.6, moonshot 0.8)")
+    return floor_us, gw_us
 
 
 def parse_args() -> argparse.Namespace:
@@ -253,6 +254,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", metavar="FILE", help="write cProfile stats of the gateway server")
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="asyncio",
                         help="the servers' event loop; both: raw and floor on asyncio's, the gateway on each")
+    add_goals_option(parser)
     args = parser.parse_args()
     if args.cases <= WARMUP + 4 * args.concurrency:
         parser.error(f"--cases must exceed {WARMUP + 4 * args.concurrency}")
@@ -311,7 +313,7 @@ def main() -> None:
           f"{n / floor_s:8.0f} requests/s  ({floor_s:.2f} s, median of {RAW_ROUNDS})")
     ratio = raw_s / gw_s
     print(f"ratio gateway / raw: {ratio:.2f}; the floor / raw: {raw_s / floor_s:.2f}")
-    print_cpu(n, raw_cpu, floor_cpu, gw_cpu, profiled=bool(args.profile))
+    floor_us, gw_us = print_cpu(n, raw_cpu, floor_cpu, gw_cpu, profiled=bool(args.profile))
     if args.loop == "both":
         print(f"gateway server on uvloop: {n / uv_s:8.0f} requests/s ({uv_s:.2f} s) {dict(uv_status)};"
               f" CPU per callback {gw_cpu.server * 1e6 / n:.0f} µs on asyncio,"
@@ -321,6 +323,12 @@ def main() -> None:
             sys.exit("not every request was answered 202 on uvloop")
     if gw_status != Counter({202: n}) or raw_status != Counter({202: n}) or floor_status != Counter({202: n}):
         sys.exit("not every request was answered 202")
+    history = f", {args.history} earlier reports each" if args.history else ""
+    write_goals(args.goals_json, [Goal(
+        f"callbacks, server CPU each ({n:,} callbacks{history}, {loop})",
+        f"{floor_us:.0f} µs: signature, schema, dedupe insert, commit",
+        f"{gw_us:.0f} µs: {floor_us / gw_us:.2f}", ">= 0.6 (moonshot 0.8)", floor_us / gw_us >= 0.6,
+    )])
 
 
 if __name__ == "__main__":

@@ -70,7 +70,18 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
-from bench.common import Cpu, agency_process, copy_packages, cpu_used, keys_settled, make_workspace, run_loop
+from bench.common import (
+    Cpu,
+    Goal,
+    add_goals_option,
+    agency_process,
+    copy_packages,
+    cpu_used,
+    keys_settled,
+    make_workspace,
+    run_loop,
+    write_goals,
+)
 from bench.floor_writes import durable_writes_cpu
 from gateway import heap
 from gateway.cli.placement import read_case
@@ -163,8 +174,9 @@ def floor_seal_cpu(gw: Gateway, claims: dict[str, Any], repeats: int = SEAL_REPE
 
 def print_cpu(
     count: int, raw_rate: float, raw: Cpu, e2e: Cpu, seal: float, floor_seal_s: float, writes: float
-) -> None:
-    """CPU per package of both runs, and the ratios it bounds (see the module docstring)."""
+) -> tuple[float, float]:
+    """CPU per package of both runs, and the ratios it bounds (see the module docstring);
+    returns the goal's floor and the gateway's side of it, in seconds a package."""
     cores = os.cpu_count() or 1
     us = 1e6 / count
     raw_pkg, e2e_pkg = (raw.here + raw.server) / count, (e2e.here + e2e.server) / count
@@ -185,6 +197,7 @@ def print_cpu(
     print(f"  with the floor's durable writes too (bench/floor_writes.py: each package stored, then"
           f" marked delivered, {placement.BATCH} a transaction, {writes * 1e6:.0f} µs; not the goal's"
           f" figure): {(floor + writes) * 1e6:.0f} / {e2e_pkg * 1e6:.0f} = {(floor + writes) / e2e_pkg:.2f}")
+    return floor, e2e_pkg
 
 
 @contextmanager
@@ -305,13 +318,13 @@ async def end_to_end(
     print(f"raw aiohttp POST of the same bytes:         {count / raw:8.0f} requests/s")
     print(f"ratio end to end / raw: {gateway_rate * raw / count:.2f}; "
           f"dispatch / raw: {count / (done - placed) * raw / count:.2f}")
-    print_cpu(count, count / raw, raw_cpu, e2e_cpu, seal, floor_seal_s, writes)
+    floor, gateway = print_cpu(count, count / raw, raw_cpu, e2e_cpu, seal, floor_seal_s, writes)
     print(f"  of the gateway's end to end: placement {(placed_cpu - start_cpu) / count * 1e6:.0f} µs,"
           f" dispatch {(e2e_cpu.here - (placed_cpu - start_cpu)) / count * 1e6:.0f} µs per package")
     print(f"dispatch alone, CPU per package: gateway {dispatch_cpu.here * 1e6 / count:.0f} µs"
           f" + agency {dispatch_cpu.server * 1e6 / count:.0f} µs")
     return {"dispatch_rate": count / (done - placed), "dispatch_us": dispatch_cpu.here * 1e6 / count,
-            "e2e_us": e2e_cpu.here * 1e6 / count}
+            "e2e_us": e2e_cpu.here * 1e6 / count, "floor_us": floor * 1e6, "goal_us": gateway * 1e6}
 
 
 async def backlog(gw: Gateway, count: int) -> None:
@@ -382,6 +395,7 @@ if __name__ == "__main__":
                         help="every end-to-end package of one case, as this script placed them until"
                         " 2026-12-05 (each debtor's first package makes its data key: the default"
                         " workload, a debtor each, costs more and is what a day's cases are)")
+    add_goals_option(parser)
     arguments = parser.parse_args()
     loops = ("asyncio", "uvloop") if arguments.loop == "both" else (arguments.loop,)
     results = {}
@@ -394,3 +408,12 @@ if __name__ == "__main__":
               f" gateway CPU per package, dispatch alone {a['dispatch_us']:.0f} -> {u['dispatch_us']:.0f} µs"
               f" ({a['dispatch_us'] / u['dispatch_us']:.2f}x less), end to end {a['e2e_us']:.0f} ->"
               f" {u['e2e_us']:.0f} µs ({a['e2e_us'] / u['e2e_us']:.2f}x less)")
+    first = results[loops[0]]
+    if first:  # not a --backlog run
+        ratio = first["floor_us"] / first["goal_us"]
+        write_goals(arguments.goals_json, [Goal(
+            f"outbound, CPU a package ({arguments.packages:,} packages, {loops[0]})",
+            f"{first['floor_us']:.0f} µs: seal on cryptography + raw POST + agency",
+            f"{first['goal_us']:.0f} µs end to end + agency: {ratio:.2f}",
+            ">= 0.5 (moonshot 0.7)", ratio >= 0.5,
+        )])
