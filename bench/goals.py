@@ -72,11 +72,15 @@ def main() -> int:
     goals: list[dict[str, object]] = []
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-goals-") as tmp:
-        for name in names:
-            found, failure = run(name, args.quick, Path(tmp))
-            goals += found
-            if failure:
-                failures.append(failure)
+        try:
+            for name in names:
+                found, failure = run(name, args.quick, Path(tmp))
+                goals += found
+                if failure:
+                    failures.append(failure)
+        except KeyboardInterrupt:  # Ctrl-C reaches the running script too; it stops
+            print("interrupted: the goals measured so far follow", file=sys.stderr)
+            failures.append("interrupted")
     print()
     print("\n".join(table(goals, failures)))
     return 1 if failures or not all(goal["met"] for goal in goals) else 0

@@ -283,10 +283,14 @@ async def test_what_was_committed_is_there_after_close_and_reopen(tmp_path: Path
         async with db.transaction() as tx:
             await tx.execute(ROW, (f"t{n}", "label"))
     await db.close()
-    again = await SQLiteDatabase.open(str(tmp_path / "g.db"))
+    assert await tokens_after_reopen(tmp_path / "g.db") == 50
+
+
+async def tokens_after_reopen(file: Path) -> int:
+    again = await SQLiteDatabase.open(str(file))
     try:
         async with again.transaction() as tx:
-            assert await tx.fetchval("SELECT COUNT(*) FROM api_tokens") == 50
+            return int(await tx.fetchval("SELECT COUNT(*) FROM api_tokens"))
     finally:
         await again.close()
 
@@ -310,12 +314,7 @@ async def test_close_waits_for_the_transaction_under_way(tmp_path: Path) -> None
     go_on.set()
     await task
     await closing
-    again = await SQLiteDatabase.open(str(tmp_path / "g.db"))
-    try:
-        async with again.transaction() as tx:
-            assert await tx.fetchval("SELECT COUNT(*) FROM api_tokens") == 2
-    finally:
-        await again.close()
+    assert await tokens_after_reopen(tmp_path / "g.db") == 2
 
 
 async def test_a_transaction_waits_for_another_writer_without_stalling_the_loop(tmp_path: Path) -> None:
