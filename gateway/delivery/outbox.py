@@ -56,7 +56,7 @@ _COLUMNS = (
 _WITH_BODIES = "packages JOIN package_bodies ON package_id = id"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Claimed:
     partner_id: str
     attempt: int

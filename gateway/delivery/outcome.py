@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from gateway.delivery.breaker import Signal
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     package_id: str
     partner_id: str

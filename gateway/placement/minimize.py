@@ -132,7 +132,7 @@ CONTACT_FIELDS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ContactPoint:
     """A number or address of the case, as supervision needs it. ``value`` is the raw
     number: it is only ever pseudonymised, never stored or sent as it is."""

@@ -15,7 +15,7 @@ from schemas.package import PACKAGE_SCHEMA
 from schemas.partner import PartnerProfile
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Sealed:
     package_id: str
     claims: dict[str, Any]

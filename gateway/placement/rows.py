@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from gateway.clock import isotime
 from gateway.lifecycle.columns import seal_package as seal_columns
 from gateway.onboarding.pseudonyms import Pseudonymizer
@@ -147,7 +149,7 @@ class PlacementRows:
         returned, closed or deleted starts over as placed."""
         loan = case.loan
         reset = str(loan.last_acknowledged) if loan.last_acknowledged else None
-        events = json.dumps([[kind, str(day)] for kind, day in loan.limitation_events()])
+        events = orjson.dumps([[kind, str(day)] for kind, day in loan.limitation_events()]).decode()
         self.assignments.append((
             partner_id, case_ref, case.case_id, case_token, subject, purpose, case.debtor.timezone,
             loan.currency, str(loan.outstanding), str(loan.last_due_date), reset, events, at,

@@ -38,7 +38,7 @@ from schemas.case import Case
 from schemas.partner import LEGAL_PURPOSES, PartnerProfile, PurposePolicy
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Placement:
     package_id: str
     partner_id: str
