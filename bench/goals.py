@@ -83,7 +83,10 @@ def main() -> int:
             failures.append("interrupted")
     print()
     print("\n".join(table(goals, failures)))
-    return 1 if failures or not all(goal["met"] for goal in goals) else 0
+    met = sum(1 for goal in goals if goal["met"])
+    unfinished = f"; scripts that did not finish: {len(failures)}" if failures else ""
+    print(f"\ngoals met: {met} of {len(goals)}{unfinished}")
+    return 1 if failures or met < len(goals) else 0
 
 
 if __name__ == "__main__":
