@@ -56,6 +56,8 @@ _COLUMNS = (
 _WITH_BODIES = "packages JOIN package_bodies ON package_id = id"
 
 
+# Slots, not frozen: one is made for every package claimed, and a frozen dataclass sets each
+# field through object.__setattr__ (see `gateway.supervision.base.Contact`).
 @dataclass(slots=True)
 class Claimed:
     partner_id: str

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from gateway.delivery.breaker import Signal
 
 
+# Slots, not frozen: one is made for every attempt, and a frozen dataclass sets each
+# field through object.__setattr__ (see `gateway.supervision.base.Contact`).
 @dataclass(slots=True)
 class Outcome:
     package_id: str

@@ -132,6 +132,9 @@ CONTACT_FIELDS: dict[str, str] = {
 }
 
 
+# Slots, not frozen: one is made for every number and address of a case placed, and a
+# frozen dataclass sets each field through object.__setattr__ (see
+# `gateway.supervision.base.Contact`).
 @dataclass(slots=True)
 class ContactPoint:
     """A number or address of the case, as supervision needs it. ``value`` is the raw

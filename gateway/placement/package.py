@@ -15,6 +15,8 @@ from schemas.package import PACKAGE_SCHEMA
 from schemas.partner import PartnerProfile
 
 
+# Slots, not frozen: one is made for every package sealed, and a frozen dataclass sets each
+# field through object.__setattr__ (see `gateway.supervision.base.Contact`).
 @dataclass(slots=True)
 class Sealed:
     package_id: str

@@ -38,6 +38,8 @@ from schemas.case import Case
 from schemas.partner import LEGAL_PURPOSES, PartnerProfile, PurposePolicy
 
 
+# Slots, not frozen: one is made for every case placed, and a frozen dataclass sets each
+# field through object.__setattr__ (see `gateway.supervision.base.Contact`).
 @dataclass(slots=True)
 class Placement:
     package_id: str
